@@ -1,0 +1,1 @@
+"""lgprune benchmarks: `python -m benchmarks` (see `--help`)."""

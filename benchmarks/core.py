@@ -1,0 +1,92 @@
+"""One thread of 1,000 checkpoints (2 writes each) pruned to 10, by each contender."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from langgraph.checkpoint.redis import RedisSaver
+
+from benchmarks.data import Thread, build_thread, fresh
+from lgprune import Pruner
+
+# Deletes exactly the keys it is given, in one script: the floor.
+FLOOR_LIBRARY = """#!lua name=lgprune_bench_floor
+redis.register_function('bench_unlink', function(keys)
+  local n = 0
+  for i = 1, #keys, 500 do
+    n = n + redis.call('UNLINK', unpack(keys, i, math.min(i + 499, #keys)))
+  end
+  return n
+end)
+"""
+
+
+@dataclass(frozen=True)
+class Timing:
+    name: str
+    runs_ms: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs_ms)
+
+
+def _run(
+    client: redis.Redis, checkpoints: int, keep: int, prune: Callable[[RedisSaver, Thread], None]
+) -> float:
+    """Build the thread, prune it once, check the result; returns milliseconds."""
+    saver = fresh(client)
+    thread = build_thread(saver, "bench", checkpoints)
+    before = {k.decode() for k in client.keys("*")}
+    doomed = set(thread.doomed_keys(keep))
+    start = time.perf_counter()
+    prune(saver, thread)
+    elapsed = (time.perf_counter() - start) * 1000
+    after = {k.decode() for k in client.keys("*")}
+    if after != before - doomed:
+        raise AssertionError(
+            f"{prune.__name__}: {len(after & doomed)} doomed keys left (e.g. {sorted(after & doomed)[:2]}), "
+            f"{len(before - doomed - after)} kept keys lost (e.g. {sorted(before - doomed - after)[:2]})"
+        )
+    return elapsed
+
+
+def measure(
+    client: redis.Redis,
+    *,
+    checkpoints: int = 1000,
+    keep: int = 10,
+    runs: int = 5,
+    saver_runs: int | None = None,
+) -> list[Timing]:
+    """Median timings of lgprune, the floor and RedisSaver.prune on identical data."""
+    pruner = Pruner(client)
+
+    def lgprune(saver: RedisSaver, thread: Thread) -> None:
+        pruner.prune(thread.thread_id, keep)
+
+    def floor(saver: RedisSaver, thread: Thread) -> None:
+        keys = thread.doomed_keys(keep)
+        client.fcall("bench_unlink", len(keys), *keys)
+
+    def saver_prune(saver: RedisSaver, thread: Thread) -> None:
+        saver.prune([thread.thread_id], keep_last=keep)
+
+    contenders = (
+        ("lgprune Pruner.prune", lgprune, runs),
+        ("floor: one UNLINK script, keys known", floor, runs),
+        ("RedisSaver.prune", saver_prune, saver_runs or runs),
+    )
+    results: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+    # interleaved rounds, so that drift in the machine hits every contender alike
+    for round_ in range(max(n for _, _, n in contenders)):
+        for name, fn, n in contenders:
+            if round_ < n:
+                pruner.install()
+                client.function_load(FLOOR_LIBRARY, replace=True)
+                results[name].append(_run(client, checkpoints, keep, fn))
+    return [Timing(name, results[name]) for name, _, _ in contenders]

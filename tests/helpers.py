@@ -1,0 +1,194 @@
+"""Graphs and data for the tests: real LangGraph graphs, data written by the saver itself."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+import redis
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.channels.delta import DeltaChannel
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from langgraph.checkpoint.redis import RedisSaver
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, StateSnapshot, interrupt
+
+
+def config_of(thread_id: str, checkpoint_id: str | None = None, ns: str = "") -> dict[str, Any]:
+    configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ns}
+    if checkpoint_id is not None:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+# --- graphs -------------------------------------------------------------------
+
+
+def chat_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
+    """A chat bot without a model: it echoes the last human message."""
+
+    def bot(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [AIMessage(content=f"echo: {state['messages'][-1].content}")]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("bot", bot)
+    graph.add_edge(START, "bot")
+    graph.add_edge("bot", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def chat(app: CompiledStateGraph[Any], thread_id: str, turns: int) -> None:
+    for turn in range(turns):
+        app.invoke({"messages": [HumanMessage(content=f"turn {turn}")]}, config_of(thread_id))
+
+
+class LogState(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+def subgraph_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
+    """A parent whose node `child` is a subgraph that asks a human before it ends."""
+
+    def ask(state: LogState) -> dict[str, Any]:
+        return {"log": [f"approved:{interrupt('approve?')}"]}
+
+    sub = StateGraph(LogState)
+    sub.add_node("draft", lambda state: {"log": ["draft"]})
+    sub.add_node("ask", ask)
+    sub.add_edge(START, "draft")
+    sub.add_edge("draft", "ask")
+    sub.add_edge("ask", END)
+    graph = StateGraph(LogState)
+    graph.add_node("child", sub.compile())
+    graph.add_node("post", lambda state: {"log": ["post"]})
+    graph.add_edge(START, "child")
+    graph.add_edge("child", "post")
+    graph.add_edge("post", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def approve_turns(app: CompiledStateGraph[Any], thread_id: str, turns: int, *, leave_open: bool) -> None:
+    """Run `turns` approved turns; with `leave_open`, one more that waits for approval."""
+    config = config_of(thread_id)
+    for turn in range(turns):
+        app.invoke({"log": [f"in{turn}"]}, config)
+        app.invoke(Command(resume=f"ok{turn}"), config)
+    if leave_open:
+        app.invoke({"log": ["waiting"]}, config)
+
+
+def extend(state: list[str], writes: list[list[str]]) -> list[str]:
+    """A batching-invariant reducer for DeltaChannel."""
+    out = list(state)
+    for batch in writes:
+        out.extend(batch)
+    return out
+
+
+class DeltaState(TypedDict):
+    msgs: Annotated[list[str], DeltaChannel(extend, snapshot_frequency=4)]
+    turns: int
+
+
+def delta_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
+    """A graph whose `msgs` channel is a DeltaChannel (a snapshot every 4 updates)."""
+
+    def reply(state: DeltaState) -> dict[str, Any]:
+        turns = state.get("turns", 0) + 1
+        return {"msgs": [f"reply {turns}"], "turns": turns}
+
+    graph = StateGraph(DeltaState)
+    graph.add_node("reply", reply)
+    graph.add_edge(START, "reply")
+    graph.add_edge("reply", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def delta_turns(app: CompiledStateGraph[Any], thread_id: str, turns: int) -> None:
+    for turn in range(turns):
+        app.invoke({"msgs": [f"user {turn}"]}, config_of(thread_id))
+
+
+# --- reading state --------------------------------------------------------------
+
+
+def fingerprint(snapshot: StateSnapshot) -> Any:
+    """What a user sees of a state, with subgraph states, as comparable values."""
+    return (
+        repr(snapshot.values),
+        snapshot.next,
+        snapshot.config,
+        snapshot.parent_config,
+        repr(snapshot.metadata),
+        tuple(
+            (
+                task.id,
+                task.name,
+                repr(task.interrupts),
+                fingerprint(task.state) if isinstance(task.state, StateSnapshot) else None,
+            )
+            for task in snapshot.tasks
+        ),
+    )
+
+
+def checkpoint_ids(saver: RedisSaver, thread_id: str, ns: str = "") -> list[str]:
+    """The thread's checkpoint ids in one namespace, newest first, read key by key.
+
+    (`saver.list` matches thread ids case-insensitively, so it cannot count.)
+    """
+    client = saver._redis
+    prefix = f"checkpoint:{thread_id or '00000000-0000-0000-0000-000000000000'}:{ns or '__empty__'}:"
+    ids = []
+    for key in client.scan_iter(match=escape_glob(prefix) + "*", count=1000):
+        text = key.decode() if isinstance(key, bytes) else key
+        rest = text[len(prefix) :]
+        if ":" not in rest:
+            ids.append(rest)
+    return sorted(ids, reverse=True)
+
+
+def states_by_checkpoint(app: CompiledStateGraph[Any], thread_id: str, ids: list[str]) -> dict[str, Any]:
+    return {cid: fingerprint(app.get_state(config_of(thread_id, cid), subgraphs=True)) for cid in ids}
+
+
+# --- raw data -------------------------------------------------------------------
+
+
+def escape_glob(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def snapshot(client: redis.Redis, *, skip_thread: str | None = None) -> dict[bytes, bytes | None]:
+    """DUMP of every key (those of the saver's thread `skip_thread` left out)."""
+    skip = None
+    if skip_thread is not None:
+        skip = tuple(
+            f"{p}:{skip_thread}:".encode()
+            for p in ("checkpoint", "checkpoint_write", "write_keys_zset", "checkpoint_latest")
+        )
+    out = {}
+    for key in client.scan_iter(count=1000):
+        key_bytes = key if isinstance(key, bytes) else key.encode()
+        if skip and key_bytes.startswith(skip):
+            continue
+        out[key_bytes] = client.dump(key)
+    return out
+
+
+def put_checkpoints(
+    saver: RedisSaver, thread_id: str, count: int, *, writes: int = 2, ns: str = ""
+) -> list[str]:
+    """`count` linear checkpoints made by saver.put, `writes` writes each; ids oldest first."""
+    config: dict[str, Any] = config_of(thread_id, ns=ns)
+    ids = []
+    for step in range(count):
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"step": step}
+        checkpoint["channel_versions"] = {"step": step + 1}
+        config = saver.put(config, checkpoint, {"source": "loop", "step": step, "parents": {}}, {})
+        if writes:
+            saver.put_writes(config, [("step", i) for i in range(writes)], task_id=f"task-{step}")
+        ids.append(config["configurable"]["checkpoint_id"])
+    return ids

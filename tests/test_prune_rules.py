@@ -1,0 +1,268 @@
+"""Every pruning rule of the core issue, against a real Redis and real graphs."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from helpers import (
+    approve_turns,
+    chat,
+    chat_graph,
+    checkpoint_ids,
+    config_of,
+    delta_graph,
+    delta_turns,
+    put_checkpoints,
+    snapshot,
+    states_by_checkpoint,
+    subgraph_graph,
+)
+from langgraph.checkpoint.redis import RedisSaver
+
+from lgprune import InvalidArgumentError, Pruner
+
+
+def keys_of(r: redis.Redis, pattern: str) -> set[bytes]:
+    return set(r.scan_iter(match=pattern, count=1000))
+
+
+def test_keeps_the_newest_n_and_deletes_the_rest_with_their_writes(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    app = chat_graph(saver)
+    chat(app, "chat-1", turns=9)
+    ids = checkpoint_ids(saver, "chat-1")
+    writes_before = keys_of(r, "checkpoint_write:chat-1:*")
+    assert len(ids) > 20 and writes_before
+
+    result = pruner.prune("chat-1", 5)
+
+    assert checkpoint_ids(saver, "chat-1") == ids[:5]
+    assert result.checkpoints_deleted == len(ids) - 5
+    assert result.checkpoints_kept == 5
+    doomed = ids[5:]
+    left_writes = keys_of(r, "checkpoint_write:chat-1:*")
+    assert not [k for k in left_writes if any(cid.encode() in k for cid in doomed)]
+    assert result.writes_deleted == len(writes_before) - len(left_writes)
+    assert not [cid for cid in doomed if r.exists(f"write_keys_zset:chat-1:__empty__:{cid}")]
+    assert r.get("checkpoint_latest:chat-1:__empty__") == f"checkpoint:chat-1:__empty__:{ids[0]}".encode()
+    # the graph goes on from where it was
+    before = app.get_state(config_of("chat-1")).values["messages"]
+    chat(app, "chat-1", turns=1)
+    assert app.get_state(config_of("chat-1")).values["messages"][: len(before)] == before
+
+
+def test_keys_deleted_counts_every_key_that_went(r: redis.Redis, saver: RedisSaver, pruner: Pruner) -> None:
+    put_checkpoints(saver, "t", 30, writes=3)
+    before = r.dbsize()
+    result = pruner.prune("t", 4)
+    assert result.keys_deleted == before - r.dbsize()
+    assert result.keys_deleted == result.checkpoints_deleted * 2 + result.writes_deleted  # + zsets
+    assert (result.checkpoints_deleted, result.writes_deleted) == (26, 78)
+
+
+def test_case_variant_thread_is_left_alone(r: redis.Redis, saver: RedisSaver, pruner: Pruner) -> None:
+    put_checkpoints(saver, "Wang1", 12)
+    put_checkpoints(saver, "wang1", 12)
+    put_checkpoints(saver, "WANG1", 3)
+    others = snapshot(r, skip_thread="Wang1")
+
+    result = pruner.prune("Wang1", 2)
+
+    assert result.checkpoints_deleted == 10
+    assert len(checkpoint_ids(saver, "Wang1")) == 2
+    assert snapshot(r, skip_thread="Wang1") == others
+
+
+@pytest.mark.parametrize("thread_id", ["wang1", "wang1:20250729235038043", "wang1:2025:x"])
+def test_thread_ids_with_colons_prune_only_themselves(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner, thread_id: str
+) -> None:
+    for tid in ("wang1", "wang1:20250729235038043", "wang1:2025:x", "wang1:2025"):
+        put_checkpoints(saver, tid, 8)
+    others = snapshot(r, skip_thread=thread_id)
+    assert pruner.prune(thread_id, 3).checkpoints_deleted == 5
+    assert len(checkpoint_ids(saver, thread_id)) == 3
+    assert snapshot(r, skip_thread=thread_id) == others
+
+
+ODD_IDS = [
+    "",
+    "a b|c",
+    "a,b",
+    "a,",
+    " padded ",
+    "x} | @thread_id:{*",
+    "*",
+    "-a",
+    "\\",
+    "%a%",
+    "tab\there",
+    "Ünïcödé 😀",
+    "ünïcödé 😀",
+    "{}|*?[]-@.\"'`",
+    "İ",
+]
+
+
+@pytest.mark.parametrize("thread_id", ODD_IDS, ids=repr)
+def test_any_thread_id_matches_exactly(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner, thread_id: str
+) -> None:
+    for tid in [*ODD_IDS, "a", "b", "padded", "A B|C"]:
+        put_checkpoints(saver, tid, 4, writes=1)
+    others = snapshot(r, skip_thread=thread_id or "00000000-0000-0000-0000-000000000000")
+
+    result = pruner.prune(thread_id, 1)
+
+    assert result.checkpoints_deleted == 3
+    assert len(checkpoint_ids(saver, thread_id)) == 1
+    assert snapshot(r, skip_thread=thread_id or "00000000-0000-0000-0000-000000000000") == others
+
+
+def test_keep_zero_deletes_the_thread_and_its_latest_pointer(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    chat(chat_graph(saver), "gone", turns=3)
+    put_checkpoints(saver, "stays", 3)
+    stays = snapshot(r, skip_thread="gone")
+    result = pruner.prune("gone", 0)
+    assert result.checkpoints_kept == 0
+    assert not keys_of(r, "*gone*")
+    assert snapshot(r) == stays
+
+
+def test_a_thread_within_keep_is_untouched(r: redis.Redis, saver: RedisSaver, pruner: Pruner) -> None:
+    put_checkpoints(saver, "small", 5)
+    before = snapshot(r)
+    result = pruner.prune("small", 5)
+    assert (result.keys_deleted, result.checkpoints_kept, result.calls) == (0, 5, 1)
+    assert pruner.prune("missing", 1).calls == 1
+    assert snapshot(r) == before
+
+
+def test_keep_applies_per_namespace(r: redis.Redis, saver: RedisSaver, pruner: Pruner) -> None:
+    put_checkpoints(saver, "ns", 6)
+    put_checkpoints(saver, "ns", 6, ns="tools:0b7f")  # newer than every root checkpoint
+    pruner.prune("ns", 2)
+    assert len(checkpoint_ids(saver, "ns")) == 2
+    assert len(checkpoint_ids(saver, "ns", "tools:0b7f")) == 2
+
+
+def test_dry_run_deletes_nothing_and_counts_what_would_go(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    chat(chat_graph(saver), "dry", turns=6)
+    before = snapshot(r)
+    planned = pruner.prune("dry", 3, dry_run=True)
+    assert snapshot(r) == before
+    done = pruner.prune("dry", 3)
+    assert (planned.checkpoints_deleted, planned.writes_deleted, planned.keys_deleted) == (
+        done.checkpoints_deleted,
+        done.writes_deleted,
+        done.keys_deleted,
+    )
+    assert planned.checkpoints_deleted > 0
+
+
+def test_writes_are_found_through_the_index_even_without_their_registry(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    ids = put_checkpoints(saver, "reg", 6, writes=2)
+    for cid in ids:
+        r.delete(f"write_keys_zset:reg:__empty__:{cid}")
+    result = pruner.prune("reg", 2)
+    assert result.writes_deleted == 8
+    assert len(keys_of(r, "checkpoint_write:reg:*")) == 4
+
+
+def test_custom_prefixes(r: redis.Redis, pruner: Pruner) -> None:
+    custom = RedisSaver(redis_client=r, checkpoint_prefix="app_ckpt", checkpoint_write_prefix="app_writes")
+    custom.setup()
+    default = RedisSaver(redis_client=r)
+    default.setup()
+    put_checkpoints(custom, "t", 7)
+    put_checkpoints(default, "t", 7)
+    untouched = {k: r.dump(k) for k in r.scan_iter(match="checkpoint*")}
+
+    # only one prefix given: the writes would be orphaned, so nothing is deleted
+    with pytest.raises(InvalidArgumentError, match="WRITE_PREFIX"):
+        Pruner(r, checkpoint_prefix="app_ckpt").prune("t", 2)
+    assert len(keys_of(r, "app_ckpt:t:*")) == 7
+    result = Pruner(r, checkpoint_prefix="app_ckpt", checkpoint_write_prefix="app_writes").prune("t", 2)
+
+    assert (result.checkpoints_deleted, result.writes_deleted) == (5, 10)
+    assert len(keys_of(r, "app_ckpt:t:*")) == 2
+    assert len(keys_of(r, "app_writes:t:*")) == 4
+    assert {k: r.dump(k) for k in r.scan_iter(match="checkpoint*")} == untouched
+
+
+def test_subgraph_state_of_every_kept_checkpoint_is_unchanged(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    app = subgraph_graph(saver)
+    approve_turns(app, "sub", turns=4, leave_open=True)
+    namespaces_before = {k.split(b":")[2] for k in keys_of(r, "checkpoint:sub:*")}
+    kept = checkpoint_ids(saver, "sub")[:3]
+    states = states_by_checkpoint(app, "sub", kept)
+    assert any(state[5] and state[5][0][3] for state in states.values())  # a pending subgraph state
+
+    pruner.prune("sub", 3)
+
+    assert checkpoint_ids(saver, "sub") == kept
+    assert states_by_checkpoint(app, "sub", kept) == states
+    namespaces_after = {k.split(b":")[2] for k in keys_of(r, "checkpoint:sub:*")}
+    assert b"__empty__" in namespaces_after
+    assert len(namespaces_before) > 1 and len(namespaces_after) == 2  # root + the open subgraph run
+    # and the open run can still be approved
+    from langgraph.types import Command
+
+    app.invoke(Command(resume="late"), config_of("sub"))
+    assert app.get_state(config_of("sub")).values["log"][-2:] == ["approved:late", "post"]
+
+
+def test_delta_state_survives_keep_2(r: redis.Redis, saver: RedisSaver, pruner: Pruner) -> None:
+    app = delta_graph(saver)
+    delta_turns(app, "delta", turns=7)
+    ids = checkpoint_ids(saver, "delta")
+    kept_states = states_by_checkpoint(app, "delta", ids[:2])
+    history = app.get_state(config_of("delta")).values["msgs"]
+    assert len(history) > 4
+
+    result = pruner.prune("delta", 2)
+
+    assert result.delta_ancestors_kept > 0
+    assert 2 < result.checkpoints_kept < len(ids)
+    assert states_by_checkpoint(app, "delta", ids[:2]) == kept_states
+    # the conversation goes on with all of its history. (The saver itself can
+    # drop a write it raced with, so the new turn's own messages are not checked.)
+    delta_turns(app, "delta", turns=1)
+    assert app.get_state(config_of("delta")).values["msgs"][: len(history)] == history
+
+
+def test_the_savers_own_prune_loses_delta_state(r: redis.Redis, saver: RedisSaver) -> None:
+    """The failure lgprune exists to avoid, shown on the same graph."""
+    app = delta_graph(saver)
+    delta_turns(app, "delta", turns=7)
+    before = app.get_state(config_of("delta")).values
+    saver.prune(["delta"], keep_last=2)
+    assert app.get_state(config_of("delta")).values != before
+
+
+def test_delta_and_non_delta_threads_side_by_side(r: redis.Redis, saver: RedisSaver, pruner: Pruner) -> None:
+    delta_turns(delta_graph(saver), "d", turns=9)
+    chat(chat_graph(saver), "c", turns=5)
+    assert pruner.prune("c", 2).delta_ancestors_kept == 0
+    assert pruner.prune("d", 1).delta_ancestors_kept > 0
+
+
+def test_a_thread_of_more_than_10000_checkpoints_is_pruned_fully(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    ids = put_checkpoints(saver, "huge", 10_200, writes=1)
+    put_checkpoints(saver, "HUGE", 5, writes=1)
+    result = pruner.prune("huge", 10)
+    assert checkpoint_ids(saver, "huge") == sorted(ids, reverse=True)[:10]
+    assert (result.checkpoints_deleted, result.writes_deleted) == (10_190, 10_190)
+    assert result.calls > 1
+    assert len(checkpoint_ids(saver, "HUGE")) == 5
