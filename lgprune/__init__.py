@@ -7,6 +7,7 @@ from lgprune.errors import (
     LibraryInstallError,
     LibraryVersionError,
     ModulesMissingError,
+    ReadOnlyServerError,
 )
 from lgprune.pruner import AsyncPruner, Pruner
 from lgprune.results import PruneResult
@@ -23,5 +24,6 @@ __all__ = [
     "ModulesMissingError",
     "PruneResult",
     "Pruner",
+    "ReadOnlyServerError",
     "__version__",
 ]

@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from lgprune.commands import Steps
-from lgprune.errors import InvalidArgumentError, ModulesMissingError, from_server_message
+from lgprune.errors import (
+    InvalidArgumentError,
+    ModulesMissingError,
+    ReadOnlyServerError,
+    from_server_message,
+)
 from lgprune.library import install_steps
 from lgprune.results import PruneResult, reply_fields
 
@@ -68,6 +73,10 @@ def fcall_steps(function: str, args: list[Any]) -> Steps[Any]:
         message = str(reply)
         if message.startswith("LGPRUNE"):
             raise from_server_message(message) from None
+        if isinstance(reply, ReadOnlyError):
+            raise ReadOnlyServerError(
+                "this server is a read-only replica: prune on the primary (the replica follows)"
+            ) from None
         if "unknown command" in message.lower():
             raise ModulesMissingError(
                 "this server has no Redis Functions (FCALL): lgprune needs Redis 7 or newer"

@@ -47,12 +47,20 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """One redis-server process with the search and JSON modules loaded."""
+    """One redis-server process, by default with the search and JSON modules loaded."""
 
-    def __init__(self, *, port: int | None = None, appendonly: bool = False, modules: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        modules: bool = True,
+        server: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
         self.modules = modules
+        self.server = server
         self.dir = Path(tempfile.mkdtemp(prefix="lgprune-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -63,7 +71,7 @@ class EmbeddedRedis:
     def command(self) -> list[str]:
         server, modules = binaries()
         args = [
-            str(server),
+            str(self.server or server),
             "--port",
             str(self.port),
             "--bind",

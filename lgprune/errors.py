@@ -27,6 +27,10 @@ class LibraryInstallError(LgpruneError):
     """FUNCTION LOAD was refused (ACL, read-only replica, ...)."""
 
 
+class ReadOnlyServerError(LgpruneError):
+    """The server is a read-only replica: prune on the primary."""
+
+
 def from_server_message(message: str) -> LgpruneError:
     """Map an error reply of the Lua library to the matching exception."""
     text = message.removeprefix("LGPRUNE ").strip()

@@ -503,8 +503,8 @@ local function match_writes(res, base, owner, found, guess)
   end
 end
 
--- Writes-index query for the writes of the given checkpoints, by id.
-local function writes_of(ctx, chunk, limit)
+-- Writes-index query args for the writes of the given checkpoints, by id.
+local function writes_query(ctx, chunk)
   local query, args = {}, { ctx.wp, '', 'PARAMS', tostring(2 * #chunk) }
   for i, d in ipairs(chunk) do
     query[#query + 1] = '$c' .. i
@@ -513,7 +513,24 @@ local function writes_of(ctx, chunk, limit)
   end
   args[2] = '@checkpoint_id:{' .. table.concat(query, ' | ') .. '}'
   args[#args + 1] = 'NOCONTENT'
-  return search(finish_query(args, limit, false))
+  return args
+end
+
+-- The doomed checkpoints from position `first` on whose writes, looked up
+-- together, fit in `limit` index entries: up to WRITES_CHUNK of them, halved
+-- until they fit, down to one (whose writes may then take several calls).
+local function next_chunk(ctx, doomed, first, limit)
+  local size = WRITES_CHUNK
+  while true do
+    local chunk = {}
+    for j = first, math.min(first + size - 1, #doomed) do
+      chunk[#chunk + 1] = doomed[j]
+    end
+    if #chunk == 1 or search(finish_query(writes_query(ctx, chunk), 0, false))[1] <= limit then
+      return chunk
+    end
+    size = math.floor(#chunk / 2)
+  end
 end
 
 -- Collects keys to delete and deletes them in fixed-size batches (or, in a
@@ -545,9 +562,9 @@ end
 -- Delete doomed checkpoints oldest first, each with all its writes, its
 -- registry zset and, when it was its namespace's newest, the latest pointer,
 -- within ctx.budget keys (not in a dry run). Writes are found with one query
--- over the thread's writes when that fits 2 * budget entries, else per chunk
--- of checkpoint ids. A checkpoint whose writes do not fit loses only writes
--- this call. Returns counts and whether doomed checkpoints remain.
+-- over the thread's writes when that fits 2 * budget entries, else chunk by
+-- chunk of checkpoint ids. A checkpoint whose writes do not all fit loses
+-- only writes this call. Returns counts and whether doomed checkpoints remain.
 local function delete_doomed(ctx, thread, tag, doomed)
   local ckpts, writes, others = sink(ctx.dry), sink(ctx.dry), sink(ctx.dry)
   local left = ctx.dry and math.huge or ctx.budget
@@ -559,7 +576,7 @@ local function delete_doomed(ctx, thread, tag, doomed)
     owner[prefix] = d.id
     guess = #prefix
   end
-  local found
+  local found -- the writes of every doomed checkpoint, when one query fits
   local thread_writes = { ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag, 'NOCONTENT' }
   if #doomed > 0 and search(finish_query(thread_writes, 0, false))[1] <= read_left then
     local res = search_all(finish_query(thread_writes, read_left, false), read_left, 1)
@@ -570,17 +587,15 @@ local function delete_doomed(ctx, thread, tag, doomed)
   local more = false
   local i = 1
   while i <= #doomed and not more do
-    local chunk = {}
-    for j = i, math.min(i + WRITES_CHUNK - 1, #doomed) do
-      chunk[#chunk + 1] = doomed[j]
-    end
-    local chunk_found, cut = found, false
-    if not found then
-      if read_left < 1 then
-        more = true
-        break
-      end
-      local res = writes_of(ctx, chunk, read_left)
+    local chunk, chunk_found, cut
+    if found then
+      chunk, chunk_found, cut = { doomed[i] }, found, false
+    elseif read_left < 1 then
+      more = true
+      break
+    else
+      chunk = next_chunk(ctx, doomed, i, read_left)
+      local res = search(finish_query(writes_query(ctx, chunk), read_left, false))
       read_left = read_left - (#res - 1)
       cut = res[1] > #res - 1
       chunk_found = {}

@@ -26,9 +26,10 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    """A client on an empty database (bytes replies, RESP2)."""
+    """A client on an empty database without functions (bytes replies, RESP2)."""
     client = redis.Redis.from_url(redis_url, protocol=2)
     client.flushall()
+    client.function_flush()
     yield client
     client.close()
 

@@ -1,0 +1,110 @@
+"""Registration: idempotent, upgrades older libraries, never downgrades newer ones; the wheel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+import redis
+from helpers import checkpoint_ids, put_checkpoints
+from langgraph.checkpoint.redis import RedisSaver
+
+from lgprune import LibraryVersionError, Pruner
+from lgprune.library import library_code, library_version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_as(r: redis.Redis, version: str, extra: str = "") -> None:
+    code = library_code().replace(f"local VERSION = '{library_version()}'", f"local VERSION = '{version}'")
+    r.function_load(code + extra, replace=True)
+
+
+def server_code(r: redis.Redis) -> str:
+    entry = r.function_list(library="lgprune", withcode=True)[0]
+    fields = dict(zip(entry[::2], entry[1::2], strict=True))
+    code = fields[b"library_code"]
+    return code.decode() if isinstance(code, bytes) else str(code)
+
+
+def test_install_loads_once_and_is_idempotent(r: redis.Redis) -> None:
+    assert Pruner(r).install() == library_version()
+    assert Pruner(r).install() == library_version()
+    assert r.fcall("lgprune_version", 0) == library_version().encode()
+    assert server_code(r) == library_code()
+
+
+def test_an_older_library_is_replaced(r: redis.Redis) -> None:
+    load_as(r, "0.0.1")
+    assert Pruner(r).install() == library_version()
+    assert server_code(r) == library_code()
+
+
+def test_the_same_version_with_other_code_is_replaced(r: redis.Redis) -> None:
+    load_as(r, library_version(), extra="\n-- a local edit\n")
+    Pruner(r).install()
+    assert server_code(r) == library_code()
+
+
+def test_a_newer_library_is_never_downgraded(r: redis.Redis) -> None:
+    load_as(r, "0.99.0")
+    before = server_code(r)
+    assert Pruner(r).install() == "0.99.0"
+    assert server_code(r) == before
+
+
+def test_a_newer_major_version_is_refused(r: redis.Redis) -> None:
+    load_as(r, "9.0.0")
+    with pytest.raises(LibraryVersionError, match="upgrade"):
+        Pruner(r).install()
+
+
+def test_a_library_lost_after_first_use_is_loaded_again(r: redis.Redis, saver: RedisSaver) -> None:
+    pruner = Pruner(r)
+    put_checkpoints(saver, "t", 5)
+    pruner.prune("t", 4)
+    r.function_flush()
+    assert pruner.prune("t", 2).checkpoints_deleted == 2
+
+
+def test_the_wheel_ships_the_lua_and_works_from_outside_the_repo(tmp_path: Path, redis_url: str) -> None:
+    """Build the wheel, install it alone, and prune with the Lua it carries."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+    )
+    wheel = next((tmp_path / "dist").glob("lgprune-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("lgprune/lua/lgprune.lua").decode() == (ROOT / "lua" / "lgprune.lua").read_text()
+        assert "lgprune/py.typed" in archive.namelist()
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+    )
+    script = textwrap.dedent(f"""
+        import redis, lgprune
+        from lgprune.library import library_code
+        assert lgprune.__file__.startswith({str(site)!r}), lgprune.__file__
+        client = redis.Redis.from_url({redis_url!r})
+        client.function_flush()
+        print(lgprune.Pruner(client).install())
+        assert client.fcall("lgprune_version", 0).decode() == lgprune.__version__
+    """)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == library_version()
+
+
+def test_pruning_works_after_install_from_the_wheel_library(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "w", 3)
+    Pruner(r).install()
+    assert Pruner(r).prune("w", 1).checkpoints_deleted == 2
+    assert len(checkpoint_ids(saver, "w")) == 1
