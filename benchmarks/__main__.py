@@ -1,0 +1,42 @@
+"""`python -m benchmarks`: measure, then write Markdown tables and PNG plots to benchmarks/results/."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import time
+from pathlib import Path
+
+import redis
+
+from benchmarks import core
+from benchmarks.report import write_core
+from lgprune.embedded import any_server
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer runs (5), for CI and a first look")
+    parser.add_argument("--url", help="benchmark this server (default: container, else embedded)")
+    parser.add_argument("--runs", type=int, help="runs per contender (default 5 quick, 11 full)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where tables and plots go")
+    args = parser.parse_args()
+    runs = args.runs or (5 if args.quick else 11)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    server = contextlib.nullcontext((args.url, "--url")) if args.url else any_server()
+    with server as (url, kind):
+        client = redis.Redis.from_url(url)
+        version = client.info("server")["redis_version"]
+        where = f"{kind}, Redis {version}, {platform.machine()}, Python {platform.python_version()}"
+        print(f"benchmarking against {where}")
+        timings = core.measure(client, runs=runs, saver_runs=max(3, runs // 2))
+        write_core(args.out, timings, where=where, runs=runs)
+    print(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

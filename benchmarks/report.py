@@ -1,0 +1,61 @@
+"""Markdown tables and matplotlib plots of benchmark timings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib import ticker
+
+from benchmarks.core import Timing
+
+
+def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> None:
+    """core.md and core.png: one 1,000-checkpoint thread pruned to 10."""
+    by_name = {t.name: t for t in timings}
+    floor = by_name["floor: one UNLINK script, keys known"].median
+    saver = by_name["RedisSaver.prune"].median
+    lines = [
+        "# Pruning one thread: 1,000 checkpoints (2 writes each) to the newest 10",
+        "",
+        f"Server: {where}. Each checkpoint holds 4 messages of 400 characters, each write one;",
+        "every run rebuilds the same thread with RedisSaver.put/put_writes and checks afterwards",
+        "that exactly the 3,960 doomed keys are gone and every other key is intact.",
+        f"Wall time of one call from Python, median of {runs} runs (RedisSaver.prune: fewer), min and max.",
+        "",
+        "| contender | median ms | min ms | max ms | x floor | x RedisSaver.prune |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in timings:
+        lines.append(
+            f"| {t.name} | {t.median:.1f} | {min(t.runs_ms):.1f} | {max(t.runs_ms):.1f} "
+            f"| {t.median / floor:.2f} | {t.median / saver:.3f} |"
+        )
+    lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
+    (out / "core.md").write_text("\n".join(lines))
+
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    names = [t.name for t in timings]
+    ax.barh(names, [t.median for t in timings], color=["#2a7", "#999", "#c44"])
+    ax.errorbar(
+        [t.median for t in timings],
+        names,
+        xerr=[[t.median - min(t.runs_ms) for t in timings], [max(t.runs_ms) - t.median for t in timings]],
+        fmt="none",
+        color="black",
+        capsize=3,
+    )
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    for t in timings:
+        ax.annotate(f"{t.median:.1f} ms", (t.median, t.name), xytext=(6, 6), textcoords="offset points")
+    ax.set_xlabel("ms, log scale (median, min-max)")
+    ax.set_title("Prune a 1,000-checkpoint thread to 10")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(out / "core.png", dpi=120)
+    plt.close(fig)
