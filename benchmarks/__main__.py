@@ -10,8 +10,8 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import core
-from benchmarks.report import write_core
+from benchmarks import core, sweep
+from benchmarks.report import write_core, write_sweep
 from lgprune.embedded import any_server
 
 RESULTS = Path(__file__).parent / "results"
@@ -23,6 +23,8 @@ def main() -> None:
     parser.add_argument("--url", help="benchmark this server (default: container, else embedded)")
     parser.add_argument("--runs", type=int, help="runs per contender (default 5 quick, 11 full)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where tables and plots go")
+    parser.add_argument("--suites", nargs="+", choices=["core", "sweep"], default=["core", "sweep"])
+    parser.add_argument("--threads", type=int, help="threads for the sweep suite (500 quick, 2000 full)")
     args = parser.parse_args()
     runs = args.runs or (5 if args.quick else 11)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -33,8 +35,13 @@ def main() -> None:
         version = client.info("server")["redis_version"]
         where = f"{kind}, Redis {version}, {platform.machine()}, Python {platform.python_version()}"
         print(f"benchmarking against {where}")
-        timings = core.measure(client, runs=runs, saver_runs=max(3, runs // 2))
-        write_core(args.out, timings, where=where, runs=runs)
+        if "core" in args.suites:
+            timings = core.measure(client, runs=runs, saver_runs=max(3, runs // 2))
+            write_core(args.out, timings, where=where, runs=runs)
+        if "sweep" in args.suites:
+            threads = args.threads or (500 if args.quick else 2000)
+            sweeps = sweep.measure(client, threads=threads)
+            write_sweep(args.out, sweeps, where=where, threads=threads, per_thread=15)
     print(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
 
 

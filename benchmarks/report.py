@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib import ticker
 
 from benchmarks.core import Timing
+from benchmarks.sweep import SweepRun
 
 
 def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> None:
@@ -59,3 +60,27 @@ def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> No
     fig.tight_layout()
     fig.savefig(out / "core.png", dpi=120)
     plt.close(fig)
+
+
+def write_sweep(out: Path, runs: list[SweepRun], *, where: str, threads: int, per_thread: int) -> None:
+    """sweep.md: every thread pruned to 5 by each contender, with correctness."""
+    fastest = runs[0].seconds
+    lines = [
+        f"# Sweeping {threads:,} threads x {per_thread} checkpoints (2 writes each) to the newest 5",
+        "",
+        f"Server: {where}. Plus threads `Wang1`, `wang1`, `wang1:2025` and `a b|c`. Each contender gets the",
+        "same data, rebuilt with RedisSaver.put/put_writes; afterwards every thread must hold exactly 5",
+        "checkpoints and every remaining write its checkpoint. Largest call: the longest lgprune FCALL",
+        "in SLOWLOG.",
+        "",
+        "| contender | seconds | x lgprune | largest call ms | correct |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        verdict = "yes" if run.correct else f"**no**: {run.problem}"
+        largest = f"{run.largest_call_ms:.1f}" if run.largest_call_ms else "-"
+        lines.append(
+            f"| {run.name} | {run.seconds:.2f} | {run.seconds / fastest:.1f} | {largest} | {verdict} |"
+        )
+    lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
+    (out / "sweep.md").write_text("\n".join(lines))

@@ -10,7 +10,7 @@ from lgprune.errors import (
     ReadOnlyServerError,
 )
 from lgprune.pruner import AsyncPruner, Pruner
-from lgprune.results import PruneResult
+from lgprune.results import PruneResult, SweepResult
 
 __version__ = "0.1.0"
 
@@ -25,5 +25,6 @@ __all__ = [
     "PruneResult",
     "Pruner",
     "ReadOnlyServerError",
+    "SweepResult",
     "__version__",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import ReadOnlyError, ResponseError
@@ -10,14 +13,17 @@ from redis.exceptions import ReadOnlyError, ResponseError
 from lgprune.commands import Steps
 from lgprune.errors import (
     InvalidArgumentError,
+    LgpruneError,
     ModulesMissingError,
     ReadOnlyServerError,
     from_server_message,
 )
 from lgprune.library import install_steps
-from lgprune.results import PruneResult, reply_fields
+from lgprune.results import PruneResult, SweepResult, reply_fields
 
 ThreadId = str | bytes
+Duration = timedelta | float
+MANY_PER_CALL = 1000  # thread ids per lgprune_many call
 
 
 @dataclass(frozen=True)
@@ -105,4 +111,86 @@ def _prune_loop(args: list[Any], dry_run: bool) -> Steps[PruneResult]:
         fields = reply_fields((yield from fcall_steps("lgprune_thread", args)))
         result = result.plus_call(fields)
         if dry_run or not fields["more"] or not fields["keys_deleted"]:
+            return result
+
+
+def many_steps(
+    thread_ids: Iterable[object], keep: object, *, dry_run: bool, options: Options
+) -> Steps[PruneResult]:
+    """Prune several threads, up to 1,000 per call, resuming where a call stopped."""
+    ids = [check_thread_id(t) for t in thread_ids]
+    tail = [str(check_count("keep", keep)), *options.arguments()]
+    if dry_run:
+        tail.append("DRY_RUN")
+    return _many_loop(ids, tail, dry_run)
+
+
+def _many_loop(ids: list[ThreadId], tail: list[str], dry_run: bool) -> Steps[PruneResult]:
+    result, start = PruneResult(), 0
+    while start < len(ids):
+        batch = ids[start : start + MANY_PER_CALL]
+        reply = yield from fcall_steps("lgprune_many", [tail[0], str(len(batch)), *batch, *tail[1:]])
+        fields = reply_fields(reply)
+        result = PruneResult(
+            checkpoints_deleted=result.checkpoints_deleted + fields["checkpoints_deleted"],
+            writes_deleted=result.writes_deleted + fields["writes_deleted"],
+            keys_deleted=result.keys_deleted + fields["keys_deleted"],
+            checkpoints_kept=result.checkpoints_kept + (0 if fields["next"] else fields["checkpoints_kept"]),
+            delta_ancestors_kept=result.delta_ancestors_kept + fields["delta_ancestors_kept"],
+            calls=result.calls + 1,
+        )
+        if fields["next"] and (dry_run or not fields["keys_deleted"]):
+            return result  # no progress is possible: keep what is left
+        start += fields["next"] - 1 if fields["next"] else len(batch)
+    return result
+
+
+def to_ms(name: str, value: Duration | None) -> int | None:
+    """A positive duration (seconds or timedelta) in whole milliseconds."""
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise InvalidArgumentError(f"{name} must be a positive duration, got {value!r}")
+    return int(seconds * 1000)
+
+
+def sweep_steps(
+    keep: object,
+    *,
+    dry_run: bool,
+    options: Options,
+    max_age: Duration | None = None,
+    idle_ttl: Duration | None = None,
+    orphans: bool = False,
+    grace: Duration | None = None,
+    on_progress: Callable[[SweepResult], object] | None = None,
+) -> Steps[SweepResult]:
+    """Sweep every thread from cursor 0 until the server reports the sweep done."""
+    args = [str(check_count("keep", keep)), *options.arguments()]
+    for flag, value in (("MAX_AGE", max_age), ("IDLE_TTL", idle_ttl), ("GRACE", grace)):
+        ms = to_ms(flag.lower(), value)
+        if ms is not None:
+            args += [flag, str(ms)]
+    if orphans:
+        args.append("ORPHANS")
+    if dry_run:
+        args.append("DRY_RUN")
+    return _sweep_loop(args, on_progress)
+
+
+def _sweep_loop(args: list[str], on_progress: Callable[[SweepResult], object] | None) -> Steps[SweepResult]:
+    started = time.monotonic()
+    result, cursor, stalled = SweepResult(), "0", 0
+    while True:
+        reply = yield from fcall_steps("lgprune_sweep", [cursor, *args])
+        before = result
+        result = result.plus_call(reply_fields(reply), time.monotonic() - started)
+        stalled = stalled + 1 if result.cursor == cursor and result.keys_deleted == before.keys_deleted else 0
+        if stalled >= 3:
+            raise LgpruneError(f"the sweep made no progress at cursor {cursor}; nothing more was deleted")
+        cursor = result.cursor
+        if on_progress is not None:
+            on_progress(result)
+        if cursor == "0":
             return result

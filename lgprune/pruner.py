@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
 
-from lgprune.calls import Options, prune_steps
+from lgprune.calls import Duration, Options, check_count, many_steps, prune_steps, sweep_steps
 from lgprune.commands import Steps, arun, run
 from lgprune.library import install_steps
-from lgprune.results import PruneResult
+from lgprune.results import PruneResult, SweepResult
+from lgprune.stats import Stats, stats_steps
 
 T = TypeVar("T")
 
@@ -53,6 +55,48 @@ class Pruner:
         """Keep the newest `keep` checkpoints per namespace of one thread; delete the rest."""
         return self._run(prune_steps(thread_id, keep, dry_run=dry_run, options=self.options))
 
+    def prune_many(
+        self, thread_ids: Iterable[str | bytes], keep: int, *, dry_run: bool = False
+    ) -> PruneResult:
+        """`prune` for many threads, up to 1,000 per round trip; the counts are summed."""
+        return self._run(many_steps(thread_ids, keep, dry_run=dry_run, options=self.options))
+
+    def sweep(
+        self,
+        keep: int,
+        *,
+        dry_run: bool = False,
+        max_age: Duration | None = None,
+        idle_ttl: Duration | None = None,
+        orphans: bool = False,
+        grace: Duration | None = None,
+        on_progress: Callable[[SweepResult], object] | None = None,
+    ) -> SweepResult:
+        """Prune every thread in the database, in bounded server calls.
+
+        `max_age`: also keep checkpoints younger than this (seconds or timedelta);
+        `idle_ttl`: delete whole threads whose newest checkpoint is older than this;
+        `orphans`: also delete writes, registries and latest pointers whose
+        checkpoint is gone (and older than `grace`, default 10 minutes).
+        `on_progress` is called with the running totals after every call.
+        """
+        return self._run(
+            sweep_steps(
+                keep,
+                dry_run=dry_run,
+                options=self.options,
+                max_age=max_age,
+                idle_ttl=idle_ttl,
+                orphans=orphans,
+                grace=grace,
+                on_progress=on_progress,
+            )
+        )
+
+    def stats(self, keep: int, *, top: int = 20) -> Stats:
+        """Read-only: counts, checkpoints per thread, the biggest threads, what `sweep(keep)` frees."""
+        return self._run(stats_steps(check_count("keep", keep), options=self.options, top=top))
+
 
 class AsyncPruner:
     """`Pruner` over a `redis.asyncio.Redis` client."""
@@ -87,3 +131,45 @@ class AsyncPruner:
     async def prune(self, thread_id: str | bytes, keep: int, *, dry_run: bool = False) -> PruneResult:
         """Keep the newest `keep` checkpoints per namespace of one thread; delete the rest."""
         return await self._run(prune_steps(thread_id, keep, dry_run=dry_run, options=self.options))
+
+    async def prune_many(
+        self, thread_ids: Iterable[str | bytes], keep: int, *, dry_run: bool = False
+    ) -> PruneResult:
+        """`prune` for many threads, up to 1,000 per round trip; the counts are summed."""
+        return await self._run(many_steps(thread_ids, keep, dry_run=dry_run, options=self.options))
+
+    async def sweep(
+        self,
+        keep: int,
+        *,
+        dry_run: bool = False,
+        max_age: Duration | None = None,
+        idle_ttl: Duration | None = None,
+        orphans: bool = False,
+        grace: Duration | None = None,
+        on_progress: Callable[[SweepResult], object] | None = None,
+    ) -> SweepResult:
+        """Prune every thread in the database, in bounded server calls.
+
+        `max_age`: also keep checkpoints younger than this (seconds or timedelta);
+        `idle_ttl`: delete whole threads whose newest checkpoint is older than this;
+        `orphans`: also delete writes, registries and latest pointers whose
+        checkpoint is gone (and older than `grace`, default 10 minutes).
+        `on_progress` is called with the running totals after every call.
+        """
+        return await self._run(
+            sweep_steps(
+                keep,
+                dry_run=dry_run,
+                options=self.options,
+                max_age=max_age,
+                idle_ttl=idle_ttl,
+                orphans=orphans,
+                grace=grace,
+                on_progress=on_progress,
+            )
+        )
+
+    async def stats(self, keep: int, *, top: int = 20) -> Stats:
+        """Read-only: counts, checkpoints per thread, the biggest threads, what `sweep(keep)` frees."""
+        return await self._run(stats_steps(check_count("keep", keep), options=self.options, top=top))

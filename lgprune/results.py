@@ -40,3 +40,37 @@ class PruneResult:
             delta_ancestors_kept=fields["delta_ancestors_kept"],
             calls=self.calls + 1,
         )
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep over every thread did (or, in a dry run, would do)."""
+
+    threads_visited: int = 0
+    threads_pruned: int = 0
+    threads_deleted: int = 0
+    threads_skipped: int = 0
+    checkpoints_deleted: int = 0
+    writes_deleted: int = 0
+    keys_deleted: int = 0
+    orphans_deleted: int = 0
+    calls: int = 0
+    elapsed: float = 0.0
+    cursor: str = "0"
+
+    def plus_call(self, fields: dict[str, int], elapsed: float) -> SweepResult:
+        """This result followed by one more lgprune_sweep reply."""
+        counts = {
+            name: getattr(self, name) + fields[name]
+            for name in (
+                "threads_visited",
+                "threads_pruned",
+                "threads_deleted",
+                "threads_skipped",
+                "checkpoints_deleted",
+                "writes_deleted",
+                "keys_deleted",
+                "orphans_deleted",
+            )
+        }
+        return SweepResult(**counts, calls=self.calls + 1, elapsed=elapsed, cursor=str(fields["cursor"]))

@@ -44,6 +44,13 @@ local MAX_TAG_BYTES = 4096 -- longer TAG values are not matched by RediSearch
 local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default
 local UNLINK_BATCH = 500 -- never unpack an unbounded list
 local WRITES_CHUNK = 64 -- checkpoint ids per writes query
+local MIN_BUDGET = 10 -- enough for any call to make progress
+local SCAN_COUNT = 50 -- keys per SCAN step of a sweep
+local VISIT_COST = 10 -- budget units a sweep charges per thread visit
+local LIST_COST = 40 -- ... and more when the visit lists and plans the thread
+local CHECK_COST = 3 -- ... per orphan check
+local DEFAULT_GRACE_MS = 600000 -- orphans younger than this may still be in flight
+local UUID_EPOCH = 122192928000000000 -- 1582-10-15 to 1970-01-01 in 100 ns
 
 -- Errors -------------------------------------------------------------------
 
@@ -134,17 +141,17 @@ local function tag_of(thread_id)
   return best
 end
 
--- Validate a thread id as given by the caller; returns the stored id and its tag.
-local function check_thread(thread_id)
+-- The stored id and indexed tag of a thread id, or nil and why it cannot be pruned.
+local function thread_key(thread_id)
   if thread_id == nil then
-    fail('missing thread id')
+    return nil, 'missing thread id'
   end
   if #thread_id > MAX_TAG_BYTES then
-    fail('thread id is ' .. #thread_id .. ' bytes; RediSearch cannot match TAG values over '
-      .. MAX_TAG_BYTES .. ' bytes, so it cannot be pruned safely')
+    return nil, 'thread id is ' .. #thread_id .. ' bytes; RediSearch cannot match TAG values over '
+      .. MAX_TAG_BYTES .. ' bytes, so it cannot be pruned safely'
   end
   if not is_utf8(thread_id) then
-    fail('thread id is not valid UTF-8; the saver cannot have stored it')
+    return nil, 'thread id is not valid UTF-8; the saver cannot have stored it'
   end
   local stored = thread_id
   if stored == '' then
@@ -152,14 +159,39 @@ local function check_thread(thread_id)
   end
   local tag = tag_of(stored)
   if tag == '' then
-    fail('thread id ' .. show(thread_id) .. ' has nothing RediSearch indexes '
-      .. '(only commas and white space), so its checkpoints cannot be found')
+    return nil, 'thread id ' .. show(thread_id) .. ' has nothing RediSearch indexes '
+      .. '(only commas and white space), so its checkpoints cannot be found'
   end
   return stored, tag
 end
 
+-- thread_key, failing the call for an id that cannot be pruned.
+local function check_thread(thread_id)
+  local stored, tag = thread_key(thread_id)
+  if not stored then
+    fail(tag)
+  end
+  return stored, tag
+end
+
+-- Milliseconds since the Unix epoch in a uuid6 checkpoint id; nil for other ids.
+local function uuid6_ms(id)
+  local high, mid, low = id:match('^(%x%x%x%x%x%x%x%x)%-(%x%x%x%x)%-6(%x%x%x)%-')
+  if not high then
+    return nil
+  end
+  local ticks = tonumber(high, 16) * 268435456 + tonumber(mid, 16) * 4096 + tonumber(low, 16)
+  return (ticks - UUID_EPOCH) / 10000
+end
+
+-- The server's clock in milliseconds.
+local function now_ms()
+  local t = rcall('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 -- Read options from args[first..]: flags and NAME value pairs, case-insensitive.
--- spec maps an upper-case option name to 'flag', 'count' or 'string'.
+-- spec maps an upper-case option name to 'flag', 'count', 'ms' or 'string'.
 local function parse_options(args, first, spec)
   local opts = {}
   local i = first
@@ -178,6 +210,8 @@ local function parse_options(args, first, spec)
       end
       if kind == 'count' then
         opts[name] = parse_count(name, value, MAX_BUDGET)
+      elseif kind == 'ms' then
+        opts[name] = parse_count(name, value, 2 ^ 53)
       else
         opts[name] = value
       end
@@ -187,7 +221,7 @@ local function parse_options(args, first, spec)
   return opts
 end
 
--- Prefixes and index names, defaulting to the saver's.
+-- Prefixes and index names (defaulting to the saver's), budget and dry run.
 local function context(opts)
   local cp = opts.CHECKPOINT_PREFIX or 'checkpoint'
   local wp = opts.WRITE_PREFIX or 'checkpoint_write'
@@ -195,10 +229,27 @@ local function context(opts)
     fail('prefixes must not be empty')
   end
   local budget = opts.BUDGET or DEFAULT_BUDGET
-  if budget < 1 then
-    fail('BUDGET must be at least 1')
+  if budget < MIN_BUDGET then
+    fail('BUDGET must be at least ' .. MIN_BUDGET)
   end
   return { cp = cp, wp = wp, budget = budget, dry = opts.DRY_RUN == true }
+end
+
+-- What to keep: KEEP newest per namespace; with MAX_AGE also every
+-- checkpoint younger than that; with IDLE_TTL nothing of a thread whose
+-- newest checkpoint is older than that. Ages come from uuid6 checkpoint ids.
+local function policy(keep_arg, opts)
+  local now = (opts.MAX_AGE or opts.IDLE_TTL) and now_ms()
+  return {
+    keep = parse_count('KEEP', keep_arg, 2 ^ 53),
+    old_before = opts.MAX_AGE and now - opts.MAX_AGE,
+    idle_before = opts.IDLE_TTL and now - opts.IDLE_TTL,
+  }
+end
+
+-- The same context with a smaller delete budget.
+local function with_budget(ctx, budget)
+  return { cp = ctx.cp, wp = ctx.wp, budget = budget, dry = ctx.dry, sweep = ctx.sweep }
 end
 
 -- Redis access ---------------------------------------------------------------
@@ -265,15 +316,15 @@ local function search_all(args, limit, per_entry)
   return res
 end
 
--- The thread's checkpoints among the first `limit` entries tagged with its
--- id (newest first when `sorted`), as {key, ns, id}.
+-- The thread's checkpoints among the first `limit` of the `tagged` entries
+-- tagged with its id (newest first when `sorted`), as {key, ns, id}.
 -- Root checkpoints are listed by key alone (NOCONTENT, the cheap path) and
 -- kept only when the key is exactly <cp>:<thread>:__empty__:<id> with an id
 -- free of colons: a key of any other thread id cannot have that form, since
 -- its extra ':'-separated part would leave a colon in <id>. Checkpoints of
 -- other namespaces are confirmed by their own thread_id and checkpoint_id
 -- fields, and by the key the saver builds from them.
-local function list_checkpoints(ctx, thread, tag, limit, sorted)
+local function list_checkpoints(ctx, thread, tag, limit, sorted, tagged)
   local docs = {}
   local prefix = ctx.cp .. ':' .. thread .. ':'
   local root_prefix = prefix .. ROOT_NS .. ':'
@@ -286,6 +337,9 @@ local function list_checkpoints(ctx, thread, tag, limit, sorted)
       and not key:find(':', skip, true) then
       docs[#docs + 1] = { key = key, ns = ROOT_NS, id = key:sub(skip) }
     end
+  end
+  if res[1] >= tagged then
+    return docs -- every tagged entry is a root one
   end
   res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} -@checkpoint_ns:{$n}',
     'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'RETURN', '2', 'thread_id', 'checkpoint_id' },
@@ -340,8 +394,8 @@ end
 
 -- Delta channels a checkpoint rebuilds from its ancestors: those with a
 -- counters_since_delta_snapshot entry and a version, but no stored value.
-local function delta_channels(key)
-  local meta = json_get(key, '$.metadata')
+-- `meta` is the checkpoint's metadata string.
+local function delta_channels(key, meta)
   if type(meta) ~= 'string' or not meta:find('counters_since_delta_snapshot', 1, true) then
     return nil
   end
@@ -416,12 +470,50 @@ end
 
 -- Planning -----------------------------------------------------------------------
 
--- Decide, from the thread's listed checkpoints, which ones go. Returns the
--- doomed docs, oldest first within each namespace, and the number of delta
--- ancestors spared. `walk_limit` bounds each delta walk.
-local function plan(ctx, thread, docs, keep, walk_limit)
+-- The metadata strings of doc[ids[first..last]], read with one JSON.MGET
+-- (in batches), indexed like ids.
+local function kept_metadata(doc, ids, first, last)
+  local metas = {}
+  for from = first, last, UNLINK_BATCH do
+    local keys = {}
+    for i = from, math.min(from + UNLINK_BATCH - 1, last) do
+      keys[#keys + 1] = doc[ids[i]].key
+    end
+    keys[#keys + 1] = '$.metadata'
+    local res = rcall('JSON.MGET', unpack(keys))
+    for j = 1, #keys - 1 do
+      local raw = res[j]
+      metas[from + j - 1] = type(raw) == 'string' and cjson.decode(raw)[1] or nil
+    end
+  end
+  return metas
+end
+
+-- How many of a namespace's ids (sorted ascending) go: all but the newest
+-- `keep`, and with `old_before` only those whose uuid6 time is older.
+local function cut(ids, keep, old_before)
+  local last = #ids - keep
+  if old_before then
+    local m = 0
+    while m < last do
+      local ms = uuid6_ms(ids[m + 1])
+      if not ms or ms >= old_before then
+        break
+      end
+      m = m + 1
+    end
+    last = m
+  end
+  return last
+end
+
+-- Decide, from the thread's listed checkpoints, which ones go under `rule`
+-- (see policy). Returns the doomed docs, oldest first within each namespace,
+-- the number of delta ancestors spared, and whether the thread was idle.
+-- `walk_limit` bounds each delta walk.
+local function plan(ctx, thread, docs, rule, walk_limit)
   -- per namespace: ids sorted ascending (plain string order, as uuid6 sorts)
-  local by_ns, names = {}, {}
+  local by_ns, names, newest = {}, {}, nil
   for _, d in ipairs(docs) do
     local group = by_ns[d.ns]
     if not group then
@@ -431,29 +523,40 @@ local function plan(ctx, thread, docs, keep, walk_limit)
     end
     group.ids[#group.ids + 1] = d.id
     group.doc[d.id] = d
+    if not newest or d.id > newest then
+      newest = d.id
+    end
   end
   for _, ns in ipairs(names) do
     table.sort(by_ns[ns].ids)
   end
+  local keep, old_before, idle = rule.keep, rule.old_before, false
+  if rule.idle_before and newest then
+    local ms = uuid6_ms(newest)
+    if ms and ms < rule.idle_before then
+      keep, old_before, idle = 0, nil, true
+    end
+  end
   -- the oldest kept root checkpoint, when the root keeps any
   local oldest_root
   local root = by_ns[ROOT_NS]
-  if root and keep > 0 then
-    oldest_root = root.ids[math.max(#root.ids - keep + 1, 1)]
+  if root then
+    oldest_root = root.ids[cut(root.ids, keep, old_before) + 1]
   end
   local doomed, spared = {}, 0
   for _, ns in ipairs(names) do
     local ids, doc = by_ns[ns].ids, by_ns[ns].doc
     local n = #ids
-    local last = n - keep -- ids[1..last] are beyond the newest `keep`
+    local last = cut(ids, keep, old_before) -- ids[1..last] go
     if ns ~= ROOT_NS and oldest_root and ids[n] < oldest_root then
       last = n -- a subgraph run older than every kept root checkpoint
     end
     if last >= 1 then
       local protect, seen = {}, {}
+      local metas = kept_metadata(doc, ids, last + 1, n)
       for i = n, last + 1, -1 do
         local key = doc[ids[i]].key
-        local needed = delta_channels(key)
+        local needed = delta_channels(key, metas[i])
         if needed and not walk_delta(ctx, thread, ns, key, needed, protect, seen, walk_limit) then
           fail('the DeltaChannel history of ' .. show(key) .. ' is longer than '
             .. walk_limit .. ' checkpoints; raise BUDGET to prune this thread')
@@ -470,7 +573,7 @@ local function plan(ctx, thread, docs, keep, walk_limit)
       end
     end
   end
-  return doomed, spared
+  return doomed, spared, idle
 end
 
 -- Deleting -------------------------------------------------------------------------
@@ -576,20 +679,22 @@ local function delete_doomed(ctx, thread, tag, doomed)
     owner[prefix] = d.id
     guess = #prefix
   end
-  local found -- the writes of every doomed checkpoint, when one query fits
-  local thread_writes = { ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag, 'NOCONTENT' }
-  if #doomed > 0 and search(finish_query(thread_writes, 0, false))[1] <= read_left then
-    local res = search_all(finish_query(thread_writes, read_left, false), read_left, 1)
-    read_left = read_left - (#res - 1)
-    found = {}
-    match_writes(res, base, owner, found, guess)
+  local found -- the writes of every doomed checkpoint, when one query holds them
+  if #doomed > 0 then
+    local res = search(finish_query({ ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag,
+      'NOCONTENT' }, read_left, false))
+    if res[1] <= #res - 1 then
+      read_left = read_left - (#res - 1)
+      found = {}
+      match_writes(res, base, owner, found, guess)
+    end -- else the thread has too many writes: look them up per chunk below
   end
   local more = false
   local i = 1
   while i <= #doomed and not more do
-    local chunk, chunk_found, cut
+    local chunk, chunk_found, truncated
     if found then
-      chunk, chunk_found, cut = { doomed[i] }, found, false
+      chunk, chunk_found, truncated = { doomed[i] }, found, false
     elseif read_left < 1 then
       more = true
       break
@@ -597,13 +702,13 @@ local function delete_doomed(ctx, thread, tag, doomed)
       chunk = next_chunk(ctx, doomed, i, read_left)
       local res = search(finish_query(writes_query(ctx, chunk), read_left, false))
       read_left = read_left - (#res - 1)
-      cut = res[1] > #res - 1
+      truncated = res[1] > #res - 1
       chunk_found = {}
       match_writes(res, base, owner, chunk_found, guess)
     end
     for _, d in ipairs(chunk) do
       local ws = chunk_found[d.id] or {}
-      local fits = not cut and #ws + 2 <= left
+      local fits = not truncated and #ws + 2 <= left
       for k = 1, #ws do
         if left < 1 then
           break
@@ -656,26 +761,29 @@ end
 
 -- One thread ------------------------------------------------------------------------
 
--- Prune one thread (stored id `thread`, indexed as `tag`) within ctx.budget.
--- Returns a table of counts; see lgprune_thread for their meaning.
-local function prune_thread(ctx, thread, tag, keep)
+-- Prune one thread (stored id `thread`, indexed as `tag`) under `rule`
+-- within ctx.budget. Returns a table of counts; see lgprune_thread.
+local function prune_thread(ctx, thread, tag, rule)
   local out = { checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0,
-    checkpoints_kept = 0, delta_ancestors_kept = 0, more = 0 }
+    checkpoints_kept = 0, delta_ancestors_kept = 0, more = 0, idle = false, listed = false }
   local tagged = count_tagged(ctx, tag)
-  if tagged == 0 then
-    return out
+  out.checkpoints_kept = tagged
+  if tagged == 0 or (ctx.sweep and not rule.idle_before and tagged <= rule.keep) then
+    return out -- nothing over keep (the tag count is an upper bound)
   end
   -- the whole thread when it fits the budget, else its newest entries
-  local view = math.min(tagged, ctx.budget + math.min(keep, tagged), MAX_LIMIT)
+  local view = math.min(tagged, ctx.budget + math.min(rule.keep, tagged), MAX_LIMIT)
   local complete = view >= tagged
-  local docs = list_checkpoints(ctx, thread, tag, view, not complete)
-  local doomed, spared = plan(ctx, thread, docs, keep, ctx.budget)
+  local docs = list_checkpoints(ctx, thread, tag, view, not complete, tagged)
+  out.listed = true
+  local doomed, spared, idle = plan(ctx, thread, docs, rule, ctx.budget)
   check_write_prefix(ctx, thread, doomed)
   local done = delete_doomed(ctx, thread, tag, doomed)
   out.checkpoints_deleted = done.checkpoints
   out.writes_deleted = done.writes
   out.keys_deleted = done.keys
   out.delta_ancestors_kept = spared
+  out.idle = idle
   if complete then
     out.checkpoints_kept = #docs - done.checkpoints
   else
@@ -688,20 +796,84 @@ local function prune_thread(ctx, thread, tag, keep)
   return out
 end
 
--- Flatten counts into the name/value reply, in a fixed order.
-local FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
+-- Flatten counts into a name/value reply, in the order of `fields`.
+local THREAD_FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
   'checkpoints_kept', 'delta_ancestors_kept', 'more' }
-local function reply(out)
+local function reply(out, fields)
   local r = {}
-  for _, name in ipairs(FIELDS) do
+  for _, name in ipairs(fields) do
     r[#r + 1] = name
     r[#r + 1] = out[name]
   end
   return r
 end
 
-local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count',
+-- Add the counts of `part` into `total`.
+local function add_counts(total, part)
+  for _, name in ipairs({ 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
+    'checkpoints_kept', 'delta_ancestors_kept' }) do
+    total[name] = (total[name] or 0) + part[name]
+  end
+end
+
+-- Escape glob characters for SCAN MATCH.
+local function glob_escape(s)
+  return (s:gsub('([%*%?%[%]\\])', '\\%1'))
+end
+
+local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+
+-- Orphans ----------------------------------------------------------------------------
+
+-- True when `id` is a uuid6 older than `before` (ms): younger or undated
+-- keys may belong to a checkpoint that is still being written.
+local function older(id, before)
+  local ms = id and uuid6_ms(id)
+  return ms ~= nil and ms < before
+end
+
+-- Orphan checks, each true for a key of this saver whose checkpoint is gone
+-- and whose checkpoint id dates from before `before`.
+-- A latest pointer: its target checkpoint is gone.
+local function orphan_pointer(ctx, key, before)
+  local ok, target = pcall(rcall, 'GET', key)
+  if not ok or type(target) ~= 'string' or target:sub(1, #ctx.cp + 1) ~= ctx.cp .. ':' then
+    return false
+  end
+  return rcall('EXISTS', target) == 0 and older(target:match(':([^:]*)$'), before)
+end
+
+-- A write: the checkpoint named by its own fields is gone.
+local function orphan_write(ctx, key, before)
+  local ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
+  if not ok or type(raw) ~= 'string' then
+    return false
+  end
+  local f = cjson.decode(raw)
+  local t, ns, id = f['$.thread_id'][1], f['$.checkpoint_ns'][1], f['$.checkpoint_id'][1]
+  if type(t) ~= 'string' or type(ns) ~= 'string' or type(id) ~= 'string' then
+    return false
+  end
+  local stem = t .. ':' .. ns .. ':' .. id
+  if key:sub(1, #ctx.wp + #stem + 2) ~= ctx.wp .. ':' .. stem .. ':' then
+    return false -- not stored where the saver would store it: not ours to judge
+  end
+  return rcall('EXISTS', ctx.cp .. ':' .. stem) == 0 and older(id, before)
+end
+
+-- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
+-- the checkpoint <cp>:<stem> is gone. (Registries of other prefixes list
+-- other write keys and are left alone.)
+local function orphan_registry(ctx, key, before)
+  local stem = key:sub(#ZSET_PREFIX + 2)
+  local ok, first = pcall(rcall, 'ZRANGE', key, 0, 0)
+  if not ok or type(first[1]) ~= 'string'
+    or first[1]:sub(1, #ctx.wp + #stem + 2) ~= ctx.wp .. ':' .. stem .. ':' then
+    return false
+  end
+  return rcall('EXISTS', ctx.cp .. ':' .. stem) == 0 and older(stem:match(':([^:]*)$'), before)
+end
 
 -- Registered functions ---------------------------------------------------------------
 
@@ -716,16 +888,20 @@ end
 
 --[[
 lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
-  FCALL lgprune_thread 0 THREAD_ID KEEP [DRY_RUN] [BUDGET n]
-        [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
+  FCALL lgprune_thread 0 THREAD_ID KEEP [DRY_RUN] [BUDGET n] [MAX_AGE ms]
+        [IDLE_TTL ms] [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
   THREAD_ID  the thread id exactly as the application passes it ("" is the
              saver's empty thread); matched case-sensitively.
   KEEP       checkpoints to keep per namespace, a non-negative integer
              (0 deletes the thread).
   DRY_RUN    plan and count, delete nothing (BUDGET does not cap the count).
-  BUDGET     keys deleted per call, default 2000 (at most 100000). A call also
+  BUDGET     keys deleted per call, default 2000 (10 to 100000). A call also
              lists at most BUDGET + KEEP checkpoints, reads at most 2 * BUDGET
              write entries and walks at most BUDGET delta ancestors.
+  MAX_AGE    also keep every checkpoint younger than this many milliseconds
+             (by its uuid6 id): only older ones beyond KEEP go.
+  IDLE_TTL   delete the whole thread when its newest checkpoint is older than
+             this many milliseconds.
   CHECKPOINT_PREFIX / WRITE_PREFIX
              the saver's checkpoint_prefix / checkpoint_write_prefix
              (defaults "checkpoint" / "checkpoint_write"); the index names.
@@ -740,13 +916,207 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   the index cannot match, a missing index, a server without the modules.
 ]]
 local function lgprune_thread(_, args)
-  local keep = parse_count('KEEP', args[2], 2 ^ 53)
-  local ctx = context(parse_options(args, 3, THREAD_OPTIONS))
+  local opts = parse_options(args, 3, THREAD_OPTIONS)
+  local rule = policy(args[2], opts)
+  local ctx = context(opts)
   local thread, tag = check_thread(args[1])
   require_json()
-  return reply(prune_thread(ctx, thread, tag, keep))
+  return reply(prune_thread(ctx, thread, tag, rule), THREAD_FIELDS)
+end
+
+--[[
+lgprune_many: lgprune_thread for several threads in one call, sharing one budget.
+  FCALL lgprune_many 0 KEEP COUNT THREAD_ID... [options of lgprune_thread]
+  COUNT      how many thread ids follow (at most 1000).
+  Reply: the counts of lgprune_thread summed over the threads, with
+    next    0 when every thread is done, else the 1-based position of the
+            first thread still to prune: call again with the ids from there.
+  Every id is checked before anything is deleted.
+]]
+local function lgprune_many(_, args)
+  local count = parse_count('COUNT', args[2], 2 ^ 53)
+  if count < 1 or count > 1000 then
+    fail('COUNT must be 1 to 1000 thread ids, got ' .. count)
+  end
+  local opts = parse_options(args, count + 3, THREAD_OPTIONS)
+  local rule = policy(args[1], opts)
+  local ctx = context(opts)
+  local threads = {}
+  for i = 1, count do
+    local thread, tag = check_thread(args[i + 2])
+    threads[i] = { thread, tag }
+  end
+  require_json()
+  local total = { checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0,
+    checkpoints_kept = 0, delta_ancestors_kept = 0, next = 0 }
+  local left = ctx.budget
+  for i, t in ipairs(threads) do
+    if left < MIN_BUDGET then
+      total.next = i
+      break
+    end
+    local out = prune_thread(with_budget(ctx, left), t[1], t[2], rule)
+    add_counts(total, out)
+    left = left - out.keys_deleted
+    if out.more == 1 then
+      total.next = i
+      break
+    end
+  end
+  return reply(total, { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
+    'checkpoints_kept', 'delta_ancestors_kept', 'next' })
+end
+
+local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
+  ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+local SWEEP_FIELDS = { 'cursor', 'threads_visited', 'threads_pruned', 'threads_deleted',
+  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
+
+--[[
+lgprune_sweep: prune every thread, a slice of the keyspace per call.
+  FCALL lgprune_sweep 0 CURSOR KEEP [DRY_RUN] [BUDGET n] [MAX_AGE ms] [IDLE_TTL ms]
+        [ORPHANS] [GRACE ms] [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
+  CURSOR     "0" to start, then the cursor the previous call returned.
+  KEEP, MAX_AGE, IDLE_TTL, prefixes, DRY_RUN: as for lgprune_thread, per thread.
+  BUDGET     work per call, default 2000: a deleted key counts 1, a thread
+             visit 10 (50 when it lists the thread), an orphan check 3. A call stops at the end of a SCAN
+             step once it is spent, or in the middle of one after deleting.
+  ORPHANS    also delete writes, write registries and latest pointers whose
+             checkpoint is gone, when that checkpoint's id is older than GRACE
+             (ms, default 600000: writes can be stored before their checkpoint).
+  DETAILS    add `threads`: per visited thread, [thread_id, checkpoints,
+             checkpoints_deleted, keys_deleted] (checkpoints is an upper bound
+             for a thread within KEEP: its index count). For `lgprune stats`.
+  Threads are found by SCAN over the latest pointers (<cp>_latest:*); each
+  pointer's checkpoint names its thread exactly. Threads already within KEEP
+  cost one index count. Thread ids the index cannot match are skipped.
+  Reply: name/value pairs:
+    cursor               "0" when the sweep is complete, else pass it back
+    threads_visited      thread visits made by this call
+    threads_pruned       visits that deleted something
+    threads_deleted      threads deleted whole as idle (IDLE_TTL)
+    threads_skipped      threads whose id the index cannot match
+    checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
+    orphans_deleted      orphan keys deleted (also in keys_deleted)
+    threads              with DETAILS only, last: the list described above
+]]
+local function lgprune_sweep(_, args)
+  local cursor = args[1]
+  if type(cursor) ~= 'string' or not cursor:match('^%d+$') then
+    fail('CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+  end
+  local opts = parse_options(args, 3, SWEEP_OPTIONS)
+  local rule = policy(args[2], opts)
+  local ctx = context(opts)
+  ctx.sweep = true
+  require_json()
+  local before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS)
+  local latest = ctx.cp .. '_latest:'
+  local scan = { 'SCAN', cursor, 'COUNT', SCAN_COUNT }
+  if not opts.ORPHANS then
+    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest) .. '*', 'COUNT', SCAN_COUNT }
+  end
+  local out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
+    checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 }
+  local seen, details = {}, {}
+  local left, work = ctx.budget, 0 -- keys left to delete; visits and checks so far
+  local orphans = sink(ctx.dry)
+
+  -- Visit the thread of a latest pointer; false when the call must stop here.
+  local function visit(key)
+    local ok, target = pcall(rcall, 'GET', key)
+    local thread
+    if ok and type(target) == 'string' then
+      local read, value = pcall(json_get, target, '$.thread_id')
+      if read then
+        thread = value
+      end
+    end
+    if type(thread) ~= 'string' then
+      work = work + CHECK_COST
+      if opts.ORPHANS and orphan_pointer(ctx, key, before) then
+        orphans.add(key)
+      end
+      return true
+    end
+    if seen[thread] then
+      return true
+    end
+    if left < MIN_BUDGET then
+      return false -- this call has deleted nearly its budget: resume here
+    end
+    seen[thread] = true
+    work = work + VISIT_COST
+    out.threads_visited = out.threads_visited + 1
+    local stored, tag = thread_key(thread == EMPTY_ID and '' or thread)
+    if not stored then
+      out.threads_skipped = out.threads_skipped + 1
+      return true
+    end
+    local done = prune_thread(with_budget(ctx, left), stored, tag, rule)
+    if opts.DETAILS then
+      details[#details + 1] = { thread, done.checkpoints_kept + done.checkpoints_deleted,
+        done.checkpoints_deleted, done.keys_deleted }
+    end
+    add_counts(out, done)
+    left = left - done.keys_deleted
+    if done.listed then
+      work = work + LIST_COST
+    end
+    if done.keys_deleted > 0 then
+      out.threads_pruned = out.threads_pruned + 1
+    end
+    if done.idle and done.more == 0 then
+      out.threads_deleted = out.threads_deleted + 1
+    end
+    -- come back to this thread only when this call got somewhere with it
+    return done.more == 0 or ctx.dry or done.keys_deleted == 0
+  end
+
+  while true do
+    scan[2] = cursor
+    local res = rcall(unpack(scan))
+    local finished = true
+    for _, key in ipairs(res[2]) do
+      if key:sub(1, #latest) == latest then
+        finished = visit(key)
+      elseif opts.ORPHANS then
+        local is_write = key:sub(1, #ctx.wp + 1) == ctx.wp .. ':'
+        local is_registry = key:sub(1, #ZSET_PREFIX + 1) == ZSET_PREFIX .. ':'
+        if is_write or is_registry then
+          work = work + CHECK_COST
+          if (is_write and orphan_write(ctx, key, before))
+            or (is_registry and orphan_registry(ctx, key, before)) then
+            orphans.add(key)
+          end
+        end
+      end
+      if not finished then
+        break -- this call deleted what its budget allowed: resume this step
+      end
+    end
+    work = work + math.floor(#res[2] / 25) + 1
+    if finished then
+      cursor = res[1]
+    end
+    if not finished or cursor == '0' or work + (ctx.budget - left) >= ctx.budget then
+      break
+    end
+  end
+  orphans.flush()
+  out.orphans_deleted = orphans.deleted
+  out.keys_deleted = out.keys_deleted + orphans.deleted
+  out.cursor = cursor
+  local r = reply(out, SWEEP_FIELDS)
+  if opts.DETAILS then
+    r[#r + 1] = 'threads'
+    r[#r + 1] = details
+  end
+  return r
 end
 
 redis.register_function { function_name = 'lgprune_version', callback = lgprune_version,
   flags = { 'no-writes' } }
 redis.register_function { function_name = 'lgprune_thread', callback = entry(lgprune_thread) }
+redis.register_function { function_name = 'lgprune_many', callback = entry(lgprune_many) }
+redis.register_function { function_name = 'lgprune_sweep', callback = entry(lgprune_sweep) }

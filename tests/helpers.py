@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import operator
+import time
+import uuid
 from typing import Annotated, Any, TypedDict
 
 import redis
@@ -177,14 +179,33 @@ def snapshot(client: redis.Redis, *, skip_thread: str | None = None) -> dict[byt
     return out
 
 
+def uuid6_at(ms: float, seq: int = 0) -> str:
+    """A uuid6 (as LangGraph makes checkpoint ids) for the time `ms` since the epoch."""
+    ticks = int(ms * 10_000) + 122_192_928_000_000_000
+    node = uuid.uuid4().hex[:12]
+    high, mid, low = ticks >> 28, (ticks >> 12) & 0xFFFF, ticks & 0xFFF
+    return f"{high:08x}-{mid:04x}-6{low:03x}-{0x8000 | (seq & 0x3FFF):04x}-{node}"
+
+
 def put_checkpoints(
-    saver: RedisSaver, thread_id: str, count: int, *, writes: int = 2, ns: str = ""
+    saver: RedisSaver,
+    thread_id: str,
+    count: int,
+    *,
+    writes: int = 2,
+    ns: str = "",
+    age: float | None = None,
 ) -> list[str]:
-    """`count` linear checkpoints made by saver.put, `writes` writes each; ids oldest first."""
+    """`count` linear checkpoints made by saver.put, `writes` writes each; ids oldest first.
+
+    With `age` (seconds), the newest is that old and each older one a second older.
+    """
     config: dict[str, Any] = config_of(thread_id, ns=ns)
     ids = []
     for step in range(count):
         checkpoint = empty_checkpoint()
+        if age is not None:
+            checkpoint["id"] = uuid6_at((time.time() - age - (count - 1 - step)) * 1000, step)
         checkpoint["channel_values"] = {"step": step}
         checkpoint["channel_versions"] = {"step": step + 1}
         config = saver.put(config, checkpoint, {"source": "loop", "step": step, "parents": {}}, {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -109,3 +110,53 @@ def test_redis_cli_alone_prunes_one_thread(redis_url: str, r: redis.Redis, saver
     assert [
         len(checkpoint_ids(saver, t)) for t in ("wang1", "wang1:20250729235038043", "Wang1:20250729235038043")
     ] == [8, 5, 8]
+
+
+def test_sweep_and_stats_from_the_command_line(redis_url: str, saver: RedisSaver) -> None:
+    for i in range(12):
+        put_checkpoints(saver, f"s:{i}", 4 + i)
+    stats = lgprune("stats", "--keep", "3", "--top", "2", "--json", "--url", redis_url)
+    assert stats.returncode == 0, stats.stderr
+    figures = json.loads(stats.stdout)
+    assert (figures["threads"], figures["checkpoints"]) == (12, sum(4 + i for i in range(12)))
+    assert [t["thread_id"] for t in figures["top"]] == ["s:11", "s:10"]
+    assert figures["top"][0]["bytes"] > 0
+    assert sum(figures["histogram"].values()) == 12
+    out = lgprune("sweep", "--keep", "3", "--json", "--url", redis_url)
+    assert out.returncode == 0, out.stderr
+    assert (
+        json.loads(out.stdout)["checkpoints_deleted"]
+        == figures["sweep_checkpoints"]
+        == sum(1 + i for i in range(12))
+    )
+    assert all(len(checkpoint_ids(saver, f"s:{i}")) == 3 for i in range(12))
+    summary = lgprune("sweep", "--keep", "3", "--url", redis_url)
+    assert (
+        summary.returncode == 0 and summary.stdout.startswith("sweep: ") and summary.stdout.count("\n") == 1
+    )
+
+
+@pytest.mark.parametrize("duration", ["bogus", "0d", "-1h", "5 parsecs"])
+def test_bad_durations_exit_2(redis_url: str, duration: str) -> None:
+    assert lgprune("sweep", "--keep", "3", "--idle-ttl", duration, "--url", redis_url).returncode == 2
+
+
+def test_every_runs_until_sigterm_then_exits_cleanly(redis_url: str, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "cron", 9)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lgprune", "sweep", "--keep", "2", "--every", "1s", "--url", redis_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        second = process.stdout.readline()  # a second sweep a second later
+        assert first.startswith("sweep: ") and "deleted 7 checkpoints" in first
+        assert second.startswith("sweep: ") and "deleted 0 checkpoints" in second
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+    assert len(checkpoint_ids(saver, "cron")) == 2

@@ -52,7 +52,7 @@ def test_a_huge_keep_keeps_everything(
         (["t", "5.0"], "KEEP must be a non-negative integer"),
         (["t", ""], "KEEP must be a non-negative integer"),
         (["t"], "KEEP must be a non-negative integer"),
-        (["t", "2", "BUDGET", "0"], "BUDGET must be at least 1"),
+        (["t", "2", "BUDGET", "9"], "BUDGET must be at least 10"),
         (["t", "2", "BUDGET", "many"], "BUDGET must be a non-negative integer"),
         (["t", "2", "BUDGET"], "BUDGET needs a value"),
         (["t", "2", "FAST"], "unknown option"),

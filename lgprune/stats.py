@@ -1,0 +1,163 @@
+"""`lgprune stats`: what the checkpoint store holds, and what a sweep would free."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lgprune.calls import Options, fcall_steps
+from lgprune.commands import Steps
+from lgprune.results import as_text
+
+BUCKETS = (1, 5, 10, 50, 100, 1000, 10000)  # upper bounds of the histogram's bins
+
+
+@dataclass(frozen=True)
+class ThreadStats:
+    thread_id: str
+    checkpoints: int
+    bytes: int  # estimated from a sample of its keys (0 when not sampled)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts, a histogram of checkpoints per thread, the biggest threads, what a sweep frees."""
+
+    threads: int
+    checkpoints: int
+    writes: int
+    keys: int
+    histogram: dict[str, int]
+    top: list[ThreadStats]
+    keep: int
+    sweep_checkpoints: int
+    sweep_keys: int
+    sweep_bytes: int  # estimated
+    used_memory: int
+    calls: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _pairs(reply: Any) -> dict[str, Any]:
+    """A name/value reply (RESP2 list or RESP3 map) as a dict with text names."""
+    if isinstance(reply, dict):
+        return {as_text(k): v for k, v in reply.items()}
+    items = list(reply)
+    return {as_text(items[i]): items[i + 1] for i in range(0, len(items), 2)}
+
+
+def bucket_label(n: int) -> str:
+    low = 1
+    for high in BUCKETS:
+        if n <= high:
+            return str(high) if low == high else f"{low}-{high}"
+        low = high + 1
+    return f">{BUCKETS[-1]}"
+
+
+def indexed_tag(thread_id: str) -> str:
+    """The TAG value RediSearch indexed for a stored thread id (the longest
+    comma-separated piece, trimmed), as the Lua library queries it."""
+    return max((piece.strip(" \t\n\r\x0b\x0c") for piece in thread_id.split(",")), key=len)
+
+
+def _average_bytes(keys: list[Any]) -> Steps[float]:
+    sizes = []
+    for key in keys:
+        size = yield ("MEMORY", "USAGE", key, "SAMPLES", "0")
+        if isinstance(size, int):
+            sizes.append(size)
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def search_keys(reply: Any) -> tuple[int, list[Any]]:
+    """Total and keys of an FT.SEARCH ... NOCONTENT reply, RESP2 list or RESP3 map."""
+    if isinstance(reply, dict):
+        fields = {as_text(k): v for k, v in reply.items()}
+        return int(fields["total_results"]), [_pairs(r)["id"] for r in fields["results"]]
+    if isinstance(reply, list) and reply:
+        return int(reply[0]), list(reply[1:])
+    return 0, []
+
+
+def _thread_bytes(options: Options, thread_id: str, checkpoints: int, sample: int) -> Steps[int]:
+    """Estimated memory of one thread: sampled checkpoints and writes, extrapolated."""
+    total = 0.0
+    for index, expected in (
+        (options.checkpoint_prefix, checkpoints),
+        (options.checkpoint_write_prefix, None),
+    ):
+        reply = yield (
+            "FT.SEARCH",
+            index,
+            "@thread_id:{$t}",
+            "PARAMS",
+            "2",
+            "t",
+            indexed_tag(thread_id),
+            "NOCONTENT",
+            "LIMIT",
+            "0",
+            str(sample),
+            "DIALECT",
+            "2",
+        )
+        hits, found = search_keys(reply)
+        prefix = f"{index}:{thread_id}:"
+        keys = [k for k in found if as_text(k).startswith(prefix)]
+        count = expected if expected is not None else hits * len(keys) // max(len(found), 1)
+        total += (yield from _average_bytes(keys)) * count
+    return int(total)
+
+
+def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20) -> Steps[Stats]:
+    """Read-only: a dry-run sweep with per-thread details, index sizes and memory samples."""
+    args = [str(keep), *options.arguments(), "DRY_RUN", "DETAILS"]
+    per_thread: dict[str, tuple[int, int, int]] = {}
+    cursor, calls = "0", 0
+    while True:
+        reply = _pairs((yield from fcall_steps("lgprune_sweep", [cursor, *args])))
+        calls += 1
+        for entry in reply["threads"]:
+            thread_id = as_text(entry[0])
+            per_thread[thread_id] = (int(entry[1]), int(entry[2]), int(entry[3]))
+        cursor = as_text(reply["cursor"])
+        if cursor == "0":
+            break
+    counts = {}
+    for index in (options.checkpoint_prefix, options.checkpoint_write_prefix):
+        info = _pairs((yield ("FT.INFO", index)))
+        counts[index] = int(float(as_text(info["num_docs"])))
+    keys = int((yield ("DBSIZE",)))
+    used = yield ("MEMORY", "STATS")
+    used_memory = int(_pairs(used).get("total.allocated", 0))
+    histogram: dict[str, int] = {}
+    for n, _, _ in per_thread.values():
+        label = bucket_label(n)
+        histogram[label] = histogram.get(label, 0) + 1
+    ordered = [bucket_label(b) for b in BUCKETS] + [f">{BUCKETS[-1]}"]
+    histogram = {label: histogram[label] for label in ordered if label in histogram}
+    biggest = sorted(per_thread.items(), key=lambda item: item[1][0], reverse=True)[:top]
+    top_stats = []
+    per_checkpoint = []
+    for thread_id, (n, _, _) in biggest:
+        size = yield from _thread_bytes(options, thread_id, n, sample)
+        top_stats.append(ThreadStats(thread_id, n, size))
+        if n:
+            per_checkpoint.append(size / n)
+    doomed = sum(d for _, d, _ in per_thread.values())
+    average = sum(per_checkpoint) / len(per_checkpoint) if per_checkpoint else 0.0
+    return Stats(
+        threads=len(per_thread),
+        checkpoints=counts[options.checkpoint_prefix],
+        writes=counts[options.checkpoint_write_prefix],
+        keys=keys,
+        histogram=histogram,
+        top=top_stats,
+        keep=keep,
+        sweep_checkpoints=doomed,
+        sweep_keys=sum(k for _, _, k in per_thread.values()),
+        sweep_bytes=int(doomed * average),
+        used_memory=used_memory,
+        calls=calls,
+    )

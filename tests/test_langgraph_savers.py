@@ -1,0 +1,230 @@
+"""The drop-in savers: LangGraph's conformance suite, prune strategies, and auto-prune."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import pytest
+import redis
+from helpers import (
+    approve_turns,
+    chat,
+    chat_graph,
+    checkpoint_ids,
+    config_of,
+    delta_graph,
+    put_checkpoints,
+    subgraph_graph,
+)
+from langchain_core.messages import BaseMessage, HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.report import CapabilityResult
+from langgraph.checkpoint.redis import AsyncRedisSaver, RedisSaver
+from langgraph.types import Command, StateSnapshot
+
+from lgprune import InvalidArgumentError
+from lgprune.langgraph import AsyncPruningRedisSaver, PruningRedisSaver
+
+
+class AsyncView(BaseCheckpointSaver[Any]):
+    """A sync saver's methods as the async ones the (async-only) conformance suite calls."""
+
+    def __init__(self, saver: RedisSaver) -> None:
+        super().__init__(serde=saver.serde)
+        self.saver = saver
+
+    def get_next_version(self, current: Any, channel: Any) -> Any:
+        return self.saver.get_next_version(current, channel)
+
+    async def aget_tuple(self, config: Any) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.saver.get_tuple, config)
+
+    async def alist(
+        self, config: Any, *, filter: Any = None, before: Any = None, limit: Any = None
+    ) -> AsyncIterator[Any]:
+        items = await asyncio.to_thread(
+            lambda: list(self.saver.list(config, filter=filter, before=before, limit=limit))
+        )
+        for item in items:
+            yield item
+
+    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        return await asyncio.to_thread(self.saver.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        await asyncio.to_thread(self.saver.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.saver.delete_thread, thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.saver.prune, thread_ids, strategy=strategy)
+
+
+async def conformance(redis_url: str, saver_class: type, *, sync: bool) -> dict[str, CapabilityResult]:
+    client = redis.Redis.from_url(redis_url)
+
+    @checkpointer_test(name=saver_class.__name__)
+    async def factory() -> AsyncIterator[BaseCheckpointSaver[Any]]:
+        client.flushall()
+        if sync:
+            with saver_class.from_conn_string(redis_url) as saver:
+                saver.setup()
+                yield AsyncView(saver)
+        else:
+            async with saver_class.from_conn_string(redis_url) as saver:
+                await saver.asetup()
+                yield saver
+
+    report = await validate(factory)
+    client.close()
+    return report.results
+
+
+@pytest.mark.parametrize(
+    ("ours", "plain", "sync"),
+    [(AsyncPruningRedisSaver, AsyncRedisSaver, False), (PruningRedisSaver, RedisSaver, True)],
+    ids=["async", "sync"],
+)
+async def test_conformance_prune_8_of_8_and_no_regression(
+    r: redis.Redis, redis_url: str, ours: type, plain: type, sync: bool
+) -> None:
+    baseline = await conformance(redis_url, plain, sync=sync)
+    results = await conformance(redis_url, ours, sync=sync)
+    prune = results["prune"]
+    assert (prune.tests_passed, prune.tests_failed) == (8, 0), prune.failures
+    assert (baseline["prune"].tests_passed, baseline["prune"].tests_failed) == (6, 2)  # what we fix
+    for capability, before in baseline.items():
+        after = results[capability]
+        assert after.detected == before.detected, capability
+        assert after.tests_passed >= before.tests_passed, (capability, after.failures)
+        if before.passed:
+            assert after.passed, (capability, after.failures)
+
+
+def test_prune_strategies(r: redis.Redis) -> None:
+    saver = PruningRedisSaver(redis_client=r)
+    saver.setup()
+    for t in ("a", "b", "c", "d"):
+        put_checkpoints(saver, t, 6)
+    saver.prune(["a"])
+    saver.prune(["b"], strategy="delete")
+    saver.prune(["c"], keep_last=3)
+    saver.prune([])
+    with pytest.raises(InvalidArgumentError):
+        saver.prune(["d"], strategy="newest")
+    assert [len(checkpoint_ids(saver, t)) for t in "abcd"] == [1, 0, 3, 6]
+
+
+def test_delete_thread_is_server_side_and_complete(r: redis.Redis) -> None:
+    saver = PruningRedisSaver(redis_client=r, budget=10)  # forces many bounded calls
+    saver.setup()
+    chat(chat_graph(saver), "bye", turns=6)
+    put_checkpoints(saver, "stay", 3)
+    saver.delete_thread("bye")
+    assert not [k for k in r.scan_iter() if b"bye" in k]
+    assert len(checkpoint_ids(saver, "stay")) == 3
+
+
+def without_ids(value: Any) -> Any:
+    """Messages as (type, content): their ids are random per run."""
+    if isinstance(value, BaseMessage):
+        return (value.type, value.content)
+    if isinstance(value, dict):
+        return {k: without_ids(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_ids(v) for v in value]
+    return value
+
+
+def visible(snapshot: StateSnapshot) -> Any:
+    """What a user sees of a state, without the ids that differ between threads."""
+    return (
+        repr(without_ids(snapshot.values)),
+        snapshot.next,
+        tuple(
+            (t.name, visible(t.state) if isinstance(t.state, StateSnapshot) else None) for t in snapshot.tasks
+        ),
+    )
+
+
+@pytest.fixture
+def shadow(r: redis.Redis) -> Iterator[RedisSaver]:
+    saver = RedisSaver(redis_client=r)
+    saver.setup()
+    yield saver
+
+
+def test_auto_prune_keeps_a_chat_within_keep_last_plus_slack(r: redis.Redis, shadow: RedisSaver) -> None:
+    with PruningRedisSaver.from_conn_string(redis_client=r, keep_last=4, slack=2) as saver:
+        app, twin = chat_graph(saver), chat_graph(shadow)
+        for turn in range(15):
+            message = {"messages": [HumanMessage(content=f"turn {turn}")]}
+            app.invoke(message, config_of("pruned"), durability="exit")
+            twin.invoke(message, config_of("kept"), durability="exit")
+            assert len(checkpoint_ids(saver, "pruned")) <= 4 + 2
+            assert visible(app.get_state(config_of("pruned"))) == visible(twin.get_state(config_of("kept")))
+    assert len(checkpoint_ids(shadow, "kept")) == 15
+
+
+async def test_async_auto_prune_keeps_delta_and_subgraph_state(redis_url: str, r: redis.Redis) -> None:
+    counted = RedisSaver(redis_client=r)  # checkpoint_ids reads keys with a sync client
+    async with (
+        AsyncRedisSaver.from_conn_string(redis_url) as plain,
+        AsyncPruningRedisSaver.from_conn_string(redis_url, keep_last=2, slack=1) as saver,
+    ):
+        for make, step in ((delta_graph, _delta_turn), (subgraph_graph, _approval_turn)):
+            app, twin = make(saver), make(plain)
+            for turn in range(8):
+                await step(app, "pruned", turn)
+                await step(twin, "kept", turn)
+                await saver.wait_for_pruning()
+                assert len(checkpoint_ids(counted, "pruned")) <= 2 + 1
+                ours = await app.aget_state(config_of("pruned"), subgraphs=True)
+                theirs = await twin.aget_state(config_of("kept"), subgraphs=True)
+                assert visible(ours) == visible(theirs), turn
+            await saver.aprune(["pruned", "kept"], strategy="delete")
+
+
+async def _delta_turn(app: Any, thread_id: str, turn: int) -> None:
+    await app.ainvoke({"msgs": [f"user {turn}"]}, config_of(thread_id), durability="exit")
+
+
+async def _approval_turn(app: Any, thread_id: str, turn: int) -> None:
+    if turn % 2 == 0:
+        await app.ainvoke(
+            {"log": [f"in{turn}"]}, config_of(thread_id), durability="exit"
+        )  # waits for approval
+    else:
+        await app.ainvoke(Command(resume=f"ok{turn}"), config_of(thread_id), durability="exit")
+
+
+async def test_async_close_waits_for_background_prunes(redis_url: str, r: redis.Redis) -> None:
+    async with AsyncPruningRedisSaver.from_conn_string(redis_url, keep_last=1, slack=1) as saver:
+        app = chat_graph(saver)
+        for turn in range(3):
+            await app.ainvoke({"messages": [HumanMessage(content=str(turn))]}, config_of("bg"))
+        pending = dict(saver._pruning)
+    assert all(task.done() for task in pending.values())
+    assert len(checkpoint_ids(RedisSaver(redis_client=r), "bg")) == 1
+
+
+def test_auto_prune_failures_are_logged_not_raised(r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    saver = PruningRedisSaver(redis_client=r, keep_last=1, slack=1)
+    saver.setup()
+    r.execute_command("FT.DROPINDEX", "checkpoint_write")  # the prune will refuse
+    with caplog.at_level(logging.ERROR, logger="lgprune"):
+        approve_turns(subgraph_graph(saver), "t", turns=1, leave_open=False)
+    assert "auto-prune of thread 't' failed" in caplog.text
+    assert checkpoint_ids(saver, "t")
+
+
+def test_keep_last_is_checked(r: redis.Redis) -> None:
+    with pytest.raises(InvalidArgumentError):
+        PruningRedisSaver(redis_client=r, keep_last=-1)
+    with pytest.raises(InvalidArgumentError):
+        AsyncPruningRedisSaver(redis_client=redis.asyncio.Redis(), keep_last=2, slack=0)

@@ -1,0 +1,150 @@
+"""Sweeps over every thread, prune_many, retention policies and orphans, against real Redis."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import redis
+from helpers import checkpoint_ids, delta_graph, delta_turns, put_checkpoints, snapshot, states_by_checkpoint
+from langgraph.checkpoint.redis import RedisSaver
+
+from lgprune import Pruner, SweepResult
+
+ODD = ["Wang1", "wang1", "wang1:2025", "a b|c", ""]
+
+
+def every_write_has_its_checkpoint(r: redis.Redis) -> bool:
+    for key in r.scan_iter(match="checkpoint_write:*", count=1000):
+        doc = r.json().get(key)
+        if not r.exists(f"checkpoint:{doc['thread_id']}:{doc['checkpoint_ns']}:{doc['checkpoint_id']}"):
+            return False
+    return True
+
+
+@pytest.fixture
+def threads(saver: RedisSaver) -> list[str]:
+    ids = [f"user:{i}" for i in range(120)] + ODD
+    for thread_id in ids:
+        put_checkpoints(saver, thread_id, 15, writes=2)
+    return ids
+
+
+def test_sweep_leaves_exactly_keep_of_every_thread(
+    r: redis.Redis, saver: RedisSaver, threads: list[str]
+) -> None:
+    progress: list[SweepResult] = []
+    result = Pruner(r).sweep(5, on_progress=progress.append)
+    assert all(len(checkpoint_ids(saver, t)) == 5 for t in threads)
+    assert every_write_has_its_checkpoint(r)
+    assert len(list(r.scan_iter(match="checkpoint_write:*"))) == 2 * 5 * len(threads)
+    assert result.checkpoints_deleted == 10 * len(threads) and result.threads_pruned == len(threads)
+    assert result.calls > 1 and [p.calls for p in progress] == list(range(1, result.calls + 1))
+    again = Pruner(r).sweep(5)
+    assert (again.keys_deleted, again.threads_visited) == (0, len(threads))
+
+
+def test_sweep_dry_run_counts_and_deletes_nothing(r: redis.Redis, threads: list[str]) -> None:
+    before = snapshot(r)
+    planned = Pruner(r).sweep(5, dry_run=True)
+    assert snapshot(r) == before
+    done = Pruner(r).sweep(5)
+    assert (planned.checkpoints_deleted, planned.writes_deleted) == (
+        done.checkpoints_deleted,
+        done.writes_deleted,
+    )
+
+
+def test_a_sweep_stopped_after_any_call_and_started_again_finishes(
+    r: redis.Redis, saver: RedisSaver, threads: list[str]
+) -> None:
+    Pruner(r).install()
+    for stop_after in (1, 3, 6):
+        cursor, calls = "0", 0
+        while calls < stop_after:  # a client that dies after `stop_after` calls
+            reply = r.fcall("lgprune_sweep", 0, cursor, 5, "BUDGET", 300)
+            cursor = reply[1].decode()
+            calls += 1
+            assert every_write_has_its_checkpoint(r)  # every call leaves the data whole
+            if cursor == "0":
+                break
+    Pruner(r, budget=300).sweep(5)  # started again from the beginning
+    assert all(len(checkpoint_ids(saver, t)) == 5 for t in threads)
+    assert every_write_has_its_checkpoint(r)
+
+
+def test_sweep_keeps_delta_history(r: redis.Redis, saver: RedisSaver) -> None:
+    app = delta_graph(saver)
+    for t in ("d1", "d2"):
+        delta_turns(app, t, turns=6)
+    kept = {t: checkpoint_ids(saver, t)[:2] for t in ("d1", "d2")}
+    states = {t: states_by_checkpoint(app, t, kept[t]) for t in kept}
+    result = Pruner(r).sweep(2)
+    assert result.checkpoints_deleted > 0
+    assert {t: states_by_checkpoint(app, t, kept[t]) for t in kept} == states
+
+
+def test_prune_many(r: redis.Redis, saver: RedisSaver) -> None:
+    for t in ("a", "b", "c", "C"):
+        put_checkpoints(saver, t, 10)
+    untouched = snapshot(r, skip_thread="zzz")
+    result = Pruner(r).prune_many(["a", "b", "c"], 4)
+    assert (result.checkpoints_deleted, result.checkpoints_kept, result.calls) == (18, 12, 1)
+    assert [len(checkpoint_ids(saver, t)) for t in ("a", "b", "c", "C")] == [4, 4, 4, 10]
+    assert untouched != snapshot(r)
+    small = Pruner(r, budget=10).prune_many(["C", "a"], 2)  # many calls, resumed where each stopped
+    assert small.calls > 2 and [len(checkpoint_ids(saver, t)) for t in ("C", "a")] == [2, 2]
+
+
+def test_idle_ttl_deletes_exactly_the_idle_threads(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "old", 6, age=40 * 86400)
+    put_checkpoints(saver, "old", 3, ns="tools:1", age=40 * 86400)
+    put_checkpoints(saver, "recent", 6, age=2 * 86400)
+    put_checkpoints(saver, "OLD", 6)  # a case variant that is active
+    result = Pruner(r).sweep(10, idle_ttl=timedelta(days=30))
+    assert result.threads_deleted == 1
+    assert not [k for k in r.scan_iter() if b":old:" in k or k.endswith(b":old")]
+    assert [len(checkpoint_ids(saver, t)) for t in ("recent", "OLD")] == [6, 6]
+
+
+def test_max_age_never_leaves_fewer_than_keep(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "ancient", 9, age=30 * 86400)  # all older than max_age
+    old = put_checkpoints(saver, "mixed", 6, age=10 * 86400)
+    new = put_checkpoints(saver, "mixed", 6, age=3600)
+    Pruner(r).sweep(3, max_age=timedelta(days=7))
+    assert len(checkpoint_ids(saver, "ancient")) == 3  # the floor of keep
+    assert checkpoint_ids(saver, "mixed") == sorted(new, reverse=True)  # younger than 7 days: all kept
+    assert not set(old) & set(checkpoint_ids(saver, "mixed"))
+
+
+def test_orphans_are_found_and_removed(r: redis.Redis, saver: RedisSaver) -> None:
+    ids = put_checkpoints(saver, "t:1", 6, age=3600)
+    young = put_checkpoints(saver, "young", 2)
+    # an interrupted client-side prune: checkpoint documents gone, the rest left
+    for cid in ids[:3]:
+        r.delete(f"checkpoint:t:1:__empty__:{cid}")
+    r.delete(f"checkpoint:young:__empty__:{young[0]}")  # too young to judge
+    gone = put_checkpoints(saver, "gone", 2, age=3600)
+    for cid in gone:
+        r.delete(f"checkpoint:gone:__empty__:{cid}")  # leaves a dangling latest pointer
+    custom = RedisSaver(redis_client=r, checkpoint_prefix="other", checkpoint_write_prefix="other_w")
+    custom.setup()
+    put_checkpoints(custom, "t:1", 3, age=3600)  # its registries share write_keys_zset: not orphans
+
+    result = Pruner(r).sweep(10, orphans=True)
+
+    assert result.orphans_deleted == 3 * 2 + 3 + 2 * 2 + 2 + 1
+    assert every_write_has_its_checkpoint(r) is False  # only the young orphan is left
+    assert r.exists(f"checkpoint_write:young:__empty__:{young[0]}:task-0:0")
+    assert not r.exists("checkpoint_latest:gone:__empty__")
+    assert len(list(r.scan_iter(match="write_keys_zset:t:1:*"))) == 3 + 3  # ours, and the other prefix's
+    assert len(list(r.scan_iter(match="other_w:*"))) == 6
+    assert len(checkpoint_ids(saver, "t:1")) == 3
+
+
+def test_threads_the_index_cannot_match_are_skipped(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "   ", 8)
+    put_checkpoints(saver, "fine", 8)
+    result = Pruner(r).sweep(2)
+    assert (result.threads_skipped, result.threads_pruned) == (1, 1)
+    assert len(checkpoint_ids(saver, "   ")) == 8
