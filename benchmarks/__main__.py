@@ -10,8 +10,8 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import core, sweep
-from benchmarks.report import write_core, write_sweep
+from benchmarks import core, hook, sweep
+from benchmarks.report import write_core, write_hook, write_sweep
 from lgprune.embedded import any_server
 
 RESULTS = Path(__file__).parent / "results"
@@ -23,7 +23,9 @@ def main() -> None:
     parser.add_argument("--url", help="benchmark this server (default: container, else embedded)")
     parser.add_argument("--runs", type=int, help="runs per contender (default 5 quick, 11 full)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where tables and plots go")
-    parser.add_argument("--suites", nargs="+", choices=["core", "sweep"], default=["core", "sweep"])
+    parser.add_argument(
+        "--suites", nargs="+", choices=["core", "sweep", "hook"], default=["core", "sweep", "hook"]
+    )
     parser.add_argument("--threads", type=int, help="threads for the sweep suite (500 quick, 2000 full)")
     args = parser.parse_args()
     runs = args.runs or (5 if args.quick else 11)
@@ -42,6 +44,10 @@ def main() -> None:
             threads = args.threads or (500 if args.quick else 2000)
             sweeps = sweep.measure(client, threads=threads)
             write_sweep(args.out, sweeps, where=where, threads=threads, per_thread=15)
+        if "hook" in args.suites:
+            repeats = 1 if args.quick else 3
+            hooks = hook.measure(url, turns=200, keep_last=10, repeats=repeats)
+            write_hook(args.out, hooks, where=where, turns=200, keep_last=10, repeats=repeats)
     print(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
 
 

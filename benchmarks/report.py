@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib import ticker
 
 from benchmarks.core import Timing
+from benchmarks.hook import HookRun
 from benchmarks.sweep import SweepRun
 
 
@@ -84,3 +85,29 @@ def write_sweep(out: Path, runs: list[SweepRun], *, where: str, threads: int, pe
         )
     lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
     (out / "sweep.md").write_text("\n".join(lines))
+
+
+def write_hook(
+    out: Path, runs: list[HookRun], *, where: str, turns: int, keep_last: int, repeats: int
+) -> None:
+    """hook.md: turn latency of one conversation with and without auto-prune."""
+    base = next(r for r in runs if r.name == "without")
+    lines = [
+        f"# Auto-prune: a {turns}-turn conversation, "
+        f"AsyncPruningRedisSaver(keep_last={keep_last}) vs AsyncRedisSaver",
+        "",
+        f"Server: {where}. A compiled chat graph (MessagesState, an echo bot, 400-character",
+        "messages); the two conversations run turn by turn in alternation on the same server.",
+        f"Latency of `ainvoke` per turn; median over {repeats} conversations of each percentile.",
+        "Checkpoints: root checkpoints of the thread (most at any turn, and at the end).",
+        "",
+        "| saver | p50 ms | p99 ms | p50 vs without | p99 vs without | most checkpoints | at the end |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run.name} | {run.p50_ms:.1f} | {run.p99_ms:.1f} | {run.p50_ms / base.p50_ms - 1:+.1%} "
+            f"| {run.p99_ms / base.p99_ms - 1:+.1%} | {run.most_checkpoints} | {run.checkpoints_at_end} |"
+        )
+    lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
+    (out / "hook.md").write_text("\n".join(lines))

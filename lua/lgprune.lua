@@ -272,12 +272,17 @@ local function search(args)
   error(res, 0)
 end
 
--- Fail unless the JSON module answers.
-local function require_json()
-  local ok = pcall(rcall, 'JSON.TYPE', '{lgprune}:probe')
+-- Fail unless the JSON module answers (probing a key under the checkpoint
+-- prefix, which a least-privilege user may read).
+local function require_json(ctx)
+  local ok, err = pcall(rcall, 'JSON.TYPE', ctx.cp .. ':{lgprune}:probe')
   if not ok then
-    fail('this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
-      .. '(search and JSON modules)')
+    local text = tostring(type(err) == 'table' and err.err or err)
+    if text:find('nknown', 1, true) and text:find('command', 1, true) then
+      fail('this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
+        .. '(search and JSON modules)')
+    end
+    error(err, 0)
   end
 end
 
@@ -920,7 +925,7 @@ local function lgprune_thread(_, args)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
   local thread, tag = check_thread(args[1])
-  require_json()
+  require_json(ctx)
   return reply(prune_thread(ctx, thread, tag, rule), THREAD_FIELDS)
 end
 
@@ -946,7 +951,7 @@ local function lgprune_many(_, args)
     local thread, tag = check_thread(args[i + 2])
     threads[i] = { thread, tag }
   end
-  require_json()
+  require_json(ctx)
   local total = { checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0,
     checkpoints_kept = 0, delta_ancestors_kept = 0, next = 0 }
   local left = ctx.budget
@@ -1009,7 +1014,7 @@ local function lgprune_sweep(_, args)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
   ctx.sweep = true
-  require_json()
+  require_json(ctx)
   local before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS)
   local latest = ctx.cp .. '_latest:'
   local scan = { 'SCAN', cursor, 'COUNT', SCAN_COUNT }
