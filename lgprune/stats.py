@@ -56,9 +56,10 @@ def bucket_label(n: int) -> str:
 
 
 def indexed_tag(thread_id: str) -> str:
-    """The TAG value RediSearch indexed for a stored thread id (the longest
-    comma-separated piece, trimmed), as the Lua library queries it."""
-    return max((piece.strip(" \t\n\r\x0b\x0c") for piece in thread_id.split(",")), key=len)
+    """The TAG value RediSearch indexed for a stored thread id (up to a NUL byte,
+    the longest comma-separated piece, trimmed), as the Lua library queries it."""
+    indexed = thread_id.split("\x00", 1)[0]  # TAG values are C strings
+    return max((piece.strip(" \t\n\r\x0b\x0c") for piece in indexed.split(",")), key=len)
 
 
 def _average_bytes(keys: list[Any]) -> Steps[float]:

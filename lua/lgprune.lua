@@ -128,11 +128,12 @@ local function is_utf8(s)
   return true
 end
 
--- The value RediSearch indexed for a thread id: the TAG field splits on ','
--- and trims white space, so query the longest piece and confirm each hit.
+-- The value RediSearch indexed for a thread id: TAG values are C strings
+-- (they end at a NUL byte), split on ',' and trimmed of white space, so
+-- query the longest piece and confirm each hit.
 local function tag_of(thread_id)
   local best = ''
-  for piece in (thread_id .. ','):gmatch('([^,]*),') do
+  for piece in (thread_id:match('^[^%z]*') .. ','):gmatch('([^,]*),') do
     piece = piece:match('^%s*(.-)%s*$')
     if #piece > #best then
       best = piece
@@ -160,7 +161,7 @@ local function thread_key(thread_id)
   local tag = tag_of(stored)
   if tag == '' then
     return nil, 'thread id ' .. show(thread_id) .. ' has nothing RediSearch indexes '
-      .. '(only commas and white space), so its checkpoints cannot be found'
+      .. '(only commas and white space before any NUL byte), so its checkpoints cannot be found'
   end
   return stored, tag
 end

@@ -51,12 +51,22 @@ def test_the_pruning_user_can_install_prune_and_sweep(
 def test_the_pruning_user_cannot_touch_other_keys(r: redis.Redis, pruning_user: redis.Redis) -> None:
     r.set("session:42", "secret")
     r.json().set("orders:1", "$", {"thread_id": "t"})
-    for command in (("GET", "session:42"), ("UNLINK", "session:42"), ("JSON.GET", "orders:1"), ("DEL", "orders:1"),
-                    ("KEYS", "*"), ("FLUSHALL",), ("CONFIG", "GET", "*"), ("EVAL", "return 1", "0")):
+    for command in (
+        ("GET", "session:42"),
+        ("UNLINK", "session:42"),
+        ("JSON.GET", "orders:1"),
+        ("DEL", "orders:1"),
+        ("KEYS", "*"),
+        ("FLUSHALL",),
+        ("CONFIG", "GET", "*"),
+        ("EVAL", "return 1", "0"),
+    ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             pruning_user.execute_command(*command)
     Pruner(pruning_user).install()
     # nor through a function: scripts run with the caller's permissions
-    with pytest.raises(redis.exceptions.ResponseError, match="(?i)permission|noperm|no permissions"):
-        pruning_user.fcall("lgprune_thread", 0, "t", 1, "CHECKPOINT_PREFIX", "session", "WRITE_PREFIX", "orders")
+    with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)permission|noperm"):
+        pruning_user.fcall(
+            "lgprune_thread", 0, "t", 1, "CHECKPOINT_PREFIX", "session", "WRITE_PREFIX", "orders"
+        )
     assert r.get("session:42") == b"secret" and r.exists("orders:1")
