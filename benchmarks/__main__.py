@@ -10,11 +10,12 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import core, hook, sweep
-from benchmarks.report import write_core, write_hook, write_sweep
+from benchmarks import core, hook, shapes, sweep
+from benchmarks.report import write_core, write_hook, write_shapes, write_sweep
 from lgprune.embedded import any_server
 
 RESULTS = Path(__file__).parent / "results"
+SUITES = ["core", "sweep", "hook", "shapes"]
 
 
 def main() -> None:
@@ -23,9 +24,7 @@ def main() -> None:
     parser.add_argument("--url", help="benchmark this server (default: container, else embedded)")
     parser.add_argument("--runs", type=int, help="runs per contender (default 5 quick, 11 full)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where tables and plots go")
-    parser.add_argument(
-        "--suites", nargs="+", choices=["core", "sweep", "hook"], default=["core", "sweep", "hook"]
-    )
+    parser.add_argument("--suites", nargs="+", choices=SUITES, default=SUITES)
     parser.add_argument("--threads", type=int, help="threads for the sweep suite (500 quick, 2000 full)")
     args = parser.parse_args()
     runs = args.runs or (5 if args.quick else 11)
@@ -48,6 +47,8 @@ def main() -> None:
             repeats = 1 if args.quick else 3
             hooks = hook.measure(url, turns=200, keep_last=10, repeats=repeats)
             write_hook(args.out, hooks, where=where, turns=200, keep_last=10, repeats=repeats)
+        if "shapes" in args.suites:
+            write_shapes(args.out, shapes.measure(client, huge=5_000 if args.quick else 20_000), where=where)
     print(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
 
 

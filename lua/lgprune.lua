@@ -322,8 +322,9 @@ local function search_all(args, limit, per_entry)
   return res
 end
 
--- The thread's checkpoints among the first `limit` of the `tagged` entries
--- tagged with its id (newest first when `sorted`), as {key, ns, id}.
+-- The thread's checkpoints, as {key, ns, id}: all of them, or when `sorted`
+-- the newest `limit` of the root namespace and the newest `limit` of the
+-- others (of the `tagged` entries in all).
 -- Root checkpoints are listed by key alone (NOCONTENT, the cheap path) and
 -- kept only when the key is exactly <cp>:<thread>:__empty__:<id> with an id
 -- free of colons: a key of any other thread id cannot have that form, since
@@ -365,13 +366,8 @@ local function list_checkpoints(ctx, thread, tag, limit, sorted, tagged)
       end
     end
   end
-  if sorted and #docs > limit then
-    -- each list holds its newest `limit`; together, keep the newest `limit`
-    table.sort(docs, function(a, b) return a.id > b.id end)
-    for i = #docs, limit + 1, -1 do
-      docs[i] = nil
-    end
-  end
+  -- Sorted, each list is the newest `limit` of its part of the thread, so each
+  -- namespace's docs here are its newest ones; the root's are always seen.
   return docs
 end
 
@@ -902,8 +898,9 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
              (0 deletes the thread).
   DRY_RUN    plan and count, delete nothing (BUDGET does not cap the count).
   BUDGET     keys deleted per call, default 2000 (10 to 100000). A call also
-             lists at most BUDGET + KEEP checkpoints, reads at most 2 * BUDGET
-             write entries and walks at most BUDGET delta ancestors.
+             lists at most BUDGET + KEEP checkpoints of the root namespace and
+             as many of the others, reads at most 2 * BUDGET write entries and
+             walks at most BUDGET delta ancestors.
   MAX_AGE    also keep every checkpoint younger than this many milliseconds
              (by its uuid6 id): only older ones beyond KEEP go.
   IDLE_TTL   delete the whole thread when its newest checkpoint is older than

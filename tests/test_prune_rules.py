@@ -266,3 +266,16 @@ def test_a_thread_of_more_than_10000_checkpoints_is_pruned_fully(
     assert (result.checkpoints_deleted, result.writes_deleted) == (10_190, 10_190)
     assert result.calls > 1
     assert len(checkpoint_ids(saver, "HUGE")) == 5
+
+
+def test_a_large_thread_with_many_newer_namespaces_still_prunes_its_root(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    """More checkpoints than one call lists, most in subgraph runs newer than the root."""
+    root = put_checkpoints(saver, "many", 20, writes=1)
+    for i in range(40):
+        put_checkpoints(saver, "many", 3, writes=1, ns=f"child:{i:03d}")
+    result = Pruner(r, budget=20).prune("many", 5)  # lists 25 root + 25 others per call
+    assert checkpoint_ids(saver, "many") == sorted(root, reverse=True)[:5]
+    assert result.checkpoints_deleted == 15
+    assert all(len(checkpoint_ids(saver, "many", f"child:{i:03d}")) == 3 for i in range(40))
