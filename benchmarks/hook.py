@@ -6,14 +6,13 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.redis import AsyncRedisSaver
-from langgraph.graph import END, START, MessagesState, StateGraph
 
 from benchmarks.data import MESSAGE, fresh
+from lgprune.demo import chat_app
 from lgprune.langgraph import AsyncPruningRedisSaver
 
 
@@ -24,17 +23,6 @@ class HookRun:
     p99_ms: float
     checkpoints_at_end: int
     most_checkpoints: int
-
-
-def chat_app(saver: Any) -> Any:
-    def bot(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [AIMessage(content=f"echo: {state['messages'][-1].content[:20]}")]}
-
-    graph = StateGraph(MessagesState)
-    graph.add_node("bot", bot)
-    graph.add_edge(START, "bot")
-    graph.add_edge("bot", END)
-    return graph.compile(checkpointer=saver)
 
 
 def root_checkpoints(client: redis.Redis, thread_id: str) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.redis import RedisSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from rich.console import Console
@@ -21,15 +22,19 @@ KEEP = 5
 THREADS = ["user:42:chat", "User:42:chat", "user:42:chat:2025"]
 
 
-def chat_app(saver: RedisSaver) -> Any:
+def chat_app(checkpointer: BaseCheckpointSaver[Any]) -> Any:
+    """A chat bot without a model: it echoes the start of the last human message.
+
+    Also the graph of the tests and of the auto-prune benchmark."""
+
     def bot(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [AIMessage(content=f"echo: {state['messages'][-1].content}")]}
+        return {"messages": [AIMessage(content=f"echo: {str(state['messages'][-1].content)[:40]}")]}
 
     graph = StateGraph(MessagesState)
     graph.add_node("bot", bot)
     graph.add_edge(START, "bot")
     graph.add_edge("bot", END)
-    return graph.compile(checkpointer=saver)
+    return graph.compile(checkpointer=checkpointer)
 
 
 def census(client: redis.Redis, thread_id: str) -> tuple[int, int]:

@@ -8,13 +8,17 @@ import uuid
 from typing import Annotated, Any, TypedDict
 
 import redis
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.redis import RedisSaver
-from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot, interrupt
+
+from lgprune.demo import chat_app
+
+chat_graph = chat_app  # the demo's echo bot: one chat graph for the demo, tests and benchmarks
 
 
 def config_of(thread_id: str, checkpoint_id: str | None = None, ns: str = "") -> dict[str, Any]:
@@ -25,19 +29,6 @@ def config_of(thread_id: str, checkpoint_id: str | None = None, ns: str = "") ->
 
 
 # --- graphs -------------------------------------------------------------------
-
-
-def chat_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
-    """A chat bot without a model: it echoes the last human message."""
-
-    def bot(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [AIMessage(content=f"echo: {state['messages'][-1].content}")]}
-
-    graph = StateGraph(MessagesState)
-    graph.add_node("bot", bot)
-    graph.add_edge(START, "bot")
-    graph.add_edge("bot", END)
-    return graph.compile(checkpointer=checkpointer)
 
 
 def chat(app: CompiledStateGraph[Any], thread_id: str, turns: int) -> None:
@@ -133,6 +124,17 @@ def fingerprint(snapshot: StateSnapshot) -> Any:
             for task in snapshot.tasks
         ),
     )
+
+
+def without_ids(value: Any) -> Any:
+    """A state value with messages as (type, content): message ids are random per run."""
+    if isinstance(value, BaseMessage):
+        return (value.type, value.content)
+    if isinstance(value, dict):
+        return {k: without_ids(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_ids(v) for v in value]
+    return value
 
 
 def checkpoint_ids(saver: RedisSaver, thread_id: str, ns: str = "") -> list[str]:

@@ -18,8 +18,9 @@ from helpers import (
     delta_graph,
     put_checkpoints,
     subgraph_graph,
+    without_ids,
 )
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import CapabilityResult
@@ -128,17 +129,6 @@ def test_delete_thread_is_server_side_and_complete(r: redis.Redis) -> None:
     saver.delete_thread("bye")
     assert not [k for k in r.scan_iter() if b"bye" in k]
     assert len(checkpoint_ids(saver, "stay")) == 3
-
-
-def without_ids(value: Any) -> Any:
-    """Messages as (type, content): their ids are random per run."""
-    if isinstance(value, BaseMessage):
-        return (value.type, value.content)
-    if isinstance(value, dict):
-        return {k: without_ids(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_ids(v) for v in value]
-    return value
 
 
 def visible(snapshot: StateSnapshot) -> Any:

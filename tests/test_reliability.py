@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import chat_graph, checkpoint_ids, config_of, delta_graph, put_checkpoints
+from helpers import chat_graph, checkpoint_ids, config_of, delta_graph, put_checkpoints, without_ids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.redis import RedisSaver
 
@@ -92,16 +92,6 @@ def say(turn: int) -> dict[str, Any]:
     return {"messages": [HumanMessage(content=f"turn {turn}")]}
 
 
-def shown(value: Any) -> Any:
-    if isinstance(value, BaseMessage):
-        return (value.type, value.content)
-    if isinstance(value, list):
-        return [shown(v) for v in value]
-    if isinstance(value, dict):
-        return {k: shown(v) for k, v in value.items()}
-    return value
-
-
 @pytest.mark.slow
 def test_concurrent_writers_sweeps_and_prunes(r: redis.Redis, redis_url: str) -> None:
     """Graphs write through every kind of saver while sweeps and prunes run."""
@@ -174,8 +164,8 @@ def test_concurrent_writers_sweeps_and_prunes(r: redis.Redis, redis_url: str) ->
         shadow = make(InMemorySaver())  # the same conversation on a saver that never prunes
         for turn in range(TURNS):
             shadow.invoke(message(turn), config_of("shadow"), durability="exit")
-        expected = [shown(s.values) for s in shadow.get_state_history(config_of("shadow"))][: len(kept)]
-        actual = [shown(make(base).get_state(config_of(thread_id, cid)).values) for cid in kept]
+        expected = [without_ids(s.values) for s in shadow.get_state_history(config_of("shadow"))][: len(kept)]
+        actual = [without_ids(make(base).get_state(config_of(thread_id, cid)).values) for cid in kept]
         assert actual == expected, thread_id
 
 
