@@ -322,21 +322,119 @@ local function search_all(args, limit, per_entry)
   return res
 end
 
+-- JSON.GET of one path, decoded; nil when the key or path is missing.
+local function json_get(key, path)
+  local raw = rcall('JSON.GET', key, path)
+  if not raw then
+    return nil
+  end
+  return cjson.decode(raw)[1]
+end
+
+local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
+local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
+
+-- Root checkpoints of a thread too large to list whole, without sorting it:
+-- a window of the newest by checkpoint_ts, anchored at the latest pointer and
+-- sized to hold more than `keep` (at most `limit`), plus a page of older
+-- ones. Any listed checkpoint with `keep` newer ones listed beside it is
+-- provably not among the newest `keep`, whatever was left out (the plan keeps
+-- the newest `keep` listed: they are the witnesses). Returns the docs and
+-- whether the witnesses are surely the true newest `keep`: the window was
+-- listed whole and began before the keep-th newest id was made (the saver
+-- stamps checkpoint_ts after making the id, on the same clock). Returns nil
+-- when no latest pointer anchors the window.
+local function root_window(ctx, thread, tag, keep, limit)
+  local prefix = ctx.cp .. ':' .. thread .. ':' .. ROOT_NS .. ':'
+  local ok, newest = pcall(rcall, 'GET', ctx.cp .. '_latest:' .. thread .. ':' .. ROOT_NS)
+  if not ok or type(newest) ~= 'string' or newest:find(prefix, 1, true) ~= 1
+    or #newest == #prefix or newest:find(':', #prefix + 1, true) then
+    return nil
+  end
+  local read, ts = pcall(json_get, newest, '$.checkpoint_ts')
+  if not read or type(ts) ~= 'number' then
+    return nil
+  end
+  local args = { ctx.cp, '', 'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'NOCONTENT' }
+  local function query(range, n)
+    args[2] = '@thread_id:{$t} @checkpoint_ns:{$n} @checkpoint_ts:' .. range
+    return search(finish_query(args, n, false))
+  end
+  local function count_since(lo)
+    return query(string.format('[%.3f +inf]', lo), 0)[1]
+  end
+  -- widen until the window holds more than `keep`, then narrow while it
+  -- holds more than one call lists
+  local short, span = 0, WINDOW_START_MS
+  local count = count_since(ts - span)
+  while count <= keep and span < ts do
+    short, span = span, span * 4
+    count = count_since(ts - span)
+  end
+  for _ = 1, 12 do
+    if count <= limit or span - short < 1 then
+      break
+    end
+    local middle = (short + span) / 2
+    local inside = count_since(ts - middle)
+    if inside > keep then
+      span, count = middle, inside
+    else
+      short = middle
+    end
+  end
+  local lo = ts - span
+  local docs, listed = {}, {}
+  local function add(keys, first)
+    for i = first, #keys do
+      local key = keys[i]
+      if not listed[key] and key:find(prefix, 1, true) == 1 and #key > #prefix
+        and not key:find(':', #prefix + 1, true) then
+        listed[key] = true
+        docs[#docs + 1] = { key = key, ns = ROOT_NS, id = key:sub(#prefix + 1) }
+      end
+    end
+  end
+  add({ newest }, 1)
+  local window = query(string.format('[%.3f +inf]', lo), limit)
+  add(window, 2)
+  local ids = {}
+  for _, d in ipairs(docs) do
+    ids[#ids + 1] = d.id
+  end
+  table.sort(ids, function(a, b) return a > b end)
+  local kth = ids[keep]
+  local kth_ms = kth and uuid6_ms(kth)
+  local exact = window[1] <= #window - 1 and kth_ms ~= nil and kth_ms >= lo + CLOCK_SLACK_MS
+  add(query(string.format('[-inf (%.3f]', lo), limit), 2)
+  return docs, exact
+end
+
 -- The thread's checkpoints, as {key, ns, id}: all of them, or when `sorted`
--- the newest `limit` of the root namespace and the newest `limit` of the
--- others (of the `tagged` entries in all).
+-- the newest `limit` of the namespaces other than the root and, for the
+-- root, a root_window under `rule` when one can be anchored (else its newest
+-- `limit`). Also returns whether the root's newest KEEP are surely listed
+-- (false only for a root window that cannot prove it). `tagged` is the
+-- number of entries tagged with the thread's id.
 -- Root checkpoints are listed by key alone (NOCONTENT, the cheap path) and
 -- kept only when the key is exactly <cp>:<thread>:__empty__:<id> with an id
 -- free of colons: a key of any other thread id cannot have that form, since
 -- its extra ':'-separated part would leave a colon in <id>. Checkpoints of
 -- other namespaces are confirmed by their own thread_id and checkpoint_id
 -- fields, and by the key the saver builds from them.
-local function list_checkpoints(ctx, thread, tag, limit, sorted, tagged)
-  local docs = {}
+local function list_checkpoints(ctx, thread, tag, limit, sorted, tagged, rule)
+  local docs, exact = nil, true
   local prefix = ctx.cp .. ':' .. thread .. ':'
   local root_prefix = prefix .. ROOT_NS .. ':'
-  local res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} @checkpoint_ns:{$n}',
-    'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'NOCONTENT' }, limit, sorted), limit, 1)
+  if sorted and rule then
+    docs, exact = root_window(ctx, thread, tag, math.max(rule.keep, 1), limit)
+  end
+  local res = { tagged }
+  if not docs then
+    docs, exact = {}, true
+    res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} @checkpoint_ns:{$n}',
+      'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'NOCONTENT' }, limit, sorted), limit, 1)
+  end
   local skip = #root_prefix + 1
   for i = 2, #res do
     local key = res[i]
@@ -345,8 +443,8 @@ local function list_checkpoints(ctx, thread, tag, limit, sorted, tagged)
       docs[#docs + 1] = { key = key, ns = ROOT_NS, id = key:sub(skip) }
     end
   end
-  if res[1] >= tagged then
-    return docs -- every tagged entry is a root one
+  if not sorted and res[1] >= tagged then
+    return docs, exact -- every tagged entry is a root one
   end
   res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} -@checkpoint_ns:{$n}',
     'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'RETURN', '2', 'thread_id', 'checkpoint_id' },
@@ -368,16 +466,7 @@ local function list_checkpoints(ctx, thread, tag, limit, sorted, tagged)
   end
   -- Sorted, each list is the newest `limit` of its part of the thread, so each
   -- namespace's docs here are its newest ones; the root's are always seen.
-  return docs
-end
-
--- JSON.GET of one path, decoded; nil when the key or path is missing.
-local function json_get(key, path)
-  local raw = rcall('JSON.GET', key, path)
-  if not raw then
-    return nil
-  end
-  return cjson.decode(raw)[1]
+  return docs, exact
 end
 
 -- The keys of the object at `path` of a JSON document, as a set.
@@ -511,7 +600,8 @@ end
 
 -- Decide, from the thread's listed checkpoints, which ones go under `rule`
 -- (see policy). Returns the doomed docs, oldest first within each namespace,
--- the number of delta ancestors spared, and whether the thread was idle.
+-- the number of delta ancestors spared, whether the thread was idle, and
+-- whether a kept checkpoint rebuilds delta channels from its ancestors.
 -- `walk_limit` bounds each delta walk.
 local function plan(ctx, thread, docs, rule, walk_limit)
   -- per namespace: ids sorted ascending (plain string order, as uuid6 sorts)
@@ -545,7 +635,7 @@ local function plan(ctx, thread, docs, rule, walk_limit)
   if root then
     oldest_root = root.ids[cut(root.ids, keep, old_before) + 1]
   end
-  local doomed, spared = {}, 0
+  local doomed, spared, delta = {}, 0, false
   for _, ns in ipairs(names) do
     local ids, doc = by_ns[ns].ids, by_ns[ns].doc
     local n = #ids
@@ -555,10 +645,19 @@ local function plan(ctx, thread, docs, rule, walk_limit)
     end
     if last >= 1 then
       local protect, seen = {}, {}
+      -- the checkpoint the saver reads as latest (its pointer names it) stays
+      -- while the namespace keeps any, whatever its id says
+      local ns_prefix = ctx.cp .. ':' .. thread .. ':' .. ns .. ':'
+      local ok, latest = pcall(rcall, 'GET', ctx.cp .. '_latest:' .. thread .. ':' .. ns)
+      local latest_id = nil
+      if ok and type(latest) == 'string' and latest:find(ns_prefix, 1, true) == 1 then
+        latest_id = latest:sub(#ns_prefix + 1)
+      end
       local metas = kept_metadata(doc, ids, last + 1, n)
       for i = n, last + 1, -1 do
         local key = doc[ids[i]].key
         local needed = delta_channels(key, metas[i])
+        delta = delta or needed ~= nil
         if needed and not walk_delta(ctx, thread, ns, key, needed, protect, seen, walk_limit) then
           fail('the DeltaChannel history of ' .. show(key) .. ' is longer than '
             .. walk_limit .. ' checkpoints; raise BUDGET to prune this thread')
@@ -567,15 +666,15 @@ local function plan(ctx, thread, docs, rule, walk_limit)
       for i = 1, last do
         if protect[ids[i]] then
           spared = spared + 1
-        else
+        elseif not (ids[i] == latest_id and last < n) then
           local d = doc[ids[i]]
-          d.newest = (i == n)
+          d.newest = (i == n) or ids[i] == latest_id
           doomed[#doomed + 1] = d
         end
       end
     end
   end
-  return doomed, spared, idle
+  return doomed, spared, idle, delta
 end
 
 -- Deleting -------------------------------------------------------------------------
@@ -667,10 +766,10 @@ end
 -- Delete doomed checkpoints oldest first, each with all its writes, its
 -- registry zset and, when it was its namespace's newest, the latest pointer,
 -- within ctx.budget keys (not in a dry run). Writes are found with one query
--- over the thread's writes when that fits 2 * budget entries, else chunk by
--- chunk of checkpoint ids. A checkpoint whose writes do not all fit loses
+-- over the thread's writes when the thread was listed `whole` and that fits
+-- 2 * budget entries, else chunk by chunk of checkpoint ids. A checkpoint whose writes do not all fit loses
 -- only writes this call. Returns counts and whether doomed checkpoints remain.
-local function delete_doomed(ctx, thread, tag, doomed)
+local function delete_doomed(ctx, thread, tag, doomed, whole)
   local ckpts, writes, others = sink(ctx.dry), sink(ctx.dry), sink(ctx.dry)
   local left = ctx.dry and math.huge or ctx.budget
   local read_left = 2 * ctx.budget
@@ -682,7 +781,7 @@ local function delete_doomed(ctx, thread, tag, doomed)
     guess = #prefix
   end
   local found -- the writes of every doomed checkpoint, when one query holds them
-  if #doomed > 0 then
+  if #doomed > 0 and whole then
     local res = search(finish_query({ ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag,
       'NOCONTENT' }, read_left, false))
     if res[1] <= #res - 1 then
@@ -776,11 +875,16 @@ local function prune_thread(ctx, thread, tag, rule)
   -- the whole thread when it fits the budget, else its newest entries
   local view = math.min(tagged, ctx.budget + math.min(rule.keep, tagged), MAX_LIMIT)
   local complete = view >= tagged
-  local docs = list_checkpoints(ctx, thread, tag, view, not complete, tagged)
+  local docs, exact = list_checkpoints(ctx, thread, tag, view, not complete, tagged, rule)
   out.listed = true
-  local doomed, spared, idle = plan(ctx, thread, docs, rule, ctx.budget)
+  local doomed, spared, idle, delta = plan(ctx, thread, docs, rule, ctx.budget)
+  if delta and not exact then
+    -- delta history must be walked from the true newest: list them exactly
+    docs = list_checkpoints(ctx, thread, tag, view, true, tagged, nil)
+    doomed, spared, idle = plan(ctx, thread, docs, rule, ctx.budget)
+  end
   check_write_prefix(ctx, thread, doomed)
-  local done = delete_doomed(ctx, thread, tag, doomed)
+  local done = delete_doomed(ctx, thread, tag, doomed, complete)
   out.checkpoints_deleted = done.checkpoints
   out.writes_deleted = done.writes
   out.keys_deleted = done.keys

@@ -89,6 +89,7 @@ def test_thread_ids_with_colons_prune_only_themselves(
 ODD_IDS = [
     "",
     "a b|c",
+    "a|b",
     "a,b",
     "a,",
     " padded ",
@@ -279,3 +280,28 @@ def test_a_large_thread_with_many_newer_namespaces_still_prunes_its_root(
     assert checkpoint_ids(saver, "many") == sorted(root, reverse=True)[:5]
     assert result.checkpoints_deleted == 15
     assert all(len(checkpoint_ids(saver, "many", f"child:{i:03d}")) == 3 for i in range(40))
+
+
+def test_the_checkpoint_the_latest_pointer_names_is_never_pruned(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    """Ids out of order (custom ids, clock skew): the last put may not have the newest id."""
+    put_checkpoints(saver, "skew", 6)
+    late = put_checkpoints(saver, "skew", 1, age=3600)[0]  # put last, with an hour-old id
+    assert r.get("checkpoint_latest:skew:__empty__") == f"checkpoint:skew:__empty__:{late}".encode()
+    pruner.prune("skew", 2)
+    assert late in checkpoint_ids(saver, "skew")
+    assert len(checkpoint_ids(saver, "skew")) == 3  # the newest 2 by id, and the latest put
+    assert saver.get_tuple(config_of("skew")) is not None
+    pruner.prune("skew", 0)
+    assert not list(r.scan_iter(match="*skew*"))
+
+
+def test_a_delta_thread_larger_than_one_call_keeps_its_state(r: redis.Redis, saver: RedisSaver) -> None:
+    app = delta_graph(saver)
+    delta_turns(app, "big-delta", turns=20)
+    ids = checkpoint_ids(saver, "big-delta")
+    kept = states_by_checkpoint(app, "big-delta", ids[:3])
+    result = Pruner(r, budget=10).prune("big-delta", 3)  # many calls, each seeing part of the thread
+    assert result.calls > 1 and result.delta_ancestors_kept > 0
+    assert states_by_checkpoint(app, "big-delta", ids[:3]) == kept
