@@ -10,12 +10,12 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import core, hook, shapes, sweep
-from benchmarks.report import write_core, write_hook, write_shapes, write_sweep
+from benchmarks import core, dimensions, hook, shapes, sweep
+from benchmarks.report import write_core, write_dimensions, write_hook, write_shapes, write_sweep
 from lgprune.embedded import any_server
 
 RESULTS = Path(__file__).parent / "results"
-SUITES = ["core", "sweep", "hook", "shapes"]
+SUITES = ["core", "dimensions", "sweep", "hook", "shapes"]
 
 
 def main() -> None:
@@ -39,6 +39,9 @@ def main() -> None:
         if "core" in args.suites:
             timings = core.measure(client, runs=runs, saver_runs=max(3, runs // 2))
             write_core(args.out, timings, where=where, runs=runs)
+        if "dimensions" in args.suites:
+            points = dimensions.measure(client, quick=args.quick, runs=runs)
+            write_dimensions(args.out, points, where=where)
         if "sweep" in args.suites:
             threads = args.threads or (500 if args.quick else 2000)
             sweeps = sweep.measure(client, threads=threads)

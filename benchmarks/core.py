@@ -12,6 +12,7 @@ from langgraph.checkpoint.redis import RedisSaver
 
 from benchmarks.data import Thread, build_thread, fresh
 from lgprune import Pruner
+from lgprune.stats import search_keys
 
 # Deletes exactly the keys it is given, in one script: the floor.
 FLOOR_LIBRARY = """#!lua name=lgprune_bench_floor
@@ -36,17 +37,25 @@ class Timing:
 
 
 def _run(
-    client: redis.Redis, checkpoints: int, keep: int, prune: Callable[[RedisSaver, Thread], None]
+    client: redis.Redis,
+    checkpoints: int,
+    keep: int,
+    prune: Callable[[RedisSaver, Thread], None],
+    *,
+    writes: int = 2,
+    before_build: Callable[[], None] | None = None,
 ) -> float:
     """Build the thread, prune it once, check the result; returns milliseconds."""
     saver = fresh(client)
-    thread = build_thread(saver, "bench", checkpoints)
-    before = {k.decode() for k in client.keys("*")}
+    if before_build is not None:
+        before_build()
+    thread = build_thread(saver, "bench", checkpoints, writes=writes)
+    before = {k.decode() for k in client.keys("*bench*")}
     doomed = set(thread.doomed_keys(keep))
     start = time.perf_counter()
     prune(saver, thread)
     elapsed = (time.perf_counter() - start) * 1000
-    after = {k.decode() for k in client.keys("*")}
+    after = {k.decode() for k in client.keys("*bench*")}
     if after != before - doomed:
         raise AssertionError(
             f"{prune.__name__}: {len(after & doomed)} doomed keys left (e.g. {sorted(after & doomed)[:2]}), "
@@ -76,9 +85,41 @@ def measure(
     def saver_prune(saver: RedisSaver, thread: Thread) -> None:
         saver.prune([thread.thread_id], keep_last=keep)
 
+    def naive_loop(saver: RedisSaver, thread: Thread) -> None:
+        """What people write first: list through the saver, delete key by key."""
+        config = {"configurable": {"thread_id": thread.thread_id, "checkpoint_ns": ""}}
+        ids = [t.config["configurable"]["checkpoint_id"] for t in saver.list(config)]
+        for cid in sorted(ids, reverse=True)[keep:]:
+            registry = f"write_keys_zset:{thread.thread_id}:__empty__:{cid}"
+            for write in client.zrange(registry, 0, -1):
+                client.delete(write)
+            client.delete(registry)
+            client.delete(f"checkpoint:{thread.thread_id}:__empty__:{cid}")
+
+    def pipelined(saver: RedisSaver, thread: Thread) -> None:
+        """The same keys found through the index and registries, deleted in one pipeline."""
+        query = ["@thread_id:{$t} @checkpoint_ns:{__empty__}", "PARAMS", "2", "t", thread.thread_id]
+        found = client.execute_command(
+            "FT.SEARCH", "checkpoint", *query, "NOCONTENT", "LIMIT", "0", "100000", "DIALECT", "2"
+        )
+        keys = sorted(
+            (k.decode() if isinstance(k, bytes) else str(k) for k in search_keys(found)[1]), reverse=True
+        )
+        doomed = keys[keep:]
+        with client.pipeline(transaction=False) as pipe:
+            for key in doomed:
+                pipe.zrange("write_keys_zset:" + key.split(":", 1)[1], 0, -1)
+            registries = pipe.execute()
+        with client.pipeline(transaction=False) as pipe:
+            for key, writes in zip(doomed, registries, strict=True):
+                pipe.unlink(key, "write_keys_zset:" + key.split(":", 1)[1], *writes)
+            pipe.execute()
+
     contenders = (
         ("lgprune Pruner.prune", lgprune, runs),
         ("floor: one UNLINK script, keys known", floor, runs),
+        ("pipelined client-side delete", pipelined, runs),
+        ("naive client loop (saver.list, then key by key)", naive_loop, saver_runs or runs),
         ("RedisSaver.prune", saver_prune, saver_runs or runs),
     )
     results: dict[str, list[float]] = {name: [] for name, _, _ in contenders}

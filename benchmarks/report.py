@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib import ticker
 
 from benchmarks.core import Timing
+from benchmarks.dimensions import Point
 from benchmarks.hook import HookRun
 from benchmarks.shapes import TARGET_MS, Shape
 from benchmarks.sweep import SweepRun
@@ -40,9 +41,10 @@ def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> No
     lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
     (out / "core.md").write_text("\n".join(lines))
 
-    fig, ax = plt.subplots(figsize=(7, 2.8))
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(timings) + 1.2))
     names = [t.name for t in timings]
-    ax.barh(names, [t.median for t in timings], color=["#2a7", "#999", "#c44"])
+    colours = {"lgprune Pruner.prune": "#2a7", "RedisSaver.prune": "#c44"}
+    ax.barh(names, [t.median for t in timings], color=[colours.get(name, "#999") for name in names])
     ax.errorbar(
         [t.median for t in timings],
         names,
@@ -73,16 +75,18 @@ def write_sweep(out: Path, runs: list[SweepRun], *, where: str, threads: int, pe
         f"Server: {where}. Plus threads `Wang1`, `wang1`, `wang1:2025` and `a b|c`. Each contender gets the",
         "same data, rebuilt with RedisSaver.put/put_writes; afterwards every thread must hold exactly 5",
         "checkpoints and every remaining write its checkpoint. Largest call: the longest lgprune FCALL",
-        "in SLOWLOG.",
+        "in SLOWLOG. PING p99: a probe in another process, every millisecond, while the contender",
+        "ran. Freed: INFO used_memory before minus after.",
         "",
-        "| contender | seconds | x lgprune | largest call ms | correct |",
-        "|---|---:|---:|---:|---|",
+        "| contender | seconds | x lgprune | largest call ms | PING p99 ms | freed MiB | correct |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for run in runs:
         verdict = "yes" if run.correct else f"**no**: {run.problem}"
         largest = f"{run.largest_call_ms:.1f}" if run.largest_call_ms else "-"
         lines.append(
-            f"| {run.name} | {run.seconds:.2f} | {run.seconds / fastest:.1f} | {largest} | {verdict} |"
+            f"| {run.name} | {run.seconds:.2f} | {run.seconds / fastest:.1f} | {largest} "
+            f"| {run.ping_p99_ms:.2f} | {run.freed_mb:.1f} | {verdict} |"
         )
     lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
     (out / "sweep.md").write_text("\n".join(lines))
@@ -141,3 +145,61 @@ def write_shapes(out: Path, shapes: list[Shape], *, where: str) -> None:
         "",
     ]
     (out / "shapes.md").write_text("\n".join(lines))
+
+
+def write_dimensions(out: Path, points: list[Point], *, where: str) -> None:
+    """dimensions.md and dimensions.png: prune time against thread size, writes, unrelated data."""
+    lines = [
+        "# Prune time across dimensions (keep 10)",
+        "",
+        f"Server: {where}. One thread pruned to its newest 10 by one `Pruner.prune`, against the",
+        "floor (one script that UNLINKs exactly the doomed keys, known in advance). Default: 1,000",
+        "checkpoints, 2 writes each, nothing else in the database; each row varies one of them.",
+        "Unrelated keys are plain strings written before the thread. Median, min and max of the runs.",
+        "",
+        "| dimension | value | lgprune ms | floor ms | x floor | lgprune min-max |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    by_key = {(p.dimension, p.value, p.contender): p for p in points}
+    for dimension in ("checkpoints", "writes", "unrelated keys"):
+        for value in sorted({p.value for p in points if p.dimension == dimension}):
+            ours, floor = by_key[(dimension, value, "lgprune")], by_key[(dimension, value, "floor")]
+            lines.append(
+                f"| {dimension} | {value:,} | {ours.median_ms:.1f} | {floor.median_ms:.1f} "
+                f"| {ours.median_ms / floor.median_ms:.2f} | {ours.min_ms:.1f}-{ours.max_ms:.1f} |"
+            )
+    lines += ["", "Produced by `python -m benchmarks --suites dimensions`.", ""]
+    (out / "dimensions.md").write_text("\n".join(lines))
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, dimension, label in (
+        (axes[0], "checkpoints", "checkpoints in the thread"),
+        (axes[1], "unrelated keys", "unrelated keys in the database"),
+    ):
+        for contender, colour in (("lgprune", "#2a7"), ("floor", "#999")):
+            series = sorted(
+                (p.value, p) for p in points if p.dimension == dimension and p.contender == contender
+            )
+            xs = [max(v, 1) for v, _ in series]
+            ax.errorbar(
+                xs,
+                [p.median_ms for _, p in series],
+                yerr=[
+                    [p.median_ms - p.min_ms for _, p in series],
+                    [p.max_ms - p.median_ms for _, p in series],
+                ],
+                marker="o",
+                capsize=3,
+                color=colour,
+                label=contender,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel(label + (" (0 drawn at 1)" if dimension == "unrelated keys" else ""))
+        ax.set_ylabel("ms (median, min-max)")
+        ax.legend()
+    axes[0].set_yscale("log")
+    axes[0].set_title("Prune to 10: time grows with what is deleted")
+    axes[1].set_title("1,000 checkpoints: unrelated data")
+    fig.tight_layout()
+    fig.savefig(out / "dimensions.png", dpi=120)
+    plt.close(fig)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from langgraph.checkpoint.redis import RedisSaver
@@ -21,8 +23,47 @@ class SweepRun:
     name: str
     seconds: float
     largest_call_ms: float  # the longest lgprune FCALL in SLOWLOG (0 for client-side contenders)
+    ping_p99_ms: float  # a concurrent PING probe's 99th percentile while the contender ran
+    freed_mb: float  # used_memory before minus after
     correct: bool
     problem: str
+
+
+def _ping_loop(url: str, stop: Any, latencies: Any) -> None:
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 600
+    while not stop.is_set() and time.monotonic() < deadline:
+        started = time.perf_counter()
+        client.ping()
+        latencies.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.001)
+
+
+class PingProbe:
+    """PINGs Redis from another process (at most every millisecond, for at most
+    10 minutes) while a contender runs; the latencies tell whether Redis stalled."""
+
+    def __init__(self, url: str) -> None:
+        self.manager = multiprocessing.Manager()
+        self.stop = self.manager.Event()
+        self.shared = self.manager.list()
+        self.process = multiprocessing.Process(target=_ping_loop, args=(url, self.stop, self.shared))
+        self.latencies: list[float] = []
+
+    def __enter__(self) -> PingProbe:
+        self.process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.process.join()
+        self.latencies = list(self.shared)
+        self.manager.shutdown()
+
+    @property
+    def p99(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[max(0, int(len(ordered) * 0.99) - 1)] if ordered else 0.0
 
 
 def build(client: redis.Redis, threads: int, per_thread: int) -> list[str]:
@@ -75,11 +116,18 @@ def measure(client: redis.Redis, *, threads: int, per_thread: int = 15, keep: in
         client.config_set("slowlog-log-slower-than", 0)
         client.config_set("slowlog-max-len", 1_000_000)
         client.slowlog_reset()
-        started = time.perf_counter()
-        fn(ids)
-        seconds = time.perf_counter() - started
+        memory_before = int(client.info("memory")["used_memory"])
+        url = "redis://{host}:{port}".format(**client.connection_pool.connection_kwargs)
+        with PingProbe(url) as probe:
+            started = time.perf_counter()
+            fn(ids)
+            seconds = time.perf_counter() - started
+        time.sleep(0.5)  # UNLINK frees large values in the background
+        freed = (memory_before - int(client.info("memory")["used_memory"])) / 2**20
         calls = [e["duration"] for e in client.slowlog_get(1_000_000) if e["command"].startswith(b"FCALL")]
         client.config_set("slowlog-log-slower-than", 10_000)
         problem = check(client, ids, keep)
-        runs.append(SweepRun(name, seconds, max(calls, default=0) / 1000, not problem, problem))
+        runs.append(
+            SweepRun(name, seconds, max(calls, default=0) / 1000, probe.p99, freed, not problem, problem)
+        )
     return runs

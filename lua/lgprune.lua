@@ -781,9 +781,13 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
     guess = #prefix
   end
   local found -- the writes of every doomed checkpoint, when one query holds them
+  local thread_writes = { ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag, 'NOCONTENT' }
+  -- many doomed checkpoints may mean too many writes for one answer: count first
+  if #doomed >= WRITES_CHUNK and whole then
+    whole = search(finish_query(thread_writes, 0, false))[1] <= read_left
+  end
   if #doomed > 0 and whole then
-    local res = search(finish_query({ ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag,
-      'NOCONTENT' }, read_left, false))
+    local res = search(finish_query(thread_writes, read_left, false))
     if res[1] <= #res - 1 then
       read_left = read_left - (#res - 1)
       found = {}
