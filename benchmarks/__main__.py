@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import time
 from pathlib import Path
@@ -12,47 +13,66 @@ import redis
 
 from benchmarks import core, dimensions, hook, shapes, sweep
 from benchmarks.report import write_core, write_dimensions, write_hook, write_shapes, write_sweep
-from lgprune.embedded import any_server
+from lgprune.embedded import any_server, docker_answers
 
 RESULTS = Path(__file__).parent / "results"
 SUITES = ["core", "dimensions", "sweep", "hook", "shapes"]
+IMAGES = ["redis:8", "redis/redis-stack-server:latest"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer runs (5), for CI and a first look")
-    parser.add_argument("--url", help="benchmark this server (default: container, else embedded)")
+    parser.add_argument("--quick", action="store_true", help="fewer runs and sizes, for a first look")
+    parser.add_argument("--url", help="benchmark this server (default: containers, else embedded)")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=IMAGES,
+        help="container images, where a Docker engine answers (results in OUT/<image>/)",
+    )
     parser.add_argument("--runs", type=int, help="runs per contender (default 5 quick, 11 full)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where tables and plots go")
     parser.add_argument("--suites", nargs="+", choices=SUITES, default=SUITES)
     parser.add_argument("--threads", type=int, help="threads for the sweep suite (500 quick, 2000 full)")
     args = parser.parse_args()
-    runs = args.runs or (5 if args.quick else 11)
-    args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    server = contextlib.nullcontext((args.url, "--url")) if args.url else any_server()
-    with server as (url, kind):
-        client = redis.Redis.from_url(url)
-        version = client.info("server")["redis_version"]
-        where = f"{kind}, Redis {version}, {platform.machine()}, Python {platform.python_version()}"
-        print(f"benchmarking against {where}")
-        if "core" in args.suites:
-            timings = core.measure(client, runs=runs, saver_runs=max(3, runs // 2))
-            write_core(args.out, timings, where=where, runs=runs)
-        if "dimensions" in args.suites:
-            points = dimensions.measure(client, quick=args.quick, runs=runs)
-            write_dimensions(args.out, points, where=where)
-        if "sweep" in args.suites:
-            threads = args.threads or (500 if args.quick else 2000)
-            sweeps = sweep.measure(client, threads=threads)
-            write_sweep(args.out, sweeps, where=where, threads=threads, per_thread=15)
-        if "hook" in args.suites:
-            repeats = 1 if args.quick else 3
-            hooks = hook.measure(url, turns=200, keep_last=10, repeats=repeats)
-            write_hook(args.out, hooks, where=where, turns=200, keep_last=10, repeats=repeats)
-        if "shapes" in args.suites:
-            write_shapes(args.out, shapes.measure(client, huge=5_000 if args.quick else 20_000), where=where)
+    if args.url:
+        targets = [(contextlib.nullcontext((args.url, "--url")), args.out)]
+    elif not os.environ.get("REDIS_URL") and docker_answers():
+        targets = [
+            (any_server(image), args.out / image.replace("/", "_").replace(":", "_")) for image in args.images
+        ]
+    else:
+        targets = [(any_server(), args.out)]
+    for server, out in targets:
+        with server as (url, kind):
+            run_suites(args, url, kind, out)
     print(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
+
+
+def run_suites(args: argparse.Namespace, url: str, kind: str, out: Path) -> None:
+    """Every chosen suite against one server, results written to `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = args.runs or (5 if args.quick else 11)
+    client = redis.Redis.from_url(url)
+    version = client.info("server")["redis_version"]
+    where = f"{kind}, Redis {version}, {platform.machine()}, Python {platform.python_version()}"
+    print(f"benchmarking against {where}")
+    if "core" in args.suites:
+        timings = core.measure(client, runs=runs, saver_runs=max(3, runs // 2))
+        write_core(out, timings, where=where, runs=runs)
+    if "dimensions" in args.suites:
+        write_dimensions(out, dimensions.measure(client, quick=args.quick, runs=runs), where=where)
+    if "sweep" in args.suites:
+        threads = args.threads or (500 if args.quick else 2000)
+        write_sweep(out, sweep.measure(client, threads=threads), where=where, threads=threads, per_thread=15)
+    if "hook" in args.suites:
+        repeats = 1 if args.quick else 3
+        hooks = hook.measure(url, turns=200, keep_last=10, repeats=repeats)
+        write_hook(out, hooks, where=where, turns=200, keep_last=10, repeats=repeats)
+    if "shapes" in args.suites:
+        write_shapes(out, shapes.measure(client, huge=5_000 if args.quick else 20_000), where=where)
+    client.close()
 
 
 if __name__ == "__main__":

@@ -782,9 +782,11 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
   end
   local found -- the writes of every doomed checkpoint, when one query holds them
   local thread_writes = { ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag, 'NOCONTENT' }
-  -- many doomed checkpoints may mean too many writes for one answer: count first
-  if #doomed >= WRITES_CHUNK and whole then
-    whole = search(finish_query(thread_writes, 0, false))[1] <= read_left
+  -- too many writes for one answer, by the first checkpoint's registry? then per chunk
+  if #doomed > 0 and whole then
+    local first = doomed[1]
+    local per = rcall('ZCARD', ZSET_PREFIX .. ':' .. thread .. ':' .. first.ns .. ':' .. first.id)
+    whole = per * #doomed <= read_left
   end
   if #doomed > 0 and whole then
     local res = search(finish_query(thread_writes, read_left, false))
