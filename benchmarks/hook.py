@@ -12,6 +12,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.redis import AsyncRedisSaver
 
 from benchmarks.data import MESSAGE, fresh
+from benchmarks.sweep import root_checkpoints
 from lgprune.demo import chat_app
 from lgprune.langgraph import AsyncPruningRedisSaver
 
@@ -23,10 +24,6 @@ class HookRun:
     p99_ms: float
     checkpoints_at_end: int
     most_checkpoints: int
-
-
-def root_checkpoints(client: redis.Redis, thread_id: str) -> int:
-    return sum(1 for _ in client.scan_iter(match=f"checkpoint:{thread_id}:__empty__:*", count=1000))
 
 
 async def conversation(url: str, turns: int, keep_last: int) -> list[HookRun]:

@@ -12,6 +12,7 @@ from redis.exceptions import ReadOnlyError, ResponseError
 
 from lgprune.commands import Steps
 from lgprune.errors import (
+    NO_FUNCTIONS,
     InvalidArgumentError,
     LgpruneError,
     ModulesMissingError,
@@ -84,9 +85,7 @@ def fcall_steps(function: str, args: list[Any]) -> Steps[Any]:
                 "this server is a read-only replica: prune on the primary (the replica follows)"
             ) from None
         if "unknown command" in message.lower():
-            raise ModulesMissingError(
-                "this server has no Redis Functions (FCALL): lgprune needs Redis 7 or newer"
-            ) from None
+            raise ModulesMissingError(NO_FUNCTIONS) from None
         if "function not found" not in message.lower() or attempt == 2:
             raise reply
         yield from install_steps()
@@ -131,14 +130,9 @@ def _many_loop(ids: list[ThreadId], tail: list[str], dry_run: bool) -> Steps[Pru
         batch = ids[start : start + MANY_PER_CALL]
         reply = yield from fcall_steps("lgprune_many", [tail[0], str(len(batch)), *batch, *tail[1:]])
         fields = reply_fields(reply)
-        result = PruneResult(
-            checkpoints_deleted=result.checkpoints_deleted + fields["checkpoints_deleted"],
-            writes_deleted=result.writes_deleted + fields["writes_deleted"],
-            keys_deleted=result.keys_deleted + fields["keys_deleted"],
-            checkpoints_kept=result.checkpoints_kept + (0 if fields["next"] else fields["checkpoints_kept"]),
-            delta_ancestors_kept=result.delta_ancestors_kept + fields["delta_ancestors_kept"],
-            calls=result.calls + 1,
-        )
+        if fields["next"]:
+            fields["checkpoints_kept"] = 0  # counted again when the call resumes
+        result = result.plus_call(fields, other_threads=True)
         if fields["next"] and (dry_run or not fields["keys_deleted"]):
             return result  # no progress is possible: keep what is left
         start += fields["next"] - 1 if fields["next"] else len(batch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+NO_FUNCTIONS = "this server has no Redis Functions (FCALL): lgprune needs Redis 7 or newer"
+
 
 class LgpruneError(Exception):
     """Base class: something lgprune could not do. Nothing was deleted."""

@@ -9,8 +9,8 @@ from importlib import resources
 from redis.exceptions import ResponseError
 
 from lgprune.commands import Steps
-from lgprune.errors import LibraryInstallError, LibraryVersionError, ModulesMissingError
-from lgprune.results import as_text
+from lgprune.errors import NO_FUNCTIONS, LibraryInstallError, LibraryVersionError, ModulesMissingError
+from lgprune.results import as_text, reply_pairs
 
 LIBRARY_NAME = "lgprune"
 
@@ -35,17 +35,6 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def _library_entries(reply: object) -> dict[str, object]:
-    """The first library of a FUNCTION LIST reply as a dict (RESP2 or RESP3)."""
-    if not isinstance(reply, list) or not reply:
-        return {}
-    entry = reply[0]
-    if isinstance(entry, dict):
-        return {as_text(k): v for k, v in entry.items()}
-    items = list(entry)
-    return {as_text(items[i]): items[i + 1] for i in range(0, len(items), 2)}
-
-
 def install_steps(*, force: bool = False) -> Steps[str]:
     """Make the server run this package's library; returns the version in use.
 
@@ -58,9 +47,7 @@ def install_steps(*, force: bool = False) -> Steps[str]:
     if isinstance(reply, ResponseError):
         message = str(reply)
         if "unknown command" in message.lower():
-            raise ModulesMissingError(
-                "this server has no Redis Functions (FCALL): lgprune needs Redis 7 or newer"
-            )
+            raise ModulesMissingError(NO_FUNCTIONS)
         if "function not found" not in message.lower():
             raise reply
     else:
@@ -77,7 +64,7 @@ def install_steps(*, force: bool = False) -> Steps[str]:
             listing = yield ("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME, "WITHCODE")
             if isinstance(listing, ResponseError):
                 return ours  # a user without FUNCTION rights trusts the version
-            code = _library_entries(listing).get("library_code")
+            code = reply_pairs(listing[0]).get("library_code") if listing else None
             if code is not None and as_text(code) == library_code():
                 return ours
     loaded = yield ("FUNCTION", "LOAD", "REPLACE", library_code())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 def as_text(value: object) -> str:
@@ -13,10 +14,17 @@ def as_text(value: object) -> str:
     return str(value)
 
 
+def reply_pairs(reply: Any) -> dict[str, Any]:
+    """A name/value reply (RESP2 flat list or RESP3 map) as a dict with text names."""
+    if isinstance(reply, dict):
+        return {as_text(k): v for k, v in reply.items()}
+    items = list(reply)
+    return {as_text(items[i]): items[i + 1] for i in range(0, len(items), 2)}
+
+
 def reply_fields(reply: Sequence[object]) -> dict[str, int]:
     """Turn a flat name/value reply into a dict of integer counts."""
-    items = list(reply)
-    return {as_text(items[i]): int(as_text(items[i + 1])) for i in range(0, len(items), 2)}
+    return {name: int(as_text(value)) for name, value in reply_pairs(reply).items()}
 
 
 @dataclass(frozen=True)
@@ -30,14 +38,18 @@ class PruneResult:
     delta_ancestors_kept: int = 0
     calls: int = 0
 
-    def plus_call(self, fields: dict[str, int]) -> PruneResult:
-        """This result followed by one more call's reply (kept counts are the newest)."""
+    def plus_call(self, fields: dict[str, int], *, other_threads: bool = False) -> PruneResult:
+        """This result followed by one more call's reply. The kept counts are the
+        newest for the same thread; with `other_threads` (lgprune_many) they add up."""
+        kept, delta = fields["checkpoints_kept"], fields["delta_ancestors_kept"]
+        if other_threads:
+            kept, delta = self.checkpoints_kept + kept, self.delta_ancestors_kept + delta
         return PruneResult(
             checkpoints_deleted=self.checkpoints_deleted + fields["checkpoints_deleted"],
             writes_deleted=self.writes_deleted + fields["writes_deleted"],
             keys_deleted=self.keys_deleted + fields["keys_deleted"],
-            checkpoints_kept=fields["checkpoints_kept"],
-            delta_ancestors_kept=fields["delta_ancestors_kept"],
+            checkpoints_kept=kept,
+            delta_ancestors_kept=delta,
             calls=self.calls + 1,
         )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from lgprune.calls import Options, fcall_steps
 from lgprune.commands import Steps
-from lgprune.results import as_text
+from lgprune.results import as_text, reply_pairs
 
 BUCKETS = (1, 5, 10, 50, 100, 1000, 10000)  # upper bounds of the histogram's bins
 
@@ -36,14 +36,6 @@ class Stats:
     used_memory: int
     calls: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def _pairs(reply: Any) -> dict[str, Any]:
-    """A name/value reply (RESP2 list or RESP3 map) as a dict with text names."""
-    if isinstance(reply, dict):
-        return {as_text(k): v for k, v in reply.items()}
-    items = list(reply)
-    return {as_text(items[i]): items[i + 1] for i in range(0, len(items), 2)}
 
 
 def bucket_label(n: int) -> str:
@@ -75,7 +67,7 @@ def search_keys(reply: Any) -> tuple[int, list[Any]]:
     """Total and keys of an FT.SEARCH ... NOCONTENT reply, RESP2 list or RESP3 map."""
     if isinstance(reply, dict):
         fields = {as_text(k): v for k, v in reply.items()}
-        return int(fields["total_results"]), [_pairs(r)["id"] for r in fields["results"]]
+        return int(fields["total_results"]), [reply_pairs(r)["id"] for r in fields["results"]]
     if isinstance(reply, list) and reply:
         return int(reply[0]), list(reply[1:])
     return 0, []
@@ -117,7 +109,7 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
     per_thread: dict[str, tuple[int, int, int]] = {}
     cursor, calls = "0", 0
     while True:
-        reply = _pairs((yield from fcall_steps("lgprune_sweep", [cursor, *args])))
+        reply = reply_pairs((yield from fcall_steps("lgprune_sweep", [cursor, *args])))
         calls += 1
         for entry in reply["threads"]:
             thread_id = as_text(entry[0])
@@ -127,11 +119,11 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
             break
     counts = {}
     for index in (options.checkpoint_prefix, options.checkpoint_write_prefix):
-        info = _pairs((yield ("FT.INFO", index)))
+        info = reply_pairs((yield ("FT.INFO", index)))
         counts[index] = int(float(as_text(info["num_docs"])))
     keys = int((yield ("DBSIZE",)))
     used = yield ("MEMORY", "STATS")
-    used_memory = int(_pairs(used).get("total.allocated", 0))
+    used_memory = int(reply_pairs(used).get("total.allocated", 0))
     histogram: dict[str, int] = {}
     for n, _, _ in per_thread.values():
         label = bucket_label(n)

@@ -331,6 +331,16 @@ local function json_get(key, path)
   return cjson.decode(raw)[1]
 end
 
+-- The doc of a root checkpoint key: the key must be exactly <prefix><id>
+-- (prefix = <cp>:<thread>:__empty__:) with a non-empty id free of colons, a
+-- form no other thread's key can take (see list_checkpoints). Else nil.
+local function root_doc(key, prefix)
+  if key:find(prefix, 1, true) == 1 and #key > #prefix and not key:find(':', #prefix + 1, true) then
+    return { key = key, ns = ROOT_NS, id = key:sub(#prefix + 1) }
+  end
+  return nil
+end
+
 local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
 local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 
@@ -347,8 +357,7 @@ local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 local function root_window(ctx, thread, tag, keep, limit)
   local prefix = ctx.cp .. ':' .. thread .. ':' .. ROOT_NS .. ':'
   local ok, newest = pcall(rcall, 'GET', ctx.cp .. '_latest:' .. thread .. ':' .. ROOT_NS)
-  if not ok or type(newest) ~= 'string' or newest:find(prefix, 1, true) ~= 1
-    or #newest == #prefix or newest:find(':', #prefix + 1, true) then
+  if not ok or type(newest) ~= 'string' or not root_doc(newest, prefix) then
     return nil
   end
   local read, ts = pcall(json_get, newest, '$.checkpoint_ts')
@@ -387,11 +396,10 @@ local function root_window(ctx, thread, tag, keep, limit)
   local docs, listed = {}, {}
   local function add(keys, first)
     for i = first, #keys do
-      local key = keys[i]
-      if not listed[key] and key:find(prefix, 1, true) == 1 and #key > #prefix
-        and not key:find(':', #prefix + 1, true) then
-        listed[key] = true
-        docs[#docs + 1] = { key = key, ns = ROOT_NS, id = key:sub(#prefix + 1) }
+      local doc = not listed[keys[i]] and root_doc(keys[i], prefix)
+      if doc then
+        listed[doc.key] = true
+        docs[#docs + 1] = doc
       end
     end
   end
@@ -435,13 +443,8 @@ local function list_checkpoints(ctx, thread, tag, limit, sorted, tagged, rule)
     res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} @checkpoint_ns:{$n}',
       'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'NOCONTENT' }, limit, sorted), limit, 1)
   end
-  local skip = #root_prefix + 1
   for i = 2, #res do
-    local key = res[i]
-    if key:find(root_prefix, 1, true) == 1 and #key > #root_prefix
-      and not key:find(':', skip, true) then
-      docs[#docs + 1] = { key = key, ns = ROOT_NS, id = key:sub(skip) }
-    end
+    docs[#docs + 1] = root_doc(res[i], root_prefix)
   end
   if not sorted and res[1] >= tagged then
     return docs, exact -- every tagged entry is a root one
