@@ -47,11 +47,13 @@ def bucket_label(n: int) -> str:
     return f">{BUCKETS[-1]}"
 
 
-def indexed_tag(thread_id: str) -> str:
-    """The TAG value RediSearch indexed for a stored thread id (up to a NUL byte,
-    the longest comma-separated piece, trimmed), as the Lua library queries it."""
+def tag_param(thread_id: str) -> str:
+    """The query parameter that finds the TAG value RediSearch indexed for a stored
+    thread id (up to a NUL byte, the longest comma-separated piece, trimmed), as the
+    Lua library queries it. Backslashes are doubled: parameter values are unescaped."""
     indexed = thread_id.split("\x00", 1)[0]  # TAG values are C strings
-    return max((piece.strip(" \t\n\r\x0b\x0c") for piece in indexed.split(",")), key=len)
+    tag = max((piece.strip(" \t\n\r\x0b\x0c") for piece in indexed.split(",")), key=len)
+    return tag.replace("\\", "\\\\")
 
 
 def _average_bytes(keys: list[Any]) -> Steps[float]:
@@ -87,7 +89,7 @@ def _thread_bytes(options: Options, thread_id: str, checkpoints: int, sample: in
             "PARAMS",
             "2",
             "t",
-            indexed_tag(thread_id),
+            tag_param(thread_id),
             "NOCONTENT",
             "LIMIT",
             "0",

@@ -142,7 +142,14 @@ local function tag_of(thread_id)
   return best
 end
 
--- The stored id and indexed tag of a thread id, or nil and why it cannot be pruned.
+-- A TAG value as a query parameter: RediSearch reads backslash escapes in
+-- parameter values too (`\\:` finds the tag `:`), so a backslash must be doubled.
+local function tag_param(tag)
+  return (tag:gsub('\\', '\\\\'))
+end
+
+-- The stored id of a thread id and the query parameter that finds its tag,
+-- or nil and why it cannot be pruned.
 local function thread_key(thread_id)
   if thread_id == nil then
     return nil, 'missing thread id'
@@ -163,7 +170,7 @@ local function thread_key(thread_id)
     return nil, 'thread id ' .. show(thread_id) .. ' has nothing RediSearch indexes '
       .. '(only commas and white space before any NUL byte), so its checkpoints cannot be found'
   end
-  return stored, tag
+  return stored, tag_param(tag)
 end
 
 -- thread_key, failing the call for an id that cannot be pruned.
@@ -682,43 +689,89 @@ end
 
 -- Deleting -------------------------------------------------------------------------
 
+-- Whether write key `key`, found by a writes query on the thread's tag and
+-- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
+-- bytes), belongs to doomed checkpoint `d` of `thread`.
+--
+-- The saver makes every write key `<wp>:<thread>:<ns>:<id>:<task>:<idx>` with
+-- an integer idx, but any part may hold colons, so the key is proof only when
+-- d is `plain` (see delete_doomed) and the rest is `<task>:<idx>` with a
+-- colon-free task. Then the true owner's prefix cannot be longer (it would
+-- take the one colon its own task and idx need), nor shorter: ending at a
+-- colon inside d's prefix, it would leave our thread's ns and id, which have
+-- none, too few colons, or belong to a thread cut short at one of our
+-- thread's colons, whose tag cannot match ours (no commas or NUL in ours, and
+-- a case-folded prefix is shorter). Otherwise the key counts when the saver
+-- listed it in d's registry zset, or the write's own fields name d exactly.
+local function owns(thread, d, key, prefix_len)
+  if d.plain and key:find('^[^:]*:%-?%d+$', prefix_len + 1) then
+    return true
+  end
+  if rcall('ZSCORE', ZSET_PREFIX .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id, key) then
+    return true
+  end
+  local raw = rcall('JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
+  local ok, f = pcall(cjson.decode, raw or 'null')
+  return ok and type(f) == 'table'
+    and (f['$.thread_id'] or {})[1] == thread
+    and (f['$.checkpoint_ns'] or {})[1] == d.ns
+    and (f['$.checkpoint_id'] or {})[1] == d.id
+end
+
 -- Sort write keys from a writes-index answer to the doomed checkpoint each
--- belongs to: `owner` maps '<wp>:<thread>:<ns>:<id>:' to an id, and a key
--- counts only when it starts with exactly such a prefix. `guess` is the
--- length of the most common prefix, tried first.
-local function match_writes(res, base, owner, found, guess)
+-- belongs to: `owner` maps '<wp>:<thread>:<ns>:<id>:' to a doomed checkpoint;
+-- a key counts when it starts with such a prefix and `owns` confirms it.
+-- `guess` is the length of the most common prefix, tried first.
+local function match_writes(res, base, thread, owner, found, guess)
   for i = 2, #res do
     local key = res[i]
     -- fast path: the usual prefix length (root namespace, uuid ids)
-    local id = owner[key:sub(1, guess)]
+    local d = owner[key:sub(1, guess)]
+    if d and not owns(thread, d, key, guess) then
+      d = nil
+    end
     local pos = base
-    while not id do
+    while not d do
       pos = key:find(':', pos + 1, true)
       if not pos then
         break
       end
-      id = owner[key:sub(1, pos)]
+      d = owner[key:sub(1, pos)]
+      if d and (pos == guess or not owns(thread, d, key, pos)) then
+        d = nil
+      end
     end
-    if id then
-      local list = found[id]
+    if d then
+      local list = found[d.id]
       if not list then
         list = {}
-        found[id] = list
+        found[d.id] = list
       end
       list[#list + 1] = key
     end
   end
 end
 
--- Writes-index query args for the writes of the given checkpoints, by id.
-local function writes_query(ctx, chunk)
-  local query, args = {}, { ctx.wp, '', 'PARAMS', tostring(2 * #chunk) }
+-- The query parameter that finds a checkpoint's writes by its id, or nil
+-- when RediSearch cannot match that id.
+local function id_param(id)
+  local tag = tag_of(id)
+  if tag == '' or #id > MAX_TAG_BYTES then
+    return nil
+  end
+  return tag_param(tag)
+end
+
+-- Writes-index query args for the writes of the given checkpoints of the
+-- thread tagged `tag`, by id.
+local function writes_query(ctx, tag, chunk)
+  local query, args = {}, { ctx.wp, '', 'PARAMS', tostring(2 * #chunk + 2), 't', tag }
   for i, d in ipairs(chunk) do
     query[#query + 1] = '$c' .. i
     args[#args + 1] = 'c' .. i
-    args[#args + 1] = d.id
+    args[#args + 1] = id_param(d.id)
   end
-  args[2] = '@checkpoint_id:{' .. table.concat(query, ' | ') .. '}'
+  args[2] = '@thread_id:{$t} @checkpoint_id:{' .. table.concat(query, ' | ') .. '}'
   args[#args + 1] = 'NOCONTENT'
   return args
 end
@@ -726,14 +779,14 @@ end
 -- The doomed checkpoints from position `first` on whose writes, looked up
 -- together, fit in `limit` index entries: up to WRITES_CHUNK of them, halved
 -- until they fit, down to one (whose writes may then take several calls).
-local function next_chunk(ctx, doomed, first, limit)
+local function next_chunk(ctx, tag, doomed, first, limit)
   local size = WRITES_CHUNK
   while true do
     local chunk = {}
     for j = first, math.min(first + size - 1, #doomed) do
       chunk[#chunk + 1] = doomed[j]
     end
-    if #chunk == 1 or search(finish_query(writes_query(ctx, chunk), 0, false))[1] <= limit then
+    if #chunk == 1 or search(finish_query(writes_query(ctx, tag, chunk), 0, false))[1] <= limit then
       return chunk
     end
     size = math.floor(#chunk / 2)
@@ -770,17 +823,21 @@ end
 -- registry zset and, when it was its namespace's newest, the latest pointer,
 -- within ctx.budget keys (not in a dry run). Writes are found with one query
 -- over the thread's writes when the thread was listed `whole` and that fits
--- 2 * budget entries, else chunk by chunk of checkpoint ids. A checkpoint whose writes do not all fit loses
--- only writes this call. Returns counts and whether doomed checkpoints remain.
+-- 2 * budget entries, else chunk by chunk of checkpoint ids (then a checkpoint
+-- whose id RediSearch cannot match is kept). Each key found is confirmed by
+-- `owns`. A checkpoint whose writes do not all fit loses only writes this
+-- call. Returns counts and whether doomed checkpoints remain.
 local function delete_doomed(ctx, thread, tag, doomed, whole)
   local ckpts, writes, others = sink(ctx.dry), sink(ctx.dry), sink(ctx.dry)
   local left = ctx.dry and math.huge or ctx.budget
   local read_left = 2 * ctx.budget
   local base = #ctx.wp + #thread + 2
   local owner, guess = {}, 0
+  local plain_thread = not thread:find('[,%z]')
   for _, d in ipairs(doomed) do
     local prefix = ctx.wp .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id .. ':'
-    owner[prefix] = d.id
+    owner[prefix] = d
+    d.plain = plain_thread and not (d.ns .. d.id):find(':', 1, true)
     guess = #prefix
   end
   local found -- the writes of every doomed checkpoint, when one query holds them
@@ -796,8 +853,17 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
     if res[1] <= #res - 1 then
       read_left = read_left - (#res - 1)
       found = {}
-      match_writes(res, base, owner, found, guess)
+      match_writes(res, base, thread, owner, found, guess)
     end -- else the thread has too many writes: look them up per chunk below
+  end
+  if not found then -- by id: one whose id RediSearch cannot match stays, its writes unseen
+    local findable = {}
+    for _, d in ipairs(doomed) do
+      if id_param(d.id) then
+        findable[#findable + 1] = d
+      end
+    end
+    doomed = findable
   end
   local more = false
   local i = 1
@@ -809,12 +875,12 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
       more = true
       break
     else
-      chunk = next_chunk(ctx, doomed, i, read_left)
-      local res = search(finish_query(writes_query(ctx, chunk), read_left, false))
+      chunk = next_chunk(ctx, tag, doomed, i, read_left)
+      local res = search(finish_query(writes_query(ctx, tag, chunk), read_left, false))
       read_left = read_left - (#res - 1)
       truncated = res[1] > #res - 1
       chunk_found = {}
-      match_writes(res, base, owner, chunk_found, guess)
+      match_writes(res, base, thread, owner, chunk_found, guess)
     end
     for _, d in ipairs(chunk) do
       local ws = chunk_found[d.id] or {}

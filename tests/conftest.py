@@ -7,14 +7,22 @@ embedded redis-server 8.2 with the search and JSON modules.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import redis
+from hypothesis import settings
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import Pruner
 from lgprune.embedded import any_server
+
+# Property tests draw the same examples on every run, so CI is repeatable;
+# HYPOTHESIS_PROFILE=explore draws new ones, ten times as many.
+settings.register_profile("repeatable", derandomize=True, max_examples=40)
+settings.register_profile("explore", max_examples=400)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session")

@@ -197,10 +197,12 @@ def put_checkpoints(
     writes: int = 2,
     ns: str = "",
     age: float | None = None,
+    ids_given: list[str] | None = None,
 ) -> list[str]:
     """`count` linear checkpoints made by saver.put, `writes` writes each; ids oldest first.
 
     With `age` (seconds), the newest is that old and each older one a second older.
+    With `ids_given`, the checkpoints take those ids, in order.
     """
     config: dict[str, Any] = config_of(thread_id, ns=ns)
     ids = []
@@ -208,6 +210,8 @@ def put_checkpoints(
         checkpoint = empty_checkpoint()
         if age is not None:
             checkpoint["id"] = uuid6_at((time.time() - age - (count - 1 - step)) * 1000, step)
+        if ids_given is not None:
+            checkpoint["id"] = ids_given[step]
         checkpoint["channel_values"] = {"step": step}
         checkpoint["channel_versions"] = {"step": step + 1}
         config = saver.put(config, checkpoint, {"source": "loop", "step": step, "parents": {}}, {})

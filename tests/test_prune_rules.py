@@ -17,6 +17,7 @@ from helpers import (
     states_by_checkpoint,
     subgraph_graph,
 )
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import InvalidArgumentError, Pruner
@@ -97,6 +98,10 @@ ODD_IDS = [
     "*",
     "-a",
     "\\",
+    "\\:",
+    "a\\:b",
+    "\\,x",
+    "\\$t",
     "%a%",
     "tab\there",
     "Ünïcödé 😀",
@@ -175,6 +180,50 @@ def test_writes_are_found_through_the_index_even_without_their_registry(
     result = pruner.prune("reg", 2)
     assert result.writes_deleted == 8
     assert len(keys_of(r, "checkpoint_write:reg:*")) == 4
+
+
+@pytest.mark.parametrize("pattern", ["x,{:03d}", " {:03d} ", "\\${:03d}", "a\\:{:03d}", "{:03d}\\"])
+def test_writes_of_odd_checkpoint_ids_go_with_them_when_found_by_id(
+    r: redis.Redis, saver: RedisSaver, pattern: str
+) -> None:
+    ids = [pattern.format(step) for step in range(30)]
+    put_checkpoints(saver, "odd", 30, writes=2, ns="sub", ids_given=ids)
+    # a budget of 10 keys lists the thread in parts, so writes are looked up by checkpoint id
+    result = Pruner(r, budget=10).prune("odd", 2)
+    assert result.checkpoints_deleted == 28
+    assert result.writes_deleted == 56
+    assert len(keys_of(r, "checkpoint_write:odd:*")) == 4
+
+
+def test_a_kept_checkpoints_writes_stay_when_its_key_extends_a_deleted_ones(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    # the writes of "a:b" start with the key prefix of "a"'s writes
+    put_checkpoints(saver, "ext", 2, writes=2, ns="sub", ids_given=["a", "a:b"])
+    kept = keys_of(r, "checkpoint_write:ext:sub:a:b:*")
+    assert pruner.prune("ext", 1).checkpoints_deleted == 1
+    assert r.exists("checkpoint:ext:sub:a:b") and not r.exists("checkpoint:ext:sub:a")
+    assert keys_of(r, "checkpoint_write:ext:*") == kept
+
+
+def test_another_threads_write_under_our_key_prefix_stays(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    # thread "abc,x" is tagged "abc" like ours, and its write in namespace "y", task "X1:T",
+    # has a key that starts with the write prefix of our checkpoint "X1"
+    put_checkpoints(saver, "abc,x:y", 2, writes=1, ids_given=["X1", "X2"])
+    config = saver.put(
+        config_of("abc,x", ns="y"),
+        {**empty_checkpoint(), "id": "__empty__"},
+        {"source": "loop", "step": 0},
+        {},
+    )
+    saver.put_writes(config, [("step", 1)], task_id="X1:T")
+    theirs = keys_of(r, "checkpoint_write:abc,x:y:__empty__:X1:T:*")
+    assert theirs
+    assert pruner.prune("abc,x:y", 1).writes_deleted == 1
+    assert keys_of(r, "checkpoint_write:abc,x:y:__empty__:X1:T:*") == theirs
+    assert not r.exists("checkpoint:abc,x:y:__empty__:X1")
 
 
 def test_custom_prefixes(r: redis.Redis, pruner: Pruner) -> None:

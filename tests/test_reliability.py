@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import redis
 from helpers import chat_graph, checkpoint_ids, config_of, delta_graph, put_checkpoints, without_ids
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.redis import RedisSaver
 
@@ -46,10 +47,13 @@ def orphans(client: redis.Redis) -> list[bytes]:
 
 # --- any thread id -----------------------------------------------------------------
 
-thread_ids = st.text(min_size=0, max_size=24)
+# any text, with the characters that mean something to RediSearch or to keys made common
+thread_ids = st.text(
+    st.one_of(st.sampled_from("\\:,{}$*|@- \tAa"), st.characters(codec="utf-8")), max_size=24
+)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(target=thread_ids, other=thread_ids)
 def test_pruning_any_thread_leaves_every_other_thread_byte_identical(
     r: redis.Redis, target: str, other: str
@@ -80,6 +84,77 @@ def test_pruning_any_thread_leaves_every_other_thread_byte_identical(
     else:
         assert result.checkpoints_deleted == 3
     assert {k: v for k, v in dump_all(r).items() if k not in mine} == before
+
+
+# parts of keys: short, with the colons, commas and backslashes that make keys ambiguous
+parts = st.text(st.sampled_from("ab:,\\ A"), min_size=1, max_size=4)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    target=parts,
+    other=parts,
+    ns=st.sampled_from(["", "sub", "s:b"]),
+    other_ns=st.sampled_from(["", "sub", "s:b", "b:a"]),
+    ids=st.lists(parts, min_size=3, max_size=14, unique=True),  # over 11: listed in parts
+    other_ids=st.lists(parts, min_size=1, max_size=3, unique=True),
+    tasks=st.lists(parts, min_size=1, max_size=2, unique=True),
+    budget=st.sampled_from([10, 2000]),
+)
+@example("t", "u", "sub", "", ["0", "a", "a:b"], ["c"], ["x"], 2000)  # "a:b" kept, "a" not
+def test_a_write_goes_only_with_its_own_checkpoint(
+    r: redis.Redis,
+    target: str,
+    other: str,
+    ns: str,
+    other_ns: str,
+    ids: list[str],
+    other_ids: list[str],
+    tasks: list[str],
+    budget: int,
+) -> None:
+    """Ids, namespaces and task ids with colons: a write key cannot say whose write it is."""
+    r.flushall()
+    saver = RedisSaver(redis_client=r)
+    saver.setup()
+
+    def put(thread_id: str, namespace: str, checkpoint_ids: list[str]) -> None:
+        config = config_of(thread_id, ns=namespace)
+        for step, checkpoint_id in enumerate(checkpoint_ids):
+            checkpoint = {**empty_checkpoint(), "id": checkpoint_id}
+            config = saver.put(config, checkpoint, {"source": "loop", "step": step, "parents": {}}, {})
+            for task in tasks:
+                saver.put_writes(config, [("step", step)], task_id=task)
+
+    assume(other != target)
+    stored_ns = ns or "__empty__"
+    checkpoint_key = {c: f"checkpoint:{target}:{stored_ns}:{c}".encode() for c in ids}
+    write_keys = {
+        c: [f"checkpoint_write:{target}:{stored_ns}:{c}:{t}:0".encode() for t in tasks] for c in ids
+    }
+    assume(len({k for keys in write_keys.values() for k in keys}) == len(ids) * len(tasks))
+    put(other, other_ns, other_ids)
+    theirs = dump_all(r)
+    put(target, ns, ids)
+    before = dump_all(r)
+    assume(all(before.get(k) == v for k, v in theirs.items()))  # no key shared by both threads
+    latest = r.get(f"checkpoint_latest:{target}:{stored_ns}")
+
+    try:
+        Pruner(r, budget=budget).prune(target, 1)
+    except InvalidArgumentError:  # only commas and spaces: refused
+        assert not target.strip(" ,")
+
+    after = dump_all(r)
+    assert set(after) <= set(before)
+    assert {k: after.get(k) for k in theirs} == theirs
+    assert latest in after
+    for c in ids:
+        if checkpoint_key[c] in after:
+            assert [after.get(k) for k in write_keys[c]] == [before[k] for k in write_keys[c]]
+        else:
+            assert not set(write_keys[c]) & set(after)
+            assert f"write_keys_zset:{target}:{stored_ns}:{c}".encode() not in after
 
 
 # --- concurrent writers --------------------------------------------------------------

@@ -148,3 +148,17 @@ def test_threads_the_index_cannot_match_are_skipped(r: redis.Redis, saver: Redis
     result = Pruner(r).sweep(2)
     assert (result.threads_skipped, result.threads_pruned) == (1, 1)
     assert len(checkpoint_ids(saver, "   ")) == 8
+
+
+def test_stats_sizes_threads_whatever_their_ids(r: redis.Redis, saver: RedisSaver) -> None:
+    for n, thread_id in enumerate(("\\:", "x,\\$y", "a\\{b}", "plain")):
+        put_checkpoints(saver, thread_id, 5 + n)
+    stats = Pruner(r).stats(2, top=4)
+    assert [(t.thread_id, t.checkpoints) for t in stats.top] == [
+        ("plain", 8),
+        ("a\\{b}", 7),
+        ("x,\\$y", 6),
+        ("\\:", 5),
+    ]
+    assert all(t.bytes > 0 for t in stats.top)
+    assert stats.sweep_checkpoints == 3 + 4 + 5 + 6
