@@ -33,7 +33,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, help="runs per contender (default 5 quick, 11 full)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where tables and plots go")
     parser.add_argument("--suites", nargs="+", choices=SUITES, default=SUITES)
-    parser.add_argument("--threads", type=int, help="threads for the sweep suite (500 quick, 2000 full)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        help="thread counts for the sweep suite (1000 quick; 1000 10000 100000 full)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     if args.url:
@@ -64,8 +69,9 @@ def run_suites(args: argparse.Namespace, url: str, kind: str, out: Path) -> None
     if "dimensions" in args.suites:
         write_dimensions(out, dimensions.measure(client, quick=args.quick, runs=runs), where=where)
     if "sweep" in args.suites:
-        threads = args.threads or (500 if args.quick else 2000)
-        write_sweep(out, sweep.measure(client, threads=threads), where=where, threads=threads, per_thread=15)
+        sizes = args.threads or ([1_000] if args.quick else [1_000, 10_000, 100_000])
+        sweeps = sweep.measure(client, sizes=sizes, runs=5, per_thread=10, keep=5)
+        write_sweep(out, sweeps, where=where, per_thread=10, keep=5)
     if "hook" in args.suites:
         repeats = 1 if args.quick else 3
         hooks = hook.measure(url, turns=200, keep_last=10, repeats=repeats)

@@ -19,6 +19,16 @@ class Thread:
     checkpoint_keys: list[str]
     write_keys: list[list[str]]
 
+    def kept_keys(self, keep: int) -> list[str]:
+        """The keys of the newest `keep` checkpoints (root namespace only)."""
+        keys: list[str] = []
+        for ckpt, writes in zip(self.checkpoint_keys[-keep:], self.write_keys[-keep:], strict=True):
+            cid = ckpt.rsplit(":", 1)[1]
+            keys += [ckpt, *writes]
+            if writes:
+                keys.append(f"write_keys_zset:{self.thread_id}:__empty__:{cid}")
+        return keys
+
     def doomed_keys(self, keep: int) -> list[str]:
         """Exactly the keys a keep-N prune deletes (root namespace only)."""
         keys: list[str] = []
@@ -59,3 +69,104 @@ def fresh(client: redis.Redis) -> RedisSaver:
     saver = RedisSaver(redis_client=client)
     saver.setup()
     return saver
+
+
+# --- many threads, fast: clones of one thread the saver wrote ------------------------
+
+TEMPLATE = "~template~"  # a thread id no generated key or value holds otherwise
+RAW_JSON = "return redis.call('JSON.GET', KEYS[1])"  # the document's text, as stored
+
+# KEYS: none. ARGV: first, count, thread id format (one %d), then items of
+# four: kind ('json' | 'string' | 'zset'), key, value, score; in key and
+# value \1 stands for the thread id and \2 for the 12 hex digits that end
+# every checkpoint id. Writes threads first .. first+count-1; returns count.
+CLONE = """
+local first, count, fmt = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+for t = first, first + count - 1 do
+  local thread = string.format(fmt, t):gsub('%%', '%%%%')
+  local node = string.format('%012x', t)
+  for i = 4, #ARGV, 4 do
+    local key = ARGV[i + 1]:gsub('\\1', thread):gsub('\\2', node)
+    local value = ARGV[i + 2]:gsub('\\1', thread):gsub('\\2', node)
+    if ARGV[i] == 'json' then
+      redis.call('JSON.SET', key, '$', value)
+    elseif ARGV[i] == 'string' then
+      redis.call('SET', key, value)
+    else
+      redis.call('ZADD', key, ARGV[i + 3], value)
+    end
+  end
+end
+return count
+"""
+
+
+@dataclass(frozen=True)
+class Clones:
+    """Threads `fmt % i` for i < count, each a copy of one template thread with its
+    own checkpoint ids (the template's, ending in i as 12 hex digits)."""
+
+    fmt: str
+    count: int
+    items: list[tuple[str, bytes, bytes, float]]  # kind, key, value, score with \1 and \2
+
+    def thread_ids(self) -> list[str]:
+        return [self.fmt % i for i in range(self.count)]
+
+    def keys(self, i: int, keep_checkpoints: set[bytes] | None = None) -> dict[bytes, bytes]:
+        """Thread i's keys and values (JSON text, string or zset member) as written.
+
+        With keep_checkpoints (template ids' first 24 characters), only the keys
+        that stay when those checkpoints stay, plus the latest pointer."""
+        thread, node = (self.fmt % i).encode(), b"%012x" % i
+        out = {}
+        for kind, key, value, _ in self.items:
+            if keep_checkpoints is not None and kind != "string":
+                cid = key.split(b"__empty__:", 1)[1][:24]
+                if cid not in keep_checkpoints:
+                    continue
+            out[key.replace(b"\1", thread).replace(b"\2", node)] = value.replace(b"\1", thread).replace(
+                b"\2", node
+            )
+        return out
+
+
+def clone_threads(
+    client: redis.Redis, count: int, per_thread: int, *, writes: int = 1, fmt: str = "user:%d:chat"
+) -> Clones:
+    """`count` threads of `per_thread` checkpoints with `writes` writes each, fast:
+    the saver writes one template thread, a server-side script copies it per thread."""
+    saver = RedisSaver(redis_client=client)
+    template = build_thread(saver, TEMPLATE, per_thread, writes=writes, messages=1)
+    ids = [key.rsplit(":", 1)[1] for key in template.checkpoint_keys]
+
+    def placeholders(text: bytes) -> bytes:
+        text = text.replace(TEMPLATE.encode(), b"\1")
+        for cid in ids:
+            text = text.replace(cid.encode(), cid[:24].encode() + b"\2")
+        return text
+
+    items: list[tuple[str, bytes, bytes, float]] = []
+    template_keys = list(client.scan_iter(match=f"*{TEMPLATE}*", count=1000))
+    for key in template_keys:
+        kind = client.type(key)
+        if kind == b"ReJSON-RL":
+            items.append(("json", placeholders(key), placeholders(client.eval(RAW_JSON, 1, key)), 0))
+        elif kind == b"string":
+            items.append(("string", placeholders(key), placeholders(client.get(key)), 0))
+        else:
+            for member, score in client.zrange(key, 0, -1, withscores=True):
+                items.append(("zset", placeholders(key), placeholders(member), score))
+    client.delete(*template_keys)
+    batch = max(1, 4000 // len(items))
+    args = [part for item in items for part in item]
+    for first in range(0, count, batch):
+        client.eval(CLONE, 0, first, min(batch, count - first), fmt, *args)
+    return Clones(fmt, count, items)
+
+
+def root_checkpoints(client: redis.Redis, thread_id: str) -> int:
+    """How many root checkpoints the thread holds, counted key by key."""
+    prefix = f"checkpoint:{thread_id}:__empty__:".encode()
+    glob = "".join("\\" + c if c in "*?[]\\" else c for c in prefix.decode()) + "*"
+    return sum(1 for k in client.scan_iter(match=glob, count=1000) if b":" not in k[len(prefix) :])

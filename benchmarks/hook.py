@@ -11,8 +11,7 @@ import redis
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.redis import AsyncRedisSaver
 
-from benchmarks.data import MESSAGE, fresh
-from benchmarks.sweep import root_checkpoints
+from benchmarks.data import MESSAGE, fresh, root_checkpoints
 from lgprune.demo import chat_app
 from lgprune.langgraph import AsyncPruningRedisSaver
 

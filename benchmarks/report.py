@@ -66,30 +66,74 @@ def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> No
     plt.close(fig)
 
 
-def write_sweep(out: Path, runs: list[SweepRun], *, where: str, threads: int, per_thread: int) -> None:
-    """sweep.md: every thread pruned to 5 by each contender, with correctness."""
-    fastest = runs[0].seconds
+def write_sweep(out: Path, runs: list[SweepRun], *, where: str, per_thread: int, keep: int) -> None:
+    """sweep.md and sweep.png: every thread pruned to `keep` by each contender, at each size."""
+    count = len(runs[0].samples)
     lines = [
-        f"# Sweeping {threads:,} threads x {per_thread} checkpoints (2 writes each) to the newest 5",
+        f"# Sweeping every thread ({per_thread} checkpoints, 1 write each) to the newest {keep}",
         "",
-        f"Server: {where}. Plus threads `Wang1`, `wang1`, `wang1:2025` and `a b|c`. Each contender gets the",
-        "same data, rebuilt with RedisSaver.put/put_writes; afterwards every thread must hold exactly 5",
-        "checkpoints and every remaining write its checkpoint. Largest call: the longest lgprune FCALL",
-        "in SLOWLOG. PING p99: a probe in another process, every millisecond, while the contender",
-        "ran. Freed: INFO used_memory before minus after.",
+        f"Server: {where}. Threads `user:N:chat` are copies of one thread the saver wrote, each",
+        "with its own checkpoint ids, made by a server-side script; threads `Wang1`, `wang1`,",
+        "`wang1:2025` and `a b|c` are written by RedisSaver.put/put_writes. Each run of each",
+        "contender gets a fresh build; afterwards exactly the keys of every thread's newest",
+        f"{keep} checkpoints must remain, and a sample of them unchanged. Seconds: median of {count}",
+        "runs, min and max. Largest call: the longest FCALL in SLOWLOG over all runs. PING p99: a",
+        "probe in another process, every millisecond, while the contender ran (median over runs).",
+        "Freed: INFO used_memory before minus after (median). The saver loop is given the thread",
+        "ids; lgprune finds them itself.",
         "",
-        "| contender | seconds | x lgprune | largest call ms | PING p99 ms | freed MiB | correct |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| threads | contender | median s | min s | max s | x lgprune | largest call ms "
+        "| PING p99 ms | freed MiB | correct |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    fastest = {run.threads: run.median for run in runs if run.name.startswith("lgprune")}
     for run in runs:
-        verdict = "yes" if run.correct else f"**no**: {run.problem}"
+        verdict = "yes" if not run.problem else f"**no**: {run.problem}"
         largest = f"{run.largest_call_ms:.1f}" if run.largest_call_ms else "-"
         lines.append(
-            f"| {run.name} | {run.seconds:.2f} | {run.seconds / fastest:.1f} | {largest} "
-            f"| {run.ping_p99_ms:.2f} | {run.freed_mb:.1f} | {verdict} |"
+            f"| {run.threads:,} | {run.name} | {run.median:.2f} "
+            f"| {min(run.seconds):.2f} | {max(run.seconds):.2f} "
+            f"| {run.median / fastest[run.threads]:.1f} | {largest} | {run.ping_p99_ms:.2f} "
+            f"| {run.freed_mb:.1f} | {verdict} |"
         )
     lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
     (out / "sweep.md").write_text("\n".join(lines))
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in dict.fromkeys(run.name for run in runs):
+        mine = [run for run in runs if run.name == name]
+        sizes = [run.threads for run in mine]
+        medians = [run.median for run in mine]
+        errors = [
+            [m - min(run.seconds) for m, run in zip(medians, mine, strict=True)],
+            [max(run.seconds) - m for m, run in zip(medians, mine, strict=True)],
+        ]
+        colour = "#2a7" if name.startswith("lgprune") else "#c44"
+        left.errorbar(sizes, medians, yerr=errors, marker="o", capsize=3, label=name, color=colour)
+        right.plot(
+            sizes, [run.ping_p99_ms for run in mine], marker="o", label=f"{name}: PING p99", color=colour
+        )
+        if name.startswith("lgprune"):
+            right.plot(
+                sizes,
+                [run.largest_call_ms for run in mine],
+                marker="s",
+                linestyle="--",
+                label=f"{name}: largest call",
+                color="#275",
+            )
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("threads")
+        ax.legend(fontsize=8)
+    left.set_yscale("log")
+    left.set_ylabel("seconds for the whole sweep")
+    right.set_ylabel("milliseconds")
+    left.set_title("Sweep time")
+    right.set_title("Is Redis blocked? (lower is better)")
+    fig.tight_layout()
+    fig.savefig(out / "sweep.png", dpi=110)
+    plt.close(fig)
 
 
 def write_hook(

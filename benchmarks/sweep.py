@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing
+import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from langgraph.checkpoint.redis import RedisSaver
 
-from benchmarks.data import build_thread, fresh
+from benchmarks.data import RAW_JSON, Clones, Thread, build_thread, clone_threads, fresh
 from lgprune import Pruner
 
 ODD_THREADS = ["Wang1", "wang1", "wang1:2025", "a b|c"]
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    name: str
-    seconds: float
-    largest_call_ms: float  # the longest lgprune FCALL in SLOWLOG (0 for client-side contenders)
-    ping_p99_ms: float  # a concurrent PING probe's 99th percentile while the contender ran
-    freed_mb: float  # used_memory before minus after
-    correct: bool
-    problem: str
 
 
 def _ping_loop(url: str, stop: Any, latencies: Any) -> None:
@@ -66,36 +55,130 @@ class PingProbe:
         return ordered[max(0, int(len(ordered) * 0.99) - 1)] if ordered else 0.0
 
 
-def build(client: redis.Redis, threads: int, per_thread: int) -> list[str]:
-    """`threads` threads of `per_thread` checkpoints (2 writes each) and the odd ids, by the saver."""
+@dataclass(frozen=True)
+class Built:
+    """What one build wrote: clones plus odd threads, and every key that must stay."""
+
+    clones: Clones
+    odd: list[Thread]
+
+    def thread_ids(self) -> list[str]:
+        return self.clones.thread_ids() + [t.thread_id for t in self.odd]
+
+
+def build(client: redis.Redis, threads: int, per_thread: int) -> Built:
+    """`threads` threads of `per_thread` checkpoints with one write each, cloned from
+    one the saver wrote, and the odd ids, written by the saver itself."""
     saver = fresh(client)
-    ids = [f"user:{i}:chat" for i in range(threads)] + ODD_THREADS
-
-    def one(thread_id: str) -> None:
-        build_thread(saver, thread_id, per_thread, messages=1)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(one, ids))
-    return ids
+    odd = [build_thread(saver, thread_id, per_thread, writes=1, messages=1) for thread_id in ODD_THREADS]
+    return Built(clone_threads(client, threads, per_thread, writes=1), odd)
 
 
-def root_checkpoints(client: redis.Redis, thread_id: str) -> int:
-    prefix = f"checkpoint:{thread_id}:__empty__:".encode()
-    glob = "".join("\\" + c if c in "*?[]\\" else c for c in prefix.decode()) + "*"
-    return sum(1 for k in client.scan_iter(match=glob, count=1000) if b":" not in k[len(prefix) :])
+def check(client: redis.Redis, built: Built, keep: int) -> str:
+    """'' when exactly the keys of each thread's newest `keep` checkpoints remain,
+    and a sample of threads' values are as written; else what is wrong."""
+    items = built.clones.items
+    newest = sorted({key.split(b"__empty__:", 1)[1][:24] for kind, key, _, _ in items if kind == "json"})
+    keepers = set(newest[-keep:])
+    want: set[bytes] = set()
+    for i in range(built.clones.count):
+        want |= built.clones.keys(i, keepers).keys()
+    for thread in built.odd:
+        latest = f"checkpoint_latest:{thread.thread_id}:__empty__"
+        want |= {k.encode() for k in [*thread.kept_keys(keep), latest]}
+    have = set(client.scan_iter(count=10_000))
+    missing, left = want - have, have - want
+    if missing or left:
+        example = sorted(missing or left)[:2]
+        return f"{len(missing)} kept keys missing, {len(left)} doomed keys left, e.g. {example}"
+    for i in range(0, built.clones.count, max(1, built.clones.count // 50)):
+        for key, value in built.clones.keys(i, keepers).items():
+            kind = client.type(key)
+            if kind == b"ReJSON-RL":
+                same = client.eval(RAW_JSON, 1, key) == value
+            elif kind == b"string":
+                same = client.get(key) == value
+            else:
+                same = client.zscore(key, value) is not None
+            if not same:
+                return f"{key!r} changed"
+    return ""
 
 
-def check(client: redis.Redis, ids: list[str], keep: int) -> str:
-    """'' when every thread holds exactly `keep` checkpoints and no write lost its checkpoint."""
-    wrong = [t for t in ids if root_checkpoints(client, t) != keep]
-    if wrong:
-        return f"{len(wrong)} threads not at {keep} checkpoints, e.g. {wrong[:3]}"
-    expected_writes = 2 * keep * len(ids)
-    writes = sum(1 for _ in client.scan_iter(match="checkpoint_write:*", count=1000))
-    return "" if writes == expected_writes else f"{writes} writes left, expected {expected_writes}"
+@dataclass(frozen=True)
+class Sample:
+    seconds: float
+    largest_call_ms: float
+    ping_p99_ms: float
+    freed_mb: float
+    problem: str
 
 
-def measure(client: redis.Redis, *, threads: int, per_thread: int = 15, keep: int = 5) -> list[SweepRun]:
+def run_once(client: redis.Redis, fn: Callable[[list[str]], None], built: Built, keep: int) -> Sample:
+    """One contender over freshly built data, timed, probed, and checked."""
+    Pruner(client).install()
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 1_000_000)
+    client.slowlog_reset()
+    memory_before = int(client.info("memory")["used_memory"])
+    url = "redis://{host}:{port}".format(**client.connection_pool.connection_kwargs)
+    ids = built.thread_ids()
+    with PingProbe(url) as probe:
+        started = time.perf_counter()
+        fn(ids)
+        seconds = time.perf_counter() - started
+    time.sleep(0.5)  # UNLINK frees large values in the background
+    freed = (memory_before - int(client.info("memory")["used_memory"])) / 2**20
+    calls = [e["duration"] for e in client.slowlog_get(1_000_000) if e["command"].startswith(b"FCALL")]
+    client.config_set("slowlog-log-slower-than", 10_000)
+    return Sample(seconds, max(calls, default=0) / 1000, probe.p99, freed, check(client, built, keep))
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One contender at one size: medians (seconds also min and max) over runs."""
+
+    name: str
+    threads: int
+    samples: list[Sample]
+
+    @property
+    def seconds(self) -> list[float]:
+        return [s.seconds for s in self.samples]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def largest_call_ms(self) -> float:
+        return max(s.largest_call_ms for s in self.samples)
+
+    @property
+    def ping_p99_ms(self) -> float:
+        return statistics.median(s.ping_p99_ms for s in self.samples)
+
+    @property
+    def freed_mb(self) -> float:
+        return statistics.median(s.freed_mb for s in self.samples)
+
+    @property
+    def problem(self) -> str:
+        return next((s.problem for s in self.samples if s.problem), "")
+
+
+def measure(
+    client: redis.Redis,
+    *,
+    sizes: list[int],
+    runs: int,
+    per_thread: int = 10,
+    keep: int = 5,
+    saver_up_to: int = 10_000,
+) -> list[SweepRun]:
+    """Each size, each run: both contenders in alternating order, each on a fresh build.
+    The saver loop runs up to `saver_up_to` threads (beyond, it takes minutes a run)."""
+
     def lgprune_sweep(ids: list[str]) -> None:
         Pruner(client).sweep(keep)
 
@@ -105,29 +188,18 @@ def measure(client: redis.Redis, *, threads: int, per_thread: int = 15, keep: in
         for thread_id in ids:
             saver.prune([thread_id], keep_last=keep)
 
-    runs = []
     contenders: list[tuple[str, Callable[[list[str]], None]]] = [
         ("lgprune Pruner.sweep", lgprune_sweep),
-        ("loop of RedisSaver.prune([t], keep_last) over the given ids", saver_loop),
+        ("loop of RedisSaver.prune([t], keep_last)", saver_loop),
     ]
-    for name, fn in contenders:
-        ids = build(client, threads, per_thread)
-        Pruner(client).install()
-        client.config_set("slowlog-log-slower-than", 0)
-        client.config_set("slowlog-max-len", 1_000_000)
-        client.slowlog_reset()
-        memory_before = int(client.info("memory")["used_memory"])
-        url = "redis://{host}:{port}".format(**client.connection_pool.connection_kwargs)
-        with PingProbe(url) as probe:
-            started = time.perf_counter()
-            fn(ids)
-            seconds = time.perf_counter() - started
-        time.sleep(0.5)  # UNLINK frees large values in the background
-        freed = (memory_before - int(client.info("memory")["used_memory"])) / 2**20
-        calls = [e["duration"] for e in client.slowlog_get(1_000_000) if e["command"].startswith(b"FCALL")]
-        client.config_set("slowlog-log-slower-than", 10_000)
-        problem = check(client, ids, keep)
-        runs.append(
-            SweepRun(name, seconds, max(calls, default=0) / 1000, probe.p99, freed, not problem, problem)
-        )
-    return runs
+    results = []
+    for size in sizes:
+        chosen = [c for c in contenders if c[1] is lgprune_sweep or size <= saver_up_to]
+        samples: dict[str, list[Sample]] = {name: [] for name, _ in chosen}
+        for run in range(runs):
+            for name, fn in chosen if run % 2 == 0 else chosen[::-1]:
+                samples[name].append(run_once(client, fn, build(client, size, per_thread), keep))
+                print(f"  sweep {size:,} threads, {name}: {samples[name][-1].seconds:.2f} s", flush=True)
+        results += [SweepRun(name, size, samples[name]) for name, _ in chosen]
+    client.flushall()
+    return results
