@@ -36,6 +36,13 @@ class Timing:
         return statistics.median(self.runs_ms)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    ms: float  # wall time of the prune call
+    freed_mb: float  # INFO used_memory before minus after
+    problem: str  # '' when exactly the doomed keys went
+
+
 def _run(
     client: redis.Redis,
     checkpoints: int,
@@ -44,24 +51,28 @@ def _run(
     *,
     writes: int = 2,
     before_build: Callable[[], None] | None = None,
-) -> float:
-    """Build the thread, prune it once, check the result; returns milliseconds."""
+) -> Outcome:
+    """Build the thread, prune it once, check the result."""
     saver = fresh(client)
     if before_build is not None:
         before_build()
     thread = build_thread(saver, "bench", checkpoints, writes=writes)
     before = {k.decode() for k in client.keys("*bench*")}
     doomed = set(thread.doomed_keys(keep))
+    memory = int(client.info("memory")["used_memory"])
     start = time.perf_counter()
     prune(saver, thread)
     elapsed = (time.perf_counter() - start) * 1000
+    time.sleep(0.1)  # UNLINK frees large values in the background
+    freed = (memory - int(client.info("memory")["used_memory"])) / 2**20
     after = {k.decode() for k in client.keys("*bench*")}
+    problem = ""
     if after != before - doomed:
-        raise AssertionError(
-            f"{prune.__name__}: {len(after & doomed)} doomed keys left (e.g. {sorted(after & doomed)[:2]}), "
+        problem = (
+            f"{len(after & doomed)} doomed keys left (e.g. {sorted(after & doomed)[:2]}), "
             f"{len(before - doomed - after)} kept keys lost (e.g. {sorted(before - doomed - after)[:2]})"
         )
-    return elapsed
+    return Outcome(elapsed, freed, problem)
 
 
 def measure(
@@ -134,5 +145,8 @@ def measure(
                 if round_ < n:
                     pruner.install()
                     client.function_load(FLOOR_LIBRARY, replace=True)
-                    results[name].append(_run(client, checkpoints, keep, fn))
+                    outcome = _run(client, checkpoints, keep, fn)
+                    if outcome.problem:
+                        raise AssertionError(f"{name}: {outcome.problem}")
+                    results[name].append(outcome.ms)
     return [Timing(name, results[name]) for name, _, _ in contenders]

@@ -769,7 +769,7 @@ local function writes_query(ctx, tag, chunk)
   for i, d in ipairs(chunk) do
     query[#query + 1] = '$c' .. i
     args[#args + 1] = 'c' .. i
-    args[#args + 1] = id_param(d.id)
+    args[#args + 1] = d.param
   end
   args[2] = '@thread_id:{$t} @checkpoint_id:{' .. table.concat(query, ' | ') .. '}'
   args[#args + 1] = 'NOCONTENT'
@@ -859,7 +859,8 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
   if not found then -- by id: one whose id RediSearch cannot match stays, its writes unseen
     local findable = {}
     for _, d in ipairs(doomed) do
-      if id_param(d.id) then
+      d.param = id_param(d.id)
+      if d.param then
         findable[#findable + 1] = d
       end
     end
