@@ -19,23 +19,23 @@ class Thread:
     checkpoint_keys: list[str]
     write_keys: list[list[str]]
 
-    def kept_keys(self, keep: int) -> list[str]:
-        """The keys of the newest `keep` checkpoints (root namespace only)."""
+    def _keys(self, first: int, last: int) -> list[str]:
+        """The keys of checkpoints first..last-1 (oldest first): each checkpoint,
+        its writes and, when it has writes, its registry zset (root namespace only)."""
         keys: list[str] = []
-        for ckpt, writes in zip(self.checkpoint_keys[-keep:], self.write_keys[-keep:], strict=True):
-            cid = ckpt.rsplit(":", 1)[1]
+        for ckpt, writes in zip(self.checkpoint_keys[first:last], self.write_keys[first:last], strict=True):
             keys += [ckpt, *writes]
             if writes:
-                keys.append(f"write_keys_zset:{self.thread_id}:__empty__:{cid}")
+                keys.append(f"write_keys_zset:{self.thread_id}:__empty__:{ckpt.rsplit(':', 1)[1]}")
         return keys
 
+    def kept_keys(self, keep: int) -> list[str]:
+        """The keys of the newest `keep` checkpoints."""
+        return self._keys(len(self.checkpoint_keys) - keep, len(self.checkpoint_keys))
+
     def doomed_keys(self, keep: int) -> list[str]:
-        """Exactly the keys a keep-N prune deletes (root namespace only)."""
-        keys: list[str] = []
-        for ckpt, writes in zip(self.checkpoint_keys[:-keep], self.write_keys[:-keep], strict=True):
-            cid = ckpt.rsplit(":", 1)[1]
-            keys += [ckpt, *writes, f"write_keys_zset:{self.thread_id}:__empty__:{cid}"]
-        return keys
+        """Exactly the keys a keep-N prune deletes."""
+        return self._keys(0, len(self.checkpoint_keys) - keep)
 
 
 def build_thread(

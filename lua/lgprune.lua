@@ -689,6 +689,11 @@ end
 
 -- Deleting -------------------------------------------------------------------------
 
+-- The registry zset in which the saver lists the write keys of checkpoint `d`.
+local function registry_key(thread, d)
+  return ZSET_PREFIX .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id
+end
+
 -- Whether write key `key`, found by a writes query on the thread's tag and
 -- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
 -- bytes), belongs to doomed checkpoint `d` of `thread`.
@@ -707,7 +712,7 @@ local function owns(thread, d, key, prefix_len)
   if d.plain and key:find('^[^:]*:%-?%d+$', prefix_len + 1) then
     return true
   end
-  if rcall('ZSCORE', ZSET_PREFIX .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id, key) then
+  if rcall('ZSCORE', registry_key(thread, d), key) then
     return true
   end
   local raw = rcall('JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
@@ -845,7 +850,7 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
   -- too many writes for one answer, by the first checkpoint's registry? then per chunk
   if #doomed > 0 and whole then
     local first = doomed[1]
-    local per = rcall('ZCARD', ZSET_PREFIX .. ':' .. thread .. ':' .. first.ns .. ':' .. first.id)
+    local per = rcall('ZCARD', registry_key(thread, first))
     whole = per * #doomed <= read_left
   end
   if #doomed > 0 and whole then
@@ -898,7 +903,7 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
         break
       end
       ckpts.add(d.key)
-      others.add(ZSET_PREFIX .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id)
+      others.add(registry_key(thread, d))
       if d.newest then
         others.add(ctx.cp .. '_latest:' .. thread .. ':' .. d.ns)
       end
@@ -923,7 +928,7 @@ end
 local function check_write_prefix(ctx, thread, doomed)
   for i = 1, math.min(#doomed, 8) do
     local d = doomed[i]
-    local member = rcall('ZRANGE', ZSET_PREFIX .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id, 0, 0)[1]
+    local member = rcall('ZRANGE', registry_key(thread, d), 0, 0)[1]
     if member then
       local want = ctx.wp .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id .. ':'
       if member:sub(1, #want) ~= want then
