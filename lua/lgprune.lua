@@ -41,7 +41,7 @@ local ZSET_PREFIX = 'write_keys_zset'
 local DEFAULT_BUDGET = 2000
 local MAX_BUDGET = 100000
 local MAX_TAG_BYTES = 4096 -- longer TAG values are not matched by RediSearch
-local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default
+local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
 local UNLINK_BATCH = 500 -- never unpack an unbounded list
 local WRITES_CHUNK = 64 -- checkpoint ids per writes query
 local MIN_BUDGET = 10 -- enough for any call to make progress
@@ -257,7 +257,7 @@ end
 
 -- The same context with a smaller delete budget.
 local function with_budget(ctx, budget)
-  return { cp = ctx.cp, wp = ctx.wp, budget = budget, dry = ctx.dry, sweep = ctx.sweep }
+  return { cp = ctx.cp, wp = ctx.wp, budget = budget, dry = ctx.dry, sweep = ctx.sweep, cap = ctx.cap }
 end
 
 -- Redis access ---------------------------------------------------------------
@@ -292,6 +292,25 @@ local function require_json(ctx)
     end
     error(err, 0)
   end
+end
+
+-- The most entries one FT.SEARCH may return here: RediSearch's
+-- MAXSEARCHRESULTS, up to MAX_LIMIT. Asking an empty query for MAX_LIMIT
+-- entries either works or fails naming the cap, so no right beyond
+-- FT.SEARCH is needed. Any other failure is left to the real queries.
+local function result_cap(ctx)
+  local ok, err = pcall(rcall, 'FT.SEARCH', ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+    'NOCONTENT', 'LIMIT', '0', tostring(MAX_LIMIT), 'DIALECT', '2')
+  local cap = not ok and tonumber(tostring(type(err) == 'table' and err.err or err)
+    :match('LIMIT exceeds maximum of (%d+)'))
+  return cap and math.max(cap, 1) or MAX_LIMIT
+end
+
+-- The server checks every entry point makes before it plans: the JSON
+-- module answers, and ctx.cap holds the search result cap.
+local function check_server(ctx)
+  require_json(ctx)
+  ctx.cap = result_cap(ctx)
 end
 
 -- How many index entries carry the thread's tag (a superset of the thread:
@@ -835,7 +854,7 @@ end
 local function delete_doomed(ctx, thread, tag, doomed, whole)
   local ckpts, writes, others = sink(ctx.dry), sink(ctx.dry), sink(ctx.dry)
   local left = ctx.dry and math.huge or ctx.budget
-  local read_left = 2 * ctx.budget
+  local read_left = math.min(2 * ctx.budget, ctx.cap)
   local base = #ctx.wp + #thread + 2
   local owner, guess = {}, 0
   local plain_thread = not thread:find('[,%z]')
@@ -954,7 +973,7 @@ local function prune_thread(ctx, thread, tag, rule)
     return out -- nothing over keep (the tag count is an upper bound)
   end
   -- the whole thread when it fits the budget, else its newest entries
-  local view = math.min(tagged, ctx.budget + math.min(rule.keep, tagged), MAX_LIMIT)
+  local view = math.min(tagged, ctx.budget + math.min(rule.keep, tagged), ctx.cap)
   local complete = view >= tagged
   local docs, exact = list_checkpoints(ctx, thread, tag, view, not complete, tagged, rule)
   out.listed = true
@@ -1108,7 +1127,7 @@ local function lgprune_thread(_, args)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
   local thread, tag = check_thread(args[1])
-  require_json(ctx)
+  check_server(ctx)
   return reply(prune_thread(ctx, thread, tag, rule), THREAD_FIELDS)
 end
 
@@ -1134,7 +1153,7 @@ local function lgprune_many(_, args)
     local thread, tag = check_thread(args[i + 2])
     threads[i] = { thread, tag }
   end
-  require_json(ctx)
+  check_server(ctx)
   local total = { checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0,
     checkpoints_kept = 0, delta_ancestors_kept = 0, next = 0 }
   local left = ctx.budget
@@ -1197,7 +1216,7 @@ local function lgprune_sweep(_, args)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
   ctx.sweep = true
-  require_json(ctx)
+  check_server(ctx)
   local before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS)
   local latest = ctx.cp .. '_latest:'
   local scan = { 'SCAN', cursor, 'COUNT', SCAN_COUNT }
