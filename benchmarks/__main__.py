@@ -41,6 +41,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     started = time.monotonic()
+    targets: list[tuple[contextlib.AbstractContextManager[tuple[str, str]], Path]]
     if args.url:
         targets = [(contextlib.nullcontext((args.url, "--url")), args.out)]
     elif not os.environ.get("REDIS_URL") and docker_answers():

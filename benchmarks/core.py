@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.redis import RedisSaver
 
 from benchmarks.data import Thread, build_thread, fresh
 from lgprune import Pruner
+from lgprune.results import as_text
 from lgprune.stats import search_keys
 
 # Deletes exactly the keys it is given, in one script: the floor.
@@ -57,7 +59,7 @@ def _run(
     if before_build is not None:
         before_build()
     thread = build_thread(saver, "bench", checkpoints, writes=writes)
-    before = {k.decode() for k in client.keys("*bench*")}
+    before = {as_text(k) for k in client.keys("*bench*")}
     doomed = set(thread.doomed_keys(keep))
     memory = int(client.info("memory")["used_memory"])
     start = time.perf_counter()
@@ -65,7 +67,7 @@ def _run(
     elapsed = (time.perf_counter() - start) * 1000
     time.sleep(0.1)  # UNLINK frees large values in the background
     freed = (memory - int(client.info("memory")["used_memory"])) / 2**20
-    after = {k.decode() for k in client.keys("*bench*")}
+    after = {as_text(k) for k in client.keys("*bench*")}
     problem = ""
     if after != before - doomed:
         problem = (
@@ -98,11 +100,12 @@ def measure(
 
     def naive_loop(saver: RedisSaver, thread: Thread) -> None:
         """What people write first: list through the saver, delete key by key."""
-        config = {"configurable": {"thread_id": thread.thread_id, "checkpoint_ns": ""}}
+        config: RunnableConfig = {"configurable": {"thread_id": thread.thread_id, "checkpoint_ns": ""}}
         ids = [t.config["configurable"]["checkpoint_id"] for t in saver.list(config)]
         for cid in sorted(ids, reverse=True)[keep:]:
             registry = f"write_keys_zset:{thread.thread_id}:__empty__:{cid}"
-            for write in client.zrange(registry, 0, -1):
+            writes: list[bytes] = client.zrange(registry, 0, -1)  # type: ignore[assignment]
+            for write in writes:
                 client.delete(write)
             client.delete(registry)
             client.delete(f"checkpoint:{thread.thread_id}:__empty__:{cid}")
@@ -110,7 +113,7 @@ def measure(
     def pipelined(saver: RedisSaver, thread: Thread) -> None:
         """The same keys found through the index and registries, deleted in one pipeline."""
         query = ["@thread_id:{$t} @checkpoint_ns:{__empty__}", "PARAMS", "2", "t", thread.thread_id]
-        found = client.execute_command(
+        found = client.execute_command(  # type: ignore[no-untyped-call]
             "FT.SEARCH", "checkpoint", *query, "NOCONTENT", "LIMIT", "0", "100000", "DIALECT", "2"
         )
         keys = sorted(

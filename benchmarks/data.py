@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.redis import RedisSaver
 
@@ -46,7 +47,7 @@ def build_thread(
     Each checkpoint holds `messages` messages of 400 characters (its inline
     channel values); each write holds one message.
     """
-    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
     ckpt_keys: list[str] = []
     write_keys: list[list[str]] = []
     for step in range(checkpoints):
@@ -140,8 +141,9 @@ def clone_threads(
     template = build_thread(saver, TEMPLATE, per_thread, writes=writes, messages=1)
     ids = [key.rsplit(":", 1)[1] for key in template.checkpoint_keys]
 
-    def placeholders(text: bytes) -> bytes:
-        text = text.replace(TEMPLATE.encode(), b"\1")
+    def placeholders(raw: object) -> bytes:
+        assert isinstance(raw, bytes)
+        text = raw.replace(TEMPLATE.encode(), b"\1")
         for cid in ids:
             text = text.replace(cid.encode(), cid[:24].encode() + b"\2")
         return text
@@ -155,7 +157,8 @@ def clone_threads(
         elif kind == b"string":
             items.append(("string", placeholders(key), placeholders(client.get(key)), 0))
         else:
-            for member, score in client.zrange(key, 0, -1, withscores=True):
+            members: list[tuple[bytes, float]] = client.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
+            for member, score in members:
                 items.append(("zset", placeholders(key), placeholders(member), score))
     client.delete(*template_keys)
     batch = max(1, 4000 // len(items))

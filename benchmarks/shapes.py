@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.redis import RedisSaver
 
@@ -29,7 +30,7 @@ def _longest(client: redis.Redis) -> float:
 
 
 def _wide(saver: RedisSaver, checkpoints: int, writes: int) -> None:
-    config = {"configurable": {"thread_id": "wide", "checkpoint_ns": ""}}
+    config: RunnableConfig = {"configurable": {"thread_id": "wide", "checkpoint_ns": ""}}
     for step in range(checkpoints):
         config = saver.put(config, empty_checkpoint(), {"source": "loop", "step": step, "parents": {}}, {})
         saver.put_writes(config, [("c", i) for i in range(writes)], task_id=f"t{step}")
@@ -70,6 +71,6 @@ def measure(client: redis.Redis, *, huge: int = 20_000) -> list[Shape]:
 
 
 def _namespace(saver: RedisSaver, i: int) -> None:
-    config = {"configurable": {"thread_id": "ns", "checkpoint_ns": f"child:{i:05d}"}}
+    config: RunnableConfig = {"configurable": {"thread_id": "ns", "checkpoint_ns": f"child:{i:05d}"}}
     for step in range(3):
         config = saver.put(config, empty_checkpoint(), {"source": "loop", "step": step, "parents": {}}, {})
