@@ -37,7 +37,7 @@ def main() -> None:
         "--threads",
         type=int,
         nargs="+",
-        help="thread counts for the sweep suite (1000 quick; 1000 10000 full)",
+        help="thread counts for the sweep suite (1000 quick; 1000 10000 100000 full)",
     )
     args = parser.parse_args()
     started = time.monotonic()
@@ -70,7 +70,7 @@ def run_suites(args: argparse.Namespace, url: str, kind: str, out: Path) -> None
     if "dimensions" in args.suites:
         write_dimensions(out, dimensions.measure(client, quick=args.quick, runs=runs), where=where)
     if "sweep" in args.suites:
-        sizes = args.threads or ([1_000] if args.quick else [1_000, 10_000])
+        sizes = args.threads or ([1_000] if args.quick else [1_000, 10_000, 100_000])
         sweeps = sweep.measure(client, sizes=sizes, runs=5, per_thread=10, keep=5)
         write_sweep(out, sweeps, where=where, per_thread=10, keep=5)
     if "hook" in args.suites:

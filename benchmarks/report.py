@@ -79,12 +79,14 @@ def write_sweep(out: Path, runs: list[SweepRun], *, where: str, per_thread: int,
         f"{keep} checkpoints must remain, and a sample of them unchanged. Seconds: median of {count}",
         "runs, min and max. Largest call: the longest FCALL in SLOWLOG over all runs. PING p99: a",
         "probe in another process, every millisecond, while the contender ran (median over runs).",
-        "Freed: INFO used_memory before minus after (median). The saver loop is given the thread",
+        "Freed: INFO used_memory before minus after (median). GC forks: the most forks in one run",
+        "(RediSearch forks to collect the garbage of deleted documents; a fork holds Redis while it",
+        "copies the page tables) and the longest such hold. The saver loop is given the thread",
         "ids; lgprune finds them itself.",
         "",
         "| threads | contender | median s | min s | max s | x lgprune | largest call ms "
-        "| PING p99 ms | freed MiB | correct |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| PING p99 ms | GC forks (hold ms) | freed MiB | correct |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     fastest = {run.threads: run.median for run in runs if run.name.startswith("lgprune")}
     for run in runs:
@@ -94,7 +96,7 @@ def write_sweep(out: Path, runs: list[SweepRun], *, where: str, per_thread: int,
             f"| {run.threads:,} | {run.name} | {run.median:.2f} "
             f"| {min(run.seconds):.2f} | {max(run.seconds):.2f} "
             f"| {run.median / fastest[run.threads]:.1f} | {largest} | {run.ping_p99_ms:.2f} "
-            f"| {run.freed_mb:.1f} | {verdict} |"
+            f"| {run.forks} ({run.fork_ms:.0f}) | {run.freed_mb:.1f} | {verdict} |"
         )
     lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
     (out / "sweep.md").write_text("\n".join(lines))

@@ -18,25 +18,28 @@ from lgprune import Pruner
 ODD_THREADS = ["Wang1", "wang1", "wang1:2025", "a b|c"]
 
 
-def _ping_loop(url: str, stop: Any, latencies: Any) -> None:
+def _ping_loop(url: str, stop: Any, out: Any) -> None:
+    """PING until `stop` is set (at most 10 minutes), then send the latencies (ms)."""
     client = redis.Redis.from_url(url)
+    latencies = []
     deadline = time.monotonic() + 600
     while not stop.is_set() and time.monotonic() < deadline:
         started = time.perf_counter()
         client.ping()
         latencies.append((time.perf_counter() - started) * 1000)
         time.sleep(0.001)
+    out.send(latencies)
 
 
 class PingProbe:
     """PINGs Redis from another process (at most every millisecond, for at most
-    10 minutes) while a contender runs; the latencies tell whether Redis stalled."""
+    10 minutes) while a contender runs; the latencies tell whether Redis stalled.
+    They stay in the probe until it stops, so probing costs one core's share only."""
 
     def __init__(self, url: str) -> None:
-        self.manager = multiprocessing.Manager()
-        self.stop = self.manager.Event()
-        self.shared = self.manager.list()
-        self.process = multiprocessing.Process(target=_ping_loop, args=(url, self.stop, self.shared))
+        self.stop = multiprocessing.Event()
+        self.receive, send = multiprocessing.Pipe(duplex=False)
+        self.process = multiprocessing.Process(target=_ping_loop, args=(url, self.stop, send))
         self.latencies: list[float] = []
 
     def __enter__(self) -> PingProbe:
@@ -45,9 +48,8 @@ class PingProbe:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        self.latencies = self.receive.recv()
         self.process.join()
-        self.latencies = list(self.shared)
-        self.manager.shutdown()
 
     @property
     def p99(self) -> float:
@@ -82,10 +84,10 @@ def check(client: redis.Redis, built: Built, keep: int) -> str:
     keepers = set(newest[-keep:])
     want: set[bytes] = set()
     for i in range(built.clones.count):
-        want |= built.clones.keys(i, keepers).keys()
+        want.update(built.clones.keys(i, keepers))  # in place: `|=` with dict keys copies `want`
     for thread in built.odd:
         latest = f"checkpoint_latest:{thread.thread_id}:__empty__"
-        want |= {k.encode() for k in [*thread.kept_keys(keep), latest]}
+        want.update(k.encode() for k in [*thread.kept_keys(keep), latest])
     have = set(client.scan_iter(count=10_000))
     missing, left = want - have, have - want
     if missing or left:
@@ -111,16 +113,19 @@ class Sample:
     largest_call_ms: float
     ping_p99_ms: float
     freed_mb: float
+    forks: int  # forks during the run: RediSearch's garbage collector forks to clean up
+    fork_ms: float  # how long the last of them held Redis
     problem: str
 
 
 def run_once(client: redis.Redis, fn: Callable[[list[str]], None], built: Built, keep: int) -> Sample:
     """One contender over freshly built data, timed, probed, and checked."""
     Pruner(client).install()
-    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-log-slower-than", 100)  # microseconds: every FCALL, no PING
     client.config_set("slowlog-max-len", 1_000_000)
     client.slowlog_reset()
     memory_before = int(client.info("memory")["used_memory"])
+    forks_before = int(client.info("stats")["total_forks"])
     url = "redis://{host}:{port}".format(**client.connection_pool.connection_kwargs)
     ids = built.thread_ids()
     with PingProbe(url) as probe:
@@ -131,7 +136,11 @@ def run_once(client: redis.Redis, fn: Callable[[list[str]], None], built: Built,
     freed = (memory_before - int(client.info("memory")["used_memory"])) / 2**20
     calls = [e["duration"] for e in client.slowlog_get(1_000_000) if e["command"].startswith(b"FCALL")]
     client.config_set("slowlog-log-slower-than", 10_000)
-    return Sample(seconds, max(calls, default=0) / 1000, probe.p99, freed, check(client, built, keep))
+    stats = client.info("stats")
+    forks = int(stats["total_forks"]) - forks_before
+    fork_ms = int(stats["latest_fork_usec"]) / 1000 if forks else 0.0
+    problem = check(client, built, keep)
+    return Sample(seconds, max(calls, default=0) / 1000, probe.p99, freed, forks, fork_ms, problem)
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,14 @@ class SweepRun:
     @property
     def freed_mb(self) -> float:
         return statistics.median(s.freed_mb for s in self.samples)
+
+    @property
+    def forks(self) -> int:
+        return max(s.forks for s in self.samples)
+
+    @property
+    def fork_ms(self) -> float:
+        return max(s.fork_ms for s in self.samples)
 
     @property
     def problem(self) -> str:
