@@ -262,13 +262,18 @@ end
 
 -- Redis access ---------------------------------------------------------------
 
+-- The message of an error pcall caught from redis.call (a table) or Lua (a string).
+local function error_text(err)
+  return tostring(type(err) == 'table' and err.err or err)
+end
+
 -- FT.SEARCH with the server's errors turned into ones that say what to do.
 local function search(args)
   local ok, res = pcall(rcall, 'FT.SEARCH', unpack(args))
   if ok then
     return res
   end
-  local err = tostring(type(res) == 'table' and res.err or res)
+  local err = error_text(res)
   if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
     fail('index ' .. show(args[1]) .. ' does not exist: run the saver\'s setup() first, '
       .. 'or pass the prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)')
@@ -285,7 +290,7 @@ end
 local function require_json(ctx)
   local ok, err = pcall(rcall, 'JSON.TYPE', ctx.cp .. ':{lgprune}:probe')
   if not ok then
-    local text = tostring(type(err) == 'table' and err.err or err)
+    local text = error_text(err)
     if text:find('nknown', 1, true) and text:find('command', 1, true) then
       fail('this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
         .. '(search and JSON modules)')
@@ -301,8 +306,7 @@ end
 local function result_cap(ctx)
   local ok, err = pcall(rcall, 'FT.SEARCH', ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
     'NOCONTENT', 'LIMIT', '0', tostring(MAX_LIMIT), 'DIALECT', '2')
-  local cap = not ok and tonumber(tostring(type(err) == 'table' and err.err or err)
-    :match('LIMIT exceeds maximum of (%d+)'))
+  local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
   return cap and math.max(cap, 1) or MAX_LIMIT
 end
 
