@@ -16,6 +16,8 @@ from benchmarks.hook import HookRun
 from benchmarks.shapes import TARGET_MS, Shape
 from benchmarks.sweep import SweepRun
 
+FOOTER = "Produced by `python -m benchmarks` (README: Benchmarks)."
+
 
 def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> None:
     """core.md and core.png: one 1,000-checkpoint thread pruned to 10."""
@@ -38,7 +40,7 @@ def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> No
             f"| {t.name} | {t.median:.1f} | {min(t.runs_ms):.1f} | {max(t.runs_ms):.1f} "
             f"| {t.median / floor:.2f} | {t.median / saver:.3f} |"
         )
-    lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
+    lines += ["", FOOTER, ""]
     (out / "core.md").write_text("\n".join(lines))
 
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(timings) + 1.2))
@@ -98,7 +100,7 @@ def write_sweep(out: Path, runs: list[SweepRun], *, where: str, per_thread: int,
             f"| {run.median / fastest[run.threads]:.1f} | {largest} | {run.ping_p99_ms:.2f} "
             f"| {run.forks} ({run.fork_ms:.0f}) | {run.freed_mb:.1f} | {verdict} |"
         )
-    lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
+    lines += ["", FOOTER, ""]
     (out / "sweep.md").write_text("\n".join(lines))
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -160,7 +162,7 @@ def write_hook(
             f"| {run.name} | {run.p50_ms:.1f} | {run.p99_ms:.1f} | {run.p50_ms / base.p50_ms - 1:+.1%} "
             f"| {run.p99_ms / base.p99_ms - 1:+.1%} | {run.most_checkpoints} | {run.checkpoints_at_end} |"
         )
-    lines += ["", "Produced by `python -m benchmarks` (README: Benchmarks).", ""]
+    lines += ["", FOOTER, ""]
     (out / "hook.md").write_text("\n".join(lines))
 
 
@@ -187,7 +189,7 @@ def write_shapes(out: Path, shapes: list[Shape], *, where: str) -> None:
         "which reads the sort key of every checkpoint of the thread: the cost per call grows",
         "with the thread (see README: Known limits).",
         "",
-        "Produced by `python -m benchmarks --suites shapes`.",
+        FOOTER,
         "",
     ]
     (out / "shapes.md").write_text("\n".join(lines))
@@ -226,7 +228,7 @@ def write_dimensions(out: Path, points: list[Point], *, where: str) -> None:
                 )
                 + f"| {ours.freed_mb:.1f} | {'; '.join(wrong) or 'yes'} |"
             )
-    lines += ["", "Produced by `python -m benchmarks --suites dimensions`.", ""]
+    lines += ["", FOOTER, ""]
     (out / "dimensions.md").write_text("\n".join(lines))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
