@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -269,39 +270,55 @@ def assert_pruned(client: redis.Redis, newest: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_killed_client_and_killed_server_mid_sweep_lose_nothing() -> None:
+def test_killed_client_and_killed_server_mid_sweep_lose_nothing(tmp_path: Path) -> None:
     with EmbeddedRedis(appendonly=True) as server:
         client = redis.Redis.from_url(server.url)
         newest = build_many(server.url, CRASH_THREADS)
         Pruner(client).install()
 
         # the client process dies (SIGKILL) in the middle of its sweep
-        sweeper = subprocess.Popen(
-            [sys.executable, "-m", "lgprune", "sweep", "--keep", "1", "--budget", "60", "--url", server.url],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        errors = tmp_path / "sweeper.err"
+        with errors.open("w") as stderr:
+            sweeper = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "lgprune",
+                    "sweep",
+                    "--keep",
+                    "1",
+                    "--budget",
+                    "60",
+                    "--url",
+                    server.url,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         keys = client.dbsize()
         while client.dbsize() > keys - 3000 and sweeper.poll() is None:
             time.sleep(0.01)
+        ended = sweeper.poll()
         sweeper.kill()
         sweeper.wait()
+        assert ended is None, f"the sweeper ended by itself ({ended}): {errors.read_text()[-2000:]}"
         assert orphans(client) == []  # every call was whole
 
         # the server dies (SIGKILL, AOF fsync always) in the middle of the next sweep
-        calls = 0
+        calls, acknowledged = 0, 0
 
         def kill_after_some_calls(_: object) -> None:
-            nonlocal calls
+            nonlocal calls, acknowledged
             calls += 1
             if calls == 40:
+                acknowledged = client.dbsize()
                 server.kill()
 
         with pytest.raises(redis.ConnectionError):
             Pruner(redis.Redis.from_url(server.url), budget=60).sweep(1, on_progress=kill_after_some_calls)
         server.start()
         client = redis.Redis.from_url(server.url)
-        assert client.dbsize() < keys - 3000  # what both sweeps did is still there
+        assert client.dbsize() == acknowledged <= keys - 3000  # what both sweeps did is still there
         assert orphans(client) == []
 
         Pruner(client).sweep(1)  # started again: finishes the job
