@@ -20,7 +20,7 @@ from lgprune.errors import (
     from_server_message,
 )
 from lgprune.library import install_steps
-from lgprune.results import PruneResult, SweepResult, reply_fields
+from lgprune.results import PruneResult, SweepResult, reply_fields, reply_pairs
 
 ThreadId = str | bytes
 Duration = timedelta | float
@@ -179,7 +179,7 @@ def _sweep_loop(args: list[str], on_progress: Callable[[SweepResult], object] | 
     while True:
         reply = yield from fcall_steps("lgprune_sweep", [cursor, *args])
         before = result
-        result = result.plus_call(reply_fields(reply), time.monotonic() - started)
+        result = result.plus_call(reply_pairs(reply), time.monotonic() - started)
         stalled = stalled + 1 if result.cursor == cursor and result.keys_deleted == before.keys_deleted else 0
         if stalled >= 3:
             raise LgpruneError(f"the sweep made no progress at cursor {cursor}; nothing more was deleted")

@@ -70,10 +70,11 @@ class SweepResult:
     elapsed: float = 0.0
     cursor: str = "0"
 
-    def plus_call(self, fields: dict[str, int], elapsed: float) -> SweepResult:
-        """This result followed by one more lgprune_sweep reply."""
+    def plus_call(self, fields: dict[str, Any], elapsed: float) -> SweepResult:
+        """This result followed by one more lgprune_sweep reply (its reply_pairs). The
+        cursor stays text: "00" (stopped inside the first SCAN step) is not "0" (done)."""
         counts = {
-            name: getattr(self, name) + fields[name]
+            name: getattr(self, name) + int(as_text(fields[name]))
             for name in (
                 "threads_visited",
                 "threads_pruned",
@@ -85,4 +86,4 @@ class SweepResult:
                 "orphans_deleted",
             )
         }
-        return SweepResult(**counts, calls=self.calls + 1, elapsed=elapsed, cursor=str(fields["cursor"]))
+        return SweepResult(**counts, calls=self.calls + 1, elapsed=elapsed, cursor=as_text(fields["cursor"]))

@@ -1202,7 +1202,8 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
   pointer's checkpoint names its thread exactly. Threads already within KEEP
   cost one index count. Thread ids the index cannot match are skipped.
   Reply: name/value pairs:
-    cursor               "0" when the sweep is complete, else pass it back
+    cursor               "0" when the sweep is complete, else pass it back ("00" when
+                         the call stopped inside the first SCAN step: not complete)
     threads_visited      thread visits made by this call
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
@@ -1284,10 +1285,11 @@ local function lgprune_sweep(_, args)
     return done.more == 0 or ctx.dry or done.keys_deleted == 0
   end
 
+  local finished -- whether the last SCAN step was visited whole
   while true do
     scan[2] = cursor
     local res = rcall(unpack(scan))
-    local finished = true
+    finished = true
     for _, key in ipairs(res[2]) do
       if key:sub(1, #latest) == latest then
         finished = visit(key)
@@ -1317,6 +1319,9 @@ local function lgprune_sweep(_, args)
   orphans.flush()
   out.orphans_deleted = orphans.deleted
   out.keys_deleted = out.keys_deleted + orphans.deleted
+  if not finished and cursor == '0' then
+    cursor = '00' -- stopped inside the first step: SCAN reads '00' as 0, the caller as not done
+  end
   out.cursor = cursor
   local r = reply(out, SWEEP_FIELDS)
   if opts.DETAILS then

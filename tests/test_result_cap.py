@@ -52,7 +52,7 @@ def test_a_sweep_with_a_large_budget_prunes_every_thread_under_the_cap(
         put_checkpoints(saver, thread_id, CAP + 20, writes=1)
     with result_cap(r, CAP):
         Pruner(r, budget=50_000).sweep(5)
-    assert all(len(checkpoint_ids(saver, t)) == 5 for t in threads)
+    assert {t: len(checkpoint_ids(saver, t)) for t in threads} == dict.fromkeys(threads, 5)
     assert every_write_has_its_checkpoint(r)
 
 

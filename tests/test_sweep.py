@@ -44,6 +44,17 @@ def test_sweep_leaves_exactly_keep_of_every_thread(
     assert (again.keys_deleted, again.threads_visited) == (0, len(threads))
 
 
+def test_a_sweep_stopped_inside_its_first_scan_step_is_not_reported_done(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    # 13 keys: the first SCAN step covers them all, so the one thread is visited there,
+    # and a budget of 10 stops that call inside the step, before the thread is done
+    put_checkpoints(saver, "t", 12, writes=0)
+    result = Pruner(r, budget=10).sweep(2)
+    assert result.calls > 1
+    assert len(checkpoint_ids(saver, "t")) == 2
+
+
 def test_sweep_dry_run_counts_and_deletes_nothing(r: redis.Redis, threads: list[str]) -> None:
     before = snapshot(r)
     planned = Pruner(r).sweep(5, dry_run=True)
