@@ -556,7 +556,9 @@ end
 -- Walk the parent chain of a kept checkpoint, marking in `protect` (by id)
 -- every ancestor up to the nearest one storing all `needed` channels, as
 -- get_delta_channel_history would read them. `seen` memoises walks per id.
--- Returns the ancestors read, or nil when more than `limit` were needed.
+-- Returns the ancestors read, or nil when more than `limit` were needed, and
+-- true when the chain stops at a parent not stored yet: a saver writing now
+-- may store it later, after its own ancestors, so nothing older can be judged.
 local function walk_delta(ctx, thread, ns, key, needed, protect, seen, limit)
   local steps = 0
   while true do
@@ -566,7 +568,8 @@ local function walk_delta(ctx, thread, ns, key, needed, protect, seen, limit)
     end
     local pkey = ctx.cp .. ':' .. thread .. ':' .. ns .. ':' .. parent
     if rcall('EXISTS', pkey) == 0 then
-      return steps
+      local ms = uuid6_ms(parent)
+      return steps, ms == nil or ms >= now_ms() - DEFAULT_GRACE_MS
     end
     local before = seen[parent]
     if before and subset(needed, before) then
@@ -687,16 +690,21 @@ local function plan(ctx, thread, docs, rule, walk_limit)
         latest_id = latest:sub(#ns_prefix + 1)
       end
       local metas = kept_metadata(doc, ids, last + 1, n)
+      local hold = false -- a kept checkpoint's delta chain runs through a parent not stored yet
       for i = n, last + 1, -1 do
         local key = doc[ids[i]].key
         local needed = delta_channels(key, metas[i])
         delta = delta or needed ~= nil
-        if needed and not walk_delta(ctx, thread, ns, key, needed, protect, seen, walk_limit) then
-          fail('the DeltaChannel history of ' .. show(key) .. ' is longer than '
-            .. walk_limit .. ' checkpoints; raise BUDGET to prune this thread')
+        if needed then
+          local steps, unsure = walk_delta(ctx, thread, ns, key, needed, protect, seen, walk_limit)
+          if not steps then
+            fail('the DeltaChannel history of ' .. show(key) .. ' is longer than '
+              .. walk_limit .. ' checkpoints; raise BUDGET to prune this thread')
+          end
+          hold = hold or unsure
         end
       end
-      for i = 1, last do
+      for i = 1, hold and 0 or last do
         if protect[ids[i]] then
           spared = spared + 1
         elseif not (ids[i] == latest_id and last < n) then

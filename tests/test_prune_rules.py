@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from helpers import (
@@ -16,6 +18,7 @@ from helpers import (
     snapshot,
     states_by_checkpoint,
     subgraph_graph,
+    uuid6_at,
 )
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.redis import RedisSaver
@@ -288,6 +291,23 @@ def test_delta_state_survives_keep_2(r: redis.Redis, saver: RedisSaver, pruner: 
     # drop a write it raced with, so the new turn's own messages are not checked.)
     delta_turns(app, "delta", turns=1)
     assert app.get_state(config_of("delta")).values["msgs"][: len(history)] == history
+
+
+@pytest.mark.parametrize(("parent_age_s", "deletes"), [(0, False), (3600, True)])
+def test_a_delta_chain_through_a_parent_not_stored_yet_holds_older_checkpoints(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner, parent_age_s: int, deletes: bool
+) -> None:
+    """A saver writing now can store the newest checkpoint before its parent (seen in
+    the concurrency test): the chain beyond cannot be judged, so nothing older goes.
+    A parent id older than the grace (10 minutes) is taken as gone for good."""
+    app = delta_graph(saver)
+    delta_turns(app, "delta", turns=7)
+    ids = checkpoint_ids(saver, "delta")
+    in_flight = uuid6_at((time.time() - parent_age_s) * 1000)
+    r.json().set(f"checkpoint:delta:__empty__:{ids[0]}", "$.parent_checkpoint_id", in_flight)
+    result = pruner.prune("delta", 2)
+    assert (result.checkpoints_deleted > 0) is deletes
+    assert len(checkpoint_ids(saver, "delta")) == len(ids) - result.checkpoints_deleted
 
 
 def test_the_savers_own_prune_loses_delta_state(r: redis.Redis, saver: RedisSaver) -> None:
