@@ -176,7 +176,9 @@ def test_concurrent_writers_sweeps_and_prunes(r: redis.Redis, redis_url: str) ->
     done = threading.Event()
     errors: list[BaseException] = []
 
-    def sync_conversation(thread_id: str, saver: RedisSaver, make: Any, message: Any) -> None:
+    def sync_conversation(thread_id: str, new_saver: Any, make: Any, message: Any) -> None:
+        saver = new_saver()  # one per thread: a RedisSaver shared by threads loses DeltaChannel writes itself
+        saver.setup()
         app = make(saver)
         for turn in range(TURNS):
             app.invoke(message(turn), config_of(thread_id), durability="exit")
@@ -203,10 +205,12 @@ def test_concurrent_writers_sweeps_and_prunes(r: redis.Redis, redis_url: str) ->
                 errors.append(error)
                 return
 
-    auto = PruningRedisSaver(redis_client=redis.Redis.from_url(redis_url), keep_last=KEEP, slack=1)
-    plain = RedisSaver(redis_client=redis.Redis.from_url(redis_url))
-    auto.setup()
-    plain.setup()
+    def auto() -> PruningRedisSaver:
+        return PruningRedisSaver(redis_client=redis.Redis.from_url(redis_url), keep_last=KEEP, slack=1)
+
+    def plain() -> RedisSaver:
+        return RedisSaver(redis_client=redis.Redis.from_url(redis_url))
+
     jobs = [
         ("sync:0", auto, chat_graph, say),
         ("sync:1", auto, chat_graph, say),
