@@ -181,6 +181,15 @@ def snapshot(client: redis.Redis, *, skip_thread: str | None = None) -> dict[byt
     return out
 
 
+def every_write_has_its_checkpoint(r: redis.Redis) -> bool:
+    """True when every write document's own checkpoint exists."""
+    for key in r.scan_iter(match="checkpoint_write:*", count=1000):
+        doc = r.json().get(key)
+        if not r.exists(f"checkpoint:{doc['thread_id']}:{doc['checkpoint_ns']}:{doc['checkpoint_id']}"):
+            return False
+    return True
+
+
 def uuid6_at(ms: float, seq: int = 0) -> str:
     """A uuid6 (as LangGraph makes checkpoint ids) for the time `ms` since the epoch."""
     ticks = int(ms * 10_000) + 122_192_928_000_000_000

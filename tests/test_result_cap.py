@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
-from helpers import checkpoint_ids, put_checkpoints, snapshot
+from helpers import checkpoint_ids, every_write_has_its_checkpoint, put_checkpoints, snapshot
 from langgraph.checkpoint.redis import RedisSaver
-from test_sweep import every_write_has_its_checkpoint
 
 from lgprune import Pruner
 

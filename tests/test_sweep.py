@@ -6,20 +6,20 @@ from datetime import timedelta
 
 import pytest
 import redis
-from helpers import checkpoint_ids, delta_graph, delta_turns, put_checkpoints, snapshot, states_by_checkpoint
+from helpers import (
+    checkpoint_ids,
+    delta_graph,
+    delta_turns,
+    every_write_has_its_checkpoint,
+    put_checkpoints,
+    snapshot,
+    states_by_checkpoint,
+)
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import Pruner, SweepResult
 
 ODD = ["Wang1", "wang1", "wang1:2025", "a b|c", ""]
-
-
-def every_write_has_its_checkpoint(r: redis.Redis) -> bool:
-    for key in r.scan_iter(match="checkpoint_write:*", count=1000):
-        doc = r.json().get(key)
-        if not r.exists(f"checkpoint:{doc['thread_id']}:{doc['checkpoint_ns']}:{doc['checkpoint_id']}"):
-            return False
-    return True
 
 
 @pytest.fixture
