@@ -16,6 +16,7 @@ from helpers import (
     checkpoint_ids,
     config_of,
     delta_graph,
+    needs_delta_saver,
     put_checkpoints,
     subgraph_graph,
     without_ids,
@@ -161,6 +162,7 @@ def test_auto_prune_keeps_a_chat_within_keep_last_plus_slack(r: redis.Redis, sha
     assert len(checkpoint_ids(shadow, "kept")) == 15
 
 
+@needs_delta_saver
 async def test_async_auto_prune_keeps_delta_and_subgraph_state(redis_url: str, r: redis.Redis) -> None:
     counted = RedisSaver(redis_client=r)  # checkpoint_ids reads keys with a sync client
     async with (

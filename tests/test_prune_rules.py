@@ -14,6 +14,7 @@ from helpers import (
     config_of,
     delta_graph,
     delta_turns,
+    needs_delta_saver,
     put_checkpoints,
     snapshot,
     states_by_checkpoint,
@@ -274,6 +275,7 @@ def test_subgraph_state_of_every_kept_checkpoint_is_unchanged(
     assert app.get_state(config_of("sub")).values["log"][-2:] == ["approved:late", "post"]
 
 
+@needs_delta_saver
 def test_delta_state_survives_keep_2(r: redis.Redis, saver: RedisSaver, pruner: Pruner) -> None:
     app = delta_graph(saver)
     delta_turns(app, "delta", turns=7)
@@ -294,6 +296,7 @@ def test_delta_state_survives_keep_2(r: redis.Redis, saver: RedisSaver, pruner: 
 
 
 @pytest.mark.parametrize(("parent_age_s", "deletes"), [(0, False), (3600, True)])
+@needs_delta_saver
 def test_a_delta_chain_through_a_parent_not_stored_yet_holds_older_checkpoints(
     r: redis.Redis, saver: RedisSaver, pruner: Pruner, parent_age_s: int, deletes: bool
 ) -> None:
@@ -310,6 +313,7 @@ def test_a_delta_chain_through_a_parent_not_stored_yet_holds_older_checkpoints(
     assert len(checkpoint_ids(saver, "delta")) == len(ids) - result.checkpoints_deleted
 
 
+@needs_delta_saver
 def test_the_savers_own_prune_loses_delta_state(r: redis.Redis, saver: RedisSaver) -> None:
     """The failure lgprune exists to avoid, shown on the same graph."""
     app = delta_graph(saver)
@@ -319,6 +323,7 @@ def test_the_savers_own_prune_loses_delta_state(r: redis.Redis, saver: RedisSave
     assert app.get_state(config_of("delta")).values != before
 
 
+@needs_delta_saver
 def test_delta_and_non_delta_threads_side_by_side(r: redis.Redis, saver: RedisSaver, pruner: Pruner) -> None:
     delta_turns(delta_graph(saver), "d", turns=9)
     chat(chat_graph(saver), "c", turns=5)
@@ -366,6 +371,7 @@ def test_the_checkpoint_the_latest_pointer_names_is_never_pruned(
     assert not list(r.scan_iter(match="*skew*"))
 
 
+@needs_delta_saver
 def test_a_delta_thread_larger_than_one_call_keeps_its_state(r: redis.Redis, saver: RedisSaver) -> None:
     app = delta_graph(saver)
     delta_turns(app, "big-delta", turns=20)

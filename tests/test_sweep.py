@@ -11,6 +11,7 @@ from helpers import (
     delta_graph,
     delta_turns,
     every_write_has_its_checkpoint,
+    needs_delta_saver,
     put_checkpoints,
     snapshot,
     states_by_checkpoint,
@@ -84,6 +85,7 @@ def test_a_sweep_stopped_after_any_call_and_started_again_finishes(
     assert every_write_has_its_checkpoint(r)
 
 
+@needs_delta_saver
 def test_sweep_keeps_delta_history(r: redis.Redis, saver: RedisSaver) -> None:
     app = delta_graph(saver)
     for t in ("d1", "d2"):
