@@ -9,12 +9,20 @@ keeps 0, `keep_last` overrides both; an empty list does nothing. With
 on its first put seen by this process), so it stays within keep_last + slack
 checkpoints per namespace. The async saver prunes in a background task and
 waits for those tasks when it closes.
+
+`list()` / `alist()` return exactly the thread asked for: RedisSaver's TAG
+query folds case and splits commas (`list("wang1")` also returns `Wang1`'s
+checkpoints), so every item is confirmed against the id asked for.
+
+Over a client lgprune cannot drive (a Redis Cluster client: a thread's keys
+span shards; anything that is not a redis.Redis), the savers still construct
+as RedisSaver does, and prune, delete_thread and auto-prune fall back to
+RedisSaver's client-side implementation, with one logged warning.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -31,11 +39,13 @@ from langgraph.checkpoint.redis import AsyncRedisSaver, RedisSaver
 from lgprune.calls import check_count
 from lgprune.errors import InvalidArgumentError
 from lgprune.pruner import AsyncPruner, Pruner
+from lgprune.tags import indexed_tag
 
 log = logging.getLogger("lgprune")
 
 STRATEGIES = {"keep_latest": 1, "delete": 0}
 TRACKED_THREADS = 100_000  # put counters kept in memory (least recently used go first)
+SAVER_LIST_LIMIT = 10_000  # what RedisSaver.list returns at most when given no limit
 
 
 def resolve_keep(strategy: str, keep_last: int | None) -> int:
@@ -59,6 +69,51 @@ def root_only(config: RunnableConfig | None) -> bool:
 
 def in_root(item: CheckpointTuple) -> bool:
     return bool(item.config["configurable"].get("checkpoint_ns", "") == "")
+
+
+class ExactList:
+    """What one list() call asks RedisSaver.list for, and which of its items to return.
+
+    RedisSaver.list matches thread ids by TAG: it folds case, splits on commas
+    (so "a,b" finds nothing) and fills `limit` with other threads' checkpoints.
+    The saver is asked for the indexed piece of each id instead, and every item
+    is confirmed against the exact id; while confirmed items fall short of
+    `limit` and the saver's page was full, a larger page is asked for.
+    """
+
+    def __init__(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        limit: int | None,
+    ) -> None:
+        self.config, self.filter, self.limit = config, filter, limit
+        self.threads: list[str] = []
+        if config is not None and "thread_id" in config.get("configurable", {}):
+            configurable = dict(config["configurable"])
+            self.threads.append(str(configurable["thread_id"]))
+            configurable["thread_id"] = indexed_tag(self.threads[-1])
+            self.config = {**config, "configurable": configurable}
+        if filter is not None and "thread_id" in filter:
+            self.threads.append(str(filter["thread_id"]))
+            self.filter = {**filter, "thread_id": indexed_tag(self.threads[-1])}
+        self.root_only = root_only(config)
+        self.page = limit or SAVER_LIST_LIMIT
+        self.unmatchable = any(indexed_tag(t) == "" for t in self.threads)
+
+    def wanted(self, item: CheckpointTuple) -> bool:
+        thread = str(item.config["configurable"]["thread_id"])
+        return all(thread == t for t in self.threads) and (not self.root_only or in_root(item))
+
+    def confirm(self, items: list[CheckpointTuple]) -> list[CheckpointTuple] | None:
+        """The items to return, or None when a larger page (now `self.page`) is needed."""
+        kept = [item for item in items if self.wanted(item)]
+        if self.limit and len(kept) >= self.limit:
+            return kept[: self.limit]
+        if len(items) < self.page or len(kept) == len(items):
+            return kept  # the saver had no more, or nothing was filtered out
+        self.page *= 4
+        return None
 
 
 class PutCounter:
@@ -85,18 +140,26 @@ class PutCounter:
         return thread_id if count == 0 else None
 
 
-def sync_client(saver: RedisSaver) -> redis.Redis:
-    """The saver's client, which must be a plain Redis (lgprune does not support Redis Cluster)."""
-    if not isinstance(saver._redis, redis.Redis):
-        raise InvalidArgumentError("lgprune needs a standalone Redis client; Redis Cluster is not supported")
-    return saver._redis
+def unusable_client(client: object, standalone: type, name: str) -> str | None:
+    """Why lgprune's functions cannot run over `client` (which must be a `standalone`,
+    called `name`), or None when they can."""
+    if isinstance(client, standalone):
+        return None
+    kind = type(client).__name__
+    if "Cluster" in kind:
+        return f"the saver's client is a Redis Cluster client ({kind}): a thread's keys span shards"
+    return f"the saver's client is a {type(client).__module__}.{kind}, not a {name}"
 
 
-def async_client(saver: AsyncRedisSaver) -> redis.asyncio.Redis:
-    """The async saver's client, which must be a plain asyncio Redis (no Redis Cluster)."""
-    if not isinstance(saver._redis, redis.asyncio.Redis):
-        raise InvalidArgumentError("lgprune needs a standalone Redis client; Redis Cluster is not supported")
-    return saver._redis
+def warn_fallback(saver: RedisSaver | AsyncRedisSaver, reason: str) -> None:
+    """Log once per saver that it prunes client-side, and why."""
+    if not getattr(saver, "_fallback_warned", False):
+        saver._fallback_warned = True  # type: ignore[union-attr]
+        log.warning(
+            "lgprune: %s; prune, delete_thread and auto-prune use RedisSaver's client-side "
+            "implementation instead of lgprune's server-side functions",
+            reason,
+        )
 
 
 class PruningRedisSaver(RedisSaver):
@@ -115,12 +178,16 @@ class PruningRedisSaver(RedisSaver):
 
     def _configure(self, keep_last: int | None, slack: int | None, budget: int | None) -> None:
         self.auto = PutCounter(keep_last, slack)
-        self.pruner = Pruner(
-            sync_client(self),
-            checkpoint_prefix=self._checkpoint_prefix,
-            checkpoint_write_prefix=self._checkpoint_write_prefix,
-            budget=budget,
-        )
+        client = self._redis
+        self.fallback = unusable_client(client, redis.Redis, "redis.Redis")
+        self.pruner: Pruner | None = None
+        if isinstance(client, redis.Redis):
+            self.pruner = Pruner(
+                client,
+                checkpoint_prefix=self._checkpoint_prefix,
+                checkpoint_write_prefix=self._checkpoint_write_prefix,
+                budget=budget,
+            )
 
     @classmethod
     @contextmanager
@@ -150,10 +217,18 @@ class PruningRedisSaver(RedisSaver):
         thread_id = self.auto.due(config)
         if thread_id is not None:
             try:
-                self.pruner.prune(thread_id, self.auto.keep_last or 0)
+                self._prune_keep([thread_id], self.auto.keep_last or 0)
             except Exception:  # a failed prune must not fail the graph's turn
                 log.exception("lgprune: auto-prune of thread %r failed", thread_id)
         return stored
+
+    def _prune_keep(self, thread_ids: list[str], keep: int) -> None:
+        if self.pruner is not None:
+            self.pruner.prune_many(thread_ids, keep)
+            return
+        assert self.fallback is not None
+        warn_fallback(self, self.fallback)
+        super().prune(thread_ids, keep_last=keep)
 
     def list(
         self,
@@ -163,12 +238,17 @@ class PruningRedisSaver(RedisSaver):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        """RedisSaver.list, where `checkpoint_ns: ""` means the root namespace only."""
-        if not root_only(config):
-            yield from super().list(config, filter=filter, before=before, limit=limit)
+        """RedisSaver.list of exactly the thread asked for, where `checkpoint_ns: ""`
+        means the root namespace only."""
+        query = ExactList(config, filter, limit)
+        if query.unmatchable:
             return
-        found = (item for item in super().list(config, filter=filter, before=before) if in_root(item))
-        yield from itertools.islice(found, limit)
+        while True:
+            items = list(super().list(query.config, filter=query.filter, before=before, limit=query.page))
+            found = query.confirm(items)
+            if found is not None:
+                yield from found
+                return
 
     def prune(
         self,
@@ -185,11 +265,16 @@ class PruningRedisSaver(RedisSaver):
         """
         keep = resolve_keep(strategy, keep_last)
         if thread_ids:
-            self.pruner.prune_many(list(thread_ids), keep)
+            self._prune_keep(list(thread_ids), keep)
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, write and registry key of a thread (server-side)."""
-        self.pruner.prune(thread_id, 0)
+        if self.pruner is not None:
+            self.pruner.prune(thread_id, 0)
+            return
+        assert self.fallback is not None
+        warn_fallback(self, self.fallback)
+        super().delete_thread(thread_id)
 
 
 class AsyncPruningRedisSaver(AsyncRedisSaver):
@@ -208,12 +293,16 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
 
     def _configure(self, keep_last: int | None, slack: int | None, budget: int | None) -> None:
         self.auto = PutCounter(keep_last, slack)
-        self.pruner = AsyncPruner(
-            async_client(self),
-            checkpoint_prefix=self._checkpoint_prefix,
-            checkpoint_write_prefix=self._checkpoint_write_prefix,
-            budget=budget,
-        )
+        client = self._redis
+        self.fallback = unusable_client(client, redis.asyncio.Redis, "redis.asyncio.Redis")
+        self.pruner: AsyncPruner | None = None
+        if isinstance(client, redis.asyncio.Redis):
+            self.pruner = AsyncPruner(
+                client,
+                checkpoint_prefix=self._checkpoint_prefix,
+                checkpoint_write_prefix=self._checkpoint_write_prefix,
+                budget=budget,
+            )
         self._pruning: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
@@ -250,11 +339,19 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
 
     async def _auto_prune(self, thread_id: str) -> None:
         try:
-            await self.pruner.prune(thread_id, self.auto.keep_last or 0)
+            await self._prune_keep([thread_id], self.auto.keep_last or 0)
         except Exception:  # logged, never raised into the graph
             log.exception("lgprune: auto-prune of thread %r failed", thread_id)
         finally:
             self._pruning.pop(thread_id, None)
+
+    async def _prune_keep(self, thread_ids: list[str], keep: int) -> None:
+        if self.pruner is not None:
+            await self.pruner.prune_many(thread_ids, keep)
+            return
+        assert self.fallback is not None
+        warn_fallback(self, self.fallback)
+        await super().aprune(thread_ids, keep_last=keep)
 
     async def wait_for_pruning(self) -> None:
         """Wait until every background auto-prune has finished."""
@@ -275,18 +372,18 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        """AsyncRedisSaver.alist, where `checkpoint_ns: ""` means the root namespace only."""
-        if not root_only(config):
-            async for item in super().alist(config, filter=filter, before=before, limit=limit):
-                yield item
+        """AsyncRedisSaver.alist of exactly the thread asked for, where `checkpoint_ns: ""`
+        means the root namespace only."""
+        query = ExactList(config, filter, limit)
+        if query.unmatchable:
             return
-        count = 0
-        async for item in super().alist(config, filter=filter, before=before):
-            if limit is not None and count >= limit:
+        while True:
+            page = super().alist(query.config, filter=query.filter, before=before, limit=query.page)
+            found = query.confirm([item async for item in page])
+            if found is not None:
+                for item in found:
+                    yield item
                 return
-            if in_root(item):
-                count += 1
-                yield item
 
     async def aprune(
         self,
@@ -303,11 +400,16 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
         """
         keep = resolve_keep(strategy, keep_last)
         if thread_ids:
-            await self.pruner.prune_many(list(thread_ids), keep)
+            await self._prune_keep(list(thread_ids), keep)
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, write and registry key of a thread (server-side)."""
-        await self.pruner.prune(thread_id, 0)
+        if self.pruner is not None:
+            await self.pruner.prune(thread_id, 0)
+            return
+        assert self.fallback is not None
+        warn_fallback(self, self.fallback)
+        await super().adelete_thread(thread_id)
 
 
 __all__ = ["AsyncPruningRedisSaver", "PruningRedisSaver", "resolve_keep"]
