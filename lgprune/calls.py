@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.exceptions import ReadOnlyError, ResponseError
 
-from lgprune.commands import Steps
+from lgprune.commands import INSTALL, Steps
 from lgprune.errors import (
     NO_FUNCTIONS,
     InvalidArgumentError,
@@ -19,12 +19,12 @@ from lgprune.errors import (
     ReadOnlyServerError,
     from_server_message,
 )
-from lgprune.library import install_steps
 from lgprune.results import PruneResult, SweepResult, reply_fields, reply_pairs
 
 ThreadId = str | bytes
 Duration = timedelta | float
 MANY_PER_CALL = 1000  # thread ids per lgprune_many call
+MIN_BUDGET = 10  # the library's least budget: enough for any call to make progress
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ def check_thread_id(thread_id: object) -> ThreadId:
 
 
 def fcall_steps(function: str, args: list[Any]) -> Steps[Any]:
-    """FCALL `function`, installing the library once if the server lost it."""
+    """FCALL `function`; when the server lost the library, have the driver install it once
+    and call again."""
     for attempt in (1, 2):
         reply = yield ("FCALL", function, 0, *args)
         if not isinstance(reply, ResponseError):
@@ -88,7 +89,7 @@ def fcall_steps(function: str, args: list[Any]) -> Steps[Any]:
             raise ModulesMissingError(NO_FUNCTIONS) from None
         if "function not found" not in message.lower() or attempt == 2:
             raise reply
-        yield from install_steps()
+        yield INSTALL
     raise AssertionError("unreachable")
 
 

@@ -4,6 +4,10 @@ Each operation is a generator that yields Redis commands (tuples) and is sent
 back each reply, or the `ResponseError` the command raised. `run` and `arun`
 drive one over a `redis.Redis` or a `redis.asyncio.Redis`; `Pruner` and
 `AsyncPruner` only call them.
+
+One yielded value is not a Redis command: `INSTALL` asks the driver to load
+the library again (the server lost it). The driver does that once for all
+the calls in flight on its client, then sends back None.
 """
 
 from __future__ import annotations
@@ -17,30 +21,48 @@ T = TypeVar("T")
 Command = tuple[Any, ...]
 Steps = Generator[Command, Any, T]
 
+INSTALL: Command = ("lgprune: install the library",)
 
-def run(steps: Steps[T], execute: Callable[..., Any]) -> T:
-    """Drive `steps` with a synchronous `execute(*command)`."""
+
+def run(steps: Steps[T], execute: Callable[..., Any], install: Callable[[], object] | None = None) -> T:
+    """Drive `steps` with a synchronous `execute(*command)` and `install()`."""
     try:
         command = next(steps)
         while True:
-            try:
-                reply: Any = execute(*command)
-            except ResponseError as error:
-                reply = error
+            reply: Any = None
+            if command is INSTALL:
+                if install is None:
+                    raise RuntimeError("these steps need a driver that can install the library")
+                install()
+            else:
+                try:
+                    reply = execute(*command)
+                except ResponseError as error:
+                    reply = error
             command = steps.send(reply)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
 
-async def arun(steps: Steps[T], execute: Callable[..., Awaitable[Any]]) -> T:
-    """Drive `steps` with an asynchronous `execute(*command)`."""
+async def arun(
+    steps: Steps[T],
+    execute: Callable[..., Awaitable[Any]],
+    install: Callable[[], Awaitable[object]] | None = None,
+) -> T:
+    """Drive `steps` with an asynchronous `execute(*command)` and `install()`."""
     try:
         command = next(steps)
         while True:
-            try:
-                reply: Any = await execute(*command)
-            except ResponseError as error:
-                reply = error
+            reply: Any = None
+            if command is INSTALL:
+                if install is None:
+                    raise RuntimeError("these steps need a driver that can install the library")
+                await install()
+            else:
+                try:
+                    reply = await execute(*command)
+                except ResponseError as error:
+                    reply = error
             command = steps.send(reply)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import cache
 from importlib import resources
@@ -10,21 +11,36 @@ from redis.exceptions import ResponseError
 
 from lgprune.commands import Steps
 from lgprune.errors import NO_FUNCTIONS, LibraryInstallError, LibraryVersionError, ModulesMissingError
-from lgprune.results import as_text, reply_pairs
+from lgprune.results import as_text
 
 LIBRARY_NAME = "lgprune"
+BUILD_LINE = "local BUILD = 'dev'"
+
+
+@cache
+def library_file() -> str:
+    """The Lua file shipped inside the installed package, read once."""
+    return (resources.files("lgprune") / "lua" / "lgprune.lua").read_text(encoding="utf-8")
+
+
+@cache
+def library_build() -> str:
+    """A short hash of the shipped file: what `FCALL lgprune_version 0 BUILD` answers for our code."""
+    return hashlib.sha256(library_file().encode()).hexdigest()[:16]
 
 
 @cache
 def library_code() -> str:
-    """The Lua library shipped inside the installed package, read once."""
-    return (resources.files("lgprune") / "lua" / "lgprune.lua").read_text(encoding="utf-8")
+    """The code this package loads: the shipped file with its BUILD set to `library_build()`."""
+    if BUILD_LINE not in library_file():
+        raise LibraryVersionError(f"the packaged Lua library has no line {BUILD_LINE!r}")
+    return library_file().replace(BUILD_LINE, f"local BUILD = '{library_build()}'", 1)
 
 
 @cache
 def library_version() -> str:
     """The version the packaged library declares (`local VERSION = '...'`)."""
-    found = re.search(r"^local VERSION = '([0-9.]+)'", library_code(), re.MULTILINE)
+    found = re.search(r"^local VERSION = '([0-9.]+)'", library_file(), re.MULTILINE)
     if found is None:
         raise LibraryVersionError("the packaged Lua library declares no VERSION")
     return found.group(1)
@@ -35,6 +51,22 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
+def probe_steps() -> Steps[tuple[str, str | None] | None]:
+    """The server's library as (version, build), build None for a library older than
+    the BUILD probe; None when no lgprune library is loaded. A few bytes, never the code."""
+    reply = yield ("FCALL", "lgprune_version", 0, "BUILD")
+    if isinstance(reply, ResponseError):
+        message = str(reply).lower()
+        if "unknown command" in message:
+            raise ModulesMissingError(NO_FUNCTIONS)
+        if "function not found" in message:
+            return None
+        raise reply
+    if isinstance(reply, list):
+        return as_text(reply[0]), as_text(reply[1])
+    return as_text(reply), None
+
+
 def install_steps(*, force: bool = False) -> Steps[str]:
     """Make the server run this package's library; returns the version in use.
 
@@ -42,17 +74,9 @@ def install_steps(*, force: bool = False) -> Steps[str]:
     never replaces a newer library (its major version must match ours).
     """
     ours = library_version()
-    installed: str | None = None
-    reply = yield ("FCALL", "lgprune_version", 0)
-    if isinstance(reply, ResponseError):
-        message = str(reply)
-        if "unknown command" in message.lower():
-            raise ModulesMissingError(NO_FUNCTIONS)
-        if "function not found" not in message.lower():
-            raise reply
-    else:
-        installed = as_text(reply)
-    if installed is not None and not force:
+    found = None if force else (yield from probe_steps())
+    if found is not None:
+        installed, build = found
         if version_key(installed) > version_key(ours):
             if version_key(installed)[0] != version_key(ours)[0]:
                 raise LibraryVersionError(
@@ -60,15 +84,12 @@ def install_steps(*, force: bool = False) -> Steps[str]:
                     f"({ours}) cannot use: upgrade the lgprune package"
                 )
             return installed
-        if installed == ours:
-            listing = yield ("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME, "WITHCODE")
-            if isinstance(listing, ResponseError):
-                return ours  # a user without FUNCTION rights trusts the version
-            code = reply_pairs(listing[0]).get("library_code") if listing else None
-            if code is not None and as_text(code) == library_code():
-                return ours
+        if installed == ours and build == library_build():
+            return ours
     loaded = yield ("FUNCTION", "LOAD", "REPLACE", library_code())
     if isinstance(loaded, ResponseError):
+        if found is not None and found[0] == ours:
+            return ours  # the same version with other code, and no right to replace it: use it
         raise LibraryInstallError(
             f"could not load the lgprune library ({loaded}); an administrator can load "
             "it with `lgprune install`, or give this user the FUNCTION command"

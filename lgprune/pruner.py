@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -35,20 +37,33 @@ class Pruner:
         self.client = client
         self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget)
         self._library: str | None = None
+        self._installs = 0  # how many times this pruner installed the library
+        self._install_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Pruner:
         """A pruner over `redis.Redis.from_url(url)`."""
         return cls(redis.Redis.from_url(url), **kwargs)
 
+    def _install_once(self, seen: int, *, force: bool = False) -> None:
+        """Install unless another call did since this one saw `seen` installs: callers
+        in flight wait for one probe (or load) instead of each sending their own."""
+        with self._install_lock:
+            if self._installs == seen:
+                self._library = run(install_steps(force=force), self.client.execute_command)
+                self._installs += 1
+
     def _run(self, steps: Steps[T]) -> T:
+        seen = self._installs
         if self._library is None:
-            self._library = run(install_steps(), self.client.execute_command)
-        return run(steps, self.client.execute_command)
+            self._install_once(seen)
+            seen = self._installs
+        return run(steps, self.client.execute_command, lambda: self._install_once(seen))
 
     def install(self, *, force: bool = False) -> str:
         """Load the library unless the server has it already; returns its version."""
-        self._library = run(install_steps(force=force), self.client.execute_command)
+        self._install_once(self._installs, force=force)
+        assert self._library is not None
         return self._library
 
     def prune(self, thread_id: str | bytes, keep: int, *, dry_run: bool = False) -> PruneResult:
@@ -112,20 +127,33 @@ class AsyncPruner:
         self.client = client
         self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget)
         self._library: str | None = None
+        self._installs = 0  # how many times this pruner installed the library
+        self._install_lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncPruner:
         """A pruner over `redis.asyncio.Redis.from_url(url)`."""
         return cls(redis.asyncio.Redis.from_url(url), **kwargs)
 
+    async def _install_once(self, seen: int, *, force: bool = False) -> None:
+        """Install unless another call did since this one saw `seen` installs: callers
+        in flight wait for one probe (or load) instead of each sending their own."""
+        async with self._install_lock:
+            if self._installs == seen:
+                self._library = await arun(install_steps(force=force), self.client.execute_command)
+                self._installs += 1
+
     async def _run(self, steps: Steps[T]) -> T:
+        seen = self._installs
         if self._library is None:
-            self._library = await arun(install_steps(), self.client.execute_command)
-        return await arun(steps, self.client.execute_command)
+            await self._install_once(seen)
+            seen = self._installs
+        return await arun(steps, self.client.execute_command, lambda: self._install_once(seen))
 
     async def install(self, *, force: bool = False) -> str:
         """Load the library unless the server has it already; returns its version."""
-        self._library = await arun(install_steps(force=force), self.client.execute_command)
+        await self._install_once(self._installs, force=force)
+        assert self._library is not None
         return self._library
 
     async def prune(self, thread_id: str | bytes, keep: int, *, dry_run: bool = False) -> PruneResult:

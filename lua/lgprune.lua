@@ -30,6 +30,9 @@ Everything is validated and read before the first delete.
 ]]
 
 local VERSION = '0.1.0'
+-- Which code this is: the Python package loads the library with this set to
+-- a hash of the file, so a cheap probe tells its own code from any other.
+local BUILD = 'dev'
 -- redis.call is not reachable while the library loads, so wrap it
 local function rcall(...)
   return redis.call(...)
@@ -1096,11 +1099,15 @@ end
 -- Registered functions ---------------------------------------------------------------
 
 --[[
-lgprune_version: the library version.
-  FCALL lgprune_version 0
-  Reply: bulk string, e.g. "0.1.0".
+lgprune_version: the library version, and with BUILD which code this is.
+  FCALL lgprune_version 0 [BUILD]
+  Reply: bulk string, e.g. "0.1.0"; with BUILD, [version, build]: build is
+  "dev" for the file loaded as it is, else the hash the Python package set.
 ]]
-local function lgprune_version()
+local function lgprune_version(_, args)
+  if args[1] ~= nil and string.upper(args[1]) == 'BUILD' then
+    return { VERSION, BUILD }
+  end
   return VERSION
 end
 

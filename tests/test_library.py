@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 from helpers import checkpoint_ids, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
 
-from lgprune import LibraryVersionError, Pruner
-from lgprune.library import library_code, library_version
+from lgprune import AsyncPruner, LibraryVersionError, Pruner
+from lgprune.library import library_build, library_code, library_file, library_version
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_as(r: redis.Redis, version: str, extra: str = "") -> None:
-    code = library_code().replace(f"local VERSION = '{library_version()}'", f"local VERSION = '{version}'")
+def load_as(r: redis.Redis, version: str, extra: str = "", code: str | None = None) -> None:
+    code = (code or library_code()).replace(
+        f"local VERSION = '{library_version()}'", f"local VERSION = '{version}'"
+    )
     r.function_load(code + extra, replace=True)
 
 
@@ -46,9 +51,60 @@ def test_an_older_library_is_replaced(r: redis.Redis) -> None:
 
 
 def test_the_same_version_with_other_code_is_replaced(r: redis.Redis) -> None:
-    load_as(r, library_version(), extra="\n-- a local edit\n")
+    """Other code of our version: the file loaded by hand (BUILD 'dev'), or another build."""
+    for other in (library_file(), library_code().replace(library_build(), "0123456789abcdef")):
+        load_as(r, library_version(), extra="\n-- a local edit\n", code=other)
+        Pruner(r).install()
+        assert server_code(r) == library_code()
+
+
+def test_the_library_says_its_version_and_build(r: redis.Redis) -> None:
     Pruner(r).install()
-    assert server_code(r) == library_code()
+    assert r.fcall("lgprune_version", 0, "BUILD") == [library_version().encode(), library_build().encode()]
+    r.function_load(library_file(), replace=True)  # as redis-cli FUNCTION LOAD "$(cat lua/lgprune.lua)"
+    assert r.fcall("lgprune_version", 0, "BUILD") == [library_version().encode(), b"dev"]
+
+
+def command_calls(r: redis.Redis) -> dict[str, int]:
+    """Calls per command since CONFIG RESETSTAT, from INFO commandstats."""
+    return {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in r.info("commandstats").items()}
+
+
+async def test_concurrent_first_prunes_install_once_with_a_cheap_probe(
+    r: redis.Redis, redis_url: str, saver: RedisSaver
+) -> None:
+    """2,000 concurrent first prunes through one AsyncPruner: one probe of a few bytes
+    and one FUNCTION LOAD, never the library's code; after FUNCTION FLUSH, one load again."""
+    put_checkpoints(saver, "t", 3, writes=0)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(redis_url, max_connections=64)
+    client = redis.asyncio.Redis(connection_pool=pool)
+    pruner = AsyncPruner(client)
+    r.config_resetstat()
+    results = await asyncio.gather(*(pruner.prune("t", 3) for _ in range(2000)))
+    assert all(result.checkpoints_kept == 3 for result in results)
+    calls = command_calls(r)
+    assert calls.get("function|load") == 1 and "function|list" not in calls
+    assert calls["fcall"] == 2000 + 1  # the prunes and one version probe
+    r.function_flush()
+    r.config_resetstat()
+    results = await asyncio.gather(*(pruner.prune("t", 2) for _ in range(300)))
+    assert sum(result.checkpoints_deleted for result in results) == 1
+    assert command_calls(r).get("function|load") == 1
+    await client.aclose()
+
+
+def test_concurrent_threads_share_one_install(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 3, writes=0)
+    pruner = Pruner(redis.Redis(connection_pool=r.connection_pool))
+    r.config_resetstat()
+    with ThreadPoolExecutor(16) as pool:
+        assert all(kept == 3 for kept in pool.map(lambda _: pruner.prune("t", 3).checkpoints_kept, range(64)))
+    assert command_calls(r).get("function|load") == 1
+    r.function_flush()
+    r.config_resetstat()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: pruner.prune("t", 3), range(64)))
+    assert command_calls(r).get("function|load") == 1
 
 
 def test_a_newer_library_is_never_downgraded(r: redis.Redis) -> None:
