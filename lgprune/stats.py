@@ -8,6 +8,7 @@ from typing import Any
 from lgprune.calls import Options, fcall_steps
 from lgprune.commands import Steps
 from lgprune.results import as_text, reply_pairs
+from lgprune.tags import tag_param
 
 BUCKETS = (1, 5, 10, 50, 100, 1000, 10000)  # upper bounds of the histogram's bins
 
@@ -15,8 +16,9 @@ BUCKETS = (1, 5, 10, 50, 100, 1000, 10000)  # upper bounds of the histogram's bi
 @dataclass(frozen=True)
 class ThreadStats:
     thread_id: str
-    checkpoints: int
-    bytes: int  # estimated from a sample of its keys (0 when not sampled)
+    checkpoints: int  # its own, confirmed as the library confirms them
+    bytes: int  # estimated from a sample of its own keys (0 when not sampled)
+    exact: bool = True  # False: too large for one call's listing, `checkpoints` is an upper bound
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,8 @@ def bucket_label(n: int) -> str:
     return f">{BUCKETS[-1]}"
 
 
-def tag_param(thread_id: str) -> str:
-    """The query parameter that finds the TAG value RediSearch indexed for a stored
-    thread id (up to a NUL byte, the longest comma-separated piece, trimmed), as the
-    Lua library queries it. Backslashes are doubled: parameter values are unescaped."""
-    indexed = thread_id.split("\x00", 1)[0]  # TAG values are C strings
-    tag = max((piece.strip(" \t\n\r\x0b\x0c") for piece in indexed.split(",")), key=len)
-    return tag.replace("\\", "\\\\")
+SAMPLE_PAGE = 100  # index entries read per page while sampling a thread's keys
+SAMPLE_READS = 1000  # ... and at most this many per index and thread
 
 
 def _average_bytes(keys: list[Any]) -> Steps[float]:
@@ -63,6 +60,24 @@ def _average_bytes(keys: list[Any]) -> Steps[float]:
         if isinstance(size, int):
             sizes.append(size)
     return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def search_docs(reply: Any) -> tuple[int, list[tuple[Any, dict[str, str]]]]:
+    """Total and (key, returned fields) of an FT.SEARCH ... RETURN reply, RESP2 list or RESP3 map."""
+    if isinstance(reply, dict):
+        fields = {as_text(k): v for k, v in reply.items()}
+        docs = []
+        for result in fields["results"]:
+            entry = reply_pairs(result)
+            attributes = reply_pairs(entry.get("extra_attributes", {}))
+            docs.append((entry["id"], {k: as_text(v) for k, v in attributes.items()}))
+        return int(fields["total_results"]), docs
+    if not isinstance(reply, list) or not reply:
+        return 0, []
+    return int(reply[0]), [
+        (reply[i], {k: as_text(v) for k, v in reply_pairs(reply[i + 1]).items()})
+        for i in range(1, len(reply) - 1, 2)
+    ]
 
 
 def search_keys(reply: Any) -> tuple[int, list[Any]]:
@@ -75,13 +90,13 @@ def search_keys(reply: Any) -> tuple[int, list[Any]]:
     return 0, []
 
 
-def _thread_bytes(options: Options, thread_id: str, checkpoints: int, sample: int) -> Steps[int]:
-    """Estimated memory of one thread: sampled checkpoints and writes, extrapolated."""
-    total = 0.0
-    for index, expected in (
-        (options.checkpoint_prefix, checkpoints),
-        (options.checkpoint_write_prefix, None),
-    ):
+def _own_keys(index: str, thread_id: str, sample: int) -> Steps[tuple[list[Any], float]]:
+    """Up to `sample` keys of documents whose own thread_id is `thread_id` (the tag
+    query also finds case variants and comma-joined ids), and the share of the
+    tagged entries that are the thread's own."""
+    own: list[Any] = []
+    read = hits = 0
+    while len(own) < sample and read < SAMPLE_READS:
         reply = yield (
             "FT.SEARCH",
             index,
@@ -90,18 +105,29 @@ def _thread_bytes(options: Options, thread_id: str, checkpoints: int, sample: in
             "2",
             "t",
             tag_param(thread_id),
-            "NOCONTENT",
+            "RETURN",
+            "1",
+            "thread_id",
             "LIMIT",
-            "0",
-            str(sample),
+            str(read),
+            str(SAMPLE_PAGE),
             "DIALECT",
             "2",
         )
-        hits, found = search_keys(reply)
-        prefix = f"{index}:{thread_id}:"
-        keys = [k for k in found if as_text(k).startswith(prefix)]
-        count = expected if expected is not None else hits * len(keys) // max(len(found), 1)
-        total += (yield from _average_bytes(keys)) * count
+        hits, docs = search_docs(reply)
+        own += [key for key, fields in docs if fields.get("thread_id") == thread_id]
+        read += len(docs)
+        if not docs or read >= hits:
+            break
+    return own[:sample], (len(own) / read if read else 0.0) * hits
+
+
+def _thread_bytes(options: Options, thread_id: str, checkpoints: int, sample: int) -> Steps[int]:
+    """Estimated memory of one thread: samples of its own checkpoints and writes, extrapolated."""
+    keys, _ = yield from _own_keys(options.checkpoint_prefix, thread_id, sample)
+    total = (yield from _average_bytes(keys)) * checkpoints
+    keys, writes = yield from _own_keys(options.checkpoint_write_prefix, thread_id, sample)
+    total += (yield from _average_bytes(keys)) * writes
     return int(total)
 
 
@@ -109,6 +135,7 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
     """Read-only: a dry-run sweep with per-thread details, index sizes and memory samples."""
     args = [str(keep), *options.arguments(), "DRY_RUN", "DETAILS"]
     per_thread: dict[str, tuple[int, int, int]] = {}
+    inexact: set[str] = set()
     cursor, calls = "0", 0
     while True:
         reply = reply_pairs((yield from fcall_steps("lgprune_sweep", [cursor, *args])))
@@ -116,6 +143,8 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
         for entry in reply["threads"]:
             thread_id = as_text(entry[0])
             per_thread[thread_id] = (int(entry[1]), int(entry[2]), int(entry[3]))
+            if len(entry) > 4 and int(entry[4]) == 0:
+                inexact.add(thread_id)
         cursor = as_text(reply["cursor"])
         if cursor == "0":
             break
@@ -137,7 +166,7 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
     per_checkpoint = []
     for thread_id, (n, _, _) in biggest:
         size = yield from _thread_bytes(options, thread_id, n, sample)
-        top_stats.append(ThreadStats(thread_id, n, size))
+        top_stats.append(ThreadStats(thread_id, n, size, exact=thread_id not in inexact))
         if n:
             per_checkpoint.append(size / n)
     doomed = sum(d for _, d, _ in per_thread.values())
@@ -155,4 +184,10 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
         sweep_bytes=int(doomed * average),
         used_memory=used_memory,
         calls=calls,
+        notes=[
+            f"{len(inexact)} threads are larger than one call lists; their checkpoint counts are "
+            "upper bounds (case variants or comma-joined ids may be counted in)"
+        ]
+        if inexact
+        else [],
     )

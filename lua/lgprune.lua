@@ -260,7 +260,8 @@ end
 
 -- The same context with a smaller delete budget.
 local function with_budget(ctx, budget)
-  return { cp = ctx.cp, wp = ctx.wp, budget = budget, dry = ctx.dry, sweep = ctx.sweep, cap = ctx.cap }
+  return { cp = ctx.cp, wp = ctx.wp, budget = budget, dry = ctx.dry, sweep = ctx.sweep, cap = ctx.cap,
+    details = ctx.details }
 end
 
 -- Redis access ---------------------------------------------------------------
@@ -981,10 +982,14 @@ end
 -- within ctx.budget. Returns a table of counts; see lgprune_thread.
 local function prune_thread(ctx, thread, tag, rule)
   local out = { checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0,
-    checkpoints_kept = 0, delta_ancestors_kept = 0, more = 0, idle = false, listed = false }
+    checkpoints_kept = 0, delta_ancestors_kept = 0, more = 0, idle = false, listed = false, count_exact = true }
   local tagged = count_tagged(ctx, tag)
   out.checkpoints_kept = tagged
-  if tagged == 0 or (ctx.sweep and not rule.idle_before and tagged <= rule.keep) then
+  if tagged == 0 then
+    return out
+  end
+  if ctx.sweep and not ctx.details and not rule.idle_before and tagged <= rule.keep then
+    out.count_exact = false
     return out -- nothing over keep (the tag count is an upper bound)
   end
   -- the whole thread when it fits the budget, else its newest entries
@@ -1009,6 +1014,7 @@ local function prune_thread(ctx, thread, tag, rule)
     out.checkpoints_kept = #docs - done.checkpoints
   else
     out.checkpoints_kept = tagged - done.checkpoints -- an upper bound
+    out.count_exact = false
   end
   -- a partial view has more to look at whenever this call got somewhere
   if done.more or (not complete and not ctx.dry and done.checkpoints > 0) then
@@ -1211,8 +1217,10 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
              checkpoint is gone, when that checkpoint's id is older than GRACE
              (ms, default 600000: writes can be stored before their checkpoint).
   DETAILS    add `threads`: per visited thread, [thread_id, checkpoints,
-             checkpoints_deleted, keys_deleted] (checkpoints is an upper bound
-             for a thread within KEEP: its index count). For `lgprune stats`.
+             checkpoints_deleted, keys_deleted, exact]: every thread is listed
+             and its own checkpoints counted (exact 1), except one too large
+             for a call's listing (BUDGET + KEEP checkpoints), whose count is
+             an upper bound (exact 0). For `lgprune stats`.
   Threads are found by SCAN over the latest pointers (<cp>_latest:*); each
   pointer's checkpoint names its thread exactly. Threads already within KEEP
   cost one index count. Thread ids the index cannot match are skipped.
@@ -1236,6 +1244,7 @@ local function lgprune_sweep(_, args)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
   ctx.sweep = true
+  ctx.details = opts.DETAILS == true
   check_server(ctx)
   local before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS)
   local latest = ctx.cp .. '_latest:'
@@ -1283,7 +1292,7 @@ local function lgprune_sweep(_, args)
     local done = prune_thread(with_budget(ctx, left), stored, tag, rule)
     if opts.DETAILS then
       details[#details + 1] = { thread, done.checkpoints_kept + done.checkpoints_deleted,
-        done.checkpoints_deleted, done.keys_deleted }
+        done.checkpoints_deleted, done.keys_deleted, done.count_exact and 1 or 0 }
     end
     add_counts(out, done)
     left = left - done.keys_deleted

@@ -175,3 +175,22 @@ def test_stats_sizes_threads_whatever_their_ids(r: redis.Redis, saver: RedisSave
     ]
     assert all(t.bytes > 0 for t in stats.top)
     assert stats.sweep_checkpoints == 3 + 4 + 5 + 6
+
+
+def test_stats_counts_and_sizes_each_threads_own_checkpoints(r: redis.Redis, saver: RedisSaver) -> None:
+    """After pruning wang1, Wang1, a, a,b to 3 each, each holds 3, not its variants' 6."""
+    for thread_id in ("wang1", "Wang1", "a", "a,b"):
+        put_checkpoints(saver, thread_id, 7, writes=2)
+        Pruner(r).prune(thread_id, 3)
+    put_checkpoints(saver, "wang1:2025", 40, writes=2)  # a colon sibling under wang1's key prefix
+    stats = Pruner(r).stats(10, top=5)
+    by_thread = {t.thread_id: t for t in stats.top}
+    assert {t: by_thread[t].checkpoints for t in ("wang1", "Wang1", "a", "a,b")} == dict.fromkeys(
+        ("wang1", "Wang1", "a", "a,b"), 3
+    )
+    assert stats.histogram == {"2-5": 4, "11-50": 1}
+    assert all(t.exact for t in stats.top) and stats.notes == []
+    per_checkpoint = {t: by_thread[t].bytes / by_thread[t].checkpoints for t in by_thread}
+    small = [per_checkpoint[t] for t in ("wang1", "Wang1", "a", "a,b")]
+    assert min(small) > 0 and max(small) < 1.5 * min(small)  # sampled from the thread's own keys
+    assert stats.sweep_checkpoints == 30
