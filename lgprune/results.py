@@ -37,6 +37,7 @@ class PruneResult:
     checkpoints_kept: int = 0
     delta_ancestors_kept: int = 0
     calls: int = 0
+    dry_run: bool = False  # True: nothing was deleted, the counts say what would go
 
     def plus_call(self, fields: dict[str, int], *, other_threads: bool = False) -> PruneResult:
         """This result followed by one more call's reply. The kept counts are the
@@ -51,6 +52,7 @@ class PruneResult:
             checkpoints_kept=kept,
             delta_ancestors_kept=delta,
             calls=self.calls + 1,
+            dry_run=self.dry_run,
         )
 
 
@@ -69,6 +71,7 @@ class SweepResult:
     calls: int = 0
     elapsed: float = 0.0
     cursor: str = "0"
+    dry_run: bool = False  # True: nothing was deleted, the counts say what would go
 
     def plus_call(self, fields: dict[str, Any], elapsed: float) -> SweepResult:
         """This result followed by one more lgprune_sweep reply (its reply_pairs). The
@@ -86,4 +89,10 @@ class SweepResult:
                 "orphans_deleted",
             )
         }
-        return SweepResult(**counts, calls=self.calls + 1, elapsed=elapsed, cursor=as_text(fields["cursor"]))
+        return SweepResult(
+            **counts,
+            calls=self.calls + 1,
+            elapsed=elapsed,
+            cursor=as_text(fields["cursor"]),
+            dry_run=self.dry_run,
+        )

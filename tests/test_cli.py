@@ -8,11 +8,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 import redis
 from helpers import checkpoint_ids, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
+
+from lgprune import __version__ as lgprune_version
+from lgprune.embedded import EmbeddedRedis, free_port
 
 
 def lgprune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -153,10 +159,166 @@ def test_every_runs_until_sigterm_then_exits_cleanly(redis_url: str, saver: Redi
         assert process.stdout is not None
         first = process.stdout.readline()
         second = process.stdout.readline()  # a second sweep a second later
-        assert first.startswith("sweep: ") and "deleted 7 checkpoints" in first
-        assert second.startswith("sweep: ") and "deleted 0 checkpoints" in second
+        for line in (first, second):  # each round's line starts with its time
+            stamp, rest = line.split(" ", 1)
+            assert datetime.fromisoformat(stamp).tzinfo is not None and rest.startswith("sweep: ")
+        assert "deleted 7 checkpoints" in first and "deleted 0 checkpoints" in second
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
         process.kill()
     assert len(checkpoint_ids(saver, "cron")) == 2
+
+
+def test_every_with_json_prints_one_object_per_round(redis_url: str, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "cron", 5)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lgprune",
+            "sweep",
+            "--keep",
+            "2",
+            "--every",
+            "1s",
+            "--json",
+            "--url",
+            redis_url,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        rounds = [json.loads(process.stdout.readline()) for _ in range(2)]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+    assert [r["checkpoints_deleted"] for r in rounds] == [3, 0]
+    assert all(datetime.fromisoformat(r["time"]).tzinfo is not None for r in rounds)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["prune", "t", "--keep", "1", "--url", "http://x"], 2, "--url"),
+        (["prune", "t", "--keep", "1", "--url", "not a url"], 2, "--url"),
+        (["sweep", "--keep", "1", "--checkpoint-prefix", ""], 2, "--checkpoint-prefix"),
+        (["prune", "t", "--keep", "1", "--write-prefix", ""], 2, "--write-prefix"),
+        (["sweep", "--keep", "1", "--budget", "5"], 2, "--budget"),
+        (["sweep", "--keep", "1", "--grace", "5m"], 2, "--grace"),
+        (["prune", "t", "--keep", "-1"], 2, "--keep"),
+        (["sweep", "--keep", "1", "--idle-ttl", "soon"], 2, "--idle-ttl"),
+        (["nonsense"], 2, "nonsense"),
+        (["prune", "t", "--keep", "1", "--url", "redis://127.0.0.1:1"], 1, "connect"),
+        (["stats", "--url", "redis://127.0.0.1:1"], 1, "connect"),
+        (["sweep", "--keep", "1", "--url", "redis://127.0.0.1:1"], 1, "connect"),
+        (["install", "--url", "redis://127.0.0.1:1"], 1, "connect"),
+    ],
+)
+def test_every_error_is_one_line_naming_the_flag(args: list[str], code: int, says: str) -> None:
+    out = lgprune(*args)
+    assert out.returncode == code, out.stderr
+    assert out.stderr.startswith("lgprune: ") and out.stderr.count("\n") == 1, out.stderr
+    assert says in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
+def test_library_errors_name_the_cli_flags(redis_url: str, r: redis.Redis) -> None:
+    out = lgprune("prune", "t", "--keep", "1", "--url", redis_url)  # the saver was never set up
+    assert out.returncode == 1 and "(--checkpoint-prefix, --write-prefix)" in out.stderr
+
+
+def test_version_and_help_for_every_option() -> None:
+    out = lgprune("--version")
+    assert (out.returncode, out.stdout) == (0, f"lgprune {lgprune_version}\n")
+    for command in ("prune", "sweep", "stats", "install", "redis"):
+        page = lgprune(command, "--help", env={"COLUMNS": "200"})
+        assert page.returncode == 0, page.stderr
+        options = [line for line in page.stdout.splitlines() if line.lstrip("│ *").startswith("--")]
+        assert options, page.stdout
+        for line in options:  # a flag, its type, then words that explain it
+            assert len(line.strip("│ ").split()) > 2, line
+
+
+def test_a_thread_with_no_checkpoints_says_so(redis_url: str, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "Wang1", 3)
+    out = lgprune("prune", "wang1", "--keep", "1", "--url", redis_url)
+    assert out.returncode == 0
+    assert out.stdout == "wang1: no checkpoints found for this thread; nothing to do\n"
+    assert len(checkpoint_ids(saver, "Wang1")) == 3
+
+
+def test_a_dry_run_says_it_is_one(redis_url: str, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 3)
+    out = json.loads(lgprune("prune", "t", "--keep", "1", "--dry-run", "--json", "--url", redis_url).stdout)
+    assert (out["dry_run"], out["checkpoints_deleted"], out["calls"]) == (True, 2, 1)
+    line = lgprune("prune", "t", "--keep", "1", "--url", redis_url).stdout
+    assert "deleted 2 checkpoints" in line and line.endswith("in 1 call\n")
+    assert len(checkpoint_ids(saver, "t")) == 1
+
+
+def test_lgprune_redis_runs_a_server_until_sigterm_and_leaves_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lgprune", "redis", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        url = f"redis://127.0.0.1:{port}"
+        assert url in line, line
+        client = redis.Redis.from_url(url)
+        assert client.execute_command("MODULE", "LIST")  # search and JSON
+        out = lgprune("install", "--url", url)
+        assert out.returncode == 0, out.stderr
+        assert [p.name for p in tmp_path.iterdir()] != []  # its data directory, while it runs
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lgprune_redis_keeps_data_in_dir_across_restarts(tmp_path: Path) -> None:
+    port, data = free_port(), tmp_path / "data"
+    for round_ in range(2):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lgprune", "redis", "--port", str(port), "--dir", str(data)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None and str(port) in process.stdout.readline()
+            client = redis.Redis(port=port)
+            if round_ == 0:
+                client.set("kept", "yes")
+            else:
+                assert client.get("kept") == b"yes"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=15) == 0
+        finally:
+            process.kill()
+    assert data.is_dir()
+
+
+def test_lgprune_redis_on_a_busy_port_fails_in_one_line() -> None:
+    with EmbeddedRedis() as server:
+        out = lgprune("redis", "--port", str(server.port))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_an_embedded_server_never_started_leaves_no_directory(tmp_path: Path) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("lgprune-redis-*"))
+    server = EmbeddedRedis()
+    server.stop()
+    del server
+    assert set(Path(tempfile.gettempdir()).glob("lgprune-redis-*")) == before
