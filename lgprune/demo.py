@@ -5,6 +5,9 @@ Run `python -m lgprune.demo` (needs `pip install lgprune[embedded]`).
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
 from typing import Any
 
 import redis
@@ -89,10 +92,16 @@ def main() -> None:
             f"case variant {THREADS[1]!r} and colon sibling {THREADS[2]!r} untouched: "
             f"{all(census(client, t) == before[t] for t in THREADS[1:])}"
         )
-        port = server.port
-        console.print(f"\nFrom redis-cli: redis-cli -p {port} FCALL lgprune_thread 0 '{THREADS[2]}' {KEEP}")
-        reply = client.fcall("lgprune_thread", 0, THREADS[2], KEEP)
-        console.print("  " + " ".join(str(x.decode() if isinstance(x, bytes) else x) for x in reply))
+        command = ["FCALL", "lgprune_thread", "0", THREADS[2], str(KEEP)]
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            console.print(f"\n{shlex.join(command)}  (sent by redis-py: redis-cli is not installed)")
+            reply = client.execute_command(*command)
+            console.print("  " + " ".join(x.decode() if isinstance(x, bytes) else str(x) for x in reply))
+            return
+        console.print(f"\n$ {shlex.join(['redis-cli', '-p', str(server.port), *command])}")
+        out = subprocess.run([cli, "-p", str(server.port), *command], capture_output=True, text=True)
+        console.print("  " + " ".join(out.stdout.split()), markup=False)
 
 
 if __name__ == "__main__":
