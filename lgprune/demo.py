@@ -96,7 +96,7 @@ def main() -> None:
         cli = shutil.which("redis-cli")
         if cli is None:
             console.print(f"\n{shlex.join(command)}  (sent by redis-py: redis-cli is not installed)")
-            reply = client.execute_command(*command)
+            reply = client.fcall("lgprune_thread", 0, THREADS[2], KEEP)
             console.print("  " + " ".join(x.decode() if isinstance(x, bytes) else str(x) for x in reply))
             return
         console.print(f"\n$ {shlex.join(['redis-cli', '-p', str(server.port), *command])}")

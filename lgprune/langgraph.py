@@ -23,6 +23,7 @@ RedisSaver's client-side implementation, with one logged warning.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -37,7 +38,7 @@ from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMet
 from langgraph.checkpoint.redis import AsyncRedisSaver, RedisSaver
 
 from lgprune.calls import check_count
-from lgprune.errors import InvalidArgumentError
+from lgprune.errors import InvalidArgumentError, LgpruneError
 from lgprune.pruner import AsyncPruner, Pruner
 from lgprune.tags import indexed_tag
 
@@ -152,7 +153,11 @@ def unusable_client(client: object, standalone: type, name: str) -> str | None:
 
 
 def warn_fallback(saver: RedisSaver | AsyncRedisSaver, reason: str) -> None:
-    """Log once per saver that it prunes client-side, and why."""
+    """Log once per saver that it prunes client-side, and why; raise when the installed
+    saver has no client-side prune to fall back to (langgraph-checkpoint-redis < 0.5)."""
+    parent = RedisSaver.prune if isinstance(saver, RedisSaver) else AsyncRedisSaver.aprune
+    if "keep_last" not in inspect.signature(parent).parameters:
+        raise LgpruneError(f"{reason}, and this langgraph-checkpoint-redis has no prune to fall back to")
     if not getattr(saver, "_fallback_warned", False):
         saver._fallback_warned = True  # type: ignore[union-attr]
         log.warning(
