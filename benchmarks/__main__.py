@@ -13,11 +13,10 @@ import redis
 
 from benchmarks import core, dimensions, hook, shapes, sweep
 from benchmarks.report import write_core, write_dimensions, write_hook, write_shapes, write_sweep
-from lgprune.embedded import any_server, docker_answers
+from lgprune.containers import any_server, requested_images
 
 RESULTS = Path(__file__).parent / "results"
 SUITES = ["core", "dimensions", "sweep", "hook", "shapes"]
-IMAGES = ["redis:8", "redis/redis-stack-server:latest"]
 
 
 def main() -> None:
@@ -27,8 +26,8 @@ def main() -> None:
     parser.add_argument(
         "--images",
         nargs="+",
-        default=IMAGES,
-        help="container images, where a Docker engine answers (results in OUT/<image>/)",
+        help="run against these container images, each of which must start (results in OUT/<image>/; "
+        "default: $LGPRUNE_IMAGES, else redis:8 where a Docker engine answers, else the embedded server)",
     )
     parser.add_argument("--runs", type=int, help="runs per contender (default 5 quick, 11 full)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where tables and plots go")
@@ -44,9 +43,10 @@ def main() -> None:
     targets: list[tuple[contextlib.AbstractContextManager[tuple[str, str]], Path]]
     if args.url:
         targets = [(contextlib.nullcontext((args.url, "--url")), args.out)]
-    elif not os.environ.get("REDIS_URL") and docker_answers():
+    elif not os.environ.get("REDIS_URL") and (args.images or requested_images()):
+        images = args.images or requested_images()
         targets = [
-            (any_server(image), args.out / image.replace("/", "_").replace(":", "_")) for image in args.images
+            (any_server(image), args.out / image.replace("/", "_").replace(":", "_")) for image in images
         ]
     else:
         targets = [(any_server(), args.out)]

