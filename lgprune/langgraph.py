@@ -152,12 +152,15 @@ def unusable_client(client: object, standalone: type, name: str) -> str | None:
     return f"the saver's client is a {type(client).__module__}.{kind}, not a {name}"
 
 
-def warn_fallback(saver: RedisSaver | AsyncRedisSaver, reason: str) -> None:
-    """Log once per saver that it prunes client-side, and why; raise when the installed
-    saver has no client-side prune to fall back to (langgraph-checkpoint-redis < 0.5)."""
-    parent = RedisSaver.prune if isinstance(saver, RedisSaver) else AsyncRedisSaver.aprune
+def require_client_side_prune(parent: Any, reason: str) -> None:
+    """Raise unless the installed saver has a prune(keep_last=...) to fall back to
+    (langgraph-checkpoint-redis 0.5 and later)."""
     if "keep_last" not in inspect.signature(parent).parameters:
         raise LgpruneError(f"{reason}, and this langgraph-checkpoint-redis has no prune to fall back to")
+
+
+def warn_fallback(saver: RedisSaver | AsyncRedisSaver, reason: str) -> None:
+    """Log once per saver that it prunes client-side, and why."""
     if not getattr(saver, "_fallback_warned", False):
         saver._fallback_warned = True  # type: ignore[union-attr]
         log.warning(
@@ -232,6 +235,7 @@ class PruningRedisSaver(RedisSaver):
             self.pruner.prune_many(thread_ids, keep)
             return
         assert self.fallback is not None
+        require_client_side_prune(RedisSaver.prune, self.fallback)
         warn_fallback(self, self.fallback)
         super().prune(thread_ids, keep_last=keep)
 
@@ -355,6 +359,7 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
             await self.pruner.prune_many(thread_ids, keep)
             return
         assert self.fallback is not None
+        require_client_side_prune(AsyncRedisSaver.aprune, self.fallback)
         warn_fallback(self, self.fallback)
         await super().aprune(thread_ids, keep_last=keep)
 
