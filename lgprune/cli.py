@@ -14,7 +14,8 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -257,6 +258,14 @@ def sweep(
     budget: Budget = None,
     as_json: AsJson = False,
     every: Every = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="After each sweep, write its metrics here in the Prometheus textfile format "
+            "(node_exporter), atomically. Needs lgprune[serve].",
+            show_default=False,
+        ),
+    ] = None,
     checkpoint_prefix: CheckpointPrefix = "checkpoint",
     write_prefix: WritePrefix = "checkpoint_write",
 ) -> None:
@@ -267,21 +276,34 @@ def sweep(
         _fail(InvalidArgumentError("--grace applies to --orphans only"))
     with _errors():
         pruner = _pruner(url, checkpoint_prefix, write_prefix, budget)
+    record: Callable[..., None] | None = None
+    if metrics_file is not None:
+        try:
+            from lgprune.textfile import write_sweep_metrics
+
+            record = write_sweep_metrics
+        except ImportError:
+            _fail(RuntimeError("--metrics-file needs prometheus-client: pip install lgprune[serve]"))
     stopping = threading.Event()
     if every is not None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stopping.set())
     while True:
+        started = time.time()
         try:
             result = _one_sweep(pruner, keep, dry_run, orphans, idle_ttl, max_age, grace, as_json, stopping)
         except _Stop:
             typer.echo("lgprune: stopped by signal after the current call", err=True)
             return
         except (LgpruneError, redis.RedisError, OSError) as error:
+            if record is not None and metrics_file is not None:
+                record(metrics_file, None, started=started, error=True)
             if every is None:
                 _fail(error)
             typer.echo(f"lgprune: {_now()} {_cli_message(error)} (retrying in {every:g} s)", err=True)
             result = None
+        if result is not None and record is not None and metrics_file is not None:
+            record(metrics_file, result, started=started, error=False)
         if result is not None:
             if as_json:
                 stamp = {"time": _now()} if every is not None else {}
@@ -421,6 +443,93 @@ def run_redis(
     finally:
         server.stop()
     typer.echo("lgprune: Redis stopped", err=True)
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@app.command()
+def serve(
+    url: Url = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; other than loopback needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8181,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the token from this file (default: $LGPRUNE_TOKEN). Without a token the "
+            "service listens on loopback only.",
+            show_default=False,
+        ),
+    ] = None,
+    sweep_keep: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="With --sweep-every: the --keep of the scheduled sweep.", show_default=False
+        ),
+    ] = None,
+    sweep_every: Annotated[
+        float | None, _duration("Sweep on this schedule (e.g. 1h), one sweep at a time.")
+    ] = None,
+    idle_ttl: IdleTtl = None,
+    max_age: MaxAge = None,
+    orphans: Annotated[
+        bool, typer.Option("--orphans", help="The scheduled sweep also deletes orphans.")
+    ] = False,
+    checkpoint_prefix: CheckpointPrefix = "checkpoint",
+    write_prefix: WritePrefix = "checkpoint_write",
+) -> None:
+    """Serve the HTTP API (prune, sweep, stats), Prometheus /metrics and a status page at /.
+    Needs `pip install lgprune[serve]`. SIGTERM/SIGINT finish the current call, then stop."""
+    try:
+        import uvicorn
+
+        from lgprune.http import SweepPlan, create_app
+    except ImportError as error:
+        _fail(RuntimeError(f"lgprune serve needs `pip install lgprune[serve]` ({error})"))
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as error:
+            _fail(InvalidArgumentError(f"--token-file: {error}"))
+        if not token:
+            _fail(InvalidArgumentError(f"--token-file {token_file} is empty"))
+    else:
+        token = os.environ.get("LGPRUNE_TOKEN", "").strip()
+    if not token and host not in LOOPBACK:
+        _fail(InvalidArgumentError(f"--host {host} needs a token ($LGPRUNE_TOKEN or --token-file)"))
+    if (sweep_keep is None) != (sweep_every is None):
+        _fail(InvalidArgumentError("--sweep-keep and --sweep-every go together"))
+    plan = None
+    if sweep_keep is not None:
+        plan = SweepPlan(keep=sweep_keep, idle_ttl=idle_ttl, max_age=max_age, orphans=orphans)
+    with _errors():
+        import redis.asyncio
+
+        from lgprune.pruner import AsyncPruner
+
+        text = url or os.environ.get("REDIS_URL") or DEFAULT_URL
+        try:
+            client = redis.asyncio.Redis.from_url(text)
+        except ValueError as error:
+            raise InvalidArgumentError(f"--url {text!r} is not a Redis URL: {error}") from None
+        pruner = AsyncPruner(
+            client, checkpoint_prefix=checkpoint_prefix, checkpoint_write_prefix=write_prefix
+        )
+    web = create_app(pruner, token or None, sweep=plan, sweep_every=sweep_every)
+    config = uvicorn.Config(web, host=host, port=port, log_level="info", access_log=False)
+    server = uvicorn.Server(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # uvicorn shuts down gracefully on these, then raises them again for the handlers it
+        # found: ours, so that a clean stop exits 0 (as `sweep --every` does)
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run()
+    except (OSError, SystemExit) as error:
+        _fail(RuntimeError(f"could not serve on {host}:{port}: {error}"))
+    if not server.started:
+        _fail(RuntimeError(f"could not serve on {host}:{port}"))
 
 
 def main() -> None:
