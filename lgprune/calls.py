@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -138,6 +139,17 @@ def _many_loop(ids: list[ThreadId], tail: list[str], dry_run: bool) -> Steps[Pru
             return result  # no progress is possible: keep what is left
         start += fields["next"] - 1 if fields["next"] else len(batch)
     return result
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '30d', '12h', '90m', '45s', '2w' or a plain number of seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise InvalidArgumentError(f"{text!r} is not a duration like 30d, 12h, 90m or 45s")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
 
 
 def to_ms(name: str, value: Duration | None) -> int | None:

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lgprune import __version__
+from lgprune import __version__, calls
 from lgprune.calls import MIN_BUDGET
 from lgprune.errors import InvalidArgumentError, LgpruneError
 from lgprune.pruner import Pruner
@@ -189,11 +189,10 @@ def prune(
 
 def parse_duration(text: str) -> float:
     """Seconds in '30d', '12h', '90m', '45s', '2w' or a plain number of seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if not match or float(match.group(1)) <= 0:
-        raise typer.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m or 45s")
-    return float(match.group(1)) * units[match.group(2) or "s"]
+    try:
+        return calls.parse_duration(text)
+    except InvalidArgumentError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 def _duration(help_text: str) -> Any:

@@ -44,6 +44,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
+from lgprune.calls import parse_duration
 from lgprune.errors import InvalidArgumentError, LgpruneError
 from lgprune.pruner import AsyncPruner
 from lgprune.results import PruneResult, SweepResult
@@ -81,16 +82,6 @@ class SweepPlan:
     orphans: bool = False
     grace: float | None = None
     dry_run: bool = False
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '30d', '12h', '90m', '45s', '2w' or a plain number of seconds."""
-    from lgprune.cli import parse_duration as cli_parse
-
-    try:
-        return cli_parse(text)
-    except Exception:
-        raise InvalidArgumentError(f"{text!r} is not a duration like 30d, 12h, 90m or 45s") from None
 
 
 @dataclass

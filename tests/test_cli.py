@@ -234,7 +234,7 @@ def test_library_errors_name_the_cli_flags(redis_url: str, r: redis.Redis) -> No
 def test_version_and_help_for_every_option() -> None:
     out = lgprune("--version")
     assert (out.returncode, out.stdout) == (0, f"lgprune {lgprune_version}\n")
-    for command in ("prune", "sweep", "stats", "install", "redis"):
+    for command in ("prune", "sweep", "stats", "install", "redis", "serve"):
         page = lgprune(command, "--help", env={"COLUMNS": "200"})
         assert page.returncode == 0, page.stderr
         options = [line for line in page.stdout.splitlines() if line.lstrip("│ *").startswith("--")]
