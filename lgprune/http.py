@@ -53,6 +53,7 @@ from lgprune.status_page import render_status
 
 MAX_THREAD_ID = 65536  # characters; the library refuses ids over 4,096 bytes with its own message
 RECENT_SWEEPS = 50  # sweeps kept for GET /sweeps
+HEALTH_PROBE_ID = "lgprune-healthz-probe"  # a dry run on it proves the modules and index answer
 
 
 class PruneRequest(BaseModel):
@@ -266,9 +267,12 @@ class Service:
             return stats
 
     async def redis_up(self) -> tuple[bool, str]:
+        """Whether Redis answers and can prune (modules, library, the saver's index), and
+        the library version or why not. A dry run on an id no thread has reads one count."""
         try:
             await self.pruner.client.ping()
             version = await self.pruner.install()
+            await self.pruner.prune(HEALTH_PROBE_ID, 0, dry_run=True)
         except (redis.RedisError, LgpruneError, OSError) as error:
             self.metrics.redis_up.set(0)
             return False, one_line(error)

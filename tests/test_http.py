@@ -23,7 +23,7 @@ from helpers import checkpoint_ids, put_checkpoints, snapshot
 from langgraph.checkpoint.redis import RedisSaver
 from prometheus_client.parser import text_string_to_metric_families
 
-from lgprune.embedded import free_port
+from lgprune.embedded import EmbeddedRedis, free_port
 
 TOKEN = "t0ken-for-tests"
 HOSTILE = ["", "a/b", "x} | @thread_id:{*", "ünï cödé", "Wang1", "wang1", "a,b", "a"]
@@ -371,6 +371,18 @@ def test_redis_down_is_a_503_in_one_line() -> None:
         assert status == 200 and "Redis does not answer" in page
     finally:
         stop(service)
+
+
+def test_a_server_without_the_modules_is_unhealthy() -> None:
+    with EmbeddedRedis(modules=False) as bare:
+        service = start(bare.url)
+        try:
+            status, answer = service.call("GET", "/healthz", token=None)
+            assert status == 503 and "module" in answer["error"] and "\n" not in answer["error"]
+            status, text = service.call("GET", "/metrics", token=None)
+            assert status == 200 and "lgprune_redis_up 0.0" in text
+        finally:
+            stop(service)
 
 
 def test_a_public_host_without_a_token_is_refused(redis_url: str) -> None:
