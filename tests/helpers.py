@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import operator
+import os
+import subprocess
+import sys
 import time
 import uuid
 from importlib.metadata import version
@@ -172,6 +175,20 @@ def checkpoint_ids(saver: RedisSaver, thread_id: str, ns: str = "") -> list[str]
 
 def states_by_checkpoint(app: CompiledStateGraph[Any], thread_id: str, ids: list[str]) -> dict[str, Any]:
     return {cid: fingerprint(app.get_state(config_of(thread_id, cid), subgraphs=True)) for cid in ids}
+
+
+# --- the command line ---------------------------------------------------------------
+
+
+def lgprune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m lgprune ARGS` as a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "lgprune", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
 
 
 # --- raw data -------------------------------------------------------------------

@@ -14,21 +14,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import checkpoint_ids, put_checkpoints
+from helpers import checkpoint_ids, lgprune, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import __version__ as lgprune_version
 from lgprune.embedded import EmbeddedRedis, free_port
-
-
-def lgprune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lgprune", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-    )
 
 
 def test_prune_prints_json_and_exits_0(redis_url: str, saver: RedisSaver) -> None:

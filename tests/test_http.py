@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import checkpoint_ids, put_checkpoints, snapshot
+from helpers import checkpoint_ids, lgprune, put_checkpoints, snapshot
 from langgraph.checkpoint.redis import RedisSaver
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -466,42 +466,28 @@ def test_a_cron_sweep_writes_a_textfile_for_node_exporter(
 ) -> None:
     put_checkpoints(saver, "t", 5, writes=1)
     path = tmp_path / "textfile" / "lgprune.prom"
-    ok = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lgprune",
-            "sweep",
-            "--keep",
-            "2",
-            "--url",
-            redis_url,
-            "--metrics-file",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
+    ok = lgprune(
+        "sweep",
+        "--keep",
+        "2",
+        "--url",
+        redis_url,
+        "--metrics-file",
+        str(path),
     )
     assert ok.returncode == 0, ok.stderr
     first = metric_values(path.read_text())
     assert first[("lgprune_sweeps_total", (("outcome", "success"),))] == 1
     assert first[("lgprune_checkpoints_deleted_total", ())] == 3
     assert first[("lgprune_keys_deleted_total", ())] == 3 * 3
-    failed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lgprune",
-            "sweep",
-            "--keep",
-            "2",
-            "--url",
-            "redis://127.0.0.1:1",
-            "--metrics-file",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
+    failed = lgprune(
+        "sweep",
+        "--keep",
+        "2",
+        "--url",
+        "redis://127.0.0.1:1",
+        "--metrics-file",
+        str(path),
     )
     assert failed.returncode == 1
     second = metric_values(path.read_text())
