@@ -11,6 +11,7 @@ from lgprune.errors import (
 )
 from lgprune.pruner import AsyncPruner, Pruner
 from lgprune.results import PruneResult, SweepResult
+from lgprune.stats import Stats, ThreadStats
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,8 @@ __all__ = [
     "PruneResult",
     "Pruner",
     "ReadOnlyServerError",
+    "Stats",
     "SweepResult",
+    "ThreadStats",
     "__version__",
 ]

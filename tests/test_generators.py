@@ -1,0 +1,176 @@
+"""The sans-IO command generators, driven without Redis: what they send, and how they
+read replies, resume, stall and reinstall. (Everything else runs against a real Redis.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.exceptions import ResponseError
+
+from lgprune.calls import Options, fcall_steps, many_steps, prune_steps, sweep_steps
+from lgprune.commands import INSTALL, Steps, run
+from lgprune.errors import IndexMissingError, InvalidArgumentError, LgpruneError, ModulesMissingError
+from lgprune.library import install_steps, library_build, library_version
+from lgprune.results import reply_fields, reply_pairs
+
+
+def drive(steps: Steps[Any], replies: list[Any]) -> tuple[Any, list[tuple[Any, ...]]]:
+    """Run `steps`, answering each command with the next reply; returns (result, commands)."""
+    sent: list[tuple[Any, ...]] = []
+    answers = iter(replies)
+
+    def execute(*command: Any) -> Any:
+        sent.append(command)
+        reply = next(answers)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def install() -> None:
+        sent.append(INSTALL)
+
+    return run(steps, execute, install), sent
+
+
+def thread_reply(deleted: int, keys: int, kept: int, more: int) -> list[Any]:
+    return [
+        b"checkpoints_deleted",
+        deleted,
+        b"writes_deleted",
+        0,
+        b"keys_deleted",
+        keys,
+        b"checkpoints_kept",
+        kept,
+        b"delta_ancestors_kept",
+        0,
+        b"more",
+        more,
+    ]
+
+
+def test_a_prune_repeats_while_more_and_sums_the_calls() -> None:
+    result, sent = drive(
+        prune_steps("t", 3, dry_run=False, options=Options(budget=10)),
+        [thread_reply(5, 10, 8, 1), thread_reply(5, 10, 3, 0)],
+    )
+    assert sent == [("FCALL", "lgprune_thread", 0, "t", "3", "BUDGET", "10")] * 2
+    assert (result.checkpoints_deleted, result.keys_deleted, result.checkpoints_kept, result.calls) == (
+        10,
+        20,
+        3,
+        2,
+    )
+
+
+def test_a_prune_that_makes_no_progress_stops() -> None:
+    result, sent = drive(prune_steps("t", 3, dry_run=False, options=Options()), [thread_reply(0, 0, 9, 1)])
+    assert len(sent) == 1 and result.calls == 1
+
+
+def test_a_dry_run_is_one_call_and_says_so() -> None:
+    result, sent = drive(prune_steps("t", 0, dry_run=True, options=Options()), [thread_reply(4, 8, 0, 1)])
+    assert sent[0][-1] == "DRY_RUN" and result.dry_run and result.calls == 1
+
+
+@pytest.mark.parametrize("keep", [-1, "5", 2.5, None, True])
+def test_bad_keep_is_refused_before_anything_is_sent(keep: Any) -> None:
+    with pytest.raises(InvalidArgumentError):
+        drive(prune_steps("t", keep, dry_run=False, options=Options()), [])
+
+
+def test_many_resumes_at_the_thread_it_names() -> None:
+    first = [*thread_reply(3, 6, 4, 0)[:-2], b"next", 2]
+    second = [*thread_reply(2, 4, 1, 0)[:-2], b"next", 0]
+    result, sent = drive(many_steps(["a", "b", "c"], 1, dry_run=False, options=Options()), [first, second])
+    assert sent[0][3:7] == ("1", "3", "a", "b") and sent[1][3:6] == ("1", "2", "b")
+    assert (result.checkpoints_deleted, result.calls) == (5, 2)
+
+
+def sweep_reply(cursor: str, keys: int) -> dict[bytes, Any]:  # as RESP3 sends it
+    names = [
+        "threads_visited",
+        "threads_pruned",
+        "threads_deleted",
+        "threads_skipped",
+        "checkpoints_deleted",
+        "writes_deleted",
+        "orphans_deleted",
+    ]
+    return {b"cursor": cursor.encode(), b"keys_deleted": keys, **{n.encode(): 0 for n in names}}
+
+
+def test_a_sweep_follows_the_cursor_as_text_until_0() -> None:
+    result, sent = drive(
+        sweep_steps(5, dry_run=False, options=Options()),
+        [sweep_reply("00", 3), sweep_reply("17", 2), sweep_reply("0", 1)],
+    )
+    assert [command[3] for command in sent] == ["0", "00", "17"]  # "00" is not "0": not done
+    assert (result.keys_deleted, result.calls, result.cursor) == (6, 3, "0")
+
+
+def test_a_sweep_that_stalls_three_times_fails_without_deleting_more() -> None:
+    with pytest.raises(LgpruneError, match="no progress"):
+        drive(
+            sweep_steps(5, dry_run=False, options=Options()),
+            [sweep_reply("0", 0)] * 0 + [sweep_reply("9", 0)] * 4,
+        )
+
+
+def test_durations_become_milliseconds_and_bad_ones_are_refused() -> None:
+    _, sent = drive(
+        sweep_steps(2, dry_run=True, options=Options(), max_age=1.5, idle_ttl=60, orphans=True, grace=0.25),
+        [sweep_reply("0", 0)],
+    )
+    assert sent[0][4:] == ("2", "MAX_AGE", "1500", "IDLE_TTL", "60000", "GRACE", "250", "ORPHANS", "DRY_RUN")
+    with pytest.raises(InvalidArgumentError):
+        drive(sweep_steps(2, dry_run=True, options=Options(), max_age=-1), [])
+
+
+def test_a_lost_library_is_reinstalled_by_the_driver_once_then_called_again() -> None:
+    result, sent = drive(
+        fcall_steps("lgprune_thread", ["t", "1"]),
+        [ResponseError("ERR Function not found"), [b"more", 0]],
+    )
+    assert sent == [
+        ("FCALL", "lgprune_thread", 0, "t", "1"),
+        INSTALL,
+        ("FCALL", "lgprune_thread", 0, "t", "1"),
+    ]
+    assert result == [b"more", 0]
+    with pytest.raises(ResponseError):
+        drive(fcall_steps("x", []), [ResponseError("ERR Function not found")] * 2)
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ('LGPRUNE index "checkpoint" does not exist: run the saver\'s setup() first', IndexMissingError),
+        ("LGPRUNE this server has no RedisJSON module", ModulesMissingError),
+        ("LGPRUNE KEEP must be a non-negative integer", InvalidArgumentError),
+        ("ERR unknown command 'FCALL'", ModulesMissingError),
+    ],
+)
+def test_server_errors_map_to_exceptions(message: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        drive(fcall_steps("lgprune_thread", []), [ResponseError(message)])
+
+
+def test_install_probes_a_few_bytes_and_loads_only_when_needed() -> None:
+    ours = [library_version().encode(), library_build().encode()]
+    version, sent = drive(install_steps(), [ours])
+    assert (version, sent) == (library_version(), [("FCALL", "lgprune_version", 0, "BUILD")])
+    _, sent = drive(install_steps(), [[library_version().encode(), b"dev"], b"lgprune"])
+    assert sent[1][:3] == ("FUNCTION", "LOAD", "REPLACE")
+    _, sent = drive(install_steps(), [library_version().encode(), b"lgprune"])  # a library older than BUILD
+    assert sent[1][:3] == ("FUNCTION", "LOAD", "REPLACE")
+    major = int(library_version().split(".")[0])
+    newer = f"{major}.99.0"
+    assert drive(install_steps(), [[newer.encode(), b"x"]])[0] == newer  # never downgraded
+
+
+def test_replies_parse_the_same_from_resp2_and_resp3() -> None:
+    flat = [b"a", 1, b"b", b"2"]
+    assert reply_pairs(flat) == reply_pairs({b"a": 1, b"b": b"2"}) == {"a": 1, "b": b"2"}
+    assert reply_fields(flat) == {"a": 1, "b": 2}
