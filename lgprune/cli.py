@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import redis
 import typer
@@ -51,6 +51,7 @@ app = typer.Typer(
 )
 
 DEFAULT_URL = "redis://localhost:6379"
+T = TypeVar("T")
 
 # The names the library and the Python API use in messages, as this command line spells them.
 FLAG_NAMES = {
@@ -120,17 +121,21 @@ def _errors() -> Iterator[None]:
         _fail(error)
 
 
-def _client(url: str | None) -> redis.Redis:
+def _client(url: str | None, connect: Callable[[str], T]) -> T:
+    """A client for --url (else $REDIS_URL, else the default); a malformed URL is bad input."""
     text = url or os.environ.get("REDIS_URL") or DEFAULT_URL
     try:
-        return redis.Redis.from_url(text)
+        return connect(text)
     except ValueError as error:
         raise InvalidArgumentError(f"--url {text!r} is not a Redis URL: {error}") from None
 
 
 def _pruner(url: str | None, checkpoint_prefix: str, write_prefix: str, budget: int | None) -> Pruner:
     return Pruner(
-        _client(url), checkpoint_prefix=checkpoint_prefix, checkpoint_write_prefix=write_prefix, budget=budget
+        _client(url, redis.Redis.from_url),
+        checkpoint_prefix=checkpoint_prefix,
+        checkpoint_write_prefix=write_prefix,
+        budget=budget,
     )
 
 
@@ -508,11 +513,7 @@ def serve(
 
         from lgprune.pruner import AsyncPruner
 
-        text = url or os.environ.get("REDIS_URL") or DEFAULT_URL
-        try:
-            client = redis.asyncio.Redis.from_url(text)
-        except ValueError as error:
-            raise InvalidArgumentError(f"--url {text!r} is not a Redis URL: {error}") from None
+        client = _client(url, redis.asyncio.Redis.from_url)
         pruner = AsyncPruner(
             client, checkpoint_prefix=checkpoint_prefix, checkpoint_write_prefix=write_prefix
         )

@@ -56,6 +56,18 @@ class PruneResult:
         )
 
 
+SWEEP_COUNTS = (  # the counts of an lgprune_sweep reply, summed over calls
+    "threads_visited",
+    "threads_pruned",
+    "threads_deleted",
+    "threads_skipped",
+    "checkpoints_deleted",
+    "writes_deleted",
+    "keys_deleted",
+    "orphans_deleted",
+)
+
+
 @dataclass(frozen=True)
 class SweepResult:
     """What a sweep over every thread did (or, in a dry run, would do)."""
@@ -76,19 +88,7 @@ class SweepResult:
     def plus_call(self, fields: dict[str, Any], elapsed: float) -> SweepResult:
         """This result followed by one more lgprune_sweep reply (its reply_pairs). The
         cursor stays text: "00" (stopped inside the first SCAN step) is not "0" (done)."""
-        counts = {
-            name: getattr(self, name) + int(as_text(fields[name]))
-            for name in (
-                "threads_visited",
-                "threads_pruned",
-                "threads_deleted",
-                "threads_skipped",
-                "checkpoints_deleted",
-                "writes_deleted",
-                "keys_deleted",
-                "orphans_deleted",
-            )
-        }
+        counts = {name: getattr(self, name) + int(as_text(fields[name])) for name in SWEEP_COUNTS}
         return SweepResult(
             **counts,
             calls=self.calls + 1,

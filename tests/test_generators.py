@@ -12,7 +12,7 @@ from lgprune.calls import Options, fcall_steps, many_steps, prune_steps, sweep_s
 from lgprune.commands import INSTALL, Steps, run
 from lgprune.errors import IndexMissingError, InvalidArgumentError, LgpruneError, ModulesMissingError
 from lgprune.library import install_steps, library_build, library_version
-from lgprune.results import reply_fields, reply_pairs
+from lgprune.results import SWEEP_COUNTS, reply_fields, reply_pairs
 
 
 def drive(steps: Steps[Any], replies: list[Any]) -> tuple[Any, list[tuple[Any, ...]]]:
@@ -89,16 +89,8 @@ def test_many_resumes_at_the_thread_it_names() -> None:
 
 
 def sweep_reply(cursor: str, keys: int) -> dict[bytes, Any]:  # as RESP3 sends it
-    names = [
-        "threads_visited",
-        "threads_pruned",
-        "threads_deleted",
-        "threads_skipped",
-        "checkpoints_deleted",
-        "writes_deleted",
-        "orphans_deleted",
-    ]
-    return {b"cursor": cursor.encode(), b"keys_deleted": keys, **{n.encode(): 0 for n in names}}
+    counts = {name.encode(): 0 for name in SWEEP_COUNTS}
+    return {**counts, b"cursor": cursor.encode(), b"keys_deleted": keys}
 
 
 def test_a_sweep_follows_the_cursor_as_text_until_0() -> None:
