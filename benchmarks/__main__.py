@@ -11,12 +11,19 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import core, dimensions, hook, shapes, sweep
-from benchmarks.report import write_core, write_dimensions, write_hook, write_shapes, write_sweep
+from benchmarks import core, dimensions, engine, hook, shapes, sweep
+from benchmarks.report import (
+    write_core,
+    write_dimensions,
+    write_engine,
+    write_hook,
+    write_shapes,
+    write_sweep,
+)
 from lgprune.containers import any_server, requested_images
 
 RESULTS = Path(__file__).parent / "results"
-SUITES = ["core", "dimensions", "sweep", "hook", "shapes"]
+SUITES = ["engine", "core", "dimensions", "sweep", "hook", "shapes"]
 
 
 def main() -> None:
@@ -65,6 +72,12 @@ def run_suites(args: argparse.Namespace, url: str, kind: str, out: Path) -> None
     version = client.info("server")["redis_version"]
     where = f"{kind}, Redis {version}, {platform.machine()}, Python {platform.python_version()}"
     print(f"benchmarking against {where}")
+    if "engine" in args.suites:
+        engine_runs = args.runs or (3 if args.quick else 5)
+        cases = engine.QUICK_CASES if args.quick else engine.CASES
+        write_engine(
+            out, engine.measure(client, runs=engine_runs, cases=cases), where=where, runs=engine_runs
+        )
     if "core" in args.suites:
         timings = core.measure(client, runs=runs, saver_runs=max(3, runs // 2))
         write_core(out, timings, where=where, runs=runs)

@@ -132,12 +132,13 @@ class Clones:
         return out
 
 
-def clone_threads(
-    client: redis.Redis, count: int, per_thread: int, *, writes: int = 1, fmt: str = "user:%d:chat"
-) -> Clones:
-    """`count` threads of `per_thread` checkpoints with `writes` writes each, fast:
-    the saver writes one template thread, a server-side script copies it per thread."""
+def template_items(
+    client: redis.Redis, per_thread: int, *, writes: int = 1
+) -> list[tuple[str, bytes, bytes, float]]:
+    """What the saver writes for one thread of `per_thread` checkpoints with `writes`
+    writes each, as items for `clone_items` (the template's keys are deleted)."""
     saver = RedisSaver(redis_client=client)
+    saver.setup()  # also starts the saver's write registry (write_keys_zset)
     template = build_thread(saver, TEMPLATE, per_thread, writes=writes, messages=1)
     ids = [key.rsplit(":", 1)[1] for key in template.checkpoint_keys]
 
@@ -161,11 +162,26 @@ def clone_threads(
             for member, score in members:
                 items.append(("zset", placeholders(key), placeholders(member), score))
     client.delete(*template_keys)
-    batch = max(1, 4000 // len(items))
+    return items
+
+
+def clone_items(
+    client: redis.Redis, items: list[tuple[str, bytes, bytes, float]], count: int, fmt: str
+) -> Clones:
+    """Threads `fmt % i` for i < count, each a copy of the template `items`."""
+    per_call = max(1, 4000 // len(items))
     args = [part for item in items for part in item]
-    for first in range(0, count, batch):
-        client.eval(CLONE, 0, first, min(batch, count - first), fmt, *args)
+    for first in range(0, count, per_call):
+        client.eval(CLONE, 0, first, min(per_call, count - first), fmt, *args)
     return Clones(fmt, count, items)
+
+
+def clone_threads(
+    client: redis.Redis, count: int, per_thread: int, *, writes: int = 1, fmt: str = "user:%d:chat"
+) -> Clones:
+    """`count` threads of `per_thread` checkpoints with `writes` writes each, fast:
+    the saver writes one template thread, a server-side script copies it per thread."""
+    return clone_items(client, template_items(client, per_thread, writes=writes), count, fmt)
 
 
 def root_checkpoints(client: redis.Redis, thread_id: str) -> int:

@@ -12,6 +12,7 @@ from matplotlib import ticker
 
 from benchmarks.core import Timing
 from benchmarks.dimensions import Point
+from benchmarks.engine import Result
 from benchmarks.hook import HookRun
 from benchmarks.shapes import TARGET_MS, Shape
 from benchmarks.sweep import SweepRun
@@ -66,6 +67,37 @@ def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> No
     fig.tight_layout()
     fig.savefig(out / "core.png", dpi=120)
     plt.close(fig)
+
+
+def write_engine(out: Path, results: list[Result], *, where: str, runs: int) -> None:
+    """engine.md: lgprune's Redis server time against the floor's, per case, with the goals."""
+    lines = [
+        "# The engine against the floor: Redis server time",
+        "",
+        f"Server: {where}. Server time is the sum of SLOWLOG durations (`slowlog-log-slower-than 0`)",
+        "of the contender's FCALLs; the floor is a script that does nothing but UNLINK exactly the",
+        "doomed keys, known in advance (one script; 2,000 keys per script in the sweeps), index",
+        "maintenance included. Every run rebuilds the data (threads the saver wrote, cloned) and checks",
+        f"that exactly the doomed keys went. Medians of {runs} runs per contender, in alternating order;",
+        "the longest call is the longest of all runs.",
+        "",
+        "| case | lgprune ms | floor ms | x floor | goal | wall ms | floor wall ms "
+        "| longest call ms | calls | goal met |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        c = r.case
+        goal = f"<= {c.goal:g}x" + (f", calls <= {c.call_limit_ms:g} ms" if c.call_limit_ms else "")
+        calls = r.median(r.lgprune, lambda s: s.calls)
+        lines.append(
+            f"| {c.name}: {c.what} | {r.median(r.lgprune, lambda s: s.server_ms):.1f} "
+            f"| {r.median(r.floor, lambda s: s.server_ms):.1f} | {r.ratio:.2f} | {goal} "
+            f"| {r.median(r.lgprune, lambda s: s.wall_ms):.1f} "
+            f"| {r.median(r.floor, lambda s: s.wall_ms):.1f} "
+            f"| {r.longest_ms:.1f} | {calls:g} | {'yes' if r.within_goal else '**no**'} |"
+        )
+    lines += ["", FOOTER, ""]
+    (out / "engine.md").write_text("\n".join(lines))
 
 
 def write_sweep(out: Path, runs: list[SweepRun], *, where: str, per_thread: int, keep: int) -> None:

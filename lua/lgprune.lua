@@ -56,23 +56,44 @@ local DEFAULT_GRACE_MS = 600000 -- orphans younger than this may still be in fli
 local UUID_EPOCH = 122192928000000000 -- 1582-10-15 to 1970-01-01 in 100 ns
 
 -- Errors -------------------------------------------------------------------
+-- Every error reply is "LGPRUNE <CODE> <message>"; the Python package maps
+-- the code (never the wording) to an exception class:
+--   BADARG    an argument, option or thread id lgprune refuses
+--   NOINDEX   the saver's index does not exist (or the prefixes are not the saver's)
+--   NOMODULE  the server lacks the search or JSON module
+--   BADDATA   a stored document lgprune cannot read
+--   PARTIAL   a search answered partially (a timeout?): try again
 
 local Failure = {}
 
--- Abort the call with 'LGPRUNE <msg>'. Only ever raised before the first write.
-local function fail(msg)
-  error(setmetatable({ msg = msg }, Failure), 0)
+-- Abort the call with "LGPRUNE <code> <msg>". Only ever raised before the first write.
+local function fail(code, msg)
+  error(setmetatable({ code = code, msg = msg }, Failure), 0)
 end
+
+-- Raised when a fact cached from an earlier call, the search result cap, no
+-- longer holds. Before the call's first write it is run again from scratch;
+-- after one (a sweep or lgprune_many that finished some threads, each whole)
+-- the call ends with a PARTIAL error and the caller repeats it.
+local Stale = {}
+local deleted_this_call = { keys = 0 } -- keys UNLINKed by the current call
 
 -- Wrap a registered function so that fail() becomes a clean error reply.
 local function entry(body)
   return function(keys, args)
+    deleted_this_call.keys = 0
     local ok, res = pcall(body, keys, args)
+    if not ok and res == Stale and deleted_this_call.keys == 0 then
+      ok, res = pcall(body, keys, args)
+    elseif not ok and res == Stale then
+      res = setmetatable({ code = 'PARTIAL', msg = 'the search result cap (MAXSEARCHRESULTS) was lowered '
+        .. 'while this call ran; the threads it finished were pruned whole: call again' }, Failure)
+    end
     if ok then
       return res
     end
     if getmetatable(res) == Failure then
-      return redis.error_reply('LGPRUNE ' .. res.msg)
+      return redis.error_reply('LGPRUNE ' .. res.code .. ' ' .. res.msg)
     end
     error(res, 0)
   end
@@ -94,7 +115,7 @@ end
 -- Parse a non-negative decimal integer; values above `max` are clamped to it.
 local function parse_count(name, s, max)
   if type(s) ~= 'string' or not s:match('^%d+$') then
-    fail(name .. ' must be a non-negative integer, got ' .. show(s))
+    fail('BADARG', name .. ' must be a non-negative integer, got ' .. show(s))
   end
   local n = tonumber(s)
   if n > max then
@@ -151,9 +172,12 @@ local function tag_param(tag)
   return (tag:gsub('\\', '\\\\'))
 end
 
--- The stored id of a thread id and the query parameter that finds its tag,
--- or nil and why it cannot be pruned.
-local function thread_key(thread_id)
+-- The thread a thread id names, as a record: `id` as stored, `tag` the query
+-- parameter that finds its TAG value, `plain` when that value is the whole
+-- id (no comma, NUL or edge white space): then no other thread's tag is its
+-- case-folded equal and shorter, which key-form proofs rely on. Or nil and
+-- why it cannot be pruned.
+local function thread_record(thread_id)
   if thread_id == nil then
     return nil, 'missing thread id'
   end
@@ -173,16 +197,16 @@ local function thread_key(thread_id)
     return nil, 'thread id ' .. show(thread_id) .. ' has nothing RediSearch indexes '
       .. '(only commas and white space before any NUL byte), so its checkpoints cannot be found'
   end
-  return stored, tag_param(tag)
+  return { id = stored, tag = tag_param(tag), plain = tag == stored }
 end
 
--- thread_key, failing the call for an id that cannot be pruned.
+-- thread_record, failing the call for an id that cannot be pruned.
 local function check_thread(thread_id)
-  local stored, tag = thread_key(thread_id)
-  if not stored then
-    fail(tag)
+  local thread, why = thread_record(thread_id)
+  if not thread then
+    fail('BADARG', why)
   end
-  return stored, tag
+  return thread
 end
 
 -- Milliseconds since the Unix epoch in a uuid6 checkpoint id; nil for other ids.
@@ -210,14 +234,14 @@ local function parse_options(args, first, spec)
     local name = string.upper(args[i])
     local kind = spec[name]
     if kind == nil then
-      fail('unknown option ' .. show(args[i]))
+      fail('BADARG', 'unknown option ' .. show(args[i]))
     elseif kind == 'flag' then
       opts[name] = true
       i = i + 1
     else
       local value = args[i + 1]
       if value == nil then
-        fail(name .. ' needs a value')
+        fail('BADARG', name .. ' needs a value')
       end
       if kind == 'count' then
         opts[name] = parse_count(name, value, MAX_BUDGET)
@@ -237,13 +261,14 @@ local function context(opts)
   local cp = opts.CHECKPOINT_PREFIX or 'checkpoint'
   local wp = opts.WRITE_PREFIX or 'checkpoint_write'
   if cp == '' or wp == '' then
-    fail('prefixes must not be empty')
+    fail('BADARG', 'prefixes must not be empty')
   end
   local budget = opts.BUDGET or DEFAULT_BUDGET
   if budget < MIN_BUDGET then
-    fail('BUDGET must be at least ' .. MIN_BUDGET)
+    fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
   end
-  return { cp = cp, wp = wp, budget = budget, dry = opts.DRY_RUN == true }
+  -- `checked` is shared by the copies with_budget makes: what one thread proved holds for the call
+  return { cp = cp, wp = wp, budget = budget, dry = opts.DRY_RUN == true, checked = {} }
 end
 
 -- What to keep: KEEP newest per namespace; with MAX_AGE also every
@@ -258,10 +283,75 @@ local function policy(keep_arg, opts)
   }
 end
 
--- The same context with a smaller delete budget.
+-- The same context with a smaller delete budget (the rest read through).
 local function with_budget(ctx, budget)
-  return { cp = ctx.cp, wp = ctx.wp, budget = budget, dry = ctx.dry, sweep = ctx.sweep, cap = ctx.cap,
-    details = ctx.details }
+  return setmetatable({ budget = budget }, { __index = ctx })
+end
+
+-- Keys -----------------------------------------------------------------------
+-- Every key name lgprune reads or deletes is built here (nothing else joins
+-- key parts): `thread` is a thread record, ns and id as stored.
+
+-- <cp>:<thread>: the start of the keys of a thread's checkpoints.
+local function thread_prefix(ctx, thread)
+  return ctx.cp .. ':' .. thread.id .. ':'
+end
+
+-- <cp>:<thread>:<ns>: the start of the keys of a namespace's checkpoints.
+local function checkpoint_prefix(ctx, thread, ns)
+  return thread_prefix(ctx, thread) .. ns .. ':'
+end
+
+-- <cp>:<thread>:<ns>:<id>, a checkpoint.
+local function checkpoint_key(ctx, thread, ns, id)
+  return checkpoint_prefix(ctx, thread, ns) .. id
+end
+
+-- <wp>:<thread>:<ns>:<id>: the start of every write key of a checkpoint.
+local function write_prefix(ctx, thread, d)
+  return ctx.wp .. ':' .. thread.id .. ':' .. d.ns .. ':' .. d.id .. ':'
+end
+
+-- write_keys_zset:<thread>:<ns>:<id>, the saver's registry of a checkpoint's writes.
+local function registry_key(thread, d)
+  return ZSET_PREFIX .. ':' .. thread.id .. ':' .. d.ns .. ':' .. d.id
+end
+
+-- <cp>_latest:<thread>:<ns>, the key of a namespace's newest checkpoint.
+local function latest_key(ctx, thread, ns)
+  return ctx.cp .. '_latest:' .. thread.id .. ':' .. ns
+end
+
+-- <cp>_latest:, the start of every latest pointer (a sweep's SCAN looks for them).
+local function latest_start(ctx)
+  return ctx.cp .. '_latest:'
+end
+
+-- The checkpoint whose writes registry `key` (write_keys_zset:<stem>) lists,
+-- and the start of those writes' keys: <cp>:<stem>, <wp>:<stem>: (the stem
+-- <thread>:<ns>:<id> is not split: its parts hold colons).
+local function registry_owner(ctx, key)
+  local stem = key:sub(#ZSET_PREFIX + 2)
+  return ctx.cp .. ':' .. stem, ctx.wp .. ':' .. stem .. ':'
+end
+
+-- Whether s begins with prefix.
+local function starts_with(s, prefix)
+  return s:sub(1, #prefix) == prefix
+end
+
+-- The doc of a root checkpoint key: the key must be exactly <prefix><id>
+-- (prefix = checkpoint_prefix(thread, ROOT_NS)) with a non-empty id free of
+-- colons, a form no other thread's key can take when the key was found by
+-- a query on the thread's tag and, for a thread that is not plain, the root
+-- namespace: another thread's extra ':'-separated part would leave a colon in
+-- <id>, and a thread cut short at one of our colons has a shorter (case-folded)
+-- tag, unlike ours when ours is the whole id. Else nil.
+local function root_doc(key, prefix)
+  if starts_with(key, prefix) and #key > #prefix and not key:find(':', #prefix + 1, true) then
+    return { key = key, ns = ROOT_NS, id = key:sub(#prefix + 1) }
+  end
+  return nil
 end
 
 -- Redis access ---------------------------------------------------------------
@@ -271,19 +361,29 @@ local function error_text(err)
   return tostring(type(err) == 'table' and err.err or err)
 end
 
+-- What earlier calls learnt of this server (the library's state lives until
+-- it is loaded again): the JSON module answers; the search result cap.
+local server = { json = false, cap = nil }
+
 -- FT.SEARCH with the server's errors turned into ones that say what to do.
+-- Every search runs before the call's first write (see delete_doomed), so a
+-- cap lowered since it was cached restarts the call, having changed nothing.
 local function search(args)
   local ok, res = pcall(rcall, 'FT.SEARCH', unpack(args))
   if ok then
     return res
   end
   local err = error_text(res)
+  if server.cap and err:find('LIMIT exceeds maximum', 1, true) then
+    server.cap = nil
+    error(Stale, 0)
+  end
   if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
-    fail('index ' .. show(args[1]) .. ' does not exist: run the saver\'s setup() first, '
+    fail('NOINDEX', 'index ' .. show(args[1]) .. ' does not exist: run the saver\'s setup() first, '
       .. 'or pass the prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)')
   end
   if err:find('nknown', 1, true) and err:find('command', 1, true) then
-    fail('this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
+    fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
       .. '(search and JSON modules)')
   end
   error(res, 0)
@@ -296,7 +396,7 @@ local function require_json(ctx)
   if not ok then
     local text = error_text(err)
     if text:find('nknown', 1, true) and text:find('command', 1, true) then
-      fail('this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
+      fail('NOMODULE', 'this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
         .. '(search and JSON modules)')
     end
     error(err, 0)
@@ -315,16 +415,22 @@ local function result_cap(ctx)
 end
 
 -- The server checks every entry point makes before it plans: the JSON
--- module answers, and ctx.cap holds the search result cap.
+-- module answers, and ctx.cap holds the search result cap. Both are probed
+-- once per library load (modules do not unload; a changed cap is caught by
+-- `search`).
 local function check_server(ctx)
-  require_json(ctx)
-  ctx.cap = result_cap(ctx)
+  if not server.json then
+    require_json(ctx)
+    server.json = true
+  end
+  server.cap = server.cap or result_cap(ctx)
+  ctx.cap = server.cap
 end
 
--- How many index entries carry the thread's tag (a superset of the thread:
--- the tag matches case-insensitively).
-local function count_tagged(ctx, tag)
-  local res = search({ ctx.cp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag,
+-- How many index entries match `query` (default: the thread's tag, a superset
+-- of the thread: the tag matches case-insensitively).
+local function count_tagged(ctx, thread, query)
+  local res = search({ ctx.cp, query or '@thread_id:{$t}', 'PARAMS', '2', 't', thread.tag,
     'NOCONTENT', 'LIMIT', '0', '0', 'TIMEOUT', '0', 'DIALECT', '2' })
   return res[1]
 end
@@ -350,7 +456,7 @@ local function search_all(args, limit, per_entry)
   local returned = (#res - 1) / per_entry
   local expected = math.min(res[1], limit)
   if returned < expected then
-    fail('the index returned ' .. returned .. ' of ' .. expected
+    fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
       .. ' entries (a search timeout?); nothing was deleted, try again')
   end
   return res
@@ -365,32 +471,24 @@ local function json_get(key, path)
   return cjson.decode(raw)[1]
 end
 
--- The doc of a root checkpoint key: the key must be exactly <prefix><id>
--- (prefix = <cp>:<thread>:__empty__:) with a non-empty id free of colons, a
--- form no other thread's key can take (see list_checkpoints). Else nil.
-local function root_doc(key, prefix)
-  if key:find(prefix, 1, true) == 1 and #key > #prefix and not key:find(':', #prefix + 1, true) then
-    return { key = key, ns = ROOT_NS, id = key:sub(#prefix + 1) }
-  end
-  return nil
-end
-
 local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
 local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 
 -- Root checkpoints of a thread too large to list whole, without sorting it:
 -- a window of the newest by checkpoint_ts, anchored at the latest pointer and
--- sized to hold more than `keep` (at most `limit`), plus a page of older
--- ones. Any listed checkpoint with `keep` newer ones listed beside it is
--- provably not among the newest `keep`, whatever was left out (the plan keeps
--- the newest `keep` listed: they are the witnesses). Returns the docs and
--- whether the witnesses are surely the true newest `keep`: the window was
--- listed whole and began before the keep-th newest id was made (the saver
--- stamps checkpoint_ts after making the id, on the same clock). Returns nil
--- when no latest pointer anchors the window.
-local function root_window(ctx, thread, tag, keep, limit)
-  local prefix = ctx.cp .. ':' .. thread .. ':' .. ROOT_NS .. ':'
-  local ok, newest = pcall(rcall, 'GET', ctx.cp .. '_latest:' .. thread .. ':' .. ROOT_NS)
+-- sized to hold more than `keep` (at most view.limit), plus a page of any
+-- view.page others (view.first when the thread is plain, else the first of
+-- the root namespace: the index answers in the order it stored them). Any
+-- listed checkpoint with `keep` newer ones listed beside it is provably not
+-- among the newest `keep`, whatever was left out (the plan keeps the newest
+-- `keep` listed: they are the witnesses). Returns the docs and whether the
+-- witnesses are surely the true newest `keep`: the window was listed whole
+-- and began before the keep-th newest id was made (the saver stamps
+-- checkpoint_ts after making the id, on the same clock). Returns nil when no
+-- latest pointer anchors the window.
+local function root_window(ctx, thread, keep, view)
+  local prefix = checkpoint_prefix(ctx, thread, ROOT_NS)
+  local ok, newest = pcall(rcall, 'GET', latest_key(ctx, thread, ROOT_NS))
   if not ok or type(newest) ~= 'string' or not root_doc(newest, prefix) then
     return nil
   end
@@ -398,9 +496,10 @@ local function root_window(ctx, thread, tag, keep, limit)
   if not read or type(ts) ~= 'number' then
     return nil
   end
-  local args = { ctx.cp, '', 'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'NOCONTENT' }
+  local args = { ctx.cp, '', 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'NOCONTENT' }
   local function query(range, n)
-    args[2] = '@thread_id:{$t} @checkpoint_ns:{$n} @checkpoint_ts:' .. range
+    -- the time range first: RediSearch then walks only the window's entries
+    args[2] = '@checkpoint_ts:' .. range .. ' @thread_id:{$t} @checkpoint_ns:{$n}'
     return search(finish_query(args, n, false))
   end
   local function count_since(lo)
@@ -408,6 +507,7 @@ local function root_window(ctx, thread, tag, keep, limit)
   end
   -- widen until the window holds more than `keep`, then narrow while it
   -- holds more than one call lists
+  local limit = view.limit
   local short, span = 0, WINDOW_START_MS
   local count = count_since(ts - span)
   while count <= keep and span < ts do
@@ -428,8 +528,8 @@ local function root_window(ctx, thread, tag, keep, limit)
   end
   local lo = ts - span
   local docs, listed = {}, {}
-  local function add(keys, first)
-    for i = first, #keys do
+  local function add(keys, last)
+    for i = 2, math.min(#keys, last + 1) do
       local doc = not listed[keys[i]] and root_doc(keys[i], prefix)
       if doc then
         listed[doc.key] = true
@@ -437,9 +537,9 @@ local function root_window(ctx, thread, tag, keep, limit)
       end
     end
   end
-  add({ newest }, 1)
+  add({ 'newest', newest }, 1)
   local window = query(string.format('[%.3f +inf]', lo), limit)
-  add(window, 2)
+  add(window, limit)
   local ids = {}
   for _, d in ipairs(docs) do
     ids[#ids + 1] = d.id
@@ -448,44 +548,63 @@ local function root_window(ctx, thread, tag, keep, limit)
   local kth = ids[keep]
   local kth_ms = kth and uuid6_ms(kth)
   local exact = window[1] <= #window - 1 and kth_ms ~= nil and kth_ms >= lo + CLOCK_SLACK_MS
-  add(query(string.format('[-inf (%.3f]', lo), limit), 2)
+  local page = view.first
+  if not page then
+    args[2] = '@thread_id:{$t} @checkpoint_ns:{$n}'
+    page = search(finish_query(args, view.page, false))
+  end
+  add(page, view.page)
   return docs, exact
 end
 
--- The thread's checkpoints, as {key, ns, id}: all of them, or when `sorted`
--- the newest `limit` of the namespaces other than the root and, for the
--- root, a root_window under `rule` when one can be anchored (else its newest
--- `limit`). Also returns whether the root's newest KEEP are surely listed
--- (false only for a root window that cannot prove it). `tagged` is the
--- number of entries tagged with the thread's id.
+-- The thread's checkpoints, as {key, ns, id}, under a view record:
+--   limit   how many entries each listing may return;
+--   sorted  false: the thread fits `limit` and is listed whole; true: the
+--           newest `limit` of the namespaces other than the root and, for the
+--           root, a root_window under `rule` when one can be anchored (else its
+--           newest `limit`);
+--   tagged  the number of entries tagged with the thread's id;
+--   first   for a plain thread, the answer of the query on its tag alone
+--           (every tagged entry when not sorted, the first `limit` when sorted);
+--   page    how many of the root's others a root_window lists.
+-- Also returns whether the root's newest KEEP are surely listed (false only
+-- for a root window that cannot prove it).
 -- Root checkpoints are listed by key alone (NOCONTENT, the cheap path) and
--- kept only when the key is exactly <cp>:<thread>:__empty__:<id> with an id
--- free of colons: a key of any other thread id cannot have that form, since
--- its extra ':'-separated part would leave a colon in <id>. Checkpoints of
--- other namespaces are confirmed by their own thread_id and checkpoint_id
--- fields, and by the key the saver builds from them.
-local function list_checkpoints(ctx, thread, tag, limit, sorted, tagged, rule)
+-- kept only in the form root_doc proves. Checkpoints of other namespaces are
+-- confirmed by their own thread_id and checkpoint_id fields, and by the key
+-- the saver builds from them.
+local function list_checkpoints(ctx, thread, view, rule)
   local docs, exact = nil, true
-  local prefix = ctx.cp .. ':' .. thread .. ':'
-  local root_prefix = prefix .. ROOT_NS .. ':'
+  local root_prefix = checkpoint_prefix(ctx, thread, ROOT_NS)
+  local limit, sorted = view.limit, view.sorted
   if sorted and rule then
-    docs, exact = root_window(ctx, thread, tag, math.max(rule.keep, 1), limit)
+    docs, exact = root_window(ctx, thread, math.max(rule.keep, 1), view)
   end
-  local res = { tagged }
+  local others = true -- whether entries outside the root may be the thread's
   if not docs then
     docs, exact = {}, true
-    res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} @checkpoint_ns:{$n}',
-      'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'NOCONTENT' }, limit, sorted), limit, 1)
+    local res = not sorted and view.first
+    if not res then
+      res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} @checkpoint_ns:{$n}',
+        'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'NOCONTENT' }, limit, sorted), limit, 1)
+    end
+    for i = 2, #res do
+      docs[#docs + 1] = root_doc(res[i], root_prefix)
+    end
+    others = not sorted and #docs < view.tagged
   end
-  for i = 2, #res do
-    docs[#docs + 1] = root_doc(res[i], root_prefix)
+  local non_root = '@thread_id:{$t} -@checkpoint_ns:{$n}'
+  if not others and not sorted then
+    return docs, exact -- every tagged entry is one of its root checkpoints
   end
-  if not sorted and res[1] >= tagged then
-    return docs, exact -- every tagged entry is a root one
+  if sorted and search({ ctx.cp, non_root, 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS,
+    'NOCONTENT', 'LIMIT', '0', '0', 'TIMEOUT', '0', 'DIALECT', '2' })[1] == 0 then
+    return docs, exact -- no entry of the thread's tag outside the root
   end
-  res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} -@checkpoint_ns:{$n}',
-    'PARAMS', '4', 't', tag, 'n', ROOT_NS, 'RETURN', '2', 'thread_id', 'checkpoint_id' },
+  local res = search_all(finish_query({ ctx.cp, non_root,
+    'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'RETURN', '2', 'thread_id', 'checkpoint_id' },
     limit, sorted), limit, 2)
+  local prefix = thread_prefix(ctx, thread)
   for i = 2, #res, 2 do
     local key, fields = res[i], res[i + 1]
     local f = {}
@@ -493,10 +612,10 @@ local function list_checkpoints(ctx, thread, tag, limit, sorted, tagged, rule)
       f[fields[j]] = fields[j + 1]
     end
     local id = f.checkpoint_id
-    if f.thread_id == thread and id and id ~= '' and #key > #prefix + #id + 1
-      and key:sub(1, #prefix) == prefix and key:sub(-#id - 1) == ':' .. id then
+    if f.thread_id == thread.id and id and id ~= '' and #key > #prefix + #id + 1
+      and starts_with(key, prefix) and key:sub(-#id - 1) == ':' .. id then
       local ns = key:sub(#prefix + 1, #key - #id - 1)
-      if ns ~= ROOT_NS then
+      if ns ~= ROOT_NS and key == checkpoint_key(ctx, thread, ns, id) then
         docs[#docs + 1] = { key = key, ns = ns, id = id }
       end
     end
@@ -529,7 +648,7 @@ local function delta_channels(key, meta)
   end
   local ok, decoded = pcall(cjson.decode, meta)
   if not ok or type(decoded) ~= 'table' then
-    fail('checkpoint ' .. show(key) .. ' has unreadable metadata; nothing was deleted')
+    fail('BADDATA', 'checkpoint ' .. show(key) .. ' has unreadable metadata; nothing was deleted')
   end
   local counters = decoded.counters_since_delta_snapshot
   if type(counters) ~= 'table' then
@@ -570,7 +689,7 @@ local function walk_delta(ctx, thread, ns, key, needed, protect, seen, limit)
     if type(parent) ~= 'string' or parent == '' then
       return steps
     end
-    local pkey = ctx.cp .. ':' .. thread .. ':' .. ns .. ':' .. parent
+    local pkey = checkpoint_key(ctx, thread, ns, parent)
     if rcall('EXISTS', pkey) == 0 then
       local ms = uuid6_ms(parent)
       return steps, ms == nil or ms >= now_ms() - DEFAULT_GRACE_MS
@@ -639,9 +758,10 @@ local function cut(ids, keep, old_before)
 end
 
 -- Decide, from the thread's listed checkpoints, which ones go under `rule`
--- (see policy). Returns the doomed docs, oldest first within each namespace,
--- the number of delta ancestors spared, whether the thread was idle, and
--- whether a kept checkpoint rebuilds delta channels from its ancestors.
+-- (see policy). Returns the plan: `doomed`, the docs that go, oldest first
+-- within each namespace; `spared`, the number of delta ancestors kept;
+-- `idle`, whether the thread was idle; `delta`, whether a kept checkpoint
+-- rebuilds delta channels from its ancestors.
 -- `walk_limit` bounds each delta walk.
 local function plan(ctx, thread, docs, rule, walk_limit)
   -- per namespace: ids sorted ascending (plain string order, as uuid6 sorts)
@@ -687,10 +807,10 @@ local function plan(ctx, thread, docs, rule, walk_limit)
       local protect, seen = {}, {}
       -- the checkpoint the saver reads as latest (its pointer names it) stays
       -- while the namespace keeps any, whatever its id says
-      local ns_prefix = ctx.cp .. ':' .. thread .. ':' .. ns .. ':'
-      local ok, latest = pcall(rcall, 'GET', ctx.cp .. '_latest:' .. thread .. ':' .. ns)
+      local ns_prefix = checkpoint_prefix(ctx, thread, ns)
+      local ok, latest = pcall(rcall, 'GET', latest_key(ctx, thread, ns))
       local latest_id = nil
-      if ok and type(latest) == 'string' and latest:find(ns_prefix, 1, true) == 1 then
+      if ok and type(latest) == 'string' and starts_with(latest, ns_prefix) then
         latest_id = latest:sub(#ns_prefix + 1)
       end
       local metas = kept_metadata(doc, ids, last + 1, n)
@@ -702,7 +822,7 @@ local function plan(ctx, thread, docs, rule, walk_limit)
         if needed then
           local steps, unsure = walk_delta(ctx, thread, ns, key, needed, protect, seen, walk_limit)
           if not steps then
-            fail('the DeltaChannel history of ' .. show(key) .. ' is longer than '
+            fail('BADARG', 'the DeltaChannel history of ' .. show(key) .. ' is longer than '
               .. walk_limit .. ' checkpoints; raise BUDGET to prune this thread')
           end
           hold = hold or unsure
@@ -719,15 +839,10 @@ local function plan(ctx, thread, docs, rule, walk_limit)
       end
     end
   end
-  return doomed, spared, idle, delta
+  return { doomed = doomed, spared = spared, idle = idle, delta = delta }
 end
 
 -- Deleting -------------------------------------------------------------------------
-
--- The registry zset in which the saver lists the write keys of checkpoint `d`.
-local function registry_key(thread, d)
-  return ZSET_PREFIX .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id
-end
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
 -- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
@@ -753,41 +868,46 @@ local function owns(thread, d, key, prefix_len)
   local raw = rcall('JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
   local ok, f = pcall(cjson.decode, raw or 'null')
   return ok and type(f) == 'table'
-    and (f['$.thread_id'] or {})[1] == thread
+    and (f['$.thread_id'] or {})[1] == thread.id
     and (f['$.checkpoint_ns'] or {})[1] == d.ns
     and (f['$.checkpoint_id'] or {})[1] == d.id
 end
 
+-- The doomed checkpoints by the start of their write keys: `prefix` maps
+-- write_prefix(d) to d, `lengths` lists the lengths those prefixes have
+-- (usually one: root namespace, uuid ids).
+local function write_owners(ctx, thread, doomed)
+  local owners, seen = { prefix = {}, lengths = {} }, {}
+  for _, d in ipairs(doomed) do
+    local prefix = write_prefix(ctx, thread, d)
+    owners.prefix[prefix] = d
+    d.plain = thread.plain and not d.ns:find(':', 1, true) and not d.id:find(':', 1, true)
+    if not seen[#prefix] then
+      seen[#prefix] = true
+      owners.lengths[#owners.lengths + 1] = #prefix
+    end
+  end
+  return owners
+end
+
 -- Sort write keys from a writes-index answer to the doomed checkpoint each
--- belongs to: `owner` maps '<wp>:<thread>:<ns>:<id>:' to a doomed checkpoint;
--- a key counts when it starts with such a prefix and `owns` confirms it.
--- `guess` is the length of the most common prefix, tried first.
-local function match_writes(res, base, thread, owner, found, guess)
+-- belongs to (see write_owners): a key counts when it starts with a doomed
+-- checkpoint's write prefix, ending at a colon, and `owns` confirms it.
+local function match_writes(res, thread, owners, found)
+  local by_prefix, lengths = owners.prefix, owners.lengths
   for i = 2, #res do
     local key = res[i]
-    -- fast path: the usual prefix length (root namespace, uuid ids)
-    local d = owner[key:sub(1, guess)]
-    if d and not owns(thread, d, key, guess) then
-      d = nil
-    end
-    local pos = base
-    while not d do
-      pos = key:find(':', pos + 1, true)
-      if not pos then
+    for _, len in ipairs(lengths) do
+      local d = key:byte(len) == 58 and by_prefix[key:sub(1, len)] -- 58: ':'
+      if d and owns(thread, d, key, len) then
+        local list = found[d.id]
+        if not list then
+          list = {}
+          found[d.id] = list
+        end
+        list[#list + 1] = key
         break
       end
-      d = owner[key:sub(1, pos)]
-      if d and (pos == guess or not owns(thread, d, key, pos)) then
-        d = nil
-      end
-    end
-    if d then
-      local list = found[d.id]
-      if not list then
-        list = {}
-        found[d.id] = list
-      end
-      list[#list + 1] = key
     end
   end
 end
@@ -803,38 +923,45 @@ local function id_param(id)
 end
 
 -- Writes-index query args for the writes of the given checkpoints of the
--- thread tagged `tag`, by id.
-local function writes_query(ctx, tag, chunk)
-  local query, args = {}, { ctx.wp, '', 'PARAMS', tostring(2 * #chunk + 2), 't', tag }
+-- thread tagged `tag`, by id. The id clause comes first: RediSearch then
+-- walks the few entries of those ids, not every write of a large thread.
+local function writes_query(ctx, thread, chunk)
+  local query, args = {}, { ctx.wp, '', 'PARAMS', tostring(2 * #chunk + 2), 't', thread.tag }
   for i, d in ipairs(chunk) do
     query[#query + 1] = '$c' .. i
     args[#args + 1] = 'c' .. i
     args[#args + 1] = d.param
   end
-  args[2] = '@thread_id:{$t} @checkpoint_id:{' .. table.concat(query, ' | ') .. '}'
+  args[2] = '@checkpoint_id:{' .. table.concat(query, ' | ') .. '} @thread_id:{$t}'
   args[#args + 1] = 'NOCONTENT'
   return args
 end
 
--- The doomed checkpoints from position `first` on whose writes, looked up
--- together, fit in `limit` index entries: up to WRITES_CHUNK of them, halved
--- until they fit, down to one (whose writes may then take several calls).
-local function next_chunk(ctx, tag, doomed, first, limit)
-  local size = WRITES_CHUNK
+-- The writes index's answer for the doomed checkpoints from position `first`
+-- on, within `limit` entries: up to WRITES_CHUNK of them, as many as fit by
+-- `per` writes each, halved while their writes do not fit, down to one (whose
+-- writes may then take several calls). Returns the chunk, the answer, whether
+-- it was cut short and the entries read (every answer counts against `limit`).
+local function next_chunk(ctx, thread, doomed, first, limit, per)
+  local size, spent = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / math.max(per, 1)))), 0
   while true do
     local chunk = {}
     for j = first, math.min(first + size - 1, #doomed) do
       chunk[#chunk + 1] = doomed[j]
     end
-    if #chunk == 1 or search(finish_query(writes_query(ctx, tag, chunk), 0, false))[1] <= limit then
-      return chunk
+    local res = search(finish_query(writes_query(ctx, thread, chunk), limit - spent, false))
+    spent = spent + #res - 1
+    local truncated = res[1] > #res - 1
+    if #chunk == 1 or not truncated or spent >= limit then
+      return chunk, res, truncated, spent
     end
     size = math.floor(#chunk / 2)
   end
 end
 
--- Collects keys to delete and deletes them in fixed-size batches (or, in a
--- dry run, counts those that exist).
+-- Collects keys to delete; flush() deletes them in fixed-size batches (or, in
+-- a dry run, counts those that exist). Nothing is deleted before flush(), so
+-- every search of a thread runs before its first delete.
 local function sink(dry)
   local self = { pending = {}, deleted = 0 }
   function self.flush()
@@ -844,7 +971,9 @@ local function sink(dry)
       if dry then
         self.deleted = self.deleted + rcall('EXISTS', unpack(p, i, last))
       else
-        self.deleted = self.deleted + rcall('UNLINK', unpack(p, i, last))
+        local n = rcall('UNLINK', unpack(p, i, last))
+        self.deleted = self.deleted + n
+        deleted_this_call.keys = deleted_this_call.keys + n
       end
     end
     self.pending = {}
@@ -852,9 +981,6 @@ local function sink(dry)
   function self.add(key)
     local p = self.pending
     p[#p + 1] = key
-    if #p >= UNLINK_BATCH then
-      self.flush()
-    end
   end
   return self
 end
@@ -867,25 +993,29 @@ end
 -- whose id RediSearch cannot match is kept). Each key found is confirmed by
 -- `owns`. A checkpoint whose writes do not all fit loses only writes this
 -- call. Returns counts and whether doomed checkpoints remain.
-local function delete_doomed(ctx, thread, tag, doomed, whole)
+local function delete_doomed(ctx, thread, doomed, whole)
   local ckpts, writes, others = sink(ctx.dry), sink(ctx.dry), sink(ctx.dry)
   local left = ctx.dry and math.huge or ctx.budget
   local read_left = math.min(2 * ctx.budget, ctx.cap)
-  local base = #ctx.wp + #thread + 2
-  local owner, guess = {}, 0
-  local plain_thread = not thread:find('[,%z]')
-  for _, d in ipairs(doomed) do
-    local prefix = ctx.wp .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id .. ':'
-    owner[prefix] = d
-    d.plain = plain_thread and not (d.ns .. d.id):find(':', 1, true)
-    guess = #prefix
+  -- only what the budget can delete, by the first one's keys (itself, its
+  -- writes by its registry, the registry), is looked at this call
+  local trimmed = false
+  local per = #doomed > 0 and rcall('ZCARD', registry_key(thread, doomed[1])) or 0 -- writes, by the first
+  if not ctx.dry and #doomed > 0 then
+    local fit = math.floor(left / (per + 2)) + 1
+    if #doomed > fit then
+      local first = {}
+      for i = 1, fit do
+        first[i] = doomed[i]
+      end
+      doomed, trimmed = first, true
+    end
   end
+  local owners = write_owners(ctx, thread, doomed)
   local found -- the writes of every doomed checkpoint, when one query holds them
-  local thread_writes = { ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', tag, 'NOCONTENT' }
+  local thread_writes = { ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', thread.tag, 'NOCONTENT' }
   -- too many writes for one answer, by the first checkpoint's registry? then per chunk
   if #doomed > 0 and whole then
-    local first = doomed[1]
-    local per = rcall('ZCARD', registry_key(thread, first))
     whole = per * #doomed <= read_left
   end
   if #doomed > 0 and whole then
@@ -893,7 +1023,7 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
     if res[1] <= #res - 1 then
       read_left = read_left - (#res - 1)
       found = {}
-      match_writes(res, base, thread, owner, found, guess)
+      match_writes(res, thread, owners, found)
     end -- else the thread has too many writes: look them up per chunk below
   end
   if not found then -- by id: one whose id RediSearch cannot match stays, its writes unseen
@@ -906,9 +1036,9 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
     end
     doomed = findable
   end
-  local more = false
+  local more, stop = trimmed, false
   local i = 1
-  while i <= #doomed and not more do
+  while i <= #doomed and not stop do
     local chunk, chunk_found, truncated
     if found then
       chunk, chunk_found, truncated = { doomed[i] }, found, false
@@ -916,12 +1046,11 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
       more = true
       break
     else
-      chunk = next_chunk(ctx, tag, doomed, i, read_left)
-      local res = search(finish_query(writes_query(ctx, tag, chunk), read_left, false))
-      read_left = read_left - (#res - 1)
-      truncated = res[1] > #res - 1
+      local res, spent
+      chunk, res, truncated, spent = next_chunk(ctx, thread, doomed, i, read_left, per)
+      read_left = read_left - spent
       chunk_found = {}
-      match_writes(res, base, thread, owner, chunk_found, guess)
+      match_writes(res, thread, owners, chunk_found)
     end
     for _, d in ipairs(chunk) do
       local ws = chunk_found[d.id] or {}
@@ -934,13 +1063,13 @@ local function delete_doomed(ctx, thread, tag, doomed, whole)
         left = left - 1
       end
       if not fits then
-        more = true
+        more, stop = true, true
         break
       end
       ckpts.add(d.key)
       others.add(registry_key(thread, d))
       if d.newest then
-        others.add(ctx.cp .. '_latest:' .. thread .. ':' .. d.ns)
+        others.add(latest_key(ctx, thread, d.ns))
       end
       left = left - 2
     end
@@ -961,16 +1090,20 @@ end
 -- checkpoints deleted. The registry zsets record the real write keys: check
 -- those of the first doomed checkpoints that have any, before any delete.
 local function check_write_prefix(ctx, thread, doomed)
+  if ctx.checked.write_prefix then
+    return -- once per call: the saver's prefix is the same for every thread
+  end
   for i = 1, math.min(#doomed, 8) do
     local d = doomed[i]
     local member = rcall('ZRANGE', registry_key(thread, d), 0, 0)[1]
     if member then
-      local want = ctx.wp .. ':' .. thread .. ':' .. d.ns .. ':' .. d.id .. ':'
-      if member:sub(1, #want) ~= want then
-        fail('the writes of ' .. show(d.key) .. ' are stored as ' .. show(member)
+      local want = write_prefix(ctx, thread, d)
+      if not starts_with(member, want) then
+        fail('BADARG', 'the writes of ' .. show(d.key) .. ' are stored as ' .. show(member)
           .. ', not under WRITE_PREFIX ' .. show(ctx.wp) .. ': pass the saver\'s '
           .. 'checkpoint_write_prefix; nothing was deleted')
       end
+      ctx.checked.write_prefix = true
       return
     end
   end
@@ -978,12 +1111,81 @@ end
 
 -- One thread ------------------------------------------------------------------------
 
--- Prune one thread (stored id `thread`, indexed as `tag`) under `rule`
--- within ctx.budget. Returns a table of counts; see lgprune_thread.
-local function prune_thread(ctx, thread, tag, rule)
-  local out = { checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0,
-    checkpoints_kept = 0, delta_ancestors_kept = 0, more = 0, idle = false, listed = false, count_exact = true }
-  local tagged = count_tagged(ctx, tag)
+local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
+
+-- Keys a root checkpoint of the thread takes with it, judged by the newest
+-- one (the latest pointer's): itself, its registry and the writes listed there.
+local function keys_per_checkpoint(ctx, thread)
+  local prefix = checkpoint_prefix(ctx, thread, ROOT_NS)
+  local ok, newest = pcall(rcall, 'GET', latest_key(ctx, thread, ROOT_NS))
+  local doc = ok and type(newest) == 'string' and root_doc(newest, prefix)
+  if not doc then
+    return 3
+  end
+  return rcall('ZCARD', registry_key(thread, doc)) + 2
+end
+
+
+-- The counts each prune reports, in reply order (lgprune_thread and
+-- lgprune_many add `more` / `next`), at zero.
+local COUNT_FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
+  'checkpoints_kept', 'delta_ancestors_kept' }
+local function zero_counts()
+  local out = {}
+  for _, name in ipairs(COUNT_FIELDS) do
+    out[name] = 0
+  end
+  return out
+end
+
+-- The first look at a thread: how many entries carry its tag and, for a plain
+-- thread, the answer of the query on the tag alone (up to `limit` entries),
+-- which is then also its listing. Either way one pass over its entries.
+local function first_look(ctx, thread, limit)
+  if not thread.plain then
+    return count_tagged(ctx, thread), nil
+  end
+  local res = search_all(finish_query({ ctx.cp, '@thread_id:{$t}', 'PARAMS', '2', 't', thread.tag,
+    'NOCONTENT' }, limit, false), limit, 1)
+  return res[1], res
+end
+
+-- List and plan the thread under `view` (see list_checkpoints); a partial
+-- view first looks at a page sized by what the budget deletes (by the keys of
+-- the newest checkpoint), and at the whole view when that page frees nothing
+-- (DeltaChannel ancestors may hold all of it). Delta history is walked from
+-- the true newest: when the listing cannot prove it holds them, it is listed
+-- again, sorted. Returns the docs, the plan and whether the docs are the
+-- whole thread.
+local function list_and_plan(ctx, thread, view, rule)
+  view.page = view.limit
+  if view.sorted and not ctx.dry then
+    view.page = math.min(view.limit,
+      math.ceil(ctx.budget / keys_per_checkpoint(ctx, thread)) + math.min(rule.keep, view.limit) + PAGE_SLACK)
+  end
+  local docs, exact = list_checkpoints(ctx, thread, view, rule)
+  local p = plan(ctx, thread, docs, rule, ctx.budget)
+  if #p.doomed == 0 and view.page < view.limit then
+    view.page = view.limit
+    docs, exact = list_checkpoints(ctx, thread, view, rule)
+    p = plan(ctx, thread, docs, rule, ctx.budget)
+  end
+  if p.delta and not exact then
+    view.first = nil
+    docs = list_checkpoints(ctx, thread, view, nil)
+    p = plan(ctx, thread, docs, rule, ctx.budget)
+  end
+  return docs, p
+end
+
+-- Prune one thread (a thread record) under `rule` within ctx.budget.
+-- Returns the counts of lgprune_thread, plus `idle`, `listed` and
+-- `count_exact` (whether checkpoints_kept is exact) for sweeps.
+local function prune_thread(ctx, thread, rule)
+  local out = zero_counts()
+  out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
+  local limit = math.min(ctx.budget + math.min(rule.keep, ctx.cap), ctx.cap)
+  local tagged, first = first_look(ctx, thread, limit)
   out.checkpoints_kept = tagged
   if tagged == 0 then
     return out
@@ -993,52 +1195,48 @@ local function prune_thread(ctx, thread, tag, rule)
     return out -- nothing over keep (the tag count is an upper bound)
   end
   -- the whole thread when it fits the budget, else its newest entries
-  local view = math.min(tagged, ctx.budget + math.min(rule.keep, tagged), ctx.cap)
-  local complete = view >= tagged
-  local docs, exact = list_checkpoints(ctx, thread, tag, view, not complete, tagged, rule)
+  local view = { limit = math.min(tagged, limit), tagged = tagged, first = first }
+  view.sorted = view.limit < tagged
+  local docs, p = list_and_plan(ctx, thread, view, rule)
   out.listed = true
-  local doomed, spared, idle, delta = plan(ctx, thread, docs, rule, ctx.budget)
-  if delta and not exact then
-    -- delta history must be walked from the true newest: list them exactly
-    docs = list_checkpoints(ctx, thread, tag, view, true, tagged, nil)
-    doomed, spared, idle = plan(ctx, thread, docs, rule, ctx.budget)
-  end
-  check_write_prefix(ctx, thread, doomed)
-  local done = delete_doomed(ctx, thread, tag, doomed, complete)
+  check_write_prefix(ctx, thread, p.doomed)
+  local done = delete_doomed(ctx, thread, p.doomed, not view.sorted)
   out.checkpoints_deleted = done.checkpoints
   out.writes_deleted = done.writes
   out.keys_deleted = done.keys
-  out.delta_ancestors_kept = spared
-  out.idle = idle
-  if complete then
-    out.checkpoints_kept = #docs - done.checkpoints
-  else
+  out.delta_ancestors_kept = p.spared
+  out.idle = p.idle
+  if view.sorted then
     out.checkpoints_kept = tagged - done.checkpoints -- an upper bound
     out.count_exact = false
+  else
+    out.checkpoints_kept = #docs - done.checkpoints
   end
   -- a partial view has more to look at whenever this call got somewhere
-  if done.more or (not complete and not ctx.dry and done.checkpoints > 0) then
+  if done.more or (view.sorted and not ctx.dry and done.checkpoints > 0) then
     out.more = 1
   end
   return out
 end
 
--- Flatten counts into a name/value reply, in the order of `fields`.
-local THREAD_FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
-  'checkpoints_kept', 'delta_ancestors_kept', 'more' }
-local function reply(out, fields)
+-- Flatten counts into a name/value reply: COUNT_FIELDS, then `last` (when
+-- given), or the names in `fields`.
+local function reply(out, last, fields)
   local r = {}
-  for _, name in ipairs(fields) do
+  for _, name in ipairs(fields or COUNT_FIELDS) do
     r[#r + 1] = name
     r[#r + 1] = out[name]
+  end
+  if last then
+    r[#r + 1] = last
+    r[#r + 1] = out[last]
   end
   return r
 end
 
 -- Add the counts of `part` into `total`.
 local function add_counts(total, part)
-  for _, name in ipairs({ 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
-    'checkpoints_kept', 'delta_ancestors_kept' }) do
+  for _, name in ipairs(COUNT_FIELDS) do
     total[name] = (total[name] or 0) + part[name]
   end
 end
@@ -1065,7 +1263,7 @@ end
 -- A latest pointer: its target checkpoint is gone.
 local function orphan_pointer(ctx, key, before)
   local ok, target = pcall(rcall, 'GET', key)
-  if not ok or type(target) ~= 'string' or target:sub(1, #ctx.cp + 1) ~= ctx.cp .. ':' then
+  if not ok or type(target) ~= 'string' or not starts_with(target, ctx.cp .. ':') then
     return false
   end
   return rcall('EXISTS', target) == 0 and older(target:match(':([^:]*)$'), before)
@@ -1082,24 +1280,125 @@ local function orphan_write(ctx, key, before)
   if type(t) ~= 'string' or type(ns) ~= 'string' or type(id) ~= 'string' then
     return false
   end
-  local stem = t .. ':' .. ns .. ':' .. id
-  if key:sub(1, #ctx.wp + #stem + 2) ~= ctx.wp .. ':' .. stem .. ':' then
+  local thread, d = { id = t }, { ns = ns, id = id }
+  if not starts_with(key, write_prefix(ctx, thread, d)) then
     return false -- not stored where the saver would store it: not ours to judge
   end
-  return rcall('EXISTS', ctx.cp .. ':' .. stem) == 0 and older(id, before)
+  return rcall('EXISTS', checkpoint_key(ctx, thread, ns, id)) == 0 and older(id, before)
 end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
 -- the checkpoint <cp>:<stem> is gone. (Registries of other prefixes list
 -- other write keys and are left alone.)
 local function orphan_registry(ctx, key, before)
-  local stem = key:sub(#ZSET_PREFIX + 2)
+  local checkpoint, writes = registry_owner(ctx, key)
   local ok, first = pcall(rcall, 'ZRANGE', key, 0, 0)
-  if not ok or type(first[1]) ~= 'string'
-    or first[1]:sub(1, #ctx.wp + #stem + 2) ~= ctx.wp .. ':' .. stem .. ':' then
+  if not ok or type(first[1]) ~= 'string' or not starts_with(first[1], writes) then
     return false
   end
-  return rcall('EXISTS', ctx.cp .. ':' .. stem) == 0 and older(stem:match(':([^:]*)$'), before)
+  return rcall('EXISTS', checkpoint) == 0 and older(key:match(':([^:]*)$'), before)
+end
+
+-- Sweeps -----------------------------------------------------------------------------
+
+-- A sweep call's state: the counts of its reply (`out`), the threads it saw,
+-- the keys it may still delete (`left`), the visits and checks it made
+-- (`work`, in budget units) and the orphans found.
+local function sweep_state(ctx, rule, opts)
+  return {
+    ctx = ctx, rule = rule, opts = opts,
+    before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
+    out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
+      checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 },
+    seen = {}, details = {}, left = ctx.budget, work = 0, orphans = sink(ctx.dry),
+  }
+end
+
+-- The thread id a latest pointer's checkpoint names, or nil.
+local function pointer_thread(key)
+  local ok, target = pcall(rcall, 'GET', key)
+  if ok and type(target) == 'string' then
+    local read, value = pcall(json_get, target, '$.thread_id')
+    if read and type(value) == 'string' then
+      return value
+    end
+  end
+  return nil
+end
+
+-- Prune the thread of latest pointer `key` (or judge the pointer an orphan);
+-- false when the call must stop before it.
+local function sweep_pointer(sw, key)
+  local ctx, out = sw.ctx, sw.out
+  local id = pointer_thread(key)
+  if not id then
+    sw.work = sw.work + CHECK_COST
+    if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
+      sw.orphans.add(key)
+    end
+    return true
+  end
+  if sw.seen[id] then
+    return true
+  end
+  if sw.left < MIN_BUDGET then
+    return false -- this call has deleted nearly its budget: resume here
+  end
+  sw.seen[id] = true
+  sw.work = sw.work + VISIT_COST
+  out.threads_visited = out.threads_visited + 1
+  local thread = thread_record(id == EMPTY_ID and '' or id)
+  if not thread then
+    out.threads_skipped = out.threads_skipped + 1
+    return true
+  end
+  local done = prune_thread(with_budget(ctx, sw.left), thread, sw.rule)
+  if sw.opts.DETAILS then
+    sw.details[#sw.details + 1] = { id, done.checkpoints_kept + done.checkpoints_deleted,
+      done.checkpoints_deleted, done.keys_deleted, done.count_exact and 1 or 0 }
+  end
+  add_counts(out, done)
+  sw.left = sw.left - done.keys_deleted
+  if done.listed then
+    sw.work = sw.work + LIST_COST
+  end
+  if done.keys_deleted > 0 then
+    out.threads_pruned = out.threads_pruned + 1
+  end
+  if done.idle and done.more == 0 then
+    out.threads_deleted = out.threads_deleted + 1
+  end
+  -- come back to this thread only when this call got somewhere with it
+  return done.more == 0 or ctx.dry or done.keys_deleted == 0
+end
+
+-- Judge a write or registry key an orphan (ORPHANS).
+local function sweep_orphan(sw, key)
+  local ctx = sw.ctx
+  local is_write = starts_with(key, ctx.wp .. ':')
+  local is_registry = starts_with(key, ZSET_PREFIX .. ':')
+  if is_write or is_registry then
+    sw.work = sw.work + CHECK_COST
+    if (is_write and orphan_write(ctx, key, sw.before))
+      or (is_registry and orphan_registry(ctx, key, sw.before)) then
+      sw.orphans.add(key)
+    end
+  end
+end
+
+-- Visit the keys of one SCAN step; false when the call stopped inside it.
+local function sweep_keys(sw, keys)
+  local latest = latest_start(sw.ctx)
+  for _, key in ipairs(keys) do
+    if starts_with(key, latest) then
+      if not sweep_pointer(sw, key) then
+        return false -- this call deleted what its budget allowed: resume this step
+      end
+    elseif sw.opts.ORPHANS then
+      sweep_orphan(sw, key)
+    end
+  end
+  return true
 end
 
 -- Registered functions ---------------------------------------------------------------
@@ -1151,9 +1450,9 @@ local function lgprune_thread(_, args)
   local opts = parse_options(args, 3, THREAD_OPTIONS)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
-  local thread, tag = check_thread(args[1])
+  local thread = check_thread(args[1])
   check_server(ctx)
-  return reply(prune_thread(ctx, thread, tag, rule), THREAD_FIELDS)
+  return reply(prune_thread(ctx, thread, rule), 'more')
 end
 
 --[[
@@ -1168,26 +1467,25 @@ lgprune_many: lgprune_thread for several threads in one call, sharing one budget
 local function lgprune_many(_, args)
   local count = parse_count('COUNT', args[2], 2 ^ 53)
   if count < 1 or count > 1000 then
-    fail('COUNT must be 1 to 1000 thread ids, got ' .. count)
+    fail('BADARG', 'COUNT must be 1 to 1000 thread ids, got ' .. count)
   end
   local opts = parse_options(args, count + 3, THREAD_OPTIONS)
   local rule = policy(args[1], opts)
   local ctx = context(opts)
   local threads = {}
   for i = 1, count do
-    local thread, tag = check_thread(args[i + 2])
-    threads[i] = { thread, tag }
+    threads[i] = check_thread(args[i + 2])
   end
   check_server(ctx)
-  local total = { checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0,
-    checkpoints_kept = 0, delta_ancestors_kept = 0, next = 0 }
+  local total = zero_counts()
+  total.next = 0
   local left = ctx.budget
-  for i, t in ipairs(threads) do
+  for i, thread in ipairs(threads) do
     if left < MIN_BUDGET then
       total.next = i
       break
     end
-    local out = prune_thread(with_budget(ctx, left), t[1], t[2], rule)
+    local out = prune_thread(with_budget(ctx, left), thread, rule)
     add_counts(total, out)
     left = left - out.keys_deleted
     if out.more == 1 then
@@ -1195,8 +1493,7 @@ local function lgprune_many(_, args)
       break
     end
   end
-  return reply(total, { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
-    'checkpoints_kept', 'delta_ancestors_kept', 'next' })
+  return reply(total, 'next')
 end
 
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
@@ -1238,7 +1535,7 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
 local function lgprune_sweep(_, args)
   local cursor = args[1]
   if type(cursor) ~= 'string' or not cursor:match('^%d+$') then
-    fail('CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
   end
   local opts = parse_options(args, 3, SWEEP_OPTIONS)
   local rule = policy(args[2], opts)
@@ -1246,100 +1543,25 @@ local function lgprune_sweep(_, args)
   ctx.sweep = true
   ctx.details = opts.DETAILS == true
   check_server(ctx)
-  local before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS)
-  local latest = ctx.cp .. '_latest:'
+  local sw = sweep_state(ctx, rule, opts)
   local scan = { 'SCAN', cursor, 'COUNT', SCAN_COUNT }
   if not opts.ORPHANS then
-    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest) .. '*', 'COUNT', SCAN_COUNT }
+    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(ctx)) .. '*', 'COUNT', SCAN_COUNT }
   end
-  local out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
-    checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 }
-  local seen, details = {}, {}
-  local left, work = ctx.budget, 0 -- keys left to delete; visits and checks so far
-  local orphans = sink(ctx.dry)
-
-  -- Visit the thread of a latest pointer; false when the call must stop here.
-  local function visit(key)
-    local ok, target = pcall(rcall, 'GET', key)
-    local thread
-    if ok and type(target) == 'string' then
-      local read, value = pcall(json_get, target, '$.thread_id')
-      if read then
-        thread = value
-      end
-    end
-    if type(thread) ~= 'string' then
-      work = work + CHECK_COST
-      if opts.ORPHANS and orphan_pointer(ctx, key, before) then
-        orphans.add(key)
-      end
-      return true
-    end
-    if seen[thread] then
-      return true
-    end
-    if left < MIN_BUDGET then
-      return false -- this call has deleted nearly its budget: resume here
-    end
-    seen[thread] = true
-    work = work + VISIT_COST
-    out.threads_visited = out.threads_visited + 1
-    local stored, tag = thread_key(thread == EMPTY_ID and '' or thread)
-    if not stored then
-      out.threads_skipped = out.threads_skipped + 1
-      return true
-    end
-    local done = prune_thread(with_budget(ctx, left), stored, tag, rule)
-    if opts.DETAILS then
-      details[#details + 1] = { thread, done.checkpoints_kept + done.checkpoints_deleted,
-        done.checkpoints_deleted, done.keys_deleted, done.count_exact and 1 or 0 }
-    end
-    add_counts(out, done)
-    left = left - done.keys_deleted
-    if done.listed then
-      work = work + LIST_COST
-    end
-    if done.keys_deleted > 0 then
-      out.threads_pruned = out.threads_pruned + 1
-    end
-    if done.idle and done.more == 0 then
-      out.threads_deleted = out.threads_deleted + 1
-    end
-    -- come back to this thread only when this call got somewhere with it
-    return done.more == 0 or ctx.dry or done.keys_deleted == 0
-  end
-
   local finished -- whether the last SCAN step was visited whole
   while true do
     scan[2] = cursor
     local res = rcall(unpack(scan))
-    finished = true
-    for _, key in ipairs(res[2]) do
-      if key:sub(1, #latest) == latest then
-        finished = visit(key)
-      elseif opts.ORPHANS then
-        local is_write = key:sub(1, #ctx.wp + 1) == ctx.wp .. ':'
-        local is_registry = key:sub(1, #ZSET_PREFIX + 1) == ZSET_PREFIX .. ':'
-        if is_write or is_registry then
-          work = work + CHECK_COST
-          if (is_write and orphan_write(ctx, key, before))
-            or (is_registry and orphan_registry(ctx, key, before)) then
-            orphans.add(key)
-          end
-        end
-      end
-      if not finished then
-        break -- this call deleted what its budget allowed: resume this step
-      end
-    end
-    work = work + math.floor(#res[2] / 25) + 1
+    finished = sweep_keys(sw, res[2])
+    sw.work = sw.work + math.floor(#res[2] / 25) + 1
     if finished then
       cursor = res[1]
     end
-    if not finished or cursor == '0' or work + (ctx.budget - left) >= ctx.budget then
+    if not finished or cursor == '0' or sw.work + (ctx.budget - sw.left) >= ctx.budget then
       break
     end
   end
+  local out, orphans = sw.out, sw.orphans
   orphans.flush()
   out.orphans_deleted = orphans.deleted
   out.keys_deleted = out.keys_deleted + orphans.deleted
@@ -1347,10 +1569,10 @@ local function lgprune_sweep(_, args)
     cursor = '00' -- stopped inside the first step: SCAN reads '00' as 0, the caller as not done
   end
   out.cursor = cursor
-  local r = reply(out, SWEEP_FIELDS)
+  local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
     r[#r + 1] = 'threads'
-    r[#r + 1] = details
+    r[#r + 1] = sw.details
   end
   return r
 end

@@ -63,7 +63,7 @@ def test_bad_fcall_arguments_get_a_clear_error(
     r: redis.Redis, pruner: Pruner, populated: dict[bytes, bytes | None], args: list[str], message: str
 ) -> None:
     pruner.install()
-    with pytest.raises(redis.ResponseError, match=f"^LGPRUNE {message}"):
+    with pytest.raises(redis.ResponseError, match=f"^LGPRUNE BADARG {message}"):
         r.fcall("lgprune_thread", 0, *args)
     assert snapshot(r) == populated
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from lgprune.calls import Options, fcall_steps, many_steps, prune_steps, sweep_steps
-from lgprune.commands import INSTALL, Steps, run
+from lgprune.driver import INSTALL, Steps, run
 from lgprune.errors import IndexMissingError, InvalidArgumentError, LgpruneError, ModulesMissingError
 from lgprune.library import install_steps, library_build, library_version
+from lgprune.protocol import Options, fcall_steps, many_steps, prune_steps, sweep_steps
 from lgprune.results import SWEEP_COUNTS, reply_fields, reply_pairs
 
 
@@ -138,15 +138,20 @@ def test_a_lost_library_is_reinstalled_by_the_driver_once_then_called_again() ->
 @pytest.mark.parametrize(
     ("message", "error"),
     [
-        ('LGPRUNE index "checkpoint" does not exist: run the saver\'s setup() first', IndexMissingError),
-        ("LGPRUNE this server has no RedisJSON module", ModulesMissingError),
-        ("LGPRUNE KEEP must be a non-negative integer", InvalidArgumentError),
+        ('LGPRUNE NOINDEX index "checkpoint" does not exist: run setup() first', IndexMissingError),
+        ("LGPRUNE NOMODULE this server has no RedisJSON module", ModulesMissingError),
+        ("LGPRUNE BADARG KEEP must be a non-negative integer", InvalidArgumentError),
+        ("LGPRUNE PARTIAL the index returned 3 of 5 entries", LgpruneError),
+        ("LGPRUNE BADARG the word index and a module in a message", InvalidArgumentError),
         ("ERR unknown command 'FCALL'", ModulesMissingError),
     ],
 )
-def test_server_errors_map_to_exceptions(message: str, error: type[Exception]) -> None:
-    with pytest.raises(error):
+def test_server_errors_map_to_exceptions_by_their_code(message: str, error: type[Exception]) -> None:
+    with pytest.raises(error) as raised:
         drive(fcall_steps("lgprune_thread", []), [ResponseError(message)])
+    assert type(raised.value) is error
+    if message.startswith("LGPRUNE"):
+        assert str(raised.value) == message.split(" ", 2)[2]  # the message, without the code
 
 
 def test_install_probes_a_few_bytes_and_loads_only_when_needed() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lgprune.calls import Options, fcall_steps
-from lgprune.commands import Steps
+from lgprune.driver import Steps
+from lgprune.protocol import Options, fcall_steps
 from lgprune.results import as_text, reply_pairs
 from lgprune.tags import tag_param
 

@@ -33,11 +33,16 @@ class ReadOnlyServerError(LgpruneError):
     """The server is a read-only replica: prune on the primary."""
 
 
+# The library's error codes ("LGPRUNE <CODE> <message>"; see lua/lgprune.lua):
+# any other code raises the base class.
+CODES: dict[str, type[LgpruneError]] = {
+    "BADARG": InvalidArgumentError,
+    "NOINDEX": IndexMissingError,
+    "NOMODULE": ModulesMissingError,
+}
+
+
 def from_server_message(message: str) -> LgpruneError:
-    """Map an error reply of the Lua library to the matching exception."""
-    text = message.removeprefix("LGPRUNE ").strip()
-    if "does not exist" in text and "index" in text:
-        return IndexMissingError(text)
-    if "module" in text:
-        return ModulesMissingError(text)
-    return InvalidArgumentError(text)
+    """Map an error reply of the Lua library, by its code, to the matching exception."""
+    code, _, text = message.removeprefix("LGPRUNE ").strip().partition(" ")
+    return CODES.get(code, LgpruneError)(text)

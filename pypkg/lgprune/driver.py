@@ -1,4 +1,4 @@
-"""Command sequences, written once for the sync and async clients.
+"""The drivers: run command sequences (the protocol's generators) over sync and async clients.
 
 Each operation is a generator that yields Redis commands (tuples) and is sent
 back each reply, or the `ResponseError` the command raised. `run` and `arun`

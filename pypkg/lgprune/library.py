@@ -9,7 +9,7 @@ from importlib import resources
 
 from redis.exceptions import ResponseError
 
-from lgprune.commands import Steps
+from lgprune.driver import Steps
 from lgprune.errors import NO_FUNCTIONS, LibraryInstallError, LibraryVersionError, ModulesMissingError
 from lgprune.results import as_text
 

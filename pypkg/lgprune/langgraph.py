@@ -37,8 +37,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.redis import AsyncRedisSaver, RedisSaver
 
-from lgprune.calls import check_count
 from lgprune.errors import InvalidArgumentError, LgpruneError
+from lgprune.protocol import check_count
 from lgprune.pruner import AsyncPruner, Pruner
 from lgprune.tags import indexed_tag
 

@@ -26,9 +26,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lgprune import __version__, calls
-from lgprune.calls import MIN_BUDGET
+from lgprune import __version__, protocol
 from lgprune.errors import InvalidArgumentError, LgpruneError
+from lgprune.protocol import MIN_BUDGET
 from lgprune.pruner import Pruner
 from lgprune.results import PruneResult, SweepResult
 
@@ -195,7 +195,7 @@ def prune(
 def parse_duration(text: str) -> float:
     """Seconds in '30d', '12h', '90m', '45s', '2w' or a plain number of seconds."""
     try:
-        return calls.parse_duration(text)
+        return protocol.parse_duration(text)
     except InvalidArgumentError as error:
         raise typer.BadParameter(str(error)) from None
 

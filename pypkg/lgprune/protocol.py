@@ -1,4 +1,4 @@
-"""Argument checking, FCALL arguments and reply handling for the Lua functions."""
+"""The protocol of the Lua functions, sans I/O: argument checking, FCALL arguments, replies."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.exceptions import ReadOnlyError, ResponseError
 
-from lgprune.commands import INSTALL, Steps
+from lgprune.driver import INSTALL, Steps
 from lgprune.errors import (
     NO_FUNCTIONS,
     InvalidArgumentError,

@@ -9,11 +9,12 @@ from lgprune.errors import (
     ModulesMissingError,
     ReadOnlyServerError,
 )
+from lgprune.library import library_version
 from lgprune.pruner import AsyncPruner, Pruner
 from lgprune.results import PruneResult, SweepResult
 from lgprune.stats import Stats, ThreadStats
 
-__version__ = "0.1.0"
+__version__ = library_version()  # one source: VERSION in lua/lgprune.lua
 
 __all__ = [
     "AsyncPruner",

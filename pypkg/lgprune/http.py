@@ -44,8 +44,8 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
-from lgprune.calls import parse_duration
 from lgprune.errors import InvalidArgumentError, LgpruneError
+from lgprune.protocol import parse_duration
 from lgprune.pruner import AsyncPruner
 from lgprune.results import PruneResult, SweepResult
 from lgprune.stats import Stats

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 
-from lgprune.calls import Duration, Options, check_count, many_steps, prune_steps, sweep_steps
-from lgprune.commands import Steps, arun, run
+from lgprune.driver import Steps, arun, run
 from lgprune.library import install_steps
+from lgprune.protocol import Duration, Options, check_count, many_steps, prune_steps, sweep_steps
 from lgprune.results import PruneResult, SweepResult
 from lgprune.stats import Stats, stats_steps
 
