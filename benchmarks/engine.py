@@ -62,7 +62,7 @@ CASES = (
     ),
     Case(
         "sweep",
-        "sweep: 2,000 threads x 15 checkpoints x 1 write, keep 5",
+        "2,000 threads x 15 checkpoints x 1 write, keep 5",
         5,
         (Group("user:%d:chat", 2_000, 15, 1),),
         1.3,
@@ -70,7 +70,7 @@ CASES = (
     ),
     Case(
         "realistic sweep",
-        "sweep: 20,000 threads, 2,000 of 15 checkpoints, 18,000 of 4 (x 1 write), keep 5",
+        "20,000 threads, 2,000 of 15 checkpoints, 18,000 of 4 (x 1 write), keep 5",
         5,
         (Group("user:%d:chat", 2_000, 15, 1), Group("idle:%d:chat", 18_000, 4, 1)),
         2.0,

@@ -217,9 +217,9 @@ def write_shapes(out: Path, shapes: list[Shape], *, where: str) -> None:
         )
     lines += [
         "",
-        "A thread larger than one call's view is listed newest first with RediSearch SORTBY,",
-        "which reads the sort key of every checkpoint of the thread: the cost per call grows",
-        "with the thread (see README: Known limits).",
+        "A thread larger than one call's view is read as a window of its newest checkpoints",
+        "(by checkpoint_ts) and a page of others; each call still makes one pass over the",
+        "thread's index entries, so the cost per call grows slowly with the thread.",
         "",
         FOOTER,
         "",
