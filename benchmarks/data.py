@@ -114,6 +114,11 @@ class Clones:
     def thread_ids(self) -> list[str]:
         return [self.fmt % i for i in range(self.count)]
 
+    def newest(self, keep: int) -> set[bytes]:
+        """The `keep` newest template checkpoint ids (their first 24 characters), for `keys`."""
+        ids = {key.split(b"__empty__:", 1)[1][:24] for kind, key, _, _ in self.items if kind == "json"}
+        return set(sorted(ids)[-keep:])
+
     def keys(self, i: int, keep_checkpoints: set[bytes] | None = None) -> dict[bytes, bytes]:
         """Thread i's keys and values (JSON text, string or zset member) as written.
 

@@ -118,8 +118,7 @@ class Result:
 
 def _doomed(clones: Clones, keep: int) -> list[str]:
     """The keys a keep-`keep` prune deletes from every clone."""
-    ids = sorted({key.split(b"__empty__:", 1)[1][:24] for kind, key, _, _ in clones.items if kind == "json"})
-    keepers = set(ids[-keep:])
+    keepers = clones.newest(keep)
     doomed: list[str] = []
     for i in range(clones.count):
         doomed += [as_text(k) for k in clones.keys(i).keys() - clones.keys(i, keepers).keys()]

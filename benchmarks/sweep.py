@@ -79,9 +79,7 @@ def build(client: redis.Redis, threads: int, per_thread: int) -> Built:
 def check(client: redis.Redis, built: Built, keep: int) -> str:
     """'' when exactly the keys of each thread's newest `keep` checkpoints remain,
     and a sample of threads' values are as written; else what is wrong."""
-    items = built.clones.items
-    newest = sorted({key.split(b"__empty__:", 1)[1][:24] for kind, key, _, _ in items if kind == "json"})
-    keepers = set(newest[-keep:])
+    keepers = built.clones.newest(keep)
     want: set[bytes] = set()
     for i in range(built.clones.count):
         want.update(built.clones.keys(i, keepers))  # in place: `|=` with dict keys copies `want`

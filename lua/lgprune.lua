@@ -427,10 +427,11 @@ local function check_server(ctx)
   ctx.cap = server.cap
 end
 
--- How many index entries match `query` (default: the thread's tag, a superset
--- of the thread: the tag matches case-insensitively).
+-- How many checkpoint index entries match `query` ($t: the thread's tag, $n:
+-- the root namespace); by default those of the thread's tag, a superset of
+-- the thread (the tag matches case-insensitively).
 local function count_tagged(ctx, thread, query)
-  local res = search({ ctx.cp, query or '@thread_id:{$t}', 'PARAMS', '2', 't', thread.tag,
+  local res = search({ ctx.cp, query or '@thread_id:{$t}', 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS,
     'NOCONTENT', 'LIMIT', '0', '0', 'TIMEOUT', '0', 'DIALECT', '2' })
   return res[1]
 end
@@ -485,13 +486,13 @@ local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 -- witnesses are surely the true newest `keep`: the window was listed whole
 -- and began before the keep-th newest id was made (the saver stamps
 -- checkpoint_ts after making the id, on the same clock). Returns nil when no
--- latest pointer anchors the window.
+-- latest pointer anchors the window (view.newest, see newest_root).
 local function root_window(ctx, thread, keep, view)
   local prefix = checkpoint_prefix(ctx, thread, ROOT_NS)
-  local ok, newest = pcall(rcall, 'GET', latest_key(ctx, thread, ROOT_NS))
-  if not ok or type(newest) ~= 'string' or not root_doc(newest, prefix) then
+  if not view.newest then
     return nil
   end
+  local newest = view.newest.key
   local read, ts = pcall(json_get, newest, '$.checkpoint_ts')
   if not read or type(ts) ~= 'number' then
     return nil
@@ -528,8 +529,8 @@ local function root_window(ctx, thread, keep, view)
   end
   local lo = ts - span
   local docs, listed = {}, {}
-  local function add(keys, last)
-    for i = 2, math.min(#keys, last + 1) do
+  local function add(keys, first, last)
+    for i = first, math.min(#keys, last) do
       local doc = not listed[keys[i]] and root_doc(keys[i], prefix)
       if doc then
         listed[doc.key] = true
@@ -537,9 +538,9 @@ local function root_window(ctx, thread, keep, view)
       end
     end
   end
-  add({ 'newest', newest }, 1)
+  add({ newest }, 1, 1)
   local window = query(string.format('[%.3f +inf]', lo), limit)
-  add(window, limit)
+  add(window, 2, limit + 1)
   local ids = {}
   for _, d in ipairs(docs) do
     ids[#ids + 1] = d.id
@@ -553,7 +554,7 @@ local function root_window(ctx, thread, keep, view)
     args[2] = '@thread_id:{$t} @checkpoint_ns:{$n}'
     page = search(finish_query(args, view.page, false))
   end
-  add(page, view.page)
+  add(page, 2, view.page + 1)
   return docs, exact
 end
 
@@ -566,7 +567,8 @@ end
 --   tagged  the number of entries tagged with the thread's id;
 --   first   for a plain thread, the answer of the query on its tag alone
 --           (every tagged entry when not sorted, the first `limit` when sorted);
---   page    how many of the root's others a root_window lists.
+--   page    how many of the root's others a root_window lists;
+--   newest  the newest root checkpoint (newest_root), which anchors the window.
 -- Also returns whether the root's newest KEEP are surely listed (false only
 -- for a root window that cannot prove it).
 -- Root checkpoints are listed by key alone (NOCONTENT, the cheap path) and
@@ -597,8 +599,7 @@ local function list_checkpoints(ctx, thread, view, rule)
   if not others and not sorted then
     return docs, exact -- every tagged entry is one of its root checkpoints
   end
-  if sorted and search({ ctx.cp, non_root, 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS,
-    'NOCONTENT', 'LIMIT', '0', '0', 'TIMEOUT', '0', 'DIALECT', '2' })[1] == 0 then
+  if sorted and count_tagged(ctx, thread, non_root) == 0 then
     return docs, exact -- no entry of the thread's tag outside the root
   end
   local res = search_all(finish_query({ ctx.cp, non_root,
@@ -1113,18 +1114,22 @@ end
 
 local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
 
--- Keys a root checkpoint of the thread takes with it, judged by the newest
--- one (the latest pointer's): itself, its registry and the writes listed there.
-local function keys_per_checkpoint(ctx, thread)
-  local prefix = checkpoint_prefix(ctx, thread, ROOT_NS)
+-- The thread's newest root checkpoint, as the latest pointer names it (a doc),
+-- or nil when the pointer is missing or not of root_doc's form.
+local function newest_root(ctx, thread)
   local ok, newest = pcall(rcall, 'GET', latest_key(ctx, thread, ROOT_NS))
-  local doc = ok and type(newest) == 'string' and root_doc(newest, prefix)
-  if not doc then
-    return 3
-  end
-  return rcall('ZCARD', registry_key(thread, doc)) + 2
+  return ok and type(newest) == 'string' and root_doc(newest, checkpoint_prefix(ctx, thread, ROOT_NS))
+    or nil
 end
 
+-- Keys a root checkpoint of the thread takes with it, judged by the newest
+-- one (a doc, or nil): itself, its registry and the writes listed there.
+local function keys_per_checkpoint(thread, newest)
+  if not newest then
+    return 3
+  end
+  return rcall('ZCARD', registry_key(thread, newest)) + 2
+end
 
 -- The counts each prune reports, in reply order (lgprune_thread and
 -- lgprune_many add `more` / `next`), at zero.
@@ -1155,13 +1160,15 @@ end
 -- the newest checkpoint), and at the whole view when that page frees nothing
 -- (DeltaChannel ancestors may hold all of it). Delta history is walked from
 -- the true newest: when the listing cannot prove it holds them, it is listed
--- again, sorted. Returns the docs, the plan and whether the docs are the
--- whole thread.
+-- again, sorted. Returns the docs and the plan.
 local function list_and_plan(ctx, thread, view, rule)
   view.page = view.limit
-  if view.sorted and not ctx.dry then
-    view.page = math.min(view.limit,
-      math.ceil(ctx.budget / keys_per_checkpoint(ctx, thread)) + math.min(rule.keep, view.limit) + PAGE_SLACK)
+  if view.sorted then
+    view.newest = newest_root(ctx, thread)
+    if not ctx.dry then
+      view.page = math.min(view.limit, math.ceil(ctx.budget / keys_per_checkpoint(thread, view.newest))
+        + math.min(rule.keep, view.limit) + PAGE_SLACK)
+    end
   end
   local docs, exact = list_checkpoints(ctx, thread, view, rule)
   local p = plan(ctx, thread, docs, rule, ctx.budget)
