@@ -1,6 +1,12 @@
 """The engine against its floor: Redis server time of lgprune beside that of a script
 doing nothing but UNLINK of exactly the doomed keys, known in advance.
 
+A third contender, `bare`, is the floor plus the reads that any prune finding its
+keys as lgprune must (threads by SCAN over the latest pointers, checkpoints and
+writes through the indexes, the kept checkpoints' metadata for DeltaChannel) make,
+with no planning at all: what lgprune would cost if its Lua took no time. A goal
+below bare's ratio cannot be met by such a design.
+
 Server time is the sum of SLOWLOG durations (`slowlog-log-slower-than 0`) of the
 contender's FCALLs: steadier than wall time, and it includes index maintenance.
 """
@@ -20,6 +26,67 @@ from lgprune import Pruner
 from lgprune.results import as_text
 
 Items = list[tuple[str, bytes, bytes, float]]
+
+# The reads of the bare contender. For thread ids without commas, NUL bytes or
+# backslashes (the benchmark's own). Per thread: the listing of its checkpoints,
+# the query of its writes and the metadata of `keep` of its checkpoints; in a
+# sweep only for a thread over keep, by a count first. A sweep finds the threads
+# as lgprune does: SCAN steps of 500 keys over the latest pointers, their
+# checkpoints' thread_id read per step.
+BARE_LIBRARY = """#!lua name=lgprune_bench_bare
+local PAGE = 10000 -- entries per search page (redis-stack caps LIMIT at 10,000)
+
+local function search(index, tag, offset, limit)
+  return redis.call('FT.SEARCH', index, '@thread_id:{$t}', 'PARAMS', '2', 't', tag, 'NOCONTENT',
+    'LIMIT', tostring(offset), tostring(limit), 'DIALECT', '2')
+end
+
+local function every(index, tag)
+  local first = search(index, tag, 0, PAGE)
+  for offset = PAGE, first[1] - 1, PAGE do
+    search(index, tag, offset, PAGE)
+  end
+  return first
+end
+
+local function thread_reads(id, keep, count_first)
+  if count_first and search('checkpoint', id, 0, 0)[1] <= keep then
+    return 0
+  end
+  local listed = every('checkpoint', id)
+  every('checkpoint_write', id)
+  local keys = {}
+  for i = 2, math.min(#listed, keep + 1) do
+    keys[#keys + 1] = listed[i]
+  end
+  keys[#keys + 1] = '$.metadata'
+  redis.call('JSON.MGET', unpack(keys))
+  return 1
+end
+
+redis.register_function('bench_reads_thread', function(_, args)
+  return thread_reads(args[1], tonumber(args[2]), false)
+end)
+
+-- ARGV: cursor, keep, threads per call. Returns the next cursor.
+redis.register_function('bench_reads_sweep', function(_, args)
+  local cursor, keep, most, seen = args[1], tonumber(args[2]), tonumber(args[3]), 0
+  repeat
+    local res = redis.call('SCAN', cursor, 'MATCH', 'checkpoint_latest:*', 'COUNT', 500)
+    cursor = res[1]
+    if #res[2] > 0 then
+      local docs = redis.call('MGET', unpack(res[2]))
+      docs[#docs + 1] = '$.thread_id'
+      for _, raw in ipairs(redis.call('JSON.MGET', unpack(docs))) do
+        thread_reads(cjson.decode(raw)[1], keep, true)
+        seen = seen + 1
+      end
+    end
+  until cursor == '0' or seen >= most
+  return cursor
+end)
+"""
+BARE_THREADS_PER_CALL = 200  # threads a bare sweep call reads (its calls stay short)
 
 
 @dataclass(frozen=True)
@@ -96,6 +163,7 @@ class Result:
     case: Case
     lgprune: list[Sample] = field(default_factory=list)
     floor: list[Sample] = field(default_factory=list)
+    bare: list[Sample] = field(default_factory=list)
 
     @staticmethod
     def median(samples: list[Sample], what: Callable[[Sample], float]) -> float:
@@ -105,6 +173,17 @@ class Result:
     def ratio(self) -> float:
         server = self.median(self.lgprune, lambda s: s.server_ms)
         return server / self.median(self.floor, lambda s: s.server_ms)
+
+    @property
+    def bare_ratio(self) -> float:
+        """The bare contender's server time as a multiple of the floor's."""
+        server = self.median(self.bare, lambda s: s.server_ms)
+        return server / self.median(self.floor, lambda s: s.server_ms)
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the ratio goal lies above what the reads alone cost."""
+        return self.bare_ratio <= self.case.goal
 
     @property
     def longest_ms(self) -> float:
@@ -126,7 +205,8 @@ def _doomed(clones: Clones, keep: int) -> list[str]:
 
 
 def _timed(client: redis.Redis, fn: Callable[[], object]) -> Sample:
-    """Run `fn` with every command in the SLOWLOG; its FCALLs' durations."""
+    """Run `fn` with every command in the SLOWLOG; its FCALLs' durations (the bare
+    contender's reads and UNLINKs both count)."""
     client.config_set("slowlog-log-slower-than", 0)
     client.config_set("slowlog-max-len", 1_000_000)
     client.slowlog_reset()
@@ -143,7 +223,10 @@ def _timed(client: redis.Redis, fn: Callable[[], object]) -> Sample:
     return Sample(sum(calls), wall, max(calls, default=0.0), len(calls))
 
 
-def _once(client: redis.Redis, case: Case, items: dict[Group, Items], lgprune: bool) -> Sample:
+CONTENDERS = ("lgprune", "floor", "bare")
+
+
+def _once(client: redis.Redis, case: Case, items: dict[Group, Items], contender: str) -> Sample:
     """Build the case's data afresh, prune it with one contender, check what is left."""
     fresh(client)
     doomed: list[str] = []
@@ -153,6 +236,7 @@ def _once(client: redis.Redis, case: Case, items: dict[Group, Items], lgprune: b
     pruner = Pruner(client)
     pruner.install()
     client.function_load(FLOOR_LIBRARY, replace=True)
+    client.function_load(BARE_LIBRARY, replace=True)
 
     def floor() -> None:
         batch = case.floor_batch or len(doomed)
@@ -166,7 +250,19 @@ def _once(client: redis.Redis, case: Case, items: dict[Group, Items], lgprune: b
         else:
             pruner.prune(case.groups[0].fmt % 0, case.keep)
 
-    sample = _timed(client, prune if lgprune else floor)
+    def bare() -> None:
+        if case.sweep:
+            cursor = "0"
+            while True:
+                reply = client.fcall("bench_reads_sweep", 0, cursor, case.keep, BARE_THREADS_PER_CALL)
+                cursor = as_text(reply)
+                if cursor == "0":
+                    break
+        else:
+            client.fcall("bench_reads_thread", 0, case.groups[0].fmt % 0, case.keep)
+        floor()
+
+    sample = _timed(client, {"lgprune": prune, "floor": floor, "bare": bare}[contender])
     after = {as_text(k) for k in client.scan_iter(count=10_000)}
     if after != before - set(doomed):
         left, lost = after & set(doomed), before - set(doomed) - after
@@ -178,7 +274,7 @@ def _once(client: redis.Redis, case: Case, items: dict[Group, Items], lgprune: b
 
 
 def measure(client: redis.Redis, *, runs: int, cases: tuple[Case, ...] = CASES) -> list[Result]:
-    """Each case `runs` times per contender, lgprune and the floor in alternating order."""
+    """Each case `runs` times per contender, the contenders' order rotating from run to run."""
     templates: dict[tuple[int, int], Items] = {}
     results = []
     for case in cases:
@@ -190,12 +286,14 @@ def measure(client: redis.Redis, *, runs: int, cases: tuple[Case, ...] = CASES) 
             items[g] = templates[g.checkpoints, g.writes]
         result = Result(case)
         for run in range(runs):
-            for lgprune in (True, False) if run % 2 == 0 else (False, True):
-                sample = _once(client, case, items, lgprune)
-                (result.lgprune if lgprune else result.floor).append(sample)
+            shift = run % len(CONTENDERS)
+            for contender in CONTENDERS[shift:] + CONTENDERS[:shift]:
+                sample = _once(client, case, items, contender)
+                getattr(result, contender).append(sample)
         print(
             f"  engine {case.name}: lgprune {result.median(result.lgprune, lambda s: s.server_ms):.1f} ms, "
             f"floor {result.median(result.floor, lambda s: s.server_ms):.1f} ms ({result.ratio:.2f}x), "
+            f"bare {result.median(result.bare, lambda s: s.server_ms):.1f} ms ({result.bare_ratio:.2f}x), "
             f"longest call {result.longest_ms:.1f} ms",
             flush=True,
         )
