@@ -48,7 +48,9 @@ local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-se
 local UNLINK_BATCH = 500 -- never unpack an unbounded list
 local WRITES_CHUNK = 64 -- checkpoint ids per writes query
 local MIN_BUDGET = 10 -- enough for any call to make progress
-local SCAN_COUNT = 50 -- keys per SCAN step of a sweep
+local SCAN_COUNT = 50 -- keys per SCAN step of a sweep that checks every key (ORPHANS)
+local POINTER_SCAN_COUNT = 200 -- ... and of one that MATCHes latest pointers only
+local SCAN_KEYS_PER_UNIT = 8 -- a SCAN step costs 1 budget unit per this many keys it examines
 local VISIT_COST = 10 -- budget units a sweep charges per thread visit
 local LIST_COST = 40 -- ... and more when the visit lists and plans the thread
 local CHECK_COST = 3 -- ... per orphan check
@@ -156,6 +158,9 @@ end
 -- (they end at a NUL byte), split on ',' and trimmed of white space, so
 -- query the longest piece and confirm each hit.
 local function tag_of(thread_id)
+  if not thread_id:find('[,%z%s]') then
+    return thread_id -- one piece, nothing to trim (checkpoint ids, most thread ids)
+  end
   local best = ''
   for piece in (thread_id:match('^[^%z]*') .. ','):gmatch('([^,]*),') do
     piece = piece:match('^%s*(.-)%s*$')
@@ -473,11 +478,13 @@ local function json_get(key, path)
 end
 
 local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
+local WINDOW_SLACK = 16 -- root checkpoints a narrow window holds beyond keep
 local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 
 -- Root checkpoints of a thread too large to list whole, without sorting it:
 -- a window of the newest by checkpoint_ts, anchored at the latest pointer and
--- sized to hold more than `keep` (at most view.limit), plus a page of any
+-- sized to hold more than `keep`: at most keep + WINDOW_SLACK, or with
+-- view.wide at most view.limit (what `exact` needs), plus a page of any
 -- view.page others (view.first when the thread is plain, else the first of
 -- the root namespace: the index answers in the order it stored them). Any
 -- listed checkpoint with `keep` newer ones listed beside it is provably not
@@ -507,8 +514,9 @@ local function root_window(ctx, thread, keep, view)
     return query(string.format('[%.3f +inf]', lo), 0)[1]
   end
   -- widen until the window holds more than `keep`, then narrow while it
-  -- holds more than one call lists
+  -- holds more than it needs to
   local limit = view.limit
+  local target = view.wide and limit or math.min(limit, keep + WINDOW_SLACK)
   local short, span = 0, WINDOW_START_MS
   local count = count_since(ts - span)
   while count <= keep and span < ts do
@@ -516,7 +524,7 @@ local function root_window(ctx, thread, keep, view)
     count = count_since(ts - span)
   end
   for _ = 1, 12 do
-    if count <= limit or span - short < 1 then
+    if count <= target or span - short < 1 then
       break
     end
     local middle = (short + span) / 2
@@ -568,7 +576,9 @@ end
 --   first   for a plain thread, the answer of the query on its tag alone
 --           (every tagged entry when not sorted, the first `limit` when sorted);
 --   page    how many of the root's others a root_window lists;
---   newest  the newest root checkpoint (newest_root), which anchors the window.
+--   newest  the newest root checkpoint (newest_root), which anchors the window;
+--   wide    whether that window holds up to `limit` (else only a few more
+--           than KEEP: enough for the plan, too few to be `exact`).
 -- Also returns whether the root's newest KEEP are surely listed (false only
 -- for a root window that cannot prove it).
 -- Root checkpoints are listed by key alone (NOCONTENT, the cheap path) and
@@ -1155,16 +1165,26 @@ local function first_look(ctx, thread, limit)
   return res[1], res
 end
 
+-- Whether checkpoint `key` rebuilds DeltaChannel values from its ancestors,
+-- by its metadata (see delta_channels).
+local function uses_delta(key)
+  local ok, meta = pcall(json_get, key, '$.metadata')
+  return ok and type(meta) == 'string' and meta:find('counters_since_delta_snapshot', 1, true) ~= nil
+end
+
 -- List and plan the thread under `view` (see list_checkpoints); a partial
 -- view first looks at a page sized by what the budget deletes (by the keys of
 -- the newest checkpoint), and at the whole view when that page frees nothing
 -- (DeltaChannel ancestors may hold all of it). Delta history is walked from
--- the true newest: when the listing cannot prove it holds them, it is listed
--- again, sorted. Returns the docs and the plan.
+-- the true newest: its window is wide from the start when the newest
+-- checkpoint uses DeltaChannel, else widened when the plan finds delta
+-- history, and when the listing still cannot prove it holds the newest, they
+-- are listed again, sorted. Returns the docs and the plan.
 local function list_and_plan(ctx, thread, view, rule)
   view.page = view.limit
   if view.sorted then
     view.newest = newest_root(ctx, thread)
+    view.wide = view.newest ~= nil and uses_delta(view.newest.key)
     if not ctx.dry then
       view.page = math.min(view.limit, math.ceil(ctx.budget / keys_per_checkpoint(thread, view.newest))
         + math.min(rule.keep, view.limit) + PAGE_SLACK)
@@ -1174,6 +1194,11 @@ local function list_and_plan(ctx, thread, view, rule)
   local p = plan(ctx, thread, docs, rule, ctx.budget)
   if #p.doomed == 0 and view.page < view.limit then
     view.page = view.limit
+    docs, exact = list_checkpoints(ctx, thread, view, rule)
+    p = plan(ctx, thread, docs, rule, ctx.budget)
+  end
+  if p.delta and not exact and not view.wide then
+    view.wide = true
     docs, exact = list_checkpoints(ctx, thread, view, rule)
     p = plan(ctx, thread, docs, rule, ctx.budget)
   end
@@ -1191,15 +1216,19 @@ end
 local function prune_thread(ctx, thread, rule)
   local out = zero_counts()
   out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
+  if ctx.sweep and not ctx.details and not rule.idle_before then
+    -- most threads a sweep visits are within keep: a count settles those
+    local tagged = count_tagged(ctx, thread)
+    if tagged <= rule.keep then
+      out.checkpoints_kept, out.count_exact = tagged, tagged == 0
+      return out -- nothing over keep (the tag count is an upper bound)
+    end
+  end
   local limit = math.min(ctx.budget + math.min(rule.keep, ctx.cap), ctx.cap)
   local tagged, first = first_look(ctx, thread, limit)
   out.checkpoints_kept = tagged
   if tagged == 0 then
     return out
-  end
-  if ctx.sweep and not ctx.details and not rule.idle_before and tagged <= rule.keep then
-    out.count_exact = false
-    return out -- nothing over keep (the tag count is an upper bound)
   end
   -- the whole thread when it fits the budget, else its newest entries
   local view = { limit = math.min(tagged, limit), tagged = tagged, first = first }
@@ -1321,23 +1350,47 @@ local function sweep_state(ctx, rule, opts)
   }
 end
 
--- The thread id a latest pointer's checkpoint names, or nil.
-local function pointer_thread(key)
-  local ok, target = pcall(rcall, 'GET', key)
-  if ok and type(target) == 'string' then
-    local read, value = pcall(json_get, target, '$.thread_id')
-    if read and type(value) == 'string' then
-      return value
+-- The thread ids that the latest pointers among `keys` name: each pointer's
+-- checkpoint's own thread_id, read with one JSON.MGET per UNLINK_BATCH
+-- pointers of a SCAN step (not MGET for the pointers: the README's ACL has no
+-- +mget). Maps a pointer key to its id; a pointer whose value is not a string
+-- naming a JSON document with a string thread_id is left out.
+local function pointer_threads(ctx, keys)
+  local latest, named, docs, ids = latest_start(ctx), {}, {}, {}
+  local function read()
+    docs[#docs + 1] = '$.thread_id'
+    local values = rcall('JSON.MGET', unpack(docs)) -- a missing or non-JSON key reads as nil
+    for i, raw in ipairs(values) do
+      local value = type(raw) == 'string' and cjson.decode(raw)[1]
+      if type(value) == 'string' then
+        ids[named[i]] = value
+      end
+    end
+    named, docs = {}, {}
+  end
+  for _, key in ipairs(keys) do
+    local ok, target = false, nil
+    if starts_with(key, latest) then
+      ok, target = pcall(rcall, 'GET', key) -- fails for a key of another type
+    end
+    if ok and type(target) == 'string' then
+      named[#named + 1] = key
+      docs[#docs + 1] = target
+      if #docs == UNLINK_BATCH then
+        read()
+      end
     end
   end
-  return nil
+  if #docs > 0 then
+    read()
+  end
+  return ids
 end
 
--- Prune the thread of latest pointer `key` (or judge the pointer an orphan);
--- false when the call must stop before it.
-local function sweep_pointer(sw, key)
+-- Prune thread `id`, which latest pointer `key` names (or, when it names
+-- none, judge the pointer an orphan); false when the call must stop before it.
+local function sweep_pointer(sw, key, id)
   local ctx, out = sw.ctx, sw.out
-  local id = pointer_thread(key)
   if not id then
     sw.work = sw.work + CHECK_COST
     if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
@@ -1348,8 +1401,9 @@ local function sweep_pointer(sw, key)
   if sw.seen[id] then
     return true
   end
-  if sw.left < MIN_BUDGET then
-    return false -- this call has deleted nearly its budget: resume here
+  local deleted = ctx.budget - sw.left
+  if sw.left < MIN_BUDGET or (not ctx.dry and deleted > 0 and sw.work + deleted >= ctx.budget) then
+    return false -- this call has spent its budget and deleted something: resume here
   end
   sw.seen[id] = true
   sw.work = sw.work + VISIT_COST
@@ -1396,9 +1450,10 @@ end
 -- Visit the keys of one SCAN step; false when the call stopped inside it.
 local function sweep_keys(sw, keys)
   local latest = latest_start(sw.ctx)
+  local ids = pointer_threads(sw.ctx, keys)
   for _, key in ipairs(keys) do
     if starts_with(key, latest) then
-      if not sweep_pointer(sw, key) then
+      if not sweep_pointer(sw, key, ids[key]) then
         return false -- this call deleted what its budget allowed: resume this step
       end
     elseif sw.opts.ORPHANS then
@@ -1515,8 +1570,11 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
   CURSOR     "0" to start, then the cursor the previous call returned.
   KEEP, MAX_AGE, IDLE_TTL, prefixes, DRY_RUN: as for lgprune_thread, per thread.
   BUDGET     work per call, default 2000: a deleted key counts 1, a thread
-             visit 10 (50 when it lists the thread), an orphan check 3. A call stops at the end of a SCAN
-             step once it is spent, or in the middle of one after deleting.
+             visit 10 (50 when it lists the thread), an orphan check 3, a SCAN
+             step 1 per 8 keys it examines (200 per step, 50 with ORPHANS).
+             A call stops once it is spent: in the middle of a SCAN step when
+             it has deleted something (the next call reads that step again),
+             else at the end of the step.
   ORPHANS    also delete writes, write registries and latest pointers whose
              checkpoint is gone, when that checkpoint's id is older than GRACE
              (ms, default 600000: writes can be stored before their checkpoint).
@@ -1526,8 +1584,8 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
              for a call's listing (BUDGET + KEEP checkpoints), whose count is
              an upper bound (exact 0). For `lgprune stats`.
   Threads are found by SCAN over the latest pointers (<cp>_latest:*); each
-  pointer's checkpoint names its thread exactly. Threads already within KEEP
-  cost one index count. Thread ids the index cannot match are skipped.
+  pointer's checkpoint names its thread exactly (read for a whole step at
+  once). Threads already within KEEP cost one index count. Thread ids the index cannot match are skipped.
   Reply: name/value pairs:
     cursor               "0" when the sweep is complete, else pass it back ("00" when
                          the call stopped inside the first SCAN step: not complete)
@@ -1553,14 +1611,15 @@ local function lgprune_sweep(_, args)
   local sw = sweep_state(ctx, rule, opts)
   local scan = { 'SCAN', cursor, 'COUNT', SCAN_COUNT }
   if not opts.ORPHANS then
-    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(ctx)) .. '*', 'COUNT', SCAN_COUNT }
+    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(ctx)) .. '*', 'COUNT', POINTER_SCAN_COUNT }
   end
+  local step_cost = math.ceil(scan[#scan] / SCAN_KEYS_PER_UNIT)
   local finished -- whether the last SCAN step was visited whole
   while true do
     scan[2] = cursor
     local res = rcall(unpack(scan))
     finished = sweep_keys(sw, res[2])
-    sw.work = sw.work + math.floor(#res[2] / 25) + 1
+    sw.work = sw.work + step_cost
     if finished then
       cursor = res[1]
     end

@@ -380,3 +380,20 @@ def test_a_delta_thread_larger_than_one_call_keeps_its_state(r: redis.Redis, sav
     result = Pruner(r, budget=10).prune("big-delta", 3)  # many calls, each seeing part of the thread
     assert result.calls > 1 and result.delta_ancestors_kept > 0
     assert states_by_checkpoint(app, "big-delta", ids[:3]) == kept
+
+
+@needs_delta_saver
+def test_delta_history_behind_a_newest_checkpoint_without_it_is_kept(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    """The newest checkpoint shows no DeltaChannel, so a large thread's first listing is a narrow
+    window; the older kept checkpoints rebuild delta state, so the plan must look wider."""
+    app = delta_graph(saver)
+    delta_turns(app, "mixed-delta", turns=20)
+    put_checkpoints(saver, "mixed-delta", 1, writes=0)  # newest: a plain checkpoint
+    ids = checkpoint_ids(saver, "mixed-delta")
+    kept = states_by_checkpoint(app, "mixed-delta", ids[1:3])
+    result = Pruner(r, budget=10).prune("mixed-delta", 3)  # many calls, each seeing part of the thread
+    assert result.calls > 1 and result.delta_ancestors_kept > 0
+    assert checkpoint_ids(saver, "mixed-delta")[:3] == ids[:3]
+    assert states_by_checkpoint(app, "mixed-delta", ids[1:3]) == kept
