@@ -40,6 +40,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where tables and plots go")
     parser.add_argument("--suites", nargs="+", choices=SUITES, default=SUITES)
     parser.add_argument(
+        "--engine-against",
+        type=Path,
+        metavar="LUA_FILE",
+        help="the engine suite also prunes with this build of the library, in the same rotation "
+        "(e.g. the output of `git show REV:lua/lgprune.lua`)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         nargs="+",
@@ -75,9 +82,11 @@ def run_suites(args: argparse.Namespace, url: str, kind: str, out: Path) -> None
     if "engine" in args.suites:
         engine_runs = args.runs or (3 if args.quick else 5)
         cases = engine.QUICK_CASES if args.quick else engine.CASES
-        write_engine(
-            out, engine.measure(client, runs=engine_runs, cases=cases), where=where, runs=engine_runs
+        against = args.engine_against
+        results = engine.measure(
+            client, runs=engine_runs, cases=cases, against=against.read_text() if against else None
         )
+        write_engine(out, results, where=where, runs=engine_runs, against=against.name if against else None)
     if "core" in args.suites:
         timings = core.measure(client, runs=runs, saver_runs=max(3, runs // 2))
         write_core(out, timings, where=where, runs=runs)

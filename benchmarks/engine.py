@@ -164,6 +164,7 @@ class Result:
     lgprune: list[Sample] = field(default_factory=list)
     floor: list[Sample] = field(default_factory=list)
     bare: list[Sample] = field(default_factory=list)
+    against: list[Sample] = field(default_factory=list)  # another build of the library, when given
 
     @staticmethod
     def median(samples: list[Sample], what: Callable[[Sample], float]) -> float:
@@ -226,8 +227,12 @@ def _timed(client: redis.Redis, fn: Callable[[], object]) -> Sample:
 CONTENDERS = ("lgprune", "floor", "bare")
 
 
-def _once(client: redis.Redis, case: Case, items: dict[Group, Items], contender: str) -> Sample:
-    """Build the case's data afresh, prune it with one contender, check what is left."""
+def _once(
+    client: redis.Redis, case: Case, items: dict[Group, Items], contender: str, against: str | None = None
+) -> Sample:
+    """Build the case's data afresh, prune it with one contender, check what is left.
+
+    Contender "against" prunes as lgprune does, with the library code `against`."""
     fresh(client)
     doomed: list[str] = []
     for group in case.groups:
@@ -237,6 +242,9 @@ def _once(client: redis.Redis, case: Case, items: dict[Group, Items], contender:
     pruner.install()
     client.function_load(FLOOR_LIBRARY, replace=True)
     client.function_load(BARE_LIBRARY, replace=True)
+    if contender == "against":
+        assert against is not None
+        client.function_load(against, replace=True)  # the pruner, installed already, calls it
 
     def floor() -> None:
         batch = case.floor_batch or len(doomed)
@@ -262,7 +270,7 @@ def _once(client: redis.Redis, case: Case, items: dict[Group, Items], contender:
             client.fcall("bench_reads_thread", 0, case.groups[0].fmt % 0, case.keep)
         floor()
 
-    sample = _timed(client, {"lgprune": prune, "floor": floor, "bare": bare}[contender])
+    sample = _timed(client, {"lgprune": prune, "against": prune, "floor": floor, "bare": bare}[contender])
     after = {as_text(k) for k in client.scan_iter(count=10_000)}
     if after != before - set(doomed):
         left, lost = after & set(doomed), before - set(doomed) - after
@@ -273,8 +281,12 @@ def _once(client: redis.Redis, case: Case, items: dict[Group, Items], contender:
     return sample
 
 
-def measure(client: redis.Redis, *, runs: int, cases: tuple[Case, ...] = CASES) -> list[Result]:
-    """Each case `runs` times per contender, the contenders' order rotating from run to run."""
+def measure(
+    client: redis.Redis, *, runs: int, cases: tuple[Case, ...] = CASES, against: str | None = None
+) -> list[Result]:
+    """Each case `runs` times per contender, the contenders' order rotating from run to run;
+    with `against` (the text of a Lua library file), that build too."""
+    contenders = CONTENDERS + (("against",) if against else ())
     templates: dict[tuple[int, int], Items] = {}
     results = []
     for case in cases:
@@ -286,15 +298,16 @@ def measure(client: redis.Redis, *, runs: int, cases: tuple[Case, ...] = CASES) 
             items[g] = templates[g.checkpoints, g.writes]
         result = Result(case)
         for run in range(runs):
-            shift = run % len(CONTENDERS)
-            for contender in CONTENDERS[shift:] + CONTENDERS[:shift]:
-                sample = _once(client, case, items, contender)
+            shift = run % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
+                sample = _once(client, case, items, contender, against)
                 getattr(result, contender).append(sample)
         print(
             f"  engine {case.name}: lgprune {result.median(result.lgprune, lambda s: s.server_ms):.1f} ms, "
             f"floor {result.median(result.floor, lambda s: s.server_ms):.1f} ms ({result.ratio:.2f}x), "
             f"bare {result.median(result.bare, lambda s: s.server_ms):.1f} ms ({result.bare_ratio:.2f}x), "
-            f"longest call {result.longest_ms:.1f} ms",
+            f"longest call {result.longest_ms:.1f} ms"
+            + (f", against {result.median(result.against, lambda s: s.server_ms):.1f} ms" if against else ""),
             flush=True,
         )
         results.append(result)

@@ -69,8 +69,11 @@ def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> No
     plt.close(fig)
 
 
-def write_engine(out: Path, results: list[Result], *, where: str, runs: int) -> None:
-    """engine.md: lgprune's Redis server time against the floor's and bare's, per case, with the goals."""
+def write_engine(
+    out: Path, results: list[Result], *, where: str, runs: int, against: str | None = None
+) -> None:
+    """engine.md: lgprune's Redis server time against the floor's and bare's, per case, with the
+    goals; with `against` (a file name), also that build of the library's."""
     lines = [
         "# The engine against the floor: Redis server time",
         "",
@@ -83,10 +86,14 @@ def write_engine(out: Path, results: list[Result], *, where: str, runs: int) -> 
         "reach of such a design. Every run rebuilds the data (threads the saver wrote, cloned) and checks",
         f"that exactly the doomed keys went. Medians of {runs} runs per contender, in rotating order;",
         "the longest call is lgprune's longest of all runs.",
+    ]
+    if against:
+        lines += [f"Against: the library in `{against}`, pruning as lgprune does, in the same rotation."]
+    lines += [
         "",
         "| case | lgprune ms | floor ms | bare ms | x floor | bare x floor | goal "
-        "| longest call ms | calls | goal met | goal above bare |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| longest call ms | calls | goal met | goal above bare |" + (" against ms |" if against else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|" + ("---:|" if against else ""),
     ]
     for r in results:
         c = r.case
@@ -98,6 +105,7 @@ def write_engine(out: Path, results: list[Result], *, where: str, runs: int) -> 
             f"| {r.median(r.bare, lambda s: s.server_ms):.1f} | {r.ratio:.2f} | {r.bare_ratio:.2f} | {goal} "
             f"| {r.longest_ms:.1f} | {calls:g} | {'yes' if r.within_goal else '**no**'} "
             f"| {'yes' if r.reachable else '**no**'} |"
+            + (f" {r.median(r.against, lambda s: s.server_ms):.1f} |" if against else "")
         )
     lines += ["", FOOTER, ""]
     (out / "engine.md").write_text("\n".join(lines))
