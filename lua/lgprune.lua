@@ -1153,12 +1153,13 @@ local function zero_counts()
   return out
 end
 
--- The first look at a thread: how many entries carry its tag and, for a plain
--- thread, the answer of the query on the tag alone (up to `limit` entries),
--- which is then also its listing. Either way one pass over its entries.
-local function first_look(ctx, thread, limit)
+-- The first look at a thread: how many entries carry its tag (`counted`, when
+-- a sweep counted them already) and, for a plain thread, the answer of the
+-- query on the tag alone (up to `limit` entries), which is then also its
+-- listing. Either way one pass over its entries.
+local function first_look(ctx, thread, limit, counted)
   if not thread.plain then
-    return count_tagged(ctx, thread), nil
+    return counted or count_tagged(ctx, thread), nil
   end
   local res = search_all(finish_query({ ctx.cp, '@thread_id:{$t}', 'PARAMS', '2', 't', thread.tag,
     'NOCONTENT' }, limit, false), limit, 1)
@@ -1216,16 +1217,17 @@ end
 local function prune_thread(ctx, thread, rule)
   local out = zero_counts()
   out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
+  local counted
   if ctx.sweep and not ctx.details and not rule.idle_before then
     -- most threads a sweep visits are within keep: a count settles those
-    local tagged = count_tagged(ctx, thread)
-    if tagged <= rule.keep then
-      out.checkpoints_kept, out.count_exact = tagged, tagged == 0
+    counted = count_tagged(ctx, thread)
+    if counted <= rule.keep then
+      out.checkpoints_kept, out.count_exact = counted, counted == 0
       return out -- nothing over keep (the tag count is an upper bound)
     end
   end
   local limit = math.min(ctx.budget + math.min(rule.keep, ctx.cap), ctx.cap)
-  local tagged, first = first_look(ctx, thread, limit)
+  local tagged, first = first_look(ctx, thread, limit, counted)
   out.checkpoints_kept = tagged
   if tagged == 0 then
     return out
@@ -1585,7 +1587,8 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
              an upper bound (exact 0). For `lgprune stats`.
   Threads are found by SCAN over the latest pointers (<cp>_latest:*); each
   pointer's checkpoint names its thread exactly (read for a whole step at
-  once). Threads already within KEEP cost one index count. Thread ids the index cannot match are skipped.
+  once). Threads already within KEEP cost one index count. Thread ids the
+  index cannot match are skipped.
   Reply: name/value pairs:
     cursor               "0" when the sweep is complete, else pass it back ("00" when
                          the call stopped inside the first SCAN step: not complete)
@@ -1609,11 +1612,12 @@ local function lgprune_sweep(_, args)
   ctx.details = opts.DETAILS == true
   check_server(ctx)
   local sw = sweep_state(ctx, rule, opts)
-  local scan = { 'SCAN', cursor, 'COUNT', SCAN_COUNT }
+  local count = opts.ORPHANS and SCAN_COUNT or POINTER_SCAN_COUNT
+  local scan = { 'SCAN', cursor, 'COUNT', count }
   if not opts.ORPHANS then
-    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(ctx)) .. '*', 'COUNT', POINTER_SCAN_COUNT }
+    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(ctx)) .. '*', 'COUNT', count }
   end
-  local step_cost = math.ceil(scan[#scan] / SCAN_KEYS_PER_UNIT)
+  local step_cost = math.ceil(count / SCAN_KEYS_PER_UNIT)
   local finished -- whether the last SCAN step was visited whole
   while true do
     scan[2] = cursor
