@@ -31,8 +31,9 @@ Items = list[tuple[str, bytes, bytes, float]]
 # backslashes (the benchmark's own). Per thread: the listing of its checkpoints,
 # the query of its writes and the metadata of `keep` of its checkpoints; in a
 # sweep only for a thread over keep, by a count first. A sweep finds the threads
-# as lgprune does: SCAN steps of 500 keys over the latest pointers, their
-# checkpoints' thread_id read per step.
+# by SCAN over the latest pointers, their checkpoints' thread_id read per step,
+# in the cheapest shape: steps of 500 keys (lgprune's are 200) and one MGET of
+# the pointers (lgprune GETs each: the README's ACL has no +mget).
 BARE_LIBRARY = """#!lua name=lgprune_bench_bare
 local PAGE = 10000 -- entries per search page (redis-stack caps LIMIT at 10,000)
 
@@ -170,16 +171,19 @@ class Result:
     def median(samples: list[Sample], what: Callable[[Sample], float]) -> float:
         return statistics.median(what(s) for s in samples)
 
+    def server_ms(self, contender: str) -> float:
+        """The median server time of one contender ("lgprune", "floor", "bare", "against")."""
+        samples: list[Sample] = getattr(self, contender)
+        return self.median(samples, lambda s: s.server_ms)
+
     @property
     def ratio(self) -> float:
-        server = self.median(self.lgprune, lambda s: s.server_ms)
-        return server / self.median(self.floor, lambda s: s.server_ms)
+        return self.server_ms("lgprune") / self.server_ms("floor")
 
     @property
     def bare_ratio(self) -> float:
         """The bare contender's server time as a multiple of the floor's."""
-        server = self.median(self.bare, lambda s: s.server_ms)
-        return server / self.median(self.floor, lambda s: s.server_ms)
+        return self.server_ms("bare") / self.server_ms("floor")
 
     @property
     def reachable(self) -> bool:
@@ -303,11 +307,11 @@ def measure(
                 sample = _once(client, case, items, contender, against)
                 getattr(result, contender).append(sample)
         print(
-            f"  engine {case.name}: lgprune {result.median(result.lgprune, lambda s: s.server_ms):.1f} ms, "
-            f"floor {result.median(result.floor, lambda s: s.server_ms):.1f} ms ({result.ratio:.2f}x), "
-            f"bare {result.median(result.bare, lambda s: s.server_ms):.1f} ms ({result.bare_ratio:.2f}x), "
+            f"  engine {case.name}: lgprune {result.server_ms('lgprune'):.1f} ms, "
+            f"floor {result.server_ms('floor'):.1f} ms ({result.ratio:.2f}x), "
+            f"bare {result.server_ms('bare'):.1f} ms ({result.bare_ratio:.2f}x), "
             f"longest call {result.longest_ms:.1f} ms"
-            + (f", against {result.median(result.against, lambda s: s.server_ms):.1f} ms" if against else ""),
+            + (f", against {result.server_ms('against'):.1f} ms" if against else ""),
             flush=True,
         )
         results.append(result)

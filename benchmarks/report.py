@@ -100,12 +100,11 @@ def write_engine(
         goal = f"<= {c.goal:g}x" + (f", calls <= {c.call_limit_ms:g} ms" if c.call_limit_ms else "")
         calls = r.median(r.lgprune, lambda s: s.calls)
         lines.append(
-            f"| {c.name}: {c.what} | {r.median(r.lgprune, lambda s: s.server_ms):.1f} "
-            f"| {r.median(r.floor, lambda s: s.server_ms):.1f} "
-            f"| {r.median(r.bare, lambda s: s.server_ms):.1f} | {r.ratio:.2f} | {r.bare_ratio:.2f} | {goal} "
+            f"| {c.name}: {c.what} | {r.server_ms('lgprune'):.1f} | {r.server_ms('floor'):.1f} "
+            f"| {r.server_ms('bare'):.1f} | {r.ratio:.2f} | {r.bare_ratio:.2f} | {goal} "
             f"| {r.longest_ms:.1f} | {calls:g} | {'yes' if r.within_goal else '**no**'} "
             f"| {'yes' if r.reachable else '**no**'} |"
-            + (f" {r.median(r.against, lambda s: s.server_ms):.1f} |" if against else "")
+            + (f" {r.server_ms('against'):.1f} |" if against else "")
         )
     lines += ["", FOOTER, ""]
     (out / "engine.md").write_text("\n".join(lines))
