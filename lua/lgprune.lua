@@ -1,7 +1,20 @@
 #!lua name=lgprune
 --[[
 lgprune: keep the newest N checkpoints of a LangGraph thread stored by
-langgraph-checkpoint-redis 0.5.x, and delete the rest, inside Redis.
+langgraph-checkpoint-redis 0.3.6 to 0.5.x, and delete the rest, inside Redis.
+
+This file is built: its parts are lua/src/*.lua, joined in name order by
+`python lua/build.py` (CI checks the join is current). Edit the parts.
+  00-head     this overview, the version
+  10-core     redis.call, errors, options, the call's budget, batches
+  20-keys     UTF-8, tags, thread records, every key name
+  30-search   the modules, the one query builder, searches and JSON reads
+  40-listing  a thread's checkpoints: first look, root window, listing
+  50-plan     what goes: the rules per namespace, DeltaChannel history
+  60-delete   a plan's keys found, confirmed and deleted within the budget
+  70-thread   one thread, start to end
+  80-sweep    sweeps over every thread, and orphans
+  90-entry    the registered functions, each with its contract
 
 Data layout (values are storage-safe: thread "" is stored as EMPTY_ID,
 namespace "" as ROOT_NS):
@@ -26,70 +39,81 @@ Rules, per thread:
     its write_keys_zset, and, when it was the newest of its namespace, the
     namespace's latest pointer.
 Work per call is bounded by a budget; a caller repeats while `more` is 1.
-Everything is validated and read before the first delete.
+An error reply means the call deleted nothing: everything a thread needs is
+validated and read before its first delete, and a thread that fails after
+another thread of the same call deleted something ends the call there,
+successfully, to be started again (and fail, having deleted nothing) by the
+next call.
 ]]
 
-local VERSION = '0.1.0'
+local VERSION = '0.2.0'
 -- Which code this is: the Python package loads the library with this set to
 -- a hash of the file, so a cheap probe tells its own code from any other.
 local BUILD = 'dev'
+
+-- Core ------------------------------------------------------------------------
+-- Provides: rcall, the error codes and fail(), the Stale and Later signals,
+-- entry() (errors to replies), show(), option parsing, the call's context
+-- and policy, the budget record and batches().
+-- Assumes: nothing but the Redis Functions API (redis, cjson).
+
 -- redis.call is not reachable while the library loads, so wrap it
 local function rcall(...)
   return redis.call(...)
 end
 
-local EMPTY_ID = '00000000-0000-0000-0000-000000000000'
-local ROOT_NS = '__empty__'
-local ZSET_PREFIX = 'write_keys_zset'
 local DEFAULT_BUDGET = 2000
 local MAX_BUDGET = 100000
-local MAX_TAG_BYTES = 4096 -- longer TAG values are not matched by RediSearch
-local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
-local UNLINK_BATCH = 500 -- never unpack an unbounded list
-local WRITES_CHUNK = 64 -- checkpoint ids per writes query
 local MIN_BUDGET = 10 -- enough for any call to make progress
-local SCAN_COUNT = 50 -- keys per SCAN step of a sweep that checks every key (ORPHANS)
-local POINTER_SCAN_COUNT = 200 -- ... and of one that MATCHes latest pointers only
-local SCAN_KEYS_PER_UNIT = 8 -- a SCAN step costs 1 budget unit per this many keys it examines
-local VISIT_COST = 10 -- budget units a sweep charges per thread visit
-local LIST_COST = 40 -- ... and more when the visit lists and plans the thread
-local CHECK_COST = 3 -- ... per orphan check
-local DEFAULT_GRACE_MS = 600000 -- orphans younger than this may still be in flight
-local UUID_EPOCH = 122192928000000000 -- 1582-10-15 to 1970-01-01 in 100 ns
+local MAX_MANY = 1000 -- thread ids per lgprune_many call
+local BATCH = 500 -- keys per UNLINK or JSON.MGET: never unpack an unbounded list
 
 -- Errors -------------------------------------------------------------------
 -- Every error reply is "LGPRUNE <CODE> <message>"; the Python package maps
 -- the code (never the wording) to an exception class:
---   BADARG    an argument, option or thread id lgprune refuses
---   NOINDEX   the saver's index does not exist (or the prefixes are not the saver's)
---   NOMODULE  the server lacks the search or JSON module
---   BADDATA   a stored document lgprune cannot read
---   PARTIAL   a search answered partially (a timeout?): try again
+local ERROR_CODES = {
+  'BADARG', -- an argument, option or thread id lgprune refuses
+  'NOINDEX', -- the saver's index does not exist (or the prefixes are not the saver's)
+  'NOMODULE', -- the server lacks the search or JSON module
+  'BADDATA', -- a stored document lgprune cannot read
+  'PARTIAL', -- a search answered partially (a timeout?): try again
+}
+-- An error reply means the call deleted nothing (see entry and Later).
 
 local Failure = {}
 
--- Abort the call with "LGPRUNE <code> <msg>". Only ever raised before the first write.
+-- Abort the thread or call with "LGPRUNE <code> <msg>", code one of ERROR_CODES.
 local function fail(code, msg)
+  local known = false
+  for _, c in ipairs(ERROR_CODES) do
+    known = known or c == code
+  end
+  assert(known, code)
   error(setmetatable({ code = code, msg = msg }, Failure), 0)
 end
 
 -- Raised when a fact cached from an earlier call, the search result cap, no
--- longer holds. Before the call's first write it is run again from scratch;
--- after one (a sweep or lgprune_many that finished some threads, each whole)
--- the call ends with a PARTIAL error and the caller repeats it.
+-- longer holds: the thread is planned again in a fresh call (see entry).
 local Stale = {}
-local deleted_this_call = { keys = 0 } -- keys UNLINKed by the current call
+
+-- Raised when a thread cannot be planned within what is left of a call that
+-- has deleted something: the call ends before that thread (see budget).
+local Later = {}
+
+-- The budget of the running call (see new_budget), for entry.
+local running = {}
 
 -- Wrap a registered function so that fail() becomes a clean error reply.
+-- A Stale before the call's first delete runs the call again from scratch.
+-- Functions that prune several threads catch every error of a thread after
+-- a delete themselves (see guard), so an error reaching here comes before
+-- the call's first delete.
 local function entry(body)
   return function(keys, args)
-    deleted_this_call.keys = 0
+    running.budget = nil
     local ok, res = pcall(body, keys, args)
-    if not ok and res == Stale and deleted_this_call.keys == 0 then
+    if not ok and res == Stale and (running.budget == nil or running.budget.keys == 0) then
       ok, res = pcall(body, keys, args)
-    elseif not ok and res == Stale then
-      res = setmetatable({ code = 'PARTIAL', msg = 'the search result cap (MAXSEARCHRESULTS) was lowered '
-        .. 'while this call ran; the threads it finished were pruned whole: call again' }, Failure)
     end
     if ok then
       return res
@@ -125,6 +149,145 @@ local function parse_count(name, s, max)
   end
   return n
 end
+
+-- Read options from args[first..]: flags and NAME value pairs, case-insensitive.
+-- spec maps an upper-case option name to 'flag', 'count', 'ms' or 'string'.
+local function parse_options(args, first, spec)
+  local opts = {}
+  local i = first
+  while i <= #args do
+    local name = string.upper(args[i])
+    local kind = spec[name]
+    if kind == nil then
+      fail('BADARG', 'unknown option ' .. show(args[i]))
+    elseif kind == 'flag' then
+      opts[name] = true
+      i = i + 1
+    else
+      local value = args[i + 1]
+      if value == nil then
+        fail('BADARG', name .. ' needs a value')
+      end
+      if kind == 'count' then
+        opts[name] = parse_count(name, value, MAX_BUDGET)
+      elseif kind == 'ms' then
+        opts[name] = parse_count(name, value, 2 ^ 53)
+      else
+        opts[name] = value
+      end
+      i = i + 2
+    end
+  end
+  return opts
+end
+
+-- The server's clock in milliseconds.
+local function now_ms()
+  local t = rcall('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The budget ------------------------------------------------------------------
+
+-- The budget of one call, made once from BUDGET and passed to what spends it:
+--   total  BUDGET: keys one call may delete, and the bound of its reads
+--   keys   keys this call has deleted (a dry run deletes none and spends none)
+--   work   units a sweep charged for visits, checks and SCAN steps
+--   dry    DRY_RUN: nothing is deleted, and what would go is counted uncapped
+local function new_budget(total, dry)
+  local b = { total = total, keys = 0, work = 0, dry = dry }
+  running.budget = b
+  return b
+end
+
+-- Keys the call may still delete (uncapped in a dry run).
+local function keys_left(b)
+  return b.dry and math.huge or b.total - b.keys
+end
+
+-- What a thread may read or walk this call: BUDGET less the keys deleted.
+local function reads_left(b)
+  return b.total - b.keys
+end
+
+-- A thread needs more than `reads_left`: end the call before it when the call
+-- has deleted something (the next call starts with it and a whole BUDGET);
+-- else nothing of a whole BUDGET suffices, and that is the caller's error.
+local function beyond(b, msg)
+  if b.keys > 0 then
+    error(Later, 0)
+  end
+  fail('BADARG', msg)
+end
+
+-- Run fn(...) for one thread of a call that prunes several: true and its
+-- result, or false when it failed after this call deleted something (then
+-- the call ends there, and the next call starts with that thread, where the
+-- same error comes before any delete). Errors before the first delete, and
+-- Stale then, pass on.
+local function guard(b, fn, ...)
+  local ok, res = pcall(fn, ...)
+  if ok then
+    return true, res
+  end
+  if b.keys > 0 then
+    return false
+  end
+  error(res, 0)
+end
+
+-- Prefixes and index names (defaulting to the saver's), the budget, dry run.
+local function context(opts)
+  local cp = opts.CHECKPOINT_PREFIX or 'checkpoint'
+  local wp = opts.WRITE_PREFIX or 'checkpoint_write'
+  if cp == '' or wp == '' then
+    fail('BADARG', 'prefixes must not be empty')
+  end
+  local total = opts.BUDGET or DEFAULT_BUDGET
+  if total < MIN_BUDGET then
+    fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
+  end
+  local dry = opts.DRY_RUN == true
+  -- `checked`: what one thread proved holds for the whole call
+  return { cp = cp, wp = wp, budget = new_budget(total, dry), dry = dry, checked = {} }
+end
+
+-- What to keep: KEEP newest per namespace; with MAX_AGE also every
+-- checkpoint younger than that; with IDLE_TTL nothing of a thread whose
+-- newest checkpoint is older than that. Ages come from uuid6 checkpoint ids.
+local function policy(keep_arg, opts)
+  local now = (opts.MAX_AGE or opts.IDLE_TTL) and now_ms()
+  return {
+    keep = parse_count('KEEP', keep_arg, 2 ^ 53),
+    old_before = opts.MAX_AGE and now - opts.MAX_AGE,
+    idle_before = opts.IDLE_TTL and now - opts.IDLE_TTL,
+  }
+end
+
+-- The ranges [first, last] of 1..n in steps of `size`: for first, last in batches(n, size).
+local function batches(n, size)
+  local first = 1 - size
+  return function()
+    first = first + size
+    if first <= n then
+      return first, math.min(first + size - 1, n)
+    end
+  end
+end
+
+-- Keys ------------------------------------------------------------------------
+-- Provides: thread records (thread_record, check_thread), the TAG value of an
+-- id (tag_of, tag_param, id_param), uuid6 times, and every key name lgprune
+-- reads or deletes (nothing else joins key parts).
+-- Assumes: core (fail, show). `ctx` is a context (cp, wp); `thread` a thread
+-- record; `d` a checkpoint doc { key, ns, id }; ns and ids as stored.
+
+local EMPTY_ID = '00000000-0000-0000-0000-000000000000' -- how the saver stores thread ""
+local ROOT_NS = '__empty__' -- how the saver stores namespace ""
+local ZSET_PREFIX = 'write_keys_zset'
+local MAX_TAG_BYTES = 4096 -- longer TAG values are not matched by RediSearch
+local UUID_EPOCH = 122192928000000000 -- 1582-10-15 to 1970-01-01 in 100 ns
+local DEFAULT_GRACE_MS = 600000 -- keys younger than this may belong to a write in flight
 
 -- True when s is well-formed UTF-8 (JSON documents cannot hold anything else).
 local function is_utf8(s)
@@ -177,6 +340,16 @@ local function tag_param(tag)
   return (tag:gsub('\\', '\\\\'))
 end
 
+-- The query parameter that finds a checkpoint's writes by its id, or nil
+-- when RediSearch cannot match that id.
+local function id_param(id)
+  local tag = tag_of(id)
+  if tag == '' or #id > MAX_TAG_BYTES then
+    return nil
+  end
+  return tag_param(tag)
+end
+
 -- The thread a thread id names, as a record: `id` as stored, `tag` the query
 -- parameter that finds its TAG value, `plain` when that value is the whole
 -- id (no comma, NUL or edge white space): then no other thread's tag is its
@@ -224,78 +397,17 @@ local function uuid6_ms(id)
   return (ticks - UUID_EPOCH) / 10000
 end
 
--- The server's clock in milliseconds.
-local function now_ms()
-  local t = rcall('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- True when `id` is a uuid6 older than `before` (ms): younger or undated
+-- keys may belong to a checkpoint that is still being written.
+local function older(id, before)
+  local ms = id and uuid6_ms(id)
+  return ms ~= nil and ms < before
 end
 
--- Read options from args[first..]: flags and NAME value pairs, case-insensitive.
--- spec maps an upper-case option name to 'flag', 'count', 'ms' or 'string'.
-local function parse_options(args, first, spec)
-  local opts = {}
-  local i = first
-  while i <= #args do
-    local name = string.upper(args[i])
-    local kind = spec[name]
-    if kind == nil then
-      fail('BADARG', 'unknown option ' .. show(args[i]))
-    elseif kind == 'flag' then
-      opts[name] = true
-      i = i + 1
-    else
-      local value = args[i + 1]
-      if value == nil then
-        fail('BADARG', name .. ' needs a value')
-      end
-      if kind == 'count' then
-        opts[name] = parse_count(name, value, MAX_BUDGET)
-      elseif kind == 'ms' then
-        opts[name] = parse_count(name, value, 2 ^ 53)
-      else
-        opts[name] = value
-      end
-      i = i + 2
-    end
-  end
-  return opts
+-- Whether s begins with prefix.
+local function starts_with(s, prefix)
+  return s:sub(1, #prefix) == prefix
 end
-
--- Prefixes and index names (defaulting to the saver's), budget and dry run.
-local function context(opts)
-  local cp = opts.CHECKPOINT_PREFIX or 'checkpoint'
-  local wp = opts.WRITE_PREFIX or 'checkpoint_write'
-  if cp == '' or wp == '' then
-    fail('BADARG', 'prefixes must not be empty')
-  end
-  local budget = opts.BUDGET or DEFAULT_BUDGET
-  if budget < MIN_BUDGET then
-    fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
-  end
-  -- `checked` is shared by the copies with_budget makes: what one thread proved holds for the call
-  return { cp = cp, wp = wp, budget = budget, dry = opts.DRY_RUN == true, checked = {} }
-end
-
--- What to keep: KEEP newest per namespace; with MAX_AGE also every
--- checkpoint younger than that; with IDLE_TTL nothing of a thread whose
--- newest checkpoint is older than that. Ages come from uuid6 checkpoint ids.
-local function policy(keep_arg, opts)
-  local now = (opts.MAX_AGE or opts.IDLE_TTL) and now_ms()
-  return {
-    keep = parse_count('KEEP', keep_arg, 2 ^ 53),
-    old_before = opts.MAX_AGE and now - opts.MAX_AGE,
-    idle_before = opts.IDLE_TTL and now - opts.IDLE_TTL,
-  }
-end
-
--- The same context with a smaller delete budget (the rest read through).
-local function with_budget(ctx, budget)
-  return setmetatable({ budget = budget }, { __index = ctx })
-end
-
--- Keys -----------------------------------------------------------------------
--- Every key name lgprune reads or deletes is built here (nothing else joins
--- key parts): `thread` is a thread record, ns and id as stored.
 
 -- <cp>:<thread>: the start of the keys of a thread's checkpoints.
 local function thread_prefix(ctx, thread)
@@ -322,14 +434,14 @@ local function registry_key(thread, d)
   return ZSET_PREFIX .. ':' .. thread.id .. ':' .. d.ns .. ':' .. d.id
 end
 
--- <cp>_latest:<thread>:<ns>, the key of a namespace's newest checkpoint.
-local function latest_key(ctx, thread, ns)
-  return ctx.cp .. '_latest:' .. thread.id .. ':' .. ns
-end
-
 -- <cp>_latest:, the start of every latest pointer (a sweep's SCAN looks for them).
 local function latest_start(ctx)
   return ctx.cp .. '_latest:'
+end
+
+-- <cp>_latest:<thread>:<ns>, the key of a namespace's newest checkpoint.
+local function latest_key(ctx, thread, ns)
+  return latest_start(ctx) .. thread.id .. ':' .. ns
 end
 
 -- The checkpoint whose writes registry `key` (write_keys_zset:<stem>) lists,
@@ -338,11 +450,6 @@ end
 local function registry_owner(ctx, key)
   local stem = key:sub(#ZSET_PREFIX + 2)
   return ctx.cp .. ':' .. stem, ctx.wp .. ':' .. stem .. ':'
-end
-
--- Whether s begins with prefix.
-local function starts_with(s, prefix)
-  return s:sub(1, #prefix) == prefix
 end
 
 -- The doc of a root checkpoint key: the key must be exactly <prefix><id>
@@ -359,22 +466,71 @@ local function root_doc(key, prefix)
   return nil
 end
 
--- Redis access ---------------------------------------------------------------
+-- Escape glob characters for SCAN MATCH.
+local function glob_escape(s)
+  return (s:gsub('([%*%?%[%]\\])', '\\%1'))
+end
+
+-- Search and reads --------------------------------------------------------------
+-- Provides: check_server (the modules, the search result cap), the one query
+-- builder (query_args) and the searches that use it (search, search_all,
+-- count_tagged), and the reads of stored values: json_get, json_keyset,
+-- json_mget, identity, read_pointer.
+-- Assumes: core, keys. Every search runs before the first delete of the
+-- thread it serves (see delete_doomed), so its failures delete nothing.
+
+local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
 
 -- The message of an error pcall caught from redis.call (a table) or Lua (a string).
 local function error_text(err)
   return tostring(type(err) == 'table' and err.err or err)
 end
 
+-- Whether an error says the command does not exist (a module is missing).
+local function unknown_command(text)
+  return text:find('nknown', 1, true) ~= nil and text:find('command', 1, true) ~= nil
+end
+
 -- What earlier calls learnt of this server (the library's state lives until
 -- it is loaded again): the JSON module answers; the search result cap.
 local server = { json = false, cap = nil }
 
--- FT.SEARCH with the server's errors turned into ones that say what to do.
--- Every search runs before the call's first write (see delete_doomed), so a
--- cap lowered since it was cached restarts the call, having changed nothing.
-local function search(args)
-  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(args))
+-- FT.SEARCH arguments from a query record (the one place queries are built):
+--   index   the index to search (ctx.cp or ctx.wp)
+--   where   the query text: $t is the thread's tag, $n the root namespace,
+--           $c1..$cN the `ids`
+--   thread  the thread record whose tag $t holds
+--   ids     optional TAG parameters (checkpoint ids, see id_param)
+--   fields  optional fields to RETURN; else NOCONTENT
+--   limit   entries wanted (0: only the count)
+--   sorted  optional: newest checkpoint_id first
+local function query_args(q)
+  local ids = q.ids or {}
+  local args = { q.index, q.where, 'PARAMS', tostring(4 + 2 * #ids), 't', q.thread.tag, 'n', ROOT_NS }
+  local function add(...)
+    for _, a in ipairs({ ... }) do
+      args[#args + 1] = a
+    end
+  end
+  for i, param in ipairs(ids) do
+    add('c' .. i, param)
+  end
+  if q.fields then
+    add('RETURN', tostring(#q.fields), unpack(q.fields))
+  else
+    add('NOCONTENT')
+  end
+  if q.sorted then
+    add('SORTBY', 'checkpoint_id', 'DESC')
+  end
+  add('LIMIT', '0', tostring(q.limit), 'TIMEOUT', '0', 'DIALECT', '2')
+  return args
+end
+
+-- FT.SEARCH of a query record, with the server's errors turned into ones that
+-- say what to do. A cap lowered since it was cached is Stale.
+local function search(q)
+  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(query_args(q)))
   if ok then
     return res
   end
@@ -384,14 +540,34 @@ local function search(args)
     error(Stale, 0)
   end
   if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
-    fail('NOINDEX', 'index ' .. show(args[1]) .. ' does not exist: run the saver\'s setup() first, '
+    fail('NOINDEX', 'index ' .. show(q.index) .. ' does not exist: run the saver\'s setup() first, '
       .. 'or pass the prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)')
   end
-  if err:find('nknown', 1, true) and err:find('command', 1, true) then
+  if unknown_command(err) then
     fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
       .. '(search and JSON modules)')
   end
   error(res, 0)
+end
+
+-- A search that must return every entry up to its limit: a short answer (a
+-- search timeout returns partial results) stops the thread before any delete.
+-- `per_entry`: reply elements per entry (1 with NOCONTENT, 2 with fields).
+local function search_all(q, per_entry)
+  local res = search(q)
+  local returned = (#res - 1) / per_entry
+  local expected = math.min(res[1], q.limit)
+  if returned < expected then
+    fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
+      .. ' entries (a search timeout?); nothing was deleted, try again')
+  end
+  return res
+end
+
+-- How many checkpoint index entries match `where`; by default those of the
+-- thread's tag, a superset of the thread (the tag matches case-insensitively).
+local function count_tagged(ctx, thread, where)
+  return search({ index = ctx.cp, where = where or '@thread_id:{$t}', thread = thread, limit = 0 })[1]
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint
@@ -399,8 +575,7 @@ end
 local function require_json(ctx)
   local ok, err = pcall(rcall, 'JSON.TYPE', ctx.cp .. ':{lgprune}:probe')
   if not ok then
-    local text = error_text(err)
-    if text:find('nknown', 1, true) and text:find('command', 1, true) then
+    if unknown_command(error_text(err)) then
       fail('NOMODULE', 'this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
         .. '(search and JSON modules)')
     end
@@ -432,42 +607,6 @@ local function check_server(ctx)
   ctx.cap = server.cap
 end
 
--- How many checkpoint index entries match `query` ($t: the thread's tag, $n:
--- the root namespace); by default those of the thread's tag, a superset of
--- the thread (the tag matches case-insensitively).
-local function count_tagged(ctx, thread, query)
-  local res = search({ ctx.cp, query or '@thread_id:{$t}', 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS,
-    'NOCONTENT', 'LIMIT', '0', '0', 'TIMEOUT', '0', 'DIALECT', '2' })
-  return res[1]
-end
-
--- A copy of search args with SORTBY (when sorted), LIMIT, TIMEOUT and DIALECT.
-local function finish_query(args, limit, sorted)
-  local out = { unpack(args) }
-  if sorted then
-    for _, a in ipairs({ 'SORTBY', 'checkpoint_id', 'DESC' }) do
-      out[#out + 1] = a
-    end
-  end
-  for _, a in ipairs({ 'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }) do
-    out[#out + 1] = a
-  end
-  return out
-end
-
--- FT.SEARCH that must return every entry up to `limit`: a short answer (a
--- search timeout returns partial results) stops the call before any delete.
-local function search_all(args, limit, per_entry)
-  local res = search(args)
-  local returned = (#res - 1) / per_entry
-  local expected = math.min(res[1], limit)
-  if returned < expected then
-    fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
-      .. ' entries (a search timeout?); nothing was deleted, try again')
-  end
-  return res
-end
-
 -- JSON.GET of one path, decoded; nil when the key or path is missing.
 local function json_get(key, path)
   local raw = rcall('JSON.GET', key, path)
@@ -477,9 +616,169 @@ local function json_get(key, path)
   return cjson.decode(raw)[1]
 end
 
+-- The keys of the object at `path` of a JSON document, as a set.
+local function json_keyset(key, path)
+  local set = {}
+  local res = rcall('JSON.OBJKEYS', key, path)
+  if type(res) == 'table' and type(res[1]) == 'table' then
+    for _, k in ipairs(res[1]) do
+      set[k] = true
+    end
+  end
+  return set
+end
+
+-- The value at `path` of each of `keys`, decoded, indexed like keys (nil for
+-- a missing key or path, or a key that is not JSON): JSON.MGET in batches.
+local function json_mget(keys, path)
+  local values = {}
+  for first, last in batches(#keys, BATCH) do
+    local args = { unpack(keys, first, last) }
+    args[#args + 1] = path
+    local res = rcall('JSON.MGET', unpack(args))
+    for i = first, last do
+      local raw = res[i - first + 1]
+      values[i] = type(raw) == 'string' and cjson.decode(raw)[1] or nil
+    end
+  end
+  return values
+end
+
+-- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
+-- or nil); all nil for a missing key or one that is not JSON.
+local function identity(key)
+  local ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
+  local decoded, f = false, nil
+  if ok and type(raw) == 'string' then
+    decoded, f = pcall(cjson.decode, raw)
+  end
+  if not decoded or type(f) ~= 'table' then
+    return nil, nil, nil
+  end
+  local function field(path)
+    local v = type(f[path]) == 'table' and f[path][1]
+    return type(v) == 'string' and v or nil
+  end
+  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id')
+end
+
+-- The string a latest pointer holds, or nil (missing, or not a string key).
+local function read_pointer(key)
+  local ok, value = pcall(rcall, 'GET', key)
+  return ok and type(value) == 'string' and value or nil
+end
+
+-- Listing -----------------------------------------------------------------------
+-- Provides: a thread's first look (first_look), its newest root checkpoint
+-- (newest_root), the DeltaChannel marker (marks_delta, uses_delta), the
+-- writes a checkpoint registered (registered_writes), and its checkpoints as
+-- docs { key, ns, id } under a view (list_checkpoints, root_window).
+-- Assumes: keys, search. Lists read only; what is listed is proved to be the
+-- thread's: root keys by their form (root_doc), others by their own fields.
+
 local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
 local WINDOW_SLACK = 16 -- root checkpoints a narrow window holds beyond keep
 local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
+local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
+local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
+local OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
+
+-- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
+local function marks_delta(meta)
+  return type(meta) == 'string' and meta:find(DELTA_MARKER, 1, true) ~= nil
+end
+
+-- Whether checkpoint `key` rebuilds DeltaChannel values from its ancestors,
+-- by its metadata (see delta_channels).
+local function uses_delta(key)
+  local ok, meta = pcall(json_get, key, '$.metadata')
+  return ok and marks_delta(meta)
+end
+
+-- How many writes the saver registered for checkpoint d.
+local function registered_writes(thread, d)
+  return rcall('ZCARD', registry_key(thread, d))
+end
+
+-- The thread's newest root checkpoint, as the latest pointer names it (a doc),
+-- or nil when the pointer is missing or not of root_doc's form.
+local function newest_root(ctx, thread)
+  local newest = read_pointer(latest_key(ctx, thread, ROOT_NS))
+  return newest and root_doc(newest, checkpoint_prefix(ctx, thread, ROOT_NS)) or nil
+end
+
+-- The first look at a thread: how many entries carry its tag (`counted`, when
+-- a sweep counted them already) and, for a plain thread, the answer of the
+-- query on the tag alone (up to `limit` entries), which is then also its
+-- listing. Either way one pass over its entries.
+local function first_look(ctx, thread, limit, counted)
+  if not thread.plain then
+    return counted or count_tagged(ctx, thread), nil
+  end
+  local res = search_all({ index = ctx.cp, where = '@thread_id:{$t}', thread = thread, limit = limit }, 1)
+  return res[1], res
+end
+
+-- Root docs, collected once each from index answers: add(keys, first, last)
+-- keeps the keys[first..last] of root_doc's form under `prefix`.
+local function root_docs(prefix)
+  local self, listed = { docs = {} }, {}
+  function self.add(keys, first, last)
+    for i = first, math.min(#keys, last) do
+      local doc = not listed[keys[i]] and root_doc(keys[i], prefix)
+      if doc then
+        listed[doc.key] = true
+        self.docs[#self.docs + 1] = doc
+      end
+    end
+  end
+  return self
+end
+
+-- The thread's root entries with checkpoint_ts at or after `lo` (ms), up to
+-- `limit` (0: the count). The time range comes first: RediSearch then walks
+-- only the window's entries.
+local function since(ctx, thread, lo, limit)
+  return search({ index = ctx.cp, thread = thread, limit = limit,
+    where = string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE })
+end
+
+-- How far back from `ts` the root window reaches (ms): widened until it holds
+-- more than `keep` (or reaches the epoch), then narrowed while it holds more
+-- than `target`.
+local function window_span(ctx, thread, ts, keep, target)
+  local short, span = 0, WINDOW_START_MS
+  local count = since(ctx, thread, ts - span, 0)[1]
+  while count <= keep and span < ts do
+    short, span = span, span * 4
+    count = since(ctx, thread, ts - span, 0)[1]
+  end
+  for _ = 1, 12 do
+    if count <= target or span - short < 1 then
+      break
+    end
+    local middle = (short + span) / 2
+    local inside = since(ctx, thread, ts - middle, 0)[1]
+    if inside > keep then
+      span, count = middle, inside
+    else
+      short = middle
+    end
+  end
+  return span
+end
+
+-- Whether the keep-th newest of `docs` was made after `lo` (ms, with clock
+-- slack): then a window from `lo`, listed whole, holds the true newest `keep`.
+local function kth_after(docs, keep, lo)
+  local ids = {}
+  for _, d in ipairs(docs) do
+    ids[#ids + 1] = d.id
+  end
+  table.sort(ids, function(a, b) return a > b end)
+  local ms = ids[keep] and uuid6_ms(ids[keep])
+  return ms ~= nil and ms >= lo + CLOCK_SLACK_MS
+end
 
 -- Root checkpoints of a thread too large to list whole, without sorting it:
 -- a window of the newest by checkpoint_ts, anchored at the latest pointer and
@@ -495,75 +794,57 @@ local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 -- checkpoint_ts after making the id, on the same clock). Returns nil when no
 -- latest pointer anchors the window (view.newest, see newest_root).
 local function root_window(ctx, thread, keep, view)
-  local prefix = checkpoint_prefix(ctx, thread, ROOT_NS)
   if not view.newest then
     return nil
   end
-  local newest = view.newest.key
-  local read, ts = pcall(json_get, newest, '$.checkpoint_ts')
+  local read, ts = pcall(json_get, view.newest.key, '$.checkpoint_ts')
   if not read or type(ts) ~= 'number' then
     return nil
   end
-  local args = { ctx.cp, '', 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'NOCONTENT' }
-  local function query(range, n)
-    -- the time range first: RediSearch then walks only the window's entries
-    args[2] = '@checkpoint_ts:' .. range .. ' @thread_id:{$t} @checkpoint_ns:{$n}'
-    return search(finish_query(args, n, false))
-  end
-  local function count_since(lo)
-    return query(string.format('[%.3f +inf]', lo), 0)[1]
-  end
-  -- widen until the window holds more than `keep`, then narrow while it
-  -- holds more than it needs to
   local limit = view.limit
   local target = view.wide and limit or math.min(limit, keep + WINDOW_SLACK)
-  local short, span = 0, WINDOW_START_MS
-  local count = count_since(ts - span)
-  while count <= keep and span < ts do
-    short, span = span, span * 4
-    count = count_since(ts - span)
+  local lo = ts - window_span(ctx, thread, ts, keep, target)
+  local list = root_docs(checkpoint_prefix(ctx, thread, ROOT_NS))
+  list.add({ view.newest.key }, 1, 1)
+  local window = since(ctx, thread, lo, limit)
+  list.add(window, 2, limit + 1)
+  local exact = window[1] <= #window - 1 and kth_after(list.docs, keep, lo)
+  local page = view.first or search({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.page })
+  list.add(page, 2, view.page + 1)
+  return list.docs, exact
+end
+
+-- The root checkpoints under `view` without a window: the first look's answer
+-- when the thread is listed whole, else the newest view.limit.
+local function list_root(ctx, thread, view)
+  local res = not view.sorted and view.first
+  if not res then
+    res = search_all({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.limit,
+      sorted = view.sorted }, 1)
   end
-  for _ = 1, 12 do
-    if count <= target or span - short < 1 then
-      break
-    end
-    local middle = (short + span) / 2
-    local inside = count_since(ts - middle)
-    if inside > keep then
-      span, count = middle, inside
-    else
-      short = middle
-    end
+  local list = root_docs(checkpoint_prefix(ctx, thread, ROOT_NS))
+  list.add(res, 2, #res)
+  return list.docs
+end
+
+-- The doc of an entry outside the root namespace when it is the thread's:
+-- its own thread_id and checkpoint_id, and the key the saver builds from
+-- them, agree byte for byte. `fields`: the entry's RETURNed name/value list.
+local function other_doc(ctx, thread, key, fields)
+  local f = {}
+  for j = 1, #fields, 2 do
+    f[fields[j]] = fields[j + 1]
   end
-  local lo = ts - span
-  local docs, listed = {}, {}
-  local function add(keys, first, last)
-    for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and root_doc(keys[i], prefix)
-      if doc then
-        listed[doc.key] = true
-        docs[#docs + 1] = doc
-      end
-    end
+  local id, prefix = f.checkpoint_id, thread_prefix(ctx, thread)
+  if f.thread_id ~= thread.id or not id or id == '' or #key <= #prefix + #id + 1
+    or not starts_with(key, prefix) or key:sub(-#id - 1) ~= ':' .. id then
+    return nil
   end
-  add({ newest }, 1, 1)
-  local window = query(string.format('[%.3f +inf]', lo), limit)
-  add(window, 2, limit + 1)
-  local ids = {}
-  for _, d in ipairs(docs) do
-    ids[#ids + 1] = d.id
+  local ns = key:sub(#prefix + 1, #key - #id - 1)
+  if ns ~= ROOT_NS and key == checkpoint_key(ctx, thread, ns, id) then
+    return { key = key, ns = ns, id = id }
   end
-  table.sort(ids, function(a, b) return a > b end)
-  local kth = ids[keep]
-  local kth_ms = kth and uuid6_ms(kth)
-  local exact = window[1] <= #window - 1 and kth_ms ~= nil and kth_ms >= lo + CLOCK_SLACK_MS
-  local page = view.first
-  if not page then
-    args[2] = '@thread_id:{$t} @checkpoint_ns:{$n}'
-    page = search(finish_query(args, view.page, false))
-  end
-  add(page, 2, view.page + 1)
-  return docs, exact
+  return nil
 end
 
 -- The thread's checkpoints, as {key, ns, id}, under a view record:
@@ -580,81 +861,43 @@ end
 --   wide    whether that window holds up to `limit` (else only a few more
 --           than KEEP: enough for the plan, too few to be `exact`).
 -- Also returns whether the root's newest KEEP are surely listed (false only
--- for a root window that cannot prove it).
--- Root checkpoints are listed by key alone (NOCONTENT, the cheap path) and
--- kept only in the form root_doc proves. Checkpoints of other namespaces are
--- confirmed by their own thread_id and checkpoint_id fields, and by the key
--- the saver builds from them.
+-- for a root window that cannot prove it). Sorted, each list is the newest
+-- `limit` of its part of the thread, so each namespace's docs are its newest.
 local function list_checkpoints(ctx, thread, view, rule)
-  local docs, exact = nil, true
-  local root_prefix = checkpoint_prefix(ctx, thread, ROOT_NS)
-  local limit, sorted = view.limit, view.sorted
-  if sorted and rule then
+  local docs, exact
+  if view.sorted and rule then
     docs, exact = root_window(ctx, thread, math.max(rule.keep, 1), view)
   end
-  local others = true -- whether entries outside the root may be the thread's
   if not docs then
-    docs, exact = {}, true
-    local res = not sorted and view.first
-    if not res then
-      res = search_all(finish_query({ ctx.cp, '@thread_id:{$t} @checkpoint_ns:{$n}',
-        'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'NOCONTENT' }, limit, sorted), limit, 1)
+    docs, exact = list_root(ctx, thread, view), true
+    if not view.sorted and #docs >= view.tagged then
+      return docs, exact -- every tagged entry is one of its root checkpoints
     end
-    for i = 2, #res do
-      docs[#docs + 1] = root_doc(res[i], root_prefix)
-    end
-    others = not sorted and #docs < view.tagged
   end
-  local non_root = '@thread_id:{$t} -@checkpoint_ns:{$n}'
-  if not others and not sorted then
-    return docs, exact -- every tagged entry is one of its root checkpoints
-  end
-  if sorted and count_tagged(ctx, thread, non_root) == 0 then
+  if view.sorted and count_tagged(ctx, thread, OTHERS_WHERE) == 0 then
     return docs, exact -- no entry of the thread's tag outside the root
   end
-  local res = search_all(finish_query({ ctx.cp, non_root,
-    'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'RETURN', '2', 'thread_id', 'checkpoint_id' },
-    limit, sorted), limit, 2)
-  local prefix = thread_prefix(ctx, thread)
+  local res = search_all({ index = ctx.cp, where = OTHERS_WHERE, thread = thread,
+    fields = { 'thread_id', 'checkpoint_id' }, limit = view.limit, sorted = view.sorted }, 2)
   for i = 2, #res, 2 do
-    local key, fields = res[i], res[i + 1]
-    local f = {}
-    for j = 1, #fields, 2 do
-      f[fields[j]] = fields[j + 1]
-    end
-    local id = f.checkpoint_id
-    if f.thread_id == thread.id and id and id ~= '' and #key > #prefix + #id + 1
-      and starts_with(key, prefix) and key:sub(-#id - 1) == ':' .. id then
-      local ns = key:sub(#prefix + 1, #key - #id - 1)
-      if ns ~= ROOT_NS and key == checkpoint_key(ctx, thread, ns, id) then
-        docs[#docs + 1] = { key = key, ns = ns, id = id }
-      end
-    end
+    docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])
   end
-  -- Sorted, each list is the newest `limit` of its part of the thread, so each
-  -- namespace's docs here are its newest ones; the root's are always seen.
   return docs, exact
 end
 
--- The keys of the object at `path` of a JSON document, as a set.
-local function json_keyset(key, path)
-  local set = {}
-  local res = rcall('JSON.OBJKEYS', key, path)
-  if type(res) == 'table' and type(res[1]) == 'table' then
-    for _, k in ipairs(res[1]) do
-      set[k] = true
-    end
-  end
-  return set
-end
-
--- DeltaChannel -----------------------------------------------------------------
+-- Planning ----------------------------------------------------------------------
+-- Provides: plan(), what goes of a thread's listed checkpoints under a rule:
+-- per namespace the newest `keep` stay (the rule's age limits aside), old
+-- subgraph runs go whole, the latest pointer's checkpoint stays while its
+-- namespace keeps any, and DeltaChannel history of a kept checkpoint stays.
+-- Assumes: keys, search, listing. Reads only. A DeltaChannel walk longer
+-- than what the budget leaves is `beyond` it.
 
 -- Delta channels a checkpoint rebuilds from its ancestors: those with a
 -- counters_since_delta_snapshot entry and a version, but no stored value.
 -- `meta` is the checkpoint's metadata string.
 local function delta_channels(key, meta)
-  if type(meta) ~= 'string' or not meta:find('counters_since_delta_snapshot', 1, true) then
+  if not marks_delta(meta) then
     return nil
   end
   local ok, decoded = pcall(cjson.decode, meta)
@@ -687,67 +930,47 @@ local function subset(a, b)
   return true
 end
 
--- Walk the parent chain of a kept checkpoint, marking in `protect` (by id)
+-- Walk the parent chain of kept checkpoint `start` under a walk record
+-- { ctx, thread, ns, budget, protect, seen }, marking in `protect` (by id)
 -- every ancestor up to the nearest one storing all `needed` channels, as
--- get_delta_channel_history would read them. `seen` memoises walks per id.
--- Returns the ancestors read, or nil when more than `limit` were needed, and
--- true when the chain stops at a parent not stored yet: a saver writing now
--- may store it later, after its own ancestors, so nothing older can be judged.
-local function walk_delta(ctx, thread, ns, key, needed, protect, seen, limit)
-  local steps = 0
+-- get_delta_channel_history would read them; `seen` memoises walks per id.
+-- Returns true when the chain stops at a parent not stored yet: a saver
+-- writing now may store it later, after its own ancestors, so nothing older
+-- can be judged. A walk longer than reads_left(budget) is `beyond` it.
+local function walk_delta(walk, start, needed)
+  local steps, limit, key = 0, reads_left(walk.budget), start
   while true do
     local parent = json_get(key, '$.parent_checkpoint_id')
     if type(parent) ~= 'string' or parent == '' then
-      return steps
+      return false
     end
-    local pkey = checkpoint_key(ctx, thread, ns, parent)
+    local pkey = checkpoint_key(walk.ctx, walk.thread, walk.ns, parent)
     if rcall('EXISTS', pkey) == 0 then
       local ms = uuid6_ms(parent)
-      return steps, ms == nil or ms >= now_ms() - DEFAULT_GRACE_MS
+      return ms == nil or ms >= now_ms() - DEFAULT_GRACE_MS
     end
-    local before = seen[parent]
+    local before = walk.seen[parent]
     if before and subset(needed, before) then
-      return steps
+      return false
     end
     steps = steps + 1
     if steps > limit then
-      return nil
+      beyond(walk.budget, 'the DeltaChannel history of ' .. show(start) .. ' is longer than '
+        .. limit .. ' checkpoints; raise BUDGET to prune this thread')
     end
-    seen[parent] = before or {}
+    walk.seen[parent] = before or {}
     for ch in pairs(needed) do
-      seen[parent][ch] = true
+      walk.seen[parent][ch] = true
     end
-    protect[parent] = true
-    local values = json_keyset(pkey, '$.checkpoint.channel_values')
-    for ch in pairs(values) do
+    walk.protect[parent] = true
+    for ch in pairs(json_keyset(pkey, '$.checkpoint.channel_values')) do
       needed[ch] = nil
     end
     if next(needed) == nil then
-      return steps
+      return false
     end
     key = pkey
   end
-end
-
--- Planning -----------------------------------------------------------------------
-
--- The metadata strings of doc[ids[first..last]], read with one JSON.MGET
--- (in batches), indexed like ids.
-local function kept_metadata(doc, ids, first, last)
-  local metas = {}
-  for from = first, last, UNLINK_BATCH do
-    local keys = {}
-    for i = from, math.min(from + UNLINK_BATCH - 1, last) do
-      keys[#keys + 1] = doc[ids[i]].key
-    end
-    keys[#keys + 1] = '$.metadata'
-    local res = rcall('JSON.MGET', unpack(keys))
-    for j = 1, #keys - 1 do
-      local raw = res[j]
-      metas[from + j - 1] = type(raw) == 'string' and cjson.decode(raw)[1] or nil
-    end
-  end
-  return metas
 end
 
 -- How many of a namespace's ids (sorted ascending) go: all but the newest
@@ -768,92 +991,115 @@ local function cut(ids, keep, old_before)
   return last
 end
 
--- Decide, from the thread's listed checkpoints, which ones go under `rule`
--- (see policy). Returns the plan: `doomed`, the docs that go, oldest first
--- within each namespace; `spared`, the number of delta ancestors kept;
--- `idle`, whether the thread was idle; `delta`, whether a kept checkpoint
--- rebuilds delta channels from its ancestors.
--- `walk_limit` bounds each delta walk.
-local function plan(ctx, thread, docs, rule, walk_limit)
-  -- per namespace: ids sorted ascending (plain string order, as uuid6 sorts)
-  local by_ns, names, newest = {}, {}, nil
+-- The docs by namespace: groups[ns] = { ids (ascending, plain string order,
+-- as uuid6 sorts), doc (by id) }, the namespaces in listing order, and the
+-- newest id of all.
+local function by_namespace(docs)
+  local groups, names, newest = {}, {}, nil
   for _, d in ipairs(docs) do
-    local group = by_ns[d.ns]
-    if not group then
-      group = { ids = {}, doc = {} }
-      by_ns[d.ns] = group
+    local g = groups[d.ns]
+    if not g then
+      g = { ids = {}, doc = {} }
+      groups[d.ns] = g
       names[#names + 1] = d.ns
     end
-    group.ids[#group.ids + 1] = d.id
-    group.doc[d.id] = d
+    g.ids[#g.ids + 1] = d.id
+    g.doc[d.id] = d
     if not newest or d.id > newest then
       newest = d.id
     end
   end
   for _, ns in ipairs(names) do
-    table.sort(by_ns[ns].ids)
+    table.sort(groups[ns].ids)
   end
-  local keep, old_before, idle = rule.keep, rule.old_before, false
-  if rule.idle_before and newest then
-    local ms = uuid6_ms(newest)
-    if ms and ms < rule.idle_before then
-      keep, old_before, idle = 0, nil, true
-    end
-  end
-  -- the oldest kept root checkpoint, when the root keeps any
-  local oldest_root
-  local root = by_ns[ROOT_NS]
-  if root then
-    oldest_root = root.ids[cut(root.ids, keep, old_before) + 1]
-  end
-  local doomed, spared, delta = {}, 0, false
-  for _, ns in ipairs(names) do
-    local ids, doc = by_ns[ns].ids, by_ns[ns].doc
-    local n = #ids
-    local last = cut(ids, keep, old_before) -- ids[1..last] go
-    if ns ~= ROOT_NS and oldest_root and ids[n] < oldest_root then
-      last = n -- a subgraph run older than every kept root checkpoint
-    end
-    if last >= 1 then
-      local protect, seen = {}, {}
-      -- the checkpoint the saver reads as latest (its pointer names it) stays
-      -- while the namespace keeps any, whatever its id says
-      local ns_prefix = checkpoint_prefix(ctx, thread, ns)
-      local ok, latest = pcall(rcall, 'GET', latest_key(ctx, thread, ns))
-      local latest_id = nil
-      if ok and type(latest) == 'string' and starts_with(latest, ns_prefix) then
-        latest_id = latest:sub(#ns_prefix + 1)
-      end
-      local metas = kept_metadata(doc, ids, last + 1, n)
-      local hold = false -- a kept checkpoint's delta chain runs through a parent not stored yet
-      for i = n, last + 1, -1 do
-        local key = doc[ids[i]].key
-        local needed = delta_channels(key, metas[i])
-        delta = delta or needed ~= nil
-        if needed then
-          local steps, unsure = walk_delta(ctx, thread, ns, key, needed, protect, seen, walk_limit)
-          if not steps then
-            fail('BADARG', 'the DeltaChannel history of ' .. show(key) .. ' is longer than '
-              .. walk_limit .. ' checkpoints; raise BUDGET to prune this thread')
-          end
-          hold = hold or unsure
-        end
-      end
-      for i = 1, hold and 0 or last do
-        if protect[ids[i]] then
-          spared = spared + 1
-        elseif not (ids[i] == latest_id and last < n) then
-          local d = doc[ids[i]]
-          d.newest = (i == n) or ids[i] == latest_id
-          doomed[#doomed + 1] = d
-        end
-      end
-    end
-  end
-  return { doomed = doomed, spared = spared, idle = idle, delta = delta }
+  return groups, names, newest
 end
 
--- Deleting -------------------------------------------------------------------------
+-- The id of the checkpoint namespace `ns`'s latest pointer names, or nil.
+local function latest_id(ctx, thread, ns)
+  local prefix = checkpoint_prefix(ctx, thread, ns)
+  local key = read_pointer(latest_key(ctx, thread, ns))
+  return key and starts_with(key, prefix) and key:sub(#prefix + 1) or nil
+end
+
+-- The DeltaChannel history the kept ids[last+1..] of group g rebuild from:
+-- the ids to protect, and whether to hold the whole namespace (see
+-- walk_delta). Sets p.delta when a kept checkpoint uses DeltaChannel.
+local function delta_history(p, ns, g, last)
+  local walk = { ctx = p.ctx, thread = p.thread, ns = ns, budget = p.budget, protect = {}, seen = {} }
+  local kept = {}
+  for i = last + 1, #g.ids do
+    kept[#kept + 1] = g.doc[g.ids[i]].key
+  end
+  local metas = json_mget(kept, '$.metadata')
+  local hold = false
+  for i = #kept, 1, -1 do -- newest first
+    local needed = delta_channels(kept[i], metas[i])
+    if needed then
+      p.delta = true
+      hold = walk_delta(walk, kept[i], needed) or hold
+    end
+  end
+  return walk.protect, hold
+end
+
+-- Plan namespace `ns` (group g) into p: ids[1..last] go (see cut), or all of
+-- a subgraph run older than `oldest_root`, less the protected history and,
+-- while the namespace keeps any, the checkpoint its latest pointer names.
+local function plan_namespace(p, ns, g, oldest_root)
+  local ids, n = g.ids, #g.ids
+  local last = cut(ids, p.keep, p.old_before)
+  if ns ~= ROOT_NS and oldest_root and ids[n] < oldest_root then
+    last = n -- a subgraph run older than every kept root checkpoint
+  end
+  if last < 1 then
+    return
+  end
+  local latest = latest_id(p.ctx, p.thread, ns)
+  local protect, hold = delta_history(p, ns, g, last)
+  for i = 1, hold and 0 or last do
+    if protect[ids[i]] then
+      p.spared = p.spared + 1
+    elseif not (ids[i] == latest and last < n) then
+      local d = g.doc[ids[i]]
+      d.newest = (i == n) or ids[i] == latest
+      p.doomed[#p.doomed + 1] = d
+    end
+  end
+end
+
+-- Decide, from the thread's listed checkpoints, which ones go under `rule`
+-- (see policy). Returns the plan: `doomed`, the docs that go, oldest first
+-- within each namespace, each marked `newest` when its namespace's latest
+-- pointer goes with it; `spared`, the number of delta ancestors kept;
+-- `idle`, whether the thread was idle; `delta`, whether a kept checkpoint
+-- rebuilds delta channels from its ancestors.
+local function plan(ctx, thread, docs, rule)
+  local groups, names, newest = by_namespace(docs)
+  local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep,
+    old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false }
+  local ms = rule.idle_before and newest and uuid6_ms(newest)
+  if ms and ms < rule.idle_before then
+    p.keep, p.old_before, p.idle = 0, nil, true
+  end
+  local root, oldest_root = groups[ROOT_NS], nil -- the oldest kept root checkpoint, if any
+  if root then
+    oldest_root = root.ids[cut(root.ids, p.keep, p.old_before) + 1]
+  end
+  for _, ns in ipairs(names) do
+    plan_namespace(p, ns, groups[ns], oldest_root)
+  end
+  return p
+end
+
+-- Deleting ----------------------------------------------------------------------
+-- Provides: delete_doomed (a plan's checkpoints deleted with their writes,
+-- registries and latest pointers, within the budget) and check_write_prefix.
+-- Assumes: keys, search, listing. Every key found is confirmed (`owns`);
+-- every search and read of a thread runs before its first delete: keys are
+-- collected in sinks and flushed at the end.
+
+local WRITES_CHUNK = 64 -- checkpoint ids per writes query
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
 -- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
@@ -861,7 +1107,7 @@ end
 --
 -- The saver makes every write key `<wp>:<thread>:<ns>:<id>:<task>:<idx>` with
 -- an integer idx, but any part may hold colons, so the key is proof only when
--- d is `plain` (see delete_doomed) and the rest is `<task>:<idx>` with a
+-- d is `plain` (see write_owners) and the rest is `<task>:<idx>` with a
 -- colon-free task. Then the true owner's prefix cannot be longer (it would
 -- take the one colon its own task and idx need), nor shorter: ending at a
 -- colon inside d's prefix, it would leave our thread's ns and id, which have
@@ -876,17 +1122,14 @@ local function owns(thread, d, key, prefix_len)
   if rcall('ZSCORE', registry_key(thread, d), key) then
     return true
   end
-  local raw = rcall('JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
-  local ok, f = pcall(cjson.decode, raw or 'null')
-  return ok and type(f) == 'table'
-    and (f['$.thread_id'] or {})[1] == thread.id
-    and (f['$.checkpoint_ns'] or {})[1] == d.ns
-    and (f['$.checkpoint_id'] or {})[1] == d.id
+  local t, ns, id = identity(key)
+  return t == thread.id and ns == d.ns and id == d.id
 end
 
 -- The doomed checkpoints by the start of their write keys: `prefix` maps
 -- write_prefix(d) to d, `lengths` lists the lengths those prefixes have
--- (usually one: root namespace, uuid ids).
+-- (usually one: root namespace, uuid ids). Marks each d `plain` when its
+-- write keys can prove their owner by their form (see owns).
 local function write_owners(ctx, thread, doomed)
   local owners, seen = { prefix = {}, lengths = {} }, {}
   for _, d in ipairs(doomed) do
@@ -904,196 +1147,197 @@ end
 -- Sort write keys from a writes-index answer to the doomed checkpoint each
 -- belongs to (see write_owners): a key counts when it starts with a doomed
 -- checkpoint's write prefix, ending at a colon, and `owns` confirms it.
+-- found[d.id] lists d's keys.
 local function match_writes(res, thread, owners, found)
-  local by_prefix, lengths = owners.prefix, owners.lengths
   for i = 2, #res do
     local key = res[i]
-    for _, len in ipairs(lengths) do
-      local d = key:byte(len) == 58 and by_prefix[key:sub(1, len)] -- 58: ':'
+    for _, len in ipairs(owners.lengths) do
+      local d = key:byte(len) == 58 and owners.prefix[key:sub(1, len)] -- 58: ':'
       if d and owns(thread, d, key, len) then
-        local list = found[d.id]
-        if not list then
-          list = {}
-          found[d.id] = list
-        end
-        list[#list + 1] = key
+        found[d.id] = found[d.id] or {}
+        table.insert(found[d.id], key)
         break
       end
     end
   end
 end
 
--- The query parameter that finds a checkpoint's writes by its id, or nil
--- when RediSearch cannot match that id.
-local function id_param(id)
-  local tag = tag_of(id)
-  if tag == '' or #id > MAX_TAG_BYTES then
-    return nil
-  end
-  return tag_param(tag)
-end
-
--- Writes-index query args for the writes of the given checkpoints of the
--- thread tagged `tag`, by id. The id clause comes first: RediSearch then
--- walks the few entries of those ids, not every write of a large thread.
-local function writes_query(ctx, thread, chunk)
-  local query, args = {}, { ctx.wp, '', 'PARAMS', tostring(2 * #chunk + 2), 't', thread.tag }
-  for i, d in ipairs(chunk) do
-    query[#query + 1] = '$c' .. i
-    args[#args + 1] = 'c' .. i
-    args[#args + 1] = d.param
-  end
-  args[2] = '@checkpoint_id:{' .. table.concat(query, ' | ') .. '} @thread_id:{$t}'
-  args[#args + 1] = 'NOCONTENT'
-  return args
-end
-
--- The writes index's answer for the doomed checkpoints from position `first`
--- on, within `limit` entries: up to WRITES_CHUNK of them, as many as fit by
--- `per` writes each, halved while their writes do not fit, down to one (whose
--- writes may then take several calls). Returns the chunk, the answer, whether
--- it was cut short and the entries read (every answer counts against `limit`).
-local function next_chunk(ctx, thread, doomed, first, limit, per)
-  local size, spent = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / math.max(per, 1)))), 0
-  while true do
-    local chunk = {}
-    for j = first, math.min(first + size - 1, #doomed) do
-      chunk[#chunk + 1] = doomed[j]
-    end
-    local res = search(finish_query(writes_query(ctx, thread, chunk), limit - spent, false))
-    spent = spent + #res - 1
-    local truncated = res[1] > #res - 1
-    if #chunk == 1 or not truncated or spent >= limit then
-      return chunk, res, truncated, spent
-    end
-    size = math.floor(#chunk / 2)
-  end
-end
-
--- Collects keys to delete; flush() deletes them in fixed-size batches (or, in
--- a dry run, counts those that exist). Nothing is deleted before flush(), so
--- every search of a thread runs before its first delete.
-local function sink(dry)
+-- Collects keys to delete; flush() deletes them in batches (or, in a dry run,
+-- counts those that exist), charging the budget. Nothing is deleted before
+-- flush(), so every search of a thread runs before its first delete.
+local function sink(b)
   local self = { pending = {}, deleted = 0 }
   function self.flush()
     local p = self.pending
-    for i = 1, #p, UNLINK_BATCH do
-      local last = math.min(i + UNLINK_BATCH - 1, #p)
-      if dry then
-        self.deleted = self.deleted + rcall('EXISTS', unpack(p, i, last))
+    for first, last in batches(#p, BATCH) do
+      if b.dry then
+        self.deleted = self.deleted + rcall('EXISTS', unpack(p, first, last))
       else
-        local n = rcall('UNLINK', unpack(p, i, last))
+        local n = rcall('UNLINK', unpack(p, first, last))
         self.deleted = self.deleted + n
-        deleted_this_call.keys = deleted_this_call.keys + n
+        b.keys = b.keys + n
       end
     end
     self.pending = {}
   end
   function self.add(key)
-    local p = self.pending
-    p[#p + 1] = key
+    self.pending[#self.pending + 1] = key
   end
   return self
 end
 
--- Delete doomed checkpoints oldest first, each with all its writes, its
--- registry zset and, when it was its namespace's newest, the latest pointer,
--- within ctx.budget keys (not in a dry run). Writes are found with one query
--- over the thread's writes when the thread was listed `whole` and that fits
--- 2 * budget entries, else chunk by chunk of checkpoint ids (then a checkpoint
--- whose id RediSearch cannot match is kept). Each key found is confirmed by
--- `owns`. A checkpoint whose writes do not all fit loses only writes this
--- call. Returns counts and whether doomed checkpoints remain.
-local function delete_doomed(ctx, thread, doomed, whole)
-  local ckpts, writes, others = sink(ctx.dry), sink(ctx.dry), sink(ctx.dry)
-  local left = ctx.dry and math.huge or ctx.budget
-  local read_left = math.min(2 * ctx.budget, ctx.cap)
-  -- only what the budget can delete, by the first one's keys (itself, its
-  -- writes by its registry, the registry), is looked at this call
-  local trimmed = false
-  local per = #doomed > 0 and rcall('ZCARD', registry_key(thread, doomed[1])) or 0 -- writes, by the first
-  if not ctx.dry and #doomed > 0 then
-    local fit = math.floor(left / (per + 2)) + 1
-    if #doomed > fit then
-      local first = {}
-      for i = 1, fit do
-        first[i] = doomed[i]
-      end
-      doomed, trimmed = first, true
+-- The first doomed checkpoints that `del.left` keys can take, by the first
+-- one's keys (itself, its registry, its registered writes), and whether that
+-- left some out. A dry run takes all.
+local function affordable(del, doomed)
+  if del.ctx.dry or #doomed == 0 then
+    return doomed, false
+  end
+  local fit = math.floor(del.left / (del.per + 2)) + 1
+  if #doomed <= fit then
+    return doomed, false
+  end
+  local first = {}
+  for i = 1, fit do -- not unpack: fit may pass Lua's stack limit
+    first[i] = doomed[i]
+  end
+  return first, true
+end
+
+-- Every write of the doomed checkpoints from one query over the thread's
+-- writes, when the registry estimate fits `del.reads` and so does the answer;
+-- else nil (then they are looked up by checkpoint id).
+local function all_writes(del, doomed)
+  if #doomed == 0 or del.per * #doomed > del.reads then
+    return nil
+  end
+  local res = search({ index = del.ctx.wp, where = '@thread_id:{$t}', thread = del.thread, limit = del.reads })
+  if res[1] > #res - 1 then
+    return nil -- the thread has more writes than one answer may hold
+  end
+  del.reads = del.reads - (#res - 1)
+  local found = {}
+  match_writes(res, del.thread, del.owners, found)
+  return found
+end
+
+-- The doomed checkpoints whose writes RediSearch can find by id (each gets
+-- its `param`); one it cannot is kept, its writes unseen.
+local function findable(doomed)
+  local out = {}
+  for _, d in ipairs(doomed) do
+    d.param = id_param(d.id)
+    if d.param then
+      out[#out + 1] = d
     end
   end
-  local owners = write_owners(ctx, thread, doomed)
-  local found -- the writes of every doomed checkpoint, when one query holds them
-  local thread_writes = { ctx.wp, '@thread_id:{$t}', 'PARAMS', '2', 't', thread.tag, 'NOCONTENT' }
-  -- too many writes for one answer, by the first checkpoint's registry? then per chunk
-  if #doomed > 0 and whole then
-    whole = per * #doomed <= read_left
-  end
-  if #doomed > 0 and whole then
-    local res = search(finish_query(thread_writes, read_left, false))
-    if res[1] <= #res - 1 then
-      read_left = read_left - (#res - 1)
-      found = {}
-      match_writes(res, thread, owners, found)
-    end -- else the thread has too many writes: look them up per chunk below
-  end
-  if not found then -- by id: one whose id RediSearch cannot match stays, its writes unseen
-    local findable = {}
-    for _, d in ipairs(doomed) do
-      d.param = id_param(d.id)
-      if d.param then
-        findable[#findable + 1] = d
-      end
+  return out
+end
+
+-- The writes index's answer for the doomed checkpoints from position `first`
+-- on, within del.reads entries: up to WRITES_CHUNK of them, as many as fit by
+-- del.per writes each, halved while their writes do not fit, down to one
+-- (whose writes may then take several calls). Returns the chunk, the answer
+-- and whether it was cut short; every answer is charged to del.reads.
+local function next_chunk(del, doomed, first)
+  local limit, spent = del.reads, 0
+  local size = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / math.max(del.per, 1))))
+  while true do
+    local chunk, ids, where = {}, {}, {}
+    for j = first, math.min(first + size - 1, #doomed) do
+      chunk[#chunk + 1] = doomed[j]
+      ids[#ids + 1] = doomed[j].param
+      where[#where + 1] = '$c' .. #ids
     end
-    doomed = findable
+    -- the id clause first: RediSearch then walks only those ids' entries
+    local res = search({ index = del.ctx.wp, thread = del.thread, ids = ids, limit = limit - spent,
+      where = '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}' })
+    spent = spent + #res - 1
+    local truncated = res[1] > #res - 1
+    if #chunk == 1 or not truncated or spent >= limit then
+      del.reads = limit - spent
+      return chunk, res, truncated
+    end
+    size = math.floor(#chunk / 2)
   end
-  local more, stop = trimmed, false
-  local i = 1
-  while i <= #doomed and not stop do
-    local chunk, chunk_found, truncated
-    if found then
-      chunk, chunk_found, truncated = { doomed[i] }, found, false
-    elseif read_left < 1 then
-      more = true
+end
+
+-- Take checkpoint d and its writes `ws` into the sinks while del.left keys
+-- remain: false when not all of it fits (the writes that fit are taken).
+local function take(del, d, ws, truncated)
+  local fits = not truncated and #ws + 2 <= del.left
+  for k = 1, #ws do
+    if del.left < 1 then
       break
-    else
-      local res, spent
-      chunk, res, truncated, spent = next_chunk(ctx, thread, doomed, i, read_left, per)
-      read_left = read_left - spent
+    end
+    del.writes.add(ws[k])
+    del.left = del.left - 1
+  end
+  if not fits then
+    return false
+  end
+  del.ckpts.add(d.key)
+  del.others.add(registry_key(del.thread, d))
+  if d.newest then
+    del.others.add(latest_key(del.ctx, del.thread, d.ns))
+  end
+  del.left = del.left - 2
+  return true
+end
+
+-- Take the doomed checkpoints in order, with the writes `found` for all of
+-- them or, when nil, chunk by chunk. Returns true when some are left.
+local function take_all(del, doomed, found)
+  local i = 1
+  while i <= #doomed do
+    local chunk, chunk_found, truncated = { doomed[i] }, found, false
+    if not found then
+      if del.reads < 1 then
+        return true
+      end
+      local res
+      chunk, res, truncated = next_chunk(del, doomed, i)
       chunk_found = {}
-      match_writes(res, thread, owners, chunk_found)
+      match_writes(res, del.thread, del.owners, chunk_found)
     end
     for _, d in ipairs(chunk) do
-      local ws = chunk_found[d.id] or {}
-      local fits = not truncated and #ws + 2 <= left
-      for k = 1, #ws do
-        if left < 1 then
-          break
-        end
-        writes.add(ws[k])
-        left = left - 1
+      if not take(del, d, chunk_found[d.id] or {}, truncated) then
+        return true
       end
-      if not fits then
-        more, stop = true, true
-        break
-      end
-      ckpts.add(d.key)
-      others.add(registry_key(thread, d))
-      if d.newest then
-        others.add(latest_key(ctx, thread, d.ns))
-      end
-      left = left - 2
     end
     i = i + #chunk
   end
-  writes.flush()
-  others.flush()
-  ckpts.flush()
+  return false
+end
+
+-- Delete doomed checkpoints oldest first, each with all its writes, its
+-- registry zset and, when it was its namespace's newest, the latest pointer,
+-- within the keys the budget leaves (not in a dry run). Writes are found with
+-- one query over the thread's writes when the thread was listed `whole` and
+-- that fits 2 * reads_left entries, else chunk by chunk of checkpoint ids.
+-- A checkpoint whose writes do not all fit loses only writes this call.
+-- Returns counts and whether doomed checkpoints remain.
+local function delete_doomed(ctx, thread, doomed, whole)
+  local b = ctx.budget
+  local del = { ctx = ctx, thread = thread, left = keys_left(b), reads = math.min(2 * reads_left(b), ctx.cap),
+    per = #doomed > 0 and registered_writes(thread, doomed[1]) or 0, -- writes, by the first
+    ckpts = sink(b), writes = sink(b), others = sink(b) }
+  local trimmed
+  doomed, trimmed = affordable(del, doomed)
+  del.owners = write_owners(ctx, thread, doomed)
+  local found = whole and all_writes(del, doomed) or nil
+  if not found then
+    doomed = findable(doomed)
+  end
+  local more = take_all(del, doomed, found)
+  del.writes.flush()
+  del.others.flush()
+  del.ckpts.flush()
   return {
-    checkpoints = ckpts.deleted,
-    writes = writes.deleted,
-    keys = ckpts.deleted + writes.deleted + others.deleted,
-    more = more,
+    checkpoints = del.ckpts.deleted,
+    writes = del.writes.deleted,
+    keys = del.ckpts.deleted + del.writes.deleted + del.others.deleted,
+    more = more or trimmed,
   }
 end
 
@@ -1108,8 +1352,7 @@ local function check_write_prefix(ctx, thread, doomed)
     local d = doomed[i]
     local member = rcall('ZRANGE', registry_key(thread, d), 0, 0)[1]
     if member then
-      local want = write_prefix(ctx, thread, d)
-      if not starts_with(member, want) then
+      if not starts_with(member, write_prefix(ctx, thread, d)) then
         fail('BADARG', 'the writes of ' .. show(d.key) .. ' are stored as ' .. show(member)
           .. ', not under WRITE_PREFIX ' .. show(ctx.wp) .. ': pass the saver\'s '
           .. 'checkpoint_write_prefix; nothing was deleted')
@@ -1120,31 +1363,21 @@ local function check_write_prefix(ctx, thread, doomed)
   end
 end
 
--- One thread ------------------------------------------------------------------------
+-- One thread ----------------------------------------------------------------------
+-- Provides: prune_thread (list, plan and delete one thread within what the
+-- call's budget leaves), the reply counts (COUNT_FIELDS, zero_counts,
+-- add_counts, reply).
+-- Assumes: everything above. A thread fails, if it does, before its first
+-- delete.
 
 local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
 
--- The thread's newest root checkpoint, as the latest pointer names it (a doc),
--- or nil when the pointer is missing or not of root_doc's form.
-local function newest_root(ctx, thread)
-  local ok, newest = pcall(rcall, 'GET', latest_key(ctx, thread, ROOT_NS))
-  return ok and type(newest) == 'string' and root_doc(newest, checkpoint_prefix(ctx, thread, ROOT_NS))
-    or nil
-end
-
--- Keys a root checkpoint of the thread takes with it, judged by the newest
--- one (a doc, or nil): itself, its registry and the writes listed there.
-local function keys_per_checkpoint(thread, newest)
-  if not newest then
-    return 3
-  end
-  return rcall('ZCARD', registry_key(thread, newest)) + 2
-end
-
 -- The counts each prune reports, in reply order (lgprune_thread and
--- lgprune_many add `more` / `next`), at zero.
+-- lgprune_many add `more` / `next`).
 local COUNT_FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
   'checkpoints_kept', 'delta_ancestors_kept' }
+
+-- The counts, at zero.
 local function zero_counts()
   local out = {}
   for _, name in ipairs(COUNT_FIELDS) do
@@ -1153,108 +1386,11 @@ local function zero_counts()
   return out
 end
 
--- The first look at a thread: how many entries carry its tag (`counted`, when
--- a sweep counted them already) and, for a plain thread, the answer of the
--- query on the tag alone (up to `limit` entries), which is then also its
--- listing. Either way one pass over its entries.
-local function first_look(ctx, thread, limit, counted)
-  if not thread.plain then
-    return counted or count_tagged(ctx, thread), nil
+-- Add the counts of `part` into `total`.
+local function add_counts(total, part)
+  for _, name in ipairs(COUNT_FIELDS) do
+    total[name] = (total[name] or 0) + part[name]
   end
-  local res = search_all(finish_query({ ctx.cp, '@thread_id:{$t}', 'PARAMS', '2', 't', thread.tag,
-    'NOCONTENT' }, limit, false), limit, 1)
-  return res[1], res
-end
-
--- Whether checkpoint `key` rebuilds DeltaChannel values from its ancestors,
--- by its metadata (see delta_channels).
-local function uses_delta(key)
-  local ok, meta = pcall(json_get, key, '$.metadata')
-  return ok and type(meta) == 'string' and meta:find('counters_since_delta_snapshot', 1, true) ~= nil
-end
-
--- List and plan the thread under `view` (see list_checkpoints); a partial
--- view first looks at a page sized by what the budget deletes (by the keys of
--- the newest checkpoint), and at the whole view when that page frees nothing
--- (DeltaChannel ancestors may hold all of it). Delta history is walked from
--- the true newest: its window is wide from the start when the newest
--- checkpoint uses DeltaChannel, else widened when the plan finds delta
--- history, and when the listing still cannot prove it holds the newest, they
--- are listed again, sorted. Returns the docs and the plan.
-local function list_and_plan(ctx, thread, view, rule)
-  view.page = view.limit
-  if view.sorted then
-    view.newest = newest_root(ctx, thread)
-    view.wide = view.newest ~= nil and uses_delta(view.newest.key)
-    if not ctx.dry then
-      view.page = math.min(view.limit, math.ceil(ctx.budget / keys_per_checkpoint(thread, view.newest))
-        + math.min(rule.keep, view.limit) + PAGE_SLACK)
-    end
-  end
-  local docs, exact = list_checkpoints(ctx, thread, view, rule)
-  local p = plan(ctx, thread, docs, rule, ctx.budget)
-  if #p.doomed == 0 and view.page < view.limit then
-    view.page = view.limit
-    docs, exact = list_checkpoints(ctx, thread, view, rule)
-    p = plan(ctx, thread, docs, rule, ctx.budget)
-  end
-  if p.delta and not exact and not view.wide then
-    view.wide = true
-    docs, exact = list_checkpoints(ctx, thread, view, rule)
-    p = plan(ctx, thread, docs, rule, ctx.budget)
-  end
-  if p.delta and not exact then
-    view.first = nil
-    docs = list_checkpoints(ctx, thread, view, nil)
-    p = plan(ctx, thread, docs, rule, ctx.budget)
-  end
-  return docs, p
-end
-
--- Prune one thread (a thread record) under `rule` within ctx.budget.
--- Returns the counts of lgprune_thread, plus `idle`, `listed` and
--- `count_exact` (whether checkpoints_kept is exact) for sweeps.
-local function prune_thread(ctx, thread, rule)
-  local out = zero_counts()
-  out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
-  local counted
-  if ctx.sweep and not ctx.details and not rule.idle_before then
-    -- most threads a sweep visits are within keep: a count settles those
-    counted = count_tagged(ctx, thread)
-    if counted <= rule.keep then
-      out.checkpoints_kept, out.count_exact = counted, counted == 0
-      return out -- nothing over keep (the tag count is an upper bound)
-    end
-  end
-  local limit = math.min(ctx.budget + math.min(rule.keep, ctx.cap), ctx.cap)
-  local tagged, first = first_look(ctx, thread, limit, counted)
-  out.checkpoints_kept = tagged
-  if tagged == 0 then
-    return out
-  end
-  -- the whole thread when it fits the budget, else its newest entries
-  local view = { limit = math.min(tagged, limit), tagged = tagged, first = first }
-  view.sorted = view.limit < tagged
-  local docs, p = list_and_plan(ctx, thread, view, rule)
-  out.listed = true
-  check_write_prefix(ctx, thread, p.doomed)
-  local done = delete_doomed(ctx, thread, p.doomed, not view.sorted)
-  out.checkpoints_deleted = done.checkpoints
-  out.writes_deleted = done.writes
-  out.keys_deleted = done.keys
-  out.delta_ancestors_kept = p.spared
-  out.idle = p.idle
-  if view.sorted then
-    out.checkpoints_kept = tagged - done.checkpoints -- an upper bound
-    out.count_exact = false
-  else
-    out.checkpoints_kept = #docs - done.checkpoints
-  end
-  -- a partial view has more to look at whenever this call got somewhere
-  if done.more or (view.sorted and not ctx.dry and done.checkpoints > 0) then
-    out.more = 1
-  end
-  return out
 end
 
 -- Flatten counts into a name/value reply: COUNT_FIELDS, then `last` (when
@@ -1272,36 +1408,112 @@ local function reply(out, last, fields)
   return r
 end
 
--- Add the counts of `part` into `total`.
-local function add_counts(total, part)
-  for _, name in ipairs(COUNT_FIELDS) do
-    total[name] = (total[name] or 0) + part[name]
+-- Keys a root checkpoint of the thread takes with it, judged by the newest
+-- one (a doc, or nil): itself, its registry and the writes listed there.
+local function keys_per_checkpoint(thread, newest)
+  return newest and registered_writes(thread, newest) + 2 or 3
+end
+
+-- List and plan the thread under `view` (see list_checkpoints); a partial
+-- view first looks at a page sized by what the budget deletes (by the keys of
+-- the newest checkpoint), and at the whole view when that page frees nothing
+-- (DeltaChannel ancestors may hold all of it). Delta history is walked from
+-- the true newest: its window is wide from the start when the newest
+-- checkpoint uses DeltaChannel, else widened when the plan finds delta
+-- history, and when the listing still cannot prove it holds the newest, they
+-- are listed again, sorted. Returns the docs and the plan.
+local function list_and_plan(ctx, thread, view, rule)
+  view.page = view.limit
+  if view.sorted then
+    view.newest = newest_root(ctx, thread)
+    view.wide = view.newest ~= nil and uses_delta(view.newest.key)
+    if not ctx.dry then
+      view.page = math.min(view.limit, math.ceil(keys_left(ctx.budget) / keys_per_checkpoint(thread, view.newest))
+        + math.min(rule.keep, view.limit) + PAGE_SLACK)
+    end
   end
+  local docs, exact = list_checkpoints(ctx, thread, view, rule)
+  local p = plan(ctx, thread, docs, rule)
+  if #p.doomed == 0 and view.page < view.limit then
+    view.page = view.limit
+    docs, exact = list_checkpoints(ctx, thread, view, rule)
+    p = plan(ctx, thread, docs, rule)
+  end
+  if p.delta and not exact and not view.wide then
+    view.wide = true
+    docs, exact = list_checkpoints(ctx, thread, view, rule)
+    p = plan(ctx, thread, docs, rule)
+  end
+  if p.delta and not exact then
+    view.first = nil
+    docs = list_checkpoints(ctx, thread, view, nil)
+    p = plan(ctx, thread, docs, rule)
+  end
+  return docs, p
 end
 
--- Escape glob characters for SCAN MATCH.
-local function glob_escape(s)
-  return (s:gsub('([%*%?%[%]\\])', '\\%1'))
+-- Prune one thread (a thread record) under `rule` within what ctx.budget
+-- leaves. Returns the counts of lgprune_thread, plus `idle`, `listed` and
+-- `count_exact` (whether checkpoints_kept is exact) for sweeps.
+local function prune_thread(ctx, thread, rule)
+  local out = zero_counts()
+  out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
+  local counted
+  if ctx.sweep and not ctx.details and not rule.idle_before then
+    -- most threads a sweep visits are within keep: a count settles those
+    counted = count_tagged(ctx, thread)
+    if counted <= rule.keep then
+      out.checkpoints_kept, out.count_exact = counted, counted == 0
+      return out -- nothing over keep (the tag count is an upper bound)
+    end
+  end
+  local limit = math.min(reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
+  local tagged, first = first_look(ctx, thread, limit, counted)
+  out.checkpoints_kept = tagged
+  if tagged == 0 then
+    return out
+  end
+  -- the whole thread when it fits the budget, else its newest entries
+  local view = { limit = math.min(tagged, limit), tagged = tagged, first = first }
+  view.sorted = view.limit < tagged
+  local docs, p = list_and_plan(ctx, thread, view, rule)
+  out.listed = true
+  check_write_prefix(ctx, thread, p.doomed)
+  local done = delete_doomed(ctx, thread, p.doomed, not view.sorted)
+  out.checkpoints_deleted, out.writes_deleted, out.keys_deleted = done.checkpoints, done.writes, done.keys
+  out.delta_ancestors_kept, out.idle = p.spared, p.idle
+  if view.sorted then
+    out.checkpoints_kept = tagged - done.checkpoints -- an upper bound
+    out.count_exact = false
+  else
+    out.checkpoints_kept = #docs - done.checkpoints
+  end
+  -- a partial view has more to look at whenever this call got somewhere
+  if done.more or (view.sorted and not ctx.dry and done.checkpoints > 0) then
+    out.more = 1
+  end
+  return out
 end
 
-local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
-  CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+-- Sweeps and orphans -------------------------------------------------------------
+-- Provides: the orphan checks (orphan_pointer, orphan_write,
+-- orphan_registry) and a sweep's parts: sweep_state, sweep_step.
+-- Assumes: everything above. A sweep charges its budget's `work` for what is
+-- not a delete; a call stops once keys + work reach BUDGET.
 
--- Orphans ----------------------------------------------------------------------------
-
--- True when `id` is a uuid6 older than `before` (ms): younger or undated
--- keys may belong to a checkpoint that is still being written.
-local function older(id, before)
-  local ms = id and uuid6_ms(id)
-  return ms ~= nil and ms < before
-end
+local SCAN_COUNT = 50 -- keys per SCAN step of a sweep that checks every key (ORPHANS)
+local POINTER_SCAN_COUNT = 200 -- ... and of one that MATCHes latest pointers only
+local SCAN_KEYS_PER_UNIT = 8 -- a SCAN step costs 1 budget unit per this many keys it examines
+local VISIT_COST = 10 -- budget units a sweep charges per thread visit
+local LIST_COST = 40 -- ... and more when the visit lists and plans the thread
+local CHECK_COST = 3 -- ... per orphan check
 
 -- Orphan checks, each true for a key of this saver whose checkpoint is gone
--- and whose checkpoint id dates from before `before`.
+-- and whose checkpoint id dates from before `before` (ms).
 -- A latest pointer: its target checkpoint is gone.
 local function orphan_pointer(ctx, key, before)
-  local ok, target = pcall(rcall, 'GET', key)
-  if not ok or type(target) ~= 'string' or not starts_with(target, ctx.cp .. ':') then
+  local target = read_pointer(key)
+  if not target or not starts_with(target, ctx.cp .. ':') then
     return false
   end
   return rcall('EXISTS', target) == 0 and older(target:match(':([^:]*)$'), before)
@@ -1309,13 +1521,8 @@ end
 
 -- A write: the checkpoint named by its own fields is gone.
 local function orphan_write(ctx, key, before)
-  local ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
-  if not ok or type(raw) ~= 'string' then
-    return false
-  end
-  local f = cjson.decode(raw)
-  local t, ns, id = f['$.thread_id'][1], f['$.checkpoint_ns'][1], f['$.checkpoint_id'][1]
-  if type(t) ~= 'string' or type(ns) ~= 'string' or type(id) ~= 'string' then
+  local t, ns, id = identity(key)
+  if not (t and ns and id) then
     return false
   end
   local thread, d = { id = t }, { ns = ns, id = id }
@@ -1337,64 +1544,74 @@ local function orphan_registry(ctx, key, before)
   return rcall('EXISTS', checkpoint) == 0 and older(key:match(':([^:]*)$'), before)
 end
 
--- Sweeps -----------------------------------------------------------------------------
-
 -- A sweep call's state: the counts of its reply (`out`), the threads it saw,
--- the keys it may still delete (`left`), the visits and checks it made
--- (`work`, in budget units) and the orphans found.
+-- per-thread details, the orphans found; the budget is ctx.budget.
 local function sweep_state(ctx, rule, opts)
   return {
     ctx = ctx, rule = rule, opts = opts,
     before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
     out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
       checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 },
-    seen = {}, details = {}, left = ctx.budget, work = 0, orphans = sink(ctx.dry),
+    seen = {}, details = {}, orphans = sink(ctx.budget),
   }
 end
 
+-- Whether the sweep's budget is spent: keys deleted and work reach BUDGET.
+local function spent(b)
+  return b.keys + b.work >= b.total
+end
+
 -- The thread ids that the latest pointers among `keys` name: each pointer's
--- checkpoint's own thread_id, read with one JSON.MGET per UNLINK_BATCH
--- pointers of a SCAN step (not MGET for the pointers: the README's ACL has no
--- +mget). Maps a pointer key to its id; a pointer whose value is not a string
--- naming a JSON document with a string thread_id is left out.
+-- checkpoint's own thread_id, read with JSON.MGET for a whole SCAN step (not
+-- MGET for the pointers: the README's ACL has no +mget). Maps a pointer key
+-- to its id; a pointer whose value is not a string naming a JSON document
+-- with a string thread_id is left out.
 local function pointer_threads(ctx, keys)
-  local latest, named, docs, ids = latest_start(ctx), {}, {}, {}
-  local function read()
-    docs[#docs + 1] = '$.thread_id'
-    local values = rcall('JSON.MGET', unpack(docs)) -- a missing or non-JSON key reads as nil
-    for i, raw in ipairs(values) do
-      local value = type(raw) == 'string' and cjson.decode(raw)[1]
-      if type(value) == 'string' then
-        ids[named[i]] = value
-      end
-    end
-    named, docs = {}, {}
-  end
+  local latest, named, targets, ids = latest_start(ctx), {}, {}, {}
   for _, key in ipairs(keys) do
-    local ok, target = false, nil
-    if starts_with(key, latest) then
-      ok, target = pcall(rcall, 'GET', key) -- fails for a key of another type
-    end
-    if ok and type(target) == 'string' then
+    local target = starts_with(key, latest) and read_pointer(key)
+    if target then
       named[#named + 1] = key
-      docs[#docs + 1] = target
-      if #docs == UNLINK_BATCH then
-        read()
-      end
+      targets[#targets + 1] = target
     end
   end
-  if #docs > 0 then
-    read()
+  local values = json_mget(targets, '$.thread_id')
+  for i, key in ipairs(named) do
+    if type(values[i]) == 'string' then
+      ids[key] = values[i]
+    end
   end
   return ids
+end
+
+-- Count one visit's result into the sweep.
+local function count_visit(sw, id, done)
+  local out = sw.out
+  if sw.opts.DETAILS then
+    sw.details[#sw.details + 1] = { id, done.checkpoints_kept + done.checkpoints_deleted,
+      done.checkpoints_deleted, done.keys_deleted, done.count_exact and 1 or 0 }
+  end
+  add_counts(out, done)
+  if done.listed then
+    sw.ctx.budget.work = sw.ctx.budget.work + LIST_COST
+  end
+  if sw.ctx.dry then
+    sw.ctx.budget.work = sw.ctx.budget.work + done.keys_deleted -- what would go, charged as work
+  end
+  if done.keys_deleted > 0 then
+    out.threads_pruned = out.threads_pruned + 1
+  end
+  if done.idle and done.more == 0 then
+    out.threads_deleted = out.threads_deleted + 1
+  end
 end
 
 -- Prune thread `id`, which latest pointer `key` names (or, when it names
 -- none, judge the pointer an orphan); false when the call must stop before it.
 local function sweep_pointer(sw, key, id)
-  local ctx, out = sw.ctx, sw.out
+  local ctx, b = sw.ctx, sw.ctx.budget
   if not id then
-    sw.work = sw.work + CHECK_COST
+    b.work = b.work + CHECK_COST
     if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
       sw.orphans.add(key)
     end
@@ -1403,34 +1620,25 @@ local function sweep_pointer(sw, key, id)
   if sw.seen[id] then
     return true
   end
-  local deleted = ctx.budget - sw.left
-  if sw.left < MIN_BUDGET or (not ctx.dry and deleted > 0 and sw.work + deleted >= ctx.budget) then
+  if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
     return false -- this call has spent its budget and deleted something: resume here
   end
+  local thread, done = thread_record(id == EMPTY_ID and '' or id), nil
+  if thread then
+    local ok
+    ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
+    if not ok then
+      return false -- it failed after this call deleted something: resume here
+    end
+  end
   sw.seen[id] = true
-  sw.work = sw.work + VISIT_COST
-  out.threads_visited = out.threads_visited + 1
-  local thread = thread_record(id == EMPTY_ID and '' or id)
+  b.work = b.work + VISIT_COST
+  sw.out.threads_visited = sw.out.threads_visited + 1
   if not thread then
-    out.threads_skipped = out.threads_skipped + 1
+    sw.out.threads_skipped = sw.out.threads_skipped + 1
     return true
   end
-  local done = prune_thread(with_budget(ctx, sw.left), thread, sw.rule)
-  if sw.opts.DETAILS then
-    sw.details[#sw.details + 1] = { id, done.checkpoints_kept + done.checkpoints_deleted,
-      done.checkpoints_deleted, done.keys_deleted, done.count_exact and 1 or 0 }
-  end
-  add_counts(out, done)
-  sw.left = sw.left - done.keys_deleted
-  if done.listed then
-    sw.work = sw.work + LIST_COST
-  end
-  if done.keys_deleted > 0 then
-    out.threads_pruned = out.threads_pruned + 1
-  end
-  if done.idle and done.more == 0 then
-    out.threads_deleted = out.threads_deleted + 1
-  end
+  count_visit(sw, id, done)
   -- come back to this thread only when this call got somewhere with it
   return done.more == 0 or ctx.dry or done.keys_deleted == 0
 end
@@ -1441,7 +1649,7 @@ local function sweep_orphan(sw, key)
   local is_write = starts_with(key, ctx.wp .. ':')
   local is_registry = starts_with(key, ZSET_PREFIX .. ':')
   if is_write or is_registry then
-    sw.work = sw.work + CHECK_COST
+    ctx.budget.work = ctx.budget.work + CHECK_COST
     if (is_write and orphan_write(ctx, key, sw.before))
       or (is_registry and orphan_registry(ctx, key, sw.before)) then
       sw.orphans.add(key)
@@ -1465,12 +1673,52 @@ local function sweep_keys(sw, keys)
   return true
 end
 
+-- SCAN from `cursor` and visit steps until the sweep is done or the budget is
+-- spent. Returns the cursor to resume from ("00" when the call stopped inside
+-- the first step: SCAN reads it as 0, the caller as not done).
+local function sweep_steps(sw, cursor)
+  local b = sw.ctx.budget
+  local count = sw.opts.ORPHANS and SCAN_COUNT or POINTER_SCAN_COUNT
+  local scan = { 'SCAN', cursor, 'COUNT', count }
+  if not sw.opts.ORPHANS then
+    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(sw.ctx)) .. '*', 'COUNT', count }
+  end
+  local step_cost = math.ceil(count / SCAN_KEYS_PER_UNIT)
+  while true do
+    scan[2] = cursor
+    local res = rcall(unpack(scan))
+    local finished = sweep_keys(sw, res[2]) -- whether the step was visited whole
+    b.work = b.work + step_cost
+    if not finished then
+      return cursor == '0' and '00' or cursor
+    end
+    cursor = res[1]
+    if cursor == '0' or spent(b) then
+      return cursor
+    end
+  end
+end
+
 -- Registered functions ---------------------------------------------------------------
+-- Provides: the functions Redis runs, each with its contract, and their flags.
+-- Assumes: everything above.
+-- Flags: lgprune_version is `no-writes` (it runs on replicas, with FCALL_RO,
+-- and at maxmemory). The pruning functions are `allow-oom`: their job is to
+-- free memory, so they must run when it is full (they only ever delete; a
+-- plain UNLINK runs there too). They are not `no-writes`, so a read-only
+-- replica refuses them.
+
+local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
+  CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
+  ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+local SWEEP_FIELDS = { 'cursor', 'threads_visited', 'threads_pruned', 'threads_deleted',
+  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
 
 --[[
 lgprune_version: the library version, and with BUILD which code this is.
   FCALL lgprune_version 0 [BUILD]
-  Reply: bulk string, e.g. "0.1.0"; with BUILD, [version, build]: build is
+  Reply: bulk string, e.g. "0.2.0"; with BUILD, [version, build]: build is
   "dev" for the file loaded as it is, else the hash the Python package set.
 ]]
 local function lgprune_version(_, args)
@@ -1492,7 +1740,7 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   BUDGET     keys deleted per call, default 2000 (10 to 100000). A call also
              lists at most BUDGET + KEEP checkpoints of the root namespace and
              as many of the others, reads at most 2 * BUDGET write entries and
-             walks at most BUDGET delta ancestors.
+             walks at most BUDGET delta ancestors from a kept checkpoint.
   MAX_AGE    also keep every checkpoint younger than this many milliseconds
              (by its uuid6 id): only older ones beyond KEEP go.
   IDLE_TTL   delete the whole thread when its newest checkpoint is older than
@@ -1507,8 +1755,9 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
     checkpoints_kept      the thread's checkpoints left (an upper bound while more is 1)
     delta_ancestors_kept  checkpoints beyond KEEP kept for DeltaChannel history
     more                  1 when the budget ran out: call again
-  Errors (nothing deleted): "LGPRUNE ..." for a bad KEEP or option, a thread id
-  the index cannot match, a missing index, a server without the modules.
+  Errors, and then nothing was deleted: "LGPRUNE <CODE> ..." for a bad KEEP
+  or option, a thread id the index cannot match, a DeltaChannel history
+  longer than BUDGET, a missing index, a server without the modules.
 ]]
 local function lgprune_thread(_, args)
   local opts = parse_options(args, 3, THREAD_OPTIONS)
@@ -1522,16 +1771,20 @@ end
 --[[
 lgprune_many: lgprune_thread for several threads in one call, sharing one budget.
   FCALL lgprune_many 0 KEEP COUNT THREAD_ID... [options of lgprune_thread]
-  COUNT      how many thread ids follow (at most 1000).
+  COUNT      how many thread ids follow (1 to 1000).
   Reply: the counts of lgprune_thread summed over the threads, with
     next    0 when every thread is done, else the 1-based position of the
             first thread still to prune: call again with the ids from there.
-  Every id is checked before anything is deleted.
+  Every id is checked before anything is deleted. A thread that cannot be
+  pruned within what is left of the budget (or fails) after an earlier one
+  deleted something ends the call there, with `next` at it: the next call
+  starts with it and a whole BUDGET. Errors: as lgprune_thread's, and then
+  nothing was deleted.
 ]]
 local function lgprune_many(_, args)
   local count = parse_count('COUNT', args[2], 2 ^ 53)
-  if count < 1 or count > 1000 then
-    fail('BADARG', 'COUNT must be 1 to 1000 thread ids, got ' .. count)
+  if count < 1 or count > MAX_MANY then
+    fail('BADARG', 'COUNT must be 1 to ' .. MAX_MANY .. ' thread ids, got ' .. count)
   end
   local opts = parse_options(args, count + 3, THREAD_OPTIONS)
   local rule = policy(args[1], opts)
@@ -1543,15 +1796,17 @@ local function lgprune_many(_, args)
   check_server(ctx)
   local total = zero_counts()
   total.next = 0
-  local left = ctx.budget
   for i, thread in ipairs(threads) do
-    if left < MIN_BUDGET then
+    if keys_left(ctx.budget) < MIN_BUDGET then
       total.next = i
       break
     end
-    local out = prune_thread(with_budget(ctx, left), thread, rule)
+    local ok, out = guard(ctx.budget, prune_thread, ctx, thread, rule)
+    if not ok then
+      total.next = i
+      break
+    end
     add_counts(total, out)
-    left = left - out.keys_deleted
     if out.more == 1 then
       total.next = i
       break
@@ -1560,23 +1815,20 @@ local function lgprune_many(_, args)
   return reply(total, 'next')
 end
 
-local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
-  ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
-local SWEEP_FIELDS = { 'cursor', 'threads_visited', 'threads_pruned', 'threads_deleted',
-  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
-
 --[[
 lgprune_sweep: prune every thread, a slice of the keyspace per call.
   FCALL lgprune_sweep 0 CURSOR KEEP [DRY_RUN] [BUDGET n] [MAX_AGE ms] [IDLE_TTL ms]
-        [ORPHANS] [GRACE ms] [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
+        [ORPHANS] [GRACE ms] [DETAILS] [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
   CURSOR     "0" to start, then the cursor the previous call returned.
   KEEP, MAX_AGE, IDLE_TTL, prefixes, DRY_RUN: as for lgprune_thread, per thread.
-  BUDGET     work per call, default 2000: a deleted key counts 1, a thread
-             visit 10 (50 when it lists the thread), an orphan check 3, a SCAN
-             step 1 per 8 keys it examines (200 per step, 50 with ORPHANS).
-             A call stops once it is spent: in the middle of a SCAN step when
-             it has deleted something (the next call reads that step again),
-             else at the end of the step.
+  BUDGET     work per call, default 2000: a deleted key counts 1 (in a dry
+             run, one that would go), a thread visit 10 (50 when it lists the
+             thread), an orphan check 3, a SCAN step 1 per 8 keys it examines
+             (200 per step, 50 with ORPHANS). A call stops once it is spent: in
+             the middle of a SCAN step when it has deleted something (the next
+             call reads that step again), else at the end of the step. A
+             thread that fails after the call deleted something also ends the
+             call there, to be met first by the next one.
   ORPHANS    also delete writes, write registries and latest pointers whose
              checkpoint is gone, when that checkpoint's id is older than GRACE
              (ms, default 600000: writes can be stored before their checkpoint).
@@ -1599,6 +1851,7 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
     checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
     orphans_deleted      orphan keys deleted (also in keys_deleted)
     threads              with DETAILS only, last: the list described above
+  Errors: as lgprune_thread's, and then nothing was deleted.
 ]]
 local function lgprune_sweep(_, args)
   local cursor = args[1]
@@ -1608,36 +1861,14 @@ local function lgprune_sweep(_, args)
   local opts = parse_options(args, 3, SWEEP_OPTIONS)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
-  ctx.sweep = true
-  ctx.details = opts.DETAILS == true
+  ctx.sweep, ctx.details = true, opts.DETAILS == true
   check_server(ctx)
   local sw = sweep_state(ctx, rule, opts)
-  local count = opts.ORPHANS and SCAN_COUNT or POINTER_SCAN_COUNT
-  local scan = { 'SCAN', cursor, 'COUNT', count }
-  if not opts.ORPHANS then
-    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(ctx)) .. '*', 'COUNT', count }
-  end
-  local step_cost = math.ceil(count / SCAN_KEYS_PER_UNIT)
-  local finished -- whether the last SCAN step was visited whole
-  while true do
-    scan[2] = cursor
-    local res = rcall(unpack(scan))
-    finished = sweep_keys(sw, res[2])
-    sw.work = sw.work + step_cost
-    if finished then
-      cursor = res[1]
-    end
-    if not finished or cursor == '0' or sw.work + (ctx.budget - sw.left) >= ctx.budget then
-      break
-    end
-  end
-  local out, orphans = sw.out, sw.orphans
-  orphans.flush()
-  out.orphans_deleted = orphans.deleted
-  out.keys_deleted = out.keys_deleted + orphans.deleted
-  if not finished and cursor == '0' then
-    cursor = '00' -- stopped inside the first step: SCAN reads '00' as 0, the caller as not done
-  end
+  cursor = sweep_steps(sw, cursor)
+  local out = sw.out
+  sw.orphans.flush()
+  out.orphans_deleted = sw.orphans.deleted
+  out.keys_deleted = out.keys_deleted + sw.orphans.deleted
   out.cursor = cursor
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
@@ -1649,6 +1880,9 @@ end
 
 redis.register_function { function_name = 'lgprune_version', callback = lgprune_version,
   flags = { 'no-writes' } }
-redis.register_function { function_name = 'lgprune_thread', callback = entry(lgprune_thread) }
-redis.register_function { function_name = 'lgprune_many', callback = entry(lgprune_many) }
-redis.register_function { function_name = 'lgprune_sweep', callback = entry(lgprune_sweep) }
+redis.register_function { function_name = 'lgprune_thread', callback = entry(lgprune_thread),
+  flags = { 'allow-oom' } }
+redis.register_function { function_name = 'lgprune_many', callback = entry(lgprune_many),
+  flags = { 'allow-oom' } }
+redis.register_function { function_name = 'lgprune_sweep', callback = entry(lgprune_sweep),
+  flags = { 'allow-oom' } }

@@ -1,0 +1,52 @@
+#!lua name=lgprune
+--[[
+lgprune: keep the newest N checkpoints of a LangGraph thread stored by
+langgraph-checkpoint-redis 0.3.6 to 0.5.x, and delete the rest, inside Redis.
+
+This file is built: its parts are lua/src/*.lua, joined in name order by
+`python lua/build.py` (CI checks the join is current). Edit the parts.
+  00-head     this overview, the version
+  10-core     redis.call, errors, options, the call's budget, batches
+  20-keys     UTF-8, tags, thread records, every key name
+  30-search   the modules, the one query builder, searches and JSON reads
+  40-listing  a thread's checkpoints: first look, root window, listing
+  50-plan     what goes: the rules per namespace, DeltaChannel history
+  60-delete   a plan's keys found, confirmed and deleted within the budget
+  70-thread   one thread, start to end
+  80-sweep    sweeps over every thread, and orphans
+  90-entry    the registered functions, each with its contract
+
+Data layout (values are storage-safe: thread "" is stored as EMPTY_ID,
+namespace "" as ROOT_NS):
+  <cp>:<thread>:<ns>:<checkpoint_id>               JSON checkpoint, index <cp>
+  <wp>:<thread>:<ns>:<checkpoint_id>:<task>:<idx>  JSON write, index <wp>
+  write_keys_zset:<thread>:<ns>:<checkpoint_id>    zset registry of its writes
+  <cp>_latest:<thread>:<ns>                        key of the newest checkpoint
+Thread ids and namespaces contain colons, so a thread is never found by
+parsing or globbing keys: it is looked up through the index (a TAG query,
+passed as a parameter, so nothing in the id is query syntax), and every hit
+is confirmed against the document's own thread_id and checkpoint_id,
+byte for byte, and against the exact key the saver would have built for it.
+
+Rules, per thread:
+  * per namespace, keep the newest `keep` checkpoints by checkpoint_id;
+  * a subgraph namespace whose checkpoints are all older than the oldest
+    kept root checkpoint belongs to turns that are gone: it goes whole;
+  * DeltaChannel: every kept checkpoint also keeps its parent chain back to
+    the nearest ancestor that stores a value for each delta channel it must
+    rebuild (what BaseCheckpointSaver.get_delta_channel_history walks);
+  * a deleted checkpoint takes its writes (found through the writes index),
+    its write_keys_zset, and, when it was the newest of its namespace, the
+    namespace's latest pointer.
+Work per call is bounded by a budget; a caller repeats while `more` is 1.
+An error reply means the call deleted nothing: everything a thread needs is
+validated and read before its first delete, and a thread that fails after
+another thread of the same call deleted something ends the call there,
+successfully, to be started again (and fail, having deleted nothing) by the
+next call.
+]]
+
+local VERSION = '0.2.0'
+-- Which code this is: the Python package loads the library with this set to
+-- a hash of the file, so a cheap probe tells its own code from any other.
+local BUILD = 'dev'

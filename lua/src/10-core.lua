@@ -1,0 +1,224 @@
+
+-- Core ------------------------------------------------------------------------
+-- Provides: rcall, the error codes and fail(), the Stale and Later signals,
+-- entry() (errors to replies), show(), option parsing, the call's context
+-- and policy, the budget record and batches().
+-- Assumes: nothing but the Redis Functions API (redis, cjson).
+
+-- redis.call is not reachable while the library loads, so wrap it
+local function rcall(...)
+  return redis.call(...)
+end
+
+local DEFAULT_BUDGET = 2000
+local MAX_BUDGET = 100000
+local MIN_BUDGET = 10 -- enough for any call to make progress
+local MAX_MANY = 1000 -- thread ids per lgprune_many call
+local BATCH = 500 -- keys per UNLINK or JSON.MGET: never unpack an unbounded list
+
+-- Errors -------------------------------------------------------------------
+-- Every error reply is "LGPRUNE <CODE> <message>"; the Python package maps
+-- the code (never the wording) to an exception class:
+local ERROR_CODES = {
+  'BADARG', -- an argument, option or thread id lgprune refuses
+  'NOINDEX', -- the saver's index does not exist (or the prefixes are not the saver's)
+  'NOMODULE', -- the server lacks the search or JSON module
+  'BADDATA', -- a stored document lgprune cannot read
+  'PARTIAL', -- a search answered partially (a timeout?): try again
+}
+-- An error reply means the call deleted nothing (see entry and Later).
+
+local Failure = {}
+
+-- Abort the thread or call with "LGPRUNE <code> <msg>", code one of ERROR_CODES.
+local function fail(code, msg)
+  local known = false
+  for _, c in ipairs(ERROR_CODES) do
+    known = known or c == code
+  end
+  assert(known, code)
+  error(setmetatable({ code = code, msg = msg }, Failure), 0)
+end
+
+-- Raised when a fact cached from an earlier call, the search result cap, no
+-- longer holds: the thread is planned again in a fresh call (see entry).
+local Stale = {}
+
+-- Raised when a thread cannot be planned within what is left of a call that
+-- has deleted something: the call ends before that thread (see budget).
+local Later = {}
+
+-- The budget of the running call (see new_budget), for entry.
+local running = {}
+
+-- Wrap a registered function so that fail() becomes a clean error reply.
+-- A Stale before the call's first delete runs the call again from scratch.
+-- Functions that prune several threads catch every error of a thread after
+-- a delete themselves (see guard), so an error reaching here comes before
+-- the call's first delete.
+local function entry(body)
+  return function(keys, args)
+    running.budget = nil
+    local ok, res = pcall(body, keys, args)
+    if not ok and res == Stale and (running.budget == nil or running.budget.keys == 0) then
+      ok, res = pcall(body, keys, args)
+    end
+    if ok then
+      return res
+    end
+    if getmetatable(res) == Failure then
+      return redis.error_reply('LGPRUNE ' .. res.code .. ' ' .. res.msg)
+    end
+    error(res, 0)
+  end
+end
+
+-- A short printable rendering of a user value for error messages.
+local function show(s)
+  if s == nil then
+    return 'nothing'
+  end
+  if #s > 40 then
+    s = s:sub(1, 40) .. '...'
+  end
+  return string.format('%q', s)
+end
+
+-- Arguments ----------------------------------------------------------------
+
+-- Parse a non-negative decimal integer; values above `max` are clamped to it.
+local function parse_count(name, s, max)
+  if type(s) ~= 'string' or not s:match('^%d+$') then
+    fail('BADARG', name .. ' must be a non-negative integer, got ' .. show(s))
+  end
+  local n = tonumber(s)
+  if n > max then
+    n = max
+  end
+  return n
+end
+
+-- Read options from args[first..]: flags and NAME value pairs, case-insensitive.
+-- spec maps an upper-case option name to 'flag', 'count', 'ms' or 'string'.
+local function parse_options(args, first, spec)
+  local opts = {}
+  local i = first
+  while i <= #args do
+    local name = string.upper(args[i])
+    local kind = spec[name]
+    if kind == nil then
+      fail('BADARG', 'unknown option ' .. show(args[i]))
+    elseif kind == 'flag' then
+      opts[name] = true
+      i = i + 1
+    else
+      local value = args[i + 1]
+      if value == nil then
+        fail('BADARG', name .. ' needs a value')
+      end
+      if kind == 'count' then
+        opts[name] = parse_count(name, value, MAX_BUDGET)
+      elseif kind == 'ms' then
+        opts[name] = parse_count(name, value, 2 ^ 53)
+      else
+        opts[name] = value
+      end
+      i = i + 2
+    end
+  end
+  return opts
+end
+
+-- The server's clock in milliseconds.
+local function now_ms()
+  local t = rcall('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The budget ------------------------------------------------------------------
+
+-- The budget of one call, made once from BUDGET and passed to what spends it:
+--   total  BUDGET: keys one call may delete, and the bound of its reads
+--   keys   keys this call has deleted (a dry run deletes none and spends none)
+--   work   units a sweep charged for visits, checks and SCAN steps
+--   dry    DRY_RUN: nothing is deleted, and what would go is counted uncapped
+local function new_budget(total, dry)
+  local b = { total = total, keys = 0, work = 0, dry = dry }
+  running.budget = b
+  return b
+end
+
+-- Keys the call may still delete (uncapped in a dry run).
+local function keys_left(b)
+  return b.dry and math.huge or b.total - b.keys
+end
+
+-- What a thread may read or walk this call: BUDGET less the keys deleted.
+local function reads_left(b)
+  return b.total - b.keys
+end
+
+-- A thread needs more than `reads_left`: end the call before it when the call
+-- has deleted something (the next call starts with it and a whole BUDGET);
+-- else nothing of a whole BUDGET suffices, and that is the caller's error.
+local function beyond(b, msg)
+  if b.keys > 0 then
+    error(Later, 0)
+  end
+  fail('BADARG', msg)
+end
+
+-- Run fn(...) for one thread of a call that prunes several: true and its
+-- result, or false when it failed after this call deleted something (then
+-- the call ends there, and the next call starts with that thread, where the
+-- same error comes before any delete). Errors before the first delete, and
+-- Stale then, pass on.
+local function guard(b, fn, ...)
+  local ok, res = pcall(fn, ...)
+  if ok then
+    return true, res
+  end
+  if b.keys > 0 then
+    return false
+  end
+  error(res, 0)
+end
+
+-- Prefixes and index names (defaulting to the saver's), the budget, dry run.
+local function context(opts)
+  local cp = opts.CHECKPOINT_PREFIX or 'checkpoint'
+  local wp = opts.WRITE_PREFIX or 'checkpoint_write'
+  if cp == '' or wp == '' then
+    fail('BADARG', 'prefixes must not be empty')
+  end
+  local total = opts.BUDGET or DEFAULT_BUDGET
+  if total < MIN_BUDGET then
+    fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
+  end
+  local dry = opts.DRY_RUN == true
+  -- `checked`: what one thread proved holds for the whole call
+  return { cp = cp, wp = wp, budget = new_budget(total, dry), dry = dry, checked = {} }
+end
+
+-- What to keep: KEEP newest per namespace; with MAX_AGE also every
+-- checkpoint younger than that; with IDLE_TTL nothing of a thread whose
+-- newest checkpoint is older than that. Ages come from uuid6 checkpoint ids.
+local function policy(keep_arg, opts)
+  local now = (opts.MAX_AGE or opts.IDLE_TTL) and now_ms()
+  return {
+    keep = parse_count('KEEP', keep_arg, 2 ^ 53),
+    old_before = opts.MAX_AGE and now - opts.MAX_AGE,
+    idle_before = opts.IDLE_TTL and now - opts.IDLE_TTL,
+  }
+end
+
+-- The ranges [first, last] of 1..n in steps of `size`: for first, last in batches(n, size).
+local function batches(n, size)
+  local first = 1 - size
+  return function()
+    first = first + size
+    if first <= n then
+      return first, math.min(first + size - 1, n)
+    end
+  end
+end

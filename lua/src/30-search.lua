@@ -1,0 +1,197 @@
+
+-- Search and reads --------------------------------------------------------------
+-- Provides: check_server (the modules, the search result cap), the one query
+-- builder (query_args) and the searches that use it (search, search_all,
+-- count_tagged), and the reads of stored values: json_get, json_keyset,
+-- json_mget, identity, read_pointer.
+-- Assumes: core, keys. Every search runs before the first delete of the
+-- thread it serves (see delete_doomed), so its failures delete nothing.
+
+local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
+
+-- The message of an error pcall caught from redis.call (a table) or Lua (a string).
+local function error_text(err)
+  return tostring(type(err) == 'table' and err.err or err)
+end
+
+-- Whether an error says the command does not exist (a module is missing).
+local function unknown_command(text)
+  return text:find('nknown', 1, true) ~= nil and text:find('command', 1, true) ~= nil
+end
+
+-- What earlier calls learnt of this server (the library's state lives until
+-- it is loaded again): the JSON module answers; the search result cap.
+local server = { json = false, cap = nil }
+
+-- FT.SEARCH arguments from a query record (the one place queries are built):
+--   index   the index to search (ctx.cp or ctx.wp)
+--   where   the query text: $t is the thread's tag, $n the root namespace,
+--           $c1..$cN the `ids`
+--   thread  the thread record whose tag $t holds
+--   ids     optional TAG parameters (checkpoint ids, see id_param)
+--   fields  optional fields to RETURN; else NOCONTENT
+--   limit   entries wanted (0: only the count)
+--   sorted  optional: newest checkpoint_id first
+local function query_args(q)
+  local ids = q.ids or {}
+  local args = { q.index, q.where, 'PARAMS', tostring(4 + 2 * #ids), 't', q.thread.tag, 'n', ROOT_NS }
+  local function add(...)
+    for _, a in ipairs({ ... }) do
+      args[#args + 1] = a
+    end
+  end
+  for i, param in ipairs(ids) do
+    add('c' .. i, param)
+  end
+  if q.fields then
+    add('RETURN', tostring(#q.fields), unpack(q.fields))
+  else
+    add('NOCONTENT')
+  end
+  if q.sorted then
+    add('SORTBY', 'checkpoint_id', 'DESC')
+  end
+  add('LIMIT', '0', tostring(q.limit), 'TIMEOUT', '0', 'DIALECT', '2')
+  return args
+end
+
+-- FT.SEARCH of a query record, with the server's errors turned into ones that
+-- say what to do. A cap lowered since it was cached is Stale.
+local function search(q)
+  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(query_args(q)))
+  if ok then
+    return res
+  end
+  local err = error_text(res)
+  if server.cap and err:find('LIMIT exceeds maximum', 1, true) then
+    server.cap = nil
+    error(Stale, 0)
+  end
+  if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
+    fail('NOINDEX', 'index ' .. show(q.index) .. ' does not exist: run the saver\'s setup() first, '
+      .. 'or pass the prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)')
+  end
+  if unknown_command(err) then
+    fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
+      .. '(search and JSON modules)')
+  end
+  error(res, 0)
+end
+
+-- A search that must return every entry up to its limit: a short answer (a
+-- search timeout returns partial results) stops the thread before any delete.
+-- `per_entry`: reply elements per entry (1 with NOCONTENT, 2 with fields).
+local function search_all(q, per_entry)
+  local res = search(q)
+  local returned = (#res - 1) / per_entry
+  local expected = math.min(res[1], q.limit)
+  if returned < expected then
+    fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
+      .. ' entries (a search timeout?); nothing was deleted, try again')
+  end
+  return res
+end
+
+-- How many checkpoint index entries match `where`; by default those of the
+-- thread's tag, a superset of the thread (the tag matches case-insensitively).
+local function count_tagged(ctx, thread, where)
+  return search({ index = ctx.cp, where = where or '@thread_id:{$t}', thread = thread, limit = 0 })[1]
+end
+
+-- Fail unless the JSON module answers (probing a key under the checkpoint
+-- prefix, which a least-privilege user may read).
+local function require_json(ctx)
+  local ok, err = pcall(rcall, 'JSON.TYPE', ctx.cp .. ':{lgprune}:probe')
+  if not ok then
+    if unknown_command(error_text(err)) then
+      fail('NOMODULE', 'this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
+        .. '(search and JSON modules)')
+    end
+    error(err, 0)
+  end
+end
+
+-- The most entries one FT.SEARCH may return here: RediSearch's
+-- MAXSEARCHRESULTS, up to MAX_LIMIT. Asking an empty query for MAX_LIMIT
+-- entries either works or fails naming the cap, so no right beyond
+-- FT.SEARCH is needed. Any other failure is left to the real queries.
+local function result_cap(ctx)
+  local ok, err = pcall(rcall, 'FT.SEARCH', ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+    'NOCONTENT', 'LIMIT', '0', tostring(MAX_LIMIT), 'DIALECT', '2')
+  local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
+  return cap and math.max(cap, 1) or MAX_LIMIT
+end
+
+-- The server checks every entry point makes before it plans: the JSON
+-- module answers, and ctx.cap holds the search result cap. Both are probed
+-- once per library load (modules do not unload; a changed cap is caught by
+-- `search`).
+local function check_server(ctx)
+  if not server.json then
+    require_json(ctx)
+    server.json = true
+  end
+  server.cap = server.cap or result_cap(ctx)
+  ctx.cap = server.cap
+end
+
+-- JSON.GET of one path, decoded; nil when the key or path is missing.
+local function json_get(key, path)
+  local raw = rcall('JSON.GET', key, path)
+  if not raw then
+    return nil
+  end
+  return cjson.decode(raw)[1]
+end
+
+-- The keys of the object at `path` of a JSON document, as a set.
+local function json_keyset(key, path)
+  local set = {}
+  local res = rcall('JSON.OBJKEYS', key, path)
+  if type(res) == 'table' and type(res[1]) == 'table' then
+    for _, k in ipairs(res[1]) do
+      set[k] = true
+    end
+  end
+  return set
+end
+
+-- The value at `path` of each of `keys`, decoded, indexed like keys (nil for
+-- a missing key or path, or a key that is not JSON): JSON.MGET in batches.
+local function json_mget(keys, path)
+  local values = {}
+  for first, last in batches(#keys, BATCH) do
+    local args = { unpack(keys, first, last) }
+    args[#args + 1] = path
+    local res = rcall('JSON.MGET', unpack(args))
+    for i = first, last do
+      local raw = res[i - first + 1]
+      values[i] = type(raw) == 'string' and cjson.decode(raw)[1] or nil
+    end
+  end
+  return values
+end
+
+-- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
+-- or nil); all nil for a missing key or one that is not JSON.
+local function identity(key)
+  local ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
+  local decoded, f = false, nil
+  if ok and type(raw) == 'string' then
+    decoded, f = pcall(cjson.decode, raw)
+  end
+  if not decoded or type(f) ~= 'table' then
+    return nil, nil, nil
+  end
+  local function field(path)
+    local v = type(f[path]) == 'table' and f[path][1]
+    return type(v) == 'string' and v or nil
+  end
+  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id')
+end
+
+-- The string a latest pointer holds, or nil (missing, or not a string key).
+local function read_pointer(key)
+  local ok, value = pcall(rcall, 'GET', key)
+  return ok and type(value) == 'string' and value or nil
+end

@@ -1,0 +1,217 @@
+
+-- Listing -----------------------------------------------------------------------
+-- Provides: a thread's first look (first_look), its newest root checkpoint
+-- (newest_root), the DeltaChannel marker (marks_delta, uses_delta), the
+-- writes a checkpoint registered (registered_writes), and its checkpoints as
+-- docs { key, ns, id } under a view (list_checkpoints, root_window).
+-- Assumes: keys, search. Lists read only; what is listed is proved to be the
+-- thread's: root keys by their form (root_doc), others by their own fields.
+
+local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
+local WINDOW_SLACK = 16 -- root checkpoints a narrow window holds beyond keep
+local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
+local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
+local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
+local OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
+
+-- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
+local function marks_delta(meta)
+  return type(meta) == 'string' and meta:find(DELTA_MARKER, 1, true) ~= nil
+end
+
+-- Whether checkpoint `key` rebuilds DeltaChannel values from its ancestors,
+-- by its metadata (see delta_channels).
+local function uses_delta(key)
+  local ok, meta = pcall(json_get, key, '$.metadata')
+  return ok and marks_delta(meta)
+end
+
+-- How many writes the saver registered for checkpoint d.
+local function registered_writes(thread, d)
+  return rcall('ZCARD', registry_key(thread, d))
+end
+
+-- The thread's newest root checkpoint, as the latest pointer names it (a doc),
+-- or nil when the pointer is missing or not of root_doc's form.
+local function newest_root(ctx, thread)
+  local newest = read_pointer(latest_key(ctx, thread, ROOT_NS))
+  return newest and root_doc(newest, checkpoint_prefix(ctx, thread, ROOT_NS)) or nil
+end
+
+-- The first look at a thread: how many entries carry its tag (`counted`, when
+-- a sweep counted them already) and, for a plain thread, the answer of the
+-- query on the tag alone (up to `limit` entries), which is then also its
+-- listing. Either way one pass over its entries.
+local function first_look(ctx, thread, limit, counted)
+  if not thread.plain then
+    return counted or count_tagged(ctx, thread), nil
+  end
+  local res = search_all({ index = ctx.cp, where = '@thread_id:{$t}', thread = thread, limit = limit }, 1)
+  return res[1], res
+end
+
+-- Root docs, collected once each from index answers: add(keys, first, last)
+-- keeps the keys[first..last] of root_doc's form under `prefix`.
+local function root_docs(prefix)
+  local self, listed = { docs = {} }, {}
+  function self.add(keys, first, last)
+    for i = first, math.min(#keys, last) do
+      local doc = not listed[keys[i]] and root_doc(keys[i], prefix)
+      if doc then
+        listed[doc.key] = true
+        self.docs[#self.docs + 1] = doc
+      end
+    end
+  end
+  return self
+end
+
+-- The thread's root entries with checkpoint_ts at or after `lo` (ms), up to
+-- `limit` (0: the count). The time range comes first: RediSearch then walks
+-- only the window's entries.
+local function since(ctx, thread, lo, limit)
+  return search({ index = ctx.cp, thread = thread, limit = limit,
+    where = string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE })
+end
+
+-- How far back from `ts` the root window reaches (ms): widened until it holds
+-- more than `keep` (or reaches the epoch), then narrowed while it holds more
+-- than `target`.
+local function window_span(ctx, thread, ts, keep, target)
+  local short, span = 0, WINDOW_START_MS
+  local count = since(ctx, thread, ts - span, 0)[1]
+  while count <= keep and span < ts do
+    short, span = span, span * 4
+    count = since(ctx, thread, ts - span, 0)[1]
+  end
+  for _ = 1, 12 do
+    if count <= target or span - short < 1 then
+      break
+    end
+    local middle = (short + span) / 2
+    local inside = since(ctx, thread, ts - middle, 0)[1]
+    if inside > keep then
+      span, count = middle, inside
+    else
+      short = middle
+    end
+  end
+  return span
+end
+
+-- Whether the keep-th newest of `docs` was made after `lo` (ms, with clock
+-- slack): then a window from `lo`, listed whole, holds the true newest `keep`.
+local function kth_after(docs, keep, lo)
+  local ids = {}
+  for _, d in ipairs(docs) do
+    ids[#ids + 1] = d.id
+  end
+  table.sort(ids, function(a, b) return a > b end)
+  local ms = ids[keep] and uuid6_ms(ids[keep])
+  return ms ~= nil and ms >= lo + CLOCK_SLACK_MS
+end
+
+-- Root checkpoints of a thread too large to list whole, without sorting it:
+-- a window of the newest by checkpoint_ts, anchored at the latest pointer and
+-- sized to hold more than `keep`: at most keep + WINDOW_SLACK, or with
+-- view.wide at most view.limit (what `exact` needs), plus a page of any
+-- view.page others (view.first when the thread is plain, else the first of
+-- the root namespace: the index answers in the order it stored them). Any
+-- listed checkpoint with `keep` newer ones listed beside it is provably not
+-- among the newest `keep`, whatever was left out (the plan keeps the newest
+-- `keep` listed: they are the witnesses). Returns the docs and whether the
+-- witnesses are surely the true newest `keep`: the window was listed whole
+-- and began before the keep-th newest id was made (the saver stamps
+-- checkpoint_ts after making the id, on the same clock). Returns nil when no
+-- latest pointer anchors the window (view.newest, see newest_root).
+local function root_window(ctx, thread, keep, view)
+  if not view.newest then
+    return nil
+  end
+  local read, ts = pcall(json_get, view.newest.key, '$.checkpoint_ts')
+  if not read or type(ts) ~= 'number' then
+    return nil
+  end
+  local limit = view.limit
+  local target = view.wide and limit or math.min(limit, keep + WINDOW_SLACK)
+  local lo = ts - window_span(ctx, thread, ts, keep, target)
+  local list = root_docs(checkpoint_prefix(ctx, thread, ROOT_NS))
+  list.add({ view.newest.key }, 1, 1)
+  local window = since(ctx, thread, lo, limit)
+  list.add(window, 2, limit + 1)
+  local exact = window[1] <= #window - 1 and kth_after(list.docs, keep, lo)
+  local page = view.first or search({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.page })
+  list.add(page, 2, view.page + 1)
+  return list.docs, exact
+end
+
+-- The root checkpoints under `view` without a window: the first look's answer
+-- when the thread is listed whole, else the newest view.limit.
+local function list_root(ctx, thread, view)
+  local res = not view.sorted and view.first
+  if not res then
+    res = search_all({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.limit,
+      sorted = view.sorted }, 1)
+  end
+  local list = root_docs(checkpoint_prefix(ctx, thread, ROOT_NS))
+  list.add(res, 2, #res)
+  return list.docs
+end
+
+-- The doc of an entry outside the root namespace when it is the thread's:
+-- its own thread_id and checkpoint_id, and the key the saver builds from
+-- them, agree byte for byte. `fields`: the entry's RETURNed name/value list.
+local function other_doc(ctx, thread, key, fields)
+  local f = {}
+  for j = 1, #fields, 2 do
+    f[fields[j]] = fields[j + 1]
+  end
+  local id, prefix = f.checkpoint_id, thread_prefix(ctx, thread)
+  if f.thread_id ~= thread.id or not id or id == '' or #key <= #prefix + #id + 1
+    or not starts_with(key, prefix) or key:sub(-#id - 1) ~= ':' .. id then
+    return nil
+  end
+  local ns = key:sub(#prefix + 1, #key - #id - 1)
+  if ns ~= ROOT_NS and key == checkpoint_key(ctx, thread, ns, id) then
+    return { key = key, ns = ns, id = id }
+  end
+  return nil
+end
+
+-- The thread's checkpoints, as {key, ns, id}, under a view record:
+--   limit   how many entries each listing may return;
+--   sorted  false: the thread fits `limit` and is listed whole; true: the
+--           newest `limit` of the namespaces other than the root and, for the
+--           root, a root_window under `rule` when one can be anchored (else its
+--           newest `limit`);
+--   tagged  the number of entries tagged with the thread's id;
+--   first   for a plain thread, the answer of the query on its tag alone
+--           (every tagged entry when not sorted, the first `limit` when sorted);
+--   page    how many of the root's others a root_window lists;
+--   newest  the newest root checkpoint (newest_root), which anchors the window;
+--   wide    whether that window holds up to `limit` (else only a few more
+--           than KEEP: enough for the plan, too few to be `exact`).
+-- Also returns whether the root's newest KEEP are surely listed (false only
+-- for a root window that cannot prove it). Sorted, each list is the newest
+-- `limit` of its part of the thread, so each namespace's docs are its newest.
+local function list_checkpoints(ctx, thread, view, rule)
+  local docs, exact
+  if view.sorted and rule then
+    docs, exact = root_window(ctx, thread, math.max(rule.keep, 1), view)
+  end
+  if not docs then
+    docs, exact = list_root(ctx, thread, view), true
+    if not view.sorted and #docs >= view.tagged then
+      return docs, exact -- every tagged entry is one of its root checkpoints
+    end
+  end
+  if view.sorted and count_tagged(ctx, thread, OTHERS_WHERE) == 0 then
+    return docs, exact -- no entry of the thread's tag outside the root
+  end
+  local res = search_all({ index = ctx.cp, where = OTHERS_WHERE, thread = thread,
+    fields = { 'thread_id', 'checkpoint_id' }, limit = view.limit, sorted = view.sorted }, 2)
+  for i = 2, #res, 2 do
+    docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])
+  end
+  return docs, exact
+end

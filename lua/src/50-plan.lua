@@ -1,0 +1,207 @@
+
+-- Planning ----------------------------------------------------------------------
+-- Provides: plan(), what goes of a thread's listed checkpoints under a rule:
+-- per namespace the newest `keep` stay (the rule's age limits aside), old
+-- subgraph runs go whole, the latest pointer's checkpoint stays while its
+-- namespace keeps any, and DeltaChannel history of a kept checkpoint stays.
+-- Assumes: keys, search, listing. Reads only. A DeltaChannel walk longer
+-- than what the budget leaves is `beyond` it.
+
+-- Delta channels a checkpoint rebuilds from its ancestors: those with a
+-- counters_since_delta_snapshot entry and a version, but no stored value.
+-- `meta` is the checkpoint's metadata string.
+local function delta_channels(key, meta)
+  if not marks_delta(meta) then
+    return nil
+  end
+  local ok, decoded = pcall(cjson.decode, meta)
+  if not ok or type(decoded) ~= 'table' then
+    fail('BADDATA', 'checkpoint ' .. show(key) .. ' has unreadable metadata; nothing was deleted')
+  end
+  local counters = decoded.counters_since_delta_snapshot
+  if type(counters) ~= 'table' then
+    return nil
+  end
+  local versions = json_keyset(key, '$.checkpoint.channel_versions')
+  local values = json_keyset(key, '$.checkpoint.channel_values')
+  local needed, any = {}, false
+  for ch in pairs(counters) do
+    if versions[ch] and not values[ch] then
+      needed[ch] = true
+      any = true
+    end
+  end
+  return any and needed or nil
+end
+
+-- True when every member of set a is in set b.
+local function subset(a, b)
+  for k in pairs(a) do
+    if not b[k] then
+      return false
+    end
+  end
+  return true
+end
+
+-- Walk the parent chain of kept checkpoint `start` under a walk record
+-- { ctx, thread, ns, budget, protect, seen }, marking in `protect` (by id)
+-- every ancestor up to the nearest one storing all `needed` channels, as
+-- get_delta_channel_history would read them; `seen` memoises walks per id.
+-- Returns true when the chain stops at a parent not stored yet: a saver
+-- writing now may store it later, after its own ancestors, so nothing older
+-- can be judged. A walk longer than reads_left(budget) is `beyond` it.
+local function walk_delta(walk, start, needed)
+  local steps, limit, key = 0, reads_left(walk.budget), start
+  while true do
+    local parent = json_get(key, '$.parent_checkpoint_id')
+    if type(parent) ~= 'string' or parent == '' then
+      return false
+    end
+    local pkey = checkpoint_key(walk.ctx, walk.thread, walk.ns, parent)
+    if rcall('EXISTS', pkey) == 0 then
+      local ms = uuid6_ms(parent)
+      return ms == nil or ms >= now_ms() - DEFAULT_GRACE_MS
+    end
+    local before = walk.seen[parent]
+    if before and subset(needed, before) then
+      return false
+    end
+    steps = steps + 1
+    if steps > limit then
+      beyond(walk.budget, 'the DeltaChannel history of ' .. show(start) .. ' is longer than '
+        .. limit .. ' checkpoints; raise BUDGET to prune this thread')
+    end
+    walk.seen[parent] = before or {}
+    for ch in pairs(needed) do
+      walk.seen[parent][ch] = true
+    end
+    walk.protect[parent] = true
+    for ch in pairs(json_keyset(pkey, '$.checkpoint.channel_values')) do
+      needed[ch] = nil
+    end
+    if next(needed) == nil then
+      return false
+    end
+    key = pkey
+  end
+end
+
+-- How many of a namespace's ids (sorted ascending) go: all but the newest
+-- `keep`, and with `old_before` only those whose uuid6 time is older.
+local function cut(ids, keep, old_before)
+  local last = #ids - keep
+  if old_before then
+    local m = 0
+    while m < last do
+      local ms = uuid6_ms(ids[m + 1])
+      if not ms or ms >= old_before then
+        break
+      end
+      m = m + 1
+    end
+    last = m
+  end
+  return last
+end
+
+-- The docs by namespace: groups[ns] = { ids (ascending, plain string order,
+-- as uuid6 sorts), doc (by id) }, the namespaces in listing order, and the
+-- newest id of all.
+local function by_namespace(docs)
+  local groups, names, newest = {}, {}, nil
+  for _, d in ipairs(docs) do
+    local g = groups[d.ns]
+    if not g then
+      g = { ids = {}, doc = {} }
+      groups[d.ns] = g
+      names[#names + 1] = d.ns
+    end
+    g.ids[#g.ids + 1] = d.id
+    g.doc[d.id] = d
+    if not newest or d.id > newest then
+      newest = d.id
+    end
+  end
+  for _, ns in ipairs(names) do
+    table.sort(groups[ns].ids)
+  end
+  return groups, names, newest
+end
+
+-- The id of the checkpoint namespace `ns`'s latest pointer names, or nil.
+local function latest_id(ctx, thread, ns)
+  local prefix = checkpoint_prefix(ctx, thread, ns)
+  local key = read_pointer(latest_key(ctx, thread, ns))
+  return key and starts_with(key, prefix) and key:sub(#prefix + 1) or nil
+end
+
+-- The DeltaChannel history the kept ids[last+1..] of group g rebuild from:
+-- the ids to protect, and whether to hold the whole namespace (see
+-- walk_delta). Sets p.delta when a kept checkpoint uses DeltaChannel.
+local function delta_history(p, ns, g, last)
+  local walk = { ctx = p.ctx, thread = p.thread, ns = ns, budget = p.budget, protect = {}, seen = {} }
+  local kept = {}
+  for i = last + 1, #g.ids do
+    kept[#kept + 1] = g.doc[g.ids[i]].key
+  end
+  local metas = json_mget(kept, '$.metadata')
+  local hold = false
+  for i = #kept, 1, -1 do -- newest first
+    local needed = delta_channels(kept[i], metas[i])
+    if needed then
+      p.delta = true
+      hold = walk_delta(walk, kept[i], needed) or hold
+    end
+  end
+  return walk.protect, hold
+end
+
+-- Plan namespace `ns` (group g) into p: ids[1..last] go (see cut), or all of
+-- a subgraph run older than `oldest_root`, less the protected history and,
+-- while the namespace keeps any, the checkpoint its latest pointer names.
+local function plan_namespace(p, ns, g, oldest_root)
+  local ids, n = g.ids, #g.ids
+  local last = cut(ids, p.keep, p.old_before)
+  if ns ~= ROOT_NS and oldest_root and ids[n] < oldest_root then
+    last = n -- a subgraph run older than every kept root checkpoint
+  end
+  if last < 1 then
+    return
+  end
+  local latest = latest_id(p.ctx, p.thread, ns)
+  local protect, hold = delta_history(p, ns, g, last)
+  for i = 1, hold and 0 or last do
+    if protect[ids[i]] then
+      p.spared = p.spared + 1
+    elseif not (ids[i] == latest and last < n) then
+      local d = g.doc[ids[i]]
+      d.newest = (i == n) or ids[i] == latest
+      p.doomed[#p.doomed + 1] = d
+    end
+  end
+end
+
+-- Decide, from the thread's listed checkpoints, which ones go under `rule`
+-- (see policy). Returns the plan: `doomed`, the docs that go, oldest first
+-- within each namespace, each marked `newest` when its namespace's latest
+-- pointer goes with it; `spared`, the number of delta ancestors kept;
+-- `idle`, whether the thread was idle; `delta`, whether a kept checkpoint
+-- rebuilds delta channels from its ancestors.
+local function plan(ctx, thread, docs, rule)
+  local groups, names, newest = by_namespace(docs)
+  local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep,
+    old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false }
+  local ms = rule.idle_before and newest and uuid6_ms(newest)
+  if ms and ms < rule.idle_before then
+    p.keep, p.old_before, p.idle = 0, nil, true
+  end
+  local root, oldest_root = groups[ROOT_NS], nil -- the oldest kept root checkpoint, if any
+  if root then
+    oldest_root = root.ids[cut(root.ids, p.keep, p.old_before) + 1]
+  end
+  for _, ns in ipairs(names) do
+    plan_namespace(p, ns, groups[ns], oldest_root)
+  end
+  return p
+end

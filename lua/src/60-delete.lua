@@ -1,0 +1,271 @@
+
+-- Deleting ----------------------------------------------------------------------
+-- Provides: delete_doomed (a plan's checkpoints deleted with their writes,
+-- registries and latest pointers, within the budget) and check_write_prefix.
+-- Assumes: keys, search, listing. Every key found is confirmed (`owns`);
+-- every search and read of a thread runs before its first delete: keys are
+-- collected in sinks and flushed at the end.
+
+local WRITES_CHUNK = 64 -- checkpoint ids per writes query
+
+-- Whether write key `key`, found by a writes query on the thread's tag and
+-- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
+-- bytes), belongs to doomed checkpoint `d` of `thread`.
+--
+-- The saver makes every write key `<wp>:<thread>:<ns>:<id>:<task>:<idx>` with
+-- an integer idx, but any part may hold colons, so the key is proof only when
+-- d is `plain` (see write_owners) and the rest is `<task>:<idx>` with a
+-- colon-free task. Then the true owner's prefix cannot be longer (it would
+-- take the one colon its own task and idx need), nor shorter: ending at a
+-- colon inside d's prefix, it would leave our thread's ns and id, which have
+-- none, too few colons, or belong to a thread cut short at one of our
+-- thread's colons, whose tag cannot match ours (no commas or NUL in ours, and
+-- a case-folded prefix is shorter). Otherwise the key counts when the saver
+-- listed it in d's registry zset, or the write's own fields name d exactly.
+local function owns(thread, d, key, prefix_len)
+  if d.plain and key:find('^[^:]*:%-?%d+$', prefix_len + 1) then
+    return true
+  end
+  if rcall('ZSCORE', registry_key(thread, d), key) then
+    return true
+  end
+  local t, ns, id = identity(key)
+  return t == thread.id and ns == d.ns and id == d.id
+end
+
+-- The doomed checkpoints by the start of their write keys: `prefix` maps
+-- write_prefix(d) to d, `lengths` lists the lengths those prefixes have
+-- (usually one: root namespace, uuid ids). Marks each d `plain` when its
+-- write keys can prove their owner by their form (see owns).
+local function write_owners(ctx, thread, doomed)
+  local owners, seen = { prefix = {}, lengths = {} }, {}
+  for _, d in ipairs(doomed) do
+    local prefix = write_prefix(ctx, thread, d)
+    owners.prefix[prefix] = d
+    d.plain = thread.plain and not d.ns:find(':', 1, true) and not d.id:find(':', 1, true)
+    if not seen[#prefix] then
+      seen[#prefix] = true
+      owners.lengths[#owners.lengths + 1] = #prefix
+    end
+  end
+  return owners
+end
+
+-- Sort write keys from a writes-index answer to the doomed checkpoint each
+-- belongs to (see write_owners): a key counts when it starts with a doomed
+-- checkpoint's write prefix, ending at a colon, and `owns` confirms it.
+-- found[d.id] lists d's keys.
+local function match_writes(res, thread, owners, found)
+  for i = 2, #res do
+    local key = res[i]
+    for _, len in ipairs(owners.lengths) do
+      local d = key:byte(len) == 58 and owners.prefix[key:sub(1, len)] -- 58: ':'
+      if d and owns(thread, d, key, len) then
+        found[d.id] = found[d.id] or {}
+        table.insert(found[d.id], key)
+        break
+      end
+    end
+  end
+end
+
+-- Collects keys to delete; flush() deletes them in batches (or, in a dry run,
+-- counts those that exist), charging the budget. Nothing is deleted before
+-- flush(), so every search of a thread runs before its first delete.
+local function sink(b)
+  local self = { pending = {}, deleted = 0 }
+  function self.flush()
+    local p = self.pending
+    for first, last in batches(#p, BATCH) do
+      if b.dry then
+        self.deleted = self.deleted + rcall('EXISTS', unpack(p, first, last))
+      else
+        local n = rcall('UNLINK', unpack(p, first, last))
+        self.deleted = self.deleted + n
+        b.keys = b.keys + n
+      end
+    end
+    self.pending = {}
+  end
+  function self.add(key)
+    self.pending[#self.pending + 1] = key
+  end
+  return self
+end
+
+-- The first doomed checkpoints that `del.left` keys can take, by the first
+-- one's keys (itself, its registry, its registered writes), and whether that
+-- left some out. A dry run takes all.
+local function affordable(del, doomed)
+  if del.ctx.dry or #doomed == 0 then
+    return doomed, false
+  end
+  local fit = math.floor(del.left / (del.per + 2)) + 1
+  if #doomed <= fit then
+    return doomed, false
+  end
+  local first = {}
+  for i = 1, fit do -- not unpack: fit may pass Lua's stack limit
+    first[i] = doomed[i]
+  end
+  return first, true
+end
+
+-- Every write of the doomed checkpoints from one query over the thread's
+-- writes, when the registry estimate fits `del.reads` and so does the answer;
+-- else nil (then they are looked up by checkpoint id).
+local function all_writes(del, doomed)
+  if #doomed == 0 or del.per * #doomed > del.reads then
+    return nil
+  end
+  local res = search({ index = del.ctx.wp, where = '@thread_id:{$t}', thread = del.thread, limit = del.reads })
+  if res[1] > #res - 1 then
+    return nil -- the thread has more writes than one answer may hold
+  end
+  del.reads = del.reads - (#res - 1)
+  local found = {}
+  match_writes(res, del.thread, del.owners, found)
+  return found
+end
+
+-- The doomed checkpoints whose writes RediSearch can find by id (each gets
+-- its `param`); one it cannot is kept, its writes unseen.
+local function findable(doomed)
+  local out = {}
+  for _, d in ipairs(doomed) do
+    d.param = id_param(d.id)
+    if d.param then
+      out[#out + 1] = d
+    end
+  end
+  return out
+end
+
+-- The writes index's answer for the doomed checkpoints from position `first`
+-- on, within del.reads entries: up to WRITES_CHUNK of them, as many as fit by
+-- del.per writes each, halved while their writes do not fit, down to one
+-- (whose writes may then take several calls). Returns the chunk, the answer
+-- and whether it was cut short; every answer is charged to del.reads.
+local function next_chunk(del, doomed, first)
+  local limit, spent = del.reads, 0
+  local size = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / math.max(del.per, 1))))
+  while true do
+    local chunk, ids, where = {}, {}, {}
+    for j = first, math.min(first + size - 1, #doomed) do
+      chunk[#chunk + 1] = doomed[j]
+      ids[#ids + 1] = doomed[j].param
+      where[#where + 1] = '$c' .. #ids
+    end
+    -- the id clause first: RediSearch then walks only those ids' entries
+    local res = search({ index = del.ctx.wp, thread = del.thread, ids = ids, limit = limit - spent,
+      where = '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}' })
+    spent = spent + #res - 1
+    local truncated = res[1] > #res - 1
+    if #chunk == 1 or not truncated or spent >= limit then
+      del.reads = limit - spent
+      return chunk, res, truncated
+    end
+    size = math.floor(#chunk / 2)
+  end
+end
+
+-- Take checkpoint d and its writes `ws` into the sinks while del.left keys
+-- remain: false when not all of it fits (the writes that fit are taken).
+local function take(del, d, ws, truncated)
+  local fits = not truncated and #ws + 2 <= del.left
+  for k = 1, #ws do
+    if del.left < 1 then
+      break
+    end
+    del.writes.add(ws[k])
+    del.left = del.left - 1
+  end
+  if not fits then
+    return false
+  end
+  del.ckpts.add(d.key)
+  del.others.add(registry_key(del.thread, d))
+  if d.newest then
+    del.others.add(latest_key(del.ctx, del.thread, d.ns))
+  end
+  del.left = del.left - 2
+  return true
+end
+
+-- Take the doomed checkpoints in order, with the writes `found` for all of
+-- them or, when nil, chunk by chunk. Returns true when some are left.
+local function take_all(del, doomed, found)
+  local i = 1
+  while i <= #doomed do
+    local chunk, chunk_found, truncated = { doomed[i] }, found, false
+    if not found then
+      if del.reads < 1 then
+        return true
+      end
+      local res
+      chunk, res, truncated = next_chunk(del, doomed, i)
+      chunk_found = {}
+      match_writes(res, del.thread, del.owners, chunk_found)
+    end
+    for _, d in ipairs(chunk) do
+      if not take(del, d, chunk_found[d.id] or {}, truncated) then
+        return true
+      end
+    end
+    i = i + #chunk
+  end
+  return false
+end
+
+-- Delete doomed checkpoints oldest first, each with all its writes, its
+-- registry zset and, when it was its namespace's newest, the latest pointer,
+-- within the keys the budget leaves (not in a dry run). Writes are found with
+-- one query over the thread's writes when the thread was listed `whole` and
+-- that fits 2 * reads_left entries, else chunk by chunk of checkpoint ids.
+-- A checkpoint whose writes do not all fit loses only writes this call.
+-- Returns counts and whether doomed checkpoints remain.
+local function delete_doomed(ctx, thread, doomed, whole)
+  local b = ctx.budget
+  local del = { ctx = ctx, thread = thread, left = keys_left(b), reads = math.min(2 * reads_left(b), ctx.cap),
+    per = #doomed > 0 and registered_writes(thread, doomed[1]) or 0, -- writes, by the first
+    ckpts = sink(b), writes = sink(b), others = sink(b) }
+  local trimmed
+  doomed, trimmed = affordable(del, doomed)
+  del.owners = write_owners(ctx, thread, doomed)
+  local found = whole and all_writes(del, doomed) or nil
+  if not found then
+    doomed = findable(doomed)
+  end
+  local more = take_all(del, doomed, found)
+  del.writes.flush()
+  del.others.flush()
+  del.ckpts.flush()
+  return {
+    checkpoints = del.ckpts.deleted,
+    writes = del.writes.deleted,
+    keys = del.ckpts.deleted + del.writes.deleted + del.others.deleted,
+    more = more or trimmed,
+  }
+end
+
+-- A write prefix that is not the saver's would orphan every write of the
+-- checkpoints deleted. The registry zsets record the real write keys: check
+-- those of the first doomed checkpoints that have any, before any delete.
+local function check_write_prefix(ctx, thread, doomed)
+  if ctx.checked.write_prefix then
+    return -- once per call: the saver's prefix is the same for every thread
+  end
+  for i = 1, math.min(#doomed, 8) do
+    local d = doomed[i]
+    local member = rcall('ZRANGE', registry_key(thread, d), 0, 0)[1]
+    if member then
+      if not starts_with(member, write_prefix(ctx, thread, d)) then
+        fail('BADARG', 'the writes of ' .. show(d.key) .. ' are stored as ' .. show(member)
+          .. ', not under WRITE_PREFIX ' .. show(ctx.wp) .. ': pass the saver\'s '
+          .. 'checkpoint_write_prefix; nothing was deleted')
+      end
+      ctx.checked.write_prefix = true
+      return
+    end
+  end
+end

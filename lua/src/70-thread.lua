@@ -1,0 +1,132 @@
+
+-- One thread ----------------------------------------------------------------------
+-- Provides: prune_thread (list, plan and delete one thread within what the
+-- call's budget leaves), the reply counts (COUNT_FIELDS, zero_counts,
+-- add_counts, reply).
+-- Assumes: everything above. A thread fails, if it does, before its first
+-- delete.
+
+local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
+
+-- The counts each prune reports, in reply order (lgprune_thread and
+-- lgprune_many add `more` / `next`).
+local COUNT_FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
+  'checkpoints_kept', 'delta_ancestors_kept' }
+
+-- The counts, at zero.
+local function zero_counts()
+  local out = {}
+  for _, name in ipairs(COUNT_FIELDS) do
+    out[name] = 0
+  end
+  return out
+end
+
+-- Add the counts of `part` into `total`.
+local function add_counts(total, part)
+  for _, name in ipairs(COUNT_FIELDS) do
+    total[name] = (total[name] or 0) + part[name]
+  end
+end
+
+-- Flatten counts into a name/value reply: COUNT_FIELDS, then `last` (when
+-- given), or the names in `fields`.
+local function reply(out, last, fields)
+  local r = {}
+  for _, name in ipairs(fields or COUNT_FIELDS) do
+    r[#r + 1] = name
+    r[#r + 1] = out[name]
+  end
+  if last then
+    r[#r + 1] = last
+    r[#r + 1] = out[last]
+  end
+  return r
+end
+
+-- Keys a root checkpoint of the thread takes with it, judged by the newest
+-- one (a doc, or nil): itself, its registry and the writes listed there.
+local function keys_per_checkpoint(thread, newest)
+  return newest and registered_writes(thread, newest) + 2 or 3
+end
+
+-- List and plan the thread under `view` (see list_checkpoints); a partial
+-- view first looks at a page sized by what the budget deletes (by the keys of
+-- the newest checkpoint), and at the whole view when that page frees nothing
+-- (DeltaChannel ancestors may hold all of it). Delta history is walked from
+-- the true newest: its window is wide from the start when the newest
+-- checkpoint uses DeltaChannel, else widened when the plan finds delta
+-- history, and when the listing still cannot prove it holds the newest, they
+-- are listed again, sorted. Returns the docs and the plan.
+local function list_and_plan(ctx, thread, view, rule)
+  view.page = view.limit
+  if view.sorted then
+    view.newest = newest_root(ctx, thread)
+    view.wide = view.newest ~= nil and uses_delta(view.newest.key)
+    if not ctx.dry then
+      view.page = math.min(view.limit, math.ceil(keys_left(ctx.budget) / keys_per_checkpoint(thread, view.newest))
+        + math.min(rule.keep, view.limit) + PAGE_SLACK)
+    end
+  end
+  local docs, exact = list_checkpoints(ctx, thread, view, rule)
+  local p = plan(ctx, thread, docs, rule)
+  if #p.doomed == 0 and view.page < view.limit then
+    view.page = view.limit
+    docs, exact = list_checkpoints(ctx, thread, view, rule)
+    p = plan(ctx, thread, docs, rule)
+  end
+  if p.delta and not exact and not view.wide then
+    view.wide = true
+    docs, exact = list_checkpoints(ctx, thread, view, rule)
+    p = plan(ctx, thread, docs, rule)
+  end
+  if p.delta and not exact then
+    view.first = nil
+    docs = list_checkpoints(ctx, thread, view, nil)
+    p = plan(ctx, thread, docs, rule)
+  end
+  return docs, p
+end
+
+-- Prune one thread (a thread record) under `rule` within what ctx.budget
+-- leaves. Returns the counts of lgprune_thread, plus `idle`, `listed` and
+-- `count_exact` (whether checkpoints_kept is exact) for sweeps.
+local function prune_thread(ctx, thread, rule)
+  local out = zero_counts()
+  out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
+  local counted
+  if ctx.sweep and not ctx.details and not rule.idle_before then
+    -- most threads a sweep visits are within keep: a count settles those
+    counted = count_tagged(ctx, thread)
+    if counted <= rule.keep then
+      out.checkpoints_kept, out.count_exact = counted, counted == 0
+      return out -- nothing over keep (the tag count is an upper bound)
+    end
+  end
+  local limit = math.min(reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
+  local tagged, first = first_look(ctx, thread, limit, counted)
+  out.checkpoints_kept = tagged
+  if tagged == 0 then
+    return out
+  end
+  -- the whole thread when it fits the budget, else its newest entries
+  local view = { limit = math.min(tagged, limit), tagged = tagged, first = first }
+  view.sorted = view.limit < tagged
+  local docs, p = list_and_plan(ctx, thread, view, rule)
+  out.listed = true
+  check_write_prefix(ctx, thread, p.doomed)
+  local done = delete_doomed(ctx, thread, p.doomed, not view.sorted)
+  out.checkpoints_deleted, out.writes_deleted, out.keys_deleted = done.checkpoints, done.writes, done.keys
+  out.delta_ancestors_kept, out.idle = p.spared, p.idle
+  if view.sorted then
+    out.checkpoints_kept = tagged - done.checkpoints -- an upper bound
+    out.count_exact = false
+  else
+    out.checkpoints_kept = #docs - done.checkpoints
+  end
+  -- a partial view has more to look at whenever this call got somewhere
+  if done.more or (view.sorted and not ctx.dry and done.checkpoints > 0) then
+    out.more = 1
+  end
+  return out
+end

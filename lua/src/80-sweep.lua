@@ -1,0 +1,204 @@
+
+-- Sweeps and orphans -------------------------------------------------------------
+-- Provides: the orphan checks (orphan_pointer, orphan_write,
+-- orphan_registry) and a sweep's parts: sweep_state, sweep_step.
+-- Assumes: everything above. A sweep charges its budget's `work` for what is
+-- not a delete; a call stops once keys + work reach BUDGET.
+
+local SCAN_COUNT = 50 -- keys per SCAN step of a sweep that checks every key (ORPHANS)
+local POINTER_SCAN_COUNT = 200 -- ... and of one that MATCHes latest pointers only
+local SCAN_KEYS_PER_UNIT = 8 -- a SCAN step costs 1 budget unit per this many keys it examines
+local VISIT_COST = 10 -- budget units a sweep charges per thread visit
+local LIST_COST = 40 -- ... and more when the visit lists and plans the thread
+local CHECK_COST = 3 -- ... per orphan check
+
+-- Orphan checks, each true for a key of this saver whose checkpoint is gone
+-- and whose checkpoint id dates from before `before` (ms).
+-- A latest pointer: its target checkpoint is gone.
+local function orphan_pointer(ctx, key, before)
+  local target = read_pointer(key)
+  if not target or not starts_with(target, ctx.cp .. ':') then
+    return false
+  end
+  return rcall('EXISTS', target) == 0 and older(target:match(':([^:]*)$'), before)
+end
+
+-- A write: the checkpoint named by its own fields is gone.
+local function orphan_write(ctx, key, before)
+  local t, ns, id = identity(key)
+  if not (t and ns and id) then
+    return false
+  end
+  local thread, d = { id = t }, { ns = ns, id = id }
+  if not starts_with(key, write_prefix(ctx, thread, d)) then
+    return false -- not stored where the saver would store it: not ours to judge
+  end
+  return rcall('EXISTS', checkpoint_key(ctx, thread, ns, id)) == 0 and older(id, before)
+end
+
+-- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
+-- the checkpoint <cp>:<stem> is gone. (Registries of other prefixes list
+-- other write keys and are left alone.)
+local function orphan_registry(ctx, key, before)
+  local checkpoint, writes = registry_owner(ctx, key)
+  local ok, first = pcall(rcall, 'ZRANGE', key, 0, 0)
+  if not ok or type(first[1]) ~= 'string' or not starts_with(first[1], writes) then
+    return false
+  end
+  return rcall('EXISTS', checkpoint) == 0 and older(key:match(':([^:]*)$'), before)
+end
+
+-- A sweep call's state: the counts of its reply (`out`), the threads it saw,
+-- per-thread details, the orphans found; the budget is ctx.budget.
+local function sweep_state(ctx, rule, opts)
+  return {
+    ctx = ctx, rule = rule, opts = opts,
+    before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
+    out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
+      checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 },
+    seen = {}, details = {}, orphans = sink(ctx.budget),
+  }
+end
+
+-- Whether the sweep's budget is spent: keys deleted and work reach BUDGET.
+local function spent(b)
+  return b.keys + b.work >= b.total
+end
+
+-- The thread ids that the latest pointers among `keys` name: each pointer's
+-- checkpoint's own thread_id, read with JSON.MGET for a whole SCAN step (not
+-- MGET for the pointers: the README's ACL has no +mget). Maps a pointer key
+-- to its id; a pointer whose value is not a string naming a JSON document
+-- with a string thread_id is left out.
+local function pointer_threads(ctx, keys)
+  local latest, named, targets, ids = latest_start(ctx), {}, {}, {}
+  for _, key in ipairs(keys) do
+    local target = starts_with(key, latest) and read_pointer(key)
+    if target then
+      named[#named + 1] = key
+      targets[#targets + 1] = target
+    end
+  end
+  local values = json_mget(targets, '$.thread_id')
+  for i, key in ipairs(named) do
+    if type(values[i]) == 'string' then
+      ids[key] = values[i]
+    end
+  end
+  return ids
+end
+
+-- Count one visit's result into the sweep.
+local function count_visit(sw, id, done)
+  local out = sw.out
+  if sw.opts.DETAILS then
+    sw.details[#sw.details + 1] = { id, done.checkpoints_kept + done.checkpoints_deleted,
+      done.checkpoints_deleted, done.keys_deleted, done.count_exact and 1 or 0 }
+  end
+  add_counts(out, done)
+  if done.listed then
+    sw.ctx.budget.work = sw.ctx.budget.work + LIST_COST
+  end
+  if sw.ctx.dry then
+    sw.ctx.budget.work = sw.ctx.budget.work + done.keys_deleted -- what would go, charged as work
+  end
+  if done.keys_deleted > 0 then
+    out.threads_pruned = out.threads_pruned + 1
+  end
+  if done.idle and done.more == 0 then
+    out.threads_deleted = out.threads_deleted + 1
+  end
+end
+
+-- Prune thread `id`, which latest pointer `key` names (or, when it names
+-- none, judge the pointer an orphan); false when the call must stop before it.
+local function sweep_pointer(sw, key, id)
+  local ctx, b = sw.ctx, sw.ctx.budget
+  if not id then
+    b.work = b.work + CHECK_COST
+    if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
+      sw.orphans.add(key)
+    end
+    return true
+  end
+  if sw.seen[id] then
+    return true
+  end
+  if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
+    return false -- this call has spent its budget and deleted something: resume here
+  end
+  local thread, done = thread_record(id == EMPTY_ID and '' or id), nil
+  if thread then
+    local ok
+    ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
+    if not ok then
+      return false -- it failed after this call deleted something: resume here
+    end
+  end
+  sw.seen[id] = true
+  b.work = b.work + VISIT_COST
+  sw.out.threads_visited = sw.out.threads_visited + 1
+  if not thread then
+    sw.out.threads_skipped = sw.out.threads_skipped + 1
+    return true
+  end
+  count_visit(sw, id, done)
+  -- come back to this thread only when this call got somewhere with it
+  return done.more == 0 or ctx.dry or done.keys_deleted == 0
+end
+
+-- Judge a write or registry key an orphan (ORPHANS).
+local function sweep_orphan(sw, key)
+  local ctx = sw.ctx
+  local is_write = starts_with(key, ctx.wp .. ':')
+  local is_registry = starts_with(key, ZSET_PREFIX .. ':')
+  if is_write or is_registry then
+    ctx.budget.work = ctx.budget.work + CHECK_COST
+    if (is_write and orphan_write(ctx, key, sw.before))
+      or (is_registry and orphan_registry(ctx, key, sw.before)) then
+      sw.orphans.add(key)
+    end
+  end
+end
+
+-- Visit the keys of one SCAN step; false when the call stopped inside it.
+local function sweep_keys(sw, keys)
+  local latest = latest_start(sw.ctx)
+  local ids = pointer_threads(sw.ctx, keys)
+  for _, key in ipairs(keys) do
+    if starts_with(key, latest) then
+      if not sweep_pointer(sw, key, ids[key]) then
+        return false -- this call deleted what its budget allowed: resume this step
+      end
+    elseif sw.opts.ORPHANS then
+      sweep_orphan(sw, key)
+    end
+  end
+  return true
+end
+
+-- SCAN from `cursor` and visit steps until the sweep is done or the budget is
+-- spent. Returns the cursor to resume from ("00" when the call stopped inside
+-- the first step: SCAN reads it as 0, the caller as not done).
+local function sweep_steps(sw, cursor)
+  local b = sw.ctx.budget
+  local count = sw.opts.ORPHANS and SCAN_COUNT or POINTER_SCAN_COUNT
+  local scan = { 'SCAN', cursor, 'COUNT', count }
+  if not sw.opts.ORPHANS then
+    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(sw.ctx)) .. '*', 'COUNT', count }
+  end
+  local step_cost = math.ceil(count / SCAN_KEYS_PER_UNIT)
+  while true do
+    scan[2] = cursor
+    local res = rcall(unpack(scan))
+    local finished = sweep_keys(sw, res[2]) -- whether the step was visited whole
+    b.work = b.work + step_cost
+    if not finished then
+      return cursor == '0' and '00' or cursor
+    end
+    cursor = res[1]
+    if cursor == '0' or spent(b) then
+      return cursor
+    end
+  end
+end

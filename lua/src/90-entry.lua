@@ -1,0 +1,188 @@
+
+-- Registered functions ---------------------------------------------------------------
+-- Provides: the functions Redis runs, each with its contract, and their flags.
+-- Assumes: everything above.
+-- Flags: lgprune_version is `no-writes` (it runs on replicas, with FCALL_RO,
+-- and at maxmemory). The pruning functions are `allow-oom`: their job is to
+-- free memory, so they must run when it is full (they only ever delete; a
+-- plain UNLINK runs there too). They are not `no-writes`, so a read-only
+-- replica refuses them.
+
+local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
+  CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
+  ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+local SWEEP_FIELDS = { 'cursor', 'threads_visited', 'threads_pruned', 'threads_deleted',
+  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
+
+--[[
+lgprune_version: the library version, and with BUILD which code this is.
+  FCALL lgprune_version 0 [BUILD]
+  Reply: bulk string, e.g. "0.2.0"; with BUILD, [version, build]: build is
+  "dev" for the file loaded as it is, else the hash the Python package set.
+]]
+local function lgprune_version(_, args)
+  if args[1] ~= nil and string.upper(args[1]) == 'BUILD' then
+    return { VERSION, BUILD }
+  end
+  return VERSION
+end
+
+--[[
+lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
+  FCALL lgprune_thread 0 THREAD_ID KEEP [DRY_RUN] [BUDGET n] [MAX_AGE ms]
+        [IDLE_TTL ms] [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
+  THREAD_ID  the thread id exactly as the application passes it ("" is the
+             saver's empty thread); matched case-sensitively.
+  KEEP       checkpoints to keep per namespace, a non-negative integer
+             (0 deletes the thread).
+  DRY_RUN    plan and count, delete nothing (BUDGET does not cap the count).
+  BUDGET     keys deleted per call, default 2000 (10 to 100000). A call also
+             lists at most BUDGET + KEEP checkpoints of the root namespace and
+             as many of the others, reads at most 2 * BUDGET write entries and
+             walks at most BUDGET delta ancestors from a kept checkpoint.
+  MAX_AGE    also keep every checkpoint younger than this many milliseconds
+             (by its uuid6 id): only older ones beyond KEEP go.
+  IDLE_TTL   delete the whole thread when its newest checkpoint is older than
+             this many milliseconds.
+  CHECKPOINT_PREFIX / WRITE_PREFIX
+             the saver's checkpoint_prefix / checkpoint_write_prefix
+             (defaults "checkpoint" / "checkpoint_write"); the index names.
+  Reply: flat list of name/value pairs:
+    checkpoints_deleted   checkpoint documents deleted by this call
+    writes_deleted        write documents deleted
+    keys_deleted          all keys deleted (with registry zsets, latest pointers)
+    checkpoints_kept      the thread's checkpoints left (an upper bound while more is 1)
+    delta_ancestors_kept  checkpoints beyond KEEP kept for DeltaChannel history
+    more                  1 when the budget ran out: call again
+  Errors, and then nothing was deleted: "LGPRUNE <CODE> ..." for a bad KEEP
+  or option, a thread id the index cannot match, a DeltaChannel history
+  longer than BUDGET, a missing index, a server without the modules.
+]]
+local function lgprune_thread(_, args)
+  local opts = parse_options(args, 3, THREAD_OPTIONS)
+  local rule = policy(args[2], opts)
+  local ctx = context(opts)
+  local thread = check_thread(args[1])
+  check_server(ctx)
+  return reply(prune_thread(ctx, thread, rule), 'more')
+end
+
+--[[
+lgprune_many: lgprune_thread for several threads in one call, sharing one budget.
+  FCALL lgprune_many 0 KEEP COUNT THREAD_ID... [options of lgprune_thread]
+  COUNT      how many thread ids follow (1 to 1000).
+  Reply: the counts of lgprune_thread summed over the threads, with
+    next    0 when every thread is done, else the 1-based position of the
+            first thread still to prune: call again with the ids from there.
+  Every id is checked before anything is deleted. A thread that cannot be
+  pruned within what is left of the budget (or fails) after an earlier one
+  deleted something ends the call there, with `next` at it: the next call
+  starts with it and a whole BUDGET. Errors: as lgprune_thread's, and then
+  nothing was deleted.
+]]
+local function lgprune_many(_, args)
+  local count = parse_count('COUNT', args[2], 2 ^ 53)
+  if count < 1 or count > MAX_MANY then
+    fail('BADARG', 'COUNT must be 1 to ' .. MAX_MANY .. ' thread ids, got ' .. count)
+  end
+  local opts = parse_options(args, count + 3, THREAD_OPTIONS)
+  local rule = policy(args[1], opts)
+  local ctx = context(opts)
+  local threads = {}
+  for i = 1, count do
+    threads[i] = check_thread(args[i + 2])
+  end
+  check_server(ctx)
+  local total = zero_counts()
+  total.next = 0
+  for i, thread in ipairs(threads) do
+    if keys_left(ctx.budget) < MIN_BUDGET then
+      total.next = i
+      break
+    end
+    local ok, out = guard(ctx.budget, prune_thread, ctx, thread, rule)
+    if not ok then
+      total.next = i
+      break
+    end
+    add_counts(total, out)
+    if out.more == 1 then
+      total.next = i
+      break
+    end
+  end
+  return reply(total, 'next')
+end
+
+--[[
+lgprune_sweep: prune every thread, a slice of the keyspace per call.
+  FCALL lgprune_sweep 0 CURSOR KEEP [DRY_RUN] [BUDGET n] [MAX_AGE ms] [IDLE_TTL ms]
+        [ORPHANS] [GRACE ms] [DETAILS] [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
+  CURSOR     "0" to start, then the cursor the previous call returned.
+  KEEP, MAX_AGE, IDLE_TTL, prefixes, DRY_RUN: as for lgprune_thread, per thread.
+  BUDGET     work per call, default 2000: a deleted key counts 1 (in a dry
+             run, one that would go), a thread visit 10 (50 when it lists the
+             thread), an orphan check 3, a SCAN step 1 per 8 keys it examines
+             (200 per step, 50 with ORPHANS). A call stops once it is spent: in
+             the middle of a SCAN step when it has deleted something (the next
+             call reads that step again), else at the end of the step. A
+             thread that fails after the call deleted something also ends the
+             call there, to be met first by the next one.
+  ORPHANS    also delete writes, write registries and latest pointers whose
+             checkpoint is gone, when that checkpoint's id is older than GRACE
+             (ms, default 600000: writes can be stored before their checkpoint).
+  DETAILS    add `threads`: per visited thread, [thread_id, checkpoints,
+             checkpoints_deleted, keys_deleted, exact]: every thread is listed
+             and its own checkpoints counted (exact 1), except one too large
+             for a call's listing (BUDGET + KEEP checkpoints), whose count is
+             an upper bound (exact 0). For `lgprune stats`.
+  Threads are found by SCAN over the latest pointers (<cp>_latest:*); each
+  pointer's checkpoint names its thread exactly (read for a whole step at
+  once). Threads already within KEEP cost one index count. Thread ids the
+  index cannot match are skipped.
+  Reply: name/value pairs:
+    cursor               "0" when the sweep is complete, else pass it back ("00" when
+                         the call stopped inside the first SCAN step: not complete)
+    threads_visited      thread visits made by this call
+    threads_pruned       visits that deleted something
+    threads_deleted      threads deleted whole as idle (IDLE_TTL)
+    threads_skipped      threads whose id the index cannot match
+    checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
+    orphans_deleted      orphan keys deleted (also in keys_deleted)
+    threads              with DETAILS only, last: the list described above
+  Errors: as lgprune_thread's, and then nothing was deleted.
+]]
+local function lgprune_sweep(_, args)
+  local cursor = args[1]
+  if type(cursor) ~= 'string' or not cursor:match('^%d+$') then
+    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+  end
+  local opts = parse_options(args, 3, SWEEP_OPTIONS)
+  local rule = policy(args[2], opts)
+  local ctx = context(opts)
+  ctx.sweep, ctx.details = true, opts.DETAILS == true
+  check_server(ctx)
+  local sw = sweep_state(ctx, rule, opts)
+  cursor = sweep_steps(sw, cursor)
+  local out = sw.out
+  sw.orphans.flush()
+  out.orphans_deleted = sw.orphans.deleted
+  out.keys_deleted = out.keys_deleted + sw.orphans.deleted
+  out.cursor = cursor
+  local r = reply(out, nil, SWEEP_FIELDS)
+  if opts.DETAILS then
+    r[#r + 1] = 'threads'
+    r[#r + 1] = sw.details
+  end
+  return r
+end
+
+redis.register_function { function_name = 'lgprune_version', callback = lgprune_version,
+  flags = { 'no-writes' } }
+redis.register_function { function_name = 'lgprune_thread', callback = entry(lgprune_thread),
+  flags = { 'allow-oom' } }
+redis.register_function { function_name = 'lgprune_many', callback = entry(lgprune_many),
+  flags = { 'allow-oom' } }
+redis.register_function { function_name = 'lgprune_sweep', callback = entry(lgprune_sweep),
+  flags = { 'allow-oom' } }
