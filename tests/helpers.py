@@ -118,6 +118,26 @@ def delta_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[An
     return graph.compile(checkpointer=checkpointer)
 
 
+class LongDeltaState(TypedDict):
+    msgs: Annotated[list[str], DeltaChannel(extend, snapshot_frequency=1_000_000)]
+    turns: int
+
+
+def long_delta_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
+    """delta_graph without snapshots: every kept checkpoint's history reaches back to the
+    thread's first (a thread of N turns has 3N checkpoints and a history of 3N - 1)."""
+
+    def reply(state: LongDeltaState) -> dict[str, Any]:
+        turns = state.get("turns", 0) + 1
+        return {"msgs": [f"reply {turns}"], "turns": turns}
+
+    graph = StateGraph(LongDeltaState)
+    graph.add_node("reply", reply)
+    graph.add_edge(START, "reply")
+    graph.add_edge("reply", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
 def delta_turns(app: CompiledStateGraph[Any], thread_id: str, turns: int) -> None:
     for turn in range(turns):
         app.invoke({"msgs": [f"user {turn}"]}, config_of(thread_id))

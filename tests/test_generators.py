@@ -171,3 +171,32 @@ def test_replies_parse_the_same_from_resp2_and_resp3() -> None:
     flat = [b"a", 1, b"b", b"2"]
     assert reply_pairs(flat) == reply_pairs({b"a": 1, b"b": b"2"}) == {"a": 1, "b": b"2"}
     assert reply_fields(flat) == {"a": 1, "b": 2}
+
+
+def test_the_python_side_reads_the_librarys_facts_and_names_only_what_it_has() -> None:
+    from dataclasses import fields
+
+    from lgprune import facts
+    from lgprune.errors import CODES
+    from lgprune.results import PruneResult, SweepResult
+
+    assert set(CODES) <= set(facts.ERROR_CODES)
+    assert set(facts.COUNT_FIELDS) <= {f.name for f in fields(PruneResult)}
+    assert set(SWEEP_COUNTS) | {"cursor"} <= {f.name for f in fields(SweepResult)}
+    assert (facts.MIN_BUDGET, facts.MAX_MANY) > (0, 0)
+    with pytest.raises(LookupError):
+        facts.option("FAST")
+
+
+def test_an_error_after_calls_that_deleted_carries_what_they_did() -> None:
+    first = [b"checkpoints_deleted", 2, b"writes_deleted", 4, b"keys_deleted", 8]
+    first += [b"checkpoints_kept", 3, b"delta_ancestors_kept", 0, b"more", 1]
+    with pytest.raises(InvalidArgumentError) as raised:
+        drive(
+            prune_steps("t", 3, dry_run=False, options=Options()),
+            [first, ResponseError("LGPRUNE BADARG the DeltaChannel history of x is longer")],
+        )
+    assert raised.value.partial is not None and raised.value.partial.keys_deleted == 8
+    with pytest.raises(InvalidArgumentError) as raised:
+        drive(prune_steps("t", 3, dry_run=False, options=Options()), [ResponseError("LGPRUNE BADARG no")])
+    assert raised.value.partial is None

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from lgprune import __version__, protocol
 from lgprune.errors import InvalidArgumentError, LgpruneError
-from lgprune.protocol import MIN_BUDGET
+from lgprune.facts import MIN_BUDGET
 from lgprune.pruner import Pruner
 from lgprune.results import PruneResult, SweepResult
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lgprune.results import PruneResult, SweepResult
+
 NO_FUNCTIONS = "this server has no Redis Functions (FCALL): lgprune needs Redis 7 or newer"
 
 
 class LgpruneError(Exception):
-    """Base class: something lgprune could not do. Nothing was deleted."""
+    """Base class: something lgprune could not do.
+
+    The server call that failed deleted nothing (an error reply of the library means
+    that). An operation of several calls (a large thread, many threads, a sweep) may
+    have deleted something in the calls before it: `partial` then says what they did,
+    else it is None.
+    """
+
+    partial: PruneResult | SweepResult | None = None
 
 
 class InvalidArgumentError(LgpruneError, ValueError):
@@ -33,8 +46,8 @@ class ReadOnlyServerError(LgpruneError):
     """The server is a read-only replica: prune on the primary."""
 
 
-# The library's error codes ("LGPRUNE <CODE> <message>"; see lua/lgprune.lua):
-# any other code raises the base class.
+# The library's error codes ("LGPRUNE <CODE> <message>", ERROR_CODES in lua/src/10-core.lua)
+# that have a class of their own; the others raise the base class.
 CODES: dict[str, type[LgpruneError]] = {
     "BADARG": InvalidArgumentError,
     "NOINDEX": IndexMissingError,

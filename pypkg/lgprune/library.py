@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from functools import cache
-from importlib import resources
 
 from redis.exceptions import ResponseError
 
 from lgprune.driver import Steps
 from lgprune.errors import NO_FUNCTIONS, LibraryInstallError, LibraryVersionError, ModulesMissingError
+from lgprune.facts import VERSION, library_file
 from lgprune.results import as_text
 
 LIBRARY_NAME = "lgprune"
 BUILD_LINE = "local BUILD = 'dev'"
-
-
-@cache
-def library_file() -> str:
-    """The Lua file shipped inside the installed package, read once."""
-    return (resources.files("lgprune") / "lua" / "lgprune.lua").read_text(encoding="utf-8")
 
 
 @cache
@@ -37,13 +30,9 @@ def library_code() -> str:
     return library_file().replace(BUILD_LINE, f"local BUILD = '{library_build()}'", 1)
 
 
-@cache
 def library_version() -> str:
     """The version the packaged library declares (`local VERSION = '...'`)."""
-    found = re.search(r"^local VERSION = '([0-9.]+)'", library_file(), re.MULTILINE)
-    if found is None:
-        raise LibraryVersionError("the packaged Lua library declares no VERSION")
-    return found.group(1)
+    return VERSION
 
 
 def version_key(version: str) -> tuple[int, ...]:

@@ -20,12 +20,12 @@ from lgprune.errors import (
     ReadOnlyServerError,
     from_server_message,
 )
+from lgprune.facts import MAX_MANY, MIN_BUDGET, option
 from lgprune.results import PruneResult, SweepResult, reply_fields, reply_pairs
 
 ThreadId = str | bytes
 Duration = timedelta | float
-MANY_PER_CALL = 1000  # thread ids per lgprune_many call
-MIN_BUDGET = 10  # the library's least budget: enough for any call to make progress
+Result = PruneResult | SweepResult
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,11 @@ class Options:
         """The options as FCALL arguments (defaults left out)."""
         args: list[str] = []
         if self.checkpoint_prefix != "checkpoint":
-            args += ["CHECKPOINT_PREFIX", self.checkpoint_prefix]
+            args += [option("CHECKPOINT_PREFIX"), self.checkpoint_prefix]
         if self.checkpoint_write_prefix != "checkpoint_write":
-            args += ["WRITE_PREFIX", self.checkpoint_write_prefix]
+            args += [option("WRITE_PREFIX"), self.checkpoint_write_prefix]
         if self.budget is not None:
-            args += ["BUDGET", str(self.budget)]
+            args += [option("BUDGET"), str(self.budget)]
         return args
 
 
@@ -102,14 +102,25 @@ def prune_steps(thread_id: object, keep: object, *, dry_run: bool, options: Opti
     args: list[Any] = [check_thread_id(thread_id), str(check_count("keep", keep))]
     args += options.arguments()
     if dry_run:
-        args.append("DRY_RUN")
+        args.append(option("DRY_RUN"))
     return _prune_loop(args, dry_run)
+
+
+def calls_steps(function: str, args: list[Any], done_before: Result) -> Steps[Any]:
+    """fcall_steps, with what the operation's earlier calls did (`done_before`) attached
+    to an error as its `partial` when they did anything."""
+    try:
+        return (yield from fcall_steps(function, args))
+    except LgpruneError as error:
+        if done_before.calls:
+            error.partial = done_before
+        raise
 
 
 def _prune_loop(args: list[Any], dry_run: bool) -> Steps[PruneResult]:
     result = PruneResult(dry_run=dry_run)
     while True:
-        fields = reply_fields((yield from fcall_steps("lgprune_thread", args)))
+        fields = reply_fields((yield from calls_steps("lgprune_thread", args, result)))
         result = result.plus_call(fields)
         if dry_run or not fields["more"] or not fields["keys_deleted"]:
             return result
@@ -122,20 +133,20 @@ def many_steps(
     ids = [check_thread_id(t) for t in thread_ids]
     tail = [str(check_count("keep", keep)), *options.arguments()]
     if dry_run:
-        tail.append("DRY_RUN")
+        tail.append(option("DRY_RUN"))
     return _many_loop(ids, tail, dry_run)
 
 
 def _many_loop(ids: list[ThreadId], tail: list[str], dry_run: bool) -> Steps[PruneResult]:
     result, start = PruneResult(dry_run=dry_run), 0
     while start < len(ids):
-        batch = ids[start : start + MANY_PER_CALL]
-        reply = yield from fcall_steps("lgprune_many", [tail[0], str(len(batch)), *batch, *tail[1:]])
+        batch = ids[start : start + MAX_MANY]
+        reply = yield from calls_steps("lgprune_many", [tail[0], str(len(batch)), *batch, *tail[1:]], result)
         fields = reply_fields(reply)
         if fields["next"]:
             fields["checkpoints_kept"] = 0  # counted again when the call resumes
         result = result.plus_call(fields, other_threads=True)
-        if fields["next"] and (dry_run or not fields["keys_deleted"]):
+        if fields["next"] == 1 and not fields["keys_deleted"]:
             return result  # no progress is possible: keep what is left
         start += fields["next"] - 1 if fields["next"] else len(batch)
     return result
@@ -178,11 +189,11 @@ def sweep_steps(
     for flag, value in (("MAX_AGE", max_age), ("IDLE_TTL", idle_ttl), ("GRACE", grace)):
         ms = to_ms(flag.lower(), value)
         if ms is not None:
-            args += [flag, str(ms)]
+            args += [option(flag), str(ms)]
     if orphans:
-        args.append("ORPHANS")
+        args.append(option("ORPHANS"))
     if dry_run:
-        args.append("DRY_RUN")
+        args.append(option("DRY_RUN"))
     return _sweep_loop(args, dry_run, on_progress)
 
 
@@ -192,7 +203,7 @@ def _sweep_loop(
     started = time.monotonic()
     result, cursor, stalled = SweepResult(dry_run=dry_run), "0", 0
     while True:
-        reply = yield from fcall_steps("lgprune_sweep", [cursor, *args])
+        reply = yield from calls_steps("lgprune_sweep", [cursor, *args], result)
         before = result
         result = result.plus_call(reply_pairs(reply), time.monotonic() - started)
         stalled = stalled + 1 if result.cursor == cursor and result.keys_deleted == before.keys_deleted else 0

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lgprune.facts import SWEEP_FIELDS
+
 
 def as_text(value: object) -> str:
     """A reply element as text, whatever decode_responses is."""
@@ -23,7 +25,8 @@ def reply_pairs(reply: Any) -> dict[str, Any]:
 
 
 def reply_fields(reply: Sequence[object]) -> dict[str, int]:
-    """Turn a flat name/value reply into a dict of integer counts."""
+    """Turn a flat name/value reply of counts (the library's COUNT_FIELDS, then `more` or
+    `next`) into a dict of integers."""
     return {name: int(as_text(value)) for name, value in reply_pairs(reply).items()}
 
 
@@ -56,16 +59,7 @@ class PruneResult:
         )
 
 
-SWEEP_COUNTS = (  # the counts of an lgprune_sweep reply, summed over calls
-    "threads_visited",
-    "threads_pruned",
-    "threads_deleted",
-    "threads_skipped",
-    "checkpoints_deleted",
-    "writes_deleted",
-    "keys_deleted",
-    "orphans_deleted",
-)
+SWEEP_COUNTS = tuple(name for name in SWEEP_FIELDS if name != "cursor")  # summed over calls
 
 
 @dataclass(frozen=True)

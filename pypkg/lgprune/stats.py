@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lgprune.driver import Steps
+from lgprune.facts import option
 from lgprune.protocol import Options, fcall_steps
 from lgprune.results import as_text, reply_pairs
 from lgprune.tags import tag_param
@@ -133,7 +134,7 @@ def _thread_bytes(options: Options, thread_id: str, checkpoints: int, sample: in
 
 def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20) -> Steps[Stats]:
     """Read-only: a dry-run sweep with per-thread details, index sizes and memory samples."""
-    args = [str(keep), *options.arguments(), "DRY_RUN", "DETAILS"]
+    args = [str(keep), *options.arguments(), option("DRY_RUN"), option("DETAILS")]
     per_thread: dict[str, tuple[int, int, int]] = {}
     inexact: set[str] = set()
     cursor, calls = "0", 0

@@ -7,7 +7,7 @@ longest piece of its id, and every hit must be confirmed against the id itself.
 
 from __future__ import annotations
 
-EMPTY_ID = "00000000-0000-0000-0000-000000000000"  # how the saver stores the thread id ""
+from lgprune.facts import EMPTY_ID
 
 
 def indexed_tag(thread_id: str) -> str:
