@@ -475,7 +475,7 @@ end
 -- Provides: check_server (the modules, the search result cap), the one query
 -- builder (query_args) and the searches that use it (search, search_all,
 -- count_tagged), and the reads of stored values: json_get, json_keyset,
--- json_mget, identity, read_pointer.
+-- json_mget, identity, read_pointer, is_placeholder, checkpoint_gone.
 -- Assumes: core, keys. Every search runs before the first delete of the
 -- thread it serves (see delete_doomed), so its failures delete nothing.
 
@@ -507,23 +507,28 @@ local server = { json = false, cap = nil }
 local function query_args(q)
   local ids = q.ids or {}
   local args = { q.index, q.where, 'PARAMS', tostring(4 + 2 * #ids), 't', q.thread.tag, 'n', ROOT_NS }
-  local function add(...)
-    for _, a in ipairs({ ... }) do
-      args[#args + 1] = a
-    end
-  end
+  local n = #args
   for i, param in ipairs(ids) do
-    add('c' .. i, param)
+    args[n + 1], args[n + 2] = 'c' .. i, param
+    n = n + 2
   end
   if q.fields then
-    add('RETURN', tostring(#q.fields), unpack(q.fields))
+    args[n + 1], args[n + 2] = 'RETURN', tostring(#q.fields)
+    n = n + 2
+    for _, field in ipairs(q.fields) do
+      n = n + 1
+      args[n] = field
+    end
   else
-    add('NOCONTENT')
+    n = n + 1
+    args[n] = 'NOCONTENT'
   end
   if q.sorted then
-    add('SORTBY', 'checkpoint_id', 'DESC')
+    args[n + 1], args[n + 2], args[n + 3] = 'SORTBY', 'checkpoint_id', 'DESC'
+    n = n + 3
   end
-  add('LIMIT', '0', tostring(q.limit), 'TIMEOUT', '0', 'DIALECT', '2')
+  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', '0', tostring(q.limit)
+  args[n + 4], args[n + 5], args[n + 6], args[n + 7] = 'TIMEOUT', '0', 'DIALECT', '2'
   return args
 end
 
@@ -633,8 +638,11 @@ end
 local function json_mget(keys, path)
   local values = {}
   for first, last in batches(#keys, BATCH) do
-    local args = { unpack(keys, first, last) }
-    args[#args + 1] = path
+    local args = {}
+    for i = first, last do
+      args[i - first + 1] = keys[i]
+    end
+    args[last - first + 2] = path
     local res = rcall('JSON.MGET', unpack(args))
     for i = first, last do
       local raw = res[i - first + 1]
@@ -660,6 +668,26 @@ local function identity(key)
     return type(v) == 'string' and v or nil
   end
   return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id')
+end
+
+-- Whether `key` holds a placeholder: the document the saver's put_writes makes
+-- (a JSON.MERGE of {"has_writes": true}) for a checkpoint not stored yet. It
+-- names no thread and no checkpoint, so no index query finds it.
+local function is_placeholder(key)
+  local ok, res = pcall(rcall, 'JSON.OBJKEYS', key, '$')
+  if not ok or type(res) ~= 'table' or type(res[1]) ~= 'table' then
+    return false
+  end
+  local has = {}
+  for _, k in ipairs(res[1]) do
+    has[k] = true
+  end
+  return has.has_writes == true and not has.checkpoint_id and not has.thread_id
+end
+
+-- Whether checkpoint `key` is gone for its writes: missing, or a placeholder.
+local function checkpoint_gone(key)
+  return rcall('EXISTS', key) == 0 or is_placeholder(key)
 end
 
 -- The string a latest pointer holds, or nil (missing, or not a string key).
@@ -1094,7 +1122,8 @@ end
 
 -- Deleting ----------------------------------------------------------------------
 -- Provides: delete_doomed (a plan's checkpoints deleted with their writes,
--- registries and latest pointers, within the budget) and check_write_prefix.
+-- registries and latest pointers, and its leftovers, within the budget),
+-- leftovers and check_write_prefix.
 -- Assumes: keys, search, listing. Every key found is confirmed (`owns`);
 -- every search and read of a thread runs before its first delete: keys are
 -- collected in sinks and flushed at the end.
@@ -1285,6 +1314,57 @@ local function take(del, d, ws, truncated)
   return true
 end
 
+-- A prune that deletes the whole thread also takes what a crash left of it:
+-- writes tagged with the thread whose own fields name it, whose checkpoint
+-- is not among the listed `docs` and is gone (missing, or a placeholder: see
+-- is_placeholder), with their registries and placeholders, whatever their
+-- age. Writes under a listed checkpoint's write prefix are left to
+-- delete_doomed (a placeholder whose id extends a listed one's keeps its
+-- writes: when unsure, keep). Reads up to reads_left entries; returns the
+-- keys, writes first.
+local function leftovers(ctx, thread, docs)
+  local owners = write_owners(ctx, thread, docs)
+  local res = search({ index = ctx.wp, where = '@thread_id:{$t}', thread = thread,
+    limit = math.min(reads_left(ctx.budget), ctx.cap) })
+  local writes, others, seen = {}, {}, {}
+  for i = 2, #res do
+    local key, listed = res[i], false
+    for _, len in ipairs(owners.lengths) do
+      listed = listed or (key:byte(len) == 58 and owners.prefix[key:sub(1, len)] ~= nil)
+    end
+    local t, ns, id = identity(key)
+    local d = { ns = ns, id = id }
+    if not listed and t == thread.id and ns and id and starts_with(key, write_prefix(ctx, thread, d)) then
+      local checkpoint = checkpoint_key(ctx, thread, ns, id)
+      if checkpoint_gone(checkpoint) then
+        writes[#writes + 1] = key
+        if not seen[checkpoint] then
+          seen[checkpoint] = true
+          others[#others + 1] = registry_key(thread, d)
+          others[#others + 1] = checkpoint -- UNLINK of a missing key counts nothing
+        end
+      end
+    end
+  end
+  return { writes = writes, others = others }
+end
+
+-- Take the leftovers (see leftovers) into the sinks when all fit del.left:
+-- false when they do not.
+local function take_leftovers(del, extra)
+  if #extra.writes + #extra.others > del.left then
+    return false
+  end
+  for _, key in ipairs(extra.writes) do
+    del.writes.add(key)
+  end
+  for _, key in ipairs(extra.others) do
+    del.others.add(key)
+  end
+  del.left = del.left - #extra.writes - #extra.others
+  return true
+end
+
 -- Take the doomed checkpoints in order, with the writes `found` for all of
 -- them or, when nil, chunk by chunk. Returns true when some are left.
 local function take_all(del, doomed, found)
@@ -1310,15 +1390,16 @@ local function take_all(del, doomed, found)
   return false
 end
 
--- Delete doomed checkpoints oldest first, each with all its writes, its
--- registry zset and, when it was its namespace's newest, the latest pointer,
--- within the keys the budget leaves (not in a dry run). Writes are found with
--- one query over the thread's writes when the thread was listed `whole` and
--- that fits 2 * reads_left entries, else chunk by chunk of checkpoint ids.
--- A checkpoint whose writes do not all fit loses only writes this call.
--- Returns counts and whether doomed checkpoints remain.
-local function delete_doomed(ctx, thread, doomed, whole)
-  local b = ctx.budget
+-- Delete a plan's doomed checkpoints oldest first, each with all its writes,
+-- its registry zset and, when it was its namespace's newest, the latest
+-- pointer, then its `leftovers` (if any), within the keys the budget leaves
+-- (not in a dry run). Writes are found with one query over the thread's
+-- writes when the thread was listed `whole` and that fits 2 * reads_left
+-- entries, else chunk by chunk of checkpoint ids. A checkpoint whose writes
+-- do not all fit loses only writes this call. Returns counts and whether
+-- doomed checkpoints or leftovers remain.
+local function delete_doomed(ctx, thread, p, whole)
+  local doomed, b = p.doomed, ctx.budget
   local del = { ctx = ctx, thread = thread, left = keys_left(b), reads = math.min(2 * reads_left(b), ctx.cap),
     per = #doomed > 0 and registered_writes(thread, doomed[1]) or 0, -- writes, by the first
     ckpts = sink(b), writes = sink(b), others = sink(b) }
@@ -1329,7 +1410,10 @@ local function delete_doomed(ctx, thread, doomed, whole)
   if not found then
     doomed = findable(doomed)
   end
-  local more = take_all(del, doomed, found)
+  local more = take_all(del, doomed, found) or trimmed
+  if not more and p.leftovers then
+    more = not take_leftovers(del, p.leftovers)
+  end
   del.writes.flush()
   del.others.flush()
   del.ckpts.flush()
@@ -1337,7 +1421,7 @@ local function delete_doomed(ctx, thread, doomed, whole)
     checkpoints = del.ckpts.deleted,
     writes = del.writes.deleted,
     keys = del.ckpts.deleted + del.writes.deleted + del.others.deleted,
-    more = more or trimmed,
+    more = more,
   }
 end
 
@@ -1452,6 +1536,11 @@ local function list_and_plan(ctx, thread, view, rule)
   return docs, p
 end
 
+-- Whether `rule` deletes every checkpoint of a thread: KEEP 0, no age limit.
+local function deletes_all(rule)
+  return rule.keep == 0 and not rule.old_before
+end
+
 -- Prune one thread (a thread record) under `rule` within what ctx.budget
 -- leaves. Returns the counts of lgprune_thread, plus `idle`, `listed` and
 -- `count_exact` (whether checkpoints_kept is exact) for sweeps.
@@ -1470,8 +1559,8 @@ local function prune_thread(ctx, thread, rule)
   local limit = math.min(reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
   local tagged, first = first_look(ctx, thread, limit, counted)
   out.checkpoints_kept = tagged
-  if tagged == 0 then
-    return out
+  if tagged == 0 and not deletes_all(rule) then
+    return out -- (a thread deleted whole may still have leftovers)
   end
   -- the whole thread when it fits the budget, else its newest entries
   local view = { limit = math.min(tagged, limit), tagged = tagged, first = first }
@@ -1479,7 +1568,10 @@ local function prune_thread(ctx, thread, rule)
   local docs, p = list_and_plan(ctx, thread, view, rule)
   out.listed = true
   check_write_prefix(ctx, thread, p.doomed)
-  local done = delete_doomed(ctx, thread, p.doomed, not view.sorted)
+  if deletes_all(rule) and not view.sorted then
+    p.leftovers = leftovers(ctx, thread, docs)
+  end
+  local done = delete_doomed(ctx, thread, p, not view.sorted)
   out.checkpoints_deleted, out.writes_deleted, out.keys_deleted = done.checkpoints, done.writes, done.keys
   out.delta_ancestors_kept, out.idle = p.spared, p.idle
   if view.sorted then
@@ -1496,8 +1588,8 @@ local function prune_thread(ctx, thread, rule)
 end
 
 -- Sweeps and orphans -------------------------------------------------------------
--- Provides: the orphan checks (orphan_pointer, orphan_write,
--- orphan_registry) and a sweep's parts: sweep_state, sweep_step.
+-- Provides: the orphan checks (orphan_pointer, orphan_write, orphan_registry,
+-- orphan_placeholder) and a sweep's parts: sweep_state, sweep_steps.
 -- Assumes: everything above. A sweep charges its budget's `work` for what is
 -- not a delete; a call stops once keys + work reach BUDGET.
 
@@ -1519,7 +1611,7 @@ local function orphan_pointer(ctx, key, before)
   return rcall('EXISTS', target) == 0 and older(target:match(':([^:]*)$'), before)
 end
 
--- A write: the checkpoint named by its own fields is gone.
+-- A write: the checkpoint named by its own fields is gone (missing or a placeholder).
 local function orphan_write(ctx, key, before)
   local t, ns, id = identity(key)
   if not (t and ns and id) then
@@ -1529,29 +1621,39 @@ local function orphan_write(ctx, key, before)
   if not starts_with(key, write_prefix(ctx, thread, d)) then
     return false -- not stored where the saver would store it: not ours to judge
   end
-  return rcall('EXISTS', checkpoint_key(ctx, thread, ns, id)) == 0 and older(id, before)
+  return older(id, before) and checkpoint_gone(checkpoint_key(ctx, thread, ns, id))
 end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
--- the checkpoint <cp>:<stem> is gone. (Registries of other prefixes list
--- other write keys and are left alone.)
+-- the checkpoint <cp>:<stem> is gone (missing or a placeholder). (Registries
+-- of other prefixes list other write keys and are left alone.)
 local function orphan_registry(ctx, key, before)
   local checkpoint, writes = registry_owner(ctx, key)
   local ok, first = pcall(rcall, 'ZRANGE', key, 0, 0)
   if not ok or type(first[1]) ~= 'string' or not starts_with(first[1], writes) then
     return false
   end
-  return rcall('EXISTS', checkpoint) == 0 and older(key:match(':([^:]*)$'), before)
+  return older(key:match(':([^:]*)$'), before) and checkpoint_gone(checkpoint)
 end
 
--- A sweep call's state: the counts of its reply (`out`), the threads it saw,
--- per-thread details, the orphans found; the budget is ctx.budget.
+-- A placeholder (see is_placeholder) under the checkpoint prefix: its writes
+-- never got their checkpoint.
+local function orphan_placeholder(ctx, key, before)
+  return starts_with(key, ctx.cp .. ':') and older(key:match(':([^:]*)$'), before) and is_placeholder(key)
+end
+
+-- A sweep call's state: the counts of its reply (`out`), the visits of the
+-- SCAN step under way (`step`: counted into `out` once the step is finished,
+-- so a step read again by the next call counts its threads once), the
+-- threads it saw, per-thread details, the orphans found; the budget is
+-- ctx.budget.
 local function sweep_state(ctx, rule, opts)
   return {
     ctx = ctx, rule = rule, opts = opts,
     before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
     out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
       checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 },
+    step = { threads_visited = 0, threads_skipped = 0 },
     seen = {}, details = {}, orphans = sink(ctx.budget),
   }
 end
@@ -1633,9 +1735,9 @@ local function sweep_pointer(sw, key, id)
   end
   sw.seen[id] = true
   b.work = b.work + VISIT_COST
-  sw.out.threads_visited = sw.out.threads_visited + 1
+  sw.step.threads_visited = sw.step.threads_visited + 1
   if not thread then
-    sw.out.threads_skipped = sw.out.threads_skipped + 1
+    sw.step.threads_skipped = sw.step.threads_skipped + 1
     return true
   end
   count_visit(sw, id, done)
@@ -1643,15 +1745,20 @@ local function sweep_pointer(sw, key, id)
   return done.more == 0 or ctx.dry or done.keys_deleted == 0
 end
 
--- Judge a write or registry key an orphan (ORPHANS).
+-- Judge a write, registry or placeholder key an orphan (ORPHANS).
 local function sweep_orphan(sw, key)
   local ctx = sw.ctx
-  local is_write = starts_with(key, ctx.wp .. ':')
-  local is_registry = starts_with(key, ZSET_PREFIX .. ':')
-  if is_write or is_registry then
+  local check
+  if starts_with(key, ctx.wp .. ':') then
+    check = orphan_write
+  elseif starts_with(key, ZSET_PREFIX .. ':') then
+    check = orphan_registry
+  elseif starts_with(key, ctx.cp .. ':') then
+    check = orphan_placeholder
+  end
+  if check then
     ctx.budget.work = ctx.budget.work + CHECK_COST
-    if (is_write and orphan_write(ctx, key, sw.before))
-      or (is_registry and orphan_registry(ctx, key, sw.before)) then
+    if check(ctx, key, sw.before) then
       sw.orphans.add(key)
     end
   end
@@ -1691,6 +1798,10 @@ local function sweep_steps(sw, cursor)
     b.work = b.work + step_cost
     if not finished then
       return cursor == '0' and '00' or cursor
+    end
+    for name, n in pairs(sw.step) do
+      sw.out[name] = sw.out[name] + n
+      sw.step[name] = 0
     end
     cursor = res[1]
     if cursor == '0' or spent(b) then
@@ -1735,7 +1846,9 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   THREAD_ID  the thread id exactly as the application passes it ("" is the
              saver's empty thread); matched case-sensitively.
   KEEP       checkpoints to keep per namespace, a non-negative integer
-             (0 deletes the thread).
+             (0 deletes the thread, with the writes, registries and
+             placeholders a crash left of it, whatever their age). A
+             placeholder is never counted as a kept checkpoint.
   DRY_RUN    plan and count, delete nothing (BUDGET does not cap the count).
   BUDGET     keys deleted per call, default 2000 (10 to 100000). A call also
              lists at most BUDGET + KEEP checkpoints of the root namespace and
@@ -1830,8 +1943,11 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
              thread that fails after the call deleted something also ends the
              call there, to be met first by the next one.
   ORPHANS    also delete writes, write registries and latest pointers whose
-             checkpoint is gone, when that checkpoint's id is older than GRACE
-             (ms, default 600000: writes can be stored before their checkpoint).
+             checkpoint is gone, and placeholders (what the saver's put_writes
+             stores for a checkpoint not stored yet), when that checkpoint's id
+             is older than GRACE (ms, default 600000: writes can be stored
+             before their checkpoint). A write or registry whose checkpoint is
+             a placeholder counts as one whose checkpoint is gone.
   DETAILS    add `threads`: per visited thread, [thread_id, checkpoints,
              checkpoints_deleted, keys_deleted, exact]: every thread is listed
              and its own checkpoints counted (exact 1), except one too large
@@ -1844,10 +1960,12 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
   Reply: name/value pairs:
     cursor               "0" when the sweep is complete, else pass it back ("00" when
                          the call stopped inside the first SCAN step: not complete)
-    threads_visited      thread visits made by this call
+    threads_visited      threads visited in the SCAN steps this call finished (a
+                         step the call stopped inside is counted by the call that
+                         reads it again, so each thread counts once)
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
-    threads_skipped      threads whose id the index cannot match
+    threads_skipped      threads whose id the index cannot match (counted as visits are)
     checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
     orphans_deleted      orphan keys deleted (also in keys_deleted)
     threads              with DETAILS only, last: the list described above

@@ -220,3 +220,68 @@ def test_keep_last_is_checked(r: redis.Redis) -> None:
         PruningRedisSaver(redis_client=r, keep_last=-1)
     with pytest.raises(InvalidArgumentError):
         AsyncPruningRedisSaver(redis_client=redis.asyncio.Redis(), keep_last=2, slack=0)
+
+
+async def test_prunes_never_take_the_savers_own_connections(
+    redis_url: str, r: redis.Redis, saver: RedisSaver
+) -> None:
+    threads = [f"c{i}" for i in range(8)]
+    for thread_id in threads:
+        put_checkpoints(saver, thread_id, 6)
+    client = redis.asyncio.Redis.from_url(redis_url, max_connections=4)
+    pruning = AsyncPruningRedisSaver(redis_client=client, keep_last=2, prune_connections=2)
+    held = [await client.connection_pool.get_connection() for _ in range(4)]  # the app's own traffic
+    await asyncio.gather(*(pruning.aprune([t], keep_last=2) for t in threads))  # 8 prunes, 2 connections
+    assert [len(checkpoint_ids(saver, t)) for t in threads] == [2] * len(threads)
+    for connection in held:
+        await client.connection_pool.release(connection)
+    async with pruning:
+        pass
+    await client.aclose()
+
+
+async def test_auto_prune_with_more_conversations_than_connections(
+    redis_url: str, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # sized as the README says: a blocking pool for the saver, 2 connections for its prunes
+    client = redis.asyncio.Redis(
+        connection_pool=redis.asyncio.BlockingConnectionPool.from_url(redis_url, max_connections=8)
+    )
+    threads = [f"c{i}" for i in range(16)]
+    with caplog.at_level(logging.WARNING, logger="lgprune"):
+        async with AsyncPruningRedisSaver(
+            redis_client=client, keep_last=2, slack=1, prune_connections=2
+        ) as saver:
+            await saver.asetup()
+            app = chat_graph(saver)
+
+            async def converse(thread_id: str) -> None:
+                for turn in range(6):
+                    await app.ainvoke({"messages": [HumanMessage(content=str(turn))]}, config_of(thread_id))
+
+            await asyncio.gather(*(converse(t) for t in threads))
+    await client.aclose()
+    assert "failed" not in caplog.text and "dropped" not in caplog.text
+    counted = RedisSaver(redis_client=r)
+    assert all(len(checkpoint_ids(counted, t)) <= 2 + 1 for t in threads)
+
+
+def test_a_saver_left_open_logs_once_how_many_prunes_it_dropped(
+    redis_url: str, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    RedisSaver(redis_client=r).setup()
+
+    async def leave_open() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        saver = AsyncPruningRedisSaver(redis_client=client, keep_last=1, slack=1, prune_connections=1)
+        assert saver.pruner is not None
+        await saver.pruner.client.connection_pool.get_connection()  # the prunes' one connection, busy
+        app = chat_graph(saver)
+        for thread_id in ("a", "b", "c"):
+            await app.ainvoke({"messages": [HumanMessage(content="hi")]}, config_of(thread_id))
+        assert len(saver._pruning) == 3  # waiting for a connection when the loop ends
+
+    with caplog.at_level(logging.WARNING, logger="lgprune"):
+        asyncio.run(leave_open())
+    dropped = [rec.getMessage() for rec in caplog.records if "dropped" in rec.getMessage()]
+    assert len(dropped) == 1 and dropped[0].startswith("lgprune: 3 auto-prune(s) dropped")

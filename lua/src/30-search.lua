@@ -3,7 +3,7 @@
 -- Provides: check_server (the modules, the search result cap), the one query
 -- builder (query_args) and the searches that use it (search, search_all,
 -- count_tagged), and the reads of stored values: json_get, json_keyset,
--- json_mget, identity, read_pointer.
+-- json_mget, identity, read_pointer, is_placeholder, checkpoint_gone.
 -- Assumes: core, keys. Every search runs before the first delete of the
 -- thread it serves (see delete_doomed), so its failures delete nothing.
 
@@ -35,23 +35,28 @@ local server = { json = false, cap = nil }
 local function query_args(q)
   local ids = q.ids or {}
   local args = { q.index, q.where, 'PARAMS', tostring(4 + 2 * #ids), 't', q.thread.tag, 'n', ROOT_NS }
-  local function add(...)
-    for _, a in ipairs({ ... }) do
-      args[#args + 1] = a
-    end
-  end
+  local n = #args
   for i, param in ipairs(ids) do
-    add('c' .. i, param)
+    args[n + 1], args[n + 2] = 'c' .. i, param
+    n = n + 2
   end
   if q.fields then
-    add('RETURN', tostring(#q.fields), unpack(q.fields))
+    args[n + 1], args[n + 2] = 'RETURN', tostring(#q.fields)
+    n = n + 2
+    for _, field in ipairs(q.fields) do
+      n = n + 1
+      args[n] = field
+    end
   else
-    add('NOCONTENT')
+    n = n + 1
+    args[n] = 'NOCONTENT'
   end
   if q.sorted then
-    add('SORTBY', 'checkpoint_id', 'DESC')
+    args[n + 1], args[n + 2], args[n + 3] = 'SORTBY', 'checkpoint_id', 'DESC'
+    n = n + 3
   end
-  add('LIMIT', '0', tostring(q.limit), 'TIMEOUT', '0', 'DIALECT', '2')
+  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', '0', tostring(q.limit)
+  args[n + 4], args[n + 5], args[n + 6], args[n + 7] = 'TIMEOUT', '0', 'DIALECT', '2'
   return args
 end
 
@@ -161,8 +166,11 @@ end
 local function json_mget(keys, path)
   local values = {}
   for first, last in batches(#keys, BATCH) do
-    local args = { unpack(keys, first, last) }
-    args[#args + 1] = path
+    local args = {}
+    for i = first, last do
+      args[i - first + 1] = keys[i]
+    end
+    args[last - first + 2] = path
     local res = rcall('JSON.MGET', unpack(args))
     for i = first, last do
       local raw = res[i - first + 1]
@@ -188,6 +196,26 @@ local function identity(key)
     return type(v) == 'string' and v or nil
   end
   return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id')
+end
+
+-- Whether `key` holds a placeholder: the document the saver's put_writes makes
+-- (a JSON.MERGE of {"has_writes": true}) for a checkpoint not stored yet. It
+-- names no thread and no checkpoint, so no index query finds it.
+local function is_placeholder(key)
+  local ok, res = pcall(rcall, 'JSON.OBJKEYS', key, '$')
+  if not ok or type(res) ~= 'table' or type(res[1]) ~= 'table' then
+    return false
+  end
+  local has = {}
+  for _, k in ipairs(res[1]) do
+    has[k] = true
+  end
+  return has.has_writes == true and not has.checkpoint_id and not has.thread_id
+end
+
+-- Whether checkpoint `key` is gone for its writes: missing, or a placeholder.
+local function checkpoint_gone(key)
+  return rcall('EXISTS', key) == 0 or is_placeholder(key)
 end
 
 -- The string a latest pointer holds, or nil (missing, or not a string key).

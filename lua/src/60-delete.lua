@@ -1,7 +1,8 @@
 
 -- Deleting ----------------------------------------------------------------------
 -- Provides: delete_doomed (a plan's checkpoints deleted with their writes,
--- registries and latest pointers, within the budget) and check_write_prefix.
+-- registries and latest pointers, and its leftovers, within the budget),
+-- leftovers and check_write_prefix.
 -- Assumes: keys, search, listing. Every key found is confirmed (`owns`);
 -- every search and read of a thread runs before its first delete: keys are
 -- collected in sinks and flushed at the end.
@@ -192,6 +193,57 @@ local function take(del, d, ws, truncated)
   return true
 end
 
+-- A prune that deletes the whole thread also takes what a crash left of it:
+-- writes tagged with the thread whose own fields name it, whose checkpoint
+-- is not among the listed `docs` and is gone (missing, or a placeholder: see
+-- is_placeholder), with their registries and placeholders, whatever their
+-- age. Writes under a listed checkpoint's write prefix are left to
+-- delete_doomed (a placeholder whose id extends a listed one's keeps its
+-- writes: when unsure, keep). Reads up to reads_left entries; returns the
+-- keys, writes first.
+local function leftovers(ctx, thread, docs)
+  local owners = write_owners(ctx, thread, docs)
+  local res = search({ index = ctx.wp, where = '@thread_id:{$t}', thread = thread,
+    limit = math.min(reads_left(ctx.budget), ctx.cap) })
+  local writes, others, seen = {}, {}, {}
+  for i = 2, #res do
+    local key, listed = res[i], false
+    for _, len in ipairs(owners.lengths) do
+      listed = listed or (key:byte(len) == 58 and owners.prefix[key:sub(1, len)] ~= nil)
+    end
+    local t, ns, id = identity(key)
+    local d = { ns = ns, id = id }
+    if not listed and t == thread.id and ns and id and starts_with(key, write_prefix(ctx, thread, d)) then
+      local checkpoint = checkpoint_key(ctx, thread, ns, id)
+      if checkpoint_gone(checkpoint) then
+        writes[#writes + 1] = key
+        if not seen[checkpoint] then
+          seen[checkpoint] = true
+          others[#others + 1] = registry_key(thread, d)
+          others[#others + 1] = checkpoint -- UNLINK of a missing key counts nothing
+        end
+      end
+    end
+  end
+  return { writes = writes, others = others }
+end
+
+-- Take the leftovers (see leftovers) into the sinks when all fit del.left:
+-- false when they do not.
+local function take_leftovers(del, extra)
+  if #extra.writes + #extra.others > del.left then
+    return false
+  end
+  for _, key in ipairs(extra.writes) do
+    del.writes.add(key)
+  end
+  for _, key in ipairs(extra.others) do
+    del.others.add(key)
+  end
+  del.left = del.left - #extra.writes - #extra.others
+  return true
+end
+
 -- Take the doomed checkpoints in order, with the writes `found` for all of
 -- them or, when nil, chunk by chunk. Returns true when some are left.
 local function take_all(del, doomed, found)
@@ -217,15 +269,16 @@ local function take_all(del, doomed, found)
   return false
 end
 
--- Delete doomed checkpoints oldest first, each with all its writes, its
--- registry zset and, when it was its namespace's newest, the latest pointer,
--- within the keys the budget leaves (not in a dry run). Writes are found with
--- one query over the thread's writes when the thread was listed `whole` and
--- that fits 2 * reads_left entries, else chunk by chunk of checkpoint ids.
--- A checkpoint whose writes do not all fit loses only writes this call.
--- Returns counts and whether doomed checkpoints remain.
-local function delete_doomed(ctx, thread, doomed, whole)
-  local b = ctx.budget
+-- Delete a plan's doomed checkpoints oldest first, each with all its writes,
+-- its registry zset and, when it was its namespace's newest, the latest
+-- pointer, then its `leftovers` (if any), within the keys the budget leaves
+-- (not in a dry run). Writes are found with one query over the thread's
+-- writes when the thread was listed `whole` and that fits 2 * reads_left
+-- entries, else chunk by chunk of checkpoint ids. A checkpoint whose writes
+-- do not all fit loses only writes this call. Returns counts and whether
+-- doomed checkpoints or leftovers remain.
+local function delete_doomed(ctx, thread, p, whole)
+  local doomed, b = p.doomed, ctx.budget
   local del = { ctx = ctx, thread = thread, left = keys_left(b), reads = math.min(2 * reads_left(b), ctx.cap),
     per = #doomed > 0 and registered_writes(thread, doomed[1]) or 0, -- writes, by the first
     ckpts = sink(b), writes = sink(b), others = sink(b) }
@@ -236,7 +289,10 @@ local function delete_doomed(ctx, thread, doomed, whole)
   if not found then
     doomed = findable(doomed)
   end
-  local more = take_all(del, doomed, found)
+  local more = take_all(del, doomed, found) or trimmed
+  if not more and p.leftovers then
+    more = not take_leftovers(del, p.leftovers)
+  end
   del.writes.flush()
   del.others.flush()
   del.ckpts.flush()
@@ -244,7 +300,7 @@ local function delete_doomed(ctx, thread, doomed, whole)
     checkpoints = del.ckpts.deleted,
     writes = del.writes.deleted,
     keys = del.ckpts.deleted + del.writes.deleted + del.others.deleted,
-    more = more or trimmed,
+    more = more,
   }
 end
 

@@ -88,6 +88,11 @@ local function list_and_plan(ctx, thread, view, rule)
   return docs, p
 end
 
+-- Whether `rule` deletes every checkpoint of a thread: KEEP 0, no age limit.
+local function deletes_all(rule)
+  return rule.keep == 0 and not rule.old_before
+end
+
 -- Prune one thread (a thread record) under `rule` within what ctx.budget
 -- leaves. Returns the counts of lgprune_thread, plus `idle`, `listed` and
 -- `count_exact` (whether checkpoints_kept is exact) for sweeps.
@@ -106,8 +111,8 @@ local function prune_thread(ctx, thread, rule)
   local limit = math.min(reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
   local tagged, first = first_look(ctx, thread, limit, counted)
   out.checkpoints_kept = tagged
-  if tagged == 0 then
-    return out
+  if tagged == 0 and not deletes_all(rule) then
+    return out -- (a thread deleted whole may still have leftovers)
   end
   -- the whole thread when it fits the budget, else its newest entries
   local view = { limit = math.min(tagged, limit), tagged = tagged, first = first }
@@ -115,7 +120,10 @@ local function prune_thread(ctx, thread, rule)
   local docs, p = list_and_plan(ctx, thread, view, rule)
   out.listed = true
   check_write_prefix(ctx, thread, p.doomed)
-  local done = delete_doomed(ctx, thread, p.doomed, not view.sorted)
+  if deletes_all(rule) and not view.sorted then
+    p.leftovers = leftovers(ctx, thread, docs)
+  end
+  local done = delete_doomed(ctx, thread, p, not view.sorted)
   out.checkpoints_deleted, out.writes_deleted, out.keys_deleted = done.checkpoints, done.writes, done.keys
   out.delta_ancestors_kept, out.idle = p.spared, p.idle
   if view.sorted then

@@ -1,7 +1,7 @@
 
 -- Sweeps and orphans -------------------------------------------------------------
--- Provides: the orphan checks (orphan_pointer, orphan_write,
--- orphan_registry) and a sweep's parts: sweep_state, sweep_step.
+-- Provides: the orphan checks (orphan_pointer, orphan_write, orphan_registry,
+-- orphan_placeholder) and a sweep's parts: sweep_state, sweep_steps.
 -- Assumes: everything above. A sweep charges its budget's `work` for what is
 -- not a delete; a call stops once keys + work reach BUDGET.
 
@@ -23,7 +23,7 @@ local function orphan_pointer(ctx, key, before)
   return rcall('EXISTS', target) == 0 and older(target:match(':([^:]*)$'), before)
 end
 
--- A write: the checkpoint named by its own fields is gone.
+-- A write: the checkpoint named by its own fields is gone (missing or a placeholder).
 local function orphan_write(ctx, key, before)
   local t, ns, id = identity(key)
   if not (t and ns and id) then
@@ -33,29 +33,39 @@ local function orphan_write(ctx, key, before)
   if not starts_with(key, write_prefix(ctx, thread, d)) then
     return false -- not stored where the saver would store it: not ours to judge
   end
-  return rcall('EXISTS', checkpoint_key(ctx, thread, ns, id)) == 0 and older(id, before)
+  return older(id, before) and checkpoint_gone(checkpoint_key(ctx, thread, ns, id))
 end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
--- the checkpoint <cp>:<stem> is gone. (Registries of other prefixes list
--- other write keys and are left alone.)
+-- the checkpoint <cp>:<stem> is gone (missing or a placeholder). (Registries
+-- of other prefixes list other write keys and are left alone.)
 local function orphan_registry(ctx, key, before)
   local checkpoint, writes = registry_owner(ctx, key)
   local ok, first = pcall(rcall, 'ZRANGE', key, 0, 0)
   if not ok or type(first[1]) ~= 'string' or not starts_with(first[1], writes) then
     return false
   end
-  return rcall('EXISTS', checkpoint) == 0 and older(key:match(':([^:]*)$'), before)
+  return older(key:match(':([^:]*)$'), before) and checkpoint_gone(checkpoint)
 end
 
--- A sweep call's state: the counts of its reply (`out`), the threads it saw,
--- per-thread details, the orphans found; the budget is ctx.budget.
+-- A placeholder (see is_placeholder) under the checkpoint prefix: its writes
+-- never got their checkpoint.
+local function orphan_placeholder(ctx, key, before)
+  return starts_with(key, ctx.cp .. ':') and older(key:match(':([^:]*)$'), before) and is_placeholder(key)
+end
+
+-- A sweep call's state: the counts of its reply (`out`), the visits of the
+-- SCAN step under way (`step`: counted into `out` once the step is finished,
+-- so a step read again by the next call counts its threads once), the
+-- threads it saw, per-thread details, the orphans found; the budget is
+-- ctx.budget.
 local function sweep_state(ctx, rule, opts)
   return {
     ctx = ctx, rule = rule, opts = opts,
     before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
     out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
       checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 },
+    step = { threads_visited = 0, threads_skipped = 0 },
     seen = {}, details = {}, orphans = sink(ctx.budget),
   }
 end
@@ -137,9 +147,9 @@ local function sweep_pointer(sw, key, id)
   end
   sw.seen[id] = true
   b.work = b.work + VISIT_COST
-  sw.out.threads_visited = sw.out.threads_visited + 1
+  sw.step.threads_visited = sw.step.threads_visited + 1
   if not thread then
-    sw.out.threads_skipped = sw.out.threads_skipped + 1
+    sw.step.threads_skipped = sw.step.threads_skipped + 1
     return true
   end
   count_visit(sw, id, done)
@@ -147,15 +157,20 @@ local function sweep_pointer(sw, key, id)
   return done.more == 0 or ctx.dry or done.keys_deleted == 0
 end
 
--- Judge a write or registry key an orphan (ORPHANS).
+-- Judge a write, registry or placeholder key an orphan (ORPHANS).
 local function sweep_orphan(sw, key)
   local ctx = sw.ctx
-  local is_write = starts_with(key, ctx.wp .. ':')
-  local is_registry = starts_with(key, ZSET_PREFIX .. ':')
-  if is_write or is_registry then
+  local check
+  if starts_with(key, ctx.wp .. ':') then
+    check = orphan_write
+  elseif starts_with(key, ZSET_PREFIX .. ':') then
+    check = orphan_registry
+  elseif starts_with(key, ctx.cp .. ':') then
+    check = orphan_placeholder
+  end
+  if check then
     ctx.budget.work = ctx.budget.work + CHECK_COST
-    if (is_write and orphan_write(ctx, key, sw.before))
-      or (is_registry and orphan_registry(ctx, key, sw.before)) then
+    if check(ctx, key, sw.before) then
       sw.orphans.add(key)
     end
   end
@@ -195,6 +210,10 @@ local function sweep_steps(sw, cursor)
     b.work = b.work + step_cost
     if not finished then
       return cursor == '0' and '00' or cursor
+    end
+    for name, n in pairs(sw.step) do
+      sw.out[name] = sw.out[name] + n
+      sw.step[name] = 0
     end
     cursor = res[1]
     if cursor == '0' or spent(b) then

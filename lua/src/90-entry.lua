@@ -35,7 +35,9 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   THREAD_ID  the thread id exactly as the application passes it ("" is the
              saver's empty thread); matched case-sensitively.
   KEEP       checkpoints to keep per namespace, a non-negative integer
-             (0 deletes the thread).
+             (0 deletes the thread, with the writes, registries and
+             placeholders a crash left of it, whatever their age). A
+             placeholder is never counted as a kept checkpoint.
   DRY_RUN    plan and count, delete nothing (BUDGET does not cap the count).
   BUDGET     keys deleted per call, default 2000 (10 to 100000). A call also
              lists at most BUDGET + KEEP checkpoints of the root namespace and
@@ -130,8 +132,11 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
              thread that fails after the call deleted something also ends the
              call there, to be met first by the next one.
   ORPHANS    also delete writes, write registries and latest pointers whose
-             checkpoint is gone, when that checkpoint's id is older than GRACE
-             (ms, default 600000: writes can be stored before their checkpoint).
+             checkpoint is gone, and placeholders (what the saver's put_writes
+             stores for a checkpoint not stored yet), when that checkpoint's id
+             is older than GRACE (ms, default 600000: writes can be stored
+             before their checkpoint). A write or registry whose checkpoint is
+             a placeholder counts as one whose checkpoint is gone.
   DETAILS    add `threads`: per visited thread, [thread_id, checkpoints,
              checkpoints_deleted, keys_deleted, exact]: every thread is listed
              and its own checkpoints counted (exact 1), except one too large
@@ -144,10 +149,12 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
   Reply: name/value pairs:
     cursor               "0" when the sweep is complete, else pass it back ("00" when
                          the call stopped inside the first SCAN step: not complete)
-    threads_visited      thread visits made by this call
+    threads_visited      threads visited in the SCAN steps this call finished (a
+                         step the call stopped inside is counted by the call that
+                         reads it again, so each thread counts once)
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
-    threads_skipped      threads whose id the index cannot match
+    threads_skipped      threads whose id the index cannot match (counted as visits are)
     checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
     orphans_deleted      orphan keys deleted (also in keys_deleted)
     threads              with DETAILS only, last: the list described above

@@ -8,7 +8,10 @@ keeps 0, `keep_last` overrides both; an empty list does nothing. With
 `keep_last` set on the saver, a thread is pruned after every `slack` puts (and
 on its first put seen by this process), so it stays within keep_last + slack
 checkpoints per namespace. The async saver prunes in a background task and
-waits for those tasks when it closes.
+waits for those tasks when it closes; its prunes run over a small pool of their
+own (`prune_connections`, default 4) that waits for a free connection, so they
+never fail for want of one and never take the saver's own connections. A saver
+left unclosed logs, once, how many auto-prunes it dropped.
 
 `list()` / `alist()` return exactly the thread asked for: RedisSaver's TAG
 query folds case and splits commas (`list("wang1")` also returns `Wang1`'s
@@ -45,6 +48,7 @@ from lgprune.tags import indexed_tag
 log = logging.getLogger("lgprune")
 
 STRATEGIES = {"keep_latest": 1, "delete": 0}
+PRUNE_CONNECTIONS = 4  # connections of the async saver's auto-prune pool
 TRACKED_THREADS = 100_000  # put counters kept in memory (least recently used go first)
 SAVER_LIST_LIMIT = 10_000  # what RedisSaver.list returns at most when given no limit
 
@@ -150,6 +154,20 @@ def unusable_client(client: object, standalone: type, name: str) -> str | None:
     if "Cluster" in kind:
         return f"the saver's client is a Redis Cluster client ({kind}): a thread's keys span shards"
     return f"the saver's client is a {type(client).__module__}.{kind}, not a {name}"
+
+
+def prune_client(client: redis.asyncio.Redis, connections: int) -> redis.asyncio.Redis:
+    """A client for the async saver's prunes: the saver's connection settings over a
+    blocking pool of `connections` of its own, where a prune waits for a free one."""
+    pool = client.connection_pool
+    settings = {k: v for k, v in pool.connection_kwargs.items() if k != "himport_registry"}
+    blocking = redis.asyncio.BlockingConnectionPool(
+        max_connections=check_count("prune_connections", connections, minimum=1),
+        timeout=None,
+        connection_class=pool.connection_class,
+        **settings,
+    )
+    return redis.asyncio.Redis(connection_pool=blocking)
 
 
 def require_client_side_prune(parent: Any, reason: str) -> None:
@@ -287,7 +305,8 @@ class PruningRedisSaver(RedisSaver):
 
 
 class AsyncPruningRedisSaver(AsyncRedisSaver):
-    """`AsyncRedisSaver` with server-side `aprune`/`adelete_thread` and background auto-prune."""
+    """`AsyncRedisSaver` with server-side `aprune`/`adelete_thread` and background auto-prune
+    over a pool of `prune_connections` of its own."""
 
     def __init__(
         self,
@@ -295,24 +314,28 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
         keep_last: int | None = None,
         slack: int | None = None,
         budget: int | None = None,
+        prune_connections: int = PRUNE_CONNECTIONS,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._configure(keep_last, slack, budget)
+        self._configure(keep_last, slack, budget, prune_connections)
 
-    def _configure(self, keep_last: int | None, slack: int | None, budget: int | None) -> None:
+    def _configure(
+        self, keep_last: int | None, slack: int | None, budget: int | None, prune_connections: int
+    ) -> None:
         self.auto = PutCounter(keep_last, slack)
         client = self._redis
         self.fallback = unusable_client(client, redis.asyncio.Redis, "redis.asyncio.Redis")
         self.pruner: AsyncPruner | None = None
         if isinstance(client, redis.asyncio.Redis):
             self.pruner = AsyncPruner(
-                client,
+                prune_client(client, prune_connections),
                 checkpoint_prefix=self._checkpoint_prefix,
                 checkpoint_write_prefix=self._checkpoint_write_prefix,
                 budget=budget,
             )
         self._pruning: dict[str, asyncio.Task[None]] = {}
+        self._dropped_logged = False
 
     @classmethod
     @asynccontextmanager
@@ -323,12 +346,15 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
         keep_last: int | None = None,
         slack: int | None = None,
         budget: int | None = None,
+        prune_connections: int = PRUNE_CONNECTIONS,
         **kwargs: Any,
     ) -> AsyncIterator[AsyncPruningRedisSaver]:
-        """As `AsyncRedisSaver.from_conn_string`, plus keep_last, slack and budget."""
+        """As `AsyncRedisSaver.from_conn_string`, plus keep_last, slack, budget and
+        prune_connections."""
         async with super().from_conn_string(redis_url, **kwargs) as saver:
             assert isinstance(saver, AsyncPruningRedisSaver)
-            saver._configure(keep_last, slack, budget)
+            await saver._close_pruner()  # the one __init__ made, before _configure makes another
+            saver._configure(keep_last, slack, budget, prune_connections)
             yield saver
 
     async def aput(
@@ -351,6 +377,15 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
             await self._prune_keep([thread_id], self.auto.keep_last or 0)
         except Exception:  # logged, never raised into the graph
             log.exception("lgprune: auto-prune of thread %r failed", thread_id)
+        except asyncio.CancelledError:  # the loop ended under a saver that was not closed
+            if not self._dropped_logged:
+                self._dropped_logged = True
+                log.warning(
+                    "lgprune: %d auto-prune(s) dropped: the event loop ended before they ran; "
+                    "use `async with` the saver (or await its __aexit__) to let them finish",
+                    len(self._pruning),
+                )
+            raise
         finally:
             self._pruning.pop(thread_id, None)
 
@@ -372,7 +407,13 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.wait_for_pruning()
+        await self._close_pruner()
         await super().__aexit__(exc_type, exc, tb)
+
+    async def _close_pruner(self) -> None:
+        """Close the prunes' own pool."""
+        if self.pruner is not None:
+            await self.pruner.client.aclose(close_connection_pool=True)
 
     async def alist(
         self,
