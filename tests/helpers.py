@@ -104,34 +104,24 @@ class DeltaState(TypedDict):
     turns: int
 
 
-def delta_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
-    """A graph whose `msgs` channel is a DeltaChannel (a snapshot every 4 updates)."""
-
-    def reply(state: DeltaState) -> dict[str, Any]:
-        turns = state.get("turns", 0) + 1
-        return {"msgs": [f"reply {turns}"], "turns": turns}
-
-    graph = StateGraph(DeltaState)
-    graph.add_node("reply", reply)
-    graph.add_edge(START, "reply")
-    graph.add_edge("reply", END)
-    return graph.compile(checkpointer=checkpointer)
-
-
 class LongDeltaState(TypedDict):
+    """DeltaState without snapshots: every kept checkpoint's history reaches back to the
+    thread's first (a thread of N turns has 3N checkpoints and a history of 3N - 1)."""
+
     msgs: Annotated[list[str], DeltaChannel(extend, snapshot_frequency=1_000_000)]
     turns: int
 
 
-def long_delta_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
-    """delta_graph without snapshots: every kept checkpoint's history reaches back to the
-    thread's first (a thread of N turns has 3N checkpoints and a history of 3N - 1)."""
+def delta_graph(
+    checkpointer: BaseCheckpointSaver[Any], state: type[DeltaState] | type[LongDeltaState] = DeltaState
+) -> CompiledStateGraph[Any]:
+    """A graph whose `msgs` channel is a DeltaChannel (by default a snapshot every 4 updates)."""
 
-    def reply(state: LongDeltaState) -> dict[str, Any]:
-        turns = state.get("turns", 0) + 1
+    def reply(values: dict[str, Any]) -> dict[str, Any]:
+        turns = values.get("turns", 0) + 1
         return {"msgs": [f"reply {turns}"], "turns": turns}
 
-    graph = StateGraph(LongDeltaState)
+    graph = StateGraph(state)
     graph.add_node("reply", reply)
     graph.add_edge(START, "reply")
     graph.add_edge("reply", END)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import checkpoint_ids, long_delta_graph, needs_delta_saver, put_checkpoints, snapshot
+from helpers import LongDeltaState, checkpoint_ids, delta_graph, needs_delta_saver, put_checkpoints, snapshot
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import LgpruneError, Pruner
@@ -36,7 +36,7 @@ def small(saver: RedisSaver) -> list[str]:
 
 def long_history(saver: RedisSaver, thread_id: str, turns: int) -> list[str]:
     """A DeltaChannel thread whose kept checkpoint's history is 3 * turns - 1 checkpoints."""
-    app = long_delta_graph(saver)
+    app = delta_graph(saver, LongDeltaState)
     for turn in range(turns):
         app.invoke({"msgs": [f"user {turn}"]}, {"configurable": {"thread_id": thread_id}})
     return checkpoint_ids(saver, thread_id)
