@@ -52,7 +52,7 @@ local VERSION = '0.2.0'
 local BUILD = 'dev'
 
 -- Core ------------------------------------------------------------------------
--- Provides: rcall, the error codes and fail(), the Stale and Later signals,
+-- Provides: rcall, the error codes and fail(), the Stale signal,
 -- entry() (errors to replies), show(), option parsing, the call's context
 -- and policy, the budget record and batches().
 -- Assumes: nothing but the Redis Functions API (redis, cjson).
@@ -78,7 +78,7 @@ local ERROR_CODES = {
   'BADDATA', -- a stored document lgprune cannot read
   'PARTIAL', -- a search answered partially (a timeout?): try again
 }
--- An error reply means the call deleted nothing (see entry and Later).
+-- An error reply means the call deleted nothing (see entry and guard).
 
 local Failure = {}
 
@@ -95,10 +95,6 @@ end
 -- Raised when a fact cached from an earlier call, the search result cap, no
 -- longer holds: the thread is planned again in a fresh call (see entry).
 local Stale = {}
-
--- Raised when a thread cannot be planned within what is left of a call that
--- has deleted something: the call ends before that thread (see budget).
-local Later = {}
 
 -- The budget of the running call (see new_budget), for entry.
 local running = {}
@@ -210,21 +206,13 @@ local function reads_left(b)
   return b.total - b.keys
 end
 
--- A thread needs more than `reads_left`: end the call before it when the call
--- has deleted something (the next call starts with it and a whole BUDGET);
--- else nothing of a whole BUDGET suffices, and that is the caller's error.
-local function beyond(b, msg)
-  if b.keys > 0 then
-    error(Later, 0)
-  end
-  fail('BADARG', msg)
-end
-
 -- Run fn(...) for one thread of a call that prunes several: true and its
 -- result, or false when it failed after this call deleted something (then
--- the call ends there, and the next call starts with that thread, where the
--- same error comes before any delete). Errors before the first delete, and
--- Stale then, pass on.
+-- the call ends there, and the next call starts with that thread and a whole
+-- BUDGET: a thread that needs more than what was left, such as a DeltaChannel
+-- walk longer than reads_left, is pruned then, and any other error comes
+-- before that call's first delete). Errors before the first delete, and Stale
+-- then, pass on. The one place that tells "end the call" from "fail it".
 local function guard(b, fn, ...)
   local ok, res = pcall(fn, ...)
   if ok then
@@ -919,7 +907,7 @@ end
 -- subgraph runs go whole, the latest pointer's checkpoint stays while its
 -- namespace keeps any, and DeltaChannel history of a kept checkpoint stays.
 -- Assumes: keys, search, listing. Reads only. A DeltaChannel walk longer
--- than what the budget leaves is `beyond` it.
+-- than what the budget leaves fails the thread (see guard).
 
 -- Delta channels a checkpoint rebuilds from its ancestors: those with a
 -- counters_since_delta_snapshot entry and a version, but no stored value.
@@ -964,7 +952,7 @@ end
 -- get_delta_channel_history would read them; `seen` memoises walks per id.
 -- Returns true when the chain stops at a parent not stored yet: a saver
 -- writing now may store it later, after its own ancestors, so nothing older
--- can be judged. A walk longer than reads_left(budget) is `beyond` it.
+-- can be judged. A walk longer than reads_left(budget) fails the thread.
 local function walk_delta(walk, start, needed)
   local steps, limit, key = 0, reads_left(walk.budget), start
   while true do
@@ -983,7 +971,7 @@ local function walk_delta(walk, start, needed)
     end
     steps = steps + 1
     if steps > limit then
-      beyond(walk.budget, 'the DeltaChannel history of ' .. show(start) .. ' is longer than '
+      fail('BADARG', 'the DeltaChannel history of ' .. show(start) .. ' is longer than '
         .. limit .. ' checkpoints; raise BUDGET to prune this thread')
     end
     walk.seen[parent] = before or {}
@@ -1266,11 +1254,15 @@ end
 -- The writes index's answer for the doomed checkpoints from position `first`
 -- on, within del.reads entries: up to WRITES_CHUNK of them, as many as fit by
 -- del.per writes each, halved while their writes do not fit, down to one
--- (whose writes may then take several calls). Returns the chunk, the answer
--- and whether it was cut short; every answer is charged to del.reads.
+-- (whose writes may then take several calls). A chunk of several asks for at
+-- most half the reads left, so a cut-short answer always leaves reads for the
+-- smaller chunks after it, down to the one checkpoint that gets the rest (a
+-- chunk whose answer is cut short takes nothing: which of its checkpoints
+-- got all their writes cannot be told). Returns the chunk, the answer and
+-- whether it was cut short; every answer is charged to del.reads.
 local function next_chunk(del, doomed, first)
   local limit, spent = del.reads, 0
-  local size = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / math.max(del.per, 1))))
+  local size = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / (2 * math.max(del.per, 1)))))
   while true do
     local chunk, ids, where = {}, {}, {}
     for j = first, math.min(first + size - 1, #doomed) do
@@ -1278,12 +1270,13 @@ local function next_chunk(del, doomed, first)
       ids[#ids + 1] = doomed[j].param
       where[#where + 1] = '$c' .. #ids
     end
+    local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
     -- the id clause first: RediSearch then walks only those ids' entries
-    local res = search({ index = del.ctx.wp, thread = del.thread, ids = ids, limit = limit - spent,
+    local res = search({ index = del.ctx.wp, thread = del.thread, ids = ids, limit = ask,
       where = '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}' })
     spent = spent + #res - 1
     local truncated = res[1] > #res - 1
-    if #chunk == 1 or not truncated or spent >= limit then
+    if #chunk == 1 or not truncated then
       del.reads = limit - spent
       return chunk, res, truncated
     end

@@ -14,6 +14,7 @@ from helpers import (
     config_of,
     delta_graph,
     delta_turns,
+    every_write_has_its_checkpoint,
     needs_delta_saver,
     put_checkpoints,
     snapshot,
@@ -29,6 +30,11 @@ from lgprune import InvalidArgumentError, Pruner
 
 def keys_of(r: redis.Redis, pattern: str) -> set[bytes]:
     return set(r.scan_iter(match=pattern, count=1000))
+
+
+def namespaces(r: redis.Redis, thread_id: str) -> set[str]:
+    """The namespaces of a colon-free thread's checkpoint keys (a namespace may hold colons)."""
+    return {k.decode().split(":", 2)[2].rsplit(":", 1)[0] for k in keys_of(r, f"checkpoint:{thread_id}:*")}
 
 
 def test_keeps_the_newest_n_and_deletes_the_rest_with_their_writes(
@@ -89,6 +95,35 @@ def test_thread_ids_with_colons_prune_only_themselves(
     assert pruner.prune(thread_id, 3).checkpoints_deleted == 5
     assert len(checkpoint_ids(saver, thread_id)) == 3
     assert snapshot(r, skip_thread=thread_id) == others
+
+
+def test_threads_whose_keys_extend_ours_are_left_alone(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    """Their TAG pieces fold to ours, and their keys start with our key prefixes: a subgraph
+    checkpoint of `wang1:2025,Wang1` reads as one of `wang1` in namespace `2025,Wang1:tools`,
+    a root checkpoint of `wang1:__empty__:x,WANG1` as one of `wang1` with the id
+    `x,WANG1:__empty__:<id>`. Only each document's own thread_id, and a root id without a
+    colon, tell them apart."""
+    ours = put_checkpoints(saver, "wang1", 6, writes=1)
+    put_checkpoints(saver, "wang1:2025,Wang1", 4, writes=1, ns="tools")
+    put_checkpoints(saver, "wang1:__empty__:x,WANG1", 3, writes=1)
+    before = snapshot(r)  # (snapshot's skip_thread="wang1" would skip theirs too)
+
+    assert pruner.prune("wang1", 2).checkpoints_deleted == 4
+
+    after = snapshot(r)
+    doomed = {
+        key.encode()
+        for step, cid in enumerate(ours[:4])
+        for key in (
+            f"checkpoint:wang1:__empty__:{cid}",
+            f"write_keys_zset:wang1:__empty__:{cid}",
+            f"checkpoint_write:wang1:__empty__:{cid}:task-{step}:0",
+        )
+    }
+    assert set(before) - set(after) == doomed
+    assert after == {k: v for k, v in before.items() if k not in doomed}
 
 
 ODD_IDS = [
@@ -186,6 +221,31 @@ def test_writes_are_found_through_the_index_even_without_their_registry(
     assert len(keys_of(r, "checkpoint_write:reg:*")) == 4
 
 
+def test_a_checkpoint_goes_only_in_the_call_that_takes_all_its_writes(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    """A budget of 10 keys takes two checkpoints of 3 writes (5 keys each) per call: the third
+    checkpoint, whose writes no longer fit, stays for the next call."""
+    ids = put_checkpoints(saver, "t", 12, writes=3)
+    result = Pruner(r, budget=10).prune("t", 2)
+    assert checkpoint_ids(saver, "t") == ids[::-1][:2]
+    assert (result.checkpoints_deleted, result.writes_deleted) == (10, 30)
+    assert every_write_has_its_checkpoint(r)
+
+
+def test_writes_beyond_one_answer_are_looked_up_by_checkpoint_id(r: redis.Redis, saver: RedisSaver) -> None:
+    """A thread listed whole, whose writes are more than a call reads (2 x BUDGET): a kept
+    subgraph checkpoint's 25 writes, stored first, would fill the answer of the query over
+    the thread's writes, leaving out those of the doomed root checkpoints."""
+    kept = put_checkpoints(saver, "t", 1, writes=25, ns="tools", age=-3600)  # by a clock an hour ahead
+    ids = put_checkpoints(saver, "t", 10, writes=1)
+    result = Pruner(r, budget=10).prune("t", 2)  # lists 12 checkpoints, reads 20 writes per call
+    assert checkpoint_ids(saver, "t") == ids[::-1][:2]
+    assert checkpoint_ids(saver, "t", "tools") == kept
+    assert (result.checkpoints_deleted, result.writes_deleted) == (8, 8)
+    assert every_write_has_its_checkpoint(r)
+
+
 @pytest.mark.parametrize("pattern", ["x,{:03d}", " {:03d} ", "\\${:03d}", "a\\:{:03d}", "{:03d}\\"])
 def test_writes_of_odd_checkpoint_ids_go_with_them_when_found_by_id(
     r: redis.Redis, saver: RedisSaver, pattern: str
@@ -256,18 +316,20 @@ def test_subgraph_state_of_every_kept_checkpoint_is_unchanged(
 ) -> None:
     app = subgraph_graph(saver)
     approve_turns(app, "sub", turns=4, leave_open=True)
-    namespaces_before = {k.split(b":")[2] for k in keys_of(r, "checkpoint:sub:*")}
     kept = checkpoint_ids(saver, "sub")[:3]
     states = states_by_checkpoint(app, "sub", kept)
     assert any(state[5] and state[5][0][3] for state in states.values())  # a pending subgraph state
+    open_run = app.get_state(config_of("sub"), subgraphs=True).tasks[0].state.config["configurable"]
+    runs_before = namespaces(r, "sub") - {"__empty__"}
+    # 4 approved runs and the open one: `keep` alone would leave 3 of each
+    assert len(runs_before) == 5 and open_run["checkpoint_ns"] in runs_before
 
     pruner.prune("sub", 3)
 
     assert checkpoint_ids(saver, "sub") == kept
     assert states_by_checkpoint(app, "sub", kept) == states
-    namespaces_after = {k.split(b":")[2] for k in keys_of(r, "checkpoint:sub:*")}
-    assert b"__empty__" in namespaces_after
-    assert len(namespaces_before) > 1 and len(namespaces_after) == 2  # root + the open subgraph run
+    # every run older than the oldest kept root checkpoint went whole: root + the open run are left
+    assert namespaces(r, "sub") == {"__empty__", open_run["checkpoint_ns"]}
     # and the open run can still be approved
     from langgraph.types import Command
 
@@ -329,6 +391,32 @@ def test_delta_and_non_delta_threads_side_by_side(r: redis.Redis, saver: RedisSa
     chat(chat_graph(saver), "c", turns=5)
     assert pruner.prune("c", 2).delta_ancestors_kept == 0
     assert pruner.prune("d", 1).delta_ancestors_kept > 0
+
+
+@needs_delta_saver
+def test_delta_history_of_a_fork_outside_the_root_window_is_kept(r: redis.Redis, saver: RedisSaver) -> None:
+    """Time travel: a run forked from the end of turn 2 while the main line's last
+    checkpoints were still being stored (their puts 2 s late, as a slow writer's are). The
+    root window, anchored at the checkpoint stored last, then holds those and not the fork,
+    whose ids are the thread's newest and whose DeltaChannel history runs back to turn 2.
+    The window cannot prove it holds the newest `keep`, so the root is listed again by id."""
+    app = delta_graph(saver)
+    delta_turns(app, "fork", turns=12)
+    main = checkpoint_ids(saver, "fork")  # newest first
+    app.invoke({"msgs": ["fork"]}, config_of("fork", main[-6]))  # from the end of turn 2
+    fork = checkpoint_ids(saver, "fork")[:3]
+    assert not set(fork) & set(main)
+    stored = r.json().get(f"checkpoint:fork:__empty__:{fork[0]}", "$.checkpoint_ts")[0] + 2000
+    for late, cid in enumerate(reversed(main[:6])):  # the main line's newest 6, stored last
+        r.json().set(f"checkpoint:fork:__empty__:{cid}", "$.checkpoint_ts", stored + late)
+    r.set("checkpoint_latest:fork:__empty__", f"checkpoint:fork:__empty__:{main[0]}")
+    states = states_by_checkpoint(app, "fork", fork)
+
+    result = Pruner(r, budget=10).prune("fork", 3)  # many calls, each listing part of the thread
+
+    assert checkpoint_ids(saver, "fork")[:3] == fork
+    assert states_by_checkpoint(app, "fork", fork) == states
+    assert result.calls > 1 and result.delta_ancestors_kept > 0
 
 
 def test_a_thread_of_more_than_10000_checkpoints_is_pruned_fully(
@@ -397,3 +485,17 @@ def test_delta_history_behind_a_newest_checkpoint_without_it_is_kept(
     assert result.calls > 1 and result.delta_ancestors_kept > 0
     assert checkpoint_ids(saver, "mixed-delta")[:3] == ids[:3]
     assert states_by_checkpoint(app, "mixed-delta", ids[1:3]) == kept
+
+
+def test_a_checkpoint_with_more_writes_than_a_call_reads_does_not_stall_the_thread(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    # an old subgraph run whose one checkpoint has 300 writes, then 10 root checkpoints:
+    # at budget 100 a call reads 200 writes, and one chunk of all the doomed ids is cut short
+    put_checkpoints(saver, "t", 1, writes=300, ns="tools:1")
+    ids = put_checkpoints(saver, "t", 10, writes=1)
+    result = Pruner(r, budget=100).prune("t", 2)
+    assert checkpoint_ids(saver, "t") == ids[::-1][:2]
+    assert checkpoint_ids(saver, "t", "tools:1") == []
+    assert result.checkpoints_deleted == 8 + 1 and result.writes_deleted == 8 + 300
+    assert every_write_has_its_checkpoint(r)

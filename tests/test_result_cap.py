@@ -64,3 +64,16 @@ def test_a_keep_beyond_the_cap_never_deletes_the_newest_keep(r: redis.Redis, sav
     assert set(newest) <= set(left)
     assert every_write_has_its_checkpoint(r)
     assert len(list(r.scan_iter(match="checkpoint_write:big:*"))) == len(left)
+
+
+def test_a_cap_lowered_after_the_library_learnt_it_is_learnt_again(r: redis.Redis, saver: RedisSaver) -> None:
+    """The library learns the cap once per load: a cap lowered since then fails the call's
+    first search, and the call runs again from scratch under the new cap."""
+    ids = put_checkpoints(saver, "big", 3 * CAP // 2, writes=1)
+    pruner = Pruner(r, budget=10_000)
+    assert pruner.prune("big", len(ids)).keys_deleted == 0  # the library learns the cap as it is
+    with result_cap(r, CAP):
+        result = pruner.prune("big", 10)  # its first search asks for 10,010 entries
+    assert checkpoint_ids(saver, "big") == ids[::-1][:10]
+    assert result.checkpoints_deleted == len(ids) - 10
+    assert every_write_has_its_checkpoint(r)

@@ -114,9 +114,10 @@ def test_idle_ttl_deletes_exactly_the_idle_threads(r: redis.Redis, saver: RedisS
     put_checkpoints(saver, "old", 3, ns="tools:1", age=40 * 86400)
     put_checkpoints(saver, "recent", 6, age=2 * 86400)
     put_checkpoints(saver, "OLD", 6)  # a case variant that is active
+    put_checkpoints(saver, "quiet", 2, age=40 * 86400)  # idle, and within keep: a count alone cannot tell
     result = Pruner(r).sweep(10, idle_ttl=timedelta(days=30))
-    assert result.threads_deleted == 1
-    assert not [k for k in r.scan_iter() if b":old:" in k or k.endswith(b":old")]
+    assert result.threads_deleted == 2
+    assert not [k for k in r.scan_iter() if b":old:" in k or k.endswith(b":old") or b"quiet" in k]
     assert [len(checkpoint_ids(saver, t)) for t in ("recent", "OLD")] == [6, 6]
 
 
@@ -137,6 +138,8 @@ def test_orphans_are_found_and_removed(r: redis.Redis, saver: RedisSaver) -> Non
     for cid in ids[:3]:
         r.delete(f"checkpoint:t:1:__empty__:{cid}")
     r.delete(f"checkpoint:young:__empty__:{young[0]}")  # too young to judge
+    fresh = put_checkpoints(saver, "fresh", 1, writes=0)
+    r.delete(f"checkpoint:fresh:__empty__:{fresh[0]}")  # a dangling latest pointer, too young to judge
     gone = put_checkpoints(saver, "gone", 2, age=3600)
     for cid in gone:
         r.delete(f"checkpoint:gone:__empty__:{cid}")  # leaves a dangling latest pointer
@@ -150,6 +153,7 @@ def test_orphans_are_found_and_removed(r: redis.Redis, saver: RedisSaver) -> Non
     assert every_write_has_its_checkpoint(r) is False  # only the young orphan is left
     assert r.exists(f"checkpoint_write:young:__empty__:{young[0]}:task-0:0")
     assert not r.exists("checkpoint_latest:gone:__empty__")
+    assert r.exists("checkpoint_latest:fresh:__empty__")
     assert len(list(r.scan_iter(match="write_keys_zset:t:1:*"))) == 3 + 3  # ours, and the other prefix's
     assert len(list(r.scan_iter(match="other_w:*"))) == 6
     assert len(checkpoint_ids(saver, "t:1")) == 3

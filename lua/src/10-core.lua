@@ -1,6 +1,6 @@
 
 -- Core ------------------------------------------------------------------------
--- Provides: rcall, the error codes and fail(), the Stale and Later signals,
+-- Provides: rcall, the error codes and fail(), the Stale signal,
 -- entry() (errors to replies), show(), option parsing, the call's context
 -- and policy, the budget record and batches().
 -- Assumes: nothing but the Redis Functions API (redis, cjson).
@@ -26,7 +26,7 @@ local ERROR_CODES = {
   'BADDATA', -- a stored document lgprune cannot read
   'PARTIAL', -- a search answered partially (a timeout?): try again
 }
--- An error reply means the call deleted nothing (see entry and Later).
+-- An error reply means the call deleted nothing (see entry and guard).
 
 local Failure = {}
 
@@ -43,10 +43,6 @@ end
 -- Raised when a fact cached from an earlier call, the search result cap, no
 -- longer holds: the thread is planned again in a fresh call (see entry).
 local Stale = {}
-
--- Raised when a thread cannot be planned within what is left of a call that
--- has deleted something: the call ends before that thread (see budget).
-local Later = {}
 
 -- The budget of the running call (see new_budget), for entry.
 local running = {}
@@ -158,21 +154,13 @@ local function reads_left(b)
   return b.total - b.keys
 end
 
--- A thread needs more than `reads_left`: end the call before it when the call
--- has deleted something (the next call starts with it and a whole BUDGET);
--- else nothing of a whole BUDGET suffices, and that is the caller's error.
-local function beyond(b, msg)
-  if b.keys > 0 then
-    error(Later, 0)
-  end
-  fail('BADARG', msg)
-end
-
 -- Run fn(...) for one thread of a call that prunes several: true and its
 -- result, or false when it failed after this call deleted something (then
--- the call ends there, and the next call starts with that thread, where the
--- same error comes before any delete). Errors before the first delete, and
--- Stale then, pass on.
+-- the call ends there, and the next call starts with that thread and a whole
+-- BUDGET: a thread that needs more than what was left, such as a DeltaChannel
+-- walk longer than reads_left, is pruned then, and any other error comes
+-- before that call's first delete). Errors before the first delete, and Stale
+-- then, pass on. The one place that tells "end the call" from "fail it".
 local function guard(b, fn, ...)
   local ok, res = pcall(fn, ...)
   if ok then

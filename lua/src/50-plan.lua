@@ -5,7 +5,7 @@
 -- subgraph runs go whole, the latest pointer's checkpoint stays while its
 -- namespace keeps any, and DeltaChannel history of a kept checkpoint stays.
 -- Assumes: keys, search, listing. Reads only. A DeltaChannel walk longer
--- than what the budget leaves is `beyond` it.
+-- than what the budget leaves fails the thread (see guard).
 
 -- Delta channels a checkpoint rebuilds from its ancestors: those with a
 -- counters_since_delta_snapshot entry and a version, but no stored value.
@@ -50,7 +50,7 @@ end
 -- get_delta_channel_history would read them; `seen` memoises walks per id.
 -- Returns true when the chain stops at a parent not stored yet: a saver
 -- writing now may store it later, after its own ancestors, so nothing older
--- can be judged. A walk longer than reads_left(budget) is `beyond` it.
+-- can be judged. A walk longer than reads_left(budget) fails the thread.
 local function walk_delta(walk, start, needed)
   local steps, limit, key = 0, reads_left(walk.budget), start
   while true do
@@ -69,7 +69,7 @@ local function walk_delta(walk, start, needed)
     end
     steps = steps + 1
     if steps > limit then
-      beyond(walk.budget, 'the DeltaChannel history of ' .. show(start) .. ' is longer than '
+      fail('BADARG', 'the DeltaChannel history of ' .. show(start) .. ' is longer than '
         .. limit .. ' checkpoints; raise BUDGET to prune this thread')
     end
     walk.seen[parent] = before or {}

@@ -145,11 +145,15 @@ end
 -- The writes index's answer for the doomed checkpoints from position `first`
 -- on, within del.reads entries: up to WRITES_CHUNK of them, as many as fit by
 -- del.per writes each, halved while their writes do not fit, down to one
--- (whose writes may then take several calls). Returns the chunk, the answer
--- and whether it was cut short; every answer is charged to del.reads.
+-- (whose writes may then take several calls). A chunk of several asks for at
+-- most half the reads left, so a cut-short answer always leaves reads for the
+-- smaller chunks after it, down to the one checkpoint that gets the rest (a
+-- chunk whose answer is cut short takes nothing: which of its checkpoints
+-- got all their writes cannot be told). Returns the chunk, the answer and
+-- whether it was cut short; every answer is charged to del.reads.
 local function next_chunk(del, doomed, first)
   local limit, spent = del.reads, 0
-  local size = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / math.max(del.per, 1))))
+  local size = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / (2 * math.max(del.per, 1)))))
   while true do
     local chunk, ids, where = {}, {}, {}
     for j = first, math.min(first + size - 1, #doomed) do
@@ -157,12 +161,13 @@ local function next_chunk(del, doomed, first)
       ids[#ids + 1] = doomed[j].param
       where[#where + 1] = '$c' .. #ids
     end
+    local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
     -- the id clause first: RediSearch then walks only those ids' entries
-    local res = search({ index = del.ctx.wp, thread = del.thread, ids = ids, limit = limit - spent,
+    local res = search({ index = del.ctx.wp, thread = del.thread, ids = ids, limit = ask,
       where = '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}' })
     spent = spent + #res - 1
     local truncated = res[1] > #res - 1
-    if #chunk == 1 or not truncated or spent >= limit then
+    if #chunk == 1 or not truncated then
       del.reads = limit - spent
       return chunk, res, truncated
     end
