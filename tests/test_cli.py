@@ -34,7 +34,8 @@ def test_dry_run_and_the_url_from_the_environment(redis_url: str, saver: RedisSa
     put_checkpoints(saver, "env", 4)
     out = lgprune("prune", "env", "--keep", "1", "--dry-run", env={"REDIS_URL": redis_url})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("env: would delete 3 checkpoints, 6 writes")
+    assert out.stdout.startswith("thread 'env': would delete 3 checkpoints, 6 writes")
+    assert out.stdout.rstrip().endswith("(dry run: nothing was deleted)")
     assert len(checkpoint_ids(saver, "env")) == 4
 
 
@@ -237,7 +238,7 @@ def test_a_thread_with_no_checkpoints_says_so(redis_url: str, saver: RedisSaver)
     put_checkpoints(saver, "Wang1", 3)
     out = lgprune("prune", "wang1", "--keep", "1", "--url", redis_url)
     assert out.returncode == 0
-    assert out.stdout == "wang1: no checkpoints found for this thread; nothing to do\n"
+    assert out.stdout == "thread 'wang1': no checkpoints found for this thread; nothing to do\n"
     assert len(checkpoint_ids(saver, "Wang1")) == 3
 
 

@@ -50,6 +50,7 @@ def bucket_label(n: int) -> str:
     return f">{BUCKETS[-1]}"
 
 
+ESTIMATE_THREADS = 20  # the biggest threads whose memory estimates what a sweep frees, whatever `top`
 SAMPLE_PAGE = 100  # index entries read per page while sampling a thread's keys
 SAMPLE_READS = 1000  # ... and at most this many per index and thread
 
@@ -162,13 +163,14 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
         histogram[label] = histogram.get(label, 0) + 1
     ordered = [bucket_label(b) for b in BUCKETS] + [f">{BUCKETS[-1]}"]
     histogram = {label: histogram[label] for label in ordered if label in histogram}
-    biggest = sorted(per_thread.items(), key=lambda item: item[1][0], reverse=True)[:top]
+    biggest = sorted(per_thread.items(), key=lambda item: (-item[1][0], item[0]))
     top_stats = []
     per_checkpoint = []
-    for thread_id, (n, _, _) in biggest:
+    for rank, (thread_id, (n, _, _)) in enumerate(biggest[: max(top, ESTIMATE_THREADS)]):
         size = yield from _thread_bytes(options, thread_id, n, sample)
-        top_stats.append(ThreadStats(thread_id, n, size, exact=thread_id not in inexact))
-        if n:
+        if rank < top:
+            top_stats.append(ThreadStats(thread_id, n, size, exact=thread_id not in inexact))
+        if n and rank < ESTIMATE_THREADS:  # the same sample for any `top`
             per_checkpoint.append(size / n)
     doomed = sum(d for _, d, _ in per_thread.values())
     average = sum(per_checkpoint) / len(per_checkpoint) if per_checkpoint else 0.0

@@ -3,6 +3,8 @@ and nothing fetched from elsewhere (the service may run air-gapped)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from html import escape
 from typing import Any
 
@@ -18,8 +20,16 @@ table { border-collapse: collapse; width: 100%; } td, th { padding: .3rem .6rem;
 th { border-bottom: 2px solid #d0d7de; } td { border-bottom: 1px solid #eaeef2; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 .down { background: #ffebe9; border: 1px solid #cf222e; padding: .6rem 1rem; border-radius: 6px; }
-.success { color: #1a7f37; } .failure { color: #cf222e; } .running, .stopped { color: #9a6700; }
+.success { color: #1a7f37; } .failure { color: #cf222e; } .running, .stopped, .dry_run { color: #9a6700; }
 """
+# The page's Content-Security-Policy: nothing but its own inline style (by hash), no
+# scripts, no frames around it.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'sha256-"
+    + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+    + "'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+OUTCOMES = {"dry_run": "dry run (nothing deleted)"}
 
 
 def number(n: float) -> str:
@@ -58,9 +68,10 @@ def sweeps_table(sweeps: list[dict[str, Any]]) -> str:
         return "<p>No sweep has run in this process yet.</p>"
     rows = "".join(
         f"<tr><td>{escape(s['started'] or '')}</td><td>{escape(s['trigger'])}</td>"
-        f'<td class="{escape(s["outcome"])}">{escape(s["outcome"])}'
+        f'<td class="{escape(s["outcome"])}">{escape(OUTCOMES.get(s["outcome"], s["outcome"]))}'
         f"{': ' + escape(s['error']) if s['error'] else ''}</td>"
-        f"<td class=n>{s['duration']:.1f} s</td><td class=n>{number(s['keys_deleted'])}</td>"
+        f"<td class=n>{s['duration']:.1f} s</td>"
+        f"<td class=n>{'would free ' if s['dry_run'] else ''}{number(s['keys_deleted'])}</td>"
         f"<td class=n>{number(s['threads_visited'])}</td></tr>"
         for s in sweeps
     )
@@ -73,10 +84,12 @@ def sweeps_table(sweeps: list[dict[str, Any]]) -> str:
 def render_status(
     *,
     stats: Stats | None,
+    keep: int,
     redis_detail: str | None,
     sweeps: list[dict[str, Any]],
     next_sweep: str | None,
     schedule: str | None,
+    refreshed: str | None = None,
 ) -> str:
     """The whole page."""
     parts = [
@@ -92,14 +105,17 @@ def render_status(
             ("writes", number(stats.writes)),
             ("keys", number(stats.keys)),
             ("memory", mib(stats.used_memory)),
-            (f"a sweep with keep {stats.keep} frees", f"{number(stats.sweep_keys)} keys"),
+            (f"a sweep with keep {keep} frees", f"{number(stats.sweep_keys)} keys"),
         ]
         parts.append('<div class="totals">')
         parts += [
             f'<div class="total" id="total-{i}">{escape(k)}<b>{v}</b></div>'
             for i, (k, v) in enumerate(totals)
         ]
-        parts.append("</div><h2>Checkpoints per thread</h2>")
+        parts.append("</div>")
+        if refreshed is not None:
+            parts.append(f'<p id="refreshed">As of {escape(refreshed)} (refreshed in the background).</p>')
+        parts.append("<h2>Checkpoints per thread</h2>")
         parts.append(histogram_svg(stats.histogram))
         parts.append("<h2>Biggest threads</h2>")
         if stats.top:

@@ -1,0 +1,74 @@
+"""The `lgprune` command line: exit 0 on success, 2 on a usage error, 1 on a Redis error.
+
+Every error is one line on stderr, never a traceback, and holds no password. One module
+per command group: `prune` (prune, install), `sweep` (sweep, stats), `serve` (serve,
+redis); what they share is in `common`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from lgprune import __version__
+from lgprune.cli import prune as prune_commands
+from lgprune.cli import serve as serve_commands
+from lgprune.cli import sweep as sweep_commands
+from lgprune.cli.common import cli_message, one_line
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text as written: `pip install 'lgprune[serve]'` keeps its brackets
+    help="Prune LangGraph checkpoints stored in Redis, inside Redis.",
+)
+app.command()(prune_commands.prune)
+app.command()(sweep_commands.sweep)
+app.command()(sweep_commands.stats)
+app.command()(prune_commands.install)
+app.command("redis")(serve_commands.run_redis)
+app.command()(serve_commands.serve)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lgprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Prune LangGraph checkpoints stored in Redis, inside Redis."""
+
+
+def main() -> None:
+    """Entry point of the `lgprune` script: one line on stderr for every error."""
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] or ["--help"]
+    try:
+        code = command.main(args=args, prog_name="lgprune", standalone_mode=False)
+    except typer.Exit as stop:
+        code = stop.exit_code
+    except typer.Abort:
+        typer.echo("lgprune: aborted", err=True)
+        code = 130
+    except Exception as error:
+        # click's usage errors (typer carries its own copy of click, so no import names them)
+        format_message, exit_code = getattr(error, "format_message", None), getattr(error, "exit_code", None)
+        if callable(format_message) and isinstance(exit_code, int):
+            typer.echo(f"lgprune: {one_line(str(format_message()))}", err=True)
+            code = exit_code
+        else:  # a bug: still one line, and say what it was
+            typer.echo(f"lgprune: unexpected {type(error).__name__}: {cli_message(error)}", err=True)
+            code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+__all__ = ["app", "main"]

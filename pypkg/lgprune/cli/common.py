@@ -1,0 +1,157 @@
+"""What every command shares: options, the one-line error, the client for --url."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import redis
+import typer
+
+from lgprune.durations import parse_duration
+from lgprune.errors import InvalidArgumentError, LgpruneError
+from lgprune.facts import MIN_BUDGET
+from lgprune.pruner import Pruner
+from lgprune.urls import check_database, redact
+
+DEFAULT_URL = "redis://localhost:6379"
+T = TypeVar("T")
+
+# The names the library and the Python API use in messages, as this command line spells them.
+FLAG_NAMES = {
+    "CHECKPOINT_PREFIX": "--checkpoint-prefix",
+    "checkpoint_prefix": "--checkpoint-prefix",
+    "WRITE_PREFIX": "--write-prefix",
+    "checkpoint_write_prefix": "--write-prefix",
+    "BUDGET": "--budget",
+    "budget": "--budget",
+    "KEEP": "--keep",
+    "MAX_AGE": "--max-age",
+    "max_age": "--max-age",
+    "IDLE_TTL": "--idle-ttl",
+    "idle_ttl": "--idle-ttl",
+    "GRACE": "--grace",
+    "grace": "--grace",
+}
+FLAG_PATTERN = re.compile(r"(?<![-\w])(" + "|".join(FLAG_NAMES) + r")\b")
+
+
+def _nonempty(value: str) -> str:
+    if not value:
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Redis URL, database 0 (default: $REDIS_URL, then redis://localhost:6379).",
+        show_default=False,
+    ),
+]
+CheckpointPrefix = Annotated[
+    str, typer.Option(callback=_nonempty, help="The saver's checkpoint_prefix (its index name).")
+]
+WritePrefix = Annotated[
+    str, typer.Option(callback=_nonempty, help="The saver's checkpoint_write_prefix (its index name).")
+]
+Budget = Annotated[
+    int | None,
+    typer.Option(min=MIN_BUDGET, help="Keys deleted per server call (default 2000).", show_default=False),
+]
+Keep = Annotated[int, typer.Option("--keep", min=0, help="Checkpoints to keep per namespace.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def one_line(text: str) -> str:
+    """One line, without the password of any URL in it."""
+    return redact(" ".join(text.split()))
+
+
+def cli_message(error: BaseException) -> str:
+    """The error as one line, naming the command line's flags."""
+    text = one_line(str(error)) or type(error).__name__
+    return FLAG_PATTERN.sub(lambda m: FLAG_NAMES[m.group(1)], text)
+
+
+def fail(error: BaseException) -> NoReturn:
+    """One clear line on stderr; exit 2 for bad input, 1 for anything from Redis."""
+    typer.echo(f"lgprune: {cli_message(error)}", err=True)
+    raise typer.Exit(2 if isinstance(error, InvalidArgumentError) else 1)
+
+
+@contextlib.contextmanager
+def errors() -> Iterator[None]:
+    """Turn what lgprune and Redis raise into `fail`."""
+    try:
+        yield
+    except (LgpruneError, redis.RedisError, OSError) as error:
+        fail(error)
+
+
+def client(url: str | None, connect: Callable[[str], T], *, any_database: bool = False) -> T:
+    """A client for --url (else $REDIS_URL, else the default), on database 0 unless
+    `any_database`; a malformed URL is bad input, said without its password."""
+    where = "--url" if url else "$REDIS_URL" if os.environ.get("REDIS_URL") else "the default URL"
+    text = url or os.environ.get("REDIS_URL") or DEFAULT_URL
+    try:
+        made = connect(text)
+    except ValueError as error:
+        raise InvalidArgumentError(
+            f"{where} {redact(text)!r} is not a Redis URL: {redact(str(error))}"
+        ) from None
+    if not any_database:
+        check_database(made, where)
+    return made
+
+
+def pruner(url: str | None, checkpoint_prefix: str, write_prefix: str, budget: int | None) -> Pruner:
+    return Pruner(
+        client(url, redis.Redis.from_url),
+        checkpoint_prefix=checkpoint_prefix,
+        checkpoint_write_prefix=write_prefix,
+        budget=budget,
+    )
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def duration(flag: str, help_text: str, *, least: float = 1.0) -> Any:
+    """A DURATION option: '30d', '12h', '90m', '45s', '2w' or seconds, at least `least`."""
+
+    def parse(text: str) -> float:
+        try:
+            return parse_duration(text, name=flag, least=least)
+        except InvalidArgumentError as error:
+            raise typer.BadParameter(str(error).removeprefix(f"{flag}: ").removeprefix(f"{flag} ")) from None
+
+    return typer.Option(flag, parser=parse, metavar="DURATION", show_default=False, help=help_text)
+
+
+IdleTtl = Annotated[
+    float | None,
+    duration("--idle-ttl", "Delete whole threads whose newest checkpoint is older than this (e.g. 30d)."),
+]
+MaxAge = Annotated[
+    float | None,
+    duration("--max-age", "Also delete checkpoints older than this (e.g. 7d), but never the newest --keep."),
+]
+Grace = Annotated[
+    float | None,
+    duration(
+        "--grace",
+        "With --orphans: leave orphans younger than this, which may be in flight (default 10m; 0: none).",
+        least=0.0,
+    ),
+]
+Orphans = Annotated[
+    bool,
+    typer.Option("--orphans", help="Also delete writes, registries, pointers whose checkpoint is gone."),
+]

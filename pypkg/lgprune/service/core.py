@@ -1,0 +1,250 @@
+"""The service behind `lgprune serve`, without any web framework: sweeps and their records,
+the scheduled sweep, the background refresh of the store's figures, the health check, and
+the metrics. The routes (`lgprune.service.routes`) only translate HTTP to these calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+from lgprune.durations import parse_duration, show
+from lgprune.errors import InvalidArgumentError, LgpruneError
+from lgprune.metrics import Metrics
+from lgprune.pruner import AsyncPruner
+from lgprune.results import SweepResult
+from lgprune.schedule import every
+from lgprune.stats import Stats
+from lgprune.sweep_plan import SweepPlan
+from lgprune.urls import redact
+
+RECENT_SWEEPS = 50  # sweeps kept for GET /sweeps
+HEALTH_PROBE_ID = "lgprune-healthz-probe"  # a dry run on it proves the modules and index answer
+HEALTH_TTL = 1.0  # seconds a health answer is shared by the probes that ask for it
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line, without the password of any URL in it."""
+    return redact(" ".join(str(error).split()) or type(error).__name__)
+
+
+def iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class SweepRecord:
+    """One sweep run by this service: its running totals until it is done."""
+
+    id: str
+    plan: SweepPlan
+    trigger: str  # "api" or "schedule"
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    outcome: str = "running"  # then "success", "dry_run", "failure" or "stopped"
+    error: str | None = None
+    result: SweepResult = field(default_factory=SweepResult)
+
+    def view(self) -> dict[str, Any]:
+        """Only text, integers, booleans and None: every record can be shown."""
+        counts = {
+            name: int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+            for name, value in dataclasses.asdict(self.result).items()
+            if name not in ("elapsed", "cursor", "dry_run")
+        }
+        return {
+            "id": self.id,
+            "trigger": self.trigger,
+            "dry_run": self.plan.dry_run,
+            "done": self.finished is not None,
+            "outcome": self.outcome,
+            "error": self.error,
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "duration": round((self.finished or time.time()) - self.started, 3),
+            "plan": self.plan.view(),
+            **counts,
+        }
+
+
+class _Stopped(Exception):
+    """The service is stopping: the sweep ends after its current call."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the service runs: the scheduled sweep, and the refresh of the store's figures."""
+
+    schedule: SweepPlan | None = None
+    sweep_every: float | None = None
+    stats_keep: int | None = None  # default: the scheduled sweep's keep, else 10
+    refresh_every: float | None = 300.0  # None: no background refresh
+
+    def __post_init__(self) -> None:
+        if (self.schedule is None) != (self.sweep_every is None):
+            raise InvalidArgumentError("a scheduled sweep needs both its plan and sweep_every")
+        if self.sweep_every is not None:
+            parse_duration(self.sweep_every, name="sweep_every")
+        if self.refresh_every is not None:
+            parse_duration(self.refresh_every, name="refresh_every", least=1.0)
+
+    @property
+    def keep(self) -> int:
+        if self.stats_keep is not None:
+            return self.stats_keep
+        return self.schedule.keep if self.schedule is not None else 10
+
+
+class Service:
+    """The state behind the app: the pruner, sweeps, the last refresh, metrics."""
+
+    def __init__(self, pruner: AsyncPruner, settings: Settings) -> None:
+        self.pruner, self.settings = pruner, settings
+        self.metrics = Metrics(service=True)
+        self.sweeps: OrderedDict[str, SweepRecord] = OrderedDict()
+        self.running: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
+        self.next_sweep: float | None = None
+        self.stats_cache: Stats | None = None  # the last background refresh
+        self.stats_error: str | None = None
+        self._stats_lock = asyncio.Lock()
+        self._health: tuple[float, bool, str] | None = None
+        self._health_lock = asyncio.Lock()
+        self._jobs: list[asyncio.Task[None]] = []
+
+    # --- lifetime --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the schedules: the sweep (if any) and the refresh of the store's figures."""
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        if s.schedule is not None and s.sweep_every is not None:
+            self._jobs.append(
+                loop.create_task(every(s.sweep_every, self._scheduled, self.stopping, self._due))
+            )
+        if s.refresh_every is not None:
+            self._jobs.append(loop.create_task(every(s.refresh_every, self.refresh, self.stopping)))
+
+    async def stop(self) -> None:
+        """Let the current call finish, end a running sweep there, and stop the schedules."""
+        self.stopping.set()
+        for job in self._jobs:
+            await job
+        if self.running is not None:
+            await self.running
+
+    def _due(self, when: float | None) -> None:
+        self.next_sweep = when
+
+    # --- sweeps ---------------------------------------------------------------------
+
+    def start_sweep(self, plan: SweepPlan, trigger: str) -> SweepRecord | None:
+        """Start a sweep in the background; None while another runs."""
+        if self.running is not None and not self.running.done():
+            return None
+        record = SweepRecord(uuid.uuid4().hex[:12], plan, trigger)
+        self.sweeps[record.id] = record
+        while len(self.sweeps) > RECENT_SWEEPS:
+            self.sweeps.popitem(last=False)
+        self.running = asyncio.get_running_loop().create_task(self._sweep(record))
+        return record
+
+    async def _scheduled(self) -> None:
+        assert self.settings.schedule is not None
+        while self.start_sweep(self.settings.schedule, "schedule") is None:
+            assert self.running is not None
+            await self.running  # a sweep started over the API: ours follows it
+            if self.stopping.is_set():
+                return
+        assert self.running is not None
+        await self.running
+
+    async def _sweep(self, record: SweepRecord) -> None:
+        plan = record.plan
+        counted = SweepResult()
+
+        def on_progress(result: SweepResult) -> None:
+            nonlocal counted
+            if not plan.dry_run:
+                self.metrics.count_deleted(
+                    result.checkpoints_deleted - counted.checkpoints_deleted,
+                    result.writes_deleted - counted.writes_deleted,
+                    result.keys_deleted - counted.keys_deleted,
+                )
+            counted = record.result = result
+            if self.stopping.is_set() and result.cursor != "0":
+                raise _Stopped
+
+        try:
+            await self.pruner.sweep(plan.keep, **plan.arguments(on_progress))
+            record.outcome = "dry_run" if plan.dry_run else "success"
+        except _Stopped:
+            record.outcome = "stopped"
+        except Exception as error:  # recorded, shown, counted; never raised into the loop
+            record.outcome, record.error = "failure", one_line(error)
+        record.finished = time.time()
+        self.metrics.sweep(record.outcome, started=record.started, finished=record.finished)
+
+    # --- the store's figures -----------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Read the store's figures (a read-only dry-run sweep of the whole keyspace, as
+        `lgprune stats` does): on the service's schedule, never for a scrape."""
+        try:
+            await self.stats(self.settings.keep, 20)
+            self.stats_error = None
+            self.metrics.redis_up = 1
+        except (redis.RedisError, LgpruneError, OSError) as error:
+            self.stats_error = one_line(error)
+            self.metrics.redis_up = 0
+
+    async def stats(self, keep: int, top: int) -> Stats:
+        """Fresh stats, one computation at a time; those of the service's keep are kept as
+        the last refresh."""
+        async with self._stats_lock:
+            found = await self.pruner.stats(keep, top=top)
+        if keep == self.settings.keep:
+            self.stats_cache = found
+            self.metrics.refreshed(found.threads, found.checkpoints, found.keys)
+        return found
+
+    async def health(self) -> tuple[bool, str]:
+        """Whether Redis answers and can prune (modules, library, the saver's index), and the
+        library version or why not. Concurrent checks within a second share one probe."""
+        async with self._health_lock:
+            if self._health is not None and time.monotonic() - self._health[0] < HEALTH_TTL:
+                return self._health[1], self._health[2]
+            try:
+                await self.pruner.client.ping()
+                version = await self.pruner.install()
+                await self.pruner.prune(HEALTH_PROBE_ID, 0, dry_run=True)
+                up, detail = True, version
+            except (redis.RedisError, LgpruneError, OSError) as error:
+                up, detail = False, one_line(error)
+            self.metrics.redis_up = 1 if up else 0
+            self._health = (time.monotonic(), up, detail)
+            return up, detail
+
+    def schedule_text(self) -> str | None:
+        s = self.settings
+        if s.schedule is None or s.sweep_every is None:
+            return None
+        return f"{s.schedule.describe()}, every {show(s.sweep_every)}"
+
+
+@contextlib.asynccontextmanager
+async def running(service: Service) -> Any:
+    """The service's schedules for the duration of a block (an app's lifespan)."""
+    service.start()
+    try:
+        yield
+    finally:
+        await service.stop()

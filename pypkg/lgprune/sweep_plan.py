@@ -1,0 +1,67 @@
+"""What one sweep does, as one checked record: the command line's sweep arguments and the
+service's sweep requests and schedule are the same `SweepPlan`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lgprune.durations import parse_duration, show
+from lgprune.errors import InvalidArgumentError
+from lgprune.protocol import check_count
+from lgprune.results import SweepResult
+
+LEAST_GRACE = 0.001  # grace 0 ("orphans of any age") as the Python API takes it: 1 ms
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The arguments of `Pruner.sweep`, durations in seconds, each checked here (a range
+    that means something), so no plan holds a value a record or a page cannot show."""
+
+    keep: int
+    idle_ttl: float | None = None
+    max_age: float | None = None
+    orphans: bool = False
+    grace: float | None = None
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        check_count("keep", self.keep)
+        for name in ("idle_ttl", "max_age", "grace"):
+            value = getattr(self, name)
+            if value is not None:
+                parse_duration(value, name=name, least=0.0 if name == "grace" else 1.0)
+        if self.grace is not None and not self.orphans:
+            raise InvalidArgumentError("grace applies to orphans only")
+
+    def arguments(self, on_progress: Callable[[SweepResult], object] | None = None) -> dict[str, Any]:
+        """Keyword arguments of `Pruner.sweep` / `AsyncPruner.sweep` (after `keep`)."""
+        return {
+            "dry_run": self.dry_run,
+            "max_age": self.max_age,
+            "idle_ttl": self.idle_ttl,
+            "orphans": self.orphans,
+            "grace": None if self.grace is None else max(self.grace, LEAST_GRACE),
+            "on_progress": on_progress,
+        }
+
+    def view(self) -> dict[str, Any]:
+        """Durations as text ('30d'): JSON-safe whatever they are."""
+        durations = {
+            name: None if getattr(self, name) is None else show(getattr(self, name))
+            for name in ("idle_ttl", "max_age", "grace")
+        }
+        return {"keep": self.keep, **durations, "orphans": self.orphans, "dry_run": self.dry_run}
+
+    def describe(self) -> str:
+        words = [f"keep {self.keep}"]
+        for name in ("idle_ttl", "max_age", "grace"):
+            if getattr(self, name) is not None:
+                words.append(f"{name.replace('_', '-')} {show(getattr(self, name))}")
+        if self.orphans:
+            words.append("orphans")
+        if self.dry_run:
+            words.append("dry run")
+        return ", ".join(words)

@@ -1,0 +1,35 @@
+"""Redis URLs in what lgprune says, and the one database lgprune can work on."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lgprune.errors import InvalidArgumentError
+
+# scheme://userinfo@ ... up to the last "@" of the word: a password may hold "@" or ":"
+USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s@/]*(?:@[^\s@/]*)*)@")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***: what any message,
+    log line or page of lgprune may show of a URL."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, colon, _ = match.group(2).partition(":")
+        return f"{match.group(1)}{user}:***@" if colon else f"{match.group(1)}***@"
+
+    return USERINFO.sub(hide, text)
+
+
+def check_database(client: Any, where: str = "--url") -> None:
+    """Refuse a client on a database other than 0. RediSearch indexes serve database 0
+    only (Redis 8 refuses FT.CREATE elsewhere; an index of database 0 lists the keys of
+    every database, unchecked), so lgprune cannot prune exactly anywhere else."""
+    pool = getattr(client, "connection_pool", client)  # a client, or a pool
+    db = int(pool.connection_kwargs.get("db") or 0)
+    if db != 0:
+        raise InvalidArgumentError(
+            f"{where} selects database {db}: lgprune works on database 0 only, where the saver's "
+            "RediSearch index lives (an index answers for database 0, not for the keys of others)"
+        )

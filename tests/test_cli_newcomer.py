@@ -1,0 +1,94 @@
+"""What a newcomer tripped on at the command line (issue 19), each as a real process."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+
+import pytest
+import redis
+from helpers import checkpoint_ids, lgprune, put_checkpoints
+from langgraph.checkpoint.redis import RedisSaver
+
+
+def test_help_keeps_the_extras_quoted_and_flags_carry_no_bool_metavar() -> None:
+    for command in ("redis", "serve", "sweep"):
+        page = " ".join(lgprune(command, "--help").stdout.split())
+        assert "pip install `." not in page and "<bool>" not in page
+        assert "pip install 'lgprune[embedded]'" in page or "pip install 'lgprune[serve]'" in page, page
+
+
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_a_malformed_url_never_shows_its_password(source: str) -> None:
+    url = "redis://:S3cr3tPassw0rd@127.0.0.1:notaport"
+    args = ["prune", "t", "--keep", "1"] + (["--url", url] if source == "flag" else [])
+    out = lgprune(*args, env={"REDIS_URL": url} if source == "env" else {})
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "S3cr3tPassw0rd" not in out.stderr + out.stdout and "***" in out.stderr
+    assert ("$REDIS_URL" if source == "env" else "--url") in out.stderr
+
+
+def test_an_unreachable_url_never_shows_its_password() -> None:
+    out = lgprune("sweep", "--keep", "1", "--url", "redis://admin:S3cr3tPassw0rd@127.0.0.1:1/0")
+    assert out.returncode == 1 and "S3cr3tPassw0rd" not in out.stderr + out.stdout
+
+
+def test_a_database_other_than_0_is_refused_in_one_line(redis_url: str, saver: RedisSaver) -> None:
+    """RediSearch indexes serve database 0 only (FT.CREATE is refused elsewhere, and an index
+    of database 0 lists the keys of every database): lgprune would count and prune wrong."""
+    put_checkpoints(saver, "t", 6)
+    for args in (["prune", "t", "--keep", "2"], ["stats"], ["sweep", "--keep", "2"]):
+        out = lgprune(*args, "--url", redis_url + "/3")
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert "database 3" in out.stderr and "database 0 only" in out.stderr
+    assert len(checkpoint_ids(saver, "t")) == 6
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(redis_url: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        out = lgprune("serve", "--url", redis_url, "--port", str(busy.getsockname()[1]))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "cannot listen on 127.0.0.1" in out.stderr and "in use" in out.stderr
+    assert "INFO" not in out.stderr and "ERROR" not in out.stderr
+
+
+def test_every_zero_is_too_short_and_grace_zero_is_taken(redis_url: str, saver: RedisSaver) -> None:
+    out = lgprune("sweep", "--keep", "1", "--every", "0s", "--url", redis_url)
+    assert out.returncode == 2 and "at least 1s" in out.stderr and "not a duration" not in out.stderr
+    put_checkpoints(saver, "t", 3)
+    out = lgprune("sweep", "--keep", "1", "--orphans", "--grace", "0", "--url", redis_url)
+    assert out.returncode == 0, out.stderr
+    assert len(checkpoint_ids(saver, "t")) == 1
+
+
+def test_stats_totals_do_not_depend_on_top_and_text_matches_json(redis_url: str, saver: RedisSaver) -> None:
+    for i in range(12):
+        put_checkpoints(saver, f"s:{i}", 4 + i * 3, writes=1 + i % 3)
+    runs = [
+        json.loads(lgprune("stats", "--top", str(top), "--json", "--url", redis_url).stdout) for top in (1, 9)
+    ]
+    for key in ("threads", "checkpoints", "writes", "sweep_checkpoints", "sweep_keys", "sweep_bytes"):
+        assert runs[0][key] == runs[1][key], key
+    text = lgprune("stats", "--top", "3", "--url", redis_url).stdout
+    found = re.search(r"would delete (\d+) checkpoints \((\d+) keys, about [\d.]+ MiB, (\d+) bytes\)", text)
+    assert found, text
+    assert [int(g) for g in found.groups()] == [
+        runs[0]["sweep_checkpoints"],
+        runs[0]["sweep_keys"],
+        runs[0]["sweep_bytes"],
+    ]
+
+
+@pytest.mark.parametrize(("thread_id", "shown"), [("", "''"), (" lead", "' lead'")])
+def test_ids_are_quoted_and_counts_agree_in_number(
+    redis_url: str, r: redis.Redis, saver: RedisSaver, thread_id: str, shown: str
+) -> None:
+    out = lgprune("prune", thread_id, "--keep", "5", "--url", redis_url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"thread {shown}: no checkpoints found"), out.stdout
+    put_checkpoints(saver, "one", 2)
+    out = lgprune("prune", "one", "--keep", "1", "--url", redis_url)
+    assert "deleted 1 checkpoint, 2 writes" in out.stdout and "kept 1 checkpoint (" in out.stdout

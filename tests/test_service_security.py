@@ -1,0 +1,439 @@
+"""What a stranger can reach of `lgprune serve`, tried as an attacker, a busy Prometheus and a
+hurried operator would: the real service (uvicorn in a subprocess), real Redis, real HTTP,
+and a real headless Chromium for the cross-site case."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from helpers import checkpoint_ids, put_checkpoints, snapshot
+from langgraph.checkpoint.redis import RedisSaver
+from test_http import TOKEN, Service, metric_values, start, stop, wait_done
+
+from lgprune.embedded import free_port
+
+
+@pytest.fixture
+def served(redis_url: str, saver: RedisSaver) -> Iterator[Service]:
+    service = start(redis_url)
+    yield service
+    stop(service)
+
+
+def raw(service: Service, request: bytes, *, body: bytes = b"", chunk: int = 1 << 20) -> bytes:
+    """Send a request by hand (headers as given), then `body` a chunk at a time for as long as
+    the service has not answered; the answer."""
+    port = int(service.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        for start_at in range(0, len(body), chunk):
+            if select.select([sock], [], [], 0.5 if start_at == 0 else 0)[0]:
+                break  # answered before reading the body: what we want
+            try:
+                sock.sendall(body[start_at : start_at + chunk])
+            except OSError:
+                break
+        answer = b""
+        try:
+            while data := sock.recv(65536):
+                answer += data
+                if b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}"):
+                    break
+        except OSError:
+            pass
+        return answer
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def post(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    return "\r\n".join(lines).encode() + body
+
+
+def host_of(service: Service) -> str:
+    return service.base.removeprefix("http://")
+
+
+def test_a_body_without_the_json_type_is_refused_before_it_is_read(
+    redis_url: str, r: redis.Redis, saver: RedisSaver
+) -> None:
+    """CSRF: a cross-site form or a no-cors fetch cannot send application/json."""
+    put_checkpoints(saver, "t", 4)
+    before = snapshot(r)
+    service = start(redis_url, token=None)  # loopback without a token: any local page could try
+    try:
+        for kind in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; b=x"):
+            for path, body in (("/prune", {"thread_id": "t", "keep": 0}), ("/sweep", {"keep": 0})):
+                data = json.dumps(body).encode()
+                headers = {"Host": host_of(service), "Content-Length": str(len(data))}
+                if kind is not None:
+                    headers["Content-Type"] = kind
+                answer = raw(service, post(path, data, headers))
+                assert status_of(answer) == 415, answer
+                assert b'"error"' in answer and b"application/json" in answer
+        time.sleep(0.3)  # a sweep would have run by now
+        assert snapshot(r) == before
+    finally:
+        stop(service)
+
+
+class AttackerPage(http.server.BaseHTTPRequestHandler):
+    html = b""
+
+    def do_GET(self) -> None:
+        if self.path == "/slow":
+            time.sleep(3)
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.end_headers()
+        self.wfile.write(self.html)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_page_on_another_loopback_port_deletes_nothing_in_chromium(
+    redis_url: str, r: redis.Redis, saver: RedisSaver, tmp_path: Path
+) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    put_checkpoints(saver, "t", 4)
+    before = snapshot(r)
+    service = start(redis_url, token=None)
+    target = service.base
+    prune_all = "JSON.stringify({thread_id: 't', keep: 0})"
+    sweep_all = "JSON.stringify({keep: 0})"
+    no_cors = "method: 'POST', mode: 'no-cors', credentials: 'include'"
+    as_json = "method: 'POST', headers: {'content-type': 'application/json'}"  # CORS preflight
+    calls = [
+        f"fetch('{target}/prune', {{{no_cors}, body: new Blob([{prune_all}])}})",
+        f"fetch('{target}/prune', {{{no_cors}, body: {prune_all}}})",
+        f"fetch('{target}/sweep', {{{no_cors}, body: new Blob([{sweep_all}])}})",
+        f"fetch('{target}/prune', {{{as_json}, body: {prune_all}}})",
+    ]
+    # the fetches go out while the page loads; the slow image holds the load event (and the
+    # DOM dump) until they are answered
+    AttackerPage.html = (
+        "<!doctype html><body><p id=out>start</p><script>Promise.allSettled(["
+        + ", ".join(calls)
+        + "]).then(r => { document.getElementById('out').textContent = 'settled ' + r.length; });"
+        + "</script><img src=/slow></body>"
+    ).encode()
+    page = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), AttackerPage)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    try:
+        dom = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--dump-dom",
+                f"http://127.0.0.1:{page.server_address[1]}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        ).stdout
+        assert "settled 4" in dom, dom  # every request was sent and answered
+        time.sleep(0.5)
+        assert snapshot(r) == before
+        assert len(checkpoint_ids(saver, "t")) == 4
+    finally:
+        page.shutdown()
+        stop(service)
+
+
+def test_a_foreign_host_or_origin_is_refused(redis_url: str, r: redis.Redis, saver: RedisSaver) -> None:
+    """DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends Host: evil.example."""
+    put_checkpoints(saver, "t", 4)
+    before = snapshot(r)
+    service = start(redis_url, "--allowed-host", "lgprune.internal", token=None)
+    port = host_of(service).rsplit(":", 1)[1]
+    body = json.dumps({"thread_id": "t", "keep": 0}).encode()
+    try:
+        for headers in (
+            {"Host": f"evil.example:{port}"},
+            {"Host": "evil.example"},
+            {"Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{free_port()}"},
+            {"Host": f"127.0.0.1:{port}", "Origin": "http://evil.example"},
+            {"Host": f"127.0.0.1:{port}", "Origin": "null"},
+        ):
+            answer = raw(
+                service,
+                post(
+                    "/prune",
+                    body,
+                    {**headers, "Content-Type": "application/json", "Content-Length": str(len(body))},
+                ),
+            )
+            assert status_of(answer) == 403, (headers, answer)
+            assert b'"error"' in answer
+        assert snapshot(r) == before
+        for headers in (
+            {"Host": f"localhost:{port}"},
+            {"Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{port}"},
+            {"Host": "lgprune.internal", "Origin": "https://lgprune.internal"},
+        ):
+            keep3 = json.dumps({"thread_id": "t", "keep": 3}).encode()
+            answer = raw(
+                service,
+                post(
+                    "/prune",
+                    keep3,
+                    {**headers, "Content-Type": "application/json", "Content-Length": str(len(keep3))},
+                ),
+            )
+            assert status_of(answer) == 200, (headers, answer)
+        assert len(checkpoint_ids(saver, "t")) == 3
+    finally:
+        stop(service)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_large_body_is_refused_before_it_is_read_and_before_auth(served: Service, r: redis.Redis) -> None:
+    before = rss_kib(served.process.pid)
+    size = 50 * 2**20
+    for auth in ({}, {"Authorization": f"Bearer {TOKEN}"}):
+        for length in ({"Content-Length": str(size)}, {"Transfer-Encoding": "chunked"}):
+            headers = {"Host": host_of(served), "Content-Type": "application/json", **auth, **length}
+            body = b"x" * size
+            if "Transfer-Encoding" in length:
+                body = b"".join(f"{2**20:x}\r\n".encode() + b"x" * 2**20 + b"\r\n" for _ in range(50))
+            answer = raw(served, post("/prune", b"", headers), body=body)
+            assert status_of(answer) in (401, 413), answer
+            if auth:
+                assert status_of(answer) == 413
+    assert rss_kib(served.process.pid) - before < 20 * 1024  # was +101 MB for one 50 MB body
+
+
+def test_auth_comes_before_the_body_is_parsed(served: Service) -> None:
+    for data in (b"{not json", b'{"thread_id": 5}', b"[]"):
+        answer = raw(
+            served,
+            post(
+                "/prune",
+                data,
+                {
+                    "Host": host_of(served),
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(data)),
+                },
+            ),
+        )
+        assert status_of(answer) == 401, answer
+
+
+def test_two_hundred_concurrent_prunes_wait_for_a_connection(
+    redis_url: str, r: redis.Redis, saver: RedisSaver
+) -> None:
+    for i in range(20):
+        put_checkpoints(saver, f"t{i}", 3, writes=0)
+    service = start(redis_url, "--redis-connections", "8")
+    try:
+        with ThreadPoolExecutor(200) as pool:
+            answers = list(
+                pool.map(
+                    lambda i: service.call("POST", "/prune", {"thread_id": f"t{i % 20}", "keep": 2}),
+                    range(200),
+                )
+            )
+        assert [status for status, _ in answers] == [200] * 200, [a for a in answers if a[0] != 200][:3]
+        assert sum(body["checkpoints_deleted"] for _, body in answers) == 20
+        clients = r.client_list()
+        assert len(clients) <= 8 + 2  # the pool's 8, this client, the refresh's at most
+    finally:
+        stop(service)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"keep": 5, "idle_ttl": "9" * 400},
+        {"keep": 5, "idle_ttl": 1e400},
+        {"keep": 5, "max_age": "1e9d"},
+        {"keep": 5, "max_age": 0},
+        {"keep": 5, "idle_ttl": "0s"},
+        {"keep": 5, "idle_ttl": True},
+        {"keep": 5, "idle_ttl": -5},
+        {"keep": 5, "grace": "5m"},
+    ],
+)
+def test_durations_out_of_range_are_a_422_and_sweeps_stay_readable(
+    served: Service, r: redis.Redis, saver: RedisSaver, body: dict[str, Any]
+) -> None:
+    put_checkpoints(saver, "t", 7)
+    before = snapshot(r)
+    if isinstance(body.get("idle_ttl"), float):
+        data = b'{"keep": 5, "idle_ttl": 1e400}'
+        answer = raw(
+            served,
+            post(
+                "/sweep",
+                data,
+                {
+                    "Host": host_of(served),
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {TOKEN}",
+                    "Content-Length": str(len(data)),
+                },
+            ),
+        )
+        status, answer_body = status_of(answer), json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    else:
+        status, answer_body = served.call("POST", "/sweep", body)
+    assert status == 422, answer_body
+    assert "nothing was deleted" in answer_body["error"]
+    assert served.call("GET", "/sweeps")[0] == 200
+    assert snapshot(r) == before
+
+
+def test_durations_as_seconds_and_grace_zero(served: Service, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 7)
+    status, started = served.call(
+        "POST", "/sweep", {"keep": 5, "idle_ttl": 86400 * 30, "orphans": True, "grace": 0}
+    )
+    assert status == 202, started
+    done = wait_done(served, started["sweep"])
+    assert (
+        done["outcome"] == "success" and done["plan"]["idle_ttl"] == "30d" and done["plan"]["grace"] == "0s"
+    )
+    status, listing = served.call("GET", "/sweeps")
+    assert status == 200 and listing["sweeps"][0]["checkpoints_deleted"] == 2
+
+
+def test_every_answer_carries_the_security_headers(served: Service) -> None:
+    import urllib.request
+
+    for path, token in (("/", TOKEN), ("/stats", TOKEN), ("/healthz", None), ("/nope", TOKEN)):
+        request = urllib.request.Request(served.base + path)
+        if token:
+            request.add_header("authorization", f"Bearer {token}")
+        try:
+            response = urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as error:
+            response = error  # type: ignore[assignment]
+        headers = response.headers
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["cache-control"] == "no-store", path
+        assert headers["x-frame-options"] == "DENY", path
+        csp = headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, path
+        if path == "/":
+            assert "script-src" not in csp and "style-src 'sha256-" in csp
+
+
+def command_calls(r: redis.Redis) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in r.info("commandstats").items()}
+
+
+def test_a_scrape_sends_nothing_to_redis(redis_url: str, r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 3)
+    service = start(redis_url, "--refresh-every", "1h")
+    try:
+        deadline = time.monotonic() + 20
+        while (
+            metric_values(service.call("GET", "/metrics", token=None)[1]).get(
+                ("lgprune_store_refresh_timestamp_seconds", ()), 0
+            )
+            == 0
+        ):
+            assert time.monotonic() < deadline, "the first refresh did not happen"
+            time.sleep(0.1)
+        r.config_resetstat()
+        for _ in range(50):
+            status, text = service.call("GET", "/metrics", token=None)
+            assert status == 200
+        calls = command_calls(r)
+        assert "fcall" not in calls and "ft.search" not in calls, calls
+        values = metric_values(text)
+        assert values[("lgprune_store_threads", ())] == 1 and values[("lgprune_redis_up", ())] == 1
+    finally:
+        stop(service)
+
+
+def test_a_dry_run_is_labelled_and_never_a_success(served: Service, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 7)
+    status, started = served.call("POST", "/sweep", {"keep": 2, "dry_run": True})
+    assert status == 202 and started["dry_run"] is True
+    done = wait_done(served, started["sweep"])
+    assert (done["outcome"], done["dry_run"], done["checkpoints_deleted"]) == ("dry_run", True, 5)
+    values = metric_values(served.call("GET", "/metrics", token=None)[1])
+    assert values[("lgprune_sweeps_total", (("outcome", "success"),))] == 0
+    assert values[("lgprune_sweeps_total", (("outcome", "dry_run"),))] == 1
+    assert values[("lgprune_last_sweep_success_timestamp_seconds", ())] == 0
+    _, page = served.call("GET", "/")
+    assert "dry run (nothing deleted)" in page and "would free" in page and ">success<" not in page
+    assert len(checkpoint_ids(saver, "t")) == 7
+
+
+def test_one_error_shape_for_every_refusal(served: Service) -> None:
+    for method, path, body in (
+        ("GET", "/nope", None),
+        ("DELETE", "/prune", None),
+        ("GET", "/stats?kepe=5", None),
+        ("GET", "/?x=1", None),
+        ("POST", "/prune?force=1", {"thread_id": "t", "keep": 1}),
+        ("GET", "/sweeps/nope", None),
+    ):
+        status, answer = served.call(method, path, body)
+        assert 400 <= status < 500 and isinstance(answer, dict) and set(answer) == {"error"}, (path, answer)
+        assert "\n" not in answer["error"]
+    status, answer = served.call("POST", "/prune", raw=b"{not json")
+    assert status == 400 and "not JSON" in answer["error"] and "JSON decode error" not in answer["error"]
+    status, answer = served.call("POST", "/sweep", {"keep": 1, "idle_ttl": "soon"})
+    assert status == 422  # a bad duration is validation like any other
+
+
+def test_the_page_uses_the_services_keep_and_honours_keep(redis_url: str, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 9, writes=0)
+    service = start(redis_url, "--sweep-keep", "5", "--sweep-every", "1w")
+    try:
+        deadline = time.monotonic() + 20
+        while not (listing := service.call("GET", "/sweeps")[1]["sweeps"]) or not listing[0]["done"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        put_checkpoints(saver, "u", 9, writes=0)
+        _, page = service.call("GET", "/")
+        assert "a sweep with keep 5 frees" in page
+        _, page = service.call("GET", "/?keep=3")
+        assert "a sweep with keep 3 frees<b>6 keys</b>" in page.replace("\n", "") or "keep 3 frees" in page
+    finally:
+        stop(service)
+
+
+def test_no_password_in_any_message_log_or_page(redis_url: str) -> None:
+    secret = "S3cr3tPassw0rd"
+    service = start(f"redis://user:{secret}@127.0.0.1:1/0")
+    try:
+        for method, path in (("GET", "/healthz"), ("GET", "/"), ("GET", "/stats"), ("GET", "/metrics")):
+            _, answer = service.call(method, path)
+            assert secret not in json.dumps(answer), (path, answer)
+    finally:
+        service.process.send_signal(2)
+        out, err = service.process.communicate(timeout=20)
+        assert secret not in out + err
