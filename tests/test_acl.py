@@ -1,4 +1,5 @@
-"""Least privilege: the ACL in the README is enough to install, prune and sweep, and no more."""
+"""Least privilege: the README's two users. The runtime user can prune, sweep and read stats,
+and no more (no other key, no FUNCTION LOAD); the install user loads the library."""
 
 from __future__ import annotations
 
@@ -8,44 +9,107 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import checkpoint_ids, put_checkpoints
+from helpers import checkpoint_ids, lgprune, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
 
-from lgprune import Pruner
+from lgprune import LibraryInstallError, LibraryVersionError, Pruner
+from lgprune.library import library_code, library_version
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def readme_acl() -> list[str]:
-    """The ACL SETUSER rules the README documents, as arguments."""
-    block = re.search(r"```\n(ACL SETUSER lgprune .*?)\n```", README.read_text(), re.DOTALL)
-    assert block, "the README documents the pruning user's ACL"
+def readme_acl(user: str) -> list[str]:
+    """The ACL SETUSER rules the README documents for `user`, as arguments."""
+    block = re.search(rf"```\n(ACL SETUSER {re.escape(user)} .*?)\n```", README.read_text(), re.DOTALL)
+    assert block, f"the README documents the ACL of {user}"
     words = block.group(1).replace("\\\n", " ").split()
-    return words[3:]  # after ACL SETUSER lgprune
+    return words[3:]  # after ACL SETUSER <user>
+
+
+def user_client(r: redis.Redis, user: str) -> redis.Redis:
+    rules = [rule.replace("<password>", "s3cret") for rule in readme_acl(user)]
+    r.execute_command("ACL", "SETUSER", user, "reset", *rules)
+    kwargs = r.connection_pool.connection_kwargs
+    return redis.Redis(host=kwargs["host"], port=kwargs["port"], username=user, password="s3cret")
+
+
+def user_url(r: redis.Redis, user: str) -> str:
+    kwargs = r.connection_pool.connection_kwargs
+    return f"redis://{user}:s3cret@{kwargs['host']}:{kwargs['port']}"
 
 
 @pytest.fixture
 def pruning_user(r: redis.Redis) -> Iterator[redis.Redis]:
-    rules = [rule.replace("<password>", "s3cret") for rule in readme_acl()]
-    r.execute_command("ACL", "SETUSER", "lgprune", *rules)
-    kwargs = r.connection_pool.connection_kwargs
-    client = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="lgprune", password="s3cret")
+    client = user_client(r, "lgprune")
     yield client
     client.close()
     r.execute_command("ACL", "DELUSER", "lgprune")
 
 
-def test_the_pruning_user_can_install_prune_and_sweep(
-    r: redis.Redis, saver: RedisSaver, pruning_user: redis.Redis
+@pytest.fixture
+def install_user(r: redis.Redis) -> Iterator[redis.Redis]:
+    client = user_client(r, "lgprune-install")
+    yield client
+    client.close()
+    r.execute_command("ACL", "DELUSER", "lgprune-install")
+
+
+def test_the_install_user_loads_and_the_pruning_user_prunes_and_sweeps(
+    r: redis.Redis, saver: RedisSaver, pruning_user: redis.Redis, install_user: redis.Redis
 ) -> None:
     put_checkpoints(saver, "t:1", 8)
     put_checkpoints(saver, "t:2", 8)
+    assert Pruner(install_user).install() == library_version()
     pruner = Pruner(pruning_user)
-    assert pruner.install()
+    assert pruner.install() == library_version()  # finds it: a probe, no load
     assert pruner.prune("t:1", 3).checkpoints_deleted == 5
     assert pruner.sweep(3, orphans=True).checkpoints_deleted == 5
     assert pruner.stats(3).threads == 2
     assert [len(checkpoint_ids(saver, t)) for t in ("t:1", "t:2")] == [3, 3]
+
+
+def test_the_pruning_user_cannot_load_or_delete_code(r: redis.Redis, pruning_user: redis.Redis) -> None:
+    Pruner(r).install()
+    for command in (
+        ("FUNCTION", "LOAD", "REPLACE", library_code()),
+        ("FUNCTION", "DELETE", "lgprune"),
+        ("FUNCTION", "FLUSH"),
+        ("FUNCTION", "RESTORE", b"x"),
+        ("SCRIPT", "LOAD", "return 1"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            pruning_user.execute_command(*command)
+    assert r.fcall("lgprune_version", 0) == library_version().encode()
+
+
+def test_without_a_library_the_pruning_user_fails_in_one_line(
+    r: redis.Redis, saver: RedisSaver, pruning_user: redis.Redis
+) -> None:
+    put_checkpoints(saver, "t", 4)
+    with pytest.raises(LibraryInstallError, match=r"an administrator must run `lgprune install`") as raised:
+        Pruner(pruning_user).prune("t", 1)
+    assert "\n" not in str(raised.value)
+    out = lgprune("prune", "t", "--keep", "1", "--url", user_url(r, "lgprune"))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "an administrator must run `lgprune install`" in out.stderr and "s3cret" not in out.stderr
+    assert len(checkpoint_ids(saver, "t")) == 4
+
+
+def test_a_newer_library_no_lgprune_package_built_is_not_run(
+    r: redis.Redis, saver: RedisSaver, install_user: redis.Redis
+) -> None:
+    """Someone who could load functions planted a fake 'lgprune 0.9.0': never downgraded
+    before, it ran with the rights of the next caller (an administrator's prune)."""
+    put_checkpoints(saver, "t", 4)
+    fake = library_code().replace(f"local VERSION = '{library_version()}'", "local VERSION = '0.9.0'")
+    r.function_load(fake, replace=True)
+    with pytest.raises(LibraryVersionError, match=r"no lgprune package built it.*lgprune install --force"):
+        Pruner(r).prune("t", 1)
+    assert len(checkpoint_ids(saver, "t")) == 4
+    out = lgprune("install", "--force", "--url", user_url(r, "lgprune-install"))
+    assert out.returncode == 0, out.stderr
+    assert r.fcall("lgprune_version", 0) == library_version().encode()
+    assert Pruner(r).prune("t", 1).checkpoints_deleted == 3
 
 
 def test_the_pruning_user_cannot_touch_other_keys(r: redis.Redis, pruning_user: redis.Redis) -> None:
@@ -63,7 +127,7 @@ def test_the_pruning_user_cannot_touch_other_keys(r: redis.Redis, pruning_user: 
     ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             pruning_user.execute_command(*command)
-    Pruner(pruning_user).install()
+    Pruner(r).install()
     # nor through a function: scripts run with the caller's permissions
     with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)permission|noperm"):
         pruning_user.fcall(
