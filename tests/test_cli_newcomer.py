@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+from pathlib import Path
 
 import pytest
 import redis
@@ -92,3 +93,32 @@ def test_ids_are_quoted_and_counts_agree_in_number(
     put_checkpoints(saver, "one", 2)
     out = lgprune("prune", "one", "--keep", "1", "--url", redis_url)
     assert "deleted 1 checkpoint, 2 writes" in out.stdout and "kept 1 checkpoint (" in out.stdout
+
+
+def test_the_quick_starts_sample_result_is_what_keep_10_gives(r: redis.Redis, saver: RedisSaver) -> None:
+    """The README's sample is the demo's chat thread (12 turns) pruned to 10, not the keep-5 numbers."""
+    from langchain_core.messages import HumanMessage
+
+    from lgprune import Pruner
+    from lgprune.demo import chat_app
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    sample = re.search(
+        r'prune\("user:42:chat", keep=10\).*?'
+        r"checkpoints_deleted=(\d+), writes_deleted=(\d+), keys_deleted=(\d+)",
+        readme,
+        re.DOTALL,
+    )
+    assert sample, "the quick start shows a sample result"
+    app = chat_app(saver)
+    for turn in range(12):
+        app.invoke(
+            {"messages": [HumanMessage(content=f"turn {turn}")]},
+            {"configurable": {"thread_id": "user:42:chat"}},
+        )
+    result = Pruner(r).prune("user:42:chat", keep=10)
+    assert [int(n) for n in sample.groups()] == [
+        result.checkpoints_deleted,
+        result.writes_deleted,
+        result.keys_deleted,
+    ]
