@@ -3,14 +3,21 @@ read replies, resume, stall and reinstall. (Everything else runs against a real 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
 
 from lgprune.driver import INSTALL, Steps, run
-from lgprune.errors import IndexMissingError, InvalidArgumentError, LgpruneError, ModulesMissingError
-from lgprune.library import install_steps, library_build, library_version
+from lgprune.errors import (
+    IndexMissingError,
+    InvalidArgumentError,
+    LgpruneError,
+    LibraryVersionError,
+    ModulesMissingError,
+)
+from lgprune.library import install_steps, library_build, library_file, library_version
 from lgprune.protocol import Options, fcall_steps, many_steps, prune_steps, sweep_steps
 from lgprune.results import SWEEP_COUNTS, reply_fields, reply_pairs
 
@@ -164,7 +171,14 @@ def test_install_probes_a_few_bytes_and_loads_only_when_needed() -> None:
     assert sent[1][:3] == ("FUNCTION", "LOAD", "REPLACE")
     major = int(library_version().split(".")[0])
     newer = f"{major}.99.0"
-    assert drive(install_steps(), [[newer.encode(), b"x"]])[0] == newer  # never downgraded
+    file = library_file().replace(f"local VERSION = '{library_version()}'", f"local VERSION = '{newer}'")
+    build = hashlib.sha256(file.encode()).hexdigest()[:16]
+    built = file.replace("local BUILD = 'dev'", f"local BUILD = '{build}'")
+    listing = [[b"library_name", b"lgprune", b"library_code", built.encode()]]
+    version, sent = drive(install_steps(), [[newer.encode(), build.encode()], listing])
+    assert version == newer and sent[1][:2] == ("FUNCTION", "LIST")  # a newer build: never downgraded
+    with pytest.raises(LibraryVersionError, match="lgprune install --force"):  # no package built it
+        drive(install_steps(), [[newer.encode(), b"x"], listing])
 
 
 def test_replies_parse_the_same_from_resp2_and_resp3() -> None:
