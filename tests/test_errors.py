@@ -167,3 +167,10 @@ def test_a_read_only_replica_is_named(r: redis.Redis, saver: RedisSaver, redis_u
         with pytest.raises(ReadOnlyServerError, match="primary"):
             Pruner(replica).prune("t", 1)
     assert len(checkpoint_ids(saver, "t")) == 4
+
+
+def test_a_client_on_another_database_is_refused_before_any_command(redis_url: str, r: redis.Redis) -> None:
+    other = redis.Redis.from_url(redis_url + "/3")
+    with pytest.raises(InvalidArgumentError, match="database 0 only"):
+        Pruner(other).prune("t", 1)
+    assert r.function_list() == []  # not even the library was loaded

@@ -104,3 +104,10 @@ def test_a_sweep_counts_each_thread_once(r: redis.Redis, saver: RedisSaver) -> N
     assert result.calls > 3
     assert result.threads_visited == len(threads)
     assert all(len(checkpoint_ids(saver, t)) == 2 for t in threads)
+
+
+def test_grace_0_removes_orphans_of_any_age(r: redis.Redis, saver: RedisSaver, pruner: Pruner) -> None:
+    young = put_placeholder(saver, "t", age_ms=0)
+    time.sleep(0.01)  # older than "now" by the server's clock
+    assert pruner.sweep(5, orphans=True, grace=0).orphans_deleted == len(young)
+    assert existing(r, young) == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -152,23 +152,14 @@ def _many_loop(ids: list[ThreadId], tail: list[str], dry_run: bool) -> Steps[Pru
     return result
 
 
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '30d', '12h', '90m', '45s', '2w' or a plain number of seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if not match or float(match.group(1)) <= 0:
-        raise InvalidArgumentError(f"{text!r} is not a duration like 30d, 12h, 90m or 45s")
-    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
-
-
-def to_ms(name: str, value: Duration | None) -> int | None:
-    """A positive duration (seconds or timedelta) in whole milliseconds."""
+def to_ms(name: str, value: Duration | None, *, zero: bool = False) -> int | None:
+    """A positive duration (seconds or timedelta; with `zero`, 0 too) in whole milliseconds."""
     if value is None:
         return None
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        raise InvalidArgumentError(f"{name} must be a duration, got {value!r}")
+    if seconds < 0 or (seconds == 0 and not zero):
         raise InvalidArgumentError(f"{name} must be a positive duration, got {value!r}")
     return int(seconds * 1000)
 
@@ -187,7 +178,7 @@ def sweep_steps(
     """Sweep every thread from cursor 0 until the server reports the sweep done."""
     args = [str(check_count("keep", keep)), *options.arguments()]
     for flag, value in (("MAX_AGE", max_age), ("IDLE_TTL", idle_ttl), ("GRACE", grace)):
-        ms = to_ms(flag.lower(), value)
+        ms = to_ms(flag.lower(), value, zero=flag == "GRACE")  # grace 0: orphans of any age
         if ms is not None:
             args += [option(flag), str(ms)]
     if orphans:

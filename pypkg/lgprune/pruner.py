@@ -15,6 +15,7 @@ from lgprune.library import install_steps
 from lgprune.protocol import Duration, Options, check_count, many_steps, prune_steps, sweep_steps
 from lgprune.results import PruneResult, SweepResult
 from lgprune.stats import Stats, stats_steps
+from lgprune.urls import check_database
 
 T = TypeVar("T")
 
@@ -54,6 +55,7 @@ class Pruner:
                 self._installs += 1
 
     def _run(self, steps: Steps[T]) -> T:
+        check_database(self.client, "the client")
         seen = self._installs
         if self._library is None:
             self._install_once(seen)
@@ -144,6 +146,7 @@ class AsyncPruner:
                 self._installs += 1
 
     async def _run(self, steps: Steps[T]) -> T:
+        check_database(self.client, "the client")
         seen = self._installs
         if self._library is None:
             await self._install_once(seen)

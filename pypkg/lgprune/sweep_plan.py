@@ -12,8 +12,6 @@ from lgprune.errors import InvalidArgumentError
 from lgprune.protocol import check_count
 from lgprune.results import SweepResult
 
-LEAST_GRACE = 0.001  # grace 0 ("orphans of any age") as the Python API takes it: 1 ms
-
 
 @dataclass(frozen=True)
 class SweepPlan:
@@ -43,7 +41,7 @@ class SweepPlan:
             "max_age": self.max_age,
             "idle_ttl": self.idle_ttl,
             "orphans": self.orphans,
-            "grace": None if self.grace is None else max(self.grace, LEAST_GRACE),
+            "grace": self.grace,
             "on_progress": on_progress,
         }
 

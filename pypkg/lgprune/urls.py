@@ -27,7 +27,7 @@ def check_database(client: Any, where: str = "--url") -> None:
     only (Redis 8 refuses FT.CREATE elsewhere; an index of database 0 lists the keys of
     every database, unchecked), so lgprune cannot prune exactly anywhere else."""
     pool = getattr(client, "connection_pool", client)  # a client, or a pool
-    db = int(pool.connection_kwargs.get("db") or 0)
+    db = int(getattr(pool, "connection_kwargs", {}).get("db") or 0)  # (a cluster has only 0)
     if db != 0:
         raise InvalidArgumentError(
             f"{where} selects database {db}: lgprune works on database 0 only, where the saver's "
