@@ -442,11 +442,12 @@ end
 
 -- The doc of a root checkpoint key: the key must be exactly <prefix><id>
 -- (prefix = checkpoint_prefix(thread, ROOT_NS)) with a non-empty id free of
--- colons, a form no other thread's key can take when the key was found by
--- a query on the thread's tag and, for a thread that is not plain, the root
--- namespace: another thread's extra ':'-separated part would leave a colon in
--- <id>, and a thread cut short at one of our colons has a shorter (case-folded)
--- tag, unlike ours when ours is the whole id. Else nil.
+-- colons, a form no other thread's key can take when the key was found by a
+-- query on the tag of a plain thread: another thread's extra ':'-separated
+-- part would leave a colon in <id>, and a thread cut short at one of our
+-- colons has a shorter (case-folded) tag, unlike ours when ours is the whole
+-- id. (For a thread that is not plain, a comma lets another thread's namespace
+-- spell our root: see proven_root.) Else nil.
 local function root_doc(key, prefix)
   if starts_with(key, prefix) and #key > #prefix and not key:find(':', #prefix + 1, true) then
     return { key = key, ns = ROOT_NS, id = key:sub(#prefix + 1) }
@@ -716,11 +717,27 @@ local function registered_writes(thread, d)
   return rcall('ZCARD', registry_key(thread, d))
 end
 
+-- The doc of root checkpoint `key` of the thread, or nil: root_doc's form and,
+-- for a thread that is not plain, the document's own thread_id, checkpoint_ns
+-- and checkpoint_id (thread `a,x` may store namespace `__empty__,r:__empty__`,
+-- whose keys are those of the root of thread `a,x:__empty__,r`, and which the
+-- TAG query on the root namespace matches by its piece `__empty__`).
+local function proven_root(ctx, thread, key)
+  local d = root_doc(key, checkpoint_prefix(ctx, thread, ROOT_NS))
+  if d and not thread.plain then
+    local t, ns, id = identity(key)
+    if t ~= thread.id or ns ~= ROOT_NS or id ~= d.id then
+      return nil
+    end
+  end
+  return d
+end
+
 -- The thread's newest root checkpoint, as the latest pointer names it (a doc),
--- or nil when the pointer is missing or not of root_doc's form.
+-- or nil when the pointer is missing or names no proven root checkpoint.
 local function newest_root(ctx, thread)
   local newest = read_pointer(latest_key(ctx, thread, ROOT_NS))
-  return newest and root_doc(newest, checkpoint_prefix(ctx, thread, ROOT_NS)) or nil
+  return newest and proven_root(ctx, thread, newest) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -735,13 +752,13 @@ local function first_look(ctx, thread, limit, counted)
   return res[1], res
 end
 
--- Root docs, collected once each from index answers: add(keys, first, last)
--- keeps the keys[first..last] of root_doc's form under `prefix`.
-local function root_docs(prefix)
+-- Root docs of the thread, collected once each from index answers:
+-- add(keys, first, last) keeps the keys[first..last] proven_root proves.
+local function root_docs(ctx, thread)
   local self, listed = { docs = {} }, {}
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and root_doc(keys[i], prefix)
+      local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i])
       if doc then
         listed[doc.key] = true
         self.docs[#self.docs + 1] = doc
@@ -820,7 +837,7 @@ local function root_window(ctx, thread, keep, view)
   local limit = view.limit
   local target = view.wide and limit or math.min(limit, keep + WINDOW_SLACK)
   local lo = ts - window_span(ctx, thread, ts, keep, target)
-  local list = root_docs(checkpoint_prefix(ctx, thread, ROOT_NS))
+  local list = root_docs(ctx, thread)
   list.add({ view.newest.key }, 1, 1)
   local window = since(ctx, thread, lo, limit)
   list.add(window, 2, limit + 1)
@@ -838,7 +855,7 @@ local function list_root(ctx, thread, view)
     res = search_all({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.limit,
       sorted = view.sorted }, 1)
   end
-  local list = root_docs(checkpoint_prefix(ctx, thread, ROOT_NS))
+  local list = root_docs(ctx, thread)
   list.add(res, 2, #res)
   return list.docs
 end
@@ -961,7 +978,7 @@ local function walk_delta(walk, start, needed)
       return false
     end
     local pkey = checkpoint_key(walk.ctx, walk.thread, walk.ns, parent)
-    if rcall('EXISTS', pkey) == 0 then
+    if checkpoint_gone(pkey) then -- missing, or a placeholder: not stored yet
       local ms = uuid6_ms(parent)
       return ms == nil or ms >= now_ms() - DEFAULT_GRACE_MS
     end
@@ -1314,7 +1331,8 @@ end
 -- age. Writes under a listed checkpoint's write prefix are left to
 -- delete_doomed (a placeholder whose id extends a listed one's keeps its
 -- writes: when unsure, keep). Reads up to reads_left entries; returns the
--- keys, writes first.
+-- keys, writes first, and `cut` when the answer was cut short (case variants
+-- of the thread with more writes than that): then the call reports more.
 local function leftovers(ctx, thread, docs)
   local owners = write_owners(ctx, thread, docs)
   local res = search({ index = ctx.wp, where = '@thread_id:{$t}', thread = thread,
@@ -1339,11 +1357,11 @@ local function leftovers(ctx, thread, docs)
       end
     end
   end
-  return { writes = writes, others = others }
+  return { writes = writes, others = others, cut = res[1] > #res - 1 }
 end
 
 -- Take the leftovers (see leftovers) into the sinks when all fit del.left:
--- false when they do not.
+-- false when they do not, or when more may exist than were read.
 local function take_leftovers(del, extra)
   if #extra.writes + #extra.others > del.left then
     return false
@@ -1355,7 +1373,7 @@ local function take_leftovers(del, extra)
     del.others.add(key)
   end
   del.left = del.left - #extra.writes - #extra.others
-  return true
+  return not extra.cut
 end
 
 -- Take the doomed checkpoints in order, with the writes `found` for all of
@@ -1660,12 +1678,13 @@ end
 -- checkpoint's own thread_id, read with JSON.MGET for a whole SCAN step (not
 -- MGET for the pointers: the README's ACL has no +mget). Maps a pointer key
 -- to its id; a pointer whose value is not a string naming a JSON document
--- with a string thread_id is left out.
+-- under the checkpoint prefix (as the saver's always do) with a string
+-- thread_id is left out, so no other key is ever read.
 local function pointer_threads(ctx, keys)
   local latest, named, targets, ids = latest_start(ctx), {}, {}, {}
   for _, key in ipairs(keys) do
     local target = starts_with(key, latest) and read_pointer(key)
-    if target then
+    if target and starts_with(target, ctx.cp .. ':') then
       named[#named + 1] = key
       targets[#targets + 1] = target
     end
@@ -1712,8 +1731,9 @@ local function sweep_pointer(sw, key, id)
     end
     return true
   end
-  if sw.seen[id] then
-    return true
+  local root = latest_key(ctx, { id = id }, ROOT_NS)
+  if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then
+    return true -- a thread is visited once, from its root namespace's pointer when it has one
   end
   if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
     return false -- this call has spent its budget and deleted something: resume here
@@ -1728,9 +1748,12 @@ local function sweep_pointer(sw, key, id)
   end
   sw.seen[id] = true
   b.work = b.work + VISIT_COST
-  sw.step.threads_visited = sw.step.threads_visited + 1
+  -- counted with the step, unless no later call can meet the thread again (its root
+  -- pointer is gone: it was deleted whole, or had none)
+  local counts = rcall('EXISTS', root) == 1 and sw.step or sw.out
+  counts.threads_visited = counts.threads_visited + 1
   if not thread then
-    sw.step.threads_skipped = sw.step.threads_skipped + 1
+    counts.threads_skipped = counts.threads_skipped + 1
     return true
   end
   count_visit(sw, id, done)
@@ -1787,7 +1810,8 @@ local function sweep_steps(sw, cursor)
   while true do
     scan[2] = cursor
     local res = rcall(unpack(scan))
-    local finished = sweep_keys(sw, res[2]) -- whether the step was visited whole
+    local ok, finished = guard(b, sweep_keys, sw, res[2]) -- finished: the step was visited whole
+    finished = ok and finished
     b.work = b.work + step_cost
     if not finished then
       return cursor == '0' and '00' or cursor

@@ -433,8 +433,8 @@ MUTANTS = [
         "sweep-counts-once",
         "a SCAN step read again by the next call counts its threads once",
         "80-sweep.lua",
-        "  sw.step.threads_visited = sw.step.threads_visited + 1\n",
-        "  sw.out.threads_visited = sw.out.threads_visited + 1\n",
+        "  local counts = rcall('EXISTS', root) == 1 and sw.step or sw.out\n",
+        "  local counts = sw.out\n",
         (LEFTOVERS + "test_a_sweep_counts_each_thread_once",),
     ),
     Mutant(
@@ -445,6 +445,54 @@ MUTANTS = [
         "  if not ok or type(first[1]) ~= 'string' then\n",
         (SWEEP + "test_orphans_are_found_and_removed",),
     ),
+    Mutant(
+        "proven-root-identity",
+        "a root key of a thread that is not plain is confirmed by the document's own fields",
+        "40-listing.lua",
+        "  if d and not thread.plain then\n",
+        "  if false then\n",
+        (RULES + "test_a_thread_with_a_comma_never_takes_a_namespace_that_spells_its_root",),
+    ),
+    Mutant(
+        "pointer-target-prefix",
+        "a sweep reads only what a latest pointer names under the checkpoint prefix",
+        "80-sweep.lua",
+        "    if target and starts_with(target, ctx.cp .. ':') then\n",
+        "    if target then\n",
+        ("tests/test_acl.py::test_a_sweep_never_reads_what_a_foreign_latest_pointer_names",),
+    ),
+    Mutant(
+        "walk-placeholder-parent",
+        "a DeltaChannel parent that is only a placeholder is not stored yet: it holds the history",
+        "50-plan.lua",
+        "    if checkpoint_gone(pkey) then -- missing, or a placeholder: not stored yet\n",
+        "    if rcall('EXISTS', pkey) == 0 then\n",
+        (RULES + "test_a_delta_parent_that_is_only_a_placeholder_holds_the_history",),
+    ),
+    Mutant(
+        "visit-from-root-pointer",
+        "a sweep visits a thread once, from its root pointer, not once per namespace",
+        "80-sweep.lua",
+        "  if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then\n",
+        "  if sw.seen[id] then\n",
+        (SWEEP + "test_a_sweep_counts_threads_deleted_whole_and_threads_with_subgraphs_once",),
+    ),
+    Mutant(
+        "visit-deleted-whole-counted",
+        "a thread deleted whole is counted at once (its pointer is not met again)",
+        "80-sweep.lua",
+        "  local counts = rcall('EXISTS', root) == 1 and sw.step or sw.out\n",
+        "  local counts = sw.step\n",
+        (SWEEP + "test_a_sweep_counts_threads_deleted_whole_and_threads_with_subgraphs_once",),
+    ),
+    Mutant(
+        "leftovers-cut-more",
+        "keep 0 never reports done while a cut-short answer may hide leftovers",
+        "60-delete.lua",
+        "  return not extra.cut\n",
+        "  return true\n",
+        (LEFTOVERS + "test_keep_0_never_says_done_while_a_case_variant_hides_leftovers",),
+    ),
 ]
 
 # Left out, and why:
@@ -453,6 +501,9 @@ MUTANTS = [
 #   ours can do (thread `t:a,t`, namespace and id `a,t`, under `t`).
 # * search_all's PARTIAL check: only a RediSearch timeout returns a short answer, and every
 #   query runs with TIMEOUT 0.
+# * the guard around a sweep's SCAN step (sweep_steps): defence in depth. Every read a step
+#   makes outside a thread's prune is pcall'd or confined to the saver's keys (see the
+#   pointer-target-prefix mutant), so no test can make one fail after a delete.
 
 
 class CheckError(Exception):

@@ -134,3 +134,19 @@ def test_the_pruning_user_cannot_touch_other_keys(r: redis.Redis, pruning_user: 
             "lgprune_thread", 0, "t", 1, "CHECKPOINT_PREFIX", "session", "WRITE_PREFIX", "orders"
         )
     assert r.get("session:42") == b"secret" and r.exists("orders:1")
+
+
+def test_a_sweep_never_reads_what_a_foreign_latest_pointer_names(
+    r: redis.Redis, saver: RedisSaver, pruning_user: redis.Redis
+) -> None:
+    # keys under the pointers' prefix whose values name keys the user may not read
+    for i in range(200):
+        put_checkpoints(saver, f"t{i}", 3, writes=1)
+    for i in range(40):
+        r.set(f"checkpoint_latest:junk{i}", f"session:{i}")
+        r.json().set(f"session:{i}", "$", {"thread_id": "secret"})
+    Pruner(r).install()
+    result = Pruner(pruning_user, budget=100).sweep(1)
+    assert result.threads_visited == 200
+    assert all(len(checkpoint_ids(saver, f"t{i}")) == 1 for i in range(200))
+    assert all(r.exists(f"session:{i}") for i in range(40))

@@ -111,3 +111,16 @@ def test_grace_0_removes_orphans_of_any_age(r: redis.Redis, saver: RedisSaver, p
     time.sleep(0.01)  # older than "now" by the server's clock
     assert pruner.sweep(5, orphans=True, grace=0).orphans_deleted == len(young)
     assert existing(r, young) == []
+
+
+def test_keep_0_never_says_done_while_a_case_variant_hides_leftovers(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    put_checkpoints(saver, "T", 60, writes=3)  # 180 writes the tag of "t" also matches
+    put_checkpoints(saver, "t", 2, writes=1)
+    left = put_placeholder(saver, "t", age_ms=0)
+    pruner.install()
+    reply = r.fcall("lgprune_thread", 0, "t", "0", "BUDGET", "100")  # reads 100 writes
+    assert dict(zip(reply[::2], reply[1::2], strict=True))[b"more"] == 1 or existing(r, left) == []
+    Pruner(r, budget=1000).prune("t", 0)
+    assert existing(r, left) == [] and checkpoint_ids(saver, "t") == []

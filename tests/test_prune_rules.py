@@ -7,6 +7,7 @@ import time
 import pytest
 import redis
 from helpers import (
+    LongDeltaState,
     approve_turns,
     chat,
     chat_graph,
@@ -499,3 +500,40 @@ def test_a_checkpoint_with_more_writes_than_a_call_reads_does_not_stall_the_thre
     assert checkpoint_ids(saver, "t", "tools:1") == []
     assert result.checkpoints_deleted == 8 + 1 and result.writes_deleted == 8 + 300
     assert every_write_has_its_checkpoint(r)
+
+
+@needs_delta_saver
+def test_a_delta_parent_that_is_only_a_placeholder_holds_the_history(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    delta_turns(delta_graph(saver, LongDeltaState), "x", 4)
+    ids = checkpoint_ids(saver, "x")
+    parent = r.json().get(f"checkpoint:x:__empty__:{ids[0]}", "$.parent_checkpoint_id")[0]
+    r.delete(f"checkpoint:x:__empty__:{parent}")
+    saver.put_writes(config_of("x", parent), [("msgs", ["late"])], task_id="t")  # its put not landed
+    before = snapshot(r)
+    assert pruner.prune("x", 1).keys_deleted == 0
+    assert snapshot(r) == before
+
+
+def test_a_thread_with_a_comma_never_takes_a_namespace_that_spells_its_root(
+    r: redis.Redis, saver: RedisSaver, pruner: Pruner
+) -> None:
+    # thread T2 = "longestpiece,x" stores namespace "__empty__,r:__empty__": its keys are
+    # those of the root of thread T = "longestpiece,x:__empty__,r", whose TAG query (its
+    # longest piece) matches T2, and whose root query matches the piece "__empty__"
+    other, ns = "longestpiece,x", "__empty__,r:__empty__"
+    ours = other + ":__empty__,r"
+    ids = put_checkpoints(saver, ours, 3, writes=1)
+    put_checkpoints(saver, other, 2, writes=2, ns=ns)
+    before = snapshot(r)
+    pruner.prune(ours, 1)
+    expected = set()
+    for step, checkpoint_id in enumerate(ids[:2]):
+        stem = f"{ours}:__empty__:{checkpoint_id}"
+        expected |= {
+            f"checkpoint:{stem}",
+            f"write_keys_zset:{stem}",
+            f"checkpoint_write:{stem}:task-{step}:0",
+        }
+    assert {k.decode() for k in before if not r.exists(k)} == expected

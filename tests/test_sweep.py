@@ -198,3 +198,26 @@ def test_stats_counts_and_sizes_each_threads_own_checkpoints(r: redis.Redis, sav
     small = [per_checkpoint[t] for t in ("wang1", "Wang1", "a", "a,b")]
     assert min(small) > 0 and max(small) < 1.5 * min(small)  # sampled from the thread's own keys
     assert stats.sweep_checkpoints == 30
+
+
+def test_a_sweep_counts_threads_deleted_whole_and_threads_with_subgraphs_once(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    threads = [f"t{i}" for i in range(30)]
+    for thread_id in threads:
+        put_checkpoints(saver, thread_id, 4, writes=1)
+        put_checkpoints(saver, thread_id, 2, writes=1, ns=f"child:{thread_id}")
+    assert Pruner(r, budget=40).sweep(1).threads_visited == len(threads)  # calls stop inside steps
+    assert Pruner(r, budget=40).sweep(0).threads_visited == len(threads)  # each deleted whole
+    assert r.dbsize() == 0
+
+
+def test_a_dry_run_of_many_threads_ends_and_deletes_nothing(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "a", 5, writes=1)
+    put_checkpoints(saver, "big", 100, writes=3)  # more writes than one call of budget 100 reads
+    put_checkpoints(saver, "c", 5, writes=1)
+    before = snapshot(r)
+    dry = Pruner(r, budget=100).prune_many(["a", "big", "c"], 0, dry_run=True)
+    assert snapshot(r) == before
+    assert dry.checkpoints_deleted > 5 + 5  # a and c, and a part of big, each counted once
+    assert dry.checkpoints_deleted <= 5 + 100 + 5

@@ -178,11 +178,12 @@ end
 
 -- The doc of a root checkpoint key: the key must be exactly <prefix><id>
 -- (prefix = checkpoint_prefix(thread, ROOT_NS)) with a non-empty id free of
--- colons, a form no other thread's key can take when the key was found by
--- a query on the thread's tag and, for a thread that is not plain, the root
--- namespace: another thread's extra ':'-separated part would leave a colon in
--- <id>, and a thread cut short at one of our colons has a shorter (case-folded)
--- tag, unlike ours when ours is the whole id. Else nil.
+-- colons, a form no other thread's key can take when the key was found by a
+-- query on the tag of a plain thread: another thread's extra ':'-separated
+-- part would leave a colon in <id>, and a thread cut short at one of our
+-- colons has a shorter (case-folded) tag, unlike ours when ours is the whole
+-- id. (For a thread that is not plain, a comma lets another thread's namespace
+-- spell our root: see proven_root.) Else nil.
 local function root_doc(key, prefix)
   if starts_with(key, prefix) and #key > #prefix and not key:find(':', #prefix + 1, true) then
     return { key = key, ns = ROOT_NS, id = key:sub(#prefix + 1) }

@@ -31,11 +31,27 @@ local function registered_writes(thread, d)
   return rcall('ZCARD', registry_key(thread, d))
 end
 
+-- The doc of root checkpoint `key` of the thread, or nil: root_doc's form and,
+-- for a thread that is not plain, the document's own thread_id, checkpoint_ns
+-- and checkpoint_id (thread `a,x` may store namespace `__empty__,r:__empty__`,
+-- whose keys are those of the root of thread `a,x:__empty__,r`, and which the
+-- TAG query on the root namespace matches by its piece `__empty__`).
+local function proven_root(ctx, thread, key)
+  local d = root_doc(key, checkpoint_prefix(ctx, thread, ROOT_NS))
+  if d and not thread.plain then
+    local t, ns, id = identity(key)
+    if t ~= thread.id or ns ~= ROOT_NS or id ~= d.id then
+      return nil
+    end
+  end
+  return d
+end
+
 -- The thread's newest root checkpoint, as the latest pointer names it (a doc),
--- or nil when the pointer is missing or not of root_doc's form.
+-- or nil when the pointer is missing or names no proven root checkpoint.
 local function newest_root(ctx, thread)
   local newest = read_pointer(latest_key(ctx, thread, ROOT_NS))
-  return newest and root_doc(newest, checkpoint_prefix(ctx, thread, ROOT_NS)) or nil
+  return newest and proven_root(ctx, thread, newest) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -50,13 +66,13 @@ local function first_look(ctx, thread, limit, counted)
   return res[1], res
 end
 
--- Root docs, collected once each from index answers: add(keys, first, last)
--- keeps the keys[first..last] of root_doc's form under `prefix`.
-local function root_docs(prefix)
+-- Root docs of the thread, collected once each from index answers:
+-- add(keys, first, last) keeps the keys[first..last] proven_root proves.
+local function root_docs(ctx, thread)
   local self, listed = { docs = {} }, {}
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and root_doc(keys[i], prefix)
+      local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i])
       if doc then
         listed[doc.key] = true
         self.docs[#self.docs + 1] = doc
@@ -135,7 +151,7 @@ local function root_window(ctx, thread, keep, view)
   local limit = view.limit
   local target = view.wide and limit or math.min(limit, keep + WINDOW_SLACK)
   local lo = ts - window_span(ctx, thread, ts, keep, target)
-  local list = root_docs(checkpoint_prefix(ctx, thread, ROOT_NS))
+  local list = root_docs(ctx, thread)
   list.add({ view.newest.key }, 1, 1)
   local window = since(ctx, thread, lo, limit)
   list.add(window, 2, limit + 1)
@@ -153,7 +169,7 @@ local function list_root(ctx, thread, view)
     res = search_all({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.limit,
       sorted = view.sorted }, 1)
   end
-  local list = root_docs(checkpoint_prefix(ctx, thread, ROOT_NS))
+  local list = root_docs(ctx, thread)
   list.add(res, 2, #res)
   return list.docs
 end

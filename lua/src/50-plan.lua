@@ -59,7 +59,7 @@ local function walk_delta(walk, start, needed)
       return false
     end
     local pkey = checkpoint_key(walk.ctx, walk.thread, walk.ns, parent)
-    if rcall('EXISTS', pkey) == 0 then
+    if checkpoint_gone(pkey) then -- missing, or a placeholder: not stored yet
       local ms = uuid6_ms(parent)
       return ms == nil or ms >= now_ms() - DEFAULT_GRACE_MS
     end

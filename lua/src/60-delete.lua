@@ -205,7 +205,8 @@ end
 -- age. Writes under a listed checkpoint's write prefix are left to
 -- delete_doomed (a placeholder whose id extends a listed one's keeps its
 -- writes: when unsure, keep). Reads up to reads_left entries; returns the
--- keys, writes first.
+-- keys, writes first, and `cut` when the answer was cut short (case variants
+-- of the thread with more writes than that): then the call reports more.
 local function leftovers(ctx, thread, docs)
   local owners = write_owners(ctx, thread, docs)
   local res = search({ index = ctx.wp, where = '@thread_id:{$t}', thread = thread,
@@ -230,11 +231,11 @@ local function leftovers(ctx, thread, docs)
       end
     end
   end
-  return { writes = writes, others = others }
+  return { writes = writes, others = others, cut = res[1] > #res - 1 }
 end
 
 -- Take the leftovers (see leftovers) into the sinks when all fit del.left:
--- false when they do not.
+-- false when they do not, or when more may exist than were read.
 local function take_leftovers(del, extra)
   if #extra.writes + #extra.others > del.left then
     return false
@@ -246,7 +247,7 @@ local function take_leftovers(del, extra)
     del.others.add(key)
   end
   del.left = del.left - #extra.writes - #extra.others
-  return true
+  return not extra.cut
 end
 
 -- Take the doomed checkpoints in order, with the writes `found` for all of

@@ -79,12 +79,13 @@ end
 -- checkpoint's own thread_id, read with JSON.MGET for a whole SCAN step (not
 -- MGET for the pointers: the README's ACL has no +mget). Maps a pointer key
 -- to its id; a pointer whose value is not a string naming a JSON document
--- with a string thread_id is left out.
+-- under the checkpoint prefix (as the saver's always do) with a string
+-- thread_id is left out, so no other key is ever read.
 local function pointer_threads(ctx, keys)
   local latest, named, targets, ids = latest_start(ctx), {}, {}, {}
   for _, key in ipairs(keys) do
     local target = starts_with(key, latest) and read_pointer(key)
-    if target then
+    if target and starts_with(target, ctx.cp .. ':') then
       named[#named + 1] = key
       targets[#targets + 1] = target
     end
@@ -131,8 +132,9 @@ local function sweep_pointer(sw, key, id)
     end
     return true
   end
-  if sw.seen[id] then
-    return true
+  local root = latest_key(ctx, { id = id }, ROOT_NS)
+  if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then
+    return true -- a thread is visited once, from its root namespace's pointer when it has one
   end
   if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
     return false -- this call has spent its budget and deleted something: resume here
@@ -147,9 +149,12 @@ local function sweep_pointer(sw, key, id)
   end
   sw.seen[id] = true
   b.work = b.work + VISIT_COST
-  sw.step.threads_visited = sw.step.threads_visited + 1
+  -- counted with the step, unless no later call can meet the thread again (its root
+  -- pointer is gone: it was deleted whole, or had none)
+  local counts = rcall('EXISTS', root) == 1 and sw.step or sw.out
+  counts.threads_visited = counts.threads_visited + 1
   if not thread then
-    sw.step.threads_skipped = sw.step.threads_skipped + 1
+    counts.threads_skipped = counts.threads_skipped + 1
     return true
   end
   count_visit(sw, id, done)
@@ -206,7 +211,8 @@ local function sweep_steps(sw, cursor)
   while true do
     scan[2] = cursor
     local res = rcall(unpack(scan))
-    local finished = sweep_keys(sw, res[2]) -- whether the step was visited whole
+    local ok, finished = guard(b, sweep_keys, sw, res[2]) -- finished: the step was visited whole
+    finished = ok and finished
     b.work = b.work + step_cost
     if not finished then
       return cursor == '0' and '00' or cursor

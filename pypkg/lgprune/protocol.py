@@ -143,12 +143,15 @@ def _many_loop(ids: list[ThreadId], tail: list[str], dry_run: bool) -> Steps[Pru
         batch = ids[start : start + MAX_MANY]
         reply = yield from calls_steps("lgprune_many", [tail[0], str(len(batch)), *batch, *tail[1:]], result)
         fields = reply_fields(reply)
-        if fields["next"]:
+        stop = fields["next"]  # 0, or the 1-based position of the thread the call stopped at
+        # that thread goes on in the next call when this one deleted something; else (a dry
+        # run, which counts a thread once, as far as one call can, or no progress) it is
+        # left as it is and the calls go on after it
+        resume = bool(stop and fields["keys_deleted"] and not dry_run)
+        if resume:
             fields["checkpoints_kept"] = 0  # counted again when the call resumes
         result = result.plus_call(fields, other_threads=True)
-        if fields["next"] == 1 and not fields["keys_deleted"]:
-            return result  # no progress is possible: keep what is left
-        start += fields["next"] - 1 if fields["next"] else len(batch)
+        start += (stop - 1 if resume else stop) if stop else len(batch)
     return result
 
 
