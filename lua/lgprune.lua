@@ -495,8 +495,13 @@ local server = { json = false, cap = nil }
 --   sorted  optional: newest checkpoint_id first
 local function query_args(q)
   local ids = q.ids or {}
-  local args = { q.index, q.where, 'PARAMS', tostring(4 + 2 * #ids), 't', q.thread.tag, 'n', ROOT_NS }
+  local args = { q.index, q.where, 'PARAMS', '', 't', q.thread.tag }
   local n = #args
+  if q.where:find('$n', 1, true) then -- a parameter more costs every query a little
+    args[n + 1], args[n + 2] = 'n', ROOT_NS
+    n = n + 2
+  end
+  args[4] = tostring(n - 4 + 2 * #ids)
   for i, param in ipairs(ids) do
     args[n + 1], args[n + 2] = 'c' .. i, param
     n = n + 2
@@ -722,8 +727,9 @@ end
 -- and checkpoint_id (thread `a,x` may store namespace `__empty__,r:__empty__`,
 -- whose keys are those of the root of thread `a,x:__empty__,r`, and which the
 -- TAG query on the root namespace matches by its piece `__empty__`).
-local function proven_root(ctx, thread, key)
-  local d = root_doc(key, checkpoint_prefix(ctx, thread, ROOT_NS))
+-- `prefix` is checkpoint_prefix(ctx, thread, ROOT_NS), built once by the caller.
+local function proven_root(thread, key, prefix)
+  local d = root_doc(key, prefix)
   if d and not thread.plain then
     local t, ns, id = identity(key)
     if t ~= thread.id or ns ~= ROOT_NS or id ~= d.id then
@@ -737,7 +743,7 @@ end
 -- or nil when the pointer is missing or names no proven root checkpoint.
 local function newest_root(ctx, thread)
   local newest = read_pointer(latest_key(ctx, thread, ROOT_NS))
-  return newest and proven_root(ctx, thread, newest) or nil
+  return newest and proven_root(thread, newest, checkpoint_prefix(ctx, thread, ROOT_NS)) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -755,10 +761,10 @@ end
 -- Root docs of the thread, collected once each from index answers:
 -- add(keys, first, last) keeps the keys[first..last] proven_root proves.
 local function root_docs(ctx, thread)
-  local self, listed = { docs = {} }, {}
+  local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ROOT_NS)
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i])
+      local doc = not listed[keys[i]] and proven_root(thread, keys[i], prefix)
       if doc then
         listed[doc.key] = true
         self.docs[#self.docs + 1] = doc
@@ -855,9 +861,11 @@ local function list_root(ctx, thread, view)
     res = search_all({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.limit,
       sorted = view.sorted }, 1)
   end
-  local list = root_docs(ctx, thread)
-  list.add(res, 2, #res)
-  return list.docs
+  local docs, prefix = {}, checkpoint_prefix(ctx, thread, ROOT_NS)
+  for i = 2, #res do -- one answer: each key once
+    docs[#docs + 1] = proven_root(thread, res[i], prefix)
+  end
+  return docs
 end
 
 -- The doc of an entry outside the root namespace when it is the thread's:
@@ -1188,8 +1196,12 @@ local function match_writes(res, thread, owners, found)
     for _, len in ipairs(owners.lengths) do
       local d = key:byte(len) == 58 and owners.prefix[key:sub(1, len)] -- 58: ':'
       if d and owns(thread, d, key, len) then
-        found[d.id] = found[d.id] or {}
-        table.insert(found[d.id], key)
+        local list = found[d.id]
+        if not list then
+          list = {}
+          found[d.id] = list
+        end
+        list[#list + 1] = key
         break
       end
     end
@@ -1748,9 +1760,10 @@ local function sweep_pointer(sw, key, id)
   end
   sw.seen[id] = true
   b.work = b.work + VISIT_COST
-  -- counted with the step, unless no later call can meet the thread again (its root
-  -- pointer is gone: it was deleted whole, or had none)
-  local counts = rcall('EXISTS', root) == 1 and sw.step or sw.out
+  -- counted with the step, unless no later call can meet the thread again (it had no
+  -- root pointer, or this visit deleted it: it was deleted whole)
+  local gone = key ~= root or (done and done.keys_deleted > 0 and not ctx.dry and rcall('EXISTS', root) == 0)
+  local counts = gone and sw.out or sw.step
   counts.threads_visited = counts.threads_visited + 1
   if not thread then
     counts.threads_skipped = counts.threads_skipped + 1

@@ -34,8 +34,13 @@ local server = { json = false, cap = nil }
 --   sorted  optional: newest checkpoint_id first
 local function query_args(q)
   local ids = q.ids or {}
-  local args = { q.index, q.where, 'PARAMS', tostring(4 + 2 * #ids), 't', q.thread.tag, 'n', ROOT_NS }
+  local args = { q.index, q.where, 'PARAMS', '', 't', q.thread.tag }
   local n = #args
+  if q.where:find('$n', 1, true) then -- a parameter more costs every query a little
+    args[n + 1], args[n + 2] = 'n', ROOT_NS
+    n = n + 2
+  end
+  args[4] = tostring(n - 4 + 2 * #ids)
   for i, param in ipairs(ids) do
     args[n + 1], args[n + 2] = 'c' .. i, param
     n = n + 2

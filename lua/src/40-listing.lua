@@ -36,8 +36,9 @@ end
 -- and checkpoint_id (thread `a,x` may store namespace `__empty__,r:__empty__`,
 -- whose keys are those of the root of thread `a,x:__empty__,r`, and which the
 -- TAG query on the root namespace matches by its piece `__empty__`).
-local function proven_root(ctx, thread, key)
-  local d = root_doc(key, checkpoint_prefix(ctx, thread, ROOT_NS))
+-- `prefix` is checkpoint_prefix(ctx, thread, ROOT_NS), built once by the caller.
+local function proven_root(thread, key, prefix)
+  local d = root_doc(key, prefix)
   if d and not thread.plain then
     local t, ns, id = identity(key)
     if t ~= thread.id or ns ~= ROOT_NS or id ~= d.id then
@@ -51,7 +52,7 @@ end
 -- or nil when the pointer is missing or names no proven root checkpoint.
 local function newest_root(ctx, thread)
   local newest = read_pointer(latest_key(ctx, thread, ROOT_NS))
-  return newest and proven_root(ctx, thread, newest) or nil
+  return newest and proven_root(thread, newest, checkpoint_prefix(ctx, thread, ROOT_NS)) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -69,10 +70,10 @@ end
 -- Root docs of the thread, collected once each from index answers:
 -- add(keys, first, last) keeps the keys[first..last] proven_root proves.
 local function root_docs(ctx, thread)
-  local self, listed = { docs = {} }, {}
+  local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ROOT_NS)
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i])
+      local doc = not listed[keys[i]] and proven_root(thread, keys[i], prefix)
       if doc then
         listed[doc.key] = true
         self.docs[#self.docs + 1] = doc
@@ -169,9 +170,11 @@ local function list_root(ctx, thread, view)
     res = search_all({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.limit,
       sorted = view.sorted }, 1)
   end
-  local list = root_docs(ctx, thread)
-  list.add(res, 2, #res)
-  return list.docs
+  local docs, prefix = {}, checkpoint_prefix(ctx, thread, ROOT_NS)
+  for i = 2, #res do -- one answer: each key once
+    docs[#docs + 1] = proven_root(thread, res[i], prefix)
+  end
+  return docs
 end
 
 -- The doc of an entry outside the root namespace when it is the thread's:

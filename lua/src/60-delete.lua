@@ -62,8 +62,12 @@ local function match_writes(res, thread, owners, found)
     for _, len in ipairs(owners.lengths) do
       local d = key:byte(len) == 58 and owners.prefix[key:sub(1, len)] -- 58: ':'
       if d and owns(thread, d, key, len) then
-        found[d.id] = found[d.id] or {}
-        table.insert(found[d.id], key)
+        local list = found[d.id]
+        if not list then
+          list = {}
+          found[d.id] = list
+        end
+        list[#list + 1] = key
         break
       end
     end

@@ -149,9 +149,10 @@ local function sweep_pointer(sw, key, id)
   end
   sw.seen[id] = true
   b.work = b.work + VISIT_COST
-  -- counted with the step, unless no later call can meet the thread again (its root
-  -- pointer is gone: it was deleted whole, or had none)
-  local counts = rcall('EXISTS', root) == 1 and sw.step or sw.out
+  -- counted with the step, unless no later call can meet the thread again (it had no
+  -- root pointer, or this visit deleted it: it was deleted whole)
+  local gone = key ~= root or (done and done.keys_deleted > 0 and not ctx.dry and rcall('EXISTS', root) == 0)
+  local counts = gone and sw.out or sw.step
   counts.threads_visited = counts.threads_visited + 1
   if not thread then
     counts.threads_skipped = counts.threads_skipped + 1
