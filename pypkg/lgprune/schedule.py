@@ -1,13 +1,18 @@
 """One scheduler, for `lgprune sweep --every` and for `lgprune serve`'s sweeps and refreshes:
 run a job, wait `period` after it ends, again, until `stopping` is set. A slow run delays
-the next, never overlaps it."""
+the next, never overlaps it; a run that fails is logged in one line and the next one runs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
+
+from lgprune.urls import redact
+
+log = logging.getLogger("lgprune")
 
 
 async def every(
@@ -20,7 +25,11 @@ async def every(
     the next run is due (None once the schedule ends)."""
     try:
         while not stopping.is_set():
-            await job()
+            try:
+                await job()
+            except Exception as error:  # a schedule outlives any one run
+                text = redact(" ".join(str(error).split())) or "-"
+                log.error("lgprune: a scheduled run failed: %s: %s", type(error).__name__, text)
             if stopping.is_set():
                 break
             if on_next is not None:

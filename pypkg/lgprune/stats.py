@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from lgprune.driver import Steps
+from lgprune.errors import IndexMissingError, ModulesMissingError
 from lgprune.facts import option
 from lgprune.protocol import Options, fcall_steps
 from lgprune.results import as_text, reply_pairs
@@ -133,6 +136,31 @@ def _thread_bytes(options: Options, thread_id: str, checkpoints: int, sample: in
     return int(total)
 
 
+def _answer(reply: Any) -> Any:
+    """A reply, or the error the server sent back for it raised."""
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
+
+
+def _index_info(reply: Any, index: str) -> Any:
+    """An FT.INFO reply; a missing index is IndexMissingError (the server started before the saver
+    created it), a server without the search module ModulesMissingError."""
+    if isinstance(reply, ResponseError):
+        message = str(reply).lower()
+        if "no such index" in message or "unknown index" in message:
+            raise IndexMissingError(
+                f"index {index!r} does not exist: run the saver's setup() first, or pass the "
+                "prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)"
+            ) from None
+        if "unknown command" in message:
+            raise ModulesMissingError(
+                "this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack"
+            ) from None
+        raise reply
+    return reply
+
+
 def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20) -> Steps[Stats]:
     """Read-only: a dry-run sweep with per-thread details, index sizes and memory samples."""
     args = [str(keep), *options.arguments(), option("DRY_RUN"), option("DETAILS")]
@@ -152,10 +180,10 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
             break
     counts = {}
     for index in (options.checkpoint_prefix, options.checkpoint_write_prefix):
-        info = reply_pairs((yield ("FT.INFO", index)))
+        info = reply_pairs(_index_info((yield ("FT.INFO", index)), index))
         counts[index] = int(float(as_text(info["num_docs"])))
-    keys = int((yield ("DBSIZE",)))
-    used = yield ("MEMORY", "STATS")
+    keys = int(_answer((yield ("DBSIZE",))))
+    used = _answer((yield ("MEMORY", "STATS")))
     used_memory = int(reply_pairs(used).get("total.allocated", 0))
     histogram: dict[str, int] = {}
     for n, _, _ in per_thread.values():
