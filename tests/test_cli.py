@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -313,3 +314,28 @@ def test_an_embedded_server_never_started_leaves_no_directory(tmp_path: Path) ->
     server.stop()
     del server
     assert set(Path(tempfile.gettempdir()).glob("lgprune-redis-*")) == before
+
+
+def test_the_readmes_redis_cli_sample_is_laid_out_as_redis_cli_prints(
+    redis_url: str, r: redis.Redis, saver: RedisSaver
+) -> None:
+    """redis-cli prints one element a line: the README's sample shows the same lines."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        pytest.skip("redis-cli is not installed (Debian: apt-get install redis-tools)")
+    put_checkpoints(saver, "t", 8)
+    assert lgprune("install", "--url", redis_url).returncode == 0
+    out = subprocess.run(
+        [cli, "-u", redis_url, "--no-raw", "FCALL", "lgprune_thread", "0", "t", "5"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    sample = readme.split("$ redis-cli FCALL lgprune_thread 0 'wang1:20250729235038043' 5\n", 1)[1]
+    sample = sample.split("```", 1)[0]
+
+    def shape(text: str) -> list[str]:
+        return [re.sub(r"\(integer\) \d+", "(integer) N", line) for line in text.strip("\n").splitlines()]
+
+    assert shape(sample) == shape(out.stdout)

@@ -122,3 +122,65 @@ def test_the_quick_starts_sample_result_is_what_keep_10_gives(r: redis.Redis, sa
         result.writes_deleted,
         result.keys_deleted,
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("redis://:S3/cret@127.0.0.1:16399", ["S3", "cret"]),  # a "/" ends redis-py's host part
+        ("redis://127.0.0.1:x?password=S3cret", ["S3cret"]),
+        ("redis://user:pa ss/x@127.0.0.1:1", ["pa ss", "ss/x"]),
+    ],
+)
+def test_a_url_redis_py_cannot_parse_never_shows_its_password(url: str, secrets: list[str]) -> None:
+    for args in (["stats", "--url", url], ["serve", "--url", url, "--port", "1"]):
+        out = lgprune(*args)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert not any(secret in out.stderr + out.stdout for secret in secrets), out.stderr
+        assert "***" in out.stderr and "127.0.0.1" in out.stderr
+
+
+def test_a_protocol_redis_does_not_speak_is_a_usage_error(redis_url: str) -> None:
+    out = lgprune("stats", "--url", f"{redis_url}?protocol=9")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "protocol 9" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("given", ["\u0663\u0660d", "nan", "-inf", "1e999"])
+def test_durations_are_ascii_numbers(redis_url: str, given: str) -> None:
+    out = lgprune("sweep", "--keep", "3", "--idle-ttl", given, "--url", redis_url)
+    assert out.returncode == 2 and "--idle-ttl" in out.stderr, out.stderr
+
+
+def test_stats_on_a_server_the_saver_never_set_up_fails_in_one_line(redis_url: str, r: redis.Redis) -> None:
+    out = lgprune("stats", "--url", redis_url)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "'checkpoint' does not exist" in out.stderr and "setup()" in out.stderr, out.stderr
+    assert "unexpected" not in out.stderr
+
+
+def test_the_quick_start_reproduces_on_the_seeded_demo_threads(redis_url: str, r: redis.Redis) -> None:
+    """The quick start's commands, run as written: seed with the demo, prune keep 10, read the
+    README's numbers."""
+    import subprocess
+    import sys
+
+    from lgprune import Pruner
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start") : readme.index("### Command line")]
+    assert "python -m lgprune.demo --seed redis://localhost:6379" in quick_start
+    seeded = subprocess.run(
+        [sys.executable, "-m", "lgprune.demo", "--seed", redis_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    sample = re.search(r"checkpoints_deleted=(\d+), writes_deleted=(\d+), keys_deleted=(\d+)", quick_start)
+    assert sample
+    result = Pruner(r).prune("user:42:chat", keep=10)
+    assert [int(n) for n in sample.groups()] == [
+        result.checkpoints_deleted,
+        result.writes_deleted,
+        result.keys_deleted,
+    ]

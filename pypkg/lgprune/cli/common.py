@@ -15,7 +15,7 @@ from lgprune.durations import parse_duration
 from lgprune.errors import InvalidArgumentError, LgpruneError
 from lgprune.facts import MIN_BUDGET
 from lgprune.pruner import Pruner
-from lgprune.urls import check_database, redact
+from lgprune.urls import check_database, masked_url, redact
 
 DEFAULT_URL = "redis://localhost:6379"
 T = TypeVar("T")
@@ -102,9 +102,15 @@ def client(url: str | None, connect: Callable[[str], T], *, any_database: bool =
     try:
         made = connect(text)
     except ValueError as error:
-        raise InvalidArgumentError(
-            f"{where} {redact(text)!r} is not a Redis URL: {redact(str(error))}"
-        ) from None
+        # redis-py's reason may quote a piece of the password (a "/" in it ends the host part)
+        reason = re.sub(r"\s+as\s+'.*'", "", redact(str(error))).rstrip(".")
+        if "port" in reason.lower():
+            reason += " (percent-encode a password's '/', '@', '?', '#' or spaces)"
+        raise InvalidArgumentError(f"{where} {masked_url(text)} is not a Redis URL: {reason}") from None
+    pool = getattr(made, "connection_pool", made)
+    protocol = getattr(pool, "connection_kwargs", {}).get("protocol")
+    if protocol is not None and str(protocol) not in ("2", "3"):
+        raise InvalidArgumentError(f"{where} asks for protocol {str(protocol)[:20]}: Redis speaks 2 or 3")
     if not any_database:
         check_database(made, where)
     return made
