@@ -446,19 +446,28 @@ def test_the_scheduled_sweep_runs_itself(redis_url: str, saver: RedisSaver) -> N
     assert len(checkpoint_ids(saver, "t")) == 2
 
 
-def test_create_app_mounts_in_another_app(redis_url: str, saver: RedisSaver) -> None:
+def test_create_app_mounts_in_another_app_and_its_schedules_run(redis_url: str, saver: RedisSaver) -> None:
+    """The README's recipe: a blocking pool, and the schedules in the host's lifespan
+    (Starlette runs no mounted app's own): the refresh and the scheduled sweep both run."""
     import redis.asyncio
     import uvicorn
-    from starlette.applications import Starlette
-    from starlette.routing import Mount
+    from fastapi import FastAPI
 
     from lgprune import AsyncPruner
-    from lgprune.http import create_app
+    from lgprune.http import SweepPlan, create_app, schedules
 
     put_checkpoints(saver, "t", 3)
     port = free_port()
-    pruner = AsyncPruner(redis.asyncio.Redis.from_url(redis_url))
-    host = Starlette(routes=[Mount("/lgprune", app=create_app(pruner, token=TOKEN))])
+    pool = redis.asyncio.BlockingConnectionPool.from_url(redis_url, max_connections=5, timeout=30)
+    lgprune_app = create_app(
+        AsyncPruner(redis.asyncio.Redis(connection_pool=pool)),
+        token=TOKEN,
+        sweep=SweepPlan(keep=2),
+        sweep_every=3600,
+        refresh_every=1,
+    )
+    host = FastAPI(lifespan=lambda _: schedules(lgprune_app))
+    host.mount("/lgprune", lgprune_app)
     server = uvicorn.Server(uvicorn.Config(host, host="127.0.0.1", port=port, log_level="warning"))
     runner = threading.Thread(target=server.run, daemon=True)
     runner.start()
@@ -467,12 +476,47 @@ def test_create_app_mounts_in_another_app(redis_url: str, saver: RedisSaver) -> 
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
         service = Service(f"http://127.0.0.1:{port}/lgprune", subprocess.Popen(["true"], text=True))
-        status, body = service.call("POST", "/prune", {"thread_id": "t", "keep": 1})
+        while True:  # the scheduled sweep, then a refresh after it
+            values = metric_values(service.call("GET", "/metrics", token=None)[1])
+            if values[("lgprune_store_checkpoints", ())] == 2:
+                break
+            assert time.monotonic() < deadline, values
+            time.sleep(0.1)
+        assert [s["trigger"] for s in service.call("GET", "/sweeps")[1]["sweeps"]] == ["schedule"]
+        put_checkpoints(saver, "u", 3)
+        status, body = service.call("POST", "/prune", {"thread_id": "u", "keep": 1})
         assert (status, body["checkpoints_deleted"]) == (200, 2)
         assert service.call("GET", "/healthz", token=None)[0] == 200
     finally:
         server.should_exit = True
         runner.join(timeout=20)
+
+
+def test_a_service_started_before_the_index_waits_for_it(redis_url: str, r: redis.Redis) -> None:
+    """The saver creates its index after the service started: /stats is a 503 in one line,
+    the refresh keeps trying and counts the store once the index is there, and the service
+    stops cleanly."""
+    service = start(redis_url, "--refresh-every", "1s")
+    try:
+        status, answer = service.call("GET", "/stats")
+        assert status == 503 and "'checkpoint' does not exist" in answer["error"], answer
+        time.sleep(1.5)  # a refresh or two fail meanwhile
+        assert metric_values(service.call("GET", "/metrics", token=None)[1])[("lgprune_redis_up", ())] == 0
+        saver = RedisSaver(redis_client=r)
+        saver.setup()
+        put_checkpoints(saver, "t", 3)
+        deadline = time.monotonic() + 20
+        while (
+            metric_values(service.call("GET", "/metrics", token=None)[1])[("lgprune_store_checkpoints", ())]
+            != 3
+        ):
+            assert time.monotonic() < deadline, "the refresh stopped"
+            time.sleep(0.2)
+        assert service.call("GET", "/stats")[0] == 200
+    finally:
+        stop(service)
+    err = service.process.stderr.read() if service.process.stderr else ""
+    assert "Traceback" not in err and "TypeError" not in err, err
 
 
 def test_a_cron_sweep_writes_a_textfile_for_node_exporter(
@@ -513,3 +557,25 @@ def test_a_cron_sweep_writes_a_textfile_for_node_exporter(
     assert [p.name for p in path.parent.iterdir()] == [
         "lgprune.prom"
     ]  # written atomically, nothing left over
+
+
+def test_a_scheduled_run_that_fails_is_one_log_line_and_the_next_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+
+    from lgprune.schedule import every
+
+    runs: list[int] = []
+
+    async def job() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise TypeError("'ResponseError' object is not iterable (redis://u:S3cret@h:1)")
+        stopping.set()
+
+    stopping = asyncio.Event()
+    asyncio.run(every(0.01, job, stopping))
+    assert runs == [0, 1]
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1 and "TypeError" in lines[0] and "S3cret" not in lines[0], lines

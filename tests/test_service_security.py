@@ -10,6 +10,7 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -348,7 +349,10 @@ def test_every_answer_carries_the_security_headers(served: Service) -> None:
 
 
 def command_calls(r: redis.Redis) -> dict[str, int]:
-    return {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in r.info("commandstats").items()}
+    """Calls by command name, lower case (Redis names module commands in upper case: FT.INFO)."""
+    return {
+        name.removeprefix("cmdstat_").lower(): stat["calls"] for name, stat in r.info("commandstats").items()
+    }
 
 
 def test_a_scrape_sends_nothing_to_redis(redis_url: str, r: redis.Redis, saver: RedisSaver) -> None:
@@ -437,3 +441,229 @@ def test_no_password_in_any_message_log_or_page(redis_url: str) -> None:
         service.process.send_signal(2)
         out, err = service.process.communicate(timeout=20)
         assert secret not in out + err
+
+
+STORE_READS = ("ft.info", "ft.search", "fcall", "memory|usage", "scan", "dbsize")
+
+
+def store_reads(r: redis.Redis) -> dict[str, int]:
+    """Commands a stats pass or a health check sends, by name, since the last CONFIG RESETSTAT."""
+    return {name: n for name, n in command_calls(r).items() if name in STORE_READS}
+
+
+def wait_refreshed(service: Service) -> None:
+    deadline = time.monotonic() + 20
+    while (
+        metric_values(service.call("GET", "/metrics", token=None)[1]).get(
+            ("lgprune_store_refresh_timestamp_seconds", ()), 0
+        )
+        == 0
+    ):
+        assert time.monotonic() < deadline, "the first refresh did not happen"
+        time.sleep(0.1)
+
+
+def test_another_sites_images_make_the_service_read_nothing_in_chromium(
+    redis_url: str, r: redis.Redis, saver: RedisSaver, tmp_path: Path
+) -> None:
+    """40 <img> tags on a page of another loopback port (the same site: ports do not count),
+    each asking for stats with a keep of its own, on a service without a token: none reaches
+    a route, so not one command reads the store."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    put_checkpoints(saver, "t", 4)
+    service = start(redis_url, "--refresh-every", "1h", token=None)
+    target = service.base
+    tags = "".join(f"<img src='{target}/stats?keep={i}'><img src='{target}/?keep={i}'>" for i in range(20))
+    AttackerPage.html = f"<!doctype html><body><p>cats</p>{tags}<img src=/slow></body>".encode()
+    page = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), AttackerPage)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    try:
+        wait_refreshed(service)
+        r.config_resetstat()
+        dom = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--dump-dom",
+                f"http://127.0.0.1:{page.server_address[1]}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        ).stdout
+        assert "cats" in dom, dom
+        time.sleep(0.5)
+        assert store_reads(r) == {}
+        # the service's own page, opened by hand, still computes what it is asked
+        status, _ = service.call("GET", "/stats?keep=3")
+        assert status == 200 and store_reads(r).get("ft.info", 0) == 2
+    finally:
+        page.shutdown()
+        stop(service)
+
+
+def get(service: Service, path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host_of(service)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return raw(service, "\r\n".join([*lines, "", ""]).encode())
+
+
+def test_a_navigation_from_another_site_is_served_from_what_is_held(
+    redis_url: str, r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 4)
+    service = start(redis_url, "--refresh-every", "1h", token=None)
+    try:
+        wait_refreshed(service)
+        r.config_resetstat()
+        navigate = {
+            "Sec-Fetch-Site": "cross-site",
+            "Sec-Fetch-Mode": "navigate",
+            "Sec-Fetch-Dest": "document",
+        }
+        for path in ("/", "/?keep=7"):
+            answer = get(service, path, navigate)
+            assert status_of(answer) == 200 and b"<!doctype html>" in answer, answer[:300]
+        for site in ("cross-site", "same-site"):
+            for path, headers in (
+                ("/stats?keep=7", navigate),
+                ("/?keep=7", {"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}),
+                ("/sweeps", {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}),
+            ):
+                answer = get(service, path, {**headers, "Sec-Fetch-Site": site})
+                assert status_of(answer) == 403 and b"another site" in answer, (path, answer)
+        assert store_reads(r) == {}
+        answer = get(service, "/stats?keep=7", {"Sec-Fetch-Site": "same-origin"})
+        assert status_of(answer) == 200
+    finally:
+        stop(service)
+
+
+def test_a_burst_of_stats_requests_reads_the_store_once(
+    redis_url: str, r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 4)
+    service = start(redis_url, "--refresh-every", "1h")
+    try:
+        wait_refreshed(service)
+        r.config_resetstat()
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(lambda _: service.call("GET", "/stats?keep=3&top=5"), range(30)))
+        assert {status for status, _ in answers} == {200}
+        assert len({json.dumps(body, sort_keys=True) for _, body in answers}) == 1
+        for _ in range(10):
+            assert service.call("GET", "/?keep=3")[0] == 200
+            assert service.call("GET", "/")[0] == 200  # the background refresh: no pass either
+        # one pass (an FT.INFO for each of the two indexes) for (3, 5), one for the page's (3, 20)
+        assert command_calls(r).get("ft.info", 0) == 2 * 2
+    finally:
+        stop(service)
+
+
+def test_a_host_without_a_port_matches_the_default_ports(redis_url: str, saver: RedisSaver) -> None:
+    service = start(
+        redis_url,
+        "--allowed-host",
+        "lgprune.example.com:443",
+        "--allowed-host",
+        "plain.example:80",
+        token=None,
+    )
+    try:
+        for host, status in (
+            ("lgprune.example.com", 200),
+            ("lgprune.example.com:443", 200),
+            ("lgprune.example.com:8443", 403),
+            ("plain.example", 200),
+            ("127.0.0.1", 403),  # the service is not on port 80
+        ):
+            answer = raw(service, f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert status_of(answer) == status, (host, answer)
+    finally:
+        stop(service)
+    probe = socket.socket()
+    try:
+        probe.bind(("127.0.0.1", 80))
+    except OSError:
+        return  # not root, or port 80 is busy: the entries above prove the rule
+    finally:
+        probe.close()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lgprune", "serve", "--url", redis_url, "--port", "80"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    service = Service("http://127.0.0.1:80", process)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = raw(service, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "serve --port 80 did not start"
+                time.sleep(0.1)
+        assert status_of(answer) == 200, answer  # curl http://127.0.0.1/healthz
+    finally:
+        stop(service)
+
+
+def test_numbers_and_nesting_no_parser_takes_are_4xx_not_500(served: Service, r: redis.Redis) -> None:
+    huge = "1" + "0" * 400
+    for body in (
+        f'{{"keep": 5, "idle_ttl": {huge}}}',
+        f'{{"keep": 5, "max_age": -{huge}}}',
+        '{"keep": 5, "idle_ttl": NaN}',
+        '{"keep": 5, "idle_ttl": -Infinity}',
+        '{"keep": 5, "idle_ttl": "\u0663\u0660d"}',
+    ):
+        status, answer = served.call("POST", "/sweep", raw=body.encode())
+        assert status == 422 and set(answer) == {"error"}, (body[:40], answer)
+    status, answer = served.call("POST", "/sweep", raw=b'{"keep": 5, "idle_ttl": -5}')
+    assert status == 422 and "got -5s" in answer["error"], answer
+    status, answer = served.call("POST", "/sweep", raw=b'{"keep": 5, "idle_ttl": NaN}')
+    assert "not a duration" in answer["error"], answer
+    status, answer = served.call("POST", "/prune", raw=b"[" * 4000 + b"]" * 4000)
+    assert status == 400 and "nested" in answer["error"], answer
+    assert served.call("GET", "/sweeps")[1]["sweeps"] == []
+
+
+def test_a_client_that_leaves_mid_body_ends_quietly(redis_url: str, saver: RedisSaver) -> None:
+    service = start(redis_url)
+    try:
+        port = int(service.base.rsplit(":", 1)[1])
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(
+                    post(
+                        "/prune",
+                        b'{"thread_id": ',
+                        {
+                            "Host": host_of(service),
+                            "Authorization": f"Bearer {TOKEN}",
+                            "Content-Type": "application/json",
+                            "Content-Length": "100",
+                        },
+                    )
+                )
+                time.sleep(0.2)
+        time.sleep(0.5)
+        assert service.call("GET", "/healthz", token=None)[0] == 200
+    finally:
+        stop(service)
+    err = service.process.stderr.read() if service.process.stderr else ""
+    assert "Traceback" not in err and "ClientDisconnect" not in err, err
+
+
+def test_the_401_names_both_schemes_and_a_repeated_parameter_is_refused(served: Service) -> None:
+    status, answer = served.call("GET", "/stats", token=None)
+    assert status == 401 and "Bearer" in answer["error"] and "Basic" in answer["error"]
+    for path in ("/stats?keep=1&keep=2", "/?keep=1&keep=1", "/stats?top=1&top=2"):
+        status, answer = served.call("GET", path)
+        assert status == 422 and "more than once" in answer["error"], (path, answer)

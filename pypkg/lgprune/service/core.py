@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -29,6 +30,9 @@ from lgprune.urls import redact
 RECENT_SWEEPS = 50  # sweeps kept for GET /sweeps
 HEALTH_PROBE_ID = "lgprune-healthz-probe"  # a dry run on it proves the modules and index answer
 HEALTH_TTL = 1.0  # seconds a health answer is shared by the probes that ask for it
+STATS_TTL = 5.0  # seconds computed stats answer every request for the same keep and top
+RECENT_STATS = 16  # (keep, top) pairs whose stats are kept that long
+log = logging.getLogger("lgprune")
 
 
 def one_line(error: BaseException) -> str:
@@ -116,6 +120,7 @@ class Service:
         self.stats_cache: Stats | None = None  # the last background refresh
         self.stats_error: str | None = None
         self._stats_lock = asyncio.Lock()
+        self._recent: OrderedDict[tuple[int, int], tuple[float, Stats]] = OrderedDict()
         self._health: tuple[float, bool, str] | None = None
         self._health_lock = asyncio.Lock()
         self._jobs: list[asyncio.Task[None]] = []
@@ -123,7 +128,10 @@ class Service:
     # --- lifetime --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the schedules: the sweep (if any) and the refresh of the store's figures."""
+        """Start the schedules: the sweep (if any) and the refresh of the store's figures
+        (once: a second start while they run does nothing)."""
+        if self._jobs:
+            return
         loop = asyncio.get_running_loop()
         s = self.settings
         if s.schedule is not None and s.sweep_every is not None:
@@ -136,10 +144,9 @@ class Service:
     async def stop(self) -> None:
         """Let the current call finish, end a running sweep there, and stop the schedules."""
         self.stopping.set()
-        for job in self._jobs:
-            await job
-        if self.running is not None:
-            await self.running
+        jobs = [*self._jobs, *([self.running] if self.running is not None else [])]
+        self._jobs = []
+        await asyncio.gather(*jobs, return_exceptions=True)  # each job logged its own failures
 
     def _due(self, when: float | None) -> None:
         self.next_sweep = when
@@ -199,18 +206,35 @@ class Service:
         """Read the store's figures (a read-only dry-run sweep of the whole keyspace, as
         `lgprune stats` does): on the service's schedule, never for a scrape."""
         try:
-            await self.stats(self.settings.keep, 20)
+            await self.stats(self.settings.keep, 20, shared=False)
             self.stats_error = None
             self.metrics.redis_up = 1
-        except (redis.RedisError, LgpruneError, OSError) as error:
+        except Exception as error:  # the next refresh tries again; /metrics says Redis is not up
+            if one_line(error) != self.stats_error:
+                log.warning("lgprune: the refresh of the store's figures failed: %s", one_line(error))
             self.stats_error = one_line(error)
             self.metrics.redis_up = 0
 
-    async def stats(self, keep: int, top: int) -> Stats:
-        """Fresh stats, one computation at a time; those of the service's keep are kept as
-        the last refresh."""
+    def recent_stats(self, keep: int, top: int) -> Stats | None:
+        """Stats for `keep` and `top` computed within STATS_TTL, else None; reads nothing."""
+        shared = self._recent.get((keep, top))
+        return shared[1] if shared is not None and time.monotonic() - shared[0] < STATS_TTL else None
+
+    async def stats(self, keep: int, top: int, *, shared: bool = True) -> Stats:
+        """Stats computed one at a time; with `shared` (a request) those computed within
+        STATS_TTL for the same keep and top answer it, so a burst of requests reads the store
+        once. The background refresh (`shared=False`) computes its own. Those of the
+        service's keep are kept as the last refresh."""
         async with self._stats_lock:
+            found = self.recent_stats(keep, top) if shared else None
+            if found is not None:
+                return found
             found = await self.pruner.stats(keep, top=top)
+            if shared:
+                self._recent[(keep, top)] = (time.monotonic(), found)
+                self._recent.move_to_end((keep, top))
+                while len(self._recent) > RECENT_STATS:
+                    self._recent.popitem(last=False)
         if keep == self.settings.keep:
             self.stats_cache = found
             self.metrics.refreshed(found.threads, found.checkpoints, found.keys)

@@ -1,8 +1,14 @@
 """What every request to `lgprune serve` passes before any route sees it, as plain ASGI:
 
-* `Host` must be one the service answers to (where it listens, or `--allowed-host`), so a
+* `Host` must be one the service answers to (where it listens, or `--allowed-host`; a Host
+  without a port matches an entry on port 80 or 443, the defaults of http and https), so a
   DNS-rebinding page cannot reach it under its own name; `Origin`, when a browser sends
   one, must be the service itself (or an allowed host), so another site cannot post to it;
+* a request another site's page makes (`Sec-Fetch-Site: cross-site` or `same-site`, which
+  browsers send; another port of the same host is the same site) is refused, so that no
+  `<img>` or `<script>` tag makes the service read the store; only a top-level navigation
+  to the page `/` passes, marked (CACHED_ONLY) to be served from what the service already
+  holds;
 * a request with a body must say `Content-Type: application/json` (415): a cross-site
   form or a `no-cors` fetch cannot send that type, so a browser holding the token (HTTP
   Basic) cannot be made to prune;
@@ -37,6 +43,8 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 DEFAULT_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+FOREIGN_SITES = frozenset({"cross-site", "same-site"})
+CACHED_ONLY = "lgprune.cached_only"  # in scope["state"]: answer from what is held, read nothing
 
 
 class BodyTooLarge(Exception):
@@ -55,6 +63,12 @@ def split_host(text: str) -> tuple[str, int | None] | None:
     if not name or parts.username is not None or parts.path or parts.query:
         return None
     return (f"[{name}]" if ":" in name else name), port
+
+
+def route_path(scope: Scope) -> str:
+    """The path within this app (a mounted app's scope path may still hold its mount point)."""
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def is_ip(name: str) -> bool:
@@ -89,7 +103,9 @@ class Guard:
     def host_ok(self, host: tuple[str, int | None]) -> bool:
         if self.any_ip and is_ip(host[0]):
             return True  # an address cannot be rebound by DNS
-        return any(name == host[0] and port in (None, host[1]) for name, port in self.allowed)
+        # a Host without a port is on the scheme's default one: 80, or 443 behind a TLS proxy
+        ports = (None, host[1]) if host[1] is not None else (None, *DEFAULT_PORTS.values())
+        return any(name == host[0] and port in ports for name, port in self.allowed)
 
     def origin_ok(self, origin: str, host: tuple[str, int | None], scheme: str) -> bool:
         parts = urlsplit(origin)
@@ -118,6 +134,18 @@ class Guard:
         if origin is not None and not self.origin_ok(origin, host, scope.get("scheme", "http")):
             await refuse(send, 403, f"requests from {origin[:100]!r} are refused: cross-origin")
             return
+        if headers.get("sec-fetch-site", "").strip().lower() in FOREIGN_SITES:
+            navigation = (
+                scope["method"] in ("GET", "HEAD")
+                and route_path(scope) in ("", "/")
+                and headers.get("sec-fetch-mode", "").strip().lower() == "navigate"
+                and headers.get("sec-fetch-dest", "document").strip().lower() == "document"
+            )
+            if not navigation:
+                site = headers["sec-fetch-site"][:20]
+                await refuse(send, 403, f"requests made by another site's page are refused ({site})")
+                return
+            scope.setdefault("state", {})[CACHED_ONLY] = True
         if scope["method"] not in BODY_METHODS_EXEMPT:
             kind = headers.get("content-type", "").partition(";")[0].strip().lower()
             if kind != "application/json":

@@ -25,13 +25,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from lgprune.durations import parse_duration
 from lgprune.errors import InvalidArgumentError, LgpruneError
 from lgprune.metrics import CONTENT_TYPE_LATEST
 from lgprune.pruner import AsyncPruner
 from lgprune.service.core import Service, Settings, iso, one_line, running
-from lgprune.service.guard import BodyTooLarge, Guard
+from lgprune.service.guard import CACHED_ONLY, BodyTooLarge, Guard
 from lgprune.status_page import PAGE_CSP, render_status
 from lgprune.sweep_plan import SweepPlan
 
@@ -93,6 +94,8 @@ async def read_body(request: Request, model: type[BaseModel]) -> Any:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise _NotJson(f"the body is not JSON ({str(error)[:80]}); nothing was deleted") from None
+    except RecursionError:
+        raise _NotJson("the body is JSON nested too deeply; nothing was deleted") from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -112,6 +115,9 @@ def takes(*names: str) -> Callable[[Request], None]:
             raise _BadQuery(
                 f"unknown query parameter {unknown[0]!r}" + (f" (takes {', '.join(names)})" if names else "")
             )
+        for name in names:
+            if len(request.query_params.getlist(name)) > 1:
+                raise _BadQuery(f"query parameter {name!r} is given more than once")
 
     return check
 
@@ -135,6 +141,17 @@ async def authorized(
         raise _Unauthorized
 
 
+def schedules(app: FastAPI) -> contextlib.AbstractAsyncContextManager[None]:
+    """The schedules of an app `create_app` made (its refresh and scheduled sweep), for the
+    lifespan of a host app it is mounted in: Starlette does not run a mounted app's own
+    lifespan. `FastAPI(lifespan=lambda _: schedules(lgprune_app))`, or `async with
+    schedules(lgprune_app):` inside the host's own lifespan."""
+    service = getattr(app.state, "service", None)
+    if not isinstance(service, Service):
+        raise TypeError("schedules() takes an app that lgprune.http.create_app made")
+    return running(service)
+
+
 def create_app(
     pruner: AsyncPruner,
     token: str | None = None,
@@ -155,6 +172,8 @@ def create_app(
     (default: localhost, 127.0.0.1 and [::1] on any port); `any_ip` also accepts any IP
     address (a wildcard bind). Give the pruner a client over a blocking pool
     (`redis.asyncio.BlockingConnectionPool`) so that requests wait for a connection.
+    Run as an app of its own, its lifespan runs the schedules; mounted in another app, pass
+    `schedules(app)` to the host's lifespan (Starlette runs no mounted app's lifespan).
     """
     service = Service(
         pruner,
@@ -229,11 +248,18 @@ def create_app(
         return JSONResponse(dataclasses.asdict(found))
 
     @app.get("/", response_class=HTMLResponse, dependencies=guarded("keep"))
-    async def status(keep: Annotated[int | None, Query(ge=0)] = None) -> Response:
+    async def status(request: Request, keep: Annotated[int | None, Query(ge=0)] = None) -> Response:
+        """The page shows the last background refresh (for another keep, or before the first
+        refresh, stats computed as /stats computes them, shared for STATS_TTL); opened from
+        another site's page, it reads nothing."""
         keep = service.settings.keep if keep is None else keep
-        up, detail = await service.health()
-        found = service.stats_cache if keep == service.settings.keep else None
-        if up and found is None:
+        cached_only = bool(request.scope.get("state", {}).get(CACHED_ONLY))
+        if cached_only:
+            up, detail = service.stats_error is None, service.stats_error or ""
+        else:
+            up, detail = await service.health()
+        found = service.stats_cache if keep == service.settings.keep else service.recent_stats(keep, 20)
+        if up and found is None and not cached_only:  # another keep, or before the first refresh
             try:
                 found = await service.stats(keep, 20)
             except (redis.RedisError, LgpruneError, OSError) as error:
@@ -259,7 +285,8 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
     async def unauthorized(_: Request, __: Exception) -> Response:
         return problem(
             401,
-            "this endpoint needs the token: Authorization: Bearer <token>",
+            "this endpoint needs the token: Authorization: Bearer <token>, or HTTP Basic with the "
+            "token as the password",
             headers={"WWW-Authenticate": 'Basic realm="lgprune", charset="UTF-8"'},
         )
 
@@ -282,6 +309,11 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(_NotJson)
     async def not_json(_: Request, error: Exception) -> Response:
         return problem(400, str(error))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_: Request, __: Exception) -> Response:
+        """The client left before its body arrived: nobody reads the answer, nothing to log."""
+        return Response(status_code=400)
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(_: Request, error: Exception) -> Response:
