@@ -484,32 +484,42 @@ end
 -- it is loaded again): the JSON module answers; the search result cap.
 local server = { json = false, cap = nil }
 
--- FT.SEARCH arguments from a query record (the one place queries are built):
+-- FT.SEARCH arguments (the one place queries are built):
 --   index   the index to search (ctx.cp or ctx.wp)
 --   where   the query text: $t is the thread's tag, $n the root namespace,
---           $c1..$cN the `ids`
+--           $c1..$cN the shape's `ids`
 --   thread  the thread record whose tag $t holds
---   ids     optional TAG parameters (checkpoint ids, see id_param)
---   fields  optional fields to RETURN; else NOCONTENT
 --   limit   entries wanted (0: only the count)
---   sorted  optional: newest checkpoint_id first
-local function query_args(q)
-  local ids = q.ids or {}
-  local args = { q.index, q.where, 'PARAMS', '', 't', q.thread.tag }
+--   shape   optional record: `ids` (TAG parameters: checkpoint ids, see
+--           id_param), `fields` (to RETURN; else NOCONTENT), `sorted`
+--           (newest checkpoint_id first)
+-- Positional, and one table constructor for the common shape: a sweep makes
+-- one query per thread it visits, and a record per query costs it measurably.
+local function query_args(index, where, thread, limit, shape)
+  local has_n = where:find('$n', 1, true) ~= nil -- a parameter more costs every query a little
+  if not shape then
+    if has_n then
+      return { index, where, 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'NOCONTENT',
+        'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }
+    end
+    return { index, where, 'PARAMS', '2', 't', thread.tag, 'NOCONTENT',
+      'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }
+  end
+  local ids = shape.ids or {}
+  local args = { index, where, 'PARAMS', tostring((has_n and 4 or 2) + 2 * #ids), 't', thread.tag }
   local n = #args
-  if q.where:find('$n', 1, true) then -- a parameter more costs every query a little
+  if has_n then
     args[n + 1], args[n + 2] = 'n', ROOT_NS
     n = n + 2
   end
-  args[4] = tostring(n - 4 + 2 * #ids)
   for i, param in ipairs(ids) do
     args[n + 1], args[n + 2] = 'c' .. i, param
     n = n + 2
   end
-  if q.fields then
-    args[n + 1], args[n + 2] = 'RETURN', tostring(#q.fields)
+  if shape.fields then
+    args[n + 1], args[n + 2] = 'RETURN', tostring(#shape.fields)
     n = n + 2
-    for _, field in ipairs(q.fields) do
+    for _, field in ipairs(shape.fields) do
       n = n + 1
       args[n] = field
     end
@@ -517,19 +527,19 @@ local function query_args(q)
     n = n + 1
     args[n] = 'NOCONTENT'
   end
-  if q.sorted then
+  if shape.sorted then
     args[n + 1], args[n + 2], args[n + 3] = 'SORTBY', 'checkpoint_id', 'DESC'
     n = n + 3
   end
-  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', '0', tostring(q.limit)
+  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', '0', tostring(limit)
   args[n + 4], args[n + 5], args[n + 6], args[n + 7] = 'TIMEOUT', '0', 'DIALECT', '2'
   return args
 end
 
--- FT.SEARCH of a query record, with the server's errors turned into ones that
--- say what to do. A cap lowered since it was cached is Stale.
-local function search(q)
-  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(query_args(q)))
+-- FT.SEARCH (arguments as query_args takes them), with the server's errors
+-- turned into ones that say what to do. A cap lowered since it was cached is Stale.
+local function search(index, where, thread, limit, shape)
+  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
   if ok then
     return res
   end
@@ -539,7 +549,7 @@ local function search(q)
     error(Stale, 0)
   end
   if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
-    fail('NOINDEX', 'index ' .. show(q.index) .. ' does not exist: run the saver\'s setup() first, '
+    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first, '
       .. 'or pass the prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)')
   end
   if unknown_command(err) then
@@ -549,13 +559,12 @@ local function search(q)
   error(res, 0)
 end
 
--- A search that must return every entry up to its limit: a short answer (a
+-- A search that must return every entry up to `limit`: a short answer (a
 -- search timeout returns partial results) stops the thread before any delete.
--- `per_entry`: reply elements per entry (1 with NOCONTENT, 2 with fields).
-local function search_all(q, per_entry)
-  local res = search(q)
-  local returned = (#res - 1) / per_entry
-  local expected = math.min(res[1], q.limit)
+local function search_all(index, where, thread, limit, shape)
+  local res = search(index, where, thread, limit, shape)
+  local returned = (#res - 1) / (shape and shape.fields and 2 or 1) -- a key, and its fields
+  local expected = math.min(res[1], limit)
   if returned < expected then
     fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
       .. ' entries (a search timeout?); nothing was deleted, try again')
@@ -566,7 +575,7 @@ end
 -- How many checkpoint index entries match `where`; by default those of the
 -- thread's tag, a superset of the thread (the tag matches case-insensitively).
 local function count_tagged(ctx, thread, where)
-  return search({ index = ctx.cp, where = where or '@thread_id:{$t}', thread = thread, limit = 0 })[1]
+  return search(ctx.cp, where or '@thread_id:{$t}', thread, 0)[1]
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint
@@ -704,6 +713,9 @@ local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
 local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
 local OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
+local SORTED = { sorted = true } -- query shapes (see query_args)
+local IDENTITY = { fields = { 'thread_id', 'checkpoint_id' } }
+local SORTED_IDENTITY = { fields = IDENTITY.fields, sorted = true }
 
 -- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
 local function marks_delta(meta)
@@ -754,7 +766,7 @@ local function first_look(ctx, thread, limit, counted)
   if not thread.plain then
     return counted or count_tagged(ctx, thread), nil
   end
-  local res = search_all({ index = ctx.cp, where = '@thread_id:{$t}', thread = thread, limit = limit }, 1)
+  local res = search_all(ctx.cp, '@thread_id:{$t}', thread, limit)
   return res[1], res
 end
 
@@ -778,8 +790,7 @@ end
 -- `limit` (0: the count). The time range comes first: RediSearch then walks
 -- only the window's entries.
 local function since(ctx, thread, lo, limit)
-  return search({ index = ctx.cp, thread = thread, limit = limit,
-    where = string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE })
+  return search(ctx.cp, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE, thread, limit)
 end
 
 -- How far back from `ts` the root window reaches (ms): widened until it holds
@@ -848,7 +859,7 @@ local function root_window(ctx, thread, keep, view)
   local window = since(ctx, thread, lo, limit)
   list.add(window, 2, limit + 1)
   local exact = window[1] <= #window - 1 and kth_after(list.docs, keep, lo)
-  local page = view.first or search({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.page })
+  local page = view.first or search(ctx.cp, ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, exact
 end
@@ -858,8 +869,7 @@ end
 local function list_root(ctx, thread, view)
   local res = not view.sorted and view.first
   if not res then
-    res = search_all({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.limit,
-      sorted = view.sorted }, 1)
+    res = search_all(ctx.cp, ROOT_WHERE, thread, view.limit, view.sorted and SORTED or nil)
   end
   local docs, prefix = {}, checkpoint_prefix(ctx, thread, ROOT_NS)
   for i = 2, #res do -- one answer: each key once
@@ -918,8 +928,8 @@ local function list_checkpoints(ctx, thread, view, rule)
   if view.sorted and count_tagged(ctx, thread, OTHERS_WHERE) == 0 then
     return docs, exact -- no entry of the thread's tag outside the root
   end
-  local res = search_all({ index = ctx.cp, where = OTHERS_WHERE, thread = thread,
-    fields = { 'thread_id', 'checkpoint_id' }, limit = view.limit, sorted = view.sorted }, 2)
+  local res = search_all(ctx.cp, OTHERS_WHERE, thread, view.limit,
+    view.sorted and SORTED_IDENTITY or IDENTITY)
   for i = 2, #res, 2 do
     docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])
   end
@@ -1257,7 +1267,7 @@ local function all_writes(del, doomed)
   if #doomed == 0 or del.per * #doomed > del.reads then
     return nil
   end
-  local res = search({ index = del.ctx.wp, where = '@thread_id:{$t}', thread = del.thread, limit = del.reads })
+  local res = search(del.ctx.wp, '@thread_id:{$t}', del.thread, del.reads)
   if res[1] > #res - 1 then
     return nil -- the thread has more writes than one answer may hold
   end
@@ -1301,8 +1311,8 @@ local function next_chunk(del, doomed, first)
     end
     local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
     -- the id clause first: RediSearch then walks only those ids' entries
-    local res = search({ index = del.ctx.wp, thread = del.thread, ids = ids, limit = ask,
-      where = '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}' })
+    local res = search(del.ctx.wp, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
+      del.thread, ask, { ids = ids })
     spent = spent + #res - 1
     local truncated = res[1] > #res - 1
     if #chunk == 1 or not truncated then
@@ -1347,8 +1357,7 @@ end
 -- of the thread with more writes than that): then the call reports more.
 local function leftovers(ctx, thread, docs)
   local owners = write_owners(ctx, thread, docs)
-  local res = search({ index = ctx.wp, where = '@thread_id:{$t}', thread = thread,
-    limit = math.min(reads_left(ctx.budget), ctx.cap) })
+  local res = search(ctx.wp, '@thread_id:{$t}', thread, math.min(reads_left(ctx.budget), ctx.cap))
   local writes, others, seen = {}, {}, {}
   for i = 2, #res do
     local key, listed = res[i], false
@@ -1693,10 +1702,10 @@ end
 -- under the checkpoint prefix (as the saver's always do) with a string
 -- thread_id is left out, so no other key is ever read.
 local function pointer_threads(ctx, keys)
-  local latest, named, targets, ids = latest_start(ctx), {}, {}, {}
+  local latest, checkpoints, named, targets, ids = latest_start(ctx), ctx.cp .. ':', {}, {}, {}
   for _, key in ipairs(keys) do
     local target = starts_with(key, latest) and read_pointer(key)
-    if target and starts_with(target, ctx.cp .. ':') then
+    if target and starts_with(target, checkpoints) then
       named[#named + 1] = key
       targets[#targets + 1] = target
     end

@@ -457,7 +457,7 @@ MUTANTS = [
         "pointer-target-prefix",
         "a sweep reads only what a latest pointer names under the checkpoint prefix",
         "80-sweep.lua",
-        "    if target and starts_with(target, ctx.cp .. ':') then\n",
+        "    if target and starts_with(target, checkpoints) then\n",
         "    if target then\n",
         ("tests/test_acl.py::test_a_sweep_never_reads_what_a_foreign_latest_pointer_names",),
     ),

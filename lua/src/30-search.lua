@@ -23,32 +23,42 @@ end
 -- it is loaded again): the JSON module answers; the search result cap.
 local server = { json = false, cap = nil }
 
--- FT.SEARCH arguments from a query record (the one place queries are built):
+-- FT.SEARCH arguments (the one place queries are built):
 --   index   the index to search (ctx.cp or ctx.wp)
 --   where   the query text: $t is the thread's tag, $n the root namespace,
---           $c1..$cN the `ids`
+--           $c1..$cN the shape's `ids`
 --   thread  the thread record whose tag $t holds
---   ids     optional TAG parameters (checkpoint ids, see id_param)
---   fields  optional fields to RETURN; else NOCONTENT
 --   limit   entries wanted (0: only the count)
---   sorted  optional: newest checkpoint_id first
-local function query_args(q)
-  local ids = q.ids or {}
-  local args = { q.index, q.where, 'PARAMS', '', 't', q.thread.tag }
+--   shape   optional record: `ids` (TAG parameters: checkpoint ids, see
+--           id_param), `fields` (to RETURN; else NOCONTENT), `sorted`
+--           (newest checkpoint_id first)
+-- Positional, and one table constructor for the common shape: a sweep makes
+-- one query per thread it visits, and a record per query costs it measurably.
+local function query_args(index, where, thread, limit, shape)
+  local has_n = where:find('$n', 1, true) ~= nil -- a parameter more costs every query a little
+  if not shape then
+    if has_n then
+      return { index, where, 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'NOCONTENT',
+        'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }
+    end
+    return { index, where, 'PARAMS', '2', 't', thread.tag, 'NOCONTENT',
+      'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }
+  end
+  local ids = shape.ids or {}
+  local args = { index, where, 'PARAMS', tostring((has_n and 4 or 2) + 2 * #ids), 't', thread.tag }
   local n = #args
-  if q.where:find('$n', 1, true) then -- a parameter more costs every query a little
+  if has_n then
     args[n + 1], args[n + 2] = 'n', ROOT_NS
     n = n + 2
   end
-  args[4] = tostring(n - 4 + 2 * #ids)
   for i, param in ipairs(ids) do
     args[n + 1], args[n + 2] = 'c' .. i, param
     n = n + 2
   end
-  if q.fields then
-    args[n + 1], args[n + 2] = 'RETURN', tostring(#q.fields)
+  if shape.fields then
+    args[n + 1], args[n + 2] = 'RETURN', tostring(#shape.fields)
     n = n + 2
-    for _, field in ipairs(q.fields) do
+    for _, field in ipairs(shape.fields) do
       n = n + 1
       args[n] = field
     end
@@ -56,19 +66,19 @@ local function query_args(q)
     n = n + 1
     args[n] = 'NOCONTENT'
   end
-  if q.sorted then
+  if shape.sorted then
     args[n + 1], args[n + 2], args[n + 3] = 'SORTBY', 'checkpoint_id', 'DESC'
     n = n + 3
   end
-  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', '0', tostring(q.limit)
+  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', '0', tostring(limit)
   args[n + 4], args[n + 5], args[n + 6], args[n + 7] = 'TIMEOUT', '0', 'DIALECT', '2'
   return args
 end
 
--- FT.SEARCH of a query record, with the server's errors turned into ones that
--- say what to do. A cap lowered since it was cached is Stale.
-local function search(q)
-  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(query_args(q)))
+-- FT.SEARCH (arguments as query_args takes them), with the server's errors
+-- turned into ones that say what to do. A cap lowered since it was cached is Stale.
+local function search(index, where, thread, limit, shape)
+  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
   if ok then
     return res
   end
@@ -78,7 +88,7 @@ local function search(q)
     error(Stale, 0)
   end
   if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
-    fail('NOINDEX', 'index ' .. show(q.index) .. ' does not exist: run the saver\'s setup() first, '
+    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first, '
       .. 'or pass the prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)')
   end
   if unknown_command(err) then
@@ -88,13 +98,12 @@ local function search(q)
   error(res, 0)
 end
 
--- A search that must return every entry up to its limit: a short answer (a
+-- A search that must return every entry up to `limit`: a short answer (a
 -- search timeout returns partial results) stops the thread before any delete.
--- `per_entry`: reply elements per entry (1 with NOCONTENT, 2 with fields).
-local function search_all(q, per_entry)
-  local res = search(q)
-  local returned = (#res - 1) / per_entry
-  local expected = math.min(res[1], q.limit)
+local function search_all(index, where, thread, limit, shape)
+  local res = search(index, where, thread, limit, shape)
+  local returned = (#res - 1) / (shape and shape.fields and 2 or 1) -- a key, and its fields
+  local expected = math.min(res[1], limit)
   if returned < expected then
     fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
       .. ' entries (a search timeout?); nothing was deleted, try again')
@@ -105,7 +114,7 @@ end
 -- How many checkpoint index entries match `where`; by default those of the
 -- thread's tag, a superset of the thread (the tag matches case-insensitively).
 local function count_tagged(ctx, thread, where)
-  return search({ index = ctx.cp, where = where or '@thread_id:{$t}', thread = thread, limit = 0 })[1]
+  return search(ctx.cp, where or '@thread_id:{$t}', thread, 0)[1]
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint

@@ -13,6 +13,9 @@ local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
 local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
 local OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
+local SORTED = { sorted = true } -- query shapes (see query_args)
+local IDENTITY = { fields = { 'thread_id', 'checkpoint_id' } }
+local SORTED_IDENTITY = { fields = IDENTITY.fields, sorted = true }
 
 -- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
 local function marks_delta(meta)
@@ -63,7 +66,7 @@ local function first_look(ctx, thread, limit, counted)
   if not thread.plain then
     return counted or count_tagged(ctx, thread), nil
   end
-  local res = search_all({ index = ctx.cp, where = '@thread_id:{$t}', thread = thread, limit = limit }, 1)
+  local res = search_all(ctx.cp, '@thread_id:{$t}', thread, limit)
   return res[1], res
 end
 
@@ -87,8 +90,7 @@ end
 -- `limit` (0: the count). The time range comes first: RediSearch then walks
 -- only the window's entries.
 local function since(ctx, thread, lo, limit)
-  return search({ index = ctx.cp, thread = thread, limit = limit,
-    where = string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE })
+  return search(ctx.cp, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE, thread, limit)
 end
 
 -- How far back from `ts` the root window reaches (ms): widened until it holds
@@ -157,7 +159,7 @@ local function root_window(ctx, thread, keep, view)
   local window = since(ctx, thread, lo, limit)
   list.add(window, 2, limit + 1)
   local exact = window[1] <= #window - 1 and kth_after(list.docs, keep, lo)
-  local page = view.first or search({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.page })
+  local page = view.first or search(ctx.cp, ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, exact
 end
@@ -167,8 +169,7 @@ end
 local function list_root(ctx, thread, view)
   local res = not view.sorted and view.first
   if not res then
-    res = search_all({ index = ctx.cp, where = ROOT_WHERE, thread = thread, limit = view.limit,
-      sorted = view.sorted }, 1)
+    res = search_all(ctx.cp, ROOT_WHERE, thread, view.limit, view.sorted and SORTED or nil)
   end
   local docs, prefix = {}, checkpoint_prefix(ctx, thread, ROOT_NS)
   for i = 2, #res do -- one answer: each key once
@@ -227,8 +228,8 @@ local function list_checkpoints(ctx, thread, view, rule)
   if view.sorted and count_tagged(ctx, thread, OTHERS_WHERE) == 0 then
     return docs, exact -- no entry of the thread's tag outside the root
   end
-  local res = search_all({ index = ctx.cp, where = OTHERS_WHERE, thread = thread,
-    fields = { 'thread_id', 'checkpoint_id' }, limit = view.limit, sorted = view.sorted }, 2)
+  local res = search_all(ctx.cp, OTHERS_WHERE, thread, view.limit,
+    view.sorted and SORTED_IDENTITY or IDENTITY)
   for i = 2, #res, 2 do
     docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])
   end

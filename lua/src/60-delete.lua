@@ -123,7 +123,7 @@ local function all_writes(del, doomed)
   if #doomed == 0 or del.per * #doomed > del.reads then
     return nil
   end
-  local res = search({ index = del.ctx.wp, where = '@thread_id:{$t}', thread = del.thread, limit = del.reads })
+  local res = search(del.ctx.wp, '@thread_id:{$t}', del.thread, del.reads)
   if res[1] > #res - 1 then
     return nil -- the thread has more writes than one answer may hold
   end
@@ -167,8 +167,8 @@ local function next_chunk(del, doomed, first)
     end
     local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
     -- the id clause first: RediSearch then walks only those ids' entries
-    local res = search({ index = del.ctx.wp, thread = del.thread, ids = ids, limit = ask,
-      where = '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}' })
+    local res = search(del.ctx.wp, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
+      del.thread, ask, { ids = ids })
     spent = spent + #res - 1
     local truncated = res[1] > #res - 1
     if #chunk == 1 or not truncated then
@@ -213,8 +213,7 @@ end
 -- of the thread with more writes than that): then the call reports more.
 local function leftovers(ctx, thread, docs)
   local owners = write_owners(ctx, thread, docs)
-  local res = search({ index = ctx.wp, where = '@thread_id:{$t}', thread = thread,
-    limit = math.min(reads_left(ctx.budget), ctx.cap) })
+  local res = search(ctx.wp, '@thread_id:{$t}', thread, math.min(reads_left(ctx.budget), ctx.cap))
   local writes, others, seen = {}, {}, {}
   for i = 2, #res do
     local key, listed = res[i], false

@@ -82,10 +82,10 @@ end
 -- under the checkpoint prefix (as the saver's always do) with a string
 -- thread_id is left out, so no other key is ever read.
 local function pointer_threads(ctx, keys)
-  local latest, named, targets, ids = latest_start(ctx), {}, {}, {}
+  local latest, checkpoints, named, targets, ids = latest_start(ctx), ctx.cp .. ':', {}, {}, {}
   for _, key in ipairs(keys) do
     local target = starts_with(key, latest) and read_pointer(key)
-    if target and starts_with(target, ctx.cp .. ':') then
+    if target and starts_with(target, checkpoints) then
       named[#named + 1] = key
       targets[#targets + 1] = target
     end
