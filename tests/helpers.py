@@ -187,6 +187,28 @@ def states_by_checkpoint(app: CompiledStateGraph[Any], thread_id: str, ids: list
     return {cid: fingerprint(app.get_state(config_of(thread_id, cid), subgraphs=True)) for cid in ids}
 
 
+# --- the browser -------------------------------------------------------------------
+
+
+def browser_dom(browser: str, url: str, tmp_path: Path) -> str:
+    """The DOM headless Chromium (`browser`) shows for `url` once its scripts ran, with a
+    fresh profile under `tmp_path`."""
+    return subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    ).stdout
+
+
 # --- the command line ---------------------------------------------------------------
 
 

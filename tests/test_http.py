@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import checkpoint_ids, lgprune, put_checkpoints, snapshot
+from helpers import browser_dom, checkpoint_ids, lgprune, put_checkpoints, snapshot
 from langgraph.checkpoint.redis import RedisSaver
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -334,20 +334,7 @@ def test_the_status_page_in_a_real_browser_shows_the_stats(
     wait_done(served, started["sweep"])
     _, stats = served.call("GET", "/stats?keep=10&top=20")
     url = served.base.replace("http://", f"http://lgprune:{TOKEN}@") + "/"
-    dom = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    ).stdout
+    dom = browser_dom(browser, url, tmp_path)
     assert f"threads<b>{stats['threads']}</b>" in dom and f"checkpoints<b>{stats['checkpoints']}</b>" in dom
     assert dom.index("user:big") < dom.index("user:small") < dom.index(">Wang1<")
     assert "<svg" in dom and "11-50" in dom and "dry run (nothing deleted)" in dom and ">success<" not in dom

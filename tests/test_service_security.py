@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import checkpoint_ids, put_checkpoints, snapshot
+from helpers import browser_dom, checkpoint_ids, put_checkpoints, snapshot
 from langgraph.checkpoint.redis import RedisSaver
 from test_http import TOKEN, Service, metric_values, start, stop, wait_done
 
@@ -140,20 +140,7 @@ def test_a_page_on_another_loopback_port_deletes_nothing_in_chromium(
     page = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), AttackerPage)
     threading.Thread(target=page.serve_forever, daemon=True).start()
     try:
-        dom = subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--dump-dom",
-                f"http://127.0.0.1:{page.server_address[1]}/",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=90,
-        ).stdout
+        dom = browser_dom(browser, f"http://127.0.0.1:{page.server_address[1]}/", tmp_path)
         assert "settled 4" in dom, dom  # every request was sent and answered
         time.sleep(0.5)
         assert snapshot(r) == before
@@ -482,20 +469,7 @@ def test_another_sites_images_make_the_service_read_nothing_in_chromium(
     try:
         wait_refreshed(service)
         r.config_resetstat()
-        dom = subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--dump-dom",
-                f"http://127.0.0.1:{page.server_address[1]}/",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=90,
-        ).stdout
+        dom = browser_dom(browser, f"http://127.0.0.1:{page.server_address[1]}/", tmp_path)
         assert "cats" in dom, dom
         time.sleep(0.5)
         assert store_reads(r) == {}
