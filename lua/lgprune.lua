@@ -872,8 +872,9 @@ local function list_root(ctx, thread, view)
     res = search_all(ctx.cp, ROOT_WHERE, thread, view.limit, view.sorted and SORTED or nil)
   end
   local docs, prefix = {}, checkpoint_prefix(ctx, thread, ROOT_NS)
+  local prove = thread.plain and root_doc or function(key) return proven_root(thread, key, prefix) end
   for i = 2, #res do -- one answer: each key once
-    docs[#docs + 1] = proven_root(thread, res[i], prefix)
+    docs[#docs + 1] = prove(res[i], prefix)
   end
   return docs
 end
@@ -1327,13 +1328,11 @@ end
 -- remain: false when not all of it fits (the writes that fit are taken).
 local function take(del, d, ws, truncated)
   local fits = not truncated and #ws + 2 <= del.left
-  for k = 1, #ws do
-    if del.left < 1 then
-      break
-    end
-    del.writes.add(ws[k])
-    del.left = del.left - 1
+  local add, n = del.writes.add, math.min(#ws, del.left) -- locals: this runs once per write
+  for k = 1, n do
+    add(ws[k])
   end
+  del.left = del.left - math.max(n, 0)
   if not fits then
     return false
   end

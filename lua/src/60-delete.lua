@@ -183,13 +183,11 @@ end
 -- remain: false when not all of it fits (the writes that fit are taken).
 local function take(del, d, ws, truncated)
   local fits = not truncated and #ws + 2 <= del.left
-  for k = 1, #ws do
-    if del.left < 1 then
-      break
-    end
-    del.writes.add(ws[k])
-    del.left = del.left - 1
+  local add, n = del.writes.add, math.min(#ws, del.left) -- locals: this runs once per write
+  for k = 1, n do
+    add(ws[k])
   end
+  del.left = del.left - math.max(n, 0)
   if not fits then
     return false
   end
