@@ -677,15 +677,8 @@ end
 -- (a JSON.MERGE of {"has_writes": true}) for a checkpoint not stored yet. It
 -- names no thread and no checkpoint, so no index query finds it.
 local function is_placeholder(key)
-  local ok, res = pcall(rcall, 'JSON.OBJKEYS', key, '$')
-  if not ok or type(res) ~= 'table' or type(res[1]) ~= 'table' then
-    return false
-  end
-  local has = {}
-  for _, k in ipairs(res[1]) do
-    has[k] = true
-  end
-  return has.has_writes == true and not has.checkpoint_id and not has.thread_id
+  local ok, has = pcall(json_keyset, key, '$') -- fails for a key that is not JSON
+  return ok and has.has_writes == true and not has.checkpoint_id and not has.thread_id
 end
 
 -- Whether checkpoint `key` is gone for its writes: missing, or a placeholder.
