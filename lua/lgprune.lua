@@ -276,6 +276,9 @@ local ZSET_PREFIX = 'write_keys_zset'
 local MAX_TAG_BYTES = 4096 -- longer TAG values are not matched by RediSearch
 local UUID_EPOCH = 122192928000000000 -- 1582-10-15 to 1970-01-01 in 100 ns
 local DEFAULT_GRACE_MS = 600000 -- keys younger than this may belong to a write in flight
+-- lgprune's own key, outside the saver's prefixes: a hash of sweep rules, each
+-- to the server time (ms) at which its last complete pass began.
+local WATERMARKS = 'lgprune:watermarks'
 
 -- True when s is well-formed UTF-8 (JSON documents cannot hold anything else).
 local function is_utf8(s)
@@ -1613,7 +1616,9 @@ end
 
 -- Sweeps and orphans -------------------------------------------------------------
 -- Provides: the orphan checks (orphan_pointer, orphan_write, orphan_registry,
--- orphan_placeholder) and a sweep's parts: sweep_state, sweep_steps.
+-- orphan_placeholder) and a sweep's parts: sweep_state, spent, visit and
+-- counted (one thread, for either kind of pass), sweep_steps (a full pass:
+-- threads found by SCAN over the latest pointers).
 -- Assumes: everything above. A sweep charges its budget's `work` for what is
 -- not a delete; a call stops once keys + work reach BUDGET.
 
@@ -1678,7 +1683,7 @@ local function sweep_state(ctx, rule, opts)
     out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
       checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 },
     step = { threads_visited = 0, threads_skipped = 0 },
-    seen = {}, details = {}, orphans = sink(ctx.budget),
+    seen = {}, details = {}, orphans = sink(ctx.budget), unfinished = false,
   }
 end
 
@@ -1733,12 +1738,53 @@ local function count_visit(sw, id, done)
   end
 end
 
+-- Prune thread `id` (as stored: EMPTY_ID is thread "") under the sweep's rule.
+-- False when the call must stop before it (its budget is spent and it deleted
+-- something, or the thread failed after a delete: the next call meets it
+-- first); else true and its counts (nil when the index cannot match the id).
+local function visit(sw, id)
+  local ctx, b = sw.ctx, sw.ctx.budget
+  if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
+    return false
+  end
+  local thread, done = thread_record(id == EMPTY_ID and '' or id), nil
+  if thread then
+    local ok
+    ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
+    if not ok then
+      return false
+    end
+  end
+  sw.seen[id] = true
+  b.work = b.work + VISIT_COST
+  return true, done
+end
+
+-- Count a visit (`done`: its counts, nil when skipped) into the sweep, its
+-- visit into `counts` (the sweep's, or the step's). Whether to go on past the
+-- thread: false to come back to it, when this call got somewhere with it and
+-- it has more. A thread left with more and no progress is passed over, and
+-- then the pass is not complete (`sw.unfinished`: no watermark).
+local function counted(sw, counts, id, done)
+  counts.threads_visited = counts.threads_visited + 1
+  if not done then
+    counts.threads_skipped = counts.threads_skipped + 1
+    return true
+  end
+  count_visit(sw, id, done)
+  local dry = sw.ctx.dry
+  if done.more == 1 and not dry and done.keys_deleted == 0 then
+    sw.unfinished = true
+  end
+  return done.more == 0 or dry or done.keys_deleted == 0
+end
+
 -- Prune thread `id`, which latest pointer `key` names (or, when it names
 -- none, judge the pointer an orphan); false when the call must stop before it.
 local function sweep_pointer(sw, key, id)
-  local ctx, b = sw.ctx, sw.ctx.budget
+  local ctx = sw.ctx
   if not id then
-    b.work = b.work + CHECK_COST
+    ctx.budget.work = ctx.budget.work + CHECK_COST
     if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
       sw.orphans.add(key)
     end
@@ -1748,31 +1794,15 @@ local function sweep_pointer(sw, key, id)
   if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then
     return true -- a thread is visited once, from its root namespace's pointer when it has one
   end
-  if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
-    return false -- this call has spent its budget and deleted something: resume here
+  local go, done = visit(sw, id)
+  if not go then
+    return false
   end
-  local thread, done = thread_record(id == EMPTY_ID and '' or id), nil
-  if thread then
-    local ok
-    ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
-    if not ok then
-      return false -- it failed after this call deleted something: resume here
-    end
-  end
-  sw.seen[id] = true
-  b.work = b.work + VISIT_COST
   -- counted with the step, unless no later call can meet the thread again (it had no
   -- root pointer, or this visit deleted it: it was deleted whole)
   local gone = key ~= root or (done and done.keys_deleted > 0 and not ctx.dry and rcall('EXISTS', root) == 0)
   local counts = gone and sw.out or sw.step
-  counts.threads_visited = counts.threads_visited + 1
-  if not thread then
-    counts.threads_skipped = counts.threads_skipped + 1
-    return true
-  end
-  count_visit(sw, id, done)
-  -- come back to this thread only when this call got somewhere with it
-  return done.more == 0 or ctx.dry or done.keys_deleted == 0
+  return counted(sw, counts, id, done)
 end
 
 -- Judge a write, registry or placeholder key an orphan (ORPHANS).
@@ -1841,6 +1871,274 @@ local function sweep_steps(sw, cursor)
   end
 end
 
+-- Passes: full and incremental ----------------------------------------------------
+-- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor), the
+-- watermark (when the last complete pass of the same rule began) and
+-- incremental_steps: the threads that received a checkpoint in the time
+-- windows since then, found through the index by checkpoint_ts.
+-- Assumes: everything above. checkpoint_ts is the writing client's clock in ms
+-- (a float, stamped before the write reaches Redis); a document without it is
+-- found by full passes only. Watermarks are server time: MARGIN covers the
+-- clients' skew and put latency.
+
+local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
+local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
+local MAX_SEGMENT = 4000 -- index entries one segment reads at most (unless it is 1 ms wide)
+local COUNT_ENTRIES_PER_UNIT = 100 -- a count costs 1 budget unit per this many entries
+local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
+
+-- The watermark's field: the rule and prefixes a pass applies, spelled once.
+local function rule_field(ctx, rule, opts)
+  local function ms(v)
+    return v and string.format('%.0f', v) or '-'
+  end
+  return cjson.encode({ ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. ms(opts.MAX_AGE),
+    'idle_ttl ' .. ms(opts.IDLE_TTL) })
+end
+
+-- What a cursor must match to continue a pass: its rule, margin and kind of run.
+local function fingerprint(field, opts)
+  local run = { field, string.format('%.0f', opts.MARGIN or DEFAULT_MARGIN_MS),
+    opts.FULL and 'full' or '', opts.ORPHANS and 'orphans' or '', opts.DRY_RUN and 'dry' or '' }
+  return redis.sha1hex(table.concat(run, '|')):sub(1, 16)
+end
+
+-- A pass, as a cursor carries it between calls:
+--   kind        'full' (SCAN over the latest pointers) or 'incremental'
+--   field, fp   its watermark field and fingerprint
+--   start       server ms at which it began (nil: a cursor of lgprune 0.2, no watermark)
+--   unfinished  it passed over a thread it could not finish: it records no watermark
+--   scan        (full) the SCAN cursor ("00": inside the first step)
+--   since       (incremental) the watermark less MARGIN
+--   lo, width   (incremental) the segment under way: checkpoint_ts in [lo, lo + width)
+--   after       (incremental) the last thread of that segment visited, or nil
+local function begin_pass(ctx, rule, opts)
+  local field = rule_field(ctx, rule, opts)
+  local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
+  local mark = not (opts.FULL or opts.ORPHANS) and rcall('HGET', WATERMARKS, field)
+  if type(mark) == 'string' and tonumber(mark) then
+    pass.kind, pass.since = 'incremental', tonumber(mark) - (opts.MARGIN or DEFAULT_MARGIN_MS)
+    pass.lo, pass.width = -math.huge, FIRST_WIDTH
+  else
+    pass.kind, pass.scan = 'full', '0'
+  end
+  return pass
+end
+
+local FULL_CURSOR = '^f:(%x+):(%d+):([01]):(%d+)$'
+local INCREMENTAL_CURSOR = '^i:(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$'
+
+-- The pass a cursor continues, or a new one for "0"; refuses a cursor of
+-- another rule, margin or kind of run.
+local function parse_cursor(cursor, ctx, rule, opts)
+  if cursor == '0' then
+    return begin_pass(ctx, rule, opts)
+  end
+  local pass = { field = rule_field(ctx, rule, opts) }
+  pass.fp = fingerprint(pass.field, opts)
+  local fp, start, u, scan = cursor:match(FULL_CURSOR)
+  local from, lo, width, after
+  if fp then
+    pass.kind, pass.scan = 'full', scan
+  else
+    fp, start, from, lo, width, u, after = cursor:match(INCREMENTAL_CURSOR)
+    pass.kind, pass.since, pass.lo, pass.width = 'incremental', tonumber(from), tonumber(lo), tonumber(width)
+    pass.after = after and after ~= '' and after:sub(2) or nil
+  end
+  if not fp then
+    if cursor:match('^%d+$') then
+      return { kind = 'full', scan = cursor, unfinished = true } -- lgprune 0.2's SCAN cursor
+    end
+    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+  end
+  if fp ~= pass.fp then
+    fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
+  end
+  pass.start, pass.unfinished = tonumber(start), u == '1'
+  return pass
+end
+
+-- The cursor that continues `pass` ("0" once it is done).
+local function pass_cursor(pass, done)
+  if done then
+    return '0'
+  end
+  local u = pass.unfinished and '1' or '0'
+  if pass.kind == 'full' then
+    if not pass.start then
+      return pass.scan == '00' and '00' or pass.scan
+    end
+    return table.concat({ 'f', pass.fp, string.format('%.0f', pass.start), u, pass.scan == '00' and '0'
+      or pass.scan }, ':')
+  end
+  return table.concat({ 'i', pass.fp, string.format('%.0f', pass.start), string.format('%.0f', pass.since),
+    string.format('%.0f', pass.lo), string.format('%.0f', pass.width), u, pass.after and '>' .. pass.after or '' },
+    ':')
+end
+
+-- Record that `pass` completed: its rule's watermark moves to when it began
+-- (never back). Not for a dry run, nor a pass that left a thread unfinished.
+local function record_pass(pass, dry)
+  if dry or pass.unfinished or not pass.start then
+    return
+  end
+  local mark = tonumber(rcall('HGET', WATERMARKS, pass.field) or nil)
+  if not mark or mark < pass.start then
+    rcall('HSET', WATERMARKS, pass.field, string.format('%.0f', pass.start))
+  end
+end
+
+-- The windows of checkpoint_ts a pass reads, [lo, hi) in order, overlaps
+-- merged: checkpoints stored since the watermark (less MARGIN); and for each
+-- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then.
+local function windows(pass, opts)
+  local margin = opts.MARGIN or DEFAULT_MARGIN_MS
+  local list = { { pass.since, pass.start } }
+  for _, age in ipairs({ opts.MAX_AGE or false, opts.IDLE_TTL or false }) do
+    if age then
+      list[#list + 1] = { pass.since - age, pass.start - age + margin }
+    end
+  end
+  table.sort(list, function(a, b) return a[1] < b[1] end)
+  local merged = { list[1] }
+  for i = 2, #list do
+    local last = merged[#merged]
+    if list[i][1] <= last[2] then
+      last[2] = math.max(last[2], list[i][2])
+    else
+      merged[#merged + 1] = list[i]
+    end
+  end
+  return merged
+end
+
+-- The checkpoint index's query for checkpoint_ts in [lo, hi).
+local function ts_range(lo, hi)
+  return string.format('@checkpoint_ts:[%.0f (%.0f]', lo, hi)
+end
+
+-- How many checkpoint documents have checkpoint_ts in [lo, hi).
+local function ts_count(ctx, lo, hi)
+  local n = rcall('FT.SEARCH', ctx.cp, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', '0',
+    'TIMEOUT', '0', 'DIALECT', '2')[1]
+  ctx.budget.work = ctx.budget.work + 1 + math.floor(n / COUNT_ENTRIES_PER_UNIT)
+  return n
+end
+
+-- Whether a sorts before b: by the server's string order, and by bytes where
+-- that finds two different strings equal. A total order, for sort and resume.
+local function before(a, b)
+  if a < b then
+    return true
+  elseif a == b or b < a then
+    return false
+  end
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
+
+-- The thread ids (as stored) of the `n` checkpoints with checkpoint_ts in
+-- [lo, hi), sorted (see before).
+local function ts_threads(ctx, lo, hi, n)
+  local res = rcall('FT.AGGREGATE', ctx.cp, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
+    'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
+  ctx.budget.work = ctx.budget.work + math.floor(n / GROUP_ENTRIES_PER_UNIT)
+  local ids = {}
+  for i = 2, #res do
+    local row = res[i]
+    if row[1] == 'thread_id' and type(row[2]) == 'string' then
+      ids[#ids + 1] = row[2]
+    end
+  end
+  if #ids < math.min(res[1], n) then
+    fail('PARTIAL', 'the index grouped ' .. #ids .. ' of ' .. res[1] .. ' threads; try again')
+  end
+  table.sort(ids, before)
+  return ids
+end
+
+-- The segment the pass is in or begins next within window w: [lo, hi) and
+-- its entries. A new segment is narrowed by counts to MAX_SEGMENT entries (or
+-- 1 ms); the width carries over, doubled after a segment of few entries.
+local function segment(sw, pass, w)
+  local ctx = sw.ctx
+  local limit = math.min(MAX_SEGMENT, math.max(100, math.floor(ctx.budget.total / 2)))
+  local lo = math.max(pass.lo, w[1])
+  if pass.after then -- the segment under way, as the last call left it
+    local hi = math.min(lo + pass.width, w[2])
+    return lo, hi, ts_count(ctx, lo, hi)
+  end
+  while true do
+    local hi = math.min(lo + pass.width, w[2])
+    local n = ts_count(ctx, lo, hi)
+    if n <= limit or hi - lo <= 1 then
+      pass.lo = lo
+      return lo, hi, n, n < limit / 4
+    end
+    pass.width = math.max(1, math.floor((hi - lo) / 2))
+  end
+end
+
+-- Visit the threads of segment [lo, hi) (n entries) after pass.after; false
+-- when the call stopped inside it (pass.after: the last thread visited).
+local function visit_segment(sw, pass, lo, hi, n)
+  local b = sw.ctx.budget
+  for _, id in ipairs(ts_threads(sw.ctx, lo, hi, n)) do
+    if pass.after == nil or before(pass.after, id) then
+      if sw.moved and spent(b) then
+        return false
+      end
+      if not sw.seen[id] then
+        local go, done = visit(sw, id)
+        if not go or not counted(sw, sw.out, id, done) then
+          return false
+        end
+      end
+      pass.after, sw.moved = id, true
+    end
+  end
+  return true
+end
+
+-- Read the next segment of window w and visit its threads (see segment,
+-- visit_segment); true when the segment is done, and the pass moves past it.
+local function segment_step(sw, pass, w)
+  local lo, hi, n, few = segment(sw, pass, w)
+  if not visit_segment(sw, pass, lo, hi, n) then
+    return false
+  end
+  pass.lo, pass.after, sw.moved = hi, nil, true
+  if few then
+    pass.width = math.min(pass.width * 2, 2 ^ 40)
+  end
+  return true
+end
+
+-- Visit the segments of the pass's windows until it is done (true) or the
+-- budget is spent (false: pass.lo, pass.width and pass.after say where). A
+-- call stops once it has visited a thread or finished a segment.
+local function incremental_steps(sw, pass)
+  local b = sw.ctx.budget
+  for _, w in ipairs(windows(pass, sw.opts)) do
+    while math.max(pass.lo, w[1]) < w[2] do
+      if sw.moved and spent(b) then
+        return false
+      end
+      local ok, finished = guard(b, segment_step, sw, pass, w)
+      if not (ok and finished) then
+        return false
+      end
+    end
+  end
+  return true
+end
+
 -- Registered functions ---------------------------------------------------------------
 -- Provides: the functions Redis runs, each with its contract, and their flags.
 -- Assumes: everything above.
@@ -1853,8 +2151,9 @@ end
 local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
-  ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
-local SWEEP_FIELDS = { 'cursor', 'threads_visited', 'threads_pruned', 'threads_deleted',
+  ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string',
+  FULL = 'flag', MARGIN = 'ms' }
+local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'threads_visited', 'threads_pruned', 'threads_deleted',
   'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
 
 --[[
@@ -2004,21 +2303,34 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
 ]]
 local function lgprune_sweep(_, args)
   local cursor = args[1]
-  if type(cursor) ~= 'string' or not cursor:match('^%d+$') then
+  if type(cursor) ~= 'string' then
     fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
   end
   local opts = parse_options(args, 3, SWEEP_OPTIONS)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
   ctx.sweep, ctx.details = true, opts.DETAILS == true
+  local pass = parse_cursor(cursor, ctx, rule, opts)
   check_server(ctx)
   local sw = sweep_state(ctx, rule, opts)
-  cursor = sweep_steps(sw, cursor)
+  sw.unfinished = pass.unfinished
+  local done
+  if pass.kind == 'full' then
+    pass.scan = sweep_steps(sw, pass.scan)
+    done = pass.scan == '0'
+  else
+    done = incremental_steps(sw, pass)
+  end
   local out = sw.out
   sw.orphans.flush()
+  pass.unfinished = sw.unfinished
+  if done then
+    record_pass(pass, ctx.dry)
+  end
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
-  out.cursor = cursor
+  out.cursor, out.kind = pass_cursor(pass, done), pass.kind
+  out.since = pass.since and string.format('%.0f', pass.since + (opts.MARGIN or DEFAULT_MARGIN_MS)) or '0'
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
     r[#r + 1] = 'threads'

@@ -23,6 +23,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot, interrupt
 
 from lgprune.demo import chat_app
+from lgprune.facts import WATERMARKS
 
 chat_graph = chat_app  # the demo's echo bot: one chat graph for the demo, tests and benchmarks
 
@@ -231,7 +232,8 @@ def escape_glob(text: str) -> str:
 
 
 def snapshot(client: redis.Redis, *, skip_thread: str | None = None) -> dict[bytes, bytes | None]:
-    """DUMP of every key (those of the saver's thread `skip_thread` left out)."""
+    """DUMP of every key of the saver (those of its thread `skip_thread` left out, and
+    lgprune's own watermarks key)."""
     skip = None
     if skip_thread is not None:
         skip = tuple(
@@ -241,7 +243,7 @@ def snapshot(client: redis.Redis, *, skip_thread: str | None = None) -> dict[byt
     out = {}
     for key in client.scan_iter(count=1000):
         key_bytes = key if isinstance(key, bytes) else key.encode()
-        if skip and key_bytes.startswith(skip):
+        if (skip and key_bytes.startswith(skip)) or key_bytes == WATERMARKS.encode():
             continue
         out[key_bytes] = client.dump(key)
     return out

@@ -48,6 +48,7 @@ CAP = "tests/test_result_cap.py::"
 ERRORS = "tests/test_errors.py::"
 CONTRACT = "tests/test_error_contract.py::"
 LEFTOVERS = "tests/test_leftovers.py::"
+INCREMENTAL = "tests/test_incremental.py::"
 
 
 @dataclass(frozen=True)
@@ -492,6 +493,74 @@ MUTANTS = [
         "  return not extra.cut\n",
         "  return true\n",
         (LEFTOVERS + "test_keep_0_never_says_done_while_a_case_variant_hides_leftovers",),
+    ),
+    # Incremental sweeps
+    Mutant(
+        "incremental-age-windows",
+        "an incremental pass also reads the checkpoints that crossed an age rule since the watermark",
+        "85-incremental.lua",
+        "    if age then\n",
+        "    if false then\n",
+        (
+            INCREMENTAL + "test_age_rules_visit_threads_that_crossed_their_age_since[max_age]",
+            INCREMENTAL + "test_age_rules_visit_threads_that_crossed_their_age_since[idle_ttl]",
+        ),
+    ),
+    Mutant(
+        "incremental-margin",
+        "an incremental pass reads from the watermark less MARGIN (writers' clock lag)",
+        "85-incremental.lua",
+        "tonumber(mark) - (opts.MARGIN or DEFAULT_MARGIN_MS)\n",
+        "tonumber(mark)\n",
+        (INCREMENTAL + "test_a_lagging_writer_is_caught_within_the_margin_and_beyond_it_by_a_full_sweep",),
+    ),
+    Mutant(
+        "incremental-dry-no-watermark",
+        "a dry run records no watermark",
+        "85-incremental.lua",
+        "  if dry or pass.unfinished or not pass.start then\n",
+        "  if pass.unfinished or not pass.start then\n",
+        (INCREMENTAL + "test_a_dry_run_or_an_abandoned_pass_leaves_the_watermark_where_it_was",),
+    ),
+    Mutant(
+        "incremental-watermark-when-done",
+        "only a completed pass moves the watermark",
+        "90-entry.lua",
+        "  if done then\n    record_pass(pass, ctx.dry)\n",
+        "  if true then\n    record_pass(pass, ctx.dry)\n",
+        (INCREMENTAL + "test_a_dry_run_or_an_abandoned_pass_leaves_the_watermark_where_it_was",),
+    ),
+    Mutant(
+        "incremental-cursor-fingerprint",
+        "a cursor continues only a pass of the same rule, margin and kind of run",
+        "85-incremental.lua",
+        "  if fp ~= pass.fp then\n",
+        "  if false then\n",
+        (INCREMENTAL + "test_a_cursor_of_another_rule_or_run_is_refused_and_deletes_nothing",),
+    ),
+    Mutant(
+        "incremental-rule-field",
+        "each rule (keep, ages, prefixes) has its own watermark: a changed rule runs full",
+        "85-incremental.lua",
+        "  return cjson.encode({ ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. ms(opts.MAX_AGE),\n",
+        "  return cjson.encode({ ctx.cp, ctx.wp, 'keep ', 'max_age ' .. ms(opts.MAX_AGE),\n",
+        (INCREMENTAL + "test_a_lowered_keep_or_another_rule_runs_a_full_pass_and_each_has_its_watermark",),
+    ),
+    Mutant(
+        "incremental-orphans-full",
+        "ORPHANS always runs a full pass (orphans are found by SCAN only)",
+        "85-incremental.lua",
+        "  local mark = not (opts.FULL or opts.ORPHANS) and rcall('HGET', WATERMARKS, field)\n",
+        "  local mark = not opts.FULL and rcall('HGET', WATERMARKS, field)\n",
+        (INCREMENTAL + "test_a_lowered_keep_or_another_rule_runs_a_full_pass_and_each_has_its_watermark",),
+    ),
+    Mutant(
+        "incremental-resume-after",
+        "a call resumes a segment after the last thread it visited",
+        "85-incremental.lua",
+        "    if pass.after == nil or before(pass.after, id) then\n",
+        "    if true then\n",
+        (INCREMENTAL + "test_small_calls_visit_every_active_thread_once_through_narrowed_segments",),
     ),
 ]
 

@@ -97,7 +97,7 @@ def test_many_resumes_at_the_thread_it_names() -> None:
 
 def sweep_reply(cursor: str, keys: int) -> dict[bytes, Any]:  # as RESP3 sends it
     counts = {name.encode(): 0 for name in SWEEP_COUNTS}
-    return {**counts, b"cursor": cursor.encode(), b"keys_deleted": keys}
+    return {**counts, b"cursor": cursor.encode(), b"kind": b"full", b"since": b"0", b"keys_deleted": keys}
 
 
 def test_a_sweep_follows_the_cursor_as_text_until_0() -> None:
@@ -196,7 +196,7 @@ def test_the_python_side_reads_the_librarys_facts_and_names_only_what_it_has() -
 
     assert set(CODES) <= set(facts.ERROR_CODES)
     assert set(facts.COUNT_FIELDS) <= {f.name for f in fields(PruneResult)}
-    assert set(SWEEP_COUNTS) | {"cursor"} <= {f.name for f in fields(SweepResult)}
+    assert set(SWEEP_COUNTS) | {"cursor", "kind", "since"} <= {f.name for f in fields(SweepResult)}
     assert (facts.MIN_BUDGET, facts.MAX_MANY) > (0, 0)
     with pytest.raises(LookupError):
         facts.option("FAST")

@@ -12,6 +12,9 @@ local ZSET_PREFIX = 'write_keys_zset'
 local MAX_TAG_BYTES = 4096 -- longer TAG values are not matched by RediSearch
 local UUID_EPOCH = 122192928000000000 -- 1582-10-15 to 1970-01-01 in 100 ns
 local DEFAULT_GRACE_MS = 600000 -- keys younger than this may belong to a write in flight
+-- lgprune's own key, outside the saver's prefixes: a hash of sweep rules, each
+-- to the server time (ms) at which its last complete pass began.
+local WATERMARKS = 'lgprune:watermarks'
 
 -- True when s is well-formed UTF-8 (JSON documents cannot hold anything else).
 local function is_utf8(s)

@@ -1,7 +1,9 @@
 
 -- Sweeps and orphans -------------------------------------------------------------
 -- Provides: the orphan checks (orphan_pointer, orphan_write, orphan_registry,
--- orphan_placeholder) and a sweep's parts: sweep_state, sweep_steps.
+-- orphan_placeholder) and a sweep's parts: sweep_state, spent, visit and
+-- counted (one thread, for either kind of pass), sweep_steps (a full pass:
+-- threads found by SCAN over the latest pointers).
 -- Assumes: everything above. A sweep charges its budget's `work` for what is
 -- not a delete; a call stops once keys + work reach BUDGET.
 
@@ -66,7 +68,7 @@ local function sweep_state(ctx, rule, opts)
     out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
       checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 },
     step = { threads_visited = 0, threads_skipped = 0 },
-    seen = {}, details = {}, orphans = sink(ctx.budget),
+    seen = {}, details = {}, orphans = sink(ctx.budget), unfinished = false,
   }
 end
 
@@ -121,12 +123,53 @@ local function count_visit(sw, id, done)
   end
 end
 
+-- Prune thread `id` (as stored: EMPTY_ID is thread "") under the sweep's rule.
+-- False when the call must stop before it (its budget is spent and it deleted
+-- something, or the thread failed after a delete: the next call meets it
+-- first); else true and its counts (nil when the index cannot match the id).
+local function visit(sw, id)
+  local ctx, b = sw.ctx, sw.ctx.budget
+  if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
+    return false
+  end
+  local thread, done = thread_record(id == EMPTY_ID and '' or id), nil
+  if thread then
+    local ok
+    ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
+    if not ok then
+      return false
+    end
+  end
+  sw.seen[id] = true
+  b.work = b.work + VISIT_COST
+  return true, done
+end
+
+-- Count a visit (`done`: its counts, nil when skipped) into the sweep, its
+-- visit into `counts` (the sweep's, or the step's). Whether to go on past the
+-- thread: false to come back to it, when this call got somewhere with it and
+-- it has more. A thread left with more and no progress is passed over, and
+-- then the pass is not complete (`sw.unfinished`: no watermark).
+local function counted(sw, counts, id, done)
+  counts.threads_visited = counts.threads_visited + 1
+  if not done then
+    counts.threads_skipped = counts.threads_skipped + 1
+    return true
+  end
+  count_visit(sw, id, done)
+  local dry = sw.ctx.dry
+  if done.more == 1 and not dry and done.keys_deleted == 0 then
+    sw.unfinished = true
+  end
+  return done.more == 0 or dry or done.keys_deleted == 0
+end
+
 -- Prune thread `id`, which latest pointer `key` names (or, when it names
 -- none, judge the pointer an orphan); false when the call must stop before it.
 local function sweep_pointer(sw, key, id)
-  local ctx, b = sw.ctx, sw.ctx.budget
+  local ctx = sw.ctx
   if not id then
-    b.work = b.work + CHECK_COST
+    ctx.budget.work = ctx.budget.work + CHECK_COST
     if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
       sw.orphans.add(key)
     end
@@ -136,31 +179,15 @@ local function sweep_pointer(sw, key, id)
   if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then
     return true -- a thread is visited once, from its root namespace's pointer when it has one
   end
-  if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
-    return false -- this call has spent its budget and deleted something: resume here
+  local go, done = visit(sw, id)
+  if not go then
+    return false
   end
-  local thread, done = thread_record(id == EMPTY_ID and '' or id), nil
-  if thread then
-    local ok
-    ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
-    if not ok then
-      return false -- it failed after this call deleted something: resume here
-    end
-  end
-  sw.seen[id] = true
-  b.work = b.work + VISIT_COST
   -- counted with the step, unless no later call can meet the thread again (it had no
   -- root pointer, or this visit deleted it: it was deleted whole)
   local gone = key ~= root or (done and done.keys_deleted > 0 and not ctx.dry and rcall('EXISTS', root) == 0)
   local counts = gone and sw.out or sw.step
-  counts.threads_visited = counts.threads_visited + 1
-  if not thread then
-    counts.threads_skipped = counts.threads_skipped + 1
-    return true
-  end
-  count_visit(sw, id, done)
-  -- come back to this thread only when this call got somewhere with it
-  return done.more == 0 or ctx.dry or done.keys_deleted == 0
+  return counted(sw, counts, id, done)
 end
 
 -- Judge a write, registry or placeholder key an orphan (ORPHANS).

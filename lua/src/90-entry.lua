@@ -11,8 +11,9 @@
 local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
-  ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
-local SWEEP_FIELDS = { 'cursor', 'threads_visited', 'threads_pruned', 'threads_deleted',
+  ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string',
+  FULL = 'flag', MARGIN = 'ms' }
+local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'threads_visited', 'threads_pruned', 'threads_deleted',
   'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
 
 --[[
@@ -162,21 +163,34 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
 ]]
 local function lgprune_sweep(_, args)
   local cursor = args[1]
-  if type(cursor) ~= 'string' or not cursor:match('^%d+$') then
+  if type(cursor) ~= 'string' then
     fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
   end
   local opts = parse_options(args, 3, SWEEP_OPTIONS)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
   ctx.sweep, ctx.details = true, opts.DETAILS == true
+  local pass = parse_cursor(cursor, ctx, rule, opts)
   check_server(ctx)
   local sw = sweep_state(ctx, rule, opts)
-  cursor = sweep_steps(sw, cursor)
+  sw.unfinished = pass.unfinished
+  local done
+  if pass.kind == 'full' then
+    pass.scan = sweep_steps(sw, pass.scan)
+    done = pass.scan == '0'
+  else
+    done = incremental_steps(sw, pass)
+  end
   local out = sw.out
   sw.orphans.flush()
+  pass.unfinished = sw.unfinished
+  if done then
+    record_pass(pass, ctx.dry)
+  end
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
-  out.cursor = cursor
+  out.cursor, out.kind = pass_cursor(pass, done), pass.kind
+  out.since = pass.since and string.format('%.0f', pass.since + (opts.MARGIN or DEFAULT_MARGIN_MS)) or '0'
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
     r[#r + 1] = 'threads'

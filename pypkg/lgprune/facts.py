@@ -52,6 +52,7 @@ COUNT_FIELDS = lua_list("COUNT_FIELDS")  # the counts of lgprune_thread and lgpr
 SWEEP_FIELDS = lua_list("SWEEP_FIELDS")  # the fields of an lgprune_sweep reply
 THREAD_OPTIONS = lua_keys("THREAD_OPTIONS")  # options of lgprune_thread and lgprune_many
 SWEEP_OPTIONS = lua_keys("SWEEP_OPTIONS")  # options of lgprune_sweep
+WATERMARKS = lua_string("WATERMARKS")  # lgprune's own key: when each sweep rule's last complete pass began
 
 
 def option(name: str) -> str:

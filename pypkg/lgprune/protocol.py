@@ -176,16 +176,22 @@ def sweep_steps(
     idle_ttl: Duration | None = None,
     orphans: bool = False,
     grace: Duration | None = None,
+    full: bool = False,
+    margin: Duration | None = None,
     on_progress: Callable[[SweepResult], object] | None = None,
 ) -> Steps[SweepResult]:
-    """Sweep every thread from cursor 0 until the server reports the sweep done."""
+    """Sweep from cursor 0 until the server reports the pass done: incremental when
+    a pass of the same rule completed before (and not `full` or `orphans`)."""
     args = [str(check_count("keep", keep)), *options.arguments()]
-    for flag, value in (("MAX_AGE", max_age), ("IDLE_TTL", idle_ttl), ("GRACE", grace)):
-        ms = to_ms(flag.lower(), value, zero=flag == "GRACE")  # grace 0: orphans of any age
+    durations = (("MAX_AGE", max_age), ("IDLE_TTL", idle_ttl), ("GRACE", grace), ("MARGIN", margin))
+    for flag, value in durations:
+        ms = to_ms(flag.lower(), value, zero=flag in ("GRACE", "MARGIN"))  # grace 0: orphans of any age
         if ms is not None:
             args += [option(flag), str(ms)]
     if orphans:
         args.append(option("ORPHANS"))
+    if full:
+        args.append(option("FULL"))
     if dry_run:
         args.append(option("DRY_RUN"))
     return _sweep_loop(args, dry_run, on_progress)

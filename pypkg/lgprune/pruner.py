@@ -87,10 +87,17 @@ class Pruner:
         idle_ttl: Duration | None = None,
         orphans: bool = False,
         grace: Duration | None = None,
+        full: bool = False,
+        margin: Duration | None = None,
         on_progress: Callable[[SweepResult], object] | None = None,
     ) -> SweepResult:
         """Prune every thread in the database, in bounded server calls.
 
+        Incremental when a sweep of the same rule (keep, max_age, idle_ttl,
+        prefixes) completed before: only threads with a checkpoint stored since
+        that sweep began, less `margin` (default 10 minutes: the writers' clock
+        skew and latency), or that crossed an age since, are visited. `full`
+        (and `orphans`) visits every thread, found by SCAN.
         `max_age`: also keep checkpoints younger than this (seconds or timedelta);
         `idle_ttl`: delete whole threads whose newest checkpoint is older than this;
         `orphans`: also delete writes, registries and latest pointers whose
@@ -106,6 +113,8 @@ class Pruner:
                 idle_ttl=idle_ttl,
                 orphans=orphans,
                 grace=grace,
+                full=full,
+                margin=margin,
                 on_progress=on_progress,
             )
         )
@@ -178,10 +187,17 @@ class AsyncPruner:
         idle_ttl: Duration | None = None,
         orphans: bool = False,
         grace: Duration | None = None,
+        full: bool = False,
+        margin: Duration | None = None,
         on_progress: Callable[[SweepResult], object] | None = None,
     ) -> SweepResult:
         """Prune every thread in the database, in bounded server calls.
 
+        Incremental when a sweep of the same rule (keep, max_age, idle_ttl,
+        prefixes) completed before: only threads with a checkpoint stored since
+        that sweep began, less `margin` (default 10 minutes: the writers' clock
+        skew and latency), or that crossed an age since, are visited. `full`
+        (and `orphans`) visits every thread, found by SCAN.
         `max_age`: also keep checkpoints younger than this (seconds or timedelta);
         `idle_ttl`: delete whole threads whose newest checkpoint is older than this;
         `orphans`: also delete writes, registries and latest pointers whose
@@ -197,6 +213,8 @@ class AsyncPruner:
                 idle_ttl=idle_ttl,
                 orphans=orphans,
                 grace=grace,
+                full=full,
+                margin=margin,
                 on_progress=on_progress,
             )
         )

@@ -59,7 +59,9 @@ class PruneResult:
         )
 
 
-SWEEP_COUNTS = tuple(name for name in SWEEP_FIELDS if name != "cursor")  # summed over calls
+SWEEP_COUNTS = tuple(
+    name for name in SWEEP_FIELDS if name not in ("cursor", "kind", "since")
+)  # summed over calls
 
 
 @dataclass(frozen=True)
@@ -78,15 +80,20 @@ class SweepResult:
     elapsed: float = 0.0
     cursor: str = "0"
     dry_run: bool = False  # True: nothing was deleted, the counts say what would go
+    kind: str = "full"  # "incremental": only threads with checkpoints since `since` were visited
+    since: float | None = None  # an incremental pass: the watermark it read from (unix seconds)
 
     def plus_call(self, fields: dict[str, Any], elapsed: float) -> SweepResult:
         """This result followed by one more lgprune_sweep reply (its reply_pairs). The
         cursor stays text: "00" (stopped inside the first SCAN step) is not "0" (done)."""
         counts = {name: getattr(self, name) + int(as_text(fields[name])) for name in SWEEP_COUNTS}
+        since = int(as_text(fields["since"]))
         return SweepResult(
             **counts,
             calls=self.calls + 1,
             elapsed=elapsed,
             cursor=as_text(fields["cursor"]),
             dry_run=self.dry_run,
+            kind=as_text(fields["kind"]),
+            since=since / 1000 if since else None,
         )

@@ -163,7 +163,7 @@ def _index_info(reply: Any, index: str) -> Any:
 
 def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20) -> Steps[Stats]:
     """Read-only: a dry-run sweep with per-thread details, index sizes and memory samples."""
-    args = [str(keep), *options.arguments(), option("DRY_RUN"), option("DETAILS")]
+    args = [str(keep), *options.arguments(), option("DRY_RUN"), option("DETAILS"), option("FULL")]
     per_thread: dict[str, tuple[int, int, int]] = {}
     inexact: set[str] = set()
     cursor, calls = "0", 0

@@ -61,6 +61,17 @@ def scan_fraction(cursor: str, keys: int) -> float:
     return int(f"{index:0{bits}b}"[::-1], 2) / (1 << bits)
 
 
+def pass_fraction(cursor: str, keys: int) -> float:
+    """Roughly how far a sweep pass is, from its cursor (lgprune_sweep's contract):
+    a full pass by its SCAN cursor; an incremental one by how far its segment is
+    from the watermark less the margin to when the pass began."""
+    parts = cursor.split(":")
+    if parts[0] == "i" and len(parts) >= 6:
+        start, since, lo = (float(p) for p in parts[2:5])
+        return min(1.0, max(0.0, (lo - since) / (start - since))) if start > since else 0.0
+    return scan_fraction(parts[-1], keys) if parts[-1].isdigit() else 0.0
+
+
 class _Stop(Exception):
     """Raised from a progress callback once SIGTERM or SIGINT arrived."""
 
@@ -136,7 +147,7 @@ class SweepRun:
             task = progress.add_task("sweep", total=1.0, threads=0, deleted=0, rate=0)
 
             def on_progress(result: SweepResult) -> None:
-                done = 1.0 if result.cursor == "0" else scan_fraction(result.cursor, keys)
+                done = 1.0 if result.cursor == "0" else pass_fraction(result.cursor, keys)
                 rate = int(result.keys_deleted / result.elapsed) if result.elapsed else 0
                 progress.update(
                     task,

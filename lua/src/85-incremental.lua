@@ -1,0 +1,268 @@
+
+-- Passes: full and incremental ----------------------------------------------------
+-- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor), the
+-- watermark (when the last complete pass of the same rule began) and
+-- incremental_steps: the threads that received a checkpoint in the time
+-- windows since then, found through the index by checkpoint_ts.
+-- Assumes: everything above. checkpoint_ts is the writing client's clock in ms
+-- (a float, stamped before the write reaches Redis); a document without it is
+-- found by full passes only. Watermarks are server time: MARGIN covers the
+-- clients' skew and put latency.
+
+local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
+local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
+local MAX_SEGMENT = 4000 -- index entries one segment reads at most (unless it is 1 ms wide)
+local COUNT_ENTRIES_PER_UNIT = 100 -- a count costs 1 budget unit per this many entries
+local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
+
+-- The watermark's field: the rule and prefixes a pass applies, spelled once.
+local function rule_field(ctx, rule, opts)
+  local function ms(v)
+    return v and string.format('%.0f', v) or '-'
+  end
+  return cjson.encode({ ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. ms(opts.MAX_AGE),
+    'idle_ttl ' .. ms(opts.IDLE_TTL) })
+end
+
+-- What a cursor must match to continue a pass: its rule, margin and kind of run.
+local function fingerprint(field, opts)
+  local run = { field, string.format('%.0f', opts.MARGIN or DEFAULT_MARGIN_MS),
+    opts.FULL and 'full' or '', opts.ORPHANS and 'orphans' or '', opts.DRY_RUN and 'dry' or '' }
+  return redis.sha1hex(table.concat(run, '|')):sub(1, 16)
+end
+
+-- A pass, as a cursor carries it between calls:
+--   kind        'full' (SCAN over the latest pointers) or 'incremental'
+--   field, fp   its watermark field and fingerprint
+--   start       server ms at which it began (nil: a cursor of lgprune 0.2, no watermark)
+--   unfinished  it passed over a thread it could not finish: it records no watermark
+--   scan        (full) the SCAN cursor ("00": inside the first step)
+--   since       (incremental) the watermark less MARGIN
+--   lo, width   (incremental) the segment under way: checkpoint_ts in [lo, lo + width)
+--   after       (incremental) the last thread of that segment visited, or nil
+local function begin_pass(ctx, rule, opts)
+  local field = rule_field(ctx, rule, opts)
+  local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
+  local mark = not (opts.FULL or opts.ORPHANS) and rcall('HGET', WATERMARKS, field)
+  if type(mark) == 'string' and tonumber(mark) then
+    pass.kind, pass.since = 'incremental', tonumber(mark) - (opts.MARGIN or DEFAULT_MARGIN_MS)
+    pass.lo, pass.width = -math.huge, FIRST_WIDTH
+  else
+    pass.kind, pass.scan = 'full', '0'
+  end
+  return pass
+end
+
+local FULL_CURSOR = '^f:(%x+):(%d+):([01]):(%d+)$'
+local INCREMENTAL_CURSOR = '^i:(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$'
+
+-- The pass a cursor continues, or a new one for "0"; refuses a cursor of
+-- another rule, margin or kind of run.
+local function parse_cursor(cursor, ctx, rule, opts)
+  if cursor == '0' then
+    return begin_pass(ctx, rule, opts)
+  end
+  local pass = { field = rule_field(ctx, rule, opts) }
+  pass.fp = fingerprint(pass.field, opts)
+  local fp, start, u, scan = cursor:match(FULL_CURSOR)
+  local from, lo, width, after
+  if fp then
+    pass.kind, pass.scan = 'full', scan
+  else
+    fp, start, from, lo, width, u, after = cursor:match(INCREMENTAL_CURSOR)
+    pass.kind, pass.since, pass.lo, pass.width = 'incremental', tonumber(from), tonumber(lo), tonumber(width)
+    pass.after = after and after ~= '' and after:sub(2) or nil
+  end
+  if not fp then
+    if cursor:match('^%d+$') then
+      return { kind = 'full', scan = cursor, unfinished = true } -- lgprune 0.2's SCAN cursor
+    end
+    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+  end
+  if fp ~= pass.fp then
+    fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
+  end
+  pass.start, pass.unfinished = tonumber(start), u == '1'
+  return pass
+end
+
+-- The cursor that continues `pass` ("0" once it is done).
+local function pass_cursor(pass, done)
+  if done then
+    return '0'
+  end
+  local u = pass.unfinished and '1' or '0'
+  if pass.kind == 'full' then
+    if not pass.start then
+      return pass.scan == '00' and '00' or pass.scan
+    end
+    return table.concat({ 'f', pass.fp, string.format('%.0f', pass.start), u, pass.scan == '00' and '0'
+      or pass.scan }, ':')
+  end
+  return table.concat({ 'i', pass.fp, string.format('%.0f', pass.start), string.format('%.0f', pass.since),
+    string.format('%.0f', pass.lo), string.format('%.0f', pass.width), u, pass.after and '>' .. pass.after or '' },
+    ':')
+end
+
+-- Record that `pass` completed: its rule's watermark moves to when it began
+-- (never back). Not for a dry run, nor a pass that left a thread unfinished.
+local function record_pass(pass, dry)
+  if dry or pass.unfinished or not pass.start then
+    return
+  end
+  local mark = tonumber(rcall('HGET', WATERMARKS, pass.field) or nil)
+  if not mark or mark < pass.start then
+    rcall('HSET', WATERMARKS, pass.field, string.format('%.0f', pass.start))
+  end
+end
+
+-- The windows of checkpoint_ts a pass reads, [lo, hi) in order, overlaps
+-- merged: checkpoints stored since the watermark (less MARGIN); and for each
+-- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then.
+local function windows(pass, opts)
+  local margin = opts.MARGIN or DEFAULT_MARGIN_MS
+  local list = { { pass.since, pass.start } }
+  for _, age in ipairs({ opts.MAX_AGE or false, opts.IDLE_TTL or false }) do
+    if age then
+      list[#list + 1] = { pass.since - age, pass.start - age + margin }
+    end
+  end
+  table.sort(list, function(a, b) return a[1] < b[1] end)
+  local merged = { list[1] }
+  for i = 2, #list do
+    local last = merged[#merged]
+    if list[i][1] <= last[2] then
+      last[2] = math.max(last[2], list[i][2])
+    else
+      merged[#merged + 1] = list[i]
+    end
+  end
+  return merged
+end
+
+-- The checkpoint index's query for checkpoint_ts in [lo, hi).
+local function ts_range(lo, hi)
+  return string.format('@checkpoint_ts:[%.0f (%.0f]', lo, hi)
+end
+
+-- How many checkpoint documents have checkpoint_ts in [lo, hi).
+local function ts_count(ctx, lo, hi)
+  local n = rcall('FT.SEARCH', ctx.cp, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', '0',
+    'TIMEOUT', '0', 'DIALECT', '2')[1]
+  ctx.budget.work = ctx.budget.work + 1 + math.floor(n / COUNT_ENTRIES_PER_UNIT)
+  return n
+end
+
+-- Whether a sorts before b: by the server's string order, and by bytes where
+-- that finds two different strings equal. A total order, for sort and resume.
+local function before(a, b)
+  if a < b then
+    return true
+  elseif a == b or b < a then
+    return false
+  end
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
+
+-- The thread ids (as stored) of the `n` checkpoints with checkpoint_ts in
+-- [lo, hi), sorted (see before).
+local function ts_threads(ctx, lo, hi, n)
+  local res = rcall('FT.AGGREGATE', ctx.cp, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
+    'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
+  ctx.budget.work = ctx.budget.work + math.floor(n / GROUP_ENTRIES_PER_UNIT)
+  local ids = {}
+  for i = 2, #res do
+    local row = res[i]
+    if row[1] == 'thread_id' and type(row[2]) == 'string' then
+      ids[#ids + 1] = row[2]
+    end
+  end
+  if #ids < math.min(res[1], n) then
+    fail('PARTIAL', 'the index grouped ' .. #ids .. ' of ' .. res[1] .. ' threads; try again')
+  end
+  table.sort(ids, before)
+  return ids
+end
+
+-- The segment the pass is in or begins next within window w: [lo, hi) and
+-- its entries. A new segment is narrowed by counts to MAX_SEGMENT entries (or
+-- 1 ms); the width carries over, doubled after a segment of few entries.
+local function segment(sw, pass, w)
+  local ctx = sw.ctx
+  local limit = math.min(MAX_SEGMENT, math.max(100, math.floor(ctx.budget.total / 2)))
+  local lo = math.max(pass.lo, w[1])
+  if pass.after then -- the segment under way, as the last call left it
+    local hi = math.min(lo + pass.width, w[2])
+    return lo, hi, ts_count(ctx, lo, hi)
+  end
+  while true do
+    local hi = math.min(lo + pass.width, w[2])
+    local n = ts_count(ctx, lo, hi)
+    if n <= limit or hi - lo <= 1 then
+      pass.lo = lo
+      return lo, hi, n, n < limit / 4
+    end
+    pass.width = math.max(1, math.floor((hi - lo) / 2))
+  end
+end
+
+-- Visit the threads of segment [lo, hi) (n entries) after pass.after; false
+-- when the call stopped inside it (pass.after: the last thread visited).
+local function visit_segment(sw, pass, lo, hi, n)
+  local b = sw.ctx.budget
+  for _, id in ipairs(ts_threads(sw.ctx, lo, hi, n)) do
+    if pass.after == nil or before(pass.after, id) then
+      if sw.moved and spent(b) then
+        return false
+      end
+      if not sw.seen[id] then
+        local go, done = visit(sw, id)
+        if not go or not counted(sw, sw.out, id, done) then
+          return false
+        end
+      end
+      pass.after, sw.moved = id, true
+    end
+  end
+  return true
+end
+
+-- Read the next segment of window w and visit its threads (see segment,
+-- visit_segment); true when the segment is done, and the pass moves past it.
+local function segment_step(sw, pass, w)
+  local lo, hi, n, few = segment(sw, pass, w)
+  if not visit_segment(sw, pass, lo, hi, n) then
+    return false
+  end
+  pass.lo, pass.after, sw.moved = hi, nil, true
+  if few then
+    pass.width = math.min(pass.width * 2, 2 ^ 40)
+  end
+  return true
+end
+
+-- Visit the segments of the pass's windows until it is done (true) or the
+-- budget is spent (false: pass.lo, pass.width and pass.after say where). A
+-- call stops once it has visited a thread or finished a segment.
+local function incremental_steps(sw, pass)
+  local b = sw.ctx.budget
+  for _, w in ipairs(windows(pass, sw.opts)) do
+    while math.max(pass.lo, w[1]) < w[2] do
+      if sw.moved and spent(b) then
+        return false
+      end
+      local ok, finished = guard(b, segment_step, sw, pass, w)
+      if not (ok and finished) then
+        return false
+      end
+    end
+  end
+  return true
+end

@@ -1,0 +1,183 @@
+"""Incremental sweeps: threads found through the index by checkpoint_ts since the last
+complete pass of the same rule, against a real Redis and the real saver."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from helpers import checkpoint_ids, put_checkpoints
+from langgraph.checkpoint.redis import RedisSaver
+
+from lgprune import Pruner, SweepResult
+from lgprune.errors import InvalidArgumentError
+from lgprune.facts import WATERMARKS
+
+
+def shift_stamps(r: redis.Redis, thread_id: str, ms: float | None) -> None:
+    """Move the checkpoint_ts of every checkpoint of the thread by `ms` (a writer whose
+    clock lags), or remove it (None: a document written without one)."""
+    for key in r.scan_iter(match=f"checkpoint:{thread_id}:*", count=1000):
+        if ms is None:
+            r.execute_command("JSON.DEL", key, "$.checkpoint_ts")
+        else:
+            r.execute_command("JSON.NUMINCRBY", key, "$.checkpoint_ts", -ms)
+
+
+def watermarks(r: redis.Redis) -> dict[bytes, bytes]:
+    return r.hgetall(WATERMARKS)  # type: ignore[return-value]
+
+
+def every_key(r: redis.Redis) -> set[bytes]:
+    return {k for k in r.scan_iter(count=1000) if k != WATERMARKS.encode()}
+
+
+def test_after_a_complete_pass_only_threads_with_new_checkpoints_are_visited(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    for i in range(40):
+        put_checkpoints(saver, f"user:{i}", 6, writes=1)
+    first = Pruner(r).sweep(3, margin=0)
+    assert (first.kind, first.threads_pruned) == ("full", 40)
+    active = [f"user:{i}" for i in (3, 17, 29, 38)]
+    for thread_id in active:
+        put_checkpoints(saver, thread_id, 5, writes=1)
+    second = Pruner(r).sweep(3, margin=0)
+    assert second.kind == "incremental" and second.since is not None
+    assert second.threads_visited == len(active) and second.threads_pruned == len(active)
+    assert all(len(checkpoint_ids(saver, f"user:{i}")) == 3 for i in range(40))
+
+
+def test_a_lagging_writer_is_caught_within_the_margin_and_beyond_it_by_a_full_sweep(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "seed", 1, writes=0)
+    assert Pruner(r).sweep(2, margin=60).kind == "full"
+    for thread_id, lag in (("within", 30_000), ("beyond", 120_000), ("unstamped", None)):
+        put_checkpoints(saver, thread_id, 8, writes=1)
+        shift_stamps(r, thread_id, lag)
+    dumps = {k: r.dump(k) for k in r.scan_iter(count=1000)}
+    before = every_key(r)
+
+    incremental = Pruner(r).sweep(2, margin=60)
+    assert incremental.kind == "incremental"
+    assert len(checkpoint_ids(saver, "within")) == 2
+    assert len(checkpoint_ids(saver, "beyond")) == 8 and len(checkpoint_ids(saver, "unstamped")) == 8
+    gone_incremental = before - every_key(r)
+
+    r.delete(*r.keys())  # the same store again, for a full sweep
+    for key, value in dumps.items():
+        r.restore(key, 0, value)
+    full = Pruner(r).sweep(2, full=True)
+    assert full.kind == "full"
+    assert all(len(checkpoint_ids(saver, t)) == 2 for t in ("within", "beyond", "unstamped"))
+    gone_full = before - every_key(r)
+    assert gone_incremental and gone_incremental < gone_full  # nothing a full sweep keeps
+
+
+@pytest.mark.parametrize("rule", ["max_age", "idle_ttl"])
+def test_age_rules_visit_threads_that_crossed_their_age_since(
+    r: redis.Redis, saver: RedisSaver, rule: str
+) -> None:
+    ages, keep = {rule: 3}, (2 if rule == "max_age" else 6)  # idle_ttl keeps nothing younger
+    put_checkpoints(saver, "t", 6, writes=1)
+    put_checkpoints(saver, "later", 6, writes=1)
+    shift_stamps(r, "later", -60_000)  # far ahead: it crosses no age during the test
+    first = Pruner(r).sweep(keep, margin=0, **ages)  # type: ignore[arg-type]
+    assert first.kind == "full" and first.keys_deleted == 0  # all younger than 3 s
+    time.sleep(3.5)
+    second = Pruner(r).sweep(keep, margin=0, **ages)  # type: ignore[arg-type]
+    assert second.kind == "incremental" and second.threads_visited == 1
+    assert len(checkpoint_ids(saver, "t")) == (2 if rule == "max_age" else 0)
+    assert len(checkpoint_ids(saver, "later")) == 6
+
+
+def test_a_lowered_keep_or_another_rule_runs_a_full_pass_and_each_has_its_watermark(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 8, writes=1)
+    kinds = [
+        Pruner(r).sweep(keep, max_age=age).kind for keep, age in ((5, None), (5, None), (3, None), (3, 3600))
+    ]
+    assert kinds == ["full", "incremental", "full", "full"]
+    assert len(watermarks(r)) == 3
+    assert Pruner(r, checkpoint_prefix="checkpoint").sweep(3).kind == "incremental"
+    assert Pruner(r).sweep(3, full=True).kind == "full"
+    assert Pruner(r).sweep(3, orphans=True).kind == "full"
+
+
+def test_a_dry_run_or_an_abandoned_pass_leaves_the_watermark_where_it_was(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    for i in range(20):
+        put_checkpoints(saver, f"t{i}", 6, writes=1)
+    assert Pruner(r).sweep(3, dry_run=True).kind == "full"
+    assert watermarks(r) == {}
+    Pruner(r).sweep(5)  # installs the library too
+    marks = watermarks(r)
+    for i in range(20):
+        put_checkpoints(saver, f"t{i}", 3, writes=1)
+    reply = r.fcall("lgprune_sweep", 0, "0", "5", "BUDGET", "10")  # the client dies after one call
+    fields = dict(zip(reply[::2], reply[1::2], strict=True))
+    assert fields[b"kind"] == b"incremental" and fields[b"cursor"] != b"0"
+    assert watermarks(r) == marks
+    assert Pruner(r).sweep(5, dry_run=True).kind == "incremental"
+    assert watermarks(r) == marks
+    done = Pruner(r).sweep(5)
+    assert done.kind == "incremental" and done.threads_pruned == 20
+    assert int(watermarks(r)[next(iter(marks))]) > int(next(iter(marks.values())))
+
+
+def test_a_cursor_of_another_rule_or_run_is_refused_and_deletes_nothing(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    for i in range(10):
+        put_checkpoints(saver, f"t{i}", 6, writes=1)
+    Pruner(r).install()
+    reply = r.fcall("lgprune_sweep", 0, "0", "5", "BUDGET", "10")
+    cursor = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"]
+    keys = every_key(r)
+    for args in (("4",), ("5", "DRY_RUN"), ("5", "FULL"), ("5", "MAX_AGE", "1000")):
+        with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR belongs"):
+            r.fcall("lgprune_sweep", 0, cursor, *args)
+    for bad in ("i:zz:1:2:3:4:0:", "f:0:1:2:3", "x"):
+        with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
+            r.fcall("lgprune_sweep", 0, bad, "5")
+    assert every_key(r) == keys
+    with pytest.raises(InvalidArgumentError):
+        Pruner(r).sweep(5, margin=-1)
+
+
+def test_small_calls_visit_every_active_thread_once_through_narrowed_segments(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "seed", 1, writes=0)
+    Pruner(r).sweep(3, margin=0)
+    threads = [f"user:{i}" for i in range(60)]
+    for thread_id in threads:  # 300 index entries: segments of 100 at most, so several
+        put_checkpoints(saver, thread_id, 5, writes=1)
+    result = Pruner(r, budget=30).sweep(3, margin=0)
+    assert result.kind == "incremental" and result.calls > 10
+    # each thread pruned on its first visit (a thread seen in two segments is visited twice)
+    assert result.threads_pruned == 60 and result.threads_visited >= 60
+    assert all(len(checkpoint_ids(saver, t)) == 3 for t in threads)
+
+
+def test_checkpoints_written_during_a_pass_are_caught_by_the_next(r: redis.Redis, saver: RedisSaver) -> None:
+    threads = [f"user:{i}" for i in range(30)]
+    for thread_id in threads:
+        put_checkpoints(saver, thread_id, 5, writes=1)
+    Pruner(r).sweep(3)
+    for thread_id in threads:
+        put_checkpoints(saver, thread_id, 2, writes=1)
+    written: list[str] = []
+
+    def write_behind(progress: SweepResult) -> None:  # more turns on threads already visited
+        if progress.threads_visited and len(written) < 3:
+            written.append(threads[len(written)])
+            put_checkpoints(saver, written[-1], 4, writes=1)
+
+    Pruner(r, budget=60).sweep(3, on_progress=write_behind)
+    assert written and Pruner(r).sweep(3).kind == "incremental"
+    assert all(len(checkpoint_ids(saver, t)) == 3 for t in threads)
