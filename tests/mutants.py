@@ -550,8 +550,8 @@ MUTANTS = [
         "incremental-orphans-full",
         "ORPHANS always runs a full pass (orphans are found by SCAN only)",
         "85-incremental.lua",
-        "  local mark = not (opts.FULL or opts.ORPHANS) and rcall('HGET', WATERMARKS, field)\n",
-        "  local mark = not opts.FULL and rcall('HGET', WATERMARKS, field)\n",
+        "  if mark and not (opts.FULL or opts.ORPHANS or due) then\n",
+        "  if mark and not (opts.FULL or due) then\n",
         (INCREMENTAL + "test_a_lowered_keep_or_another_rule_runs_a_full_pass_and_each_has_its_watermark",),
     ),
     Mutant(

@@ -130,7 +130,7 @@ def test_sweep_and_stats_from_the_command_line(redis_url: str, saver: RedisSaver
     assert all(len(checkpoint_ids(saver, f"s:{i}")) == 3 for i in range(12))
     summary = lgprune("sweep", "--keep", "3", "--url", redis_url)
     assert (
-        summary.returncode == 0 and summary.stdout.startswith("sweep: ") and summary.stdout.count("\n") == 1
+        summary.returncode == 0 and summary.stdout.startswith("sweep (") and summary.stdout.count("\n") == 1
     )
 
 
@@ -153,7 +153,7 @@ def test_every_runs_until_sigterm_then_exits_cleanly(redis_url: str, saver: Redi
         second = process.stdout.readline()  # a second sweep a second later
         for line in (first, second):  # each round's line starts with its time
             stamp, rest = line.split(" ", 1)
-            assert datetime.fromisoformat(stamp).tzinfo is not None and rest.startswith("sweep: ")
+            assert datetime.fromisoformat(stamp).tzinfo is not None and rest.startswith("sweep (")
         assert "deleted 7 checkpoints" in first and "deleted 0 checkpoints" in second
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import redis
-from helpers import checkpoint_ids, put_checkpoints
+from helpers import checkpoint_ids, lgprune, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import Pruner, SweepResult
@@ -101,7 +101,7 @@ def test_a_lowered_keep_or_another_rule_runs_a_full_pass_and_each_has_its_waterm
         Pruner(r).sweep(keep, max_age=age).kind for keep, age in ((5, None), (5, None), (3, None), (3, 3600))
     ]
     assert kinds == ["full", "incremental", "full", "full"]
-    assert len(watermarks(r)) == 3
+    assert len(watermarks(r)) == 6  # three rules, each with its last pass and its last full pass
     assert Pruner(r, checkpoint_prefix="checkpoint").sweep(3).kind == "incremental"
     assert Pruner(r).sweep(3, full=True).kind == "full"
     assert Pruner(r).sweep(3, orphans=True).kind == "full"
@@ -126,7 +126,8 @@ def test_a_dry_run_or_an_abandoned_pass_leaves_the_watermark_where_it_was(
     assert watermarks(r) == marks
     done = Pruner(r).sweep(5)
     assert done.kind == "incremental" and done.threads_pruned == 20
-    assert int(watermarks(r)[next(iter(marks))]) > int(next(iter(marks.values())))
+    field = next(f for f in marks if not f.startswith(b"full "))  # full passes have their own
+    assert int(watermarks(r)[field]) > int(marks[field])
 
 
 def test_a_cursor_of_another_rule_or_run_is_refused_and_deletes_nothing(
@@ -181,3 +182,23 @@ def test_checkpoints_written_during_a_pass_are_caught_by_the_next(r: redis.Redis
     Pruner(r, budget=60).sweep(3, on_progress=write_behind)
     assert written and Pruner(r).sweep(3).kind == "incremental"
     assert all(len(checkpoint_ids(saver, t)) == 3 for t in threads)
+
+
+def test_a_full_pass_runs_once_the_last_full_one_is_older_than_full_every(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 6, writes=1)
+    kinds = [Pruner(r).sweep(3, full_every=1).kind for _ in range(2)]
+    time.sleep(1.2)
+    kinds += [Pruner(r).sweep(3, full_every=1).kind, Pruner(r).sweep(3, full_every=1).kind]
+    assert kinds == ["full", "incremental", "full", "incremental"]
+    assert Pruner(r).sweep(3, full_every=None).kind == "incremental"
+
+
+def test_the_command_line_says_which_kind_of_sweep_ran(redis_url: str, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 6, writes=1)
+    runs = [lgprune("sweep", "--keep", "3", "--url", redis_url, *extra) for extra in ((), (), ("--full",))]
+    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
+    assert runs[0].stdout.startswith("sweep (full):")
+    assert runs[1].stdout.startswith("sweep (incremental since ")
+    assert runs[2].stdout.startswith("sweep (full):")

@@ -27,12 +27,14 @@ end
 -- What a cursor must match to continue a pass: its rule, margin and kind of run.
 local function fingerprint(field, opts)
   local run = { field, string.format('%.0f', opts.MARGIN or DEFAULT_MARGIN_MS),
-    opts.FULL and 'full' or '', opts.ORPHANS and 'orphans' or '', opts.DRY_RUN and 'dry' or '' }
+    opts.FULL and 'full' or '', opts.ORPHANS and 'orphans' or '', opts.DRY_RUN and 'dry' or '',
+    string.format('%.0f', opts.FULL_EVERY or -1) }
   return redis.sha1hex(table.concat(run, '|')):sub(1, 16)
 end
 
 -- A pass, as a cursor carries it between calls:
---   kind        'full' (SCAN over the latest pointers) or 'incremental'
+--   kind        'full' (SCAN over the latest pointers) or 'incremental': full
+--               when FULL, ORPHANS, no watermark, or FULL_EVERY since the last full one
 --   field, fp   its watermark field and fingerprint
 --   start       server ms at which it began (nil: a cursor of lgprune 0.2, no watermark)
 --   unfinished  it passed over a thread it could not finish: it records no watermark
@@ -43,9 +45,11 @@ end
 local function begin_pass(ctx, rule, opts)
   local field = rule_field(ctx, rule, opts)
   local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
-  local mark = not (opts.FULL or opts.ORPHANS) and rcall('HGET', WATERMARKS, field)
-  if type(mark) == 'string' and tonumber(mark) then
-    pass.kind, pass.since = 'incremental', tonumber(mark) - (opts.MARGIN or DEFAULT_MARGIN_MS)
+  local marks = rcall('HMGET', WATERMARKS, field, 'full ' .. field)
+  local mark, full = tonumber(marks[1] or nil), tonumber(marks[2] or nil)
+  local due = opts.FULL_EVERY and (not full or full <= pass.start - opts.FULL_EVERY)
+  if mark and not (opts.FULL or opts.ORPHANS or due) then
+    pass.kind, pass.since = 'incremental', mark - (opts.MARGIN or DEFAULT_MARGIN_MS)
     pass.lo, pass.width = -math.huge, FIRST_WIDTH
   else
     pass.kind, pass.scan = 'full', '0'
@@ -104,15 +108,19 @@ local function pass_cursor(pass, done)
     ':')
 end
 
--- Record that `pass` completed: its rule's watermark moves to when it began
--- (never back). Not for a dry run, nor a pass that left a thread unfinished.
+-- Record that `pass` completed: its rule's watermark (and, for a full pass,
+-- "full <rule>") moves to when it began, never back. Not for a dry run, nor a
+-- pass that left a thread unfinished.
 local function record_pass(pass, dry)
   if dry or pass.unfinished or not pass.start then
     return
   end
-  local mark = tonumber(rcall('HGET', WATERMARKS, pass.field) or nil)
-  if not mark or mark < pass.start then
-    rcall('HSET', WATERMARKS, pass.field, string.format('%.0f', pass.start))
+  local fields = { pass.field, pass.kind == 'full' and 'full ' .. pass.field or nil }
+  for _, field in ipairs(fields) do
+    local mark = tonumber(rcall('HGET', WATERMARKS, field) or nil)
+    if not mark or mark < pass.start then
+      rcall('HSET', WATERMARKS, field, string.format('%.0f', pass.start))
+    end
   end
 end
 

@@ -12,7 +12,7 @@ local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDL
   CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string',
-  FULL = 'flag', MARGIN = 'ms' }
+  FULL = 'flag', MARGIN = 'ms', FULL_EVERY = 'ms' }
 local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'threads_visited', 'threads_pruned', 'threads_deleted',
   'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
 
@@ -119,17 +119,39 @@ local function lgprune_many(_, args)
 end
 
 --[[
-lgprune_sweep: prune every thread, a slice of the keyspace per call.
+lgprune_sweep: prune every thread, or the threads changed since the last sweep, a slice per call.
   FCALL lgprune_sweep 0 CURSOR KEEP [DRY_RUN] [BUDGET n] [MAX_AGE ms] [IDLE_TTL ms]
-        [ORPHANS] [GRACE ms] [DETAILS] [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
-  CURSOR     "0" to start, then the cursor the previous call returned.
+        [ORPHANS] [GRACE ms] [DETAILS] [FULL] [MARGIN ms] [FULL_EVERY ms]
+        [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
+  CURSOR     "0" to start a pass, then the cursor the previous call returned
+             (text: "f:..." a full pass, "i:<fp>:<start>:<since>:<lo>:<width>:<u>:..."
+             an incremental one; each continues only with the same rule and options).
   KEEP, MAX_AGE, IDLE_TTL, prefixes, DRY_RUN: as for lgprune_thread, per thread.
+  A pass is incremental when a pass of the same rule (KEEP, MAX_AGE, IDLE_TTL,
+  prefixes) completed before: it visits only the threads with a checkpoint
+  whose checkpoint_ts (the writer's clock, ms) is at or after that pass's start
+  less MARGIN, and, per age rule, those whose checkpoints crossed that age
+  since. Found through the checkpoint index (FT.AGGREGATE GROUPBY thread_id
+  over time segments of at most 4000 entries, sized by counts); a document
+  without checkpoint_ts, or one stamped more than MARGIN behind, is found by
+  a full pass only. A pass is full (SCAN over the latest pointers: every
+  thread) with FULL or ORPHANS, without such a watermark, or when the rule's
+  last full pass began more than FULL_EVERY ms ago.
+  MARGIN     ms the incremental window reaches before the watermark, for
+             writers' clock skew and put latency (default 600000).
+  Watermarks: hash lgprune:watermarks, field = the rule (JSON), value = the
+  server time (ms) at which its last complete pass began; field "full <rule>"
+  for its last full pass. A pass records them when it completes, unless it
+  is a dry run or passed over a thread it could not finish.
   BUDGET     work per call, default 2000: a deleted key counts 1 (in a dry
              run, one that would go), a thread visit 10 (50 when it lists the
              thread), an orphan check 3, a SCAN step 1 per 8 keys it examines
-             (200 per step, 50 with ORPHANS). A call stops once it is spent: in
-             the middle of a SCAN step when it has deleted something (the next
-             call reads that step again), else at the end of the step. A
+             (200 per step, 50 with ORPHANS), a count of a time segment 1 per
+             100 entries, grouping it by thread 1 per 4. A call stops once it
+             is spent: a full pass in the middle of a SCAN step when it has
+             deleted something (the next call reads that step again), else at
+             the end of the step; an incremental one after its last thread
+             visited (the cursor carries the segment and that thread). A
              thread that fails after the call deleted something also ends the
              call there, to be met first by the next one.
   ORPHANS    also delete writes, write registries and latest pointers whose
@@ -142,24 +164,27 @@ lgprune_sweep: prune every thread, a slice of the keyspace per call.
              checkpoints_deleted, keys_deleted, exact]: every thread is listed
              and its own checkpoints counted (exact 1), except one too large
              for a call's listing (BUDGET + KEEP checkpoints), whose count is
-             an upper bound (exact 0). For `lgprune stats`.
-  Threads are found by SCAN over the latest pointers (<cp>_latest:*); each
-  pointer's checkpoint names its thread exactly (read for a whole step at
-  once). Threads already within KEEP cost one index count. Thread ids the
-  index cannot match are skipped.
+             an upper bound (exact 0). For `lgprune stats` (with FULL).
+  Threads of a full pass are found by SCAN over the latest pointers
+  (<cp>_latest:*); each pointer's checkpoint names its thread exactly (read
+  for a whole step at once). Threads already within KEEP cost one index
+  count. Thread ids the index cannot match are skipped.
   Reply: name/value pairs:
-    cursor               "0" when the sweep is complete, else pass it back ("00" when
-                         the call stopped inside the first SCAN step: not complete)
-    threads_visited      threads visited in the SCAN steps this call finished (a
+    cursor               "0" when the pass is complete, else pass it back
+    kind                 "full" or "incremental"
+    since                an incremental pass: the watermark it reads from (server ms), else 0
+    threads_visited      full: threads visited in the SCAN steps this call finished (a
                          step the call stopped inside is counted by the call that
-                         reads it again, so each thread counts once)
+                         reads it again, so each thread counts once); incremental:
+                         visits (a thread in two time segments is visited twice)
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
     threads_skipped      threads whose id the index cannot match (counted as visits are)
     checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
     orphans_deleted      orphan keys deleted (also in keys_deleted)
     threads              with DETAILS only, last: the list described above
-  Errors: as lgprune_thread's, and then nothing was deleted.
+  Errors: as lgprune_thread's, and a CURSOR of another rule or options; then
+  nothing was deleted.
 ]]
 local function lgprune_sweep(_, args)
   local cursor = args[1]

@@ -24,6 +24,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 # A dry run deletes nothing: it is counted as one, never as a success.
 SWEEP_OUTCOMES = ("success", "failure", "stopped", "dry_run")
 PRUNE_OUTCOMES = ("success", "failure", "dry_run")
+SWEEP_KINDS = ("full", "incremental")  # a full pass visits every thread; see SweepResult.kind
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600)
 DELETED = ("checkpoints", "writes", "keys")
 
@@ -39,7 +40,9 @@ class Metrics:
     prunes: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PRUNE_OUTCOMES, 0.0))
     buckets: list[float] = field(default_factory=lambda: [0.0] * (len(DURATION_BUCKETS) + 1))
     duration_sum: float = 0.0
+    passes: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SWEEP_KINDS, 0.0))
     last_success: float | None = None  # when the last successful (not dry) sweep ended
+    last_full: float | None = None  # ... and the last successful full one
     last_sweep: float | None = None  # when the last sweep of any outcome ended
     last_duration: float | None = None
     redis_up: float | None = None  # 1/0 from the last check, None before the first
@@ -62,8 +65,8 @@ class Metrics:
             self.prunes["success"] += 1
             self.count_deleted(result.checkpoints_deleted, result.writes_deleted, result.keys_deleted)
 
-    def sweep(self, outcome: str, *, started: float, finished: float) -> None:
-        """One sweep ended with `outcome` (what it deleted was counted as it went)."""
+    def sweep(self, outcome: str, *, started: float, finished: float, kind: str = "full") -> None:
+        """One sweep (a `kind` of pass) ended with `outcome` (what it deleted was counted as it went)."""
         if outcome not in SWEEP_OUTCOMES:
             raise ValueError(f"unknown sweep outcome {outcome!r}")
         self.sweeps[outcome] += 1
@@ -74,12 +77,16 @@ class Metrics:
             self.duration_sum += self.last_duration
         if outcome == "success":
             self.last_success = finished
+            self.passes[kind] += 1
+            if kind == "full":
+                self.last_full = finished
 
     def sweep_result(self, result: SweepResult | None, *, started: float, outcome: str) -> None:
         """A whole sweep at once (the command line): its deletes, then its outcome."""
         if result is not None and not result.dry_run:
             self.count_deleted(result.checkpoints_deleted, result.writes_deleted, result.keys_deleted)
-        self.sweep(outcome, started=started, finished=time.time())
+        kind = "full" if result is None else result.kind
+        self.sweep(outcome, started=started, finished=time.time(), kind=kind)
 
     def refreshed(self, threads: int, checkpoints: int, keys: int) -> None:
         self.store = {"threads": threads, "checkpoints": checkpoints, "keys": keys}
@@ -100,6 +107,14 @@ class Metrics:
         for outcome, n in self.sweeps.items():
             sweeps.add_metric([outcome], n)
         yield sweeps
+        passes = CounterMetricFamily(
+            "lgprune_sweep_passes",
+            "Successful sweeps by kind: full (every thread) or incremental (threads changed since)",
+            labels=["kind"],
+        )
+        for kind, n in self.passes.items():
+            passes.add_metric([kind], n)
+        yield passes
         cumulative, buckets = 0.0, []
         for bound, n in zip((*map(str, map(float, DURATION_BUCKETS)), "+Inf"), self.buckets, strict=True):
             cumulative += n
@@ -115,6 +130,11 @@ class Metrics:
                 "lgprune_last_sweep_success_timestamp_seconds",
                 self.last_success,
                 "When the last successful sweep ended (dry runs never move it)",
+            ),
+            (
+                "lgprune_last_full_sweep_success_timestamp_seconds",
+                self.last_full,
+                "When the last successful full sweep ended (the backstop for incremental ones)",
             ),
             ("lgprune_last_sweep_timestamp_seconds", self.last_sweep, "When the last sweep ended"),
             ("lgprune_last_sweep_duration_seconds", self.last_duration, "How long the last sweep took"),
@@ -160,6 +180,9 @@ class Metrics:
             self.deleted[name] = values.get((f"lgprune_{name}_deleted_total", ()), 0.0)
         for outcome in SWEEP_OUTCOMES:
             self.sweeps[outcome] = values.get(("lgprune_sweeps_total", (("outcome", outcome),)), 0.0)
+        for kind in SWEEP_KINDS:
+            self.passes[kind] = values.get(("lgprune_sweep_passes_total", (("kind", kind),)), 0.0)
+        self.last_full = values.get(("lgprune_last_full_sweep_success_timestamp_seconds", ())) or None
         previous = 0.0
         for i, bound in enumerate((*map(str, map(float, DURATION_BUCKETS)), "+Inf")):
             cumulative = values.get(("lgprune_sweep_duration_seconds_bucket", (("le", bound),)), previous)

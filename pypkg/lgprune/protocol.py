@@ -167,6 +167,10 @@ def to_ms(name: str, value: Duration | None, *, zero: bool = False) -> int | Non
     return int(seconds * 1000)
 
 
+FULL_EVERY = timedelta(days=7)  # sweeps' default backstop: a full pass at least this often
+FULL_EVERY_S = FULL_EVERY.total_seconds()
+
+
 def sweep_steps(
     keep: object,
     *,
@@ -178,12 +182,19 @@ def sweep_steps(
     grace: Duration | None = None,
     full: bool = False,
     margin: Duration | None = None,
+    full_every: Duration | None = None,
     on_progress: Callable[[SweepResult], object] | None = None,
 ) -> Steps[SweepResult]:
     """Sweep from cursor 0 until the server reports the pass done: incremental when
     a pass of the same rule completed before (and not `full` or `orphans`)."""
     args = [str(check_count("keep", keep)), *options.arguments()]
-    durations = (("MAX_AGE", max_age), ("IDLE_TTL", idle_ttl), ("GRACE", grace), ("MARGIN", margin))
+    durations = (
+        ("MAX_AGE", max_age),
+        ("IDLE_TTL", idle_ttl),
+        ("GRACE", grace),
+        ("MARGIN", margin),
+        ("FULL_EVERY", full_every),
+    )
     for flag, value in durations:
         ms = to_ms(flag.lower(), value, zero=flag in ("GRACE", "MARGIN"))  # grace 0: orphans of any age
         if ms is not None:

@@ -12,7 +12,7 @@ import redis.asyncio
 
 from lgprune.driver import Steps, arun, run
 from lgprune.library import install_steps
-from lgprune.protocol import Duration, Options, check_count, many_steps, prune_steps, sweep_steps
+from lgprune.protocol import FULL_EVERY, Duration, Options, check_count, many_steps, prune_steps, sweep_steps
 from lgprune.results import PruneResult, SweepResult
 from lgprune.stats import Stats, stats_steps
 from lgprune.urls import check_database
@@ -89,6 +89,7 @@ class Pruner:
         grace: Duration | None = None,
         full: bool = False,
         margin: Duration | None = None,
+        full_every: Duration | None = FULL_EVERY,
         on_progress: Callable[[SweepResult], object] | None = None,
     ) -> SweepResult:
         """Prune every thread in the database, in bounded server calls.
@@ -97,7 +98,10 @@ class Pruner:
         prefixes) completed before: only threads with a checkpoint stored since
         that sweep began, less `margin` (default 10 minutes: the writers' clock
         skew and latency), or that crossed an age since, are visited. `full`
-        (and `orphans`) visits every thread, found by SCAN.
+        (and `orphans`) visits every thread, found by SCAN; so does a sweep
+        when the rule's last full one began more than `full_every` ago
+        (default 7 days; None: never), the backstop for writers that lag
+        more than the margin and documents without checkpoint_ts.
         `max_age`: also keep checkpoints younger than this (seconds or timedelta);
         `idle_ttl`: delete whole threads whose newest checkpoint is older than this;
         `orphans`: also delete writes, registries and latest pointers whose
@@ -115,6 +119,7 @@ class Pruner:
                 grace=grace,
                 full=full,
                 margin=margin,
+                full_every=full_every,
                 on_progress=on_progress,
             )
         )
@@ -189,6 +194,7 @@ class AsyncPruner:
         grace: Duration | None = None,
         full: bool = False,
         margin: Duration | None = None,
+        full_every: Duration | None = FULL_EVERY,
         on_progress: Callable[[SweepResult], object] | None = None,
     ) -> SweepResult:
         """Prune every thread in the database, in bounded server calls.
@@ -197,7 +203,10 @@ class AsyncPruner:
         prefixes) completed before: only threads with a checkpoint stored since
         that sweep began, less `margin` (default 10 minutes: the writers' clock
         skew and latency), or that crossed an age since, are visited. `full`
-        (and `orphans`) visits every thread, found by SCAN.
+        (and `orphans`) visits every thread, found by SCAN; so does a sweep
+        when the rule's last full one began more than `full_every` ago
+        (default 7 days; None: never), the backstop for writers that lag
+        more than the margin and documents without checkpoint_ts.
         `max_age`: also keep checkpoints younger than this (seconds or timedelta);
         `idle_ttl`: delete whole threads whose newest checkpoint is older than this;
         `orphans`: also delete writes, registries and latest pointers whose
@@ -215,6 +224,7 @@ class AsyncPruner:
                 grace=grace,
                 full=full,
                 margin=margin,
+                full_every=full_every,
                 on_progress=on_progress,
             )
         )

@@ -68,6 +68,7 @@ def sweeps_table(sweeps: list[dict[str, Any]]) -> str:
         return "<p>No sweep has run in this process yet.</p>"
     rows = "".join(
         f"<tr><td>{escape(s['started'] or '')}</td><td>{escape(s['trigger'])}</td>"
+        f"<td>{escape(s['kind']) if s['calls'] else ''}</td>"
         f'<td class="{escape(s["outcome"])}">{escape(OUTCOMES.get(s["outcome"], s["outcome"]))}'
         f"{': ' + escape(s['error']) if s['error'] else ''}</td>"
         f"<td class=n>{s['duration']:.1f} s</td>"
@@ -76,7 +77,7 @@ def sweeps_table(sweeps: list[dict[str, Any]]) -> str:
         for s in sweeps
     )
     return (
-        "<table><tr><th>started (UTC)</th><th>by</th><th>outcome</th><th class=n>duration</th>"
+        "<table><tr><th>started (UTC)</th><th>by</th><th>kind</th><th>outcome</th><th class=n>duration</th>"
         f"<th class=n>keys freed</th><th class=n>thread visits</th></tr>{rows}</table>"
     )
 

@@ -9,8 +9,10 @@ from typing import Any
 
 from lgprune.durations import parse_duration, show
 from lgprune.errors import InvalidArgumentError
-from lgprune.protocol import check_count
+from lgprune.protocol import FULL_EVERY_S, check_count
 from lgprune.results import SweepResult
+
+DURATIONS = ("idle_ttl", "max_age", "grace", "margin", "full_every")
 
 
 @dataclass(frozen=True)
@@ -24,13 +26,16 @@ class SweepPlan:
     orphans: bool = False
     grace: float | None = None
     dry_run: bool = False
+    full: bool = False  # visit every thread, not only those changed since the last pass
+    margin: float | None = None  # how far before the watermark an incremental pass reads
+    full_every: float | None = FULL_EVERY_S  # None: never forced
 
     def __post_init__(self) -> None:
         check_count("keep", self.keep)
-        for name in ("idle_ttl", "max_age", "grace"):
+        for name in DURATIONS:
             value = getattr(self, name)
             if value is not None:
-                parse_duration(value, name=name, least=0.0 if name == "grace" else 1.0)
+                parse_duration(value, name=name, least=0.0 if name in ("grace", "margin") else 1.0)
         if self.grace is not None and not self.orphans:
             raise InvalidArgumentError("grace applies to orphans only")
 
@@ -42,16 +47,24 @@ class SweepPlan:
             "idle_ttl": self.idle_ttl,
             "orphans": self.orphans,
             "grace": self.grace,
+            "full": self.full,
+            "margin": self.margin,
+            "full_every": self.full_every,
             "on_progress": on_progress,
         }
 
     def view(self) -> dict[str, Any]:
         """Durations as text ('30d'): JSON-safe whatever they are."""
         durations = {
-            name: None if getattr(self, name) is None else show(getattr(self, name))
-            for name in ("idle_ttl", "max_age", "grace")
+            name: None if getattr(self, name) is None else show(getattr(self, name)) for name in DURATIONS
         }
-        return {"keep": self.keep, **durations, "orphans": self.orphans, "dry_run": self.dry_run}
+        return {
+            "keep": self.keep,
+            **durations,
+            "orphans": self.orphans,
+            "dry_run": self.dry_run,
+            "full": self.full,
+        }
 
     def describe(self) -> str:
         words = [f"keep {self.keep}"]
@@ -60,6 +73,8 @@ class SweepPlan:
                 words.append(f"{name.replace('_', '-')} {show(getattr(self, name))}")
         if self.orphans:
             words.append("orphans")
+        if self.full:
+            words.append("full")
         if self.dry_run:
             words.append("dry run")
         return ", ".join(words)

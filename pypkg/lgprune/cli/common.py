@@ -161,3 +161,27 @@ Orphans = Annotated[
     bool,
     typer.Option("--orphans", help="Also delete writes, registries, pointers whose checkpoint is gone."),
 ]
+Full = Annotated[
+    bool,
+    typer.Option(
+        "--full",
+        help="Visit every thread (SCAN). Without it, once a sweep of the same rule completed, only "
+        "threads with checkpoints since it began (less --margin) are visited.",
+    ),
+]
+Margin = Annotated[
+    float | None,
+    duration(
+        "--margin",
+        "How far before the last sweep an incremental one reads: the writers' clock lag (default 10m).",
+        least=0.0,
+    ),
+]
+FullEvery = Annotated[
+    float,
+    duration(
+        "--full-every",
+        "Sweep in full when the rule's last full sweep began longer ago than this: the backstop "
+        "for writers lagging more than --margin and checkpoints without checkpoint_ts.",
+    ),
+]

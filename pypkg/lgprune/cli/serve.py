@@ -15,8 +15,10 @@ import typer
 
 from lgprune.cli.common import (
     CheckpointPrefix,
+    FullEvery,
     Grace,
     IdleTtl,
+    Margin,
     MaxAge,
     Orphans,
     Url,
@@ -27,6 +29,7 @@ from lgprune.cli.common import (
     fail,
 )
 from lgprune.errors import InvalidArgumentError
+from lgprune.protocol import FULL_EVERY_S
 from lgprune.sweep_plan import SweepPlan
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -114,6 +117,8 @@ def serve(
     max_age: MaxAge = None,
     orphans: Orphans = False,
     grace: Grace = None,
+    margin: Margin = None,
+    full_every: FullEvery = FULL_EVERY_S,
     refresh_every: Annotated[
         float,
         duration(
@@ -143,7 +148,11 @@ def serve(
     if grace is not None and not orphans:
         fail(InvalidArgumentError("--grace applies to --orphans only"))
     with errors():
-        plan = None if sweep_keep is None else SweepPlan(sweep_keep, idle_ttl, max_age, orphans, grace)
+        plan = None
+        if sweep_keep is not None:
+            plan = SweepPlan(
+                sweep_keep, idle_ttl, max_age, orphans, grace, margin=margin, full_every=full_every
+            )
         pool = client(
             url,
             lambda text: redis.asyncio.BlockingConnectionPool.from_url(

@@ -27,9 +27,12 @@ from lgprune.cli.common import (
     Budget,
     CheckpointPrefix,
     DryRun,
+    Full,
+    FullEvery,
     Grace,
     IdleTtl,
     Keep,
+    Margin,
     MaxAge,
     Orphans,
     Url,
@@ -42,6 +45,7 @@ from lgprune.cli.common import (
     pruner,
 )
 from lgprune.errors import InvalidArgumentError, LgpruneError
+from lgprune.protocol import FULL_EVERY_S
 from lgprune.pruner import Pruner
 from lgprune.results import SweepResult
 from lgprune.schedule import every as run_every
@@ -78,8 +82,11 @@ class _Stop(Exception):
 
 def summary(result: SweepResult) -> str:
     verb = "would delete" if result.dry_run else "deleted"
+    kind = "full"
+    if result.kind == "incremental" and result.since is not None:
+        kind = f"incremental since {datetime.fromtimestamp(result.since, timezone.utc):%Y-%m-%d %H:%M:%S}Z"
     return (
-        f"sweep{' (dry run: nothing was deleted)' if result.dry_run else ''}: "
+        f"sweep ({kind}){' (dry run: nothing was deleted)' if result.dry_run else ''}: "
         f"{plural(result.threads_visited, 'thread visit')}, {result.threads_pruned} pruned, "
         f"{plural(result.threads_deleted, 'idle thread')} deleted; {verb} "
         f"{plural(result.checkpoints_deleted, 'checkpoint')}, {plural(result.writes_deleted, 'write')}, "
@@ -188,6 +195,9 @@ def sweep(
     dry_run: DryRun = False,
     orphans: Orphans = False,
     grace: Grace = None,
+    full: Full = False,
+    margin: Margin = None,
+    full_every: FullEvery = FULL_EVERY_S,
     budget: Budget = None,
     as_json: AsJson = False,
     every: Every = None,
@@ -208,7 +218,7 @@ def sweep(
     if grace is not None and not orphans:
         fail(InvalidArgumentError("--grace applies to --orphans only"))
     with errors():
-        plan = SweepPlan(keep, idle_ttl, max_age, orphans, grace, dry_run)
+        plan = SweepPlan(keep, idle_ttl, max_age, orphans, grace, dry_run, full, margin, full_every)
         run = SweepRun(
             pruner(url, checkpoint_prefix, write_prefix, budget),
             plan,

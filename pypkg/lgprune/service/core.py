@@ -198,7 +198,9 @@ class Service:
         except Exception as error:  # recorded, shown, counted; never raised into the loop
             record.outcome, record.error = "failure", one_line(error)
         record.finished = time.time()
-        self.metrics.sweep(record.outcome, started=record.started, finished=record.finished)
+        self.metrics.sweep(
+            record.outcome, started=record.started, finished=record.finished, kind=record.result.kind
+        )
 
     # --- the store's figures -----------------------------------------------------------
 

@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect
 from lgprune.durations import parse_duration
 from lgprune.errors import InvalidArgumentError, LgpruneError
 from lgprune.metrics import CONTENT_TYPE_LATEST
+from lgprune.protocol import FULL_EVERY_S
 from lgprune.pruner import AsyncPruner
 from lgprune.service.core import Service, Settings, iso, one_line, running
 from lgprune.service.guard import CACHED_ONLY, BodyTooLarge, Guard
@@ -57,13 +58,17 @@ class SweepRequest(BaseModel):
     orphans: bool = False
     grace: float | None = None
     dry_run: bool = False
+    full: bool = False
+    margin: float | None = None
+    full_every: float | None = FULL_EVERY_S
 
-    @field_validator("idle_ttl", "max_age", "grace", mode="before")
+    @field_validator("idle_ttl", "max_age", "grace", "margin", "full_every", mode="before")
     @classmethod
     def _duration(cls, value: Any, info: Any) -> float | None:
         if value is None:
             return None
-        return parse_duration(value, name=info.field_name, least=0.0 if info.field_name == "grace" else 1.0)
+        least = 0.0 if info.field_name in ("grace", "margin") else 1.0
+        return parse_duration(value, name=info.field_name, least=least)
 
 
 class _Unauthorized(Exception):
