@@ -11,19 +11,20 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import core, dimensions, engine, hook, shapes, sweep
+from benchmarks import core, dimensions, engine, hook, incremental, shapes, sweep
 from benchmarks.report import (
     write_core,
     write_dimensions,
     write_engine,
     write_hook,
+    write_incremental,
     write_shapes,
     write_sweep,
 )
 from lgprune.containers import any_server, requested_images
 
 RESULTS = Path(__file__).parent / "results"
-SUITES = ["engine", "core", "dimensions", "sweep", "hook", "shapes"]
+SUITES = ["engine", "core", "dimensions", "sweep", "hook", "shapes", "incremental"]
 
 
 def main() -> None:
@@ -102,6 +103,10 @@ def run_suites(args: argparse.Namespace, url: str, kind: str, out: Path) -> None
         write_hook(out, hooks, where=where, turns=200, keep_last=10, repeats=repeats)
     if "shapes" in args.suites:
         write_shapes(out, shapes.measure(client, huge=5_000 if args.quick else 20_000), where=where)
+    if "incremental" in args.suites:
+        incremental_runs = args.runs or (3 if args.quick else 5)
+        found, notes = incremental.measure(client, runs=incremental_runs, quick=args.quick)
+        write_incremental(out, found, where=where, runs=incremental_runs, notes=notes)
     client.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,9 @@ from benchmarks.core import Timing
 from benchmarks.dimensions import Point
 from benchmarks.engine import Result
 from benchmarks.hook import HookRun
+from benchmarks.incremental import SCALING_LIMIT
+from benchmarks.incremental import Result as IncrementalResult
+from benchmarks.incremental import scaling as incremental_scaling
 from benchmarks.shapes import TARGET_MS, Shape
 from benchmarks.sweep import SweepRun
 
@@ -304,4 +308,86 @@ def write_dimensions(out: Path, points: list[Point], *, where: str) -> None:
     axes[1].set_title("1,000 checkpoints: unrelated data")
     fig.tight_layout()
     fig.savefig(out / "dimensions.png", dpi=120)
+    plt.close(fig)
+
+
+def write_incremental(
+    out: Path, results: list[IncrementalResult], *, where: str, runs: int, notes: list[str]
+) -> None:
+    """incremental.md and incremental.png: incremental sweeps against the floor, bare and a full
+    sweep, per case; and the cost of both kinds of sweep against idle threads."""
+    lines = [
+        "# Incremental sweeps against the floor: Redis server time",
+        "",
+        f"Server: {where}. Keep 5. Idle threads hold 4 checkpoints (x 1 write) stamped 6 to 30 hours",
+        "ago; a watermark says a complete pass of the rule began an hour ago; active threads received",
+        "10 checkpoints (x 1 write) since, each then holding 14, of which 9 go. Incremental:",
+        "`Pruner.sweep(5)` (kind incremental: the threads found by checkpoint_ts through the index);",
+        "full: `sweep(5, full=True)` (SCAN over every thread's latest pointer). The floor UNLINKs exactly",
+        "the doomed keys, known in advance (2,000 per script); bare is the floor plus the reads an",
+        "index-discovery design cannot avoid (one count and one GROUPBY @thread_id over the window the",
+        "incremental pass reads, in one call; then each active thread's checkpoints, writes and kept",
+        "metadata, 200 threads per call), with no planning. Server time: the sum of SLOWLOG durations of",
+        "the contender's FCALLs. The idle threads are built once per case; before every run the active",
+        "threads are cloned afresh, the watermark is set and RediSearch's GC is run; every run checks that",
+        f"exactly the doomed keys went. Medians of {runs} runs per contender, in rotating order; the",
+        "longest call is incremental's longest over all runs.",
+        "",
+        "| case | incremental ms | floor ms | bare ms | x floor | bare x floor | full ms | full x floor "
+        "| bare's discovery ms | longest call ms | calls | goal | goal met |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        c = r.case
+        goal = "-"
+        if c.goal is not None:
+            goal = f"<= {c.goal:g}x" + (f", calls <= {c.call_limit_ms:g} ms" if c.call_limit_ms else "")
+        met = {None: "-", True: "yes", False: "**no**"}[r.within_goal]
+        what = f"{r.threads:,} threads, {c.active:,} active ({c.active / r.threads:.0%})"
+        lines.append(
+            f"| {what} | {r.server_ms('incremental'):.1f} | {r.server_ms('floor'):.1f} "
+            f"| {r.server_ms('bare'):.1f} | {r.ratio('incremental'):.2f} | {r.ratio('bare'):.2f} "
+            f"| {r.server_ms('full'):.1f} | {r.ratio('full'):.2f} "
+            f"| {statistics.median(r.discovery_ms):.1f} | {r.longest_ms():.1f} | {r.calls():g} "
+            f"| {goal} | {met} |"
+        )
+    for r, base, factor in incremental_scaling(results):
+        verdict = "yes" if factor <= SCALING_LIMIT else "**no**"
+        lines += [
+            "",
+            f"Same activity, more idle threads: incremental at {r.threads:,} threads costs {factor:.2f}x its "
+            f"cost at {base.threads:,} ({r.server_ms('incremental'):.1f} against "
+            f"{base.server_ms('incremental'):.1f} ms); goal <= {SCALING_LIMIT:g}x: {verdict}.",
+        ]
+    lines += [f"\nNote: {note}." for note in notes]
+    lines += ["", FOOTER, ""]
+    (out / "incremental.md").write_text("\n".join(lines))
+
+    active = max(r.case.active for r in results)
+    plotted = sorted((r for r in results if r.case.active == active), key=lambda r: r.threads)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sizes = [r.threads for r in plotted]
+    for contender, colour, style in (
+        ("full", "#c44", "-"),
+        ("incremental", "#2a7", "-"),
+        ("bare", "#999", "--"),
+        ("floor", "#555", ":"),
+    ):
+        ms = [r.server_ms(contender) for r in plotted]
+        ax.plot(sizes, ms, marker="o", color=colour, linestyle=style, label=contender)
+        if contender in ("full", "incremental"):
+            for x, y in zip(sizes, ms, strict=True):
+                ax.annotate(f"{y:.0f} ms", (x, y), xytext=(4, 6), textcoords="offset points", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xticks(sizes)
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set_xlabel(f"threads ({active:,} of them active), log scale")
+    ax.set_ylabel("server ms for the whole sweep (median), log scale")
+    ax.set_title("Sweep cost against idle threads")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "incremental.png", dpi=120)
     plt.close(fig)
