@@ -3,7 +3,11 @@ complete pass of the same rule, against a real Redis and the real saver."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -13,6 +17,8 @@ from langgraph.checkpoint.redis import RedisSaver
 from lgprune import Pruner, SweepResult
 from lgprune.errors import InvalidArgumentError
 from lgprune.facts import WATERMARKS
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def shift_stamps(r: redis.Redis, thread_id: str, ms: float | None) -> None:
@@ -202,3 +208,22 @@ def test_the_command_line_says_which_kind_of_sweep_ran(redis_url: str, saver: Re
     assert runs[0].stdout.startswith("sweep (full):")
     assert runs[1].stdout.startswith("sweep (incremental since ")
     assert runs[2].stdout.startswith("sweep (full):")
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="needs redis-cli (Debian: redis-tools)")
+def test_the_readmes_redis_cli_loop_sweeps_in_full_then_incrementally(
+    r: redis.Redis, saver: RedisSaver, redis_url: str
+) -> None:
+    loop = re.search(r"```bash\n(cursor=0\nwhile :; do\n.*?\ndone)\n```", README.read_text(), re.DOTALL)
+    assert loop, "the README shows a redis-cli sweep loop"
+    script = loop.group(1).replace("redis-cli --raw", f"redis-cli -u {redis_url} --raw")
+    for i in range(5):
+        put_checkpoints(saver, f"t{i}", 14, writes=1)
+    Pruner(r).install()
+    subprocess.run(["bash", "-c", script], check=True, timeout=60)
+    assert all(len(checkpoint_ids(saver, f"t{i}")) == 10 for i in range(5))
+    put_checkpoints(saver, "t0", 3, writes=1)
+    subprocess.run(["bash", "-c", script], check=True, timeout=60)
+    assert len(checkpoint_ids(saver, "t0")) == 10
+    marks = watermarks(r)
+    assert len(marks) == 2 and len(set(marks.values())) == 2  # a full pass, then an incremental one
