@@ -555,6 +555,14 @@ MUTANTS = [
         (INCREMENTAL + "test_a_lowered_keep_or_another_rule_runs_a_full_pass_and_each_has_its_watermark",),
     ),
     Mutant(
+        "incremental-partial-rows",
+        "a segment's answer is short only when rows are missing, not ids (a foreign document groups as null)",
+        "85-incremental.lua",
+        "  if #res - 1 < math.min(res[1], n) then -- a search timeout returns partial results\n",
+        "  if #ids < math.min(res[1], n) then\n",
+        (INCREMENTAL + "test_a_foreign_document_with_a_stamp_but_no_thread_is_passed_over",),
+    ),
+    Mutant(
         "incremental-resume-after",
         "a call resumes a segment after the last thread it visited",
         "85-incremental.lua",

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import checkpoint_ids, lgprune, put_checkpoints
+from helpers import checkpoint_ids, lgprune, put_checkpoints, snapshot
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import Pruner, SweepResult
 from lgprune.errors import InvalidArgumentError
-from lgprune.facts import WATERMARKS
+from lgprune.facts import EMPTY_ID, WATERMARKS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -227,3 +227,36 @@ def test_the_readmes_redis_cli_loop_sweeps_in_full_then_incrementally(
     assert len(checkpoint_ids(saver, "t0")) == 10
     marks = watermarks(r)
     assert len(marks) == 2 and len(set(marks.values())) == 2  # a full pass, then an incremental one
+
+
+def test_discovery_returns_each_stored_thread_id_exactly_and_leaves_its_variants_alone(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    pairs = [("Wang1", "wang1"), ("a,b", "a"), ("", "x"), ("user:42:chat", "user"), (" pad ", "pad")]
+    for thread_id in (t for pair in pairs for t in pair):
+        put_checkpoints(saver, thread_id, 4, writes=1)
+    assert Pruner(r).sweep(4, margin=0).kind == "full"
+    active = [changed for changed, _ in pairs]
+    for thread_id in active:
+        put_checkpoints(saver, thread_id, 3, writes=1)
+    stored = [t or EMPTY_ID for t in active]  # the saver stores thread "" under this id
+    before = {k: v for k, v in snapshot(r).items() if not any(f":{t}:".encode() in k for t in stored)}
+    result = Pruner(r).sweep(4, margin=0)
+    assert result.kind == "incremental" and result.threads_pruned == len(active)
+    assert all(len(checkpoint_ids(saver, t)) == 4 for t in active)
+    after = snapshot(r)
+    assert {k: after.get(k) for k in before} == before  # every other thread byte-identical
+
+
+def test_a_foreign_document_with_a_stamp_but_no_thread_is_passed_over(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 6, writes=1)
+    Pruner(r).sweep(3)
+    stamp = time.time() * 1000
+    r.json().set("checkpoint:foreign", "$", {"checkpoint_ts": stamp})
+    r.json().set("checkpoint:foreign2", "$", {"checkpoint_ts": stamp, "thread_id": ["not", "a", "tag"]})
+    put_checkpoints(saver, "t", 2, writes=1)
+    result = Pruner(r).sweep(3)
+    assert result.kind == "incremental" and len(checkpoint_ids(saver, "t")) == 3
+    assert r.exists("checkpoint:foreign", "checkpoint:foreign2") == 2

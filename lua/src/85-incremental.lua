@@ -192,8 +192,8 @@ local function ts_threads(ctx, lo, hi, n)
       ids[#ids + 1] = row[2]
     end
   end
-  if #ids < math.min(res[1], n) then
-    fail('PARTIAL', 'the index grouped ' .. #ids .. ' of ' .. res[1] .. ' threads; try again')
+  if #res - 1 < math.min(res[1], n) then -- a search timeout returns partial results
+    fail('PARTIAL', 'the index grouped ' .. (#res - 1) .. ' of ' .. res[1] .. ' threads; try again')
   end
   table.sort(ids, before)
   return ids
