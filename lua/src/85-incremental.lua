@@ -201,7 +201,8 @@ end
 
 -- The segment the pass is in or begins next within window w: [lo, hi) and
 -- its entries. A new segment is narrowed by counts to MAX_SEGMENT entries (or
--- 1 ms); the width carries over, doubled after a segment of few entries.
+-- 1 ms); the width carries over, doubled after a segment of few entries. Nil
+-- when the counts spent the budget of a call that got somewhere already.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
   local limit = math.min(MAX_SEGMENT, math.max(100, math.floor(ctx.budget.total / 2)))
@@ -218,6 +219,9 @@ local function segment(sw, pass, w)
       return lo, hi, n, n < limit / 4
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
+    if sw.moved and spent(ctx.budget) then
+      return nil -- counting a burst used the budget: the next call narrows on from here
+    end
   end
 end
 
@@ -246,7 +250,7 @@ end
 -- visit_segment); true when the segment is done, and the pass moves past it.
 local function segment_step(sw, pass, w)
   local lo, hi, n, few = segment(sw, pass, w)
-  if not visit_segment(sw, pass, lo, hi, n) then
+  if not lo or not visit_segment(sw, pass, lo, hi, n) then
     return false
   end
   pass.lo, pass.after, sw.moved = hi, nil, true
