@@ -1872,8 +1872,8 @@ local function sweep_steps(sw, cursor)
 end
 
 -- Passes: full and incremental ----------------------------------------------------
--- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor), the
--- watermark (when the last complete pass of the same rule began) and
+-- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor, record_pass),
+-- the watermark (when the last complete pass of the same rule began) and
 -- incremental_steps: the threads that received a checkpoint in the time
 -- windows since then, found through the index by checkpoint_ts.
 -- Assumes: everything above. checkpoint_ts is the writing client's clock in ms
@@ -1883,25 +1883,35 @@ end
 
 local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
 local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
-local MAX_SEGMENT = 4000 -- index entries one segment reads at most (unless it is 1 ms wide)
+local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least) ...
+local MAX_SEGMENT = 4000 -- ... and at most this many; a 1 ms segment holding more is passed over
 local COUNT_ENTRIES_PER_UNIT = 100 -- a count costs 1 budget unit per this many entries
 local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
 
--- The watermark's field: the rule and prefixes a pass applies, spelled once.
+-- The watermark's field: the rule, prefixes and margin a pass applies, spelled
+-- once. (A pass with a smaller margin covers less: each margin has its own.)
 local function rule_field(ctx, rule, opts)
   local function ms(v)
     return v and string.format('%.0f', v) or '-'
   end
   return cjson.encode({ ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. ms(opts.MAX_AGE),
-    'idle_ttl ' .. ms(opts.IDLE_TTL) })
+    'idle_ttl ' .. ms(opts.IDLE_TTL), 'margin ' .. ms(opts.MARGIN or DEFAULT_MARGIN_MS) })
 end
 
--- What a cursor must match to continue a pass: its rule, margin and kind of run.
+-- What a cursor must match to continue a pass: its rule and kind of run.
 local function fingerprint(field, opts)
-  local run = { field, string.format('%.0f', opts.MARGIN or DEFAULT_MARGIN_MS),
-    opts.FULL and 'full' or '', opts.ORPHANS and 'orphans' or '', opts.DRY_RUN and 'dry' or '',
-    string.format('%.0f', opts.FULL_EVERY or -1) }
+  local run = { field, opts.FULL and 'full' or '', opts.ORPHANS and 'orphans' or '',
+    opts.DRY_RUN and 'dry' or '', string.format('%.0f', opts.FULL_EVERY or -1) }
   return redis.sha1hex(table.concat(run, '|')):sub(1, 16)
+end
+
+-- The rule's watermark and its last full pass (server ms, nil when none). A
+-- mark later than `now` (the server's clock went back, or the data came from
+-- another server) is no mark.
+local function read_marks(field, now)
+  local marks = rcall('HMGET', WATERMARKS, field, 'full ' .. field)
+  local mark, full = tonumber(marks[1] or nil), tonumber(marks[2] or nil)
+  return mark and mark <= now and mark or nil, full and full <= now and full or nil
 end
 
 -- A pass, as a cursor carries it between calls:
@@ -1909,7 +1919,8 @@ end
 --               when FULL, ORPHANS, no watermark, or FULL_EVERY since the last full one
 --   field, fp   its watermark field and fingerprint
 --   start       server ms at which it began (nil: a cursor of lgprune 0.2, no watermark)
---   unfinished  it passed over a thread it could not finish: it records no watermark
+--   unfinished  it passed over a thread it could not finish (or a segment too
+--               dense to read): it records no watermark
 --   scan        (full) the SCAN cursor ("00": inside the first step)
 --   since       (incremental) the watermark less MARGIN
 --   lo, width   (incremental) the segment under way: checkpoint_ts in [lo, lo + width)
@@ -1917,14 +1928,27 @@ end
 local function begin_pass(ctx, rule, opts)
   local field = rule_field(ctx, rule, opts)
   local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
-  local marks = rcall('HMGET', WATERMARKS, field, 'full ' .. field)
-  local mark, full = tonumber(marks[1] or nil), tonumber(marks[2] or nil)
+  local mark, full = read_marks(field, pass.start)
   local due = opts.FULL_EVERY and (not full or full <= pass.start - opts.FULL_EVERY)
   if mark and not (opts.FULL or opts.ORPHANS or due) then
     pass.kind, pass.since = 'incremental', mark - (opts.MARGIN or DEFAULT_MARGIN_MS)
     pass.lo, pass.width = -math.huge, FIRST_WIDTH
   else
     pass.kind, pass.scan = 'full', '0'
+  end
+  return pass
+end
+
+-- Refuse a cursor that cannot come from a pass begun on this server as it
+-- stands: begun later than now, or reading from after the rule's watermark
+-- less MARGIN (a mark moves only forward), which would skip what it has not read.
+local function check_cursor(pass, opts)
+  local now = now_ms()
+  local mark = read_marks(pass.field, now)
+  local from = mark and mark - (opts.MARGIN or DEFAULT_MARGIN_MS)
+  if pass.start > now or (pass.kind == 'incremental' and not (from and pass.since <= from
+      and pass.since <= pass.start)) then
+    fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
   end
   return pass
 end
@@ -1959,7 +1983,7 @@ local function parse_cursor(cursor, ctx, rule, opts)
     fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
   end
   pass.start, pass.unfinished = tonumber(start), u == '1'
-  return pass
+  return check_cursor(pass, opts)
 end
 
 -- The cursor that continues `pass` ("0" once it is done).
@@ -1981,16 +2005,17 @@ local function pass_cursor(pass, done)
 end
 
 -- Record that `pass` completed: its rule's watermark (and, for a full pass,
--- "full <rule>") moves to when it began, never back. Not for a dry run, nor a
--- pass that left a thread unfinished.
+-- "full <rule>") moves to when it began, never back (unless it is later than
+-- now, see read_marks). Not for a dry run, nor a pass left unfinished.
 local function record_pass(pass, dry)
   if dry or pass.unfinished or not pass.start then
     return
   end
+  local now = now_ms()
   local fields = { pass.field, pass.kind == 'full' and 'full ' .. pass.field or nil }
   for _, field in ipairs(fields) do
     local mark = tonumber(rcall('HGET', WATERMARKS, field) or nil)
-    if not mark or mark < pass.start then
+    if not mark or mark < pass.start or mark > now then
       rcall('HSET', WATERMARKS, field, string.format('%.0f', pass.start))
     end
   end
@@ -2051,11 +2076,32 @@ local function before(a, b)
   return #a < #b
 end
 
+-- The most groups one FT.AGGREGATE may return here (RediSearch's
+-- MAXAGGREGATERESULTS, up to MAX_SEGMENT), probed once per load as result_cap
+-- probes searches.
+local function group_cap(ctx)
+  if not server.group_cap then
+    local ok, err = pcall(rcall, 'FT.AGGREGATE', ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+      'LIMIT', '0', tostring(MAX_SEGMENT), 'DIALECT', '2')
+    local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
+    server.group_cap = cap and math.max(cap, 1) or MAX_SEGMENT
+  end
+  return server.group_cap
+end
+
 -- The thread ids (as stored) of the `n` checkpoints with checkpoint_ts in
--- [lo, hi), sorted (see before).
+-- [lo, hi), sorted (see before), and how many groups had no id (a document
+-- without a thread_id, or one the index cannot group: full passes only).
 local function ts_threads(ctx, lo, hi, n)
-  local res = rcall('FT.AGGREGATE', ctx.cp, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
+  local ok, res = pcall(rcall, 'FT.AGGREGATE', ctx.cp, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
     'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
+  if not ok then
+    if error_text(res):find('LIMIT exceeds maximum', 1, true) then
+      server.group_cap = nil
+      error(Stale, 0) -- the cap was lowered since it was learned
+    end
+    error(res, 0)
+  end
   ctx.budget.work = ctx.budget.work + math.floor(n / GROUP_ENTRIES_PER_UNIT)
   local ids = {}
   for i = 2, #res do
@@ -2068,27 +2114,68 @@ local function ts_threads(ctx, lo, hi, n)
     fail('PARTIAL', 'the index grouped ' .. (#res - 1) .. ' of ' .. res[1] .. ' threads; try again')
   end
   table.sort(ids, before)
-  return ids
+  return ids, #res - 1 - #ids
 end
 
--- The segment the pass is in or begins next within window w: [lo, hi) and
--- its entries. A new segment is narrowed by counts to MAX_SEGMENT entries (or
--- 1 ms); the width carries over, doubled after a segment of few entries. Nil
--- when the counts spent the budget of a call that got somewhere already.
+-- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
+-- names, when that is the thread's own (by its key and its thread_id); else nil.
+local function newest_stamp(ctx, id)
+  local thread = { id = id }
+  local target = read_pointer(latest_key(ctx, thread, ROOT_NS))
+  if not target or not starts_with(target, checkpoint_prefix(ctx, thread, ROOT_NS)) then
+    return nil
+  end
+  local ok, raw = pcall(rcall, 'JSON.GET', target, '$.thread_id', '$.checkpoint_ts')
+  local decoded = ok and type(raw) == 'string' and cjson.decode(raw)
+  local owner, ts = decoded and decoded['$.thread_id'], decoded and decoded['$.checkpoint_ts']
+  if type(owner) == 'table' and owner[1] == id and type(ts) == 'table' and type(ts[1]) == 'number' then
+    return ts[1]
+  end
+end
+
+-- Whether thread `id` will be visited later in this pass: its newest root
+-- checkpoint (see newest_stamp) lies at or after `hi` in the pass's windows,
+-- so a segment not read yet holds it. Read once per call per thread.
+local function visited_later(sw, id, hi)
+  local ts = sw.newest[id]
+  if ts == nil then
+    ts = newest_stamp(sw.ctx, id) or false
+    sw.newest[id] = ts
+    sw.ctx.budget.work = sw.ctx.budget.work + CHECK_COST
+  end
+  if not ts or ts < hi then
+    return false
+  end
+  for _, w in ipairs(sw.windows) do
+    if w[1] <= ts and ts < w[2] then
+      return true
+    end
+  end
+  return false
+end
+
+-- The segment the pass is in or begins next within window w: [lo, hi), its
+-- entries, whether they were few (the width doubles next) and whether they
+-- are too dense to read (more than group_cap in 1 ms). A new segment is
+-- narrowed by counts to BUDGET / SEGMENT_UNITS entries (or 1 ms); the width
+-- carries over. Nil when the counts spent the budget of a call that got
+-- somewhere already.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
-  local limit = math.min(MAX_SEGMENT, math.max(100, math.floor(ctx.budget.total / 2)))
+  local dense = group_cap(ctx)
+  local limit = math.max(50, math.min(dense, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
   if pass.after then -- the segment under way, as the last call left it
     local hi = math.min(lo + pass.width, w[2])
-    return lo, hi, ts_count(ctx, lo, hi)
+    local n = ts_count(ctx, lo, hi)
+    return lo, hi, n, false, n > dense
   end
   while true do
     local hi = math.min(lo + pass.width, w[2])
     local n = ts_count(ctx, lo, hi)
     if n <= limit or hi - lo <= 1 then
       pass.lo = lo
-      return lo, hi, n, n < limit / 4
+      return lo, hi, n, n < limit / 4, n > dense
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
     if sw.moved and spent(ctx.budget) then
@@ -2097,16 +2184,21 @@ local function segment(sw, pass, w)
   end
 end
 
--- Visit the threads of segment [lo, hi) (n entries) after pass.after; false
--- when the call stopped inside it (pass.after: the last thread visited).
+-- Visit the threads of segment [lo, hi) (n entries) after pass.after, but
+-- not one visited later in the pass; false when the call stopped inside it
+-- (pass.after: the last thread passed).
 local function visit_segment(sw, pass, lo, hi, n)
   local b = sw.ctx.budget
-  for _, id in ipairs(ts_threads(sw.ctx, lo, hi, n)) do
+  local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
+  if pass.after == nil then
+    sw.out.threads_skipped = sw.out.threads_skipped + nameless
+  end
+  for _, id in ipairs(ids) do
     if pass.after == nil or before(pass.after, id) then
       if sw.moved and spent(b) then
         return false
       end
-      if not sw.seen[id] then
+      if not sw.seen[id] and not visited_later(sw, id, hi) then
         local go, done = visit(sw, id)
         if not go or not counted(sw, sw.out, id, done) then
           return false
@@ -2120,9 +2212,15 @@ end
 
 -- Read the next segment of window w and visit its threads (see segment,
 -- visit_segment); true when the segment is done, and the pass moves past it.
+-- A segment too dense to read is passed over, and the pass left unfinished.
 local function segment_step(sw, pass, w)
-  local lo, hi, n, few = segment(sw, pass, w)
-  if not lo or not visit_segment(sw, pass, lo, hi, n) then
+  local lo, hi, n, few, dense = segment(sw, pass, w)
+  if not lo then
+    return false
+  end
+  if dense then
+    sw.unfinished = true
+  elseif not visit_segment(sw, pass, lo, hi, n) then
     return false
   end
   pass.lo, pass.after, sw.moved = hi, nil, true
@@ -2137,7 +2235,8 @@ end
 -- call stops once it has visited a thread or finished a segment.
 local function incremental_steps(sw, pass)
   local b = sw.ctx.budget
-  for _, w in ipairs(windows(pass, sw.opts)) do
+  sw.windows, sw.newest = windows(pass, sw.opts), {}
+  for _, w in ipairs(sw.windows) do
     while math.max(pass.lo, w[1]) < w[2] do
       if sw.moved and spent(b) then
         return false
@@ -2165,7 +2264,7 @@ local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDL
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string',
   FULL = 'flag', MARGIN = 'ms', FULL_EVERY = 'ms' }
-local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'threads_visited', 'threads_pruned', 'threads_deleted',
+local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'threads_visited', 'threads_pruned', 'threads_deleted',
   'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
 
 --[[
@@ -2325,6 +2424,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     cursor               "0" when the pass is complete, else pass it back
     kind                 "full" or "incremental"
     since                an incremental pass: the watermark it reads from (server ms), else 0
+    unfinished           1 when the pass passed over a thread it could not finish, or a
+                         millisecond of checkpoint_ts holding more entries than one
+                         aggregate may return: it records no watermark
     threads_visited      full: threads visited in the SCAN steps this call finished (a
                          step the call stopped inside is counted by the call that
                          reads it again, so each thread counts once); incremental:
@@ -2366,7 +2468,7 @@ local function lgprune_sweep(_, args)
   end
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
-  out.cursor, out.kind = pass_cursor(pass, done), pass.kind
+  out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
   out.since = pass.since and string.format('%.0f', pass.since + (opts.MARGIN or DEFAULT_MARGIN_MS)) or '0'
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then

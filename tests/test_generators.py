@@ -19,7 +19,7 @@ from lgprune.errors import (
 )
 from lgprune.library import install_steps, library_build, library_file, library_version
 from lgprune.protocol import Options, fcall_steps, many_steps, prune_steps, sweep_steps
-from lgprune.results import SWEEP_COUNTS, reply_fields, reply_pairs
+from lgprune.results import SWEEP_COUNTS, SWEEP_STATE, reply_fields, reply_pairs
 
 
 def drive(steps: Steps[Any], replies: list[Any]) -> tuple[Any, list[tuple[Any, ...]]]:
@@ -97,7 +97,14 @@ def test_many_resumes_at_the_thread_it_names() -> None:
 
 def sweep_reply(cursor: str, keys: int) -> dict[bytes, Any]:  # as RESP3 sends it
     counts = {name.encode(): 0 for name in SWEEP_COUNTS}
-    return {**counts, b"cursor": cursor.encode(), b"kind": b"full", b"since": b"0", b"keys_deleted": keys}
+    return {
+        **counts,
+        b"cursor": cursor.encode(),
+        b"kind": b"full",
+        b"since": b"0",
+        b"unfinished": b"0",
+        b"keys_deleted": keys,
+    }
 
 
 def test_a_sweep_follows_the_cursor_as_text_until_0() -> None:
@@ -196,7 +203,7 @@ def test_the_python_side_reads_the_librarys_facts_and_names_only_what_it_has() -
 
     assert set(CODES) <= set(facts.ERROR_CODES)
     assert set(facts.COUNT_FIELDS) <= {f.name for f in fields(PruneResult)}
-    assert set(SWEEP_COUNTS) | {"cursor", "kind", "since"} <= {f.name for f in fields(SweepResult)}
+    assert set(SWEEP_COUNTS) | set(SWEEP_STATE) <= {f.name for f in fields(SweepResult)}
     assert (facts.MIN_BUDGET, facts.MAX_MANY) > (0, 0)
     with pytest.raises(LookupError):
         facts.option("FAST")

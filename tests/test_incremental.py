@@ -260,3 +260,105 @@ def test_a_foreign_document_with_a_stamp_but_no_thread_is_passed_over(
     result = Pruner(r).sweep(3)
     assert result.kind == "incremental" and len(checkpoint_ids(saver, "t")) == 3
     assert r.exists("checkpoint:foreign", "checkpoint:foreign2") == 2
+
+
+def set_stamps(r: redis.Redis, thread_id: str, stamps: list[float]) -> None:
+    """Give the thread's root checkpoints, oldest first, these checkpoint_ts."""
+    keys = sorted(r.scan_iter(match=f"checkpoint:{thread_id}:__empty__:*", count=1000))
+    assert len(keys) == len(stamps)
+    for key, stamp in zip(keys, stamps, strict=True):
+        r.json().set(key, "$.checkpoint_ts", stamp)
+
+
+def rule_mark(r: redis.Redis) -> int:
+    """The one (non-full) watermark there is."""
+    (mark,) = [int(v) for f, v in watermarks(r).items() if not f.startswith(b"full ")]
+    return mark
+
+
+def test_each_margin_has_its_watermark_so_a_smaller_one_never_hides_a_lagging_writer(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "seed", 1, writes=0)
+    assert Pruner(r).sweep(3, margin=0).kind == "full"
+    assert Pruner(r).sweep(3, margin=2).kind == "full"
+    put_checkpoints(saver, "lag", 6, writes=1)
+    shift_stamps(r, "lag", 1000)  # within the regular margin (2 s)
+    time.sleep(1.5)
+    assert Pruner(r).sweep(3, margin=0).kind == "incremental"  # reads from its own mark
+    time.sleep(0.6)
+    regular = Pruner(r).sweep(3, margin=2)
+    assert regular.kind == "incremental" and len(checkpoint_ids(saver, "lag")) == 3
+
+
+def test_segment_and_window_boundaries_lose_no_checkpoint(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "seed", 1, writes=0)
+    Pruner(r).sweep(2, margin=0)
+    mark = rule_mark(r)
+    threads = [f"b{i}" for i in range(120)]
+    for i, thread_id in enumerate(threads):  # whole-ms stamps from the mark on: every boundary holds some
+        put_checkpoints(saver, thread_id, 3, writes=0)
+        set_stamps(r, thread_id, [mark + i // 2] * 3)
+    put_checkpoints(saver, "before", 3, writes=0)
+    set_stamps(r, "before", [mark - 1] * 3)  # just before the window: the next full pass's
+    time.sleep(0.2)
+    result = Pruner(r, budget=1000).sweep(2, margin=0)  # segments of 50 entries at most
+    assert result.kind == "incremental" and result.threads_pruned == len(threads)
+    assert all(len(checkpoint_ids(saver, t)) == 2 for t in threads)
+    assert len(checkpoint_ids(saver, "before")) == 3
+
+
+def test_a_thread_active_across_segments_is_visited_once_from_its_newest(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "seed", 1, writes=0)
+    Pruner(r).sweep(3, margin=0)
+    mark = rule_mark(r)
+    threads = [f"busy{i}" for i in range(20)]
+    for i, thread_id in enumerate(threads):  # 10 checkpoints each, interleaved over the window
+        put_checkpoints(saver, thread_id, 10, writes=1)
+        set_stamps(r, thread_id, [mark + 1 + step * 40 + i for step in range(10)])
+    time.sleep(0.5)
+    result = Pruner(r, budget=1000).sweep(3, margin=0)  # 200 entries, segments of 50 at most
+    assert result.kind == "incremental" and result.calls >= 1
+    assert (result.threads_visited, result.threads_pruned) == (len(threads), len(threads))
+    assert all(len(checkpoint_ids(saver, t)) == 3 for t in threads)
+
+
+def test_a_watermark_from_the_future_is_no_watermark_and_a_future_cursor_is_refused(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 6, writes=1)
+    Pruner(r).sweep(3)
+    future = 4_102_444_800_000  # 2100-01-01
+    r.hset(WATERMARKS, mapping=dict.fromkeys(watermarks(r), future))
+    put_checkpoints(saver, "t", 4, writes=1)
+    assert Pruner(r).sweep(3).kind == "full" and len(checkpoint_ids(saver, "t")) == 3
+    assert all(int(v) < future for v in watermarks(r).values())
+    for i in range(30):
+        put_checkpoints(saver, f"more{i}", 4, writes=1)
+    reply = r.fcall("lgprune_sweep", 0, "0", "3", "BUDGET", "10", "FULL_EVERY", "1000")
+    fp = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"].split(b":")[1].decode()
+    for forged in (f"i:{fp}:{future}:{future}:{future}:1:0:", f"f:{fp}:{future}:0:0"):
+        with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR does not continue"):
+            r.fcall("lgprune_sweep", 0, forged, "3", "BUDGET", "10", "FULL_EVERY", "1000")
+
+
+def test_a_millisecond_too_dense_to_group_leaves_the_pass_unfinished_for_a_full_one(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "seed", 1, writes=0)
+    Pruner(r).sweep(1, margin=0)
+    mark = rule_mark(r)
+    for i in range(60):  # 120 entries in one millisecond, against a grouping cap of 100
+        put_checkpoints(saver, f"d{i}", 2, writes=0)
+        set_stamps(r, f"d{i}", [mark + 5] * 2)
+    time.sleep(0.1)
+    r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "100")
+    try:
+        result = Pruner(r).sweep(1, margin=0)
+        assert result.kind == "incremental" and result.unfinished and result.threads_visited == 0
+        assert rule_mark(r) == mark  # no watermark for a pass that could not read everything
+    finally:
+        r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "-1")
+    assert Pruner(r).sweep(1, full=True).threads_pruned == 60

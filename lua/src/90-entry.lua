@@ -13,7 +13,7 @@ local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDL
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string',
   FULL = 'flag', MARGIN = 'ms', FULL_EVERY = 'ms' }
-local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'threads_visited', 'threads_pruned', 'threads_deleted',
+local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'threads_visited', 'threads_pruned', 'threads_deleted',
   'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
 
 --[[
@@ -173,6 +173,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     cursor               "0" when the pass is complete, else pass it back
     kind                 "full" or "incremental"
     since                an incremental pass: the watermark it reads from (server ms), else 0
+    unfinished           1 when the pass passed over a thread it could not finish, or a
+                         millisecond of checkpoint_ts holding more entries than one
+                         aggregate may return: it records no watermark
     threads_visited      full: threads visited in the SCAN steps this call finished (a
                          step the call stopped inside is counted by the call that
                          reads it again, so each thread counts once); incremental:
@@ -214,7 +217,7 @@ local function lgprune_sweep(_, args)
   end
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
-  out.cursor, out.kind = pass_cursor(pass, done), pass.kind
+  out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
   out.since = pass.since and string.format('%.0f', pass.since + (opts.MARGIN or DEFAULT_MARGIN_MS)) or '0'
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then

@@ -59,9 +59,8 @@ class PruneResult:
         )
 
 
-SWEEP_COUNTS = tuple(
-    name for name in SWEEP_FIELDS if name not in ("cursor", "kind", "since")
-)  # summed over calls
+SWEEP_STATE = ("cursor", "kind", "since", "unfinished")  # the pass's state, from its last call
+SWEEP_COUNTS = tuple(name for name in SWEEP_FIELDS if name not in SWEEP_STATE)  # summed over calls
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,7 @@ class SweepResult:
     dry_run: bool = False  # True: nothing was deleted, the counts say what would go
     kind: str = "full"  # "incremental": only threads with checkpoints since `since` were visited
     since: float | None = None  # an incremental pass: the watermark it read from (unix seconds)
+    unfinished: bool = False  # it passed over something it could not finish: no watermark recorded
 
     def plus_call(self, fields: dict[str, Any], elapsed: float) -> SweepResult:
         """This result followed by one more lgprune_sweep reply (its reply_pairs). The
@@ -96,4 +96,5 @@ class SweepResult:
             dry_run=self.dry_run,
             kind=as_text(fields["kind"]),
             since=since / 1000 if since else None,
+            unfinished=as_text(fields["unfinished"]) == "1",
         )

@@ -92,6 +92,11 @@ def summary(result: SweepResult) -> str:
         f"{plural(result.checkpoints_deleted, 'checkpoint')}, {plural(result.writes_deleted, 'write')}, "
         f"{plural(result.orphans_deleted, 'orphan')} ({plural(result.keys_deleted, 'key')}) "
         f"in {plural(result.calls, 'call')}, {result.elapsed:.1f} s"
+        + (
+            "; unfinished: a thread or a too dense moment was passed over, the watermark stays"
+            if result.unfinished
+            else ""
+        )
     )
 
 
