@@ -218,7 +218,7 @@ def scaling(results: list[Result]) -> list[tuple[Result, Result, float]]:
 
 def rule_field(keep: int) -> str:
     """The watermark field lgprune's rule_field makes for keep-only sweeps with the default prefixes."""
-    rule = ["checkpoint", "checkpoint_write", f"keep {keep}", "max_age -", "idle_ttl -"]
+    rule = ["checkpoint", "checkpoint_write", f"keep {keep}", "max_age -", "idle_ttl -", "margin 600000"]
     return json.dumps(rule, separators=(",", ":"))
 
 
