@@ -274,6 +274,8 @@ def metrics_match_the_work_done(served: Service, r: redis.Redis, saver: RedisSav
     served.call("POST", "/prune", {"thread_id": "c", "keep": -1})
     _, started = served.call("POST", "/sweep", {"keep": 2})
     sweep = wait_done(served, started["sweep"])
+    _, again = served.call("POST", "/sweep", {"keep": 2})
+    assert (sweep["kind"], wait_done(served, again["sweep"])["kind"]) == ("full", "incremental")
     deleted = [
         deleted[0] + sweep["checkpoints_deleted"],
         deleted[1] + sweep["writes_deleted"],
@@ -297,8 +299,11 @@ def metrics_match_the_work_done(served: Service, r: redis.Redis, saver: RedisSav
     )
     assert values[("lgprune_prunes_total", (("outcome", "success"),))] == 2  # a and b
     assert values[("lgprune_prunes_total", (("outcome", "dry_run"),))] == 1  # never a success
-    assert values[("lgprune_sweeps_total", (("outcome", "success"),))] == 1
-    assert values[("lgprune_sweep_duration_seconds_count", ())] == 1
+    assert values[("lgprune_sweeps_total", (("outcome", "success"),))] == 2
+    assert values[("lgprune_sweep_passes_total", (("kind", "full"),))] == 1
+    assert values[("lgprune_sweep_passes_total", (("kind", "incremental"),))] == 1
+    assert abs(values[("lgprune_last_full_sweep_success_timestamp_seconds", ())] - time.time()) < 60
+    assert values[("lgprune_sweep_duration_seconds_count", ())] == 2
     assert abs(values[("lgprune_last_sweep_success_timestamp_seconds", ())] - time.time()) < 60
     assert values[("lgprune_store_threads", ())] == 3
     assert values[("lgprune_store_checkpoints", ())] == 6
