@@ -325,6 +325,9 @@ end
 -- A TAG value as a query parameter: RediSearch reads backslash escapes in
 -- parameter values too (`\\:` finds the tag `:`), so a backslash must be doubled.
 local function tag_param(tag)
+  if not tag:find('\\', 1, true) then
+    return tag -- most ids: no copy made
+  end
   return (tag:gsub('\\', '\\\\'))
 end
 
@@ -394,7 +397,7 @@ end
 
 -- Whether s begins with prefix.
 local function starts_with(s, prefix)
-  return s:sub(1, #prefix) == prefix
+  return s:find(prefix, 1, true) == 1 -- (no substring made: this runs per listed key)
 end
 
 -- <cp>:<thread>: the start of the keys of a thread's checkpoints.
@@ -1264,10 +1267,12 @@ end
 -- checkpoint's write prefix, ending at a colon, and `owns` confirms it.
 -- found[d.id] lists d's keys.
 local function match_writes(res, thread, owners, found)
+  local lengths, prefix = owners.lengths, owners.prefix -- locals: this runs once per write
   for i = 2, #res do
     local key = res[i]
-    for _, len in ipairs(owners.lengths) do
-      local d = key:byte(len) == 58 and owners.prefix[key:sub(1, len)] -- 58: ':'
+    for j = 1, #lengths do
+      local len = lengths[j]
+      local d = key:byte(len) == 58 and prefix[key:sub(1, len)] -- 58: ':'
       if d and owns(thread, d, key, len) then
         local list = found[d.id]
         if not list then
