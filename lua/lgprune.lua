@@ -713,7 +713,6 @@ end
 -- thread's: root keys by their form (root_doc), others by their own fields.
 
 local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
-local WINDOW_SLACK = 16 -- root checkpoints a narrow window holds beyond keep
 local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
 local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
@@ -849,10 +848,10 @@ local function kth_after(docs, keep, lo)
   return ms ~= nil and ms >= lo + CLOCK_SLACK_MS
 end
 
--- Root checkpoints of a thread too large to list whole, without sorting it:
--- a window of the newest by checkpoint_ts, anchored at the latest pointer and
--- sized to hold more than `keep`: at most keep + WINDOW_SLACK, or with
--- view.wide at most view.limit (what `exact` needs), plus a page of any
+-- Root checkpoints of a thread too large to list whole, without sorting it,
+-- where DeltaChannel history needs the true newest (view.wide): a window of
+-- the newest by checkpoint_ts, anchored at the latest pointer and sized to
+-- hold more than `keep` and at most view.limit, plus a page of any
 -- view.page others (view.first when the thread is plain, else the first of
 -- the root namespace: the index answers in the order it stored them). Any
 -- listed checkpoint with `keep` newer ones listed beside it is provably not
@@ -871,8 +870,7 @@ local function root_window(ctx, thread, keep, view)
     return nil
   end
   local limit = view.limit
-  local target = view.wide and limit or math.min(limit, keep + WINDOW_SLACK)
-  local lo = ts - window_span(ctx, thread, ts, keep, target)
+  local lo = ts - window_span(ctx, thread, ts, keep, limit)
   local list = root_docs(ctx, thread)
   list.add({ view.newest.key }, 1, 1)
   local window = since(ctx, thread, lo, limit)
