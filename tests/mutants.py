@@ -202,6 +202,14 @@ MUTANTS = [
         (RULES + "test_threads_whose_keys_extend_ours_are_left_alone",),
     ),
     Mutant(
+        "witness-own",
+        "a witness from the latest pointer's parent chain is the thread's own root checkpoint (its document)",
+        "40-listing.lua",
+        "  if t ~= thread.id or ns ~= ROOT_NS or own ~= id then\n",
+        "  if false then\n",
+        (RULES + "test_a_witness_from_the_parent_chain_must_be_the_threads_own",),
+    ),
+    Mutant(
         "root-doc-colon",
         "a root key is the thread's only when its id after the root prefix has no colon",
         "20-keys.lua",

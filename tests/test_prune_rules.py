@@ -127,6 +127,33 @@ def test_threads_whose_keys_extend_ours_are_left_alone(
     assert after == {k: v for k, v in before.items() if k not in doomed}
 
 
+def test_a_witness_from_the_parent_chain_must_be_the_threads_own(r: redis.Redis, saver: RedisSaver) -> None:
+    """A thread too large for one call is listed by its latest checkpoint's parent chain, the
+    `keep` checkpoints each doomed one must have newer than it. A parent id names a key, not a
+    thread: namespace `1:__empty__` of thread `w` spells the root keys of `w:1`. Here `w:1`
+    lost its checkpoint 28 and `w` stored one under that very key: it is no witness of `w:1`,
+    which keeps 29, 27 and 26, and `w`'s checkpoint stays."""
+    ours = put_checkpoints(saver, "w:1", 30, writes=1)
+    stolen = f"checkpoint:w:1:__empty__:{ours[28]}"
+    r.delete(stolen)
+    pointer = r.get("checkpoint_latest:w:1:__empty__")
+    put_checkpoints(saver, "w", 1, writes=0, ns="1:__empty__", ids_given=[ours[28]])
+    r.set("checkpoint_latest:w:1:__empty__", pointer)  # the saver's put of `w` moved ours
+    assert r.json().get(stolen, "$.thread_id") == ["w"]
+    foreign = r.json().get(stolen)
+    # a case variant shares our tag: 129 tagged entries, more than one call of BUDGET 100
+    # lists (so ours are listed by the chain), though all 26 doomed fit that call
+    variant = put_checkpoints(saver, "W:1", 100, writes=0)
+
+    result = Pruner(r, budget=100).prune("w:1", 3)
+
+    # (the keys of `w:1`'s root: 28 is the one `w` holds)
+    assert set(checkpoint_ids(saver, "w:1")) == {ours[29], ours[28], ours[27], ours[26]}
+    assert result.checkpoints_deleted == 26
+    assert r.json().get(stolen) == foreign
+    assert set(checkpoint_ids(saver, "W:1")) == set(variant)
+
+
 ODD_IDS = [
     "",
     "a b|c",

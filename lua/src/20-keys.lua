@@ -64,6 +64,9 @@ end
 -- A TAG value as a query parameter: RediSearch reads backslash escapes in
 -- parameter values too (`\\:` finds the tag `:`), so a backslash must be doubled.
 local function tag_param(tag)
+  if not tag:find('\\', 1, true) then
+    return tag -- most ids: no copy made
+  end
   return (tag:gsub('\\', '\\\\'))
 end
 
@@ -133,7 +136,7 @@ end
 
 -- Whether s begins with prefix.
 local function starts_with(s, prefix)
-  return s:sub(1, #prefix) == prefix
+  return s:find(prefix, 1, true) == 1 -- (no substring made: this runs per listed key)
 end
 
 -- <cp>:<thread>: the start of the keys of a thread's checkpoints.

@@ -31,7 +31,9 @@ local server = { json = false, cap = nil }
 --   limit   entries wanted (0: only the count)
 --   shape   optional record: `ids` (TAG parameters: checkpoint ids, see
 --           id_param), `fields` (to RETURN; else NOCONTENT), `sorted`
---           (newest checkpoint_id first)
+--           (newest checkpoint_id first), `bounded` (DIALECT 4: RediSearch
+--           stops at `limit` and the reply's total is not a count: only the
+--           entries returned say anything)
 -- Positional, and one table constructor for the common shape: a sweep makes
 -- one query per thread it visits, and a record per query costs it measurably.
 local function query_args(index, where, thread, limit, shape)
@@ -71,7 +73,7 @@ local function query_args(index, where, thread, limit, shape)
     n = n + 3
   end
   args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', '0', tostring(limit)
-  args[n + 4], args[n + 5], args[n + 6], args[n + 7] = 'TIMEOUT', '0', 'DIALECT', '2'
+  args[n + 4], args[n + 5], args[n + 6], args[n + 7] = 'TIMEOUT', '0', 'DIALECT', shape.bounded and '4' or '2'
   return args
 end
 
@@ -195,9 +197,15 @@ local function json_mget(keys, path)
 end
 
 -- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
--- or nil); all nil for a missing key or one that is not JSON.
-local function identity(key)
-  local ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
+-- or nil), and with `also` (a path) the string there too, in the same read;
+-- all nil for a missing key or one that is not JSON.
+local function identity(key, also)
+  local ok, raw
+  if also then
+    ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id', also)
+  else
+    ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
+  end
   local decoded, f = false, nil
   if ok and type(raw) == 'string' then
     decoded, f = pcall(cjson.decode, raw)
@@ -209,7 +217,7 @@ local function identity(key)
     local v = type(f[path]) == 'table' and f[path][1]
     return type(v) == 'string' and v or nil
   end
-  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id')
+  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id'), also and field(also)
 end
 
 -- Whether `key` holds a placeholder: the document the saver's put_writes makes

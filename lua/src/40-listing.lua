@@ -3,12 +3,12 @@
 -- Provides: a thread's first look (first_look), its newest root checkpoint
 -- (newest_root), the DeltaChannel marker (marks_delta, uses_delta), the
 -- writes a checkpoint registered (registered_writes), and its checkpoints as
--- docs { key, ns, id } under a view (list_checkpoints, root_window).
+-- docs { key, ns, id } under a view (list_checkpoints; for a thread too large
+-- to list whole, root_chain or root_window).
 -- Assumes: keys, search. Lists read only; what is listed is proved to be the
 -- thread's: root keys by their form (root_doc), others by their own fields.
 
 local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
-local WINDOW_SLACK = 16 -- root checkpoints a narrow window holds beyond keep
 local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
 local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
@@ -16,6 +16,7 @@ local OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
 local SORTED = { sorted = true } -- query shapes (see query_args)
 local IDENTITY = { fields = { 'thread_id', 'checkpoint_id' } }
 local SORTED_IDENTITY = { fields = IDENTITY.fields, sorted = true }
+local BOUNDED = { bounded = true }
 
 -- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
 local function marks_delta(meta)
@@ -61,25 +62,38 @@ end
 -- The first look at a thread: how many entries carry its tag (`counted`, when
 -- a sweep counted them already) and, for a plain thread, the answer of the
 -- query on the tag alone (up to `limit` entries), which is then also its
--- listing. Either way one pass over its entries.
+-- listing. That query stops at `limit` + 1 entries (`bounded`), so a thread
+-- larger than `limit` is not walked whole by it: only then is it counted.
 local function first_look(ctx, thread, limit, counted)
   if not thread.plain then
     return counted or count_tagged(ctx, thread), nil
   end
-  local res = search_all(ctx.cp, '@thread_id:{$t}', thread, limit)
-  return res[1], res
+  local ask = math.min(limit + 1, ctx.cap)
+  local res = search(ctx.cp, '@thread_id:{$t}', thread, ask, BOUNDED)
+  res[1] = #res - 1 -- a bounded answer's total is no count
+  if res[1] < ask then
+    return res[1], res -- every tagged entry
+  end
+  return counted or count_tagged(ctx, thread), res
 end
 
 -- Root docs of the thread, collected once each from index answers:
--- add(keys, first, last) keeps the keys[first..last] proven_root proves.
+-- add(keys, first, last) keeps the keys[first..last] proven_root proves;
+-- push(doc) adds a doc proven otherwise; seen(key) says whether it is listed.
 local function root_docs(ctx, thread)
   local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ROOT_NS)
+  function self.push(doc)
+    listed[doc.key] = true
+    self.docs[#self.docs + 1] = doc
+  end
+  function self.seen(key)
+    return listed[key] == true
+  end
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
       local doc = not listed[keys[i]] and proven_root(thread, keys[i], prefix)
       if doc then
-        listed[doc.key] = true
-        self.docs[#self.docs + 1] = doc
+        self.push(doc)
       end
     end
   end
@@ -130,10 +144,10 @@ local function kth_after(docs, keep, lo)
   return ms ~= nil and ms >= lo + CLOCK_SLACK_MS
 end
 
--- Root checkpoints of a thread too large to list whole, without sorting it:
--- a window of the newest by checkpoint_ts, anchored at the latest pointer and
--- sized to hold more than `keep`: at most keep + WINDOW_SLACK, or with
--- view.wide at most view.limit (what `exact` needs), plus a page of any
+-- Root checkpoints of a thread too large to list whole, without sorting it,
+-- where DeltaChannel history needs the true newest (view.wide): a window of
+-- the newest by checkpoint_ts, anchored at the latest pointer and sized to
+-- hold more than `keep` and at most view.limit, plus a page of any
 -- view.page others (view.first when the thread is plain, else the first of
 -- the root namespace: the index answers in the order it stored them). Any
 -- listed checkpoint with `keep` newer ones listed beside it is provably not
@@ -152,8 +166,7 @@ local function root_window(ctx, thread, keep, view)
     return nil
   end
   local limit = view.limit
-  local target = view.wide and limit or math.min(limit, keep + WINDOW_SLACK)
-  local lo = ts - window_span(ctx, thread, ts, keep, target)
+  local lo = ts - window_span(ctx, thread, ts, keep, limit)
   local list = root_docs(ctx, thread)
   list.add({ view.newest.key }, 1, 1)
   local window = since(ctx, thread, lo, limit)
@@ -162,6 +175,49 @@ local function root_window(ctx, thread, keep, view)
   local page = view.first or search(ctx.cp, ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, exact
+end
+
+-- The doc of the thread's root checkpoint `id` when its document names the
+-- thread, the root namespace and that id (a key built from an id proves
+-- nothing by its form: ids and thread ids hold colons), and the id of its
+-- parent; else nil.
+local function own_root(ctx, thread, id)
+  local key = checkpoint_key(ctx, thread, ROOT_NS, id)
+  local t, ns, own, parent = identity(key, '$.parent_checkpoint_id')
+  if t ~= thread.id or ns ~= ROOT_NS or own ~= id then
+    return nil
+  end
+  return { key = key, ns = ROOT_NS, id = id }, parent
+end
+
+-- Root checkpoints of a thread too large to list whole, when no DeltaChannel
+-- history is in sight: the checkpoint the latest pointer names and its parent
+-- chain, `keep` in all (fewer where the chain ends, or leaves the thread),
+-- each proven the thread's own by its document (see own_root), plus a page
+-- of view.first as root_window lists it. These `keep` are the witnesses: any
+-- listed checkpoint with `keep` newer ones listed beside it is provably not
+-- among the newest `keep`, whether or not they are the true newest (forks).
+-- So they are not `exact`: DeltaChannel history needs root_window. Returns
+-- nil when no latest pointer anchors the chain (view.newest).
+local function root_chain(ctx, thread, keep, view)
+  if not view.newest then
+    return nil
+  end
+  local list, id = root_docs(ctx, thread), view.newest.id
+  for _ = 1, keep do
+    local d, parent = own_root(ctx, thread, id)
+    if not d or list.seen(d.key) then
+      break
+    end
+    list.push(d)
+    if type(parent) ~= 'string' or parent == '' then
+      break
+    end
+    id = parent
+  end
+  local page = view.first or search(ctx.cp, ROOT_WHERE, thread, view.page)
+  list.add(page, 2, view.page + 1)
+  return list.docs, false
 end
 
 -- The root checkpoints under `view` without a window: the first look's answer
@@ -209,16 +265,19 @@ end
 --   first   for a plain thread, the answer of the query on its tag alone
 --           (every tagged entry when not sorted, the first `limit` when sorted);
 --   page    how many of the root's others a root_window lists;
---   newest  the newest root checkpoint (newest_root), which anchors the window;
---   wide    whether that window holds up to `limit` (else only a few more
---           than KEEP: enough for the plan, too few to be `exact`).
+--   newest  the newest root checkpoint (newest_root), which anchors the
+--           window or the chain;
+--   wide    whether the root is listed by a window holding up to `limit`
+--           (else by the latest pointer's parent chain, root_chain: enough
+--           for the plan, not `exact`).
 -- Also returns whether the root's newest KEEP are surely listed (false only
 -- for a root window that cannot prove it). Sorted, each list is the newest
 -- `limit` of its part of the thread, so each namespace's docs are its newest.
 local function list_checkpoints(ctx, thread, view, rule)
   local docs, exact
   if view.sorted and rule then
-    docs, exact = root_window(ctx, thread, math.max(rule.keep, 1), view)
+    local root = view.wide and root_window or root_chain
+    docs, exact = root(ctx, thread, math.max(rule.keep, 1), view)
   end
   if not docs then
     docs, exact = list_root(ctx, thread, view), true

@@ -57,10 +57,12 @@ end
 -- checkpoint's write prefix, ending at a colon, and `owns` confirms it.
 -- found[d.id] lists d's keys.
 local function match_writes(res, thread, owners, found)
+  local lengths, prefix = owners.lengths, owners.prefix -- locals: this runs once per write
   for i = 2, #res do
     local key = res[i]
-    for _, len in ipairs(owners.lengths) do
-      local d = key:byte(len) == 58 and owners.prefix[key:sub(1, len)] -- 58: ':'
+    for j = 1, #lengths do
+      local len = lengths[j]
+      local d = key:byte(len) == 58 and prefix[key:sub(1, len)] -- 58: ':'
       if d and owns(thread, d, key, len) then
         local list = found[d.id]
         if not list then

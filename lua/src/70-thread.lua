@@ -53,11 +53,13 @@ end
 -- List and plan the thread under `view` (see list_checkpoints); a partial
 -- view first looks at a page sized by what the budget deletes (by the keys of
 -- the newest checkpoint), and at the whole view when that page frees nothing
--- (DeltaChannel ancestors may hold all of it). Delta history is walked from
--- the true newest: its window is wide from the start when the newest
--- checkpoint uses DeltaChannel, else widened when the plan finds delta
--- history, and when the listing still cannot prove it holds the newest, they
--- are listed again, sorted. Returns the docs and the plan.
+-- (DeltaChannel ancestors may hold all of it). The root is listed by the
+-- latest pointer's parent chain (root_chain), which cannot prove it holds the
+-- true newest; delta history is walked from those: the root is listed by a
+-- wide window from the start when the newest checkpoint uses DeltaChannel,
+-- else when the plan finds delta history, and when that listing still cannot
+-- prove it holds the newest, they are listed again, sorted. Returns the docs
+-- and the plan.
 local function list_and_plan(ctx, thread, view, rule)
   view.page = view.limit
   if view.sorted then
