@@ -118,7 +118,7 @@ class Case:
 
 CASES = (
     Case(
-        "core", "one thread, 1,000 checkpoints x 2 writes, keep 10", 10, (Group("core:%d", 1, 1_000, 2),), 1.2
+        "core", "one thread, 1,000 checkpoints x 2 writes, keep 10", 10, (Group("core:%d", 1, 1_000, 2),), 1.3
     ),
     Case("seed", "one thread, 36 checkpoints x 1 write, keep 5", 5, (Group("seed:%d", 1, 36, 1),), 2.0),
     Case(
@@ -126,7 +126,7 @@ CASES = (
         "one thread, 10,000 checkpoints x 2 writes, keep 10",
         10,
         (Group("large:%d", 1, 10_000, 2),),
-        1.5,
+        1.8,
         call_limit_ms=20,
     ),
     Case(
@@ -134,7 +134,7 @@ CASES = (
         "2,000 threads x 15 checkpoints x 1 write, keep 5",
         5,
         (Group("user:%d:chat", 2_000, 15, 1),),
-        1.3,
+        1.8,
         floor_batch=2000,
     ),
     Case(
