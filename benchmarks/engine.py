@@ -259,7 +259,7 @@ def _once(
 
     def prune() -> None:
         if case.sweep:
-            pruner.sweep(case.keep)
+            pruner.sweep(case.keep, full_every=None)  # options the "against" build knows too
         else:
             pruner.prune(case.groups[0].fmt % 0, case.keep)
 
