@@ -87,14 +87,15 @@ class SweepResult:
         """This result followed by one more lgprune_sweep reply (its reply_pairs). The
         cursor stays text: "00" (stopped inside the first SCAN step) is not "0" (done)."""
         counts = {name: getattr(self, name) + int(as_text(fields[name])) for name in SWEEP_COUNTS}
-        since = int(as_text(fields["since"]))
+        # an older library (a benchmark's "against" build) replies without the pass's state
+        since = int(as_text(fields.get("since", b"0")))
         return SweepResult(
             **counts,
             calls=self.calls + 1,
             elapsed=elapsed,
             cursor=as_text(fields["cursor"]),
             dry_run=self.dry_run,
-            kind=as_text(fields["kind"]),
+            kind=as_text(fields.get("kind", b"full")),
             since=since / 1000 if since else None,
-            unfinished=as_text(fields["unfinished"]) == "1",
+            unfinished=as_text(fields.get("unfinished", b"0")) == "1",
         )
