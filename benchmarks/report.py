@@ -231,9 +231,10 @@ def write_shapes(out: Path, shapes: list[Shape], *, where: str) -> None:
         )
     lines += [
         "",
-        "A thread larger than one call's view is read as a window of its newest checkpoints",
-        "(by checkpoint_ts) and a page of others; each call still makes one pass over the",
-        "thread's index entries, so the cost per call grows slowly with the thread.",
+        "A thread larger than one call's view is looked at up to budget + keep + 1 entries",
+        "(DIALECT 4 stops there) and its root listed by the latest pointer's parent chain and a",
+        "page of others (a DeltaChannel thread: a window by checkpoint_ts), so a call's cost",
+        "does not grow with the thread. Non-root namespaces larger than a call are sorted.",
         "",
         FOOTER,
         "",
