@@ -502,6 +502,27 @@ MUTANTS = [
         "  return true\n",
         (LEFTOVERS + "test_keep_0_never_says_done_while_a_case_variant_hides_leftovers",),
     ),
+    Mutant(
+        "chain-not-for-idle",
+        "IDLE_TTL lists a large root by its window, not the pointer's chain (which cannot prove the newest)",
+        "40-listing.lua",
+        "    local root = (view.wide or rule.idle_before) and root_window or root_chain\n",
+        "    local root = view.wide and root_window or root_chain\n",
+        (RULES + "test_idle_ttl_never_judges_a_large_thread_idle_by_a_pointer_to_an_older_checkpoint",),
+    ),
+    Mutant(
+        "chain-page-fallback",
+        "a chain listing whose page held none of the root's older checkpoints lists the root sorted",
+        "70-thread.lua",
+        "  if #p.doomed == 0 and view.newest and root_docs_listed(docs) <= rule.keep then\n",
+        "  if false then\n",
+        (
+            RULES
+            + "test_a_large_thread_whose_first_index_entries_are_not_its_root_is_still_pruned[case variant]",
+            RULES
+            + "test_a_large_thread_whose_first_index_entries_are_not_its_root_is_still_pruned[own subgraphs]",
+        ),
+    ),
     # Incremental sweeps
     Mutant(
         "incremental-age-windows",

@@ -564,3 +564,48 @@ def test_a_thread_with_a_comma_never_takes_a_namespace_that_spells_its_root(
             f"checkpoint_write:{stem}:task-{step}:0",
         }
     assert {k.decode() for k in before if not r.exists(k)} == expected
+
+
+def prune_raw(r: redis.Redis, thread_id: str, keep: int, *options: str) -> int:
+    """lgprune_thread until `more` is 0 (as Pruner.prune loops); the keys it deleted."""
+    Pruner(r).install()
+    deleted = 0
+    for _ in range(500):
+        reply = r.fcall("lgprune_thread", 0, thread_id, str(keep), *options)
+        fields = dict(zip(reply[::2], reply[1::2], strict=True))
+        deleted += int(fields[b"keys_deleted"])
+        if int(fields[b"more"]) == 0:
+            return deleted
+    raise AssertionError("the prune did not finish in 500 calls")
+
+
+def test_idle_ttl_never_judges_a_large_thread_idle_by_a_pointer_to_an_older_checkpoint(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    day = 86_400
+    put_checkpoints(saver, "idle", 150, writes=1, age=2 * day)
+    young = put_checkpoints(saver, "idle", 1, writes=1)[0]  # made now: the thread is not idle
+    late = put_checkpoints(saver, "idle", 1, writes=1, age=3 * day)[0]  # put last: the pointer names it
+    prune_raw(r, "idle", 3, "BUDGET", "20", "IDLE_TTL", str(day * 1000))
+    left = checkpoint_ids(saver, "idle")
+    assert young in left and late in left
+    assert r.get("checkpoint_latest:idle:__empty__") is not None
+    assert saver.get_tuple(config_of("idle")) is not None
+
+
+@pytest.mark.parametrize("first", ["case variant", "own subgraphs"])
+def test_a_large_thread_whose_first_index_entries_are_not_its_root_is_still_pruned(
+    r: redis.Redis, saver: RedisSaver, first: str
+) -> None:
+    if first == "case variant":
+        put_checkpoints(saver, "STALL", 200, writes=0)  # fills the tag's first entries
+    else:
+        for i in range(30):
+            put_checkpoints(saver, "stall", 1, writes=0, ns=f"early:{i:03d}")
+    root = put_checkpoints(saver, "stall", 50, writes=0)
+    for i in range(30):
+        put_checkpoints(saver, "stall", 1, writes=0, ns=f"late:{i:03d}")
+    variant = snapshot(r, skip_thread="stall")
+    assert prune_raw(r, "stall", 3, "BUDGET", "20") > 0
+    assert sorted(checkpoint_ids(saver, "stall")) == sorted(root[-3:])
+    assert snapshot(r, skip_thread="stall") == variant

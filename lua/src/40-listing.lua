@@ -276,7 +276,9 @@ end
 local function list_checkpoints(ctx, thread, view, rule)
   local docs, exact
   if view.sorted and rule then
-    local root = view.wide and root_window or root_chain
+    -- IDLE_TTL judges a thread by its newest listed id: the chain, anchored at a
+    -- pointer that need not name the newest, cannot prove that; the window can
+    local root = (view.wide or rule.idle_before) and root_window or root_chain
     docs, exact = root(ctx, thread, math.max(rule.keep, 1), view)
   end
   if not docs then

@@ -50,6 +50,17 @@ local function keys_per_checkpoint(thread, newest)
   return newest and registered_writes(thread, newest) + 2 or 3
 end
 
+-- How many of `docs` are root checkpoints.
+local function root_docs_listed(docs)
+  local n = 0
+  for _, d in ipairs(docs) do
+    if d.ns == ROOT_NS then
+      n = n + 1
+    end
+  end
+  return n
+end
+
 -- List and plan the thread under `view` (see list_checkpoints); a partial
 -- view first looks at a page sized by what the budget deletes (by the keys of
 -- the newest checkpoint), and at the whole view when that page frees nothing
@@ -75,6 +86,13 @@ local function list_and_plan(ctx, thread, view, rule)
   if #p.doomed == 0 and view.page < view.limit then
     view.page = view.limit
     docs, exact = list_checkpoints(ctx, thread, view, rule)
+    p = plan(ctx, thread, docs, rule)
+  end
+  if #p.doomed == 0 and view.newest and root_docs_listed(docs) <= rule.keep then
+    -- the page held none of the root's older checkpoints (a case variant's or
+    -- the thread's other namespaces' entries came first): list the root sorted
+    view.first = nil
+    docs = list_checkpoints(ctx, thread, view, nil)
     p = plan(ctx, thread, docs, rule)
   end
   if p.delta and not exact and not view.wide then
