@@ -46,7 +46,7 @@ successfully, to be started again (and fail, having deleted nothing) by the
 next call.
 ]]
 
-local VERSION = '0.2.0'
+local VERSION = '0.3.0'
 -- Which code this is: the Python package loads the library with this set to
 -- a hash of the file, so a cheap probe tells its own code from any other.
 local BUILD = 'dev'
@@ -2012,7 +2012,7 @@ end
 --   kind        'full' (SCAN over the latest pointers) or 'incremental': full
 --               when FULL, ORPHANS, no watermark, or FULL_EVERY since the last full one
 --   field, fp   its watermark field and fingerprint
---   start       server ms at which it began (nil: a cursor of lgprune 0.2, no watermark)
+--   start       server ms at which it began
 --   unfinished  it passed over a thread it could not finish (or a segment too
 --               dense to read): it records no watermark
 --   scan        (full) the SCAN cursor ("00": inside the first step)
@@ -2067,10 +2067,7 @@ local function parse_cursor(cursor, ctx, rule, opts)
     pass.kind, pass.since, pass.lo, pass.width = 'incremental', tonumber(from), tonumber(lo), tonumber(width)
     pass.after = after and after ~= '' and after:sub(2) or nil
   end
-  if not fp then
-    if cursor:match('^%d+$') then
-      return { kind = 'full', scan = cursor, unfinished = true } -- lgprune 0.2's SCAN cursor
-    end
+  if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
     fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
   end
   if fp ~= pass.fp then
@@ -2087,9 +2084,6 @@ local function pass_cursor(pass, done)
   end
   local u = pass.unfinished and '1' or '0'
   if pass.kind == 'full' then
-    if not pass.start then
-      return pass.scan == '00' and '00' or pass.scan
-    end
     return table.concat({ 'f', pass.fp, string.format('%.0f', pass.start), u, pass.scan == '00' and '0'
       or pass.scan }, ':')
   end
@@ -2102,7 +2096,7 @@ end
 -- "full <rule>") moves to when it began, never back (unless it is later than
 -- now, see read_marks). Not for a dry run, nor a pass left unfinished.
 local function record_pass(pass, dry)
-  if dry or pass.unfinished or not pass.start then
+  if dry or pass.unfinished then
     return
   end
   local now = now_ms()
@@ -2364,7 +2358,7 @@ local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'threads_visited
 --[[
 lgprune_version: the library version, and with BUILD which code this is.
   FCALL lgprune_version 0 [BUILD]
-  Reply: bulk string, e.g. "0.2.0"; with BUILD, [version, build]: build is
+  Reply: bulk string, e.g. "0.3.0"; with BUILD, [version, build]: build is
   "dev" for the file loaded as it is, else the hash the Python package set.
 ]]
 local function lgprune_version(_, args)
@@ -2517,7 +2511,8 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   Reply: name/value pairs:
     cursor               "0" when the pass is complete, else pass it back
     kind                 "full" or "incremental"
-    since                an incremental pass: the watermark it reads from (server ms), else 0
+    since                an incremental pass: the checkpoint_ts it reads from (the
+                         watermark less MARGIN, ms), else 0
     unfinished           1 when the pass passed over a thread it could not finish, or a
                          millisecond of checkpoint_ts holding more entries than one
                          aggregate may return: it records no watermark
@@ -2563,7 +2558,7 @@ local function lgprune_sweep(_, args)
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
   out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
-  out.since = pass.since and string.format('%.0f', pass.since + (opts.MARGIN or DEFAULT_MARGIN_MS)) or '0'
+  out.since = pass.since and string.format('%.0f', pass.since) or '0'
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
     r[#r + 1] = 'threads'

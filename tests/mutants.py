@@ -547,8 +547,8 @@ MUTANTS = [
         "incremental-dry-no-watermark",
         "a dry run records no watermark",
         "85-incremental.lua",
-        "  if dry or pass.unfinished or not pass.start then\n",
-        "  if pass.unfinished or not pass.start then\n",
+        "  if dry or pass.unfinished then\n",
+        "  if pass.unfinished then\n",
         (INCREMENTAL + "test_a_dry_run_or_an_abandoned_pass_leaves_the_watermark_where_it_was",),
     ),
     Mutant(

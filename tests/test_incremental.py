@@ -148,7 +148,7 @@ def test_a_cursor_of_another_rule_or_run_is_refused_and_deletes_nothing(
     for args in (("4",), ("5", "DRY_RUN"), ("5", "FULL"), ("5", "MAX_AGE", "1000")):
         with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR belongs"):
             r.fcall("lgprune_sweep", 0, cursor, *args)
-    for bad in ("i:zz:1:2:3:4:0:", "f:0:1:2:3", "x"):
+    for bad in ("i:zz:1:2:3:4:0:", "f:0:1:2:3", "x", "17", "00"):  # numbers: lgprune 0.2's SCAN cursors
         with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
             r.fcall("lgprune_sweep", 0, bad, "5")
     assert every_key(r) == keys

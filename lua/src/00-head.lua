@@ -46,7 +46,7 @@ successfully, to be started again (and fail, having deleted nothing) by the
 next call.
 ]]
 
-local VERSION = '0.2.0'
+local VERSION = '0.3.0'
 -- Which code this is: the Python package loads the library with this set to
 -- a hash of the file, so a cheap probe tells its own code from any other.
 local BUILD = 'dev'

@@ -46,7 +46,7 @@ end
 --   kind        'full' (SCAN over the latest pointers) or 'incremental': full
 --               when FULL, ORPHANS, no watermark, or FULL_EVERY since the last full one
 --   field, fp   its watermark field and fingerprint
---   start       server ms at which it began (nil: a cursor of lgprune 0.2, no watermark)
+--   start       server ms at which it began
 --   unfinished  it passed over a thread it could not finish (or a segment too
 --               dense to read): it records no watermark
 --   scan        (full) the SCAN cursor ("00": inside the first step)
@@ -101,10 +101,7 @@ local function parse_cursor(cursor, ctx, rule, opts)
     pass.kind, pass.since, pass.lo, pass.width = 'incremental', tonumber(from), tonumber(lo), tonumber(width)
     pass.after = after and after ~= '' and after:sub(2) or nil
   end
-  if not fp then
-    if cursor:match('^%d+$') then
-      return { kind = 'full', scan = cursor, unfinished = true } -- lgprune 0.2's SCAN cursor
-    end
+  if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
     fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
   end
   if fp ~= pass.fp then
@@ -121,9 +118,6 @@ local function pass_cursor(pass, done)
   end
   local u = pass.unfinished and '1' or '0'
   if pass.kind == 'full' then
-    if not pass.start then
-      return pass.scan == '00' and '00' or pass.scan
-    end
     return table.concat({ 'f', pass.fp, string.format('%.0f', pass.start), u, pass.scan == '00' and '0'
       or pass.scan }, ':')
   end
@@ -136,7 +130,7 @@ end
 -- "full <rule>") moves to when it began, never back (unless it is later than
 -- now, see read_marks). Not for a dry run, nor a pass left unfinished.
 local function record_pass(pass, dry)
-  if dry or pass.unfinished or not pass.start then
+  if dry or pass.unfinished then
     return
   end
   local now = now_ms()

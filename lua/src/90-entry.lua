@@ -19,7 +19,7 @@ local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'threads_visited
 --[[
 lgprune_version: the library version, and with BUILD which code this is.
   FCALL lgprune_version 0 [BUILD]
-  Reply: bulk string, e.g. "0.2.0"; with BUILD, [version, build]: build is
+  Reply: bulk string, e.g. "0.3.0"; with BUILD, [version, build]: build is
   "dev" for the file loaded as it is, else the hash the Python package set.
 ]]
 local function lgprune_version(_, args)
@@ -172,7 +172,8 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   Reply: name/value pairs:
     cursor               "0" when the pass is complete, else pass it back
     kind                 "full" or "incremental"
-    since                an incremental pass: the watermark it reads from (server ms), else 0
+    since                an incremental pass: the checkpoint_ts it reads from (the
+                         watermark less MARGIN, ms), else 0
     unfinished           1 when the pass passed over a thread it could not finish, or a
                          millisecond of checkpoint_ts holding more entries than one
                          aggregate may return: it records no watermark
@@ -218,7 +219,7 @@ local function lgprune_sweep(_, args)
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
   out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
-  out.since = pass.since and string.format('%.0f', pass.since + (opts.MARGIN or DEFAULT_MARGIN_MS)) or '0'
+  out.since = pass.since and string.format('%.0f', pass.since) or '0'
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
     r[#r + 1] = 'threads'

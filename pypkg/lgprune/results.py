@@ -80,7 +80,7 @@ class SweepResult:
     cursor: str = "0"
     dry_run: bool = False  # True: nothing was deleted, the counts say what would go
     kind: str = "full"  # "incremental": only threads with checkpoints since `since` were visited
-    since: float | None = None  # an incremental pass: the watermark it read from (unix seconds)
+    since: float | None = None  # an incremental pass: the checkpoint_ts it read from (watermark - margin, s)
     unfinished: bool = False  # it passed over something it could not finish: no watermark recorded
 
     def plus_call(self, fields: dict[str, Any], elapsed: float) -> SweepResult:
