@@ -2378,7 +2378,10 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
              (0 deletes the thread, with the writes, registries and
              placeholders a crash left of it, whatever their age). A
              placeholder is never counted as a kept checkpoint.
-  DRY_RUN    plan and count, delete nothing (BUDGET does not cap the count).
+  DRY_RUN    plan and count, delete nothing (BUDGET does not cap the count of
+             what the listing shows; a thread larger than one call's listing,
+             BUDGET + KEEP checkpoints, is counted as far as that listing goes:
+             a lower bound, with checkpoints_kept an upper bound).
   BUDGET     keys deleted per call, default 2000 (10 to 100000). A call also
              lists at most BUDGET + KEEP checkpoints of the root namespace and
              as many of the others, reads at most 2 * BUDGET write entries and
