@@ -599,15 +599,16 @@ local function require_json(ctx)
   end
 end
 
--- The most entries one FT.SEARCH may return here: RediSearch's
--- MAXSEARCHRESULTS, up to MAX_LIMIT. Asking an empty query for MAX_LIMIT
--- entries either works or fails naming the cap, so no right beyond
--- FT.SEARCH is needed. Any other failure is left to the real queries.
-local function result_cap(ctx)
-  local ok, err = pcall(rcall, 'FT.SEARCH', ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
-    'NOCONTENT', 'LIMIT', '0', tostring(MAX_LIMIT), 'DIALECT', '2')
+-- The most entries one `command` (FT.SEARCH: RediSearch's MAXSEARCHRESULTS;
+-- FT.AGGREGATE: MAXAGGREGATERESULTS) may return here, up to `most`. Asking
+-- an empty query for `most` entries either works or fails naming the cap, so
+-- no right beyond the command is needed. Any other failure is left to the
+-- real queries.
+local function limit_cap(ctx, command, most)
+  local ok, err = pcall(rcall, command, ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+    'LIMIT', '0', tostring(most), 'DIALECT', '2')
   local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
-  return cap and math.max(cap, 1) or MAX_LIMIT
+  return cap and math.max(cap, 1) or most
 end
 
 -- The server checks every entry point makes before it plans: the JSON
@@ -619,7 +620,7 @@ local function check_server(ctx)
     require_json(ctx)
     server.json = true
   end
-  server.cap = server.cap or result_cap(ctx)
+  server.cap = server.cap or limit_cap(ctx, 'FT.SEARCH', MAX_LIMIT)
   ctx.cap = server.cap
 end
 
@@ -1982,20 +1983,35 @@ local MAX_SEGMENT = 4000 -- ... and at most this many; a 1 ms segment holding mo
 local COUNT_ENTRIES_PER_UNIT = 100 -- a count costs 1 budget unit per this many entries
 local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
 
+-- A whole number of milliseconds as text (as cursors, fields and queries hold them).
+local function ms(v)
+  return string.format('%.0f', v)
+end
+
+-- MARGIN, or its default.
+local function margin_of(opts)
+  return opts.MARGIN or DEFAULT_MARGIN_MS
+end
+
 -- The watermark's field: the rule, prefixes and margin a pass applies, spelled
 -- once. (A pass with a smaller margin covers less: each margin has its own.)
 local function rule_field(ctx, rule, opts)
-  local function ms(v)
-    return v and string.format('%.0f', v) or '-'
+  local function given(v)
+    return v and ms(v) or '-'
   end
-  return cjson.encode({ ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. ms(opts.MAX_AGE),
-    'idle_ttl ' .. ms(opts.IDLE_TTL), 'margin ' .. ms(opts.MARGIN or DEFAULT_MARGIN_MS) })
+  return cjson.encode({ ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. given(opts.MAX_AGE),
+    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. ms(margin_of(opts)) })
+end
+
+-- The field of the rule's last full pass.
+local function full_field(field)
+  return 'full ' .. field
 end
 
 -- What a cursor must match to continue a pass: its rule and kind of run.
 local function fingerprint(field, opts)
   local run = { field, opts.FULL and 'full' or '', opts.ORPHANS and 'orphans' or '',
-    opts.DRY_RUN and 'dry' or '', string.format('%.0f', opts.FULL_EVERY or -1) }
+    opts.DRY_RUN and 'dry' or '', ms(opts.FULL_EVERY or -1) }
   return redis.sha1hex(table.concat(run, '|')):sub(1, 16)
 end
 
@@ -2003,7 +2019,7 @@ end
 -- mark later than `now` (the server's clock went back, or the data came from
 -- another server) is no mark.
 local function read_marks(field, now)
-  local marks = rcall('HMGET', WATERMARKS, field, 'full ' .. field)
+  local marks = rcall('HMGET', WATERMARKS, field, full_field(field))
   local mark, full = tonumber(marks[1] or nil), tonumber(marks[2] or nil)
   return mark and mark <= now and mark or nil, full and full <= now and full or nil
 end
@@ -2025,7 +2041,7 @@ local function begin_pass(ctx, rule, opts)
   local mark, full = read_marks(field, pass.start)
   local due = opts.FULL_EVERY and (not full or full <= pass.start - opts.FULL_EVERY)
   if mark and not (opts.FULL or opts.ORPHANS or due) then
-    pass.kind, pass.since = 'incremental', mark - (opts.MARGIN or DEFAULT_MARGIN_MS)
+    pass.kind, pass.since = 'incremental', mark - margin_of(opts)
     pass.lo, pass.width = -math.huge, FIRST_WIDTH
   else
     pass.kind, pass.scan = 'full', '0'
@@ -2039,7 +2055,7 @@ end
 local function check_cursor(pass, opts)
   local now = now_ms()
   local mark = read_marks(pass.field, now)
-  local from = mark and mark - (opts.MARGIN or DEFAULT_MARGIN_MS)
+  local from = mark and mark - margin_of(opts)
   if pass.start > now or (pass.kind == 'incremental' and not (from and pass.since <= from
       and pass.since <= pass.start)) then
     fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
@@ -2084,12 +2100,10 @@ local function pass_cursor(pass, done)
   end
   local u = pass.unfinished and '1' or '0'
   if pass.kind == 'full' then
-    return table.concat({ 'f', pass.fp, string.format('%.0f', pass.start), u, pass.scan == '00' and '0'
-      or pass.scan }, ':')
+    return table.concat({ 'f', pass.fp, ms(pass.start), u, pass.scan == '00' and '0' or pass.scan }, ':')
   end
-  return table.concat({ 'i', pass.fp, string.format('%.0f', pass.start), string.format('%.0f', pass.since),
-    string.format('%.0f', pass.lo), string.format('%.0f', pass.width), u, pass.after and '>' .. pass.after or '' },
-    ':')
+  return table.concat({ 'i', pass.fp, ms(pass.start), ms(pass.since), ms(pass.lo), ms(pass.width), u,
+    pass.after and '>' .. pass.after or '' }, ':')
 end
 
 -- Record that `pass` completed: its rule's watermark (and, for a full pass,
@@ -2099,13 +2113,12 @@ local function record_pass(pass, dry)
   if dry or pass.unfinished then
     return
   end
-  local now = now_ms()
-  local fields = { pass.field, pass.kind == 'full' and 'full ' .. pass.field or nil }
-  for _, field in ipairs(fields) do
-    local mark = tonumber(rcall('HGET', WATERMARKS, field) or nil)
-    if not mark or mark < pass.start or mark > now then
-      rcall('HSET', WATERMARKS, field, string.format('%.0f', pass.start))
-    end
+  local mark, full = read_marks(pass.field, now_ms())
+  if not mark or mark < pass.start then
+    rcall('HSET', WATERMARKS, pass.field, ms(pass.start))
+  end
+  if pass.kind == 'full' and (not full or full < pass.start) then
+    rcall('HSET', WATERMARKS, full_field(pass.field), ms(pass.start))
   end
 end
 
@@ -2113,7 +2126,7 @@ end
 -- merged: checkpoints stored since the watermark (less MARGIN); and for each
 -- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then.
 local function windows(pass, opts)
-  local margin = opts.MARGIN or DEFAULT_MARGIN_MS
+  local margin = margin_of(opts)
   local list = { { pass.since, pass.start } }
   for _, age in ipairs({ opts.MAX_AGE or false, opts.IDLE_TTL or false }) do
     if age then
@@ -2135,7 +2148,7 @@ end
 
 -- The checkpoint index's query for checkpoint_ts in [lo, hi).
 local function ts_range(lo, hi)
-  return string.format('@checkpoint_ts:[%.0f (%.0f]', lo, hi)
+  return '@checkpoint_ts:[' .. ms(lo) .. ' (' .. ms(hi) .. ']'
 end
 
 -- How many checkpoint documents have checkpoint_ts in [lo, hi).
@@ -2164,16 +2177,10 @@ local function before(a, b)
   return #a < #b
 end
 
--- The most groups one FT.AGGREGATE may return here (RediSearch's
--- MAXAGGREGATERESULTS, up to MAX_SEGMENT), probed once per load as result_cap
--- probes searches.
+-- The most groups one FT.AGGREGATE may return here, up to MAX_SEGMENT
+-- (see limit_cap), learned once per load.
 local function group_cap(ctx)
-  if not server.group_cap then
-    local ok, err = pcall(rcall, 'FT.AGGREGATE', ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
-      'LIMIT', '0', tostring(MAX_SEGMENT), 'DIALECT', '2')
-    local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
-    server.group_cap = cap and math.max(cap, 1) or MAX_SEGMENT
-  end
+  server.group_cap = server.group_cap or limit_cap(ctx, 'FT.AGGREGATE', MAX_SEGMENT)
   return server.group_cap
 end
 
@@ -2522,7 +2529,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     threads_visited      full: threads visited in the SCAN steps this call finished (a
                          step the call stopped inside is counted by the call that
                          reads it again, so each thread counts once); incremental:
-                         visits (a thread in two time segments is visited twice)
+                         visits (a thread is visited from the segment holding its
+                         newest root checkpoint; one without a root pointer, or
+                         met in several calls, may be visited more than once)
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
     threads_skipped      threads whose id the index cannot match (counted as visits are)
@@ -2561,7 +2570,7 @@ local function lgprune_sweep(_, args)
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
   out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
-  out.since = pass.since and string.format('%.0f', pass.since) or '0'
+  out.since = pass.since and ms(pass.since) or '0'
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
     r[#r + 1] = 'threads'

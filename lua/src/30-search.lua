@@ -20,8 +20,9 @@ local function unknown_command(text)
 end
 
 -- What earlier calls learnt of this server (the library's state lives until
--- it is loaded again): the JSON module answers; the search result cap.
-local server = { json = false, cap = nil }
+-- it is loaded again): the JSON module answers; the search result cap; the
+-- aggregate result cap (group_cap).
+local server = { json = false, cap = nil, group_cap = nil }
 
 -- FT.SEARCH arguments (the one place queries are built):
 --   index   the index to search (ctx.cp or ctx.wp)
@@ -132,15 +133,16 @@ local function require_json(ctx)
   end
 end
 
--- The most entries one FT.SEARCH may return here: RediSearch's
--- MAXSEARCHRESULTS, up to MAX_LIMIT. Asking an empty query for MAX_LIMIT
--- entries either works or fails naming the cap, so no right beyond
--- FT.SEARCH is needed. Any other failure is left to the real queries.
-local function result_cap(ctx)
-  local ok, err = pcall(rcall, 'FT.SEARCH', ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
-    'NOCONTENT', 'LIMIT', '0', tostring(MAX_LIMIT), 'DIALECT', '2')
+-- The most entries one `command` (FT.SEARCH: RediSearch's MAXSEARCHRESULTS;
+-- FT.AGGREGATE: MAXAGGREGATERESULTS) may return here, up to `most`. Asking
+-- an empty query for `most` entries either works or fails naming the cap, so
+-- no right beyond the command is needed. Any other failure is left to the
+-- real queries.
+local function limit_cap(ctx, command, most)
+  local ok, err = pcall(rcall, command, ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+    'LIMIT', '0', tostring(most), 'DIALECT', '2')
   local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
-  return cap and math.max(cap, 1) or MAX_LIMIT
+  return cap and math.max(cap, 1) or most
 end
 
 -- The server checks every entry point makes before it plans: the JSON
@@ -152,7 +154,7 @@ local function check_server(ctx)
     require_json(ctx)
     server.json = true
   end
-  server.cap = server.cap or result_cap(ctx)
+  server.cap = server.cap or limit_cap(ctx, 'FT.SEARCH', MAX_LIMIT)
   ctx.cap = server.cap
 end
 

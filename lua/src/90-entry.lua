@@ -183,7 +183,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     threads_visited      full: threads visited in the SCAN steps this call finished (a
                          step the call stopped inside is counted by the call that
                          reads it again, so each thread counts once); incremental:
-                         visits (a thread in two time segments is visited twice)
+                         visits (a thread is visited from the segment holding its
+                         newest root checkpoint; one without a root pointer, or
+                         met in several calls, may be visited more than once)
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
     threads_skipped      threads whose id the index cannot match (counted as visits are)
@@ -222,7 +224,7 @@ local function lgprune_sweep(_, args)
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
   out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
-  out.since = pass.since and string.format('%.0f', pass.since) or '0'
+  out.since = pass.since and ms(pass.since) or '0'
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
     r[#r + 1] = 'threads'
