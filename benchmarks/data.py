@@ -77,18 +77,32 @@ def fresh(client: redis.Redis) -> RedisSaver:
 TEMPLATE = "~template~"  # a thread id no generated key or value holds otherwise
 RAW_JSON = "return redis.call('JSON.GET', KEYS[1])"  # the document's text, as stored
 
-# KEYS: none. ARGV: first, count, thread id format (one %d), then items of
-# four: kind ('json' | 'string' | 'zset'), key, value, score; in key and
-# value \1 stands for the thread id and \2 for the 12 hex digits that end
-# every checkpoint id. Writes threads first .. first+count-1; returns count.
+# KEYS: none. ARGV: first, count, thread id format (one %d), the stamps old0,
+# old_step, new0, new_step, olds, gap, then items of four: kind ('json' |
+# 'string' | 'zset'), key, value, score; in key and value \1 stands for the
+# thread id and \2 for the 12 hex digits that end every checkpoint id, and in
+# values \3<k> (see Stamps) for the checkpoint_ts of the template's k-th
+# checkpoint (oldest first): thread t's checkpoint k < olds gets old0 + t *
+# old_step + k * gap, a later one new0 + t * new_step + (k - olds) * gap.
+# Writes threads first .. first+count-1; returns count.
 CLONE = """
 local first, count, fmt = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local old0, old_step = tonumber(ARGV[4]), tonumber(ARGV[5])
+local new0, new_step = tonumber(ARGV[6]), tonumber(ARGV[7])
+local olds, gap = tonumber(ARGV[8]), tonumber(ARGV[9])
 for t = first, first + count - 1 do
   local thread = string.format(fmt, t):gsub('%%', '%%%%')
   local node = string.format('%012x', t)
-  for i = 4, #ARGV, 4 do
+  local function ts(k)
+    k = tonumber(k)
+    if k < olds then
+      return string.format('%.3f', old0 + t * old_step + k * gap)
+    end
+    return string.format('%.3f', new0 + t * new_step + (k - olds) * gap)
+  end
+  for i = 10, #ARGV, 4 do
     local key = ARGV[i + 1]:gsub('\\1', thread):gsub('\\2', node)
-    local value = ARGV[i + 2]:gsub('\\1', thread):gsub('\\2', node)
+    local value = ARGV[i + 2]:gsub('\\1', thread):gsub('\\2', node):gsub('\\3(%d+)', ts)
     if ARGV[i] == 'json' then
       redis.call('JSON.SET', key, '$', value)
     elseif ARGV[i] == 'string' then
@@ -170,14 +184,33 @@ def template_items(
     return items
 
 
+@dataclass(frozen=True)
+class Stamps:
+    """The checkpoint_ts CLONE gives items whose values hold \\3<k> placeholders:
+    thread t's checkpoint k < olds gets old0 + t * old_step + k * gap, a later one
+    new0 + t * new_step + (k - olds) * gap. Items without placeholders keep theirs."""
+
+    old0: float = 0.0
+    old_step: float = 0.0
+    new0: float = 0.0
+    new_step: float = 0.0
+    olds: int = 0
+    gap: float = 60_000.0
+
+
 def clone_items(
-    client: redis.Redis, items: list[tuple[str, bytes, bytes, float]], count: int, fmt: str
+    client: redis.Redis,
+    items: list[tuple[str, bytes, bytes, float]],
+    count: int,
+    fmt: str,
+    stamps: Stamps = Stamps(),
 ) -> Clones:
-    """Threads `fmt % i` for i < count, each a copy of the template `items`."""
+    """Threads `fmt % i` for i < count, each a copy of the template `items` (stamped)."""
     per_call = max(1, 4000 // len(items))
     args = [part for item in items for part in item]
+    stamp_args = (stamps.old0, stamps.old_step, stamps.new0, stamps.new_step, stamps.olds, stamps.gap)
     for first in range(0, count, per_call):
-        client.eval(CLONE, 0, first, min(per_call, count - first), fmt, *args)
+        client.eval(CLONE, 0, first, min(per_call, count - first), fmt, *stamp_args, *args)
     return Clones(fmt, count, items)
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import redis
 
 from benchmarks.core import FLOOR_LIBRARY
-from benchmarks.data import Clones, fresh, template_items
+from benchmarks.data import Clones, Stamps, clone_items, fresh, template_items
 from benchmarks.engine import BARE_LIBRARY, BARE_THREADS_PER_CALL, Sample, _doomed, _timed
 from lgprune import Pruner
 from lgprune.facts import WATERMARKS
@@ -82,41 +82,6 @@ redis.register_function('bench_reads_threads', function(_, args)
 end)
 """
 )
-
-# data.py's CLONE, with each checkpoint's checkpoint_ts set per thread. KEYS: none.
-# ARGV: first, count, fmt, old0, old_step, new0, new_step, olds, gap, then items of four
-# as CLONE's. In values \3<k> stands for the checkpoint_ts of the template's k-th
-# checkpoint (oldest first): thread t's checkpoint k < olds gets old0 + t * old_step +
-# k * gap, a later one new0 + t * new_step + (k - olds) * gap.
-CLONE_STAMPED = """
-local first, count, fmt = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local old0, old_step = tonumber(ARGV[4]), tonumber(ARGV[5])
-local new0, new_step = tonumber(ARGV[6]), tonumber(ARGV[7])
-local olds, gap = tonumber(ARGV[8]), tonumber(ARGV[9])
-for t = first, first + count - 1 do
-  local thread = string.format(fmt, t):gsub('%%', '%%%%')
-  local node = string.format('%012x', t)
-  local function ts(k)
-    k = tonumber(k)
-    if k < olds then
-      return string.format('%.3f', old0 + t * old_step + k * gap)
-    end
-    return string.format('%.3f', new0 + t * new_step + (k - olds) * gap)
-  end
-  for i = 10, #ARGV, 4 do
-    local key = ARGV[i + 1]:gsub('\\1', thread):gsub('\\2', node)
-    local value = ARGV[i + 2]:gsub('\\1', thread):gsub('\\2', node):gsub('\\3(%d+)', ts)
-    if ARGV[i] == 'json' then
-      redis.call('JSON.SET', key, '$', value)
-    elseif ARGV[i] == 'string' then
-      redis.call('SET', key, value)
-    else
-      redis.call('ZADD', key, ARGV[i + 3], value)
-    end
-  end
-end
-return count
-"""
 
 # KEYS: none. ARGV: 'count' | 'unlink', first, count, fmt, then keys with \1 and \2 as
 # CLONE's: how many of them exist over threads first .. first+count-1 (or unlink them).
@@ -227,7 +192,7 @@ def watermark_fields(client: redis.Redis) -> list[str]:
     must hold `rule_field`. The cases set these fields to make the next sweep incremental."""
     fresh(client)
     items = stamped(template_items(client, 2, writes=1))
-    clone(client, items, 1, "probe:%d", old0=time.time() * 1000 - HOUR_MS, new0=0, olds=2)
+    clone_items(client, items, 1, "probe:%d", Stamps(old0=time.time() * 1000 - HOUR_MS, olds=2))
     result = Pruner(client).sweep(KEEP, full=True)
     fields = sorted(as_text(k) for k in client.hkeys(WATERMARKS))
     if result.kind != "full" or rule_field(KEEP) not in fields:
@@ -238,7 +203,7 @@ def watermark_fields(client: redis.Redis) -> list[str]:
 
 def stamped(items: Items) -> Items:
     """Template items whose checkpoint_ts are placeholders \\3<k> (k: the checkpoint's
-    rank, oldest first), for `clone`."""
+    rank, oldest first), for `clone_items` with its Stamps."""
     ids = sorted({key.split(b"__empty__:", 1)[1][:24] for kind, key, _, _ in items if kind == "json"})
     out: Items = []
     for kind, key, value, score in items:
@@ -247,30 +212,6 @@ def stamped(items: Items) -> Items:
             value = CHECKPOINT_TS.sub(b'"checkpoint_ts":\x03' + str(k).encode(), value, count=1)
         out.append((kind, key, value, score))
     return out
-
-
-def clone(
-    client: redis.Redis,
-    items: Items,
-    count: int,
-    fmt: str,
-    *,
-    old0: float,
-    new0: float,
-    olds: int,
-    old_step: float = 0.0,
-    new_step: float = 0.0,
-    gap: float = 60_000.0,
-) -> Clones:
-    """Threads `fmt % t` for t < count, copies of `items` (see `stamped`), thread t's
-    checkpoint k stamped old0 + t * old_step + k * gap when k < olds, else
-    new0 + t * new_step + (k - olds) * gap."""
-    per_call = max(1, 4000 // len(items))
-    args = [part for item in items for part in item]
-    stamps = (old0, old_step, new0, new_step, olds, gap)
-    for first in range(0, count, per_call):
-        client.eval(CLONE_STAMPED, 0, first, min(per_call, count - first), fmt, *stamps, *args)
-    return Clones(fmt, count, items)
 
 
 def template_keys(clones: Clones, checkpoints: set[bytes] | None = None) -> list[bytes]:
@@ -302,7 +243,7 @@ class Store:
     idle: Clones
     active_items: Items
     active_count: int
-    stamps: dict[str, float]  # clone's stamps of the active threads
+    stamps: Stamps  # the active threads' checkpoint_ts
     watermark: int  # server ms of the "last complete pass"
     fields: list[str]  # its watermark fields
     doomed: list[str] = field(default_factory=list)
@@ -319,7 +260,7 @@ class Store:
         """The active threads anew (their keys unlinked, cloned again), the watermark set,
         RediSearch's garbage collected."""
         over_threads(client, "unlink", self.active, template_keys(self.active))
-        clone(client, self.active_items, self.active_count, "user:%d:chat", **self.stamps)  # type: ignore[arg-type]
+        clone_items(client, self.active_items, self.active_count, "user:%d:chat", self.stamps)
         client.delete(WATERMARKS)
         client.hset(WATERMARKS, mapping={f: self.watermark for f in self.fields})
         for index in client.execute_command("FT._LIST"):  # type: ignore[no-untyped-call]
@@ -356,27 +297,24 @@ def build(
     idle = threads - case.active
     # idle threads: checkpoints a minute apart, the threads' first ones spread over the 24 hours
     # from 30 to 6 hours ago
-    idle_clones = clone(
+    idle_clones = clone_items(
         client,
         templates[IDLE_CHECKPOINTS],
         idle,
         "idle:%d:chat",
-        old0=now - 30 * HOUR_MS,
-        old_step=24 * HOUR_MS / max(idle, 1),
-        new0=0,
-        olds=IDLE_CHECKPOINTS,
+        Stamps(old0=now - 30 * HOUR_MS, old_step=24 * HOUR_MS / max(idle, 1), olds=IDLE_CHECKPOINTS),
     )
     watermark = int(now - HOUR_MS)
     # active threads: 4 checkpoints as an idle one's, then 10 since the watermark, 10 s apart,
     # the threads' first new ones spread over the 50 minutes after it
-    stamps = {
-        "old0": now - 30 * HOUR_MS,
-        "old_step": 24 * HOUR_MS / case.active,
-        "new0": watermark + 60_000.0,
-        "new_step": 50 * 60_000 / case.active,
-        "olds": OLD_CHECKPOINTS,
-        "gap": 10_000.0,
-    }
+    stamps = Stamps(
+        old0=now - 30 * HOUR_MS,
+        old_step=24 * HOUR_MS / case.active,
+        new0=watermark + 60_000.0,
+        new_step=50 * 60_000 / case.active,
+        olds=OLD_CHECKPOINTS,
+        gap=10_000.0,
+    )
     store = Store(
         idle_clones, templates[OLD_CHECKPOINTS + NEW_CHECKPOINTS], case.active, stamps, watermark, fields
     )
