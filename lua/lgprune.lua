@@ -487,8 +487,9 @@ local function unknown_command(text)
 end
 
 -- What earlier calls learnt of this server (the library's state lives until
--- it is loaded again): the JSON module answers; the search result cap.
-local server = { json = false, cap = nil }
+-- it is loaded again): the JSON module answers; the search result cap; the
+-- aggregate result cap (group_cap).
+local server = { json = false, cap = nil, group_cap = nil }
 
 -- FT.SEARCH arguments (the one place queries are built):
 --   index   the index to search (ctx.cp or ctx.wp)
