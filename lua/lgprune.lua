@@ -1,19 +1,24 @@
 #!lua name=lgprune
 --[[
 lgprune: keep the newest N checkpoints of a LangGraph thread stored by
-langgraph-checkpoint-redis 0.3.6 to 0.5.x, and delete the rest, inside Redis.
+langgraph-checkpoint-redis 0.3.6 to 0.5.x (LAYOUT python) or by LangGraph.js's
+@langchain/langgraph-checkpoint-redis 1.0 (LAYOUT js), and delete the rest,
+inside Redis.
 
 This file is built: its parts are lua/src/*.lua, joined in name order by
 `python lua/build.py` (CI checks the join is current). Edit the parts.
   00-head     this overview, the version
   10-core     redis.call, errors, options, the call's budget, batches
-  20-keys     UTF-8, tags, thread records, every key name
+  20-keys     the layouts and the call's context, UTF-8, tags, thread records,
+              every key name
   30-search   the modules, the one query builder, searches and JSON reads
   40-listing  a thread's checkpoints: first look, root window, listing
   50-plan     what goes: the rules per namespace, DeltaChannel history
+  55-blobs    the js saver's channel-value blobs a plan frees
   60-delete   a plan's keys found, confirmed and deleted within the budget
   70-thread   one thread, start to end
   80-sweep    sweeps over every thread, and orphans
+  85-incremental  passes: full and incremental, watermarks, time segments
   90-entry    the registered functions, each with its contract
 
 Data layout (values are storage-safe: thread "" is stored as EMPTY_ID,
@@ -22,6 +27,12 @@ namespace "" as ROOT_NS):
   <wp>:<thread>:<ns>:<checkpoint_id>:<task>:<idx>  JSON write, index <wp>
   write_keys_zset:<thread>:<ns>:<checkpoint_id>    zset registry of its writes
   <cp>_latest:<thread>:<ns>                        key of the newest checkpoint
+LAYOUT js (the prefixes are fixed: checkpoint, checkpoint_write): indexes
+checkpoints and checkpoint_writes; keys spell the root namespace "" (its
+checkpoint documents still say ROOT_NS, its writes ""); TAG values are not
+split at commas; thread "" is not stored; no latest pointers; channel values
+in shared blobs checkpoint_blob:<thread>:<ns>:<channel>:<version> (index
+checkpoint_blobs), which a checkpoint reads back by its channel_versions.
 Thread ids and namespaces contain colons, so a thread is never found by
 parsing or globbing keys: it is looked up through the index (a TAG query,
 passed as a parameter, so nothing in the id is query syntax), and every hit
@@ -37,7 +48,9 @@ Rules, per thread:
     rebuild (what BaseCheckpointSaver.get_delta_channel_history walks);
   * a deleted checkpoint takes its writes (found through the writes index),
     its write_keys_zset, and, when it was the newest of its namespace, the
-    namespace's latest pointer.
+    namespace's latest pointer;
+  * js: a blob goes when no checkpoint left in its namespace reads it back
+    and the checkpoint that wrote it is not being stored now.
 Work per call is bounded by a budget; a caller repeats while `more` is 1.
 An error reply means the call deleted nothing: everything a thread needs is
 validated and read before its first delete, and a thread that fails after
@@ -46,15 +59,15 @@ successfully, to be started again (and fail, having deleted nothing) by the
 next call.
 ]]
 
-local VERSION = '0.3.0'
+local VERSION = '0.4.0'
 -- Which code this is: the Python package loads the library with this set to
 -- a hash of the file, so a cheap probe tells its own code from any other.
 local BUILD = 'dev'
 
 -- Core ------------------------------------------------------------------------
 -- Provides: rcall, the error codes and fail(), the Stale signal,
--- entry() (errors to replies), show(), option parsing, the call's context
--- and policy, the budget record and batches().
+-- entry() (errors to replies), show(), option parsing, the rule (policy),
+-- the budget record and batches().
 -- Assumes: nothing but the Redis Functions API (redis, cjson).
 
 -- redis.call is not reachable while the library loads, so wrap it
@@ -77,6 +90,7 @@ local ERROR_CODES = {
   'NOMODULE', -- the server lacks the search or JSON module
   'BADDATA', -- a stored document lgprune cannot read
   'PARTIAL', -- a search answered partially (a timeout?): try again
+  'MIXED', -- both savers' indexes cover the same keys: whose a key is cannot be told
 }
 -- An error reply means the call deleted nothing (see entry and guard).
 
@@ -90,6 +104,16 @@ local function fail(code, msg)
   end
   assert(known, code)
   error(setmetatable({ code = code, msg = msg }, Failure), 0)
+end
+
+-- The message of an error pcall caught from redis.call (a table) or Lua (a string).
+local function error_text(err)
+  return tostring(type(err) == 'table' and err.err or err)
+end
+
+-- Whether an error says the command does not exist (a module is missing).
+local function unknown_command(text)
+  return text:find('nknown', 1, true) ~= nil and text:find('command', 1, true) ~= nil
 end
 
 -- Raised when a fact cached from an earlier call, the search result cap, no
@@ -224,22 +248,6 @@ local function guard(b, fn, ...)
   error(res, 0)
 end
 
--- Prefixes and index names (defaulting to the saver's), the budget, dry run.
-local function context(opts)
-  local cp = opts.CHECKPOINT_PREFIX or 'checkpoint'
-  local wp = opts.WRITE_PREFIX or 'checkpoint_write'
-  if cp == '' or wp == '' then
-    fail('BADARG', 'prefixes must not be empty')
-  end
-  local total = opts.BUDGET or DEFAULT_BUDGET
-  if total < MIN_BUDGET then
-    fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
-  end
-  local dry = opts.DRY_RUN == true
-  -- `checked`: what one thread proved holds for the whole call
-  return { cp = cp, wp = wp, budget = new_budget(total, dry), dry = dry, checked = {} }
-end
-
 -- What to keep: KEEP newest per namespace; with MAX_AGE also every
 -- checkpoint younger than that; with IDLE_TTL nothing of a thread whose
 -- newest checkpoint is older than that. Ages come from uuid6 checkpoint ids.
@@ -264,11 +272,13 @@ local function batches(n, size)
 end
 
 -- Keys ------------------------------------------------------------------------
--- Provides: thread records (thread_record, check_thread), the TAG value of an
--- id (tag_of, tag_param, id_param), uuid6 times, and every key name lgprune
--- reads or deletes (nothing else joins key parts).
--- Assumes: core (fail, show). `ctx` is a context (cp, wp); `thread` a thread
--- record; `d` a checkpoint doc { key, ns, id }; ns and ids as stored.
+-- Provides: the savers' layouts and the call's context (context: prefixes,
+-- indexes, layout, budget), thread records (thread_record, check_thread),
+-- the TAG value of an id (tag_of, tag_param, id_param), uuid6 times, and
+-- every key name lgprune reads or deletes (nothing else joins key parts).
+-- Assumes: core (fail, show, new_budget). `ctx` is a context; `thread` a
+-- thread record; `d` a checkpoint doc { key, ns, id }: ns as its keys spell
+-- it (ctx.root for the root), ids as stored.
 
 local EMPTY_ID = '00000000-0000-0000-0000-000000000000' -- how the saver stores thread ""
 local ROOT_NS = '__empty__' -- how the saver stores namespace ""
@@ -279,6 +289,89 @@ local DEFAULT_GRACE_MS = 600000 -- keys younger than this may belong to a write 
 -- lgprune's own key, outside the saver's prefixes: a hash of sweep rules, each
 -- to the server time (ms) at which its last complete pass began.
 local WATERMARKS = 'lgprune:watermarks'
+
+-- The savers' layouts (LAYOUT python|js): what differs between the keys and
+-- indexes of langgraph-checkpoint-redis (python) and LangGraph.js's
+-- @langchain/langgraph-checkpoint-redis 1.0 (js), which share the key prefixes:
+--   cp_index, wp_index  the index names (python: the prefixes themselves)
+--   root       how keys spell the root namespace (documents say ROOT_NS in both,
+--              but js writes say "")
+--   commas     TAG values split at commas (and are trimmed); js: one value
+--   pointers   <cp>_latest:<thread>:<ns> names each namespace's newest checkpoint
+--   blobs      channel values in shared blob keys (see 65-blobs), and their index
+--   empty_id   how thread "" is stored (js stores no empty thread id)
+local LAYOUTS = {
+  python = { name = 'python', root = ROOT_NS, commas = true, pointers = true, empty_id = EMPTY_ID },
+  js = { name = 'js', cp_index = 'checkpoints', wp_index = 'checkpoint_writes', root = '', commas = false,
+    pointers = false, blobs = { prefix = 'checkpoint_blob', index = 'checkpoint_blobs' } },
+}
+local JS_PREFIXES = { cp = 'checkpoint', wp = 'checkpoint_write' } -- fixed in the js saver
+
+-- Whether index `name` exists (an impossible query answers, or fails naming
+-- the index). A user the ACL keeps from it cannot tell: MIXED, when unsure.
+local function index_exists(name)
+  local ok, err = pcall(rcall, 'FT.SEARCH', name, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+    'LIMIT', '0', '0', 'DIALECT', '2')
+  if ok then
+    return true
+  end
+  local text = error_text(err)
+  if text:find('no such index', 1, true) or text:lower():find('unknown index', 1, true) then
+    return false
+  elseif unknown_command(text) then
+    fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
+      .. '(search and JSON modules)')
+  elseif text:find('No permissions', 1, true) then
+    fail('MIXED', 'this user may not query index ' .. show(name) .. ', so lgprune cannot tell whether both '
+      .. 'savers index the same keys: grant it ~' .. name .. ' (see the README\'s ACL)')
+  end
+  error(err, 0)
+end
+
+-- The layout of LAYOUT, or the one whose index exists; fails when both
+-- savers' checkpoint indexes cover the keys <cp>:* (the python saver's with
+-- the default prefix, and the js saver's): each index then holds both
+-- savers' documents, and a subgraph key is spelt alike by both, so whose it
+-- is cannot be told. Probed on every call: a saver may start at any time.
+local function layout_of(opts, cp)
+  local name = opts.LAYOUT and string.lower(opts.LAYOUT)
+  if name and not LAYOUTS[name] then
+    fail('BADARG', 'LAYOUT must be python or js, got ' .. show(opts.LAYOUT))
+  end
+  if name == 'js' and (opts.CHECKPOINT_PREFIX or opts.WRITE_PREFIX) then
+    fail('BADARG', 'the js saver\'s prefixes are fixed: CHECKPOINT_PREFIX and WRITE_PREFIX are for LAYOUT python')
+  end
+  if cp ~= JS_PREFIXES.cp then
+    return LAYOUTS[name or 'python'] -- keys the js saver never writes
+  end
+  local js = index_exists(LAYOUTS.js.cp_index)
+  local python = js and index_exists(cp)
+  if js and python then
+    fail('MIXED', 'both savers index the keys ' .. cp .. ':* (the python saver\'s index ' .. show(cp)
+      .. ' and LangGraph.js\'s ' .. show(LAYOUTS.js.cp_index) .. '): a subgraph checkpoint is spelt '
+      .. 'alike by both, so lgprune cannot tell whose it is and prunes neither; drop the index of '
+      .. 'the saver not in use (FT.DROPINDEX, without DD), or give the python saver its own prefix')
+  end
+  return LAYOUTS[name or (js and 'js' or 'python')]
+end
+
+-- Prefixes, index names and layout (defaulting to the saver's), the budget, dry run.
+local function context(opts)
+  local cp = opts.CHECKPOINT_PREFIX or JS_PREFIXES.cp
+  local wp = opts.WRITE_PREFIX or JS_PREFIXES.wp
+  if cp == '' or wp == '' then
+    fail('BADARG', 'prefixes must not be empty')
+  end
+  local total = opts.BUDGET or DEFAULT_BUDGET
+  if total < MIN_BUDGET then
+    fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
+  end
+  local layout = layout_of(opts, cp)
+  local dry = opts.DRY_RUN == true
+  -- `checked`: what one thread proved holds for the whole call
+  return { cp = cp, wp = wp, cp_index = layout.cp_index or cp, wp_index = layout.wp_index or wp,
+    layout = layout, root = layout.root, budget = new_budget(total, dry), dry = dry, checked = {} }
+end
 
 -- True when s is well-formed UTF-8 (JSON documents cannot hold anything else).
 local function is_utf8(s)
@@ -308,10 +401,13 @@ local function is_utf8(s)
   return true
 end
 
--- The value RediSearch indexed for a thread id: TAG values are C strings
--- (they end at a NUL byte), split on ',' and trimmed of white space, so
--- query the longest piece and confirm each hit.
-local function tag_of(thread_id)
+-- The value RediSearch indexed for an id: TAG values are C strings (they end
+-- at a NUL byte) and, with `commas` (see LAYOUTS), split on ',' and trimmed
+-- of white space, so query the longest piece and confirm each hit.
+local function tag_of(thread_id, commas)
+  if not commas then
+    return thread_id:match('^[^%z]*')
+  end
   if not thread_id:find('[,%z%s]') then
     return thread_id -- one piece, nothing to trim (checkpoint ids, most thread ids)
   end
@@ -335,21 +431,21 @@ local function tag_param(tag)
 end
 
 -- The query parameter that finds a checkpoint's writes by its id, or nil
--- when RediSearch cannot match that id.
-local function id_param(id)
-  local tag = tag_of(id)
+-- when RediSearch cannot match that id (`commas`: see tag_of).
+local function id_param(id, commas)
+  local tag = tag_of(id, commas)
   if tag == '' or #id > MAX_TAG_BYTES then
     return nil
   end
   return tag_param(tag)
 end
 
--- The thread a thread id names, as a record: `id` as stored, `tag` the query
--- parameter that finds its TAG value, `plain` when that value is the whole
--- id (no comma, NUL or edge white space): then no other thread's tag is its
--- case-folded equal and shorter, which key-form proofs rely on. Or nil and
--- why it cannot be pruned.
-local function thread_record(thread_id)
+-- The thread a thread id names under `layout`, as a record: `id` as stored,
+-- `tag` the query parameter that finds its TAG value, `plain` when that value
+-- is the whole id (no NUL and, where tags split at commas, no comma or edge
+-- white space): then no other thread's tag is its case-folded equal and
+-- shorter, which key-form proofs rely on. Or nil and why it cannot be pruned.
+local function thread_record(thread_id, layout)
   if thread_id == nil then
     return nil, 'missing thread id'
   end
@@ -362,19 +458,22 @@ local function thread_record(thread_id)
   end
   local stored = thread_id
   if stored == '' then
-    stored = EMPTY_ID
+    stored = layout.empty_id
+    if not stored then
+      return nil, 'LangGraph.js\'s saver stores no empty thread id'
+    end
   end
-  local tag = tag_of(stored)
+  local tag = tag_of(stored, layout.commas)
   if tag == '' then
     return nil, 'thread id ' .. show(thread_id) .. ' has nothing RediSearch indexes '
-      .. '(only commas and white space before any NUL byte), so its checkpoints cannot be found'
+      .. '(only commas, white space or nothing before a NUL byte), so its checkpoints cannot be found'
   end
   return { id = stored, tag = tag_param(tag), plain = tag == stored }
 end
 
 -- thread_record, failing the call for an id that cannot be pruned.
-local function check_thread(thread_id)
-  local thread, why = thread_record(thread_id)
+local function check_thread(thread_id, layout)
+  local thread, why = thread_record(thread_id, layout)
   if not thread then
     fail('BADARG', why)
   end
@@ -433,9 +532,15 @@ local function latest_start(ctx)
   return ctx.cp .. '_latest:'
 end
 
--- <cp>_latest:<thread>:<ns>, the key of a namespace's newest checkpoint.
+-- <cp>_latest:<thread>:<ns>, the key of a namespace's newest checkpoint; nil
+-- in a layout without latest pointers.
 local function latest_key(ctx, thread, ns)
-  return latest_start(ctx) .. thread.id .. ':' .. ns
+  return ctx.layout.pointers and latest_start(ctx) .. thread.id .. ':' .. ns or nil
+end
+
+-- checkpoint_blob:<thread>:<ns>:<channel>:<version>, a channel value (js).
+local function blob_key(ctx, thread, ns, channel, version)
+  return ctx.layout.blobs.prefix .. ':' .. thread.id .. ':' .. ns .. ':' .. channel .. ':' .. version
 end
 
 -- The checkpoint whose writes registry `key` (write_keys_zset:<stem>) lists,
@@ -447,16 +552,16 @@ local function registry_owner(ctx, key)
 end
 
 -- The doc of a root checkpoint key: the key must be exactly <prefix><id>
--- (prefix = checkpoint_prefix(thread, ROOT_NS)) with a non-empty id free of
+-- (prefix = checkpoint_prefix(thread, ctx.root)) with a non-empty id free of
 -- colons, a form no other thread's key can take when the key was found by a
 -- query on the tag of a plain thread: another thread's extra ':'-separated
 -- part would leave a colon in <id>, and a thread cut short at one of our
 -- colons has a shorter (case-folded) tag, unlike ours when ours is the whole
 -- id. (For a thread that is not plain, a comma lets another thread's namespace
--- spell our root: see proven_root.) Else nil.
-local function root_doc(key, prefix)
+-- spell our root: see proven_root.) Else nil. `root`: ctx.root.
+local function root_doc(key, prefix, root)
   if starts_with(key, prefix) and #key > #prefix and not key:find(':', #prefix + 1, true) then
-    return { key = key, ns = ROOT_NS, id = key:sub(#prefix + 1) }
+    return { key = key, ns = root, id = key:sub(#prefix + 1) }
   end
   return nil
 end
@@ -469,22 +574,12 @@ end
 -- Search and reads --------------------------------------------------------------
 -- Provides: check_server (the modules, the search result cap), the one query
 -- builder (query_args) and the searches that use it (search, search_all,
--- count_tagged), and the reads of stored values: json_get, json_keyset,
+-- count_tagged, named), and the reads of stored values: json_get, json_keyset,
 -- json_mget, identity, read_pointer, is_placeholder, checkpoint_gone.
 -- Assumes: core, keys. Every search runs before the first delete of the
 -- thread it serves (see delete_doomed), so its failures delete nothing.
 
 local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
-
--- The message of an error pcall caught from redis.call (a table) or Lua (a string).
-local function error_text(err)
-  return tostring(type(err) == 'table' and err.err or err)
-end
-
--- Whether an error says the command does not exist (a module is missing).
-local function unknown_command(text)
-  return text:find('nknown', 1, true) ~= nil and text:find('command', 1, true) ~= nil
-end
 
 -- What earlier calls learnt of this server (the library's state lives until
 -- it is loaded again): the JSON module answers; the search result cap; the
@@ -492,7 +587,7 @@ end
 local server = { json = false, cap = nil, group_cap = nil }
 
 -- FT.SEARCH arguments (the one place queries are built):
---   index   the index to search (ctx.cp or ctx.wp)
+--   index   the index to search (ctx.cp_index, ctx.wp_index or the blobs')
 --   where   the query text: $t is the thread's tag, $n the root namespace,
 --           $c1..$cN the shape's `ids`
 --   thread  the thread record whose tag $t holds
@@ -558,8 +653,9 @@ local function search(index, where, thread, limit, shape)
     error(Stale, 0)
   end
   if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
-    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first, '
-      .. 'or pass the prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)')
+    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first '
+      .. '(LangGraph.js: RedisSaver.fromUrl makes its indexes), or pass the prefixes the saver uses '
+      .. '(CHECKPOINT_PREFIX, WRITE_PREFIX) or its LAYOUT')
   end
   if unknown_command(err) then
     fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
@@ -581,10 +677,19 @@ local function search_all(index, where, thread, limit, shape)
   return res
 end
 
+-- An entry's RETURNed name/value list as a table.
+local function named(fields)
+  local f = {}
+  for j = 1, #fields, 2 do
+    f[fields[j]] = fields[j + 1]
+  end
+  return f
+end
+
 -- How many checkpoint index entries match `where`; by default those of the
 -- thread's tag, a superset of the thread (the tag matches case-insensitively).
 local function count_tagged(ctx, thread, where)
-  return search(ctx.cp, where or '@thread_id:{$t}', thread, 0)[1]
+  return search(ctx.cp_index, where or '@thread_id:{$t}', thread, 0)[1]
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint
@@ -606,7 +711,7 @@ end
 -- no right beyond the command is needed. Any other failure is left to the
 -- real queries.
 local function limit_cap(ctx, command, most)
-  local ok, err = pcall(rcall, command, ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+  local ok, err = pcall(rcall, command, ctx.cp_index, '@thread_id:{lgprune} -@thread_id:{lgprune}',
     'LIMIT', '0', tostring(most), 'DIALECT', '2')
   local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
   return cap and math.max(cap, 1) or most
@@ -749,9 +854,9 @@ end
 -- and checkpoint_id (thread `a,x` may store namespace `__empty__,r:__empty__`,
 -- whose keys are those of the root of thread `a,x:__empty__,r`, and which the
 -- TAG query on the root namespace matches by its piece `__empty__`).
--- `prefix` is checkpoint_prefix(ctx, thread, ROOT_NS), built once by the caller.
-local function proven_root(thread, key, prefix)
-  local d = root_doc(key, prefix)
+-- `prefix` is checkpoint_prefix(ctx, thread, ctx.root), built once by the caller.
+local function proven_root(ctx, thread, key, prefix)
+  local d = root_doc(key, prefix, ctx.root)
   if d and not thread.plain then
     local t, ns, id = identity(key)
     if t ~= thread.id or ns ~= ROOT_NS or id ~= d.id then
@@ -762,10 +867,12 @@ local function proven_root(thread, key, prefix)
 end
 
 -- The thread's newest root checkpoint, as the latest pointer names it (a doc),
--- or nil when the pointer is missing or names no proven root checkpoint.
+-- or nil when the pointer is missing or names no proven root checkpoint (or
+-- the layout has no pointers).
 local function newest_root(ctx, thread)
-  local newest = read_pointer(latest_key(ctx, thread, ROOT_NS))
-  return newest and proven_root(thread, newest, checkpoint_prefix(ctx, thread, ROOT_NS)) or nil
+  local pointer = latest_key(ctx, thread, ctx.root)
+  local newest = pointer and read_pointer(pointer)
+  return newest and proven_root(ctx, thread, newest, checkpoint_prefix(ctx, thread, ctx.root)) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -778,7 +885,7 @@ local function first_look(ctx, thread, limit, counted)
     return counted or count_tagged(ctx, thread), nil
   end
   local ask = math.min(limit + 1, ctx.cap)
-  local res = search(ctx.cp, '@thread_id:{$t}', thread, ask, BOUNDED)
+  local res = search(ctx.cp_index, '@thread_id:{$t}', thread, ask, BOUNDED)
   res[1] = #res - 1 -- a bounded answer's total is no count
   if res[1] < ask then
     return res[1], res -- every tagged entry
@@ -790,7 +897,7 @@ end
 -- add(keys, first, last) keeps the keys[first..last] proven_root proves;
 -- push(doc) adds a doc proven otherwise; seen(key) says whether it is listed.
 local function root_docs(ctx, thread)
-  local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ROOT_NS)
+  local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ctx.root)
   function self.push(doc)
     listed[doc.key] = true
     self.docs[#self.docs + 1] = doc
@@ -800,7 +907,7 @@ local function root_docs(ctx, thread)
   end
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and proven_root(thread, keys[i], prefix)
+      local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i], prefix)
       if doc then
         self.push(doc)
       end
@@ -813,7 +920,7 @@ end
 -- `limit` (0: the count). The time range comes first: RediSearch then walks
 -- only the window's entries.
 local function since(ctx, thread, lo, limit)
-  return search(ctx.cp, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE, thread, limit)
+  return search(ctx.cp_index, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE, thread, limit)
 end
 
 -- How far back from `ts` the root window reaches (ms): widened until it holds
@@ -881,7 +988,7 @@ local function root_window(ctx, thread, keep, view)
   local window = since(ctx, thread, lo, limit)
   list.add(window, 2, limit + 1)
   local exact = window[1] <= #window - 1 and kth_after(list.docs, keep, lo)
-  local page = view.first or search(ctx.cp, ROOT_WHERE, thread, view.page)
+  local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, exact
 end
@@ -891,12 +998,12 @@ end
 -- nothing by its form: ids and thread ids hold colons), and the id of its
 -- parent; else nil.
 local function own_root(ctx, thread, id)
-  local key = checkpoint_key(ctx, thread, ROOT_NS, id)
+  local key = checkpoint_key(ctx, thread, ctx.root, id)
   local t, ns, own, parent = identity(key, '$.parent_checkpoint_id')
   if t ~= thread.id or ns ~= ROOT_NS or own ~= id then
     return nil
   end
-  return { key = key, ns = ROOT_NS, id = id }, parent
+  return { key = key, ns = ctx.root, id = id }, parent
 end
 
 -- Root checkpoints of a thread too large to list whole, when no DeltaChannel
@@ -924,7 +1031,7 @@ local function root_chain(ctx, thread, keep, view)
     end
     id = parent
   end
-  local page = view.first or search(ctx.cp, ROOT_WHERE, thread, view.page)
+  local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, false
 end
@@ -934,12 +1041,12 @@ end
 local function list_root(ctx, thread, view)
   local res = not view.sorted and view.first
   if not res then
-    res = search_all(ctx.cp, ROOT_WHERE, thread, view.limit, view.sorted and SORTED or nil)
+    res = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, view.sorted and SORTED or nil)
   end
-  local docs, prefix = {}, checkpoint_prefix(ctx, thread, ROOT_NS)
-  local prove = thread.plain and root_doc or function(key) return proven_root(thread, key, prefix) end
+  local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
+  local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
   for i = 2, #res do -- one answer: each key once
-    docs[#docs + 1] = prove(res[i], prefix)
+    docs[#docs + 1] = prove(res[i], prefix, root)
   end
   return docs
 end
@@ -948,17 +1055,14 @@ end
 -- its own thread_id and checkpoint_id, and the key the saver builds from
 -- them, agree byte for byte. `fields`: the entry's RETURNed name/value list.
 local function other_doc(ctx, thread, key, fields)
-  local f = {}
-  for j = 1, #fields, 2 do
-    f[fields[j]] = fields[j + 1]
-  end
+  local f = named(fields)
   local id, prefix = f.checkpoint_id, thread_prefix(ctx, thread)
   if f.thread_id ~= thread.id or not id or id == '' or #key <= #prefix + #id + 1
     or not starts_with(key, prefix) or key:sub(-#id - 1) ~= ':' .. id then
     return nil
   end
   local ns = key:sub(#prefix + 1, #key - #id - 1)
-  if ns ~= ROOT_NS and key == checkpoint_key(ctx, thread, ns, id) then
+  if ns ~= ctx.root and key == checkpoint_key(ctx, thread, ns, id) then
     return { key = key, ns = ns, id = id }
   end
   return nil
@@ -999,7 +1103,7 @@ local function list_checkpoints(ctx, thread, view, rule)
   if view.sorted and count_tagged(ctx, thread, OTHERS_WHERE) == 0 then
     return docs, exact -- no entry of the thread's tag outside the root
   end
-  local res = search_all(ctx.cp, OTHERS_WHERE, thread, view.limit,
+  local res = search_all(ctx.cp_index, OTHERS_WHERE, thread, view.limit,
     view.sorted and SORTED_IDENTITY or IDENTITY)
   for i = 2, #res, 2 do
     docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])
@@ -1137,10 +1241,11 @@ local function by_namespace(docs)
   return groups, names, newest
 end
 
--- The id of the checkpoint namespace `ns`'s latest pointer names, or nil.
+-- The id of the checkpoint namespace `ns`'s latest pointer names, or nil
+-- (none, or no pointers in this layout).
 local function latest_id(ctx, thread, ns)
-  local prefix = checkpoint_prefix(ctx, thread, ns)
-  local key = read_pointer(latest_key(ctx, thread, ns))
+  local prefix, pointer = checkpoint_prefix(ctx, thread, ns), latest_key(ctx, thread, ns)
+  local key = pointer and read_pointer(pointer)
   return key and starts_with(key, prefix) and key:sub(#prefix + 1) or nil
 end
 
@@ -1171,7 +1276,7 @@ end
 local function plan_namespace(p, ns, g, oldest_root)
   local ids, n = g.ids, #g.ids
   local last = cut(ids, p.keep, p.old_before)
-  if ns ~= ROOT_NS and oldest_root and ids[n] < oldest_root then
+  if ns ~= p.ctx.root and oldest_root and ids[n] < oldest_root then
     last = n -- a subgraph run older than every kept root checkpoint
   end
   if last < 1 then
@@ -1204,7 +1309,7 @@ local function plan(ctx, thread, docs, rule)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true
   end
-  local root, oldest_root = groups[ROOT_NS], nil -- the oldest kept root checkpoint, if any
+  local root, oldest_root = groups[ctx.root], nil -- the oldest kept root checkpoint, if any
   if root then
     oldest_root = root.ids[cut(root.ids, p.keep, p.old_before) + 1]
   end
@@ -1212,6 +1317,101 @@ local function plan(ctx, thread, docs, rule)
     plan_namespace(p, ns, groups[ns], oldest_root)
   end
   return p
+end
+
+-- Blobs (LangGraph.js) --------------------------------------------------------------
+-- Provides: freed_blobs, the channel-value blobs of a thread that no checkpoint
+-- left by a plan references.
+-- Assumes: keys, search, plan. Reads only (before the thread's first delete).
+--
+-- The js saver stores the values of the channels a step changed in blobs,
+-- checkpoint_blob:<thread>:<ns>:<channel>:<version> (documents naming the
+-- thread, namespace, channel, version and the checkpoint that wrote them),
+-- and reads a checkpoint back by the blob keys its channel_versions name:
+-- one blob serves every later checkpoint until its channel changes again, so
+-- it cannot go with the checkpoint that wrote it.
+
+local BLOB_FIELDS = { fields = { 'thread_id', 'checkpoint_ns', 'checkpoint_id', 'channel', 'version' } }
+local MAX_EXACT = 2 ^ 53 -- below this a JavaScript number is a whole number, spelt in decimal
+
+-- A channel version as the js saver spells it in a blob key (`${version}`):
+-- a string as it is, a whole number below 2^53 in decimal; nil for any other
+-- number (its JavaScript spelling is not certain here).
+local function version_text(v)
+  if type(v) == 'string' then
+    return v
+  end
+  if type(v) == 'number' and v == math.floor(v) and math.abs(v) < MAX_EXACT then
+    return string.format('%d', v)
+  end
+  return nil
+end
+
+-- The blob keys that the checkpoints `kept` read back (every channel of their
+-- channel_versions, stored inline or not), and the namespaces where one of
+-- them cannot be read or spelt: all their blobs stay.
+local function blob_refs(ctx, thread, kept)
+  local keys = {}
+  for i, d in ipairs(kept) do
+    keys[i] = d.key
+  end
+  local versions = json_mget(keys, '$.checkpoint.channel_versions')
+  local refs, unsure = {}, {}
+  for i, d in ipairs(kept) do
+    if type(versions[i]) ~= 'table' then
+      unsure[d.ns] = true
+    else
+      for channel, version in pairs(versions[i]) do
+        local text = version_text(version)
+        if text then
+          refs[blob_key(ctx, thread, d.ns, channel, text)] = true
+        else
+          unsure[d.ns] = true
+        end
+      end
+    end
+  end
+  return refs, unsure
+end
+
+-- The blobs of a thread listed whole (`docs`) that plan p frees: found
+-- through the blobs index, each confirmed by its own fields to be the key the
+-- saver reads for its thread, namespace, channel and version; it goes when
+-- no checkpoint left (docs less p.doomed) references it, and the checkpoint
+-- that wrote it is not one being stored now (the saver stores blobs before
+-- their checkpoint): one listed, or older than its namespace's newest listed
+-- checkpoint, or than DEFAULT_GRACE_MS. Reads at most reads_left entries.
+-- Returns { keys, cut }: cut when the thread has more blobs than the answer held.
+local function freed_blobs(ctx, thread, docs, p)
+  local doomed, kept, newest, listed = {}, {}, {}, {}
+  for _, d in ipairs(p.doomed) do
+    doomed[d.key] = true
+  end
+  for _, d in ipairs(docs) do
+    if not doomed[d.key] then
+      kept[#kept + 1] = d
+    end
+    if not newest[d.ns] or d.id > newest[d.ns] then
+      newest[d.ns] = d.id
+    end
+    listed[d.ns] = listed[d.ns] or {}
+    listed[d.ns][d.id] = true
+  end
+  local refs, unsure = blob_refs(ctx, thread, kept)
+  local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
+    math.min(reads_left(ctx.budget), ctx.cap), BLOB_FIELDS)
+  local before, keys = now_ms() - DEFAULT_GRACE_MS, {}
+  for i = 2, #res, 2 do
+    local key, f = res[i], named(res[i + 1])
+    local ns = f.checkpoint_ns == ROOT_NS and ctx.root or f.checkpoint_ns
+    local writer = f.checkpoint_id
+    if f.thread_id == thread.id and ns and not unsure[ns] and f.channel and f.version and writer
+      and key == blob_key(ctx, thread, ns, f.channel, f.version) and not refs[key]
+      and ((newest[ns] and (writer < newest[ns] or listed[ns][writer])) or older(writer, before)) then
+      keys[#keys + 1] = key
+    end
+  end
+  return { keys = keys, cut = res[1] > (#res - 1) / 2 }
 end
 
 -- Deleting ----------------------------------------------------------------------
@@ -1340,7 +1540,7 @@ local function all_writes(del, doomed)
   if #doomed == 0 or del.per * #doomed > del.reads then
     return nil
   end
-  local res = search(del.ctx.wp, '@thread_id:{$t}', del.thread, del.reads)
+  local res = search(del.ctx.wp_index, '@thread_id:{$t}', del.thread, del.reads)
   if res[1] > #res - 1 then
     return nil -- the thread has more writes than one answer may hold
   end
@@ -1352,10 +1552,10 @@ end
 
 -- The doomed checkpoints whose writes RediSearch can find by id (each gets
 -- its `param`); one it cannot is kept, its writes unseen.
-local function findable(doomed)
+local function findable(ctx, doomed)
   local out = {}
   for _, d in ipairs(doomed) do
-    d.param = id_param(d.id)
+    d.param = id_param(d.id, ctx.layout.commas)
     if d.param then
       out[#out + 1] = d
     end
@@ -1384,7 +1584,7 @@ local function next_chunk(del, doomed, first)
     end
     local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
     -- the id clause first: RediSearch then walks only those ids' entries
-    local res = search(del.ctx.wp, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
+    local res = search(del.ctx.wp_index, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
       del.thread, ask, { ids = ids })
     spent = spent + #res - 1
     local truncated = res[1] > #res - 1
@@ -1410,8 +1610,9 @@ local function take(del, d, ws, truncated)
   end
   del.ckpts.add(d.key)
   del.others.add(registry_key(del.thread, d))
-  if d.newest then
-    del.others.add(latest_key(del.ctx, del.thread, d.ns))
+  local pointer = d.newest and latest_key(del.ctx, del.thread, d.ns)
+  if pointer then
+    del.others.add(pointer)
   end
   del.left = del.left - 2
   return true
@@ -1428,7 +1629,7 @@ end
 -- of the thread with more writes than that): then the call reports more.
 local function leftovers(ctx, thread, docs)
   local owners = write_owners(ctx, thread, docs)
-  local res = search(ctx.wp, '@thread_id:{$t}', thread, math.min(reads_left(ctx.budget), ctx.cap))
+  local res = search(ctx.wp_index, '@thread_id:{$t}', thread, math.min(reads_left(ctx.budget), ctx.cap))
   local writes, others, seen = {}, {}, {}
   for i = 2, #res do
     local key, listed = res[i], false
@@ -1468,6 +1669,18 @@ local function take_leftovers(del, extra)
   return not extra.cut
 end
 
+-- Take the freed blobs (see freed_blobs) into their sink as far as del.left
+-- allows: false when some are left for the next call (those that did not
+-- fit, or, when this call took some, those the answer did not hold).
+local function take_blobs(del, blobs)
+  local n = math.min(#blobs.keys, del.left)
+  for i = 1, n do
+    del.blobs.add(blobs.keys[i])
+  end
+  del.left = del.left - n
+  return n == #blobs.keys and not (blobs.cut and n > 0)
+end
+
 -- Take the doomed checkpoints in order, with the writes `found` for all of
 -- them or, when nil, chunk by chunk. Returns true when some are left.
 local function take_all(del, doomed, found)
@@ -1495,35 +1708,40 @@ end
 
 -- Delete a plan's doomed checkpoints oldest first, each with all its writes,
 -- its registry zset and, when it was its namespace's newest, the latest
--- pointer, then its `leftovers` (if any), within the keys the budget leaves
+-- pointer, then its `leftovers` and freed `blobs` (if any), within the keys the budget leaves
 -- (not in a dry run). Writes are found with one query over the thread's
 -- writes when the thread was listed `whole` and that fits 2 * reads_left
 -- entries, else chunk by chunk of checkpoint ids. A checkpoint whose writes
 -- do not all fit loses only writes this call. Returns counts and whether
--- doomed checkpoints or leftovers remain.
+-- doomed checkpoints, leftovers or blobs remain.
 local function delete_doomed(ctx, thread, p, whole)
   local doomed, b = p.doomed, ctx.budget
   local del = { ctx = ctx, thread = thread, left = keys_left(b), reads = math.min(2 * reads_left(b), ctx.cap),
     per = #doomed > 0 and registered_writes(thread, doomed[1]) or 0, -- writes, by the first
-    ckpts = sink(b), writes = sink(b), others = sink(b) }
+    ckpts = sink(b), writes = sink(b), others = sink(b), blobs = sink(b) }
   local trimmed
   doomed, trimmed = affordable(del, doomed)
   del.owners = write_owners(ctx, thread, doomed)
   local found = whole and all_writes(del, doomed) or nil
   if not found then
-    doomed = findable(doomed)
+    doomed = findable(ctx, doomed)
   end
   local more = take_all(del, doomed, found) or trimmed
   if not more and p.leftovers then
     more = not take_leftovers(del, p.leftovers)
   end
+  if not more and p.blobs then
+    more = not take_blobs(del, p.blobs)
+  end
   del.writes.flush()
   del.others.flush()
+  del.blobs.flush()
   del.ckpts.flush()
   return {
     checkpoints = del.ckpts.deleted,
     writes = del.writes.deleted,
-    keys = del.ckpts.deleted + del.writes.deleted + del.others.deleted,
+    blobs = del.blobs.deleted,
+    keys = del.ckpts.deleted + del.writes.deleted + del.others.deleted + del.blobs.deleted,
     more = more,
   }
 end
@@ -1562,7 +1780,7 @@ local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected t
 -- The counts each prune reports, in reply order (lgprune_thread and
 -- lgprune_many add `more` / `next`).
 local COUNT_FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
-  'checkpoints_kept', 'delta_ancestors_kept' }
+  'checkpoints_kept', 'delta_ancestors_kept', 'blobs_deleted' }
 
 -- The counts, at zero.
 local function zero_counts()
@@ -1602,10 +1820,10 @@ local function keys_per_checkpoint(thread, newest)
 end
 
 -- How many of `docs` are root checkpoints.
-local function root_docs_listed(docs)
+local function root_docs_listed(ctx, docs)
   local n = 0
   for _, d in ipairs(docs) do
-    if d.ns == ROOT_NS then
+    if d.ns == ctx.root then
       n = n + 1
     end
   end
@@ -1639,7 +1857,7 @@ local function list_and_plan(ctx, thread, view, rule)
     docs, exact = list_checkpoints(ctx, thread, view, rule)
     p = plan(ctx, thread, docs, rule)
   end
-  if #p.doomed == 0 and view.newest and root_docs_listed(docs) <= rule.keep then
+  if #p.doomed == 0 and view.newest and root_docs_listed(ctx, docs) <= rule.keep then
     -- the page held none of the root's older checkpoints (a case variant's or
     -- the thread's other namespaces' entries came first): list the root sorted
     view.first = nil
@@ -1694,8 +1912,12 @@ local function prune_thread(ctx, thread, rule)
   if deletes_all(rule) and not view.sorted then
     p.leftovers = leftovers(ctx, thread, docs)
   end
+  if ctx.layout.blobs and not view.sorted then
+    p.blobs = freed_blobs(ctx, thread, docs, p) -- (a thread listed in part: by its last call)
+  end
   local done = delete_doomed(ctx, thread, p, not view.sorted)
   out.checkpoints_deleted, out.writes_deleted, out.keys_deleted = done.checkpoints, done.writes, done.keys
+  out.blobs_deleted = done.blobs
   out.delta_ancestors_kept, out.idle = p.spared, p.idle
   if view.sorted then
     out.checkpoints_kept = tagged - done.checkpoints -- an upper bound
@@ -1777,7 +1999,7 @@ local function sweep_state(ctx, rule, opts)
     ctx = ctx, rule = rule, opts = opts,
     before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
     out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
-      checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 },
+      checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0, blobs_deleted = 0 },
     step = { threads_visited = 0, threads_skipped = 0 },
     seen = {}, details = {}, orphans = sink(ctx.budget), unfinished = false,
   }
@@ -1795,16 +2017,16 @@ end
 -- under the checkpoint prefix (as the saver's always do) with a string
 -- thread_id is left out, so no other key is ever read.
 local function pointer_threads(ctx, keys)
-  local latest, checkpoints, named, targets, ids = latest_start(ctx), ctx.cp .. ':', {}, {}, {}
+  local latest, checkpoints, pointers, targets, ids = latest_start(ctx), ctx.cp .. ':', {}, {}, {}
   for _, key in ipairs(keys) do
     local target = starts_with(key, latest) and read_pointer(key)
     if target and starts_with(target, checkpoints) then
-      named[#named + 1] = key
+      pointers[#pointers + 1] = key
       targets[#targets + 1] = target
     end
   end
   local values = json_mget(targets, '$.thread_id')
-  for i, key in ipairs(named) do
+  for i, key in ipairs(pointers) do
     if type(values[i]) == 'string' then
       ids[key] = values[i]
     end
@@ -1834,7 +2056,7 @@ local function count_visit(sw, id, done)
   end
 end
 
--- Prune thread `id` (as stored: EMPTY_ID is thread "") under the sweep's rule.
+-- Prune thread `id` (as stored: the layout's empty_id is thread "") under the sweep's rule.
 -- False when the call must stop before it (its budget is spent and it deleted
 -- something, or the thread failed after a delete: the next call meets it
 -- first); else true and its counts (nil when the index cannot match the id).
@@ -1843,7 +2065,8 @@ local function visit(sw, id)
   if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
     return false
   end
-  local thread, done = thread_record(id == EMPTY_ID and '' or id), nil
+  local layout = ctx.layout
+  local thread, done = thread_record(id == layout.empty_id and '' or id, layout), nil
   if thread then
     local ok
     ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
@@ -1886,7 +2109,7 @@ local function sweep_pointer(sw, key, id)
     end
     return true
   end
-  local root = latest_key(ctx, { id = id }, ROOT_NS)
+  local root = latest_key(ctx, { id = id }, ctx.root)
   if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then
     return true -- a thread is visited once, from its root namespace's pointer when it has one
   end
@@ -1970,8 +2193,9 @@ end
 -- Passes: full and incremental ----------------------------------------------------
 -- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor, record_pass),
 -- the watermark (when the last complete pass of the same rule began) and
--- incremental_steps: the threads that received a checkpoint in the time
--- windows since then, found through the index by checkpoint_ts.
+-- window_steps: the threads that received a checkpoint in the time
+-- windows since then (or, in a layout without latest pointers, before the
+-- pass began: its full pass), found through the index by checkpoint_ts.
 -- Assumes: everything above. checkpoint_ts is the writing client's clock in ms
 -- (a float, stamped before the write reaches Redis); a document without it is
 -- found by full passes only. Watermarks are server time: MARGIN covers the
@@ -2000,8 +2224,12 @@ local function rule_field(ctx, rule, opts)
   local function given(v)
     return v and ms(v) or '-'
   end
-  return cjson.encode({ ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. given(opts.MAX_AGE),
-    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. ms(margin_of(opts)) })
+  local field = { ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. given(opts.MAX_AGE),
+    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. ms(margin_of(opts)) }
+  if ctx.layout ~= LAYOUTS.python then
+    field[#field + 1] = 'layout ' .. ctx.layout.name -- (python's fields stay as 0.3 wrote them)
+  end
+  return cjson.encode(field)
 end
 
 -- The field of the rule's last full pass.
@@ -2026,26 +2254,30 @@ local function read_marks(field, now)
 end
 
 -- A pass, as a cursor carries it between calls:
---   kind        'full' (SCAN over the latest pointers) or 'incremental': full
---               when FULL, ORPHANS, no watermark, or FULL_EVERY since the last full one
+--   kind        'full' or 'incremental': full when FULL, ORPHANS, no watermark,
+--               or FULL_EVERY since the last full one. A full pass is a SCAN
+--               over the latest pointers, or in a layout without them (js) the
+--               segments of every checkpoint_ts (as an incremental pass reads
+--               its windows)
 --   field, fp   its watermark field and fingerprint
 --   start       server ms at which it began
 --   unfinished  it passed over a thread it could not finish (or a segment too
 --               dense to read): it records no watermark
 --   scan        (full) the SCAN cursor ("00": inside the first step)
 --   since       (incremental) the watermark less MARGIN
---   lo, width   (incremental) the segment under way: checkpoint_ts in [lo, lo + width)
---   after       (incremental) the last thread of that segment visited, or nil
+--   lo, width   (segments) the segment under way: checkpoint_ts in [lo, lo + width)
+--   after       (segments) the last thread of that segment visited, or nil
 local function begin_pass(ctx, rule, opts)
   local field = rule_field(ctx, rule, opts)
   local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
   local mark, full = read_marks(field, pass.start)
   local due = opts.FULL_EVERY and (not full or full <= pass.start - opts.FULL_EVERY)
-  if mark and not (opts.FULL or opts.ORPHANS or due) then
-    pass.kind, pass.since = 'incremental', mark - margin_of(opts)
-    pass.lo, pass.width = -math.huge, FIRST_WIDTH
+  pass.kind = (mark and not (opts.FULL or opts.ORPHANS or due)) and 'incremental' or 'full'
+  if pass.kind == 'full' and ctx.layout.pointers then
+    pass.scan = '0'
   else
-    pass.kind, pass.scan = 'full', '0'
+    pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
+    pass.lo, pass.width = -math.huge, FIRST_WIDTH
   end
   return pass
 end
@@ -2065,7 +2297,7 @@ local function check_cursor(pass, opts)
 end
 
 local FULL_CURSOR = '^f:(%x+):(%d+):([01]):(%d+)$'
-local INCREMENTAL_CURSOR = '^i:(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$'
+local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$' -- i: incremental, j: full
 
 -- The pass a cursor continues, or a new one for "0"; refuses a cursor of
 -- another rule, margin or kind of run.
@@ -2076,13 +2308,18 @@ local function parse_cursor(cursor, ctx, rule, opts)
   local pass = { field = rule_field(ctx, rule, opts) }
   pass.fp = fingerprint(pass.field, opts)
   local fp, start, u, scan = cursor:match(FULL_CURSOR)
-  local from, lo, width, after
+  local letter, from, lo, width, after
   if fp then
     pass.kind, pass.scan = 'full', scan
   else
-    fp, start, from, lo, width, u, after = cursor:match(INCREMENTAL_CURSOR)
-    pass.kind, pass.since, pass.lo, pass.width = 'incremental', tonumber(from), tonumber(lo), tonumber(width)
+    letter, fp, start, from, lo, width, u, after = cursor:match(SEGMENTS_CURSOR)
+    pass.kind = letter == 'i' and 'incremental' or 'full'
+    pass.since = letter == 'i' and tonumber(from) or nil
+    pass.lo, pass.width = tonumber(lo), tonumber(width)
     pass.after = after and after ~= '' and after:sub(2) or nil
+  end
+  if fp and pass.kind == 'full' and (pass.scan ~= nil) ~= (ctx.layout.pointers == true) then
+    fp = nil -- a full pass of the other layout's discovery
   end
   if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
     fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
@@ -2100,11 +2337,11 @@ local function pass_cursor(pass, done)
     return '0'
   end
   local u = pass.unfinished and '1' or '0'
-  if pass.kind == 'full' then
+  if pass.scan then
     return table.concat({ 'f', pass.fp, ms(pass.start), u, pass.scan == '00' and '0' or pass.scan }, ':')
   end
-  return table.concat({ 'i', pass.fp, ms(pass.start), ms(pass.since), ms(pass.lo), ms(pass.width), u,
-    pass.after and '>' .. pass.after or '' }, ':')
+  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
+    ms(pass.lo), ms(pass.width), u, pass.after and '>' .. pass.after or '' }, ':')
 end
 
 -- Record that `pass` completed: its rule's watermark (and, for a full pass,
@@ -2125,8 +2362,12 @@ end
 
 -- The windows of checkpoint_ts a pass reads, [lo, hi) in order, overlaps
 -- merged: checkpoints stored since the watermark (less MARGIN); and for each
--- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then.
+-- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then. A
+-- full pass over segments reads every checkpoint stored before it began.
 local function windows(pass, opts)
+  if pass.kind == 'full' then
+    return { { 0, pass.start } }
+  end
   local margin = margin_of(opts)
   local list = { { pass.since, pass.start } }
   for _, age in ipairs({ opts.MAX_AGE or false, opts.IDLE_TTL or false }) do
@@ -2154,7 +2395,7 @@ end
 
 -- How many checkpoint documents have checkpoint_ts in [lo, hi).
 local function ts_count(ctx, lo, hi)
-  local n = rcall('FT.SEARCH', ctx.cp, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', '0',
+  local n = rcall('FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', '0',
     'TIMEOUT', '0', 'DIALECT', '2')[1]
   ctx.budget.work = ctx.budget.work + 1 + math.floor(n / COUNT_ENTRIES_PER_UNIT)
   return n
@@ -2189,7 +2430,7 @@ end
 -- [lo, hi), sorted (see before), and how many groups had no id (a document
 -- without a thread_id, or one the index cannot group: full passes only).
 local function ts_threads(ctx, lo, hi, n)
-  local ok, res = pcall(rcall, 'FT.AGGREGATE', ctx.cp, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
+  local ok, res = pcall(rcall, 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
     'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
   if not ok then
     if error_text(res):find('LIMIT exceeds maximum', 1, true) then
@@ -2214,11 +2455,13 @@ local function ts_threads(ctx, lo, hi, n)
 end
 
 -- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
--- names, when that is the thread's own (by its key and its thread_id); else nil.
+-- names, when that is the thread's own (by its key and its thread_id); else
+-- nil (also in a layout without pointers).
 local function newest_stamp(ctx, id)
   local thread = { id = id }
-  local target = read_pointer(latest_key(ctx, thread, ROOT_NS))
-  if not target or not starts_with(target, checkpoint_prefix(ctx, thread, ROOT_NS)) then
+  local pointer = latest_key(ctx, thread, ctx.root)
+  local target = pointer and read_pointer(pointer)
+  if not target or not starts_with(target, checkpoint_prefix(ctx, thread, ctx.root)) then
     return nil
   end
   local ok, raw = pcall(rcall, 'JSON.GET', target, '$.thread_id', '$.checkpoint_ts')
@@ -2285,6 +2528,9 @@ end
 -- (pass.after: the last thread passed).
 local function visit_segment(sw, pass, lo, hi, n)
   local b = sw.ctx.budget
+  if n == 0 then
+    return true
+  end
   local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
   if pass.after == nil then
     sw.out.threads_skipped = sw.out.threads_skipped + nameless
@@ -2329,7 +2575,7 @@ end
 -- Visit the segments of the pass's windows until it is done (true) or the
 -- budget is spent (false: pass.lo, pass.width and pass.after say where). A
 -- call stops once it has visited a thread or finished a segment.
-local function incremental_steps(sw, pass)
+local function window_steps(sw, pass)
   local b = sw.ctx.budget
   sw.windows, sw.newest = windows(pass, sw.opts), {}
   for _, w in ipairs(sw.windows) do
@@ -2356,12 +2602,12 @@ end
 -- replica refuses them.
 
 local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
-  CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+  CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string', LAYOUT = 'string' }
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string',
-  FULL = 'flag', MARGIN = 'ms', FULL_EVERY = 'ms' }
-local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'threads_visited', 'threads_pruned', 'threads_deleted',
-  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
+  FULL = 'flag', MARGIN = 'ms', FULL_EVERY = 'ms', LAYOUT = 'string' }
+local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'layout', 'threads_visited', 'threads_pruned', 'threads_deleted',
+  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted', 'blobs_deleted' }
 
 --[[
 lgprune_version: the library version, and with BUILD which code this is.
@@ -2416,7 +2662,7 @@ local function lgprune_thread(_, args)
   local opts = parse_options(args, 3, THREAD_OPTIONS)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
-  local thread = check_thread(args[1])
+  local thread = check_thread(args[1], ctx.layout)
   check_server(ctx)
   return reply(prune_thread(ctx, thread, rule), 'more')
 end
@@ -2444,7 +2690,7 @@ local function lgprune_many(_, args)
   local ctx = context(opts)
   local threads = {}
   for i = 1, count do
-    threads[i] = check_thread(args[i + 2])
+    threads[i] = check_thread(args[i + 2], ctx.layout)
   end
   check_server(ctx)
   local total = zero_counts()
@@ -2551,16 +2797,19 @@ local function lgprune_sweep(_, args)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
   ctx.sweep, ctx.details = true, opts.DETAILS == true
+  if opts.ORPHANS and not ctx.layout.pointers then
+    fail('BADARG', 'ORPHANS is for LAYOUT python: a js thread\'s leftovers go with KEEP 0 (lgprune_thread)')
+  end
   local pass = parse_cursor(cursor, ctx, rule, opts)
   check_server(ctx)
   local sw = sweep_state(ctx, rule, opts)
   sw.unfinished = pass.unfinished
   local done
-  if pass.kind == 'full' then
+  if pass.scan then
     pass.scan = sweep_steps(sw, pass.scan)
     done = pass.scan == '0'
   else
-    done = incremental_steps(sw, pass)
+    done = window_steps(sw, pass)
   end
   local out = sw.out
   sw.orphans.flush()
@@ -2572,6 +2821,7 @@ local function lgprune_sweep(_, args)
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
   out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
   out.since = pass.since and ms(pass.since) or '0'
+  out.layout = ctx.layout.name
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
     r[#r + 1] = 'threads'

@@ -1,19 +1,24 @@
 #!lua name=lgprune
 --[[
 lgprune: keep the newest N checkpoints of a LangGraph thread stored by
-langgraph-checkpoint-redis 0.3.6 to 0.5.x, and delete the rest, inside Redis.
+langgraph-checkpoint-redis 0.3.6 to 0.5.x (LAYOUT python) or by LangGraph.js's
+@langchain/langgraph-checkpoint-redis 1.0 (LAYOUT js), and delete the rest,
+inside Redis.
 
 This file is built: its parts are lua/src/*.lua, joined in name order by
 `python lua/build.py` (CI checks the join is current). Edit the parts.
   00-head     this overview, the version
   10-core     redis.call, errors, options, the call's budget, batches
-  20-keys     UTF-8, tags, thread records, every key name
+  20-keys     the layouts and the call's context, UTF-8, tags, thread records,
+              every key name
   30-search   the modules, the one query builder, searches and JSON reads
   40-listing  a thread's checkpoints: first look, root window, listing
   50-plan     what goes: the rules per namespace, DeltaChannel history
+  55-blobs    the js saver's channel-value blobs a plan frees
   60-delete   a plan's keys found, confirmed and deleted within the budget
   70-thread   one thread, start to end
   80-sweep    sweeps over every thread, and orphans
+  85-incremental  passes: full and incremental, watermarks, time segments
   90-entry    the registered functions, each with its contract
 
 Data layout (values are storage-safe: thread "" is stored as EMPTY_ID,
@@ -22,6 +27,12 @@ namespace "" as ROOT_NS):
   <wp>:<thread>:<ns>:<checkpoint_id>:<task>:<idx>  JSON write, index <wp>
   write_keys_zset:<thread>:<ns>:<checkpoint_id>    zset registry of its writes
   <cp>_latest:<thread>:<ns>                        key of the newest checkpoint
+LAYOUT js (the prefixes are fixed: checkpoint, checkpoint_write): indexes
+checkpoints and checkpoint_writes; keys spell the root namespace "" (its
+checkpoint documents still say ROOT_NS, its writes ""); TAG values are not
+split at commas; thread "" is not stored; no latest pointers; channel values
+in shared blobs checkpoint_blob:<thread>:<ns>:<channel>:<version> (index
+checkpoint_blobs), which a checkpoint reads back by its channel_versions.
 Thread ids and namespaces contain colons, so a thread is never found by
 parsing or globbing keys: it is looked up through the index (a TAG query,
 passed as a parameter, so nothing in the id is query syntax), and every hit
@@ -37,7 +48,9 @@ Rules, per thread:
     rebuild (what BaseCheckpointSaver.get_delta_channel_history walks);
   * a deleted checkpoint takes its writes (found through the writes index),
     its write_keys_zset, and, when it was the newest of its namespace, the
-    namespace's latest pointer.
+    namespace's latest pointer;
+  * js: a blob goes when no checkpoint left in its namespace reads it back
+    and the checkpoint that wrote it is not being stored now.
 Work per call is bounded by a budget; a caller repeats while `more` is 1.
 An error reply means the call deleted nothing: everything a thread needs is
 validated and read before its first delete, and a thread that fails after
@@ -46,7 +59,7 @@ successfully, to be started again (and fail, having deleted nothing) by the
 next call.
 ]]
 
-local VERSION = '0.3.0'
+local VERSION = '0.4.0'
 -- Which code this is: the Python package loads the library with this set to
 -- a hash of the file, so a cheap probe tells its own code from any other.
 local BUILD = 'dev'

@@ -1,8 +1,8 @@
 
 -- Core ------------------------------------------------------------------------
 -- Provides: rcall, the error codes and fail(), the Stale signal,
--- entry() (errors to replies), show(), option parsing, the call's context
--- and policy, the budget record and batches().
+-- entry() (errors to replies), show(), option parsing, the rule (policy),
+-- the budget record and batches().
 -- Assumes: nothing but the Redis Functions API (redis, cjson).
 
 -- redis.call is not reachable while the library loads, so wrap it
@@ -25,6 +25,7 @@ local ERROR_CODES = {
   'NOMODULE', -- the server lacks the search or JSON module
   'BADDATA', -- a stored document lgprune cannot read
   'PARTIAL', -- a search answered partially (a timeout?): try again
+  'MIXED', -- both savers' indexes cover the same keys: whose a key is cannot be told
 }
 -- An error reply means the call deleted nothing (see entry and guard).
 
@@ -38,6 +39,16 @@ local function fail(code, msg)
   end
   assert(known, code)
   error(setmetatable({ code = code, msg = msg }, Failure), 0)
+end
+
+-- The message of an error pcall caught from redis.call (a table) or Lua (a string).
+local function error_text(err)
+  return tostring(type(err) == 'table' and err.err or err)
+end
+
+-- Whether an error says the command does not exist (a module is missing).
+local function unknown_command(text)
+  return text:find('nknown', 1, true) ~= nil and text:find('command', 1, true) ~= nil
 end
 
 -- Raised when a fact cached from an earlier call, the search result cap, no
@@ -170,22 +181,6 @@ local function guard(b, fn, ...)
     return false
   end
   error(res, 0)
-end
-
--- Prefixes and index names (defaulting to the saver's), the budget, dry run.
-local function context(opts)
-  local cp = opts.CHECKPOINT_PREFIX or 'checkpoint'
-  local wp = opts.WRITE_PREFIX or 'checkpoint_write'
-  if cp == '' or wp == '' then
-    fail('BADARG', 'prefixes must not be empty')
-  end
-  local total = opts.BUDGET or DEFAULT_BUDGET
-  if total < MIN_BUDGET then
-    fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
-  end
-  local dry = opts.DRY_RUN == true
-  -- `checked`: what one thread proved holds for the whole call
-  return { cp = cp, wp = wp, budget = new_budget(total, dry), dry = dry, checked = {} }
 end
 
 -- What to keep: KEEP newest per namespace; with MAX_AGE also every

@@ -1,10 +1,12 @@
 
 -- Keys ------------------------------------------------------------------------
--- Provides: thread records (thread_record, check_thread), the TAG value of an
--- id (tag_of, tag_param, id_param), uuid6 times, and every key name lgprune
--- reads or deletes (nothing else joins key parts).
--- Assumes: core (fail, show). `ctx` is a context (cp, wp); `thread` a thread
--- record; `d` a checkpoint doc { key, ns, id }; ns and ids as stored.
+-- Provides: the savers' layouts and the call's context (context: prefixes,
+-- indexes, layout, budget), thread records (thread_record, check_thread),
+-- the TAG value of an id (tag_of, tag_param, id_param), uuid6 times, and
+-- every key name lgprune reads or deletes (nothing else joins key parts).
+-- Assumes: core (fail, show, new_budget). `ctx` is a context; `thread` a
+-- thread record; `d` a checkpoint doc { key, ns, id }: ns as its keys spell
+-- it (ctx.root for the root), ids as stored.
 
 local EMPTY_ID = '00000000-0000-0000-0000-000000000000' -- how the saver stores thread ""
 local ROOT_NS = '__empty__' -- how the saver stores namespace ""
@@ -15,6 +17,89 @@ local DEFAULT_GRACE_MS = 600000 -- keys younger than this may belong to a write 
 -- lgprune's own key, outside the saver's prefixes: a hash of sweep rules, each
 -- to the server time (ms) at which its last complete pass began.
 local WATERMARKS = 'lgprune:watermarks'
+
+-- The savers' layouts (LAYOUT python|js): what differs between the keys and
+-- indexes of langgraph-checkpoint-redis (python) and LangGraph.js's
+-- @langchain/langgraph-checkpoint-redis 1.0 (js), which share the key prefixes:
+--   cp_index, wp_index  the index names (python: the prefixes themselves)
+--   root       how keys spell the root namespace (documents say ROOT_NS in both,
+--              but js writes say "")
+--   commas     TAG values split at commas (and are trimmed); js: one value
+--   pointers   <cp>_latest:<thread>:<ns> names each namespace's newest checkpoint
+--   blobs      channel values in shared blob keys (see 65-blobs), and their index
+--   empty_id   how thread "" is stored (js stores no empty thread id)
+local LAYOUTS = {
+  python = { name = 'python', root = ROOT_NS, commas = true, pointers = true, empty_id = EMPTY_ID },
+  js = { name = 'js', cp_index = 'checkpoints', wp_index = 'checkpoint_writes', root = '', commas = false,
+    pointers = false, blobs = { prefix = 'checkpoint_blob', index = 'checkpoint_blobs' } },
+}
+local JS_PREFIXES = { cp = 'checkpoint', wp = 'checkpoint_write' } -- fixed in the js saver
+
+-- Whether index `name` exists (an impossible query answers, or fails naming
+-- the index). A user the ACL keeps from it cannot tell: MIXED, when unsure.
+local function index_exists(name)
+  local ok, err = pcall(rcall, 'FT.SEARCH', name, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+    'LIMIT', '0', '0', 'DIALECT', '2')
+  if ok then
+    return true
+  end
+  local text = error_text(err)
+  if text:find('no such index', 1, true) or text:lower():find('unknown index', 1, true) then
+    return false
+  elseif unknown_command(text) then
+    fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
+      .. '(search and JSON modules)')
+  elseif text:find('No permissions', 1, true) then
+    fail('MIXED', 'this user may not query index ' .. show(name) .. ', so lgprune cannot tell whether both '
+      .. 'savers index the same keys: grant it ~' .. name .. ' (see the README\'s ACL)')
+  end
+  error(err, 0)
+end
+
+-- The layout of LAYOUT, or the one whose index exists; fails when both
+-- savers' checkpoint indexes cover the keys <cp>:* (the python saver's with
+-- the default prefix, and the js saver's): each index then holds both
+-- savers' documents, and a subgraph key is spelt alike by both, so whose it
+-- is cannot be told. Probed on every call: a saver may start at any time.
+local function layout_of(opts, cp)
+  local name = opts.LAYOUT and string.lower(opts.LAYOUT)
+  if name and not LAYOUTS[name] then
+    fail('BADARG', 'LAYOUT must be python or js, got ' .. show(opts.LAYOUT))
+  end
+  if name == 'js' and (opts.CHECKPOINT_PREFIX or opts.WRITE_PREFIX) then
+    fail('BADARG', 'the js saver\'s prefixes are fixed: CHECKPOINT_PREFIX and WRITE_PREFIX are for LAYOUT python')
+  end
+  if cp ~= JS_PREFIXES.cp then
+    return LAYOUTS[name or 'python'] -- keys the js saver never writes
+  end
+  local js = index_exists(LAYOUTS.js.cp_index)
+  local python = js and index_exists(cp)
+  if js and python then
+    fail('MIXED', 'both savers index the keys ' .. cp .. ':* (the python saver\'s index ' .. show(cp)
+      .. ' and LangGraph.js\'s ' .. show(LAYOUTS.js.cp_index) .. '): a subgraph checkpoint is spelt '
+      .. 'alike by both, so lgprune cannot tell whose it is and prunes neither; drop the index of '
+      .. 'the saver not in use (FT.DROPINDEX, without DD), or give the python saver its own prefix')
+  end
+  return LAYOUTS[name or (js and 'js' or 'python')]
+end
+
+-- Prefixes, index names and layout (defaulting to the saver's), the budget, dry run.
+local function context(opts)
+  local cp = opts.CHECKPOINT_PREFIX or JS_PREFIXES.cp
+  local wp = opts.WRITE_PREFIX or JS_PREFIXES.wp
+  if cp == '' or wp == '' then
+    fail('BADARG', 'prefixes must not be empty')
+  end
+  local total = opts.BUDGET or DEFAULT_BUDGET
+  if total < MIN_BUDGET then
+    fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
+  end
+  local layout = layout_of(opts, cp)
+  local dry = opts.DRY_RUN == true
+  -- `checked`: what one thread proved holds for the whole call
+  return { cp = cp, wp = wp, cp_index = layout.cp_index or cp, wp_index = layout.wp_index or wp,
+    layout = layout, root = layout.root, budget = new_budget(total, dry), dry = dry, checked = {} }
+end
 
 -- True when s is well-formed UTF-8 (JSON documents cannot hold anything else).
 local function is_utf8(s)
@@ -44,10 +129,13 @@ local function is_utf8(s)
   return true
 end
 
--- The value RediSearch indexed for a thread id: TAG values are C strings
--- (they end at a NUL byte), split on ',' and trimmed of white space, so
--- query the longest piece and confirm each hit.
-local function tag_of(thread_id)
+-- The value RediSearch indexed for an id: TAG values are C strings (they end
+-- at a NUL byte) and, with `commas` (see LAYOUTS), split on ',' and trimmed
+-- of white space, so query the longest piece and confirm each hit.
+local function tag_of(thread_id, commas)
+  if not commas then
+    return thread_id:match('^[^%z]*')
+  end
   if not thread_id:find('[,%z%s]') then
     return thread_id -- one piece, nothing to trim (checkpoint ids, most thread ids)
   end
@@ -71,21 +159,21 @@ local function tag_param(tag)
 end
 
 -- The query parameter that finds a checkpoint's writes by its id, or nil
--- when RediSearch cannot match that id.
-local function id_param(id)
-  local tag = tag_of(id)
+-- when RediSearch cannot match that id (`commas`: see tag_of).
+local function id_param(id, commas)
+  local tag = tag_of(id, commas)
   if tag == '' or #id > MAX_TAG_BYTES then
     return nil
   end
   return tag_param(tag)
 end
 
--- The thread a thread id names, as a record: `id` as stored, `tag` the query
--- parameter that finds its TAG value, `plain` when that value is the whole
--- id (no comma, NUL or edge white space): then no other thread's tag is its
--- case-folded equal and shorter, which key-form proofs rely on. Or nil and
--- why it cannot be pruned.
-local function thread_record(thread_id)
+-- The thread a thread id names under `layout`, as a record: `id` as stored,
+-- `tag` the query parameter that finds its TAG value, `plain` when that value
+-- is the whole id (no NUL and, where tags split at commas, no comma or edge
+-- white space): then no other thread's tag is its case-folded equal and
+-- shorter, which key-form proofs rely on. Or nil and why it cannot be pruned.
+local function thread_record(thread_id, layout)
   if thread_id == nil then
     return nil, 'missing thread id'
   end
@@ -98,19 +186,22 @@ local function thread_record(thread_id)
   end
   local stored = thread_id
   if stored == '' then
-    stored = EMPTY_ID
+    stored = layout.empty_id
+    if not stored then
+      return nil, 'LangGraph.js\'s saver stores no empty thread id'
+    end
   end
-  local tag = tag_of(stored)
+  local tag = tag_of(stored, layout.commas)
   if tag == '' then
     return nil, 'thread id ' .. show(thread_id) .. ' has nothing RediSearch indexes '
-      .. '(only commas and white space before any NUL byte), so its checkpoints cannot be found'
+      .. '(only commas, white space or nothing before a NUL byte), so its checkpoints cannot be found'
   end
   return { id = stored, tag = tag_param(tag), plain = tag == stored }
 end
 
 -- thread_record, failing the call for an id that cannot be pruned.
-local function check_thread(thread_id)
-  local thread, why = thread_record(thread_id)
+local function check_thread(thread_id, layout)
+  local thread, why = thread_record(thread_id, layout)
   if not thread then
     fail('BADARG', why)
   end
@@ -169,9 +260,15 @@ local function latest_start(ctx)
   return ctx.cp .. '_latest:'
 end
 
--- <cp>_latest:<thread>:<ns>, the key of a namespace's newest checkpoint.
+-- <cp>_latest:<thread>:<ns>, the key of a namespace's newest checkpoint; nil
+-- in a layout without latest pointers.
 local function latest_key(ctx, thread, ns)
-  return latest_start(ctx) .. thread.id .. ':' .. ns
+  return ctx.layout.pointers and latest_start(ctx) .. thread.id .. ':' .. ns or nil
+end
+
+-- checkpoint_blob:<thread>:<ns>:<channel>:<version>, a channel value (js).
+local function blob_key(ctx, thread, ns, channel, version)
+  return ctx.layout.blobs.prefix .. ':' .. thread.id .. ':' .. ns .. ':' .. channel .. ':' .. version
 end
 
 -- The checkpoint whose writes registry `key` (write_keys_zset:<stem>) lists,
@@ -183,16 +280,16 @@ local function registry_owner(ctx, key)
 end
 
 -- The doc of a root checkpoint key: the key must be exactly <prefix><id>
--- (prefix = checkpoint_prefix(thread, ROOT_NS)) with a non-empty id free of
+-- (prefix = checkpoint_prefix(thread, ctx.root)) with a non-empty id free of
 -- colons, a form no other thread's key can take when the key was found by a
 -- query on the tag of a plain thread: another thread's extra ':'-separated
 -- part would leave a colon in <id>, and a thread cut short at one of our
 -- colons has a shorter (case-folded) tag, unlike ours when ours is the whole
 -- id. (For a thread that is not plain, a comma lets another thread's namespace
--- spell our root: see proven_root.) Else nil.
-local function root_doc(key, prefix)
+-- spell our root: see proven_root.) Else nil. `root`: ctx.root.
+local function root_doc(key, prefix, root)
   if starts_with(key, prefix) and #key > #prefix and not key:find(':', #prefix + 1, true) then
-    return { key = key, ns = ROOT_NS, id = key:sub(#prefix + 1) }
+    return { key = key, ns = root, id = key:sub(#prefix + 1) }
   end
   return nil
 end

@@ -2,22 +2,12 @@
 -- Search and reads --------------------------------------------------------------
 -- Provides: check_server (the modules, the search result cap), the one query
 -- builder (query_args) and the searches that use it (search, search_all,
--- count_tagged), and the reads of stored values: json_get, json_keyset,
+-- count_tagged, named), and the reads of stored values: json_get, json_keyset,
 -- json_mget, identity, read_pointer, is_placeholder, checkpoint_gone.
 -- Assumes: core, keys. Every search runs before the first delete of the
 -- thread it serves (see delete_doomed), so its failures delete nothing.
 
 local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
-
--- The message of an error pcall caught from redis.call (a table) or Lua (a string).
-local function error_text(err)
-  return tostring(type(err) == 'table' and err.err or err)
-end
-
--- Whether an error says the command does not exist (a module is missing).
-local function unknown_command(text)
-  return text:find('nknown', 1, true) ~= nil and text:find('command', 1, true) ~= nil
-end
 
 -- What earlier calls learnt of this server (the library's state lives until
 -- it is loaded again): the JSON module answers; the search result cap; the
@@ -25,7 +15,7 @@ end
 local server = { json = false, cap = nil, group_cap = nil }
 
 -- FT.SEARCH arguments (the one place queries are built):
---   index   the index to search (ctx.cp or ctx.wp)
+--   index   the index to search (ctx.cp_index, ctx.wp_index or the blobs')
 --   where   the query text: $t is the thread's tag, $n the root namespace,
 --           $c1..$cN the shape's `ids`
 --   thread  the thread record whose tag $t holds
@@ -91,8 +81,9 @@ local function search(index, where, thread, limit, shape)
     error(Stale, 0)
   end
   if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
-    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first, '
-      .. 'or pass the prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)')
+    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first '
+      .. '(LangGraph.js: RedisSaver.fromUrl makes its indexes), or pass the prefixes the saver uses '
+      .. '(CHECKPOINT_PREFIX, WRITE_PREFIX) or its LAYOUT')
   end
   if unknown_command(err) then
     fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
@@ -114,10 +105,19 @@ local function search_all(index, where, thread, limit, shape)
   return res
 end
 
+-- An entry's RETURNed name/value list as a table.
+local function named(fields)
+  local f = {}
+  for j = 1, #fields, 2 do
+    f[fields[j]] = fields[j + 1]
+  end
+  return f
+end
+
 -- How many checkpoint index entries match `where`; by default those of the
 -- thread's tag, a superset of the thread (the tag matches case-insensitively).
 local function count_tagged(ctx, thread, where)
-  return search(ctx.cp, where or '@thread_id:{$t}', thread, 0)[1]
+  return search(ctx.cp_index, where or '@thread_id:{$t}', thread, 0)[1]
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint
@@ -139,7 +139,7 @@ end
 -- no right beyond the command is needed. Any other failure is left to the
 -- real queries.
 local function limit_cap(ctx, command, most)
-  local ok, err = pcall(rcall, command, ctx.cp, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+  local ok, err = pcall(rcall, command, ctx.cp_index, '@thread_id:{lgprune} -@thread_id:{lgprune}',
     'LIMIT', '0', tostring(most), 'DIALECT', '2')
   local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
   return cap and math.max(cap, 1) or most

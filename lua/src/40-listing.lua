@@ -40,9 +40,9 @@ end
 -- and checkpoint_id (thread `a,x` may store namespace `__empty__,r:__empty__`,
 -- whose keys are those of the root of thread `a,x:__empty__,r`, and which the
 -- TAG query on the root namespace matches by its piece `__empty__`).
--- `prefix` is checkpoint_prefix(ctx, thread, ROOT_NS), built once by the caller.
-local function proven_root(thread, key, prefix)
-  local d = root_doc(key, prefix)
+-- `prefix` is checkpoint_prefix(ctx, thread, ctx.root), built once by the caller.
+local function proven_root(ctx, thread, key, prefix)
+  local d = root_doc(key, prefix, ctx.root)
   if d and not thread.plain then
     local t, ns, id = identity(key)
     if t ~= thread.id or ns ~= ROOT_NS or id ~= d.id then
@@ -53,10 +53,12 @@ local function proven_root(thread, key, prefix)
 end
 
 -- The thread's newest root checkpoint, as the latest pointer names it (a doc),
--- or nil when the pointer is missing or names no proven root checkpoint.
+-- or nil when the pointer is missing or names no proven root checkpoint (or
+-- the layout has no pointers).
 local function newest_root(ctx, thread)
-  local newest = read_pointer(latest_key(ctx, thread, ROOT_NS))
-  return newest and proven_root(thread, newest, checkpoint_prefix(ctx, thread, ROOT_NS)) or nil
+  local pointer = latest_key(ctx, thread, ctx.root)
+  local newest = pointer and read_pointer(pointer)
+  return newest and proven_root(ctx, thread, newest, checkpoint_prefix(ctx, thread, ctx.root)) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -69,7 +71,7 @@ local function first_look(ctx, thread, limit, counted)
     return counted or count_tagged(ctx, thread), nil
   end
   local ask = math.min(limit + 1, ctx.cap)
-  local res = search(ctx.cp, '@thread_id:{$t}', thread, ask, BOUNDED)
+  local res = search(ctx.cp_index, '@thread_id:{$t}', thread, ask, BOUNDED)
   res[1] = #res - 1 -- a bounded answer's total is no count
   if res[1] < ask then
     return res[1], res -- every tagged entry
@@ -81,7 +83,7 @@ end
 -- add(keys, first, last) keeps the keys[first..last] proven_root proves;
 -- push(doc) adds a doc proven otherwise; seen(key) says whether it is listed.
 local function root_docs(ctx, thread)
-  local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ROOT_NS)
+  local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ctx.root)
   function self.push(doc)
     listed[doc.key] = true
     self.docs[#self.docs + 1] = doc
@@ -91,7 +93,7 @@ local function root_docs(ctx, thread)
   end
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and proven_root(thread, keys[i], prefix)
+      local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i], prefix)
       if doc then
         self.push(doc)
       end
@@ -104,7 +106,7 @@ end
 -- `limit` (0: the count). The time range comes first: RediSearch then walks
 -- only the window's entries.
 local function since(ctx, thread, lo, limit)
-  return search(ctx.cp, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE, thread, limit)
+  return search(ctx.cp_index, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE, thread, limit)
 end
 
 -- How far back from `ts` the root window reaches (ms): widened until it holds
@@ -172,7 +174,7 @@ local function root_window(ctx, thread, keep, view)
   local window = since(ctx, thread, lo, limit)
   list.add(window, 2, limit + 1)
   local exact = window[1] <= #window - 1 and kth_after(list.docs, keep, lo)
-  local page = view.first or search(ctx.cp, ROOT_WHERE, thread, view.page)
+  local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, exact
 end
@@ -182,12 +184,12 @@ end
 -- nothing by its form: ids and thread ids hold colons), and the id of its
 -- parent; else nil.
 local function own_root(ctx, thread, id)
-  local key = checkpoint_key(ctx, thread, ROOT_NS, id)
+  local key = checkpoint_key(ctx, thread, ctx.root, id)
   local t, ns, own, parent = identity(key, '$.parent_checkpoint_id')
   if t ~= thread.id or ns ~= ROOT_NS or own ~= id then
     return nil
   end
-  return { key = key, ns = ROOT_NS, id = id }, parent
+  return { key = key, ns = ctx.root, id = id }, parent
 end
 
 -- Root checkpoints of a thread too large to list whole, when no DeltaChannel
@@ -215,7 +217,7 @@ local function root_chain(ctx, thread, keep, view)
     end
     id = parent
   end
-  local page = view.first or search(ctx.cp, ROOT_WHERE, thread, view.page)
+  local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, false
 end
@@ -225,12 +227,12 @@ end
 local function list_root(ctx, thread, view)
   local res = not view.sorted and view.first
   if not res then
-    res = search_all(ctx.cp, ROOT_WHERE, thread, view.limit, view.sorted and SORTED or nil)
+    res = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, view.sorted and SORTED or nil)
   end
-  local docs, prefix = {}, checkpoint_prefix(ctx, thread, ROOT_NS)
-  local prove = thread.plain and root_doc or function(key) return proven_root(thread, key, prefix) end
+  local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
+  local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
   for i = 2, #res do -- one answer: each key once
-    docs[#docs + 1] = prove(res[i], prefix)
+    docs[#docs + 1] = prove(res[i], prefix, root)
   end
   return docs
 end
@@ -239,17 +241,14 @@ end
 -- its own thread_id and checkpoint_id, and the key the saver builds from
 -- them, agree byte for byte. `fields`: the entry's RETURNed name/value list.
 local function other_doc(ctx, thread, key, fields)
-  local f = {}
-  for j = 1, #fields, 2 do
-    f[fields[j]] = fields[j + 1]
-  end
+  local f = named(fields)
   local id, prefix = f.checkpoint_id, thread_prefix(ctx, thread)
   if f.thread_id ~= thread.id or not id or id == '' or #key <= #prefix + #id + 1
     or not starts_with(key, prefix) or key:sub(-#id - 1) ~= ':' .. id then
     return nil
   end
   local ns = key:sub(#prefix + 1, #key - #id - 1)
-  if ns ~= ROOT_NS and key == checkpoint_key(ctx, thread, ns, id) then
+  if ns ~= ctx.root and key == checkpoint_key(ctx, thread, ns, id) then
     return { key = key, ns = ns, id = id }
   end
   return nil
@@ -290,7 +289,7 @@ local function list_checkpoints(ctx, thread, view, rule)
   if view.sorted and count_tagged(ctx, thread, OTHERS_WHERE) == 0 then
     return docs, exact -- no entry of the thread's tag outside the root
   end
-  local res = search_all(ctx.cp, OTHERS_WHERE, thread, view.limit,
+  local res = search_all(ctx.cp_index, OTHERS_WHERE, thread, view.limit,
     view.sorted and SORTED_IDENTITY or IDENTITY)
   for i = 2, #res, 2 do
     docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])

@@ -129,10 +129,11 @@ local function by_namespace(docs)
   return groups, names, newest
 end
 
--- The id of the checkpoint namespace `ns`'s latest pointer names, or nil.
+-- The id of the checkpoint namespace `ns`'s latest pointer names, or nil
+-- (none, or no pointers in this layout).
 local function latest_id(ctx, thread, ns)
-  local prefix = checkpoint_prefix(ctx, thread, ns)
-  local key = read_pointer(latest_key(ctx, thread, ns))
+  local prefix, pointer = checkpoint_prefix(ctx, thread, ns), latest_key(ctx, thread, ns)
+  local key = pointer and read_pointer(pointer)
   return key and starts_with(key, prefix) and key:sub(#prefix + 1) or nil
 end
 
@@ -163,7 +164,7 @@ end
 local function plan_namespace(p, ns, g, oldest_root)
   local ids, n = g.ids, #g.ids
   local last = cut(ids, p.keep, p.old_before)
-  if ns ~= ROOT_NS and oldest_root and ids[n] < oldest_root then
+  if ns ~= p.ctx.root and oldest_root and ids[n] < oldest_root then
     last = n -- a subgraph run older than every kept root checkpoint
   end
   if last < 1 then
@@ -196,7 +197,7 @@ local function plan(ctx, thread, docs, rule)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true
   end
-  local root, oldest_root = groups[ROOT_NS], nil -- the oldest kept root checkpoint, if any
+  local root, oldest_root = groups[ctx.root], nil -- the oldest kept root checkpoint, if any
   if root then
     oldest_root = root.ids[cut(root.ids, p.keep, p.old_before) + 1]
   end

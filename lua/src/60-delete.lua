@@ -125,7 +125,7 @@ local function all_writes(del, doomed)
   if #doomed == 0 or del.per * #doomed > del.reads then
     return nil
   end
-  local res = search(del.ctx.wp, '@thread_id:{$t}', del.thread, del.reads)
+  local res = search(del.ctx.wp_index, '@thread_id:{$t}', del.thread, del.reads)
   if res[1] > #res - 1 then
     return nil -- the thread has more writes than one answer may hold
   end
@@ -137,10 +137,10 @@ end
 
 -- The doomed checkpoints whose writes RediSearch can find by id (each gets
 -- its `param`); one it cannot is kept, its writes unseen.
-local function findable(doomed)
+local function findable(ctx, doomed)
   local out = {}
   for _, d in ipairs(doomed) do
-    d.param = id_param(d.id)
+    d.param = id_param(d.id, ctx.layout.commas)
     if d.param then
       out[#out + 1] = d
     end
@@ -169,7 +169,7 @@ local function next_chunk(del, doomed, first)
     end
     local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
     -- the id clause first: RediSearch then walks only those ids' entries
-    local res = search(del.ctx.wp, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
+    local res = search(del.ctx.wp_index, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
       del.thread, ask, { ids = ids })
     spent = spent + #res - 1
     local truncated = res[1] > #res - 1
@@ -195,8 +195,9 @@ local function take(del, d, ws, truncated)
   end
   del.ckpts.add(d.key)
   del.others.add(registry_key(del.thread, d))
-  if d.newest then
-    del.others.add(latest_key(del.ctx, del.thread, d.ns))
+  local pointer = d.newest and latest_key(del.ctx, del.thread, d.ns)
+  if pointer then
+    del.others.add(pointer)
   end
   del.left = del.left - 2
   return true
@@ -213,7 +214,7 @@ end
 -- of the thread with more writes than that): then the call reports more.
 local function leftovers(ctx, thread, docs)
   local owners = write_owners(ctx, thread, docs)
-  local res = search(ctx.wp, '@thread_id:{$t}', thread, math.min(reads_left(ctx.budget), ctx.cap))
+  local res = search(ctx.wp_index, '@thread_id:{$t}', thread, math.min(reads_left(ctx.budget), ctx.cap))
   local writes, others, seen = {}, {}, {}
   for i = 2, #res do
     local key, listed = res[i], false
@@ -253,6 +254,18 @@ local function take_leftovers(del, extra)
   return not extra.cut
 end
 
+-- Take the freed blobs (see freed_blobs) into their sink as far as del.left
+-- allows: false when some are left for the next call (those that did not
+-- fit, or, when this call took some, those the answer did not hold).
+local function take_blobs(del, blobs)
+  local n = math.min(#blobs.keys, del.left)
+  for i = 1, n do
+    del.blobs.add(blobs.keys[i])
+  end
+  del.left = del.left - n
+  return n == #blobs.keys and not (blobs.cut and n > 0)
+end
+
 -- Take the doomed checkpoints in order, with the writes `found` for all of
 -- them or, when nil, chunk by chunk. Returns true when some are left.
 local function take_all(del, doomed, found)
@@ -280,35 +293,40 @@ end
 
 -- Delete a plan's doomed checkpoints oldest first, each with all its writes,
 -- its registry zset and, when it was its namespace's newest, the latest
--- pointer, then its `leftovers` (if any), within the keys the budget leaves
+-- pointer, then its `leftovers` and freed `blobs` (if any), within the keys the budget leaves
 -- (not in a dry run). Writes are found with one query over the thread's
 -- writes when the thread was listed `whole` and that fits 2 * reads_left
 -- entries, else chunk by chunk of checkpoint ids. A checkpoint whose writes
 -- do not all fit loses only writes this call. Returns counts and whether
--- doomed checkpoints or leftovers remain.
+-- doomed checkpoints, leftovers or blobs remain.
 local function delete_doomed(ctx, thread, p, whole)
   local doomed, b = p.doomed, ctx.budget
   local del = { ctx = ctx, thread = thread, left = keys_left(b), reads = math.min(2 * reads_left(b), ctx.cap),
     per = #doomed > 0 and registered_writes(thread, doomed[1]) or 0, -- writes, by the first
-    ckpts = sink(b), writes = sink(b), others = sink(b) }
+    ckpts = sink(b), writes = sink(b), others = sink(b), blobs = sink(b) }
   local trimmed
   doomed, trimmed = affordable(del, doomed)
   del.owners = write_owners(ctx, thread, doomed)
   local found = whole and all_writes(del, doomed) or nil
   if not found then
-    doomed = findable(doomed)
+    doomed = findable(ctx, doomed)
   end
   local more = take_all(del, doomed, found) or trimmed
   if not more and p.leftovers then
     more = not take_leftovers(del, p.leftovers)
   end
+  if not more and p.blobs then
+    more = not take_blobs(del, p.blobs)
+  end
   del.writes.flush()
   del.others.flush()
+  del.blobs.flush()
   del.ckpts.flush()
   return {
     checkpoints = del.ckpts.deleted,
     writes = del.writes.deleted,
-    keys = del.ckpts.deleted + del.writes.deleted + del.others.deleted,
+    blobs = del.blobs.deleted,
+    keys = del.ckpts.deleted + del.writes.deleted + del.others.deleted + del.blobs.deleted,
     more = more,
   }
 end

@@ -11,7 +11,7 @@ local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected t
 -- The counts each prune reports, in reply order (lgprune_thread and
 -- lgprune_many add `more` / `next`).
 local COUNT_FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
-  'checkpoints_kept', 'delta_ancestors_kept' }
+  'checkpoints_kept', 'delta_ancestors_kept', 'blobs_deleted' }
 
 -- The counts, at zero.
 local function zero_counts()
@@ -51,10 +51,10 @@ local function keys_per_checkpoint(thread, newest)
 end
 
 -- How many of `docs` are root checkpoints.
-local function root_docs_listed(docs)
+local function root_docs_listed(ctx, docs)
   local n = 0
   for _, d in ipairs(docs) do
-    if d.ns == ROOT_NS then
+    if d.ns == ctx.root then
       n = n + 1
     end
   end
@@ -88,7 +88,7 @@ local function list_and_plan(ctx, thread, view, rule)
     docs, exact = list_checkpoints(ctx, thread, view, rule)
     p = plan(ctx, thread, docs, rule)
   end
-  if #p.doomed == 0 and view.newest and root_docs_listed(docs) <= rule.keep then
+  if #p.doomed == 0 and view.newest and root_docs_listed(ctx, docs) <= rule.keep then
     -- the page held none of the root's older checkpoints (a case variant's or
     -- the thread's other namespaces' entries came first): list the root sorted
     view.first = nil
@@ -143,8 +143,12 @@ local function prune_thread(ctx, thread, rule)
   if deletes_all(rule) and not view.sorted then
     p.leftovers = leftovers(ctx, thread, docs)
   end
+  if ctx.layout.blobs and not view.sorted then
+    p.blobs = freed_blobs(ctx, thread, docs, p) -- (a thread listed in part: by its last call)
+  end
   local done = delete_doomed(ctx, thread, p, not view.sorted)
   out.checkpoints_deleted, out.writes_deleted, out.keys_deleted = done.checkpoints, done.writes, done.keys
+  out.blobs_deleted = done.blobs
   out.delta_ancestors_kept, out.idle = p.spared, p.idle
   if view.sorted then
     out.checkpoints_kept = tagged - done.checkpoints -- an upper bound

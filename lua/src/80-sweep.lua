@@ -66,7 +66,7 @@ local function sweep_state(ctx, rule, opts)
     ctx = ctx, rule = rule, opts = opts,
     before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
     out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
-      checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0 },
+      checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0, blobs_deleted = 0 },
     step = { threads_visited = 0, threads_skipped = 0 },
     seen = {}, details = {}, orphans = sink(ctx.budget), unfinished = false,
   }
@@ -84,16 +84,16 @@ end
 -- under the checkpoint prefix (as the saver's always do) with a string
 -- thread_id is left out, so no other key is ever read.
 local function pointer_threads(ctx, keys)
-  local latest, checkpoints, named, targets, ids = latest_start(ctx), ctx.cp .. ':', {}, {}, {}
+  local latest, checkpoints, pointers, targets, ids = latest_start(ctx), ctx.cp .. ':', {}, {}, {}
   for _, key in ipairs(keys) do
     local target = starts_with(key, latest) and read_pointer(key)
     if target and starts_with(target, checkpoints) then
-      named[#named + 1] = key
+      pointers[#pointers + 1] = key
       targets[#targets + 1] = target
     end
   end
   local values = json_mget(targets, '$.thread_id')
-  for i, key in ipairs(named) do
+  for i, key in ipairs(pointers) do
     if type(values[i]) == 'string' then
       ids[key] = values[i]
     end
@@ -123,7 +123,7 @@ local function count_visit(sw, id, done)
   end
 end
 
--- Prune thread `id` (as stored: EMPTY_ID is thread "") under the sweep's rule.
+-- Prune thread `id` (as stored: the layout's empty_id is thread "") under the sweep's rule.
 -- False when the call must stop before it (its budget is spent and it deleted
 -- something, or the thread failed after a delete: the next call meets it
 -- first); else true and its counts (nil when the index cannot match the id).
@@ -132,7 +132,8 @@ local function visit(sw, id)
   if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
     return false
   end
-  local thread, done = thread_record(id == EMPTY_ID and '' or id), nil
+  local layout = ctx.layout
+  local thread, done = thread_record(id == layout.empty_id and '' or id, layout), nil
   if thread then
     local ok
     ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
@@ -175,7 +176,7 @@ local function sweep_pointer(sw, key, id)
     end
     return true
   end
-  local root = latest_key(ctx, { id = id }, ROOT_NS)
+  local root = latest_key(ctx, { id = id }, ctx.root)
   if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then
     return true -- a thread is visited once, from its root namespace's pointer when it has one
   end

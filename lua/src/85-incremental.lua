@@ -2,8 +2,9 @@
 -- Passes: full and incremental ----------------------------------------------------
 -- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor, record_pass),
 -- the watermark (when the last complete pass of the same rule began) and
--- incremental_steps: the threads that received a checkpoint in the time
--- windows since then, found through the index by checkpoint_ts.
+-- window_steps: the threads that received a checkpoint in the time
+-- windows since then (or, in a layout without latest pointers, before the
+-- pass began: its full pass), found through the index by checkpoint_ts.
 -- Assumes: everything above. checkpoint_ts is the writing client's clock in ms
 -- (a float, stamped before the write reaches Redis); a document without it is
 -- found by full passes only. Watermarks are server time: MARGIN covers the
@@ -32,8 +33,12 @@ local function rule_field(ctx, rule, opts)
   local function given(v)
     return v and ms(v) or '-'
   end
-  return cjson.encode({ ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. given(opts.MAX_AGE),
-    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. ms(margin_of(opts)) })
+  local field = { ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. given(opts.MAX_AGE),
+    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. ms(margin_of(opts)) }
+  if ctx.layout ~= LAYOUTS.python then
+    field[#field + 1] = 'layout ' .. ctx.layout.name -- (python's fields stay as 0.3 wrote them)
+  end
+  return cjson.encode(field)
 end
 
 -- The field of the rule's last full pass.
@@ -58,26 +63,30 @@ local function read_marks(field, now)
 end
 
 -- A pass, as a cursor carries it between calls:
---   kind        'full' (SCAN over the latest pointers) or 'incremental': full
---               when FULL, ORPHANS, no watermark, or FULL_EVERY since the last full one
+--   kind        'full' or 'incremental': full when FULL, ORPHANS, no watermark,
+--               or FULL_EVERY since the last full one. A full pass is a SCAN
+--               over the latest pointers, or in a layout without them (js) the
+--               segments of every checkpoint_ts (as an incremental pass reads
+--               its windows)
 --   field, fp   its watermark field and fingerprint
 --   start       server ms at which it began
 --   unfinished  it passed over a thread it could not finish (or a segment too
 --               dense to read): it records no watermark
 --   scan        (full) the SCAN cursor ("00": inside the first step)
 --   since       (incremental) the watermark less MARGIN
---   lo, width   (incremental) the segment under way: checkpoint_ts in [lo, lo + width)
---   after       (incremental) the last thread of that segment visited, or nil
+--   lo, width   (segments) the segment under way: checkpoint_ts in [lo, lo + width)
+--   after       (segments) the last thread of that segment visited, or nil
 local function begin_pass(ctx, rule, opts)
   local field = rule_field(ctx, rule, opts)
   local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
   local mark, full = read_marks(field, pass.start)
   local due = opts.FULL_EVERY and (not full or full <= pass.start - opts.FULL_EVERY)
-  if mark and not (opts.FULL or opts.ORPHANS or due) then
-    pass.kind, pass.since = 'incremental', mark - margin_of(opts)
-    pass.lo, pass.width = -math.huge, FIRST_WIDTH
+  pass.kind = (mark and not (opts.FULL or opts.ORPHANS or due)) and 'incremental' or 'full'
+  if pass.kind == 'full' and ctx.layout.pointers then
+    pass.scan = '0'
   else
-    pass.kind, pass.scan = 'full', '0'
+    pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
+    pass.lo, pass.width = -math.huge, FIRST_WIDTH
   end
   return pass
 end
@@ -97,7 +106,7 @@ local function check_cursor(pass, opts)
 end
 
 local FULL_CURSOR = '^f:(%x+):(%d+):([01]):(%d+)$'
-local INCREMENTAL_CURSOR = '^i:(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$'
+local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$' -- i: incremental, j: full
 
 -- The pass a cursor continues, or a new one for "0"; refuses a cursor of
 -- another rule, margin or kind of run.
@@ -108,13 +117,18 @@ local function parse_cursor(cursor, ctx, rule, opts)
   local pass = { field = rule_field(ctx, rule, opts) }
   pass.fp = fingerprint(pass.field, opts)
   local fp, start, u, scan = cursor:match(FULL_CURSOR)
-  local from, lo, width, after
+  local letter, from, lo, width, after
   if fp then
     pass.kind, pass.scan = 'full', scan
   else
-    fp, start, from, lo, width, u, after = cursor:match(INCREMENTAL_CURSOR)
-    pass.kind, pass.since, pass.lo, pass.width = 'incremental', tonumber(from), tonumber(lo), tonumber(width)
+    letter, fp, start, from, lo, width, u, after = cursor:match(SEGMENTS_CURSOR)
+    pass.kind = letter == 'i' and 'incremental' or 'full'
+    pass.since = letter == 'i' and tonumber(from) or nil
+    pass.lo, pass.width = tonumber(lo), tonumber(width)
     pass.after = after and after ~= '' and after:sub(2) or nil
+  end
+  if fp and pass.kind == 'full' and (pass.scan ~= nil) ~= (ctx.layout.pointers == true) then
+    fp = nil -- a full pass of the other layout's discovery
   end
   if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
     fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
@@ -132,11 +146,11 @@ local function pass_cursor(pass, done)
     return '0'
   end
   local u = pass.unfinished and '1' or '0'
-  if pass.kind == 'full' then
+  if pass.scan then
     return table.concat({ 'f', pass.fp, ms(pass.start), u, pass.scan == '00' and '0' or pass.scan }, ':')
   end
-  return table.concat({ 'i', pass.fp, ms(pass.start), ms(pass.since), ms(pass.lo), ms(pass.width), u,
-    pass.after and '>' .. pass.after or '' }, ':')
+  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
+    ms(pass.lo), ms(pass.width), u, pass.after and '>' .. pass.after or '' }, ':')
 end
 
 -- Record that `pass` completed: its rule's watermark (and, for a full pass,
@@ -157,8 +171,12 @@ end
 
 -- The windows of checkpoint_ts a pass reads, [lo, hi) in order, overlaps
 -- merged: checkpoints stored since the watermark (less MARGIN); and for each
--- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then.
+-- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then. A
+-- full pass over segments reads every checkpoint stored before it began.
 local function windows(pass, opts)
+  if pass.kind == 'full' then
+    return { { 0, pass.start } }
+  end
   local margin = margin_of(opts)
   local list = { { pass.since, pass.start } }
   for _, age in ipairs({ opts.MAX_AGE or false, opts.IDLE_TTL or false }) do
@@ -186,7 +204,7 @@ end
 
 -- How many checkpoint documents have checkpoint_ts in [lo, hi).
 local function ts_count(ctx, lo, hi)
-  local n = rcall('FT.SEARCH', ctx.cp, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', '0',
+  local n = rcall('FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', '0',
     'TIMEOUT', '0', 'DIALECT', '2')[1]
   ctx.budget.work = ctx.budget.work + 1 + math.floor(n / COUNT_ENTRIES_PER_UNIT)
   return n
@@ -221,7 +239,7 @@ end
 -- [lo, hi), sorted (see before), and how many groups had no id (a document
 -- without a thread_id, or one the index cannot group: full passes only).
 local function ts_threads(ctx, lo, hi, n)
-  local ok, res = pcall(rcall, 'FT.AGGREGATE', ctx.cp, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
+  local ok, res = pcall(rcall, 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
     'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
   if not ok then
     if error_text(res):find('LIMIT exceeds maximum', 1, true) then
@@ -246,11 +264,13 @@ local function ts_threads(ctx, lo, hi, n)
 end
 
 -- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
--- names, when that is the thread's own (by its key and its thread_id); else nil.
+-- names, when that is the thread's own (by its key and its thread_id); else
+-- nil (also in a layout without pointers).
 local function newest_stamp(ctx, id)
   local thread = { id = id }
-  local target = read_pointer(latest_key(ctx, thread, ROOT_NS))
-  if not target or not starts_with(target, checkpoint_prefix(ctx, thread, ROOT_NS)) then
+  local pointer = latest_key(ctx, thread, ctx.root)
+  local target = pointer and read_pointer(pointer)
+  if not target or not starts_with(target, checkpoint_prefix(ctx, thread, ctx.root)) then
     return nil
   end
   local ok, raw = pcall(rcall, 'JSON.GET', target, '$.thread_id', '$.checkpoint_ts')
@@ -317,6 +337,9 @@ end
 -- (pass.after: the last thread passed).
 local function visit_segment(sw, pass, lo, hi, n)
   local b = sw.ctx.budget
+  if n == 0 then
+    return true
+  end
   local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
   if pass.after == nil then
     sw.out.threads_skipped = sw.out.threads_skipped + nameless
@@ -361,7 +384,7 @@ end
 -- Visit the segments of the pass's windows until it is done (true) or the
 -- budget is spent (false: pass.lo, pass.width and pass.after say where). A
 -- call stops once it has visited a thread or finished a segment.
-local function incremental_steps(sw, pass)
+local function window_steps(sw, pass)
   local b = sw.ctx.budget
   sw.windows, sw.newest = windows(pass, sw.opts), {}
   for _, w in ipairs(sw.windows) do

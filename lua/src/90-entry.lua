@@ -9,12 +9,12 @@
 -- replica refuses them.
 
 local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
-  CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string' }
+  CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string', LAYOUT = 'string' }
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string',
-  FULL = 'flag', MARGIN = 'ms', FULL_EVERY = 'ms' }
-local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'threads_visited', 'threads_pruned', 'threads_deleted',
-  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted' }
+  FULL = 'flag', MARGIN = 'ms', FULL_EVERY = 'ms', LAYOUT = 'string' }
+local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'layout', 'threads_visited', 'threads_pruned', 'threads_deleted',
+  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted', 'blobs_deleted' }
 
 --[[
 lgprune_version: the library version, and with BUILD which code this is.
@@ -69,7 +69,7 @@ local function lgprune_thread(_, args)
   local opts = parse_options(args, 3, THREAD_OPTIONS)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
-  local thread = check_thread(args[1])
+  local thread = check_thread(args[1], ctx.layout)
   check_server(ctx)
   return reply(prune_thread(ctx, thread, rule), 'more')
 end
@@ -97,7 +97,7 @@ local function lgprune_many(_, args)
   local ctx = context(opts)
   local threads = {}
   for i = 1, count do
-    threads[i] = check_thread(args[i + 2])
+    threads[i] = check_thread(args[i + 2], ctx.layout)
   end
   check_server(ctx)
   local total = zero_counts()
@@ -204,16 +204,19 @@ local function lgprune_sweep(_, args)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
   ctx.sweep, ctx.details = true, opts.DETAILS == true
+  if opts.ORPHANS and not ctx.layout.pointers then
+    fail('BADARG', 'ORPHANS is for LAYOUT python: a js thread\'s leftovers go with KEEP 0 (lgprune_thread)')
+  end
   local pass = parse_cursor(cursor, ctx, rule, opts)
   check_server(ctx)
   local sw = sweep_state(ctx, rule, opts)
   sw.unfinished = pass.unfinished
   local done
-  if pass.kind == 'full' then
+  if pass.scan then
     pass.scan = sweep_steps(sw, pass.scan)
     done = pass.scan == '0'
   else
-    done = incremental_steps(sw, pass)
+    done = window_steps(sw, pass)
   end
   local out = sw.out
   sw.orphans.flush()
@@ -225,6 +228,7 @@ local function lgprune_sweep(_, args)
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
   out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
   out.since = pass.since and ms(pass.since) or '0'
+  out.layout = ctx.layout.name
   local r = reply(out, nil, SWEEP_FIELDS)
   if opts.DETAILS then
     r[#r + 1] = 'threads'

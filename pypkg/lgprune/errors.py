@@ -42,6 +42,11 @@ class LibraryInstallError(LgpruneError):
     """FUNCTION LOAD was refused (ACL, read-only replica, ...)."""
 
 
+class MixedStoreError(LgpruneError):
+    """Both savers' indexes (Python's and LangGraph.js's) cover the same keys: lgprune cannot
+    tell whose a subgraph checkpoint is, so it prunes neither."""
+
+
 class ReadOnlyServerError(LgpruneError):
     """The server is a read-only replica: prune on the primary."""
 
@@ -52,6 +57,7 @@ CODES: dict[str, type[LgpruneError]] = {
     "BADARG": InvalidArgumentError,
     "NOINDEX": IndexMissingError,
     "NOMODULE": ModulesMissingError,
+    "MIXED": MixedStoreError,
 }
 
 

@@ -212,6 +212,7 @@ class PruningRedisSaver(RedisSaver):
                 client,
                 checkpoint_prefix=self._checkpoint_prefix,
                 checkpoint_write_prefix=self._checkpoint_write_prefix,
+                layout="python",  # the savers it wraps are langgraph-checkpoint-redis's
                 budget=budget,
             )
 
@@ -332,6 +333,7 @@ class AsyncPruningRedisSaver(AsyncRedisSaver):
                 prune_client(client, prune_connections),
                 checkpoint_prefix=self._checkpoint_prefix,
                 checkpoint_write_prefix=self._checkpoint_write_prefix,
+                layout="python",  # the savers it wraps are langgraph-checkpoint-redis's
                 budget=budget,
             )
         self._pruning: dict[str, asyncio.Task[None]] = {}

@@ -28,15 +28,22 @@ Duration = timedelta | float
 Result = PruneResult | SweepResult
 
 
+LAYOUTS = ("python", "js")  # whose keys: langgraph-checkpoint-redis, or LangGraph.js's saver
+
+
 @dataclass(frozen=True)
 class Options:
-    """Where the saver keeps its data, and how much one call may do."""
+    """Where the saver keeps its data, and how much one call may do. `layout`: "python",
+    "js" (LangGraph.js's saver), or None: the one whose index exists."""
 
     checkpoint_prefix: str = "checkpoint"
     checkpoint_write_prefix: str = "checkpoint_write"
     budget: int | None = None
+    layout: str | None = None
 
     def __post_init__(self) -> None:
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise InvalidArgumentError(f"layout must be python, js or None, got {self.layout!r}")
         for name in ("checkpoint_prefix", "checkpoint_write_prefix"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
@@ -53,7 +60,15 @@ class Options:
             args += [option("WRITE_PREFIX"), self.checkpoint_write_prefix]
         if self.budget is not None:
             args += [option("BUDGET"), str(self.budget)]
+        if self.layout is not None:
+            args += [option("LAYOUT"), self.layout]
         return args
+
+    def indexes(self, layout: str) -> tuple[str, str]:
+        """The checkpoint and write index names under `layout` (as a sweep reply names it)."""
+        if layout == "js":
+            return "checkpoints", "checkpoint_writes"
+        return self.checkpoint_prefix, self.checkpoint_write_prefix
 
 
 def check_count(name: str, value: object, *, minimum: int = 0) -> int:

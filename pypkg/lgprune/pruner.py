@@ -25,6 +25,9 @@ class Pruner:
 
     The lgprune library is loaded into the server on first use (or by
     `install()`); every prune runs inside Redis in bounded calls.
+    `layout`: whose keys, "python" (langgraph-checkpoint-redis) or "js"
+    (LangGraph.js's saver); None (default) takes the one whose index exists.
+    A store where both savers index the same keys is refused (MixedStoreError).
     """
 
     def __init__(
@@ -34,9 +37,10 @@ class Pruner:
         checkpoint_prefix: str = "checkpoint",
         checkpoint_write_prefix: str = "checkpoint_write",
         budget: int | None = None,
+        layout: str | None = None,
     ) -> None:
         self.client = client
-        self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget)
+        self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget, layout)
         self._library: str | None = None
         self._installs = 0  # how many times this pruner installed the library
         self._install_lock = threading.Lock()
@@ -139,9 +143,10 @@ class AsyncPruner:
         checkpoint_prefix: str = "checkpoint",
         checkpoint_write_prefix: str = "checkpoint_write",
         budget: int | None = None,
+        layout: str | None = None,
     ) -> None:
         self.client = client
-        self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget)
+        self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget, layout)
         self._library: str | None = None
         self._installs = 0  # how many times this pruner installed the library
         self._install_lock = asyncio.Lock()

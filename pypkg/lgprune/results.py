@@ -39,6 +39,7 @@ class PruneResult:
     keys_deleted: int = 0
     checkpoints_kept: int = 0
     delta_ancestors_kept: int = 0
+    blobs_deleted: int = 0  # LangGraph.js: channel-value blobs no kept checkpoint reads (in keys_deleted)
     calls: int = 0
     dry_run: bool = False  # True: nothing was deleted, the counts say what would go
 
@@ -54,12 +55,13 @@ class PruneResult:
             keys_deleted=self.keys_deleted + fields["keys_deleted"],
             checkpoints_kept=kept,
             delta_ancestors_kept=delta,
+            blobs_deleted=self.blobs_deleted + fields.get("blobs_deleted", 0),
             calls=self.calls + 1,
             dry_run=self.dry_run,
         )
 
 
-SWEEP_STATE = ("cursor", "kind", "since", "unfinished")  # the pass's state, from its last call
+SWEEP_STATE = ("cursor", "kind", "since", "unfinished", "layout")  # the pass's state, from its last call
 SWEEP_COUNTS = tuple(name for name in SWEEP_FIELDS if name not in SWEEP_STATE)  # summed over calls
 
 
@@ -75,6 +77,7 @@ class SweepResult:
     writes_deleted: int = 0
     keys_deleted: int = 0
     orphans_deleted: int = 0
+    blobs_deleted: int = 0  # LangGraph.js: channel-value blobs no kept checkpoint reads (in keys_deleted)
     calls: int = 0
     elapsed: float = 0.0
     cursor: str = "0"
@@ -82,11 +85,12 @@ class SweepResult:
     kind: str = "full"  # "incremental": only threads with checkpoints since `since` were visited
     since: float | None = None  # an incremental pass: the checkpoint_ts it read from (watermark - margin, s)
     unfinished: bool = False  # it passed over something it could not finish: no watermark recorded
+    layout: str = "python"  # whose keys it pruned: "python" (langgraph-checkpoint-redis) or "js"
 
     def plus_call(self, fields: dict[str, Any], elapsed: float) -> SweepResult:
         """This result followed by one more lgprune_sweep reply (its reply_pairs). The
         cursor stays text: "00" (stopped inside the first SCAN step) is not "0" (done)."""
-        counts = {name: getattr(self, name) + int(as_text(fields[name])) for name in SWEEP_COUNTS}
+        counts = {name: getattr(self, name) + int(as_text(fields.get(name, b"0"))) for name in SWEEP_COUNTS}
         # an older library (a benchmark's "against" build) replies without the pass's state
         since = int(as_text(fields.get("since", b"0")))
         return SweepResult(
@@ -98,4 +102,5 @@ class SweepResult:
             kind=as_text(fields.get("kind", b"full")),
             since=since / 1000 if since else None,
             unfinished=as_text(fields.get("unfinished", b"0")) == "1",
+            layout=as_text(fields.get("layout", b"python")),
         )

@@ -95,7 +95,7 @@ def search_keys(reply: Any) -> tuple[int, list[Any]]:
     return 0, []
 
 
-def _own_keys(index: str, thread_id: str, sample: int) -> Steps[tuple[list[Any], float]]:
+def _own_keys(index: str, thread_id: str, sample: int, layout: str) -> Steps[tuple[list[Any], float]]:
     """Up to `sample` keys of documents whose own thread_id is `thread_id` (the tag
     query also finds case variants and comma-joined ids), and the share of the
     tagged entries that are the thread's own."""
@@ -109,7 +109,7 @@ def _own_keys(index: str, thread_id: str, sample: int) -> Steps[tuple[list[Any],
             "PARAMS",
             "2",
             "t",
-            tag_param(thread_id),
+            tag_param(thread_id, commas=layout == "python"),
             "RETURN",
             "1",
             "thread_id",
@@ -127,11 +127,13 @@ def _own_keys(index: str, thread_id: str, sample: int) -> Steps[tuple[list[Any],
     return own[:sample], (len(own) / read if read else 0.0) * hits
 
 
-def _thread_bytes(options: Options, thread_id: str, checkpoints: int, sample: int) -> Steps[int]:
+def _thread_bytes(
+    indexes: tuple[str, str], layout: str, thread_id: str, checkpoints: int, sample: int
+) -> Steps[int]:
     """Estimated memory of one thread: samples of its own checkpoints and writes, extrapolated."""
-    keys, _ = yield from _own_keys(options.checkpoint_prefix, thread_id, sample)
+    keys, _ = yield from _own_keys(indexes[0], thread_id, sample, layout)
     total = (yield from _average_bytes(keys)) * checkpoints
-    keys, writes = yield from _own_keys(options.checkpoint_write_prefix, thread_id, sample)
+    keys, writes = yield from _own_keys(indexes[1], thread_id, sample, layout)
     total += (yield from _average_bytes(keys)) * writes
     return int(total)
 
@@ -166,7 +168,7 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
     args = [str(keep), *options.arguments(), option("DRY_RUN"), option("DETAILS"), option("FULL")]
     per_thread: dict[str, tuple[int, int, int]] = {}
     inexact: set[str] = set()
-    cursor, calls = "0", 0
+    cursor, calls, layout = "0", 0, "python"
     while True:
         reply = reply_pairs((yield from fcall_steps("lgprune_sweep", [cursor, *args])))
         calls += 1
@@ -175,11 +177,12 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
             per_thread[thread_id] = (int(entry[1]), int(entry[2]), int(entry[3]))
             if len(entry) > 4 and int(entry[4]) == 0:
                 inexact.add(thread_id)
-        cursor = as_text(reply["cursor"])
+        cursor, layout = as_text(reply["cursor"]), as_text(reply.get("layout", b"python"))
         if cursor == "0":
             break
+    indexes = options.indexes(layout)
     counts = {}
-    for index in (options.checkpoint_prefix, options.checkpoint_write_prefix):
+    for index in indexes:
         info = reply_pairs(_index_info((yield ("FT.INFO", index)), index))
         counts[index] = int(float(as_text(info["num_docs"])))
     keys = int(_answer((yield ("DBSIZE",))))
@@ -195,7 +198,7 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
     top_stats = []
     per_checkpoint = []
     for rank, (thread_id, (n, _, _)) in enumerate(biggest[: max(top, ESTIMATE_THREADS)]):
-        size = yield from _thread_bytes(options, thread_id, n, sample)
+        size = yield from _thread_bytes(indexes, layout, thread_id, n, sample)
         if rank < top:
             top_stats.append(ThreadStats(thread_id, n, size, exact=thread_id not in inexact))
         if n and rank < ESTIMATE_THREADS:  # the same sample for any `top`
@@ -204,8 +207,8 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
     average = sum(per_checkpoint) / len(per_checkpoint) if per_checkpoint else 0.0
     return Stats(
         threads=len(per_thread),
-        checkpoints=counts[options.checkpoint_prefix],
-        writes=counts[options.checkpoint_write_prefix],
+        checkpoints=counts[indexes[0]],
+        writes=counts[indexes[1]],
         keys=keys,
         histogram=histogram,
         top=top_stats,

@@ -10,14 +10,18 @@ from __future__ import annotations
 from lgprune.facts import EMPTY_ID
 
 
-def indexed_tag(thread_id: str) -> str:
-    """The TAG value that finds a stored thread id: "" when the index holds none."""
-    stored = thread_id or EMPTY_ID
+def indexed_tag(thread_id: str, *, commas: bool = True) -> str:
+    """The TAG value that finds a stored thread id: "" when the index holds none.
+    `commas`: the index splits values at commas (the Python saver's; LangGraph.js's does not,
+    and stores no empty thread id)."""
+    stored = thread_id or (EMPTY_ID if commas else "")
     indexed = stored.split("\x00", 1)[0]
+    if not commas:
+        return indexed
     return max((piece.strip(" \t\n\r\x0b\x0c") for piece in indexed.split(",")), key=len)
 
 
-def tag_param(thread_id: str) -> str:
+def tag_param(thread_id: str, *, commas: bool = True) -> str:
     """`indexed_tag` as a query parameter: parameter values are unescaped, so
     backslashes are doubled."""
-    return indexed_tag(thread_id).replace("\\", "\\\\")
+    return indexed_tag(thread_id, commas=commas).replace("\\", "\\\\")

@@ -14,6 +14,7 @@ import typer
 from lgprune.durations import parse_duration
 from lgprune.errors import InvalidArgumentError, LgpruneError
 from lgprune.facts import MIN_BUDGET
+from lgprune.protocol import LAYOUTS
 from lgprune.pruner import Pruner
 from lgprune.urls import check_database, masked_url, redact
 
@@ -35,6 +36,8 @@ FLAG_NAMES = {
     "idle_ttl": "--idle-ttl",
     "GRACE": "--grace",
     "grace": "--grace",
+    "LAYOUT": "--layout",
+    "layout": "--layout",
 }
 FLAG_PATTERN = re.compile(r"(?<![-\w])(" + "|".join(FLAG_NAMES) + r")\b")
 
@@ -58,6 +61,25 @@ CheckpointPrefix = Annotated[
 ]
 WritePrefix = Annotated[
     str, typer.Option(callback=_nonempty, help="The saver's checkpoint_write_prefix (its index name).")
+]
+
+
+def _layout(value: str | None) -> str | None:
+    if value is not None and value not in LAYOUTS:
+        raise typer.BadParameter(f"must be {' or '.join(LAYOUTS)}, got {value!r}")
+    return value
+
+
+Layout = Annotated[
+    str | None,
+    typer.Option(
+        "--layout",
+        callback=_layout,
+        metavar="python|js",
+        help="Whose keys: python (langgraph-checkpoint-redis) or js (LangGraph.js's saver) "
+        "(default: the one whose index exists).",
+        show_default=False,
+    ),
 ]
 Budget = Annotated[
     int | None,
@@ -116,12 +138,15 @@ def client(url: str | None, connect: Callable[[str], T], *, any_database: bool =
     return made
 
 
-def pruner(url: str | None, checkpoint_prefix: str, write_prefix: str, budget: int | None) -> Pruner:
+def pruner(
+    url: str | None, checkpoint_prefix: str, write_prefix: str, budget: int | None, layout: str | None = None
+) -> Pruner:
     return Pruner(
         client(url, redis.Redis.from_url),
         checkpoint_prefix=checkpoint_prefix,
         checkpoint_write_prefix=write_prefix,
         budget=budget,
+        layout=layout,
     )
 
 

@@ -14,6 +14,7 @@ from lgprune.cli.common import (
     CheckpointPrefix,
     DryRun,
     Keep,
+    Layout,
     Url,
     WritePrefix,
     errors,
@@ -47,10 +48,13 @@ def prune(
     checkpoint_prefix: CheckpointPrefix = "checkpoint",
     write_prefix: WritePrefix = "checkpoint_write",
     budget: Budget = None,
+    layout: Layout = None,
 ) -> None:
     """Keep the newest KEEP checkpoints per namespace of one thread; delete the rest."""
     with errors():
-        result = pruner(url, checkpoint_prefix, write_prefix, budget).prune(thread_id, keep, dry_run=dry_run)
+        result = pruner(url, checkpoint_prefix, write_prefix, budget, layout).prune(
+            thread_id, keep, dry_run=dry_run
+        )
     if as_json:
         typer.echo(json.dumps({"thread_id": thread_id, **dataclasses.asdict(result)}))
     else:

@@ -18,6 +18,7 @@ from lgprune.cli.common import (
     FullEvery,
     Grace,
     IdleTtl,
+    Layout,
     Margin,
     MaxAge,
     Orphans,
@@ -129,6 +130,7 @@ def serve(
     ] = 300.0,
     checkpoint_prefix: CheckpointPrefix = "checkpoint",
     write_prefix: WritePrefix = "checkpoint_write",
+    layout: Layout = None,
 ) -> None:
     """Serve the HTTP API (prune, sweep, stats), Prometheus /metrics and a status page at /.
     Needs `pip install 'lgprune[serve]'`. SIGTERM/SIGINT finish the current call, then stop."""
@@ -163,6 +165,7 @@ def serve(
             redis.asyncio.Redis(connection_pool=pool),
             checkpoint_prefix=checkpoint_prefix,
             checkpoint_write_prefix=write_prefix,
+            layout=layout,
         )
         web = create_app(
             pruner,

@@ -32,6 +32,7 @@ from lgprune.cli.common import (
     Grace,
     IdleTtl,
     Keep,
+    Layout,
     Margin,
     MaxAge,
     Orphans,
@@ -216,6 +217,7 @@ def sweep(
     ] = None,
     checkpoint_prefix: CheckpointPrefix = "checkpoint",
     write_prefix: WritePrefix = "checkpoint_write",
+    layout: Layout = None,
 ) -> None:
     """Prune every thread in bounded server calls. --idle-ttl 30d deletes threads idle that long;
     --max-age 7d drops checkpoints older than that but keeps the newest --keep; --every 1h repeats
@@ -225,7 +227,7 @@ def sweep(
     with errors():
         plan = SweepPlan(keep, idle_ttl, max_age, orphans, grace, dry_run, full, margin, full_every)
         run = SweepRun(
-            pruner(url, checkpoint_prefix, write_prefix, budget),
+            pruner(url, checkpoint_prefix, write_prefix, budget, layout),
             plan,
             as_json,
             every,
@@ -255,11 +257,12 @@ def stats(
     as_json: AsJson = False,
     checkpoint_prefix: CheckpointPrefix = "checkpoint",
     write_prefix: WritePrefix = "checkpoint_write",
+    layout: Layout = None,
 ) -> None:
     """Threads, checkpoints, writes and keys; checkpoints per thread; the biggest threads; what a
     sweep with --keep would free (read-only). The totals do not depend on --top."""
     with errors():
-        result = pruner(url, checkpoint_prefix, write_prefix, None).stats(keep, top=top)
+        result = pruner(url, checkpoint_prefix, write_prefix, None, layout).stats(keep, top=top)
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(result)))
         return

@@ -1,0 +1,95 @@
+
+-- Blobs (LangGraph.js) --------------------------------------------------------------
+-- Provides: freed_blobs, the channel-value blobs of a thread that no checkpoint
+-- left by a plan references.
+-- Assumes: keys, search, plan. Reads only (before the thread's first delete).
+--
+-- The js saver stores the values of the channels a step changed in blobs,
+-- checkpoint_blob:<thread>:<ns>:<channel>:<version> (documents naming the
+-- thread, namespace, channel, version and the checkpoint that wrote them),
+-- and reads a checkpoint back by the blob keys its channel_versions name:
+-- one blob serves every later checkpoint until its channel changes again, so
+-- it cannot go with the checkpoint that wrote it.
+
+local BLOB_FIELDS = { fields = { 'thread_id', 'checkpoint_ns', 'checkpoint_id', 'channel', 'version' } }
+local MAX_EXACT = 2 ^ 53 -- below this a JavaScript number is a whole number, spelt in decimal
+
+-- A channel version as the js saver spells it in a blob key (`${version}`):
+-- a string as it is, a whole number below 2^53 in decimal; nil for any other
+-- number (its JavaScript spelling is not certain here).
+local function version_text(v)
+  if type(v) == 'string' then
+    return v
+  end
+  if type(v) == 'number' and v == math.floor(v) and math.abs(v) < MAX_EXACT then
+    return string.format('%d', v)
+  end
+  return nil
+end
+
+-- The blob keys that the checkpoints `kept` read back (every channel of their
+-- channel_versions, stored inline or not), and the namespaces where one of
+-- them cannot be read or spelt: all their blobs stay.
+local function blob_refs(ctx, thread, kept)
+  local keys = {}
+  for i, d in ipairs(kept) do
+    keys[i] = d.key
+  end
+  local versions = json_mget(keys, '$.checkpoint.channel_versions')
+  local refs, unsure = {}, {}
+  for i, d in ipairs(kept) do
+    if type(versions[i]) ~= 'table' then
+      unsure[d.ns] = true
+    else
+      for channel, version in pairs(versions[i]) do
+        local text = version_text(version)
+        if text then
+          refs[blob_key(ctx, thread, d.ns, channel, text)] = true
+        else
+          unsure[d.ns] = true
+        end
+      end
+    end
+  end
+  return refs, unsure
+end
+
+-- The blobs of a thread listed whole (`docs`) that plan p frees: found
+-- through the blobs index, each confirmed by its own fields to be the key the
+-- saver reads for its thread, namespace, channel and version; it goes when
+-- no checkpoint left (docs less p.doomed) references it, and the checkpoint
+-- that wrote it is not one being stored now (the saver stores blobs before
+-- their checkpoint): one listed, or older than its namespace's newest listed
+-- checkpoint, or than DEFAULT_GRACE_MS. Reads at most reads_left entries.
+-- Returns { keys, cut }: cut when the thread has more blobs than the answer held.
+local function freed_blobs(ctx, thread, docs, p)
+  local doomed, kept, newest, listed = {}, {}, {}, {}
+  for _, d in ipairs(p.doomed) do
+    doomed[d.key] = true
+  end
+  for _, d in ipairs(docs) do
+    if not doomed[d.key] then
+      kept[#kept + 1] = d
+    end
+    if not newest[d.ns] or d.id > newest[d.ns] then
+      newest[d.ns] = d.id
+    end
+    listed[d.ns] = listed[d.ns] or {}
+    listed[d.ns][d.id] = true
+  end
+  local refs, unsure = blob_refs(ctx, thread, kept)
+  local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
+    math.min(reads_left(ctx.budget), ctx.cap), BLOB_FIELDS)
+  local before, keys = now_ms() - DEFAULT_GRACE_MS, {}
+  for i = 2, #res, 2 do
+    local key, f = res[i], named(res[i + 1])
+    local ns = f.checkpoint_ns == ROOT_NS and ctx.root or f.checkpoint_ns
+    local writer = f.checkpoint_id
+    if f.thread_id == thread.id and ns and not unsure[ns] and f.channel and f.version and writer
+      and key == blob_key(ctx, thread, ns, f.channel, f.version) and not refs[key]
+      and ((newest[ns] and (writer < newest[ns] or listed[ns][writer])) or older(writer, before)) then
+      keys[#keys + 1] = key
+    end
+  end
+  return { keys = keys, cut = res[1] > (#res - 1) / 2 }
+end
