@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from hypothesis import settings
+from jsaver import js_saver  # noqa: F401  (a fixture: LangGraph.js's saver can run here)
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import Pruner

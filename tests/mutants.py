@@ -49,6 +49,8 @@ ERRORS = "tests/test_errors.py::"
 CONTRACT = "tests/test_error_contract.py::"
 LEFTOVERS = "tests/test_leftovers.py::"
 INCREMENTAL = "tests/test_incremental.py::"
+JS = "tests/test_js_layout.py::"
+JS_READ_BACK = JS + "test_a_prune_keeps_the_newest_and_the_js_saver_reads_them_back"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,71 @@ class Mutant:
 
 
 MUTANTS = [
+    # LangGraph.js stores (LAYOUT js)
+    Mutant(
+        "js-blob-references",
+        "a blob a checkpoint left reads back stays (channel_versions are its references)",
+        "55-blobs.lua",
+        "          refs[blob_key(ctx, thread, d.ns, channel, text)] = true\n",
+        "          refs[blob_key(ctx, thread, d.ns, channel, text) .. '?'] = true\n",
+        (JS_READ_BACK + "[wang1]",),
+    ),
+    Mutant(
+        "js-blob-in-flight",
+        "a blob whose writer is not listed and is newer than the namespace's newest stays",
+        "55-blobs.lua",
+        "and ((newest[ns] and (writer < newest[ns] or listed[ns][writer])) or older(writer, before)) then",
+        "then",
+        (JS + "test_a_blob_being_stored_stays_and_a_stale_one_goes",),
+    ),
+    Mutant(
+        "js-blob-own-key",
+        "a blob goes only when its fields spell its own key",
+        "55-blobs.lua",
+        "      and key == blob_key(ctx, thread, ns, f.channel, f.version) and not refs[key]\n",
+        "      and not refs[key]\n",
+        (JS + "test_a_blob_being_stored_stays_and_a_stale_one_goes",),
+    ),
+    Mutant(
+        "js-blob-unsure-version",
+        "a version lgprune cannot spell as JavaScript does keeps its namespace's blobs",
+        "55-blobs.lua",
+        "  if type(v) == 'number' and v == math.floor(v) and math.abs(v) < MAX_EXACT then\n",
+        "  if type(v) == 'number' then\n",
+        (JS + "test_an_unspellable_version_keeps_the_blobs",),
+    ),
+    Mutant(
+        "js-blobs-after-all-checkpoints",
+        "blobs are judged only in the call that takes every doomed checkpoint",
+        "60-delete.lua",
+        "  if not more and p.blobs then\n",
+        "  if p.blobs then\n",
+        (JS + "test_small_budgets_end_where_one_call_does",),
+    ),
+    Mutant(
+        "js-no-comma-split",
+        "a js TAG value is the whole id (no comma split)",
+        "20-keys.lua",
+        "  if not commas then\n    return thread_id:match('^[^%z]*')\n  end\n",
+        "",
+        (JS_READ_BACK + "[a,b]",),
+    ),
+    Mutant(
+        "js-root-key",
+        "js keys spell the root namespace ''",
+        "20-keys.lua",
+        "wp_index = 'checkpoint_writes', root = '',",
+        "wp_index = 'checkpoint_writes', root = ROOT_NS,",
+        (JS_READ_BACK + "[wang1]",),
+    ),
+    Mutant(
+        "js-mixed-store",
+        "a store both savers index is refused",
+        "20-keys.lua",
+        "  if js and python then\n",
+        "  if false then\n",
+        (JS + "test_a_store_both_savers_index_is_refused_and_untouched",),
+    ),
     # What is kept
     Mutant(
         "keep-count",
@@ -682,11 +749,14 @@ class CheckError(Exception):
 
 def copy_repo(dest: Path) -> None:
     """The parts of the repo a test run needs, the package's `lua` symlink kept relative."""
-    ignore = shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache")
+    ignore = shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache", "node_modules")
     for tree in COPIED_TREES:
         shutil.copytree(ROOT / tree, dest / tree, symlinks=True, ignore=ignore)
     for name in COPIED_FILES:
         shutil.copy2(ROOT / name, dest / name)
+    packages = ROOT / "tests" / "js" / "node_modules"  # LangGraph.js's saver: read only, so shared
+    if packages.exists():
+        (dest / "tests" / "js" / "node_modules").symlink_to(packages)
 
 
 def build(copy: Path) -> str:

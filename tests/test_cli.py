@@ -102,6 +102,8 @@ def test_redis_cli_alone_prunes_one_thread(redis_url: str, r: redis.Redis, saver
         "5",
         "delta_ancestors_kept",
         "0",
+        "blobs_deleted",
+        "0",
         "more",
         "0",
     ]
