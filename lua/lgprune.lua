@@ -91,6 +91,7 @@ local ERROR_CODES = {
   'BADDATA', -- a stored document lgprune cannot read
   'PARTIAL', -- a search answered partially (a timeout?): try again
   'MIXED', -- both savers' indexes cover the same keys: whose a key is cannot be told
+  'NOPERM', -- the ACL lets this user read a key the prune must delete, but not delete it
 }
 -- An error reply means the call deleted nothing (see entry and guard).
 
@@ -1380,8 +1381,9 @@ end
 -- no checkpoint left (docs less p.doomed) references it, and the checkpoint
 -- that wrote it is not one being stored now (the saver stores blobs before
 -- their checkpoint): one listed, or older than its namespace's newest listed
--- checkpoint, or than DEFAULT_GRACE_MS. Reads at most reads_left entries.
--- Returns { keys, cut }: cut when the thread has more blobs than the answer held.
+-- checkpoint, or than DEFAULT_GRACE_MS. Reads up to 2 * reads_left entries
+-- (as the writes do; a case variant's blobs are among them). Returns { keys,
+-- cut }: cut when entries were left unread.
 local function freed_blobs(ctx, thread, docs, p)
   local doomed, kept, newest, listed = {}, {}, {}, {}
   for _, d in ipairs(p.doomed) do
@@ -1399,7 +1401,7 @@ local function freed_blobs(ctx, thread, docs, p)
   end
   local refs, unsure = blob_refs(ctx, thread, kept)
   local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
-    math.min(reads_left(ctx.budget), ctx.cap), BLOB_FIELDS)
+    math.min(2 * reads_left(ctx.budget), ctx.cap), BLOB_FIELDS)
   local before, keys = now_ms() - DEFAULT_GRACE_MS, {}
   for i = 2, #res, 2 do
     local key, f = res[i], named(res[i + 1])
@@ -1511,6 +1513,18 @@ local function sink(b)
   end
   function self.add(key)
     self.pending[#self.pending + 1] = key
+  end
+  -- Fail (NOPERM) unless this user may UNLINK every pending key: checked for
+  -- every sink before the first flushes, an ACL that lets the user read a key
+  -- but not delete it fails the thread before its first delete.
+  function self.check()
+    local p = self.pending
+    for first, last in batches(b.dry and 0 or #p, BATCH) do
+      if not redis.acl_check_cmd('UNLINK', unpack(p, first, last)) then
+        fail('NOPERM', 'this user may not delete ' .. show(p[first]) .. ' or a key beside it, which the prune '
+          .. 'must delete: grant it the keys in the README\'s ACL; nothing was deleted')
+      end
+    end
   end
   return self
 end
@@ -1671,7 +1685,8 @@ end
 
 -- Take the freed blobs (see freed_blobs) into their sink as far as del.left
 -- allows: false when some are left for the next call (those that did not
--- fit, or, when this call took some, those the answer did not hold).
+-- fit, or, when this call took some, those not read: a call that read its
+-- fill of blobs and freed none would free none next time either).
 local function take_blobs(del, blobs)
   local n = math.min(#blobs.keys, del.left)
   for i = 1, n do
@@ -1722,16 +1737,21 @@ local function delete_doomed(ctx, thread, p, whole)
   local trimmed
   doomed, trimmed = affordable(del, doomed)
   del.owners = write_owners(ctx, thread, doomed)
-  local found = whole and all_writes(del, doomed) or nil
+  local found, dropped = whole and all_writes(del, doomed) or nil, 0
   if not found then
+    local all = #doomed
     doomed = findable(ctx, doomed)
+    dropped = all - #doomed
   end
   local more = take_all(del, doomed, found) or trimmed
   if not more and p.leftovers then
     more = not take_leftovers(del, p.leftovers)
   end
-  if not more and p.blobs then
+  if not more and p.blobs and dropped == 0 then -- (a checkpoint kept unseen keeps its blobs)
     more = not take_blobs(del, p.blobs)
+  end
+  for _, s in ipairs({ del.writes, del.others, del.blobs, del.ckpts }) do
+    s.check()
   end
   del.writes.flush()
   del.others.flush()
@@ -2203,6 +2223,7 @@ end
 
 local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
 local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
+local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
 local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least) ...
 local MAX_SEGMENT = 4000 -- ... and at most this many; a 1 ms segment holding more is passed over
 local COUNT_ENTRIES_PER_UNIT = 100 -- a count costs 1 budget unit per this many entries
@@ -2277,7 +2298,8 @@ local function begin_pass(ctx, rule, opts)
     pass.scan = '0'
   else
     pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
-    pass.lo, pass.width = -math.huge, FIRST_WIDTH
+    -- a full one first counts all of [-MAX_STAMP, MAX_STAMP) and narrows from there
+    pass.lo, pass.width = -math.huge, pass.since and FIRST_WIDTH or MAX_STAMP
   end
   return pass
 end
@@ -2363,10 +2385,11 @@ end
 -- The windows of checkpoint_ts a pass reads, [lo, hi) in order, overlaps
 -- merged: checkpoints stored since the watermark (less MARGIN); and for each
 -- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then. A
--- full pass over segments reads every checkpoint stored before it began.
+-- full pass over segments reads every checkpoint_ts there can be (a writer's
+-- clock may run ahead of the server's).
 local function windows(pass, opts)
   if pass.kind == 'full' then
-    return { { 0, pass.start } }
+    return { { -MAX_STAMP, MAX_STAMP } }
   end
   local margin = margin_of(opts)
   local list = { { pass.since, pass.start } }
@@ -2567,7 +2590,7 @@ local function segment_step(sw, pass, w)
   end
   pass.lo, pass.after, sw.moved = hi, nil, true
   if few then
-    pass.width = math.min(pass.width * 2, 2 ^ 40)
+    pass.width = math.min(pass.width * 2, MAX_STAMP)
   end
   return true
 end

@@ -102,8 +102,8 @@ MUTANTS = [
         "js-blobs-after-all-checkpoints",
         "blobs are judged only in the call that takes every doomed checkpoint",
         "60-delete.lua",
-        "  if not more and p.blobs then\n",
-        "  if p.blobs then\n",
+        "  if not more and p.blobs and dropped == 0 then",
+        "  if p.blobs and dropped == 0 then",
         (JS + "test_small_budgets_end_where_one_call_does",),
     ),
     Mutant(
@@ -121,6 +121,22 @@ MUTANTS = [
         "wp_index = 'checkpoint_writes', root = '',",
         "wp_index = 'checkpoint_writes', root = ROOT_NS,",
         (JS_READ_BACK + "[wang1]",),
+    ),
+    Mutant(
+        "delete-rights-first",
+        "every key a prune deletes is checked against the ACL before its first delete",
+        "60-delete.lua",
+        "  for _, s in ipairs({ del.writes, del.others, del.blobs, del.ckpts }) do\n    s.check()\n  end\n",
+        "",
+        (JS + "test_the_readmes_runtime_user_prunes_js_and_a_user_who_may_not_delete_blobs_deletes_nothing",),
+    ),
+    Mutant(
+        "js-full-window",
+        "a full pass over segments reads every checkpoint_ts, a clock ahead's too",
+        "85-incremental.lua",
+        "    return { { -MAX_STAMP, MAX_STAMP } }\n",
+        "    return { { 0, pass.start } }\n",
+        (JS + "test_a_full_js_sweep_finds_a_thread_stamped_by_a_clock_far_ahead",),
     ),
     Mutant(
         "js-mixed-store",

@@ -14,11 +14,12 @@ import pytest
 import redis
 from jsaver import JS_DIR, dumps, read, unreferenced_blobs, version_text, write
 from langgraph.checkpoint.redis import RedisSaver
+from test_acl import readme_acl
 from typer.testing import CliRunner
 
 from lgprune import Pruner
 from lgprune.cli import app
-from lgprune.errors import IndexMissingError, InvalidArgumentError, MixedStoreError
+from lgprune.errors import IndexMissingError, InvalidArgumentError, LgpruneError, MixedStoreError
 
 pytestmark = pytest.mark.usefixtures("js_saver")
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -128,12 +129,18 @@ def blobs_read_back(r: redis.Redis, thread: str) -> set[str]:
 
 
 def test_small_budgets_end_where_one_call_does(r: redis.Redis, redis_url: str, store: dict[str, Any]) -> None:
-    stored = {k for k in blobs_read_back(r, "wang1") if r.exists(k)}
+    # a checkpoint that goes in a later call reads the thread's first blob back (as a fork of an
+    # early checkpoint would): one call must not take that blob before the checkpoint. (Thread
+    # "a": no case variant, so one call lists it whole and judges its blobs.)
+    late = sorted(root_ids(store["a"]))[7]
+    r.json().set(f"checkpoint:a::{late}", "$.checkpoint.channel_versions.__start__", 1)
+    stored = {k for k in blobs_read_back(r, "a") if r.exists(k)}
+    assert "checkpoint_blob:a::__start__:1" in stored
     Pruner(r).install()
-    first = r.fcall("lgprune_thread", 0, "wang1", "1", "BUDGET", "10")
+    first = r.fcall("lgprune_thread", 0, "a", "1", "BUDGET", "15")  # (leaves keys unspent)
     assert first[-2:] == [b"more", 1]
     # a call that leaves doomed checkpoints for the next one leaves every blob they read back
-    assert all(r.exists(k) for k in blobs_read_back(r, "wang1") & stored)
+    assert all(r.exists(k) for k in blobs_read_back(r, "a") & stored)
     result = Pruner(r, budget=10).prune("wang1", 1)
     assert result.calls > 1
     assert_kept_exactly(store["wang1"], read(redis_url, ["wang1"])["wang1"], 1)
@@ -282,3 +289,41 @@ def test_the_readmes_redis_cli_loop_sweeps_a_js_store(
     for t in IDS:
         assert_kept_exactly(store[t], after[t], 2)
         assert unreferenced_blobs(r, t) == []
+
+
+def test_the_readmes_runtime_user_prunes_js_and_a_user_who_may_not_delete_blobs_deletes_nothing(
+    r: redis.Redis, redis_url: str, store: dict[str, Any]
+) -> None:
+    Pruner(r).install()
+    host, port = r.connection_pool.connection_kwargs["host"], r.connection_pool.connection_kwargs["port"]
+    rules = [rule.replace("<password>", "s3cret") for rule in readme_acl("lgprune")]
+    # the same user, but blobs read-only: a prune must fail before its first delete
+    read_only = ["%R" + rule if rule == "~checkpoint_blob:*" else rule for rule in rules]
+    assert read_only != rules
+    r.execute_command("ACL", "SETUSER", "blobs-ro", "reset", *read_only)
+    r.execute_command("ACL", "SETUSER", "lgprune", "reset", *rules)
+    try:
+        keys = dumps(r)
+        with redis.Redis(host=host, port=port, username="blobs-ro", password="s3cret") as client:
+            with pytest.raises(LgpruneError, match="may not delete"):
+                Pruner(client).prune("wang1", 1)
+            with pytest.raises(LgpruneError, match="may not delete"):
+                Pruner(client).sweep(1)
+        assert dumps(r) == keys
+        with redis.Redis(host=host, port=port, username="lgprune", password="s3cret") as client:
+            assert Pruner(client).sweep(2).threads_pruned == len(IDS)
+        after = read(redis_url, IDS)
+        for t in IDS:
+            assert_kept_exactly(store[t], after[t], 2)
+    finally:
+        r.execute_command("ACL", "DELUSER", "blobs-ro", "lgprune")
+
+
+def test_a_full_js_sweep_finds_a_thread_stamped_by_a_clock_far_ahead(
+    r: redis.Redis, redis_url: str, store: dict[str, Any]
+) -> None:
+    ahead = 10 * 365 * 86400 * 1000
+    for key in r.scan_iter(match="checkpoint:user::*"):
+        r.json().numincrby(key.decode(), "$.checkpoint_ts", ahead)
+    assert Pruner(r).sweep(2).threads_pruned == len(IDS)
+    assert root_ids(read(redis_url, ["user"])["user"]) == root_ids(store["user"])[:2]

@@ -26,6 +26,7 @@ local ERROR_CODES = {
   'BADDATA', -- a stored document lgprune cannot read
   'PARTIAL', -- a search answered partially (a timeout?): try again
   'MIXED', -- both savers' indexes cover the same keys: whose a key is cannot be told
+  'NOPERM', -- the ACL lets this user read a key the prune must delete, but not delete it
 }
 -- An error reply means the call deleted nothing (see entry and guard).
 

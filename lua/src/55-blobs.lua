@@ -60,8 +60,9 @@ end
 -- no checkpoint left (docs less p.doomed) references it, and the checkpoint
 -- that wrote it is not one being stored now (the saver stores blobs before
 -- their checkpoint): one listed, or older than its namespace's newest listed
--- checkpoint, or than DEFAULT_GRACE_MS. Reads at most reads_left entries.
--- Returns { keys, cut }: cut when the thread has more blobs than the answer held.
+-- checkpoint, or than DEFAULT_GRACE_MS. Reads up to 2 * reads_left entries
+-- (as the writes do; a case variant's blobs are among them). Returns { keys,
+-- cut }: cut when entries were left unread.
 local function freed_blobs(ctx, thread, docs, p)
   local doomed, kept, newest, listed = {}, {}, {}, {}
   for _, d in ipairs(p.doomed) do
@@ -79,7 +80,7 @@ local function freed_blobs(ctx, thread, docs, p)
   end
   local refs, unsure = blob_refs(ctx, thread, kept)
   local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
-    math.min(reads_left(ctx.budget), ctx.cap), BLOB_FIELDS)
+    math.min(2 * reads_left(ctx.budget), ctx.cap), BLOB_FIELDS)
   local before, keys = now_ms() - DEFAULT_GRACE_MS, {}
   for i = 2, #res, 2 do
     local key, f = res[i], named(res[i + 1])

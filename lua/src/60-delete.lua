@@ -97,6 +97,18 @@ local function sink(b)
   function self.add(key)
     self.pending[#self.pending + 1] = key
   end
+  -- Fail (NOPERM) unless this user may UNLINK every pending key: checked for
+  -- every sink before the first flushes, an ACL that lets the user read a key
+  -- but not delete it fails the thread before its first delete.
+  function self.check()
+    local p = self.pending
+    for first, last in batches(b.dry and 0 or #p, BATCH) do
+      if not redis.acl_check_cmd('UNLINK', unpack(p, first, last)) then
+        fail('NOPERM', 'this user may not delete ' .. show(p[first]) .. ' or a key beside it, which the prune '
+          .. 'must delete: grant it the keys in the README\'s ACL; nothing was deleted')
+      end
+    end
+  end
   return self
 end
 
@@ -256,7 +268,8 @@ end
 
 -- Take the freed blobs (see freed_blobs) into their sink as far as del.left
 -- allows: false when some are left for the next call (those that did not
--- fit, or, when this call took some, those the answer did not hold).
+-- fit, or, when this call took some, those not read: a call that read its
+-- fill of blobs and freed none would free none next time either).
 local function take_blobs(del, blobs)
   local n = math.min(#blobs.keys, del.left)
   for i = 1, n do
@@ -307,16 +320,21 @@ local function delete_doomed(ctx, thread, p, whole)
   local trimmed
   doomed, trimmed = affordable(del, doomed)
   del.owners = write_owners(ctx, thread, doomed)
-  local found = whole and all_writes(del, doomed) or nil
+  local found, dropped = whole and all_writes(del, doomed) or nil, 0
   if not found then
+    local all = #doomed
     doomed = findable(ctx, doomed)
+    dropped = all - #doomed
   end
   local more = take_all(del, doomed, found) or trimmed
   if not more and p.leftovers then
     more = not take_leftovers(del, p.leftovers)
   end
-  if not more and p.blobs then
+  if not more and p.blobs and dropped == 0 then -- (a checkpoint kept unseen keeps its blobs)
     more = not take_blobs(del, p.blobs)
+  end
+  for _, s in ipairs({ del.writes, del.others, del.blobs, del.ckpts }) do
+    s.check()
   end
   del.writes.flush()
   del.others.flush()

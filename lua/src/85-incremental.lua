@@ -12,6 +12,7 @@
 
 local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
 local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
+local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
 local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least) ...
 local MAX_SEGMENT = 4000 -- ... and at most this many; a 1 ms segment holding more is passed over
 local COUNT_ENTRIES_PER_UNIT = 100 -- a count costs 1 budget unit per this many entries
@@ -86,7 +87,8 @@ local function begin_pass(ctx, rule, opts)
     pass.scan = '0'
   else
     pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
-    pass.lo, pass.width = -math.huge, FIRST_WIDTH
+    -- a full one first counts all of [-MAX_STAMP, MAX_STAMP) and narrows from there
+    pass.lo, pass.width = -math.huge, pass.since and FIRST_WIDTH or MAX_STAMP
   end
   return pass
 end
@@ -172,10 +174,11 @@ end
 -- The windows of checkpoint_ts a pass reads, [lo, hi) in order, overlaps
 -- merged: checkpoints stored since the watermark (less MARGIN); and for each
 -- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then. A
--- full pass over segments reads every checkpoint stored before it began.
+-- full pass over segments reads every checkpoint_ts there can be (a writer's
+-- clock may run ahead of the server's).
 local function windows(pass, opts)
   if pass.kind == 'full' then
-    return { { 0, pass.start } }
+    return { { -MAX_STAMP, MAX_STAMP } }
   end
   local margin = margin_of(opts)
   local list = { { pass.since, pass.start } }
@@ -376,7 +379,7 @@ local function segment_step(sw, pass, w)
   end
   pass.lo, pass.after, sw.moved = hi, nil, true
   if few then
-    pass.width = math.min(pass.width * 2, 2 ^ 40)
+    pass.width = math.min(pass.width * 2, MAX_STAMP)
   end
   return true
 end

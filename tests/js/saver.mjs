@@ -6,6 +6,8 @@
 //       per thread, everything the saver reads back: list() of every namespace it shows, and
 //       getTuple and the graph's getState of every checkpoint listed
 //   {"op": "delete", "url": ..., "threads": [ids]}   the saver's own deleteThread
+//   {"op": "rewrite", "url": ..., "threads": [ids], "keep": n}
+//       a JS user's own "keep the newest n" with the saver's API (see rewrite)
 import { RedisSaver } from "@langchain/langgraph-checkpoint-redis";
 import { Annotation, END, START, StateGraph } from "@langchain/langgraph";
 
@@ -109,7 +111,32 @@ async function remove(saver, req) {
   return { ok: true };
 }
 
-const OPS = { write, read, delete: remove };
+// What a JS user can do without lgprune to keep a thread's newest `keep` root checkpoints:
+// read them (list, newest first), deleteThread, and put them back oldest first, every
+// channel value with them, and their pending writes.
+async function rewrite(saver, req) {
+  for (const t of req.threads) {
+    const kept = [];
+    for await (const tuple of saver.list(config(t), { limit: req.keep })) {
+      if (tuple.config.configurable.thread_id === t) kept.push(tuple);
+    }
+    await saver.deleteThread(t);
+    for (const tuple of kept.reverse()) {
+      const parent = tuple.parentConfig?.configurable.checkpoint_id;
+      const versions = tuple.checkpoint.channel_versions;
+      const saved = await saver.put(config(t, "", parent), tuple.checkpoint, tuple.metadata, versions);
+      const byTask = new Map();
+      for (const [task, channel, value] of tuple.pendingWrites ?? []) {
+        if (!byTask.has(task)) byTask.set(task, []);
+        byTask.get(task).push([channel, value]);
+      }
+      for (const [task, writes] of byTask) await saver.putWrites(saved, writes, task);
+    }
+  }
+  return { ok: true };
+}
+
+const OPS = { write, read, delete: remove, rewrite };
 
 let input = "";
 for await (const chunk of process.stdin) input += chunk;
