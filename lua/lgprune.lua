@@ -575,7 +575,7 @@ end
 -- Search and reads --------------------------------------------------------------
 -- Provides: check_server (the modules, the search result cap), the one query
 -- builder (query_args) and the searches that use it (search, search_all,
--- count_tagged, named), and the reads of stored values: json_get, json_keyset,
+-- count_tagged, named, require_index), and the reads of stored values: json_get, json_keyset,
 -- json_mget, identity, read_pointer, is_placeholder, checkpoint_gone.
 -- Assumes: core, keys. Every search runs before the first delete of the
 -- thread it serves (see delete_doomed), so its failures delete nothing.
@@ -691,6 +691,12 @@ end
 -- thread's tag, a superset of the thread (the tag matches case-insensitively).
 local function count_tagged(ctx, thread, where)
   return search(ctx.cp_index, where or '@thread_id:{$t}', thread, 0)[1]
+end
+
+-- Fail (NOINDEX) unless the checkpoint index exists: a sweep that finds no
+-- thread must mean there is none, not that it looked where nothing is.
+local function require_index(ctx)
+  search(ctx.cp_index, '@thread_id:{$t} -@thread_id:{$t}', { tag = 'lgprune' }, 0)
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint
@@ -2648,7 +2654,7 @@ end
 --[[
 lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   FCALL lgprune_thread 0 THREAD_ID KEEP [DRY_RUN] [BUDGET n] [MAX_AGE ms]
-        [IDLE_TTL ms] [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
+        [IDLE_TTL ms] [CHECKPOINT_PREFIX p] [WRITE_PREFIX p] [LAYOUT python|js]
   THREAD_ID  the thread id exactly as the application passes it ("" is the
              saver's empty thread); matched case-sensitively.
   KEEP       checkpoints to keep per namespace, a non-negative integer
@@ -2670,16 +2676,24 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   CHECKPOINT_PREFIX / WRITE_PREFIX
              the saver's checkpoint_prefix / checkpoint_write_prefix
              (defaults "checkpoint" / "checkpoint_write"); the index names.
+  LAYOUT     whose keys: python (langgraph-checkpoint-redis) or js
+             (LangGraph.js's @langchain/langgraph-checkpoint-redis 1.0: fixed
+             prefixes, indexes checkpoints/checkpoint_writes/checkpoint_blobs;
+             its channel-value blobs go when no checkpoint left reads them).
+             Default: js when only its index exists, else python. A store where
+             both savers' indexes cover <cp>:* is refused (MIXED).
   Reply: flat list of name/value pairs:
     checkpoints_deleted   checkpoint documents deleted by this call
     writes_deleted        write documents deleted
     keys_deleted          all keys deleted (with registry zsets, latest pointers)
     checkpoints_kept      the thread's checkpoints left (an upper bound while more is 1)
     delta_ancestors_kept  checkpoints beyond KEEP kept for DeltaChannel history
+    blobs_deleted         js: channel-value blobs deleted (also in keys_deleted)
     more                  1 when the budget ran out: call again
   Errors, and then nothing was deleted: "LGPRUNE <CODE> ..." for a bad KEEP
   or option, a thread id the index cannot match, a DeltaChannel history
-  longer than BUDGET, a missing index, a server without the modules.
+  longer than BUDGET, a missing index, a server without the modules, a store
+  both savers index (MIXED), a key the user may read but not delete (NOPERM).
 ]]
 local function lgprune_thread(_, args)
   local opts = parse_options(args, 3, THREAD_OPTIONS)
@@ -2741,11 +2755,12 @@ end
 lgprune_sweep: prune every thread, or the threads changed since the last sweep, a slice per call.
   FCALL lgprune_sweep 0 CURSOR KEEP [DRY_RUN] [BUDGET n] [MAX_AGE ms] [IDLE_TTL ms]
         [ORPHANS] [GRACE ms] [DETAILS] [FULL] [MARGIN ms] [FULL_EVERY ms]
-        [CHECKPOINT_PREFIX p] [WRITE_PREFIX p]
+        [CHECKPOINT_PREFIX p] [WRITE_PREFIX p] [LAYOUT python|js]
   CURSOR     "0" to start a pass, then the cursor the previous call returned
              (text: "f:..." a full pass, "i:<fp>:<start>:<since>:<lo>:<width>:<u>:..."
-             an incremental one; each continues only with the same rule and options).
-  KEEP, MAX_AGE, IDLE_TTL, prefixes, DRY_RUN: as for lgprune_thread, per thread.
+             an incremental one, "j:..." a full one over segments (js); each
+             continues only with the same rule and options).
+  KEEP, MAX_AGE, IDLE_TTL, prefixes, LAYOUT, DRY_RUN: as for lgprune_thread, per thread.
   A pass is incremental when a pass of the same rule (KEEP, MAX_AGE, IDLE_TTL,
   prefixes) completed before: it visits only the threads with a checkpoint
   whose checkpoint_ts (the writer's clock, ms) is at or after that pass's start
@@ -2786,8 +2801,11 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
              an upper bound (exact 0). For `lgprune stats` (with FULL).
   Threads of a full pass are found by SCAN over the latest pointers
   (<cp>_latest:*); each pointer's checkpoint names its thread exactly (read
-  for a whole step at once). Threads already within KEEP cost one index
-  count. Thread ids the index cannot match are skipped.
+  for a whole step at once). LAYOUT js has no pointers: its full pass reads
+  every checkpoint_ts in segments, as an incremental pass reads its windows
+  (a thread is then visited from each segment holding its checkpoints).
+  Threads already within KEEP cost one index count. Thread ids the index
+  cannot match are skipped. ORPHANS is for LAYOUT python.
   Reply: name/value pairs:
     cursor               "0" when the pass is complete, else pass it back
     kind                 "full" or "incremental"
@@ -2796,6 +2814,7 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     unfinished           1 when the pass passed over a thread it could not finish, or a
                          millisecond of checkpoint_ts holding more entries than one
                          aggregate may return: it records no watermark
+    layout               "python" or "js": whose keys it pruned
     threads_visited      full: threads visited in the SCAN steps this call finished (a
                          step the call stopped inside is counted by the call that
                          reads it again, so each thread counts once); incremental:
@@ -2807,9 +2826,11 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     threads_skipped      threads whose id the index cannot match (counted as visits are)
     checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
     orphans_deleted      orphan keys deleted (also in keys_deleted)
+    blobs_deleted        js: channel-value blobs deleted (also in keys_deleted)
     threads              with DETAILS only, last: the list described above
-  Errors: as lgprune_thread's, and a CURSOR of another rule or options; then
-  nothing was deleted.
+  Errors: as lgprune_thread's, a CURSOR of another rule or options, ORPHANS
+  under LAYOUT js, and NOINDEX when the checkpoint index does not exist (a
+  sweep that finds no thread found none there); then nothing was deleted.
 ]]
 local function lgprune_sweep(_, args)
   local cursor = args[1]
@@ -2825,6 +2846,7 @@ local function lgprune_sweep(_, args)
   end
   local pass = parse_cursor(cursor, ctx, rule, opts)
   check_server(ctx)
+  require_index(ctx)
   local sw = sweep_state(ctx, rule, opts)
   sw.unfinished = pass.unfinished
   local done

@@ -154,7 +154,7 @@ def test_durations_are_ascii_numbers(redis_url: str, given: str) -> None:
 def test_stats_on_a_server_the_saver_never_set_up_fails_in_one_line(redis_url: str, r: redis.Redis) -> None:
     out = lgprune("stats", "--url", redis_url)
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
-    assert "'checkpoint' does not exist" in out.stderr and "setup()" in out.stderr, out.stderr
+    assert '"checkpoint" does not exist' in out.stderr and "setup()" in out.stderr, out.stderr
     assert "unexpected" not in out.stderr
 
 

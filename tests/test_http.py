@@ -491,7 +491,7 @@ def test_a_service_started_before_the_index_waits_for_it(redis_url: str, r: redi
     service = start(redis_url, "--refresh-every", "1s")
     try:
         status, answer = service.call("GET", "/stats")
-        assert status == 503 and "'checkpoint' does not exist" in answer["error"], answer
+        assert status == 503 and '"checkpoint" does not exist' in answer["error"], answer
         time.sleep(1.5)  # a refresh or two fail meanwhile
         assert metric_values(service.call("GET", "/metrics", token=None)[1])[("lgprune_redis_up", ())] == 0
         saver = RedisSaver(redis_client=r)

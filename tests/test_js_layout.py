@@ -248,13 +248,17 @@ def test_the_cli_prunes_and_counts_a_js_store(r: redis.Redis, redis_url: str, st
     assert done.output.startswith(f"{len(IDS)} threads,")
     done = runner.invoke(app, ["prune", "wang1", "--keep", "2", "--layout", "js", "--url", redis_url])
     assert done.exit_code == 0, done.output
+    assert re.search(r"deleted \d+ checkpoints, \d+ writes, \d+ blobs \(", done.output), done.output
     assert root_ids(read(redis_url, ["wang1"])["wang1"]) == root_ids(store["wang1"])[:2]
 
 
-def test_stats_without_any_index_fails_in_one_line(r: redis.Redis, redis_url: str) -> None:
+def test_stats_and_sweeps_without_any_index_fail_in_one_line(r: redis.Redis, redis_url: str) -> None:
     done = CliRunner().invoke(app, ["stats", "--url", redis_url])
     assert done.exit_code == 1
     assert done.output.count("\n") == 1 and "does not exist" in done.output
+    for layout in (None, "python", "js"):  # not "0 threads": there is nothing it could read
+        with pytest.raises(IndexMissingError):
+            Pruner(r, layout=layout).sweep(1)
 
 
 def test_the_readmes_node_redis_call_prunes(r: redis.Redis, redis_url: str, store: dict[str, Any]) -> None:

@@ -2,7 +2,7 @@
 -- Search and reads --------------------------------------------------------------
 -- Provides: check_server (the modules, the search result cap), the one query
 -- builder (query_args) and the searches that use it (search, search_all,
--- count_tagged, named), and the reads of stored values: json_get, json_keyset,
+-- count_tagged, named, require_index), and the reads of stored values: json_get, json_keyset,
 -- json_mget, identity, read_pointer, is_placeholder, checkpoint_gone.
 -- Assumes: core, keys. Every search runs before the first delete of the
 -- thread it serves (see delete_doomed), so its failures delete nothing.
@@ -118,6 +118,12 @@ end
 -- thread's tag, a superset of the thread (the tag matches case-insensitively).
 local function count_tagged(ctx, thread, where)
   return search(ctx.cp_index, where or '@thread_id:{$t}', thread, 0)[1]
+end
+
+-- Fail (NOINDEX) unless the checkpoint index exists: a sweep that finds no
+-- thread must mean there is none, not that it looked where nothing is.
+local function require_index(ctx)
+  search(ctx.cp_index, '@thread_id:{$t} -@thread_id:{$t}', { tag = 'lgprune' }, 0)
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint

@@ -32,7 +32,9 @@ def prune_line(thread_id: str, result: PruneResult) -> str:
     verb = "would delete" if result.dry_run else "deleted"
     return (
         f"{name}: {verb} {plural(result.checkpoints_deleted, 'checkpoint')}, "
-        f"{plural(result.writes_deleted, 'write')} ({plural(result.keys_deleted, 'key')}); kept "
+        f"{plural(result.writes_deleted, 'write')}"
+        + (f", {plural(result.blobs_deleted, 'blob')}" if result.blobs_deleted else "")
+        + f" ({plural(result.keys_deleted, 'key')}); kept "
         f"{plural(result.checkpoints_kept, 'checkpoint')} ({result.delta_ancestors_kept} for "
         f"DeltaChannel history) in {plural(result.calls, 'call')}"
         + (" (dry run: nothing was deleted)" if result.dry_run else "")

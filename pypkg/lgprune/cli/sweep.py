@@ -91,7 +91,9 @@ def summary(result: SweepResult) -> str:
         f"{plural(result.threads_visited, 'thread visit')}, {result.threads_pruned} pruned, "
         f"{plural(result.threads_deleted, 'idle thread')} deleted; {verb} "
         f"{plural(result.checkpoints_deleted, 'checkpoint')}, {plural(result.writes_deleted, 'write')}, "
-        f"{plural(result.orphans_deleted, 'orphan')} ({plural(result.keys_deleted, 'key')}) "
+        f"{plural(result.orphans_deleted, 'orphan')}"
+        + (f", {plural(result.blobs_deleted, 'blob')}" if result.blobs_deleted else "")
+        + f" ({plural(result.keys_deleted, 'key')}) "
         f"in {plural(result.calls, 'call')}, {result.elapsed:.1f} s"
         + (
             "; unfinished: a thread or a too dense moment was passed over, the watermark stays"
