@@ -11,20 +11,21 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import core, dimensions, engine, hook, incremental, shapes, sweep
+from benchmarks import core, dimensions, engine, hook, incremental, js, shapes, sweep
 from benchmarks.report import (
     write_core,
     write_dimensions,
     write_engine,
     write_hook,
     write_incremental,
+    write_js,
     write_shapes,
     write_sweep,
 )
 from lgprune.containers import any_server, requested_images
 
 RESULTS = Path(__file__).parent / "results"
-SUITES = ["engine", "core", "dimensions", "sweep", "hook", "shapes", "incremental"]
+SUITES = ["engine", "core", "dimensions", "sweep", "hook", "shapes", "incremental", "js"]
 
 
 def main() -> None:
@@ -107,6 +108,11 @@ def run_suites(args: argparse.Namespace, url: str, kind: str, out: Path) -> None
         incremental_runs = args.runs or (3 if args.quick else 5)
         found, notes = incremental.measure(client, runs=incremental_runs, quick=args.quick)
         write_incremental(out, found, where=where, runs=incremental_runs, notes=notes)
+    if "js" in args.suites:
+        threads, turns, keep = (20, 6, 3) if args.quick else (300, 10, 3)
+        js_runs = args.runs or (3 if args.quick else 5)
+        found_js = js.measure(client, url, threads=threads, turns=turns, keep=keep, runs=js_runs)
+        write_js(out, found_js, where=where, threads=threads, turns=turns, keep=keep, repeats=js_runs)
     client.close()
 
 
