@@ -109,10 +109,14 @@ def run_suites(args: argparse.Namespace, url: str, kind: str, out: Path) -> None
         found, notes = incremental.measure(client, runs=incremental_runs, quick=args.quick)
         write_incremental(out, found, where=where, runs=incremental_runs, notes=notes)
     if "js" in args.suites:
-        threads, turns, keep = (20, 6, 3) if args.quick else (300, 10, 3)
+        sizes, turns, keep = ([20], 6, 3) if args.quick else ([100, 300, 1000], 10, 3)
         js_runs = args.runs or (3 if args.quick else 5)
-        found_js = js.measure(client, url, threads=threads, turns=turns, keep=keep, runs=js_runs)
-        write_js(out, found_js, where=where, threads=threads, turns=turns, keep=keep, repeats=js_runs)
+        found_js = [
+            run
+            for n in sizes
+            for run in js.measure(client, url, threads=n, turns=turns, keep=keep, runs=js_runs)
+        ]
+        write_js(out, found_js, where=where, turns=turns, keep=keep, repeats=js_runs)
     client.close()
 
 

@@ -39,8 +39,10 @@ SAVER = Path(__file__).resolve().parent.parent / "tests" / "js"
 @dataclass(frozen=True)
 class JsRun:
     name: str
+    threads: int
     server_ms: float  # median Redis main-thread CPU
     wall_ms: float  # median wall time
+    longest_ms: float  # the longest single command (SLOWLOG; for lgprune, an FCALL), median
     checkpoints_after: int
     blobs_after: int
     keys_after: int
@@ -60,6 +62,11 @@ def js(op: str, url: str, **request: Any) -> Any:
     if done.returncode != 0:
         raise RuntimeError(f"saver.mjs {op}: {done.stderr.strip()[-1000:]}")
     return json.loads(done.stdout)
+
+
+def longest_ms(client: redis.Redis) -> float:
+    """The longest command SLOWLOG holds (every command is logged during a run)."""
+    return max((entry["duration"] / 1000 for entry in client.slowlog_get(1_000_000)), default=0.0)
 
 
 def main_thread_ms(client: redis.Redis) -> float:
@@ -98,16 +105,23 @@ def measure(client: redis.Redis, url: str, *, threads: int, turns: int, keep: in
     }
     names = list(contenders)
     server: dict[str, list[float]] = {n: [] for n in names}
+    longest: dict[str, list[float]] = {n: [] for n in names}
     wall: dict[str, list[float]] = {n: [] for n in names}
     after: dict[str, tuple[int, int, int, int]] = {}
     for run in range(runs):
         for name in names[run % len(names) :] + names[: run % len(names)]:  # rotating order
             restore(client, url, dump)
             Pruner(client).install()
+            client.config_set("slowlog-max-len", 1_000_000)
+            client.config_set("slowlog-log-slower-than", 0)
+            client.slowlog_reset()
             cpu, started = main_thread_ms(client), time.perf_counter()
             contenders[name]()
             wall[name].append((time.perf_counter() - started) * 1000)
             server[name].append(main_thread_ms(client) - cpu)
+            longest[name].append(longest_ms(client))
+            client.config_set("slowlog-log-slower-than", 10000)
+            client.slowlog_reset()
             checkpoints = indexed_checkpoints(client)
             after[name] = (
                 checkpoints,
@@ -117,13 +131,25 @@ def measure(client: redis.Redis, url: str, *, threads: int, turns: int, keep: in
             )
             if checkpoints != threads * keep:
                 raise AssertionError(f"{name} left {checkpoints} checkpoints, not {threads * keep}")
-    return [JsRun(n, statistics.median(server[n]), statistics.median(wall[n]), *after[n]) for n in names] + [
-        JsRun("(store before)", 0.0, 0.0, *store_counts(client, url, dump))
+    medians = [
+        JsRun(
+            n,
+            threads,
+            statistics.median(server[n]),
+            statistics.median(wall[n]),
+            statistics.median(longest[n]),
+            *after[n],
+        )
+        for n in names
     ]
+    return [*medians, JsRun("(store before)", threads, 0.0, 0.0, 0.0, *store_counts(client, url, dump))]
 
 
 def indexed_checkpoints(client: redis.Redis) -> int:
     found = client.execute_command("FT.SEARCH", "checkpoints", "*", "LIMIT", "0", "0")  # type: ignore[no-untyped-call]
+    if isinstance(found, dict):  # RESP3
+        total = found.get(b"total_results", found.get("total_results", 0))
+        return int(total or 0)
     return int(found[0])
 
 

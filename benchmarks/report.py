@@ -395,30 +395,30 @@ def write_incremental(
     plt.close(fig)
 
 
-def write_js(
-    out: Path, runs: list[JsRun], *, where: str, threads: int, turns: int, keep: int, repeats: int
-) -> None:
+def write_js(out: Path, runs: list[JsRun], *, where: str, turns: int, keep: int, repeats: int) -> None:
     """js.md: keeping the newest `keep` checkpoints of every thread of a LangGraph.js store."""
-    base = next(r for r in runs if r.name == "lgprune sweep")
     lines = [
-        f"# LangGraph.js stores: keep the newest {keep} of {threads} chat threads of {turns} turns",
+        f"# LangGraph.js stores: keep the newest {keep} checkpoints of every chat thread ({turns} turns)",
         "",
         f"Server: {where}. The store is written by @langchain/langgraph-checkpoint-redis 1.0.11",
         "(tests/js/saver.mjs) and restored before every run; contenders interleaved in rotating",
         f"order, medians of {repeats}. Server ms: the Redis main thread's CPU time over the run",
-        '(INFO cpu), every command counted wherever it came from. The JS saver has no "keep N":',
-        "its rewrite reads the newest N, deletes the thread (deleteThread: four KEYS patterns over",
-        "the whole keyspace) and puts them back. Its TTL deletes by age, the newest too.",
+        "(INFO cpu), every command counted wherever it came from; longest: the longest single",
+        'command (SLOWLOG; for lgprune an FCALL). The JS saver has no "keep N": its rewrite',
+        "reads the newest N, deletes the thread (deleteThread: four KEYS patterns over the whole",
+        "keyspace) and puts them back. Its TTL deletes by age, the newest too.",
         "",
-        "| contender | server ms | vs lgprune sweep | wall ms | checkpoints after | blobs after "
-        "| keys after | MiB after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| threads | contender | server ms | vs lgprune sweep | wall ms | longest ms | checkpoints after "
+        "| blobs after | keys after | MiB after |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
+        base = next(r for r in runs if r.name == "lgprune sweep" and r.threads == run.threads)
         ratio = f"{run.server_ms / base.server_ms:.1f}x" if run.server_ms else "—"
         lines.append(
-            f"| {run.name} | {run.server_ms:,.0f} | {ratio} | {run.wall_ms:,.0f} | {run.checkpoints_after:,} "
-            f"| {run.blobs_after:,} | {run.keys_after:,} | {run.memory_after / 2**20:.1f} |"
+            f"| {run.threads:,} | {run.name} | {run.server_ms:,.0f} | {ratio} | {run.wall_ms:,.0f} "
+            f"| {run.longest_ms:.1f} | {run.checkpoints_after:,} | {run.blobs_after:,} | {run.keys_after:,} "
+            f"| {run.memory_after / 2**20:.1f} |"
         )
     lines += ["", FOOTER, ""]
     (out / "js.md").write_text("\n".join(lines))

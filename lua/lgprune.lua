@@ -2232,7 +2232,7 @@ local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; t
 local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
 local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least) ...
 local MAX_SEGMENT = 4000 -- ... and at most this many; a 1 ms segment holding more is passed over
-local COUNT_ENTRIES_PER_UNIT = 100 -- a count costs 1 budget unit per this many entries
+local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
 local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
 
 -- A whole number of milliseconds as text (as cursors, fields and queries hold them).
@@ -2422,10 +2422,13 @@ local function ts_range(lo, hi)
   return '@checkpoint_ts:[' .. ms(lo) .. ' (' .. ms(hi) .. ']'
 end
 
--- How many checkpoint documents have checkpoint_ts in [lo, hi).
-local function ts_count(ctx, lo, hi)
-  local n = rcall('FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', '0',
-    'TIMEOUT', '0', 'DIALECT', '2')[1]
+-- How many checkpoint documents have checkpoint_ts in [lo, hi), up to `most`
+-- + 1 (more than `most`). DIALECT 4 stops at the LIMIT: a count costs what it
+-- returns, not what the range holds (RediSearch counts a range entry by entry:
+-- a whole store's would take ~35 ms per million).
+local function ts_count(ctx, lo, hi, most)
+  local n = #rcall('FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', tostring(most + 1),
+    'TIMEOUT', '0', 'DIALECT', '4') - 1
   ctx.budget.work = ctx.budget.work + 1 + math.floor(n / COUNT_ENTRIES_PER_UNIT)
   return n
 end
@@ -2526,8 +2529,8 @@ end
 -- entries, whether they were few (the width doubles next) and whether they
 -- are too dense to read (more than group_cap in 1 ms). A new segment is
 -- narrowed by counts to BUDGET / SEGMENT_UNITS entries (or 1 ms); the width
--- carries over. Nil when the counts spent the budget of a call that got
--- somewhere already.
+-- carries over, so a call whose counts spent its budget (nil) leaves the
+-- next one a narrower segment to count.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
   local dense = group_cap(ctx)
@@ -2535,19 +2538,19 @@ local function segment(sw, pass, w)
   local lo = math.max(pass.lo, w[1])
   if pass.after then -- the segment under way, as the last call left it
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi)
+    local n = ts_count(ctx, lo, hi, dense)
     return lo, hi, n, false, n > dense
   end
   while true do
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi)
+    local n = ts_count(ctx, lo, hi, dense)
     if n <= limit or hi - lo <= 1 then
       pass.lo = lo
       return lo, hi, n, n < limit / 4, n > dense
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
-    if sw.moved and spent(ctx.budget) then
-      return nil -- counting a burst used the budget: the next call narrows on from here
+    if spent(ctx.budget) then
+      return nil -- counting used the budget: the next call narrows on from here
     end
   end
 end
@@ -2781,11 +2784,13 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
              run, one that would go), a thread visit 10 (50 when it lists the
              thread), an orphan check 3, a SCAN step 1 per 8 keys it examines
              (200 per step, 50 with ORPHANS), a count of a time segment 1 per
-             100 entries, grouping it by thread 1 per 4. A call stops once it
-             is spent: a full pass in the middle of a SCAN step when it has
-             deleted something (the next call reads that step again), else at
-             the end of the step; an incremental one after its last thread
-             visited (the cursor carries the segment and that thread). A
+             20 entries (it reads at most 4001), grouping it by thread 1 per 4.
+             A call stops once it is spent: a full pass in the middle of a SCAN
+             step when it has deleted something (the next call reads that step
+             again), else at the end of the step; a pass over segments after
+             its last thread visited (the cursor carries the segment and that
+             thread), or after the count that spent it (the cursor carries the
+             narrowed segment). A
              thread that fails after the call deleted something also ends the
              call there, to be met first by the next one.
   ORPHANS    also delete writes, write registries and latest pointers whose

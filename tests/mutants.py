@@ -271,8 +271,8 @@ MUTANTS = [
         "latest-pointer-goes",
         "a namespace left empty loses its latest pointer",
         "60-delete.lua",
-        "  if d.newest then\n",
-        "  if false then\n",
+        "  local pointer = d.newest and latest_key(del.ctx, del.thread, d.ns)\n",
+        "  local pointer = nil\n",
         (RULES + "test_keep_zero_deletes_the_thread_and_its_latest_pointer",),
     ),
     # Nothing outside the thread
@@ -597,7 +597,7 @@ MUTANTS = [
         "chain-page-fallback",
         "a chain listing whose page held none of the root's older checkpoints lists the root sorted",
         "70-thread.lua",
-        "  if #p.doomed == 0 and view.newest and root_docs_listed(docs) <= rule.keep then\n",
+        "  if #p.doomed == 0 and view.newest and root_docs_listed(ctx, docs) <= rule.keep then\n",
         "  if false then\n",
         (
             RULES
@@ -622,8 +622,8 @@ MUTANTS = [
         "incremental-margin",
         "an incremental pass reads from the watermark less MARGIN (writers' clock lag)",
         "85-incremental.lua",
-        "    pass.kind, pass.since = 'incremental', mark - margin_of(opts)\n",
-        "    pass.kind, pass.since = 'incremental', mark\n",
+        "pass.kind == 'incremental' and mark - margin_of(opts) or nil\n",
+        "pass.kind == 'incremental' and mark or nil\n",
         (INCREMENTAL + "test_a_lagging_writer_is_caught_within_the_margin_and_beyond_it_by_a_full_sweep",),
     ),
     Mutant(
@@ -662,8 +662,8 @@ MUTANTS = [
         "incremental-orphans-full",
         "ORPHANS always runs a full pass (orphans are found by SCAN only)",
         "85-incremental.lua",
-        "  if mark and not (opts.FULL or opts.ORPHANS or due) then\n",
-        "  if mark and not (opts.FULL or due) then\n",
+        "(mark and not (opts.FULL or opts.ORPHANS or due))",
+        "(mark and not (opts.FULL or due))",
         (INCREMENTAL + "test_a_lowered_keep_or_another_rule_runs_a_full_pass_and_each_has_its_watermark",),
     ),
     Mutant(
@@ -678,8 +678,8 @@ MUTANTS = [
         "incremental-margin-field",
         "each margin has its own watermark (a pass with a smaller margin covers less)",
         "85-incremental.lua",
-        "    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. ms(margin_of(opts)) })\n",
-        "    'idle_ttl ' .. given(opts.IDLE_TTL) })\n",
+        "    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. ms(margin_of(opts)) }\n",
+        "    'idle_ttl ' .. given(opts.IDLE_TTL) }\n",
         (INCREMENTAL + "test_each_margin_has_its_watermark_so_a_smaller_one_never_hides_a_lagging_writer",),
     ),
     Mutant(

@@ -159,11 +159,13 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
              run, one that would go), a thread visit 10 (50 when it lists the
              thread), an orphan check 3, a SCAN step 1 per 8 keys it examines
              (200 per step, 50 with ORPHANS), a count of a time segment 1 per
-             100 entries, grouping it by thread 1 per 4. A call stops once it
-             is spent: a full pass in the middle of a SCAN step when it has
-             deleted something (the next call reads that step again), else at
-             the end of the step; an incremental one after its last thread
-             visited (the cursor carries the segment and that thread). A
+             20 entries (it reads at most 4001), grouping it by thread 1 per 4.
+             A call stops once it is spent: a full pass in the middle of a SCAN
+             step when it has deleted something (the next call reads that step
+             again), else at the end of the step; a pass over segments after
+             its last thread visited (the cursor carries the segment and that
+             thread), or after the count that spent it (the cursor carries the
+             narrowed segment). A
              thread that fails after the call deleted something also ends the
              call there, to be met first by the next one.
   ORPHANS    also delete writes, write registries and latest pointers whose
