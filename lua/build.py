@@ -4,7 +4,8 @@
     python lua/build.py --check  fail unless lua/lgprune.lua is the join of its parts (CI)
 
 Either way every top-level function is held to the engine's size rule: at
-most MAX_LINES lines and MAX_PARAMS parameters.
+most MAX_LINES lines and MAX_PARAMS parameters; and the file to Lua's own limit
+of MAX_LOCALS locals in its main chunk (past it, Redis refuses to load it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ PARTS = HERE / "src"
 TARGET = HERE / "lgprune.lua"
 MAX_LINES = 60
 MAX_PARAMS = 5
+MAX_LOCALS = 200  # LUAI_MAXVARS: "main function has more than 200 local variables"
 FUNCTION = re.compile(r"^local function (\w+)\(([^)]*)\)")
+TOP_LOCAL = re.compile(r"^local (?:function )?([\w, ]+?)(?: =|\(|$)")
+
+
+def top_level_locals(text: str) -> int:
+    """How many names the file's top-level `local` statements declare."""
+    return sum(
+        len([n for n in m.group(1).split(",") if n.strip()])
+        for m in map(TOP_LOCAL.match, text.splitlines())
+        if m
+    )
 
 
 def join() -> str:
@@ -48,6 +60,9 @@ def main(argv: list[str]) -> int:
     problems = oversized(text)
     for problem in problems:
         print(f"lua/build.py: {problem}; the limit is {MAX_LINES} lines, {MAX_PARAMS} parameters")
+    if (n := top_level_locals(text)) > MAX_LOCALS:
+        problems.append("locals")
+        print(f"lua/build.py: the main chunk declares {n} locals; Lua allows {MAX_LOCALS}: group some")
     if "--check" in argv:
         if TARGET.read_text(encoding="utf-8") != text:
             print("lua/build.py: lua/lgprune.lua is not the join of lua/src/*.lua: run python lua/build.py")

@@ -301,12 +301,14 @@ local WATERMARKS = 'lgprune:watermarks'
 --   pointers   <cp>_latest:<thread>:<ns> names each namespace's newest checkpoint
 --   blobs      channel values in shared blob keys (see 65-blobs), and their index
 --   empty_id   how thread "" is stored (js stores no empty thread id)
+--   cp, wp     the key prefixes: python's defaults, fixed in js
 local LAYOUTS = {
-  python = { name = 'python', root = ROOT_NS, commas = true, pointers = true, empty_id = EMPTY_ID },
-  js = { name = 'js', cp_index = 'checkpoints', wp_index = 'checkpoint_writes', root = '', commas = false,
-    pointers = false, blobs = { prefix = 'checkpoint_blob', index = 'checkpoint_blobs' } },
+  python = { name = 'python', cp = 'checkpoint', wp = 'checkpoint_write', root = ROOT_NS, commas = true,
+    pointers = true, empty_id = EMPTY_ID },
+  js = { name = 'js', cp = 'checkpoint', wp = 'checkpoint_write', cp_index = 'checkpoints',
+    wp_index = 'checkpoint_writes', root = '', commas = false, pointers = false,
+    blobs = { prefix = 'checkpoint_blob', index = 'checkpoint_blobs' } },
 }
-local JS_PREFIXES = { cp = 'checkpoint', wp = 'checkpoint_write' } -- fixed in the js saver
 
 -- Whether index `name` exists (an impossible query answers, or fails naming
 -- the index). A user the ACL keeps from it cannot tell: MIXED, when unsure.
@@ -342,7 +344,7 @@ local function layout_of(opts, cp)
   if name == 'js' and (opts.CHECKPOINT_PREFIX or opts.WRITE_PREFIX) then
     fail('BADARG', 'the js saver\'s prefixes are fixed: CHECKPOINT_PREFIX and WRITE_PREFIX are for LAYOUT python')
   end
-  if cp ~= JS_PREFIXES.cp then
+  if cp ~= LAYOUTS.js.cp then
     return LAYOUTS[name or 'python'] -- keys the js saver never writes
   end
   local js = index_exists(LAYOUTS.js.cp_index)
@@ -358,8 +360,8 @@ end
 
 -- Prefixes, index names and layout (defaulting to the saver's), the budget, dry run.
 local function context(opts)
-  local cp = opts.CHECKPOINT_PREFIX or JS_PREFIXES.cp
-  local wp = opts.WRITE_PREFIX or JS_PREFIXES.wp
+  local cp = opts.CHECKPOINT_PREFIX or LAYOUTS.python.cp
+  local wp = opts.WRITE_PREFIX or LAYOUTS.python.wp
   if cp == '' or wp == '' then
     fail('BADARG', 'prefixes must not be empty')
   end
@@ -1338,8 +1340,6 @@ end
 -- one blob serves every later checkpoint until its channel changes again, so
 -- it cannot go with the checkpoint that wrote it.
 
-local BLOB_FIELDS = { fields = { 'thread_id', 'checkpoint_ns', 'checkpoint_id', 'channel', 'version' } }
-local MAX_EXACT = 2 ^ 53 -- below this a JavaScript number is a whole number, spelt in decimal
 
 -- A channel version as the js saver spells it in a blob key (`${version}`):
 -- a string as it is, a whole number below 2^53 in decimal; nil for any other
@@ -1348,7 +1348,7 @@ local function version_text(v)
   if type(v) == 'string' then
     return v
   end
-  if type(v) == 'number' and v == math.floor(v) and math.abs(v) < MAX_EXACT then
+  if type(v) == 'number' and v == math.floor(v) and math.abs(v) < 2 ^ 53 then -- (JavaScript's exact integers)
     return string.format('%d', v)
   end
   return nil
@@ -1407,7 +1407,8 @@ local function freed_blobs(ctx, thread, docs, p)
   end
   local refs, unsure = blob_refs(ctx, thread, kept)
   local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
-    math.min(2 * reads_left(ctx.budget), ctx.cap), BLOB_FIELDS)
+    math.min(2 * reads_left(ctx.budget), ctx.cap),
+    { fields = { 'thread_id', 'checkpoint_ns', 'checkpoint_id', 'channel', 'version' } })
   local before, keys = now_ms() - DEFAULT_GRACE_MS, {}
   for i = 2, #res, 2 do
     local key, f = res[i], named(res[i + 1])
@@ -1424,8 +1425,9 @@ end
 
 -- Deleting ----------------------------------------------------------------------
 -- Provides: delete_doomed (a plan's checkpoints deleted with their writes,
--- registries and latest pointers, and its leftovers, within the budget),
--- leftovers and check_write_prefix.
+-- registries and latest pointers, and its leftovers and blobs, within the
+-- budget, once the ACL lets them all go: check_deletable), leftovers and
+-- check_write_prefix.
 -- Assumes: keys, search, listing. Every key found is confirmed (`owns`);
 -- every search and read of a thread runs before its first delete: keys are
 -- collected in sinks and flushed at the end.
@@ -1520,19 +1522,29 @@ local function sink(b)
   function self.add(key)
     self.pending[#self.pending + 1] = key
   end
-  -- Fail (NOPERM) unless this user may UNLINK every pending key: checked for
-  -- every sink before the first flushes, an ACL that lets the user read a key
-  -- but not delete it fails the thread before its first delete.
-  function self.check()
-    local p = self.pending
-    for first, last in batches(b.dry and 0 or #p, BATCH) do
-      if not redis.acl_check_cmd('UNLINK', unpack(p, first, last)) then
-        fail('NOPERM', 'this user may not delete ' .. show(p[first]) .. ' or a key beside it, which the prune '
-          .. 'must delete: grant it the keys in the README\'s ACL; nothing was deleted')
-      end
+  return self
+end
+
+-- Fail (NOPERM) unless this user may UNLINK every key pending in `sinks`:
+-- checked before the first of them flushes, an ACL that lets the user read a
+-- key but not delete it fails the thread before its first delete. (One check
+-- for all: each costs a few microseconds whatever it holds.)
+local function check_deletable(b, sinks)
+  if b.dry then
+    return
+  end
+  local keys = {}
+  for _, s in ipairs(sinks) do
+    for _, key in ipairs(s.pending) do
+      keys[#keys + 1] = key
     end
   end
-  return self
+  for first, last in batches(#keys, BATCH) do
+    if not redis.acl_check_cmd('UNLINK', unpack(keys, first, last)) then
+      fail('NOPERM', 'this user may not delete ' .. show(keys[first]) .. ' or a key beside it, which the prune '
+        .. 'must delete: grant it the keys in the README\'s ACL; nothing was deleted')
+    end
+  end
 end
 
 -- The first doomed checkpoints that `del.left` keys can take, by the first
@@ -1756,9 +1768,7 @@ local function delete_doomed(ctx, thread, p, whole)
   if not more and p.blobs and dropped == 0 then -- (a checkpoint kept unseen keeps its blobs)
     more = not take_blobs(del, p.blobs)
   end
-  for _, s in ipairs({ del.writes, del.others, del.blobs, del.ckpts }) do
-    s.check()
-  end
+  check_deletable(b, { del.writes, del.others, del.blobs, del.ckpts })
   del.writes.flush()
   del.others.flush()
   del.blobs.flush()

@@ -28,12 +28,14 @@ local WATERMARKS = 'lgprune:watermarks'
 --   pointers   <cp>_latest:<thread>:<ns> names each namespace's newest checkpoint
 --   blobs      channel values in shared blob keys (see 65-blobs), and their index
 --   empty_id   how thread "" is stored (js stores no empty thread id)
+--   cp, wp     the key prefixes: python's defaults, fixed in js
 local LAYOUTS = {
-  python = { name = 'python', root = ROOT_NS, commas = true, pointers = true, empty_id = EMPTY_ID },
-  js = { name = 'js', cp_index = 'checkpoints', wp_index = 'checkpoint_writes', root = '', commas = false,
-    pointers = false, blobs = { prefix = 'checkpoint_blob', index = 'checkpoint_blobs' } },
+  python = { name = 'python', cp = 'checkpoint', wp = 'checkpoint_write', root = ROOT_NS, commas = true,
+    pointers = true, empty_id = EMPTY_ID },
+  js = { name = 'js', cp = 'checkpoint', wp = 'checkpoint_write', cp_index = 'checkpoints',
+    wp_index = 'checkpoint_writes', root = '', commas = false, pointers = false,
+    blobs = { prefix = 'checkpoint_blob', index = 'checkpoint_blobs' } },
 }
-local JS_PREFIXES = { cp = 'checkpoint', wp = 'checkpoint_write' } -- fixed in the js saver
 
 -- Whether index `name` exists (an impossible query answers, or fails naming
 -- the index). A user the ACL keeps from it cannot tell: MIXED, when unsure.
@@ -69,7 +71,7 @@ local function layout_of(opts, cp)
   if name == 'js' and (opts.CHECKPOINT_PREFIX or opts.WRITE_PREFIX) then
     fail('BADARG', 'the js saver\'s prefixes are fixed: CHECKPOINT_PREFIX and WRITE_PREFIX are for LAYOUT python')
   end
-  if cp ~= JS_PREFIXES.cp then
+  if cp ~= LAYOUTS.js.cp then
     return LAYOUTS[name or 'python'] -- keys the js saver never writes
   end
   local js = index_exists(LAYOUTS.js.cp_index)
@@ -85,8 +87,8 @@ end
 
 -- Prefixes, index names and layout (defaulting to the saver's), the budget, dry run.
 local function context(opts)
-  local cp = opts.CHECKPOINT_PREFIX or JS_PREFIXES.cp
-  local wp = opts.WRITE_PREFIX or JS_PREFIXES.wp
+  local cp = opts.CHECKPOINT_PREFIX or LAYOUTS.python.cp
+  local wp = opts.WRITE_PREFIX or LAYOUTS.python.wp
   if cp == '' or wp == '' then
     fail('BADARG', 'prefixes must not be empty')
   end

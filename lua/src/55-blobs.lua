@@ -11,8 +11,6 @@
 -- one blob serves every later checkpoint until its channel changes again, so
 -- it cannot go with the checkpoint that wrote it.
 
-local BLOB_FIELDS = { fields = { 'thread_id', 'checkpoint_ns', 'checkpoint_id', 'channel', 'version' } }
-local MAX_EXACT = 2 ^ 53 -- below this a JavaScript number is a whole number, spelt in decimal
 
 -- A channel version as the js saver spells it in a blob key (`${version}`):
 -- a string as it is, a whole number below 2^53 in decimal; nil for any other
@@ -21,7 +19,7 @@ local function version_text(v)
   if type(v) == 'string' then
     return v
   end
-  if type(v) == 'number' and v == math.floor(v) and math.abs(v) < MAX_EXACT then
+  if type(v) == 'number' and v == math.floor(v) and math.abs(v) < 2 ^ 53 then -- (JavaScript's exact integers)
     return string.format('%d', v)
   end
   return nil
@@ -80,7 +78,8 @@ local function freed_blobs(ctx, thread, docs, p)
   end
   local refs, unsure = blob_refs(ctx, thread, kept)
   local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
-    math.min(2 * reads_left(ctx.budget), ctx.cap), BLOB_FIELDS)
+    math.min(2 * reads_left(ctx.budget), ctx.cap),
+    { fields = { 'thread_id', 'checkpoint_ns', 'checkpoint_id', 'channel', 'version' } })
   local before, keys = now_ms() - DEFAULT_GRACE_MS, {}
   for i = 2, #res, 2 do
     local key, f = res[i], named(res[i + 1])
