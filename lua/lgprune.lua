@@ -836,10 +836,12 @@ local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
 local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
 local OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
-local SORTED = { sorted = true } -- query shapes (see query_args)
-local IDENTITY = { fields = { 'thread_id', 'checkpoint_id' } }
-local SORTED_IDENTITY = { fields = IDENTITY.fields, sorted = true }
-local BOUNDED = { bounded = true }
+local SHAPES = { -- the listing's query shapes (see query_args)
+  sorted = { sorted = true },
+  identity = { fields = { 'thread_id', 'checkpoint_id' } },
+  sorted_identity = { fields = { 'thread_id', 'checkpoint_id' }, sorted = true },
+  bounded = { bounded = true },
+}
 
 -- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
 local function marks_delta(meta)
@@ -894,7 +896,7 @@ local function first_look(ctx, thread, limit, counted)
     return counted or count_tagged(ctx, thread), nil
   end
   local ask = math.min(limit + 1, ctx.cap)
-  local res = search(ctx.cp_index, '@thread_id:{$t}', thread, ask, BOUNDED)
+  local res = search(ctx.cp_index, '@thread_id:{$t}', thread, ask, SHAPES.bounded)
   res[1] = #res - 1 -- a bounded answer's total is no count
   if res[1] < ask then
     return res[1], res -- every tagged entry
@@ -1050,7 +1052,7 @@ end
 local function list_root(ctx, thread, view)
   local res = not view.sorted and view.first
   if not res then
-    res = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, view.sorted and SORTED or nil)
+    res = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, view.sorted and SHAPES.sorted or nil)
   end
   local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
   local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
@@ -1113,7 +1115,7 @@ local function list_checkpoints(ctx, thread, view, rule)
     return docs, exact -- no entry of the thread's tag outside the root
   end
   local res = search_all(ctx.cp_index, OTHERS_WHERE, thread, view.limit,
-    view.sorted and SORTED_IDENTITY or IDENTITY)
+    view.sorted and SHAPES.sorted_identity or SHAPES.identity)
   for i = 2, #res, 2 do
     docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])
   end
@@ -1433,6 +1435,7 @@ end
 -- collected in sinks and flushed at the end.
 
 local WRITES_CHUNK = 64 -- checkpoint ids per writes query
+local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in' } -- (see check_allowed)
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
 -- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
@@ -1525,10 +1528,23 @@ local function sink(b)
   return self
 end
 
--- Fail (NOPERM) unless this user may UNLINK every key pending in `sinks`:
--- checked before the first of them flushes, an ACL that lets the user read a
--- key but not delete it fails the thread before its first delete. (One check
--- for all: each costs a few microseconds whatever it holds.)
+-- Fail (NOPERM) unless this user may run `command` on each of `keys`, as in
+-- ACL_USE (checked before the first delete: an ACL that lets the user read a
+-- key but not change it then fails the call, having deleted nothing).
+local function check_allowed(command, keys)
+  for first, last in batches(#keys, BATCH) do
+    if not redis.acl_check_cmd(command, unpack(keys, first, last)) then
+      local refused = keys[first]
+      for i = first, last do -- (one check for many: each costs a few microseconds whatever it holds)
+        refused = redis.acl_check_cmd(command, keys[i]) and refused or keys[i]
+      end
+      fail('NOPERM', 'this user may not ' .. ACL_USE[command] .. ' ' .. show(refused) .. ', which it must: grant it '
+        .. 'the keys in the README\'s ACL; nothing was deleted')
+    end
+  end
+end
+
+-- check_allowed for every key pending in `sinks` (not in a dry run).
 local function check_deletable(b, sinks)
   if b.dry then
     return
@@ -1539,12 +1555,7 @@ local function check_deletable(b, sinks)
       keys[#keys + 1] = key
     end
   end
-  for first, last in batches(#keys, BATCH) do
-    if not redis.acl_check_cmd('UNLINK', unpack(keys, first, last)) then
-      fail('NOPERM', 'this user may not delete ' .. show(keys[first]) .. ' or a key beside it, which the prune '
-        .. 'must delete: grant it the keys in the README\'s ACL; nothing was deleted')
-    end
-  end
+  check_allowed('UNLINK', keys)
 end
 
 -- The first doomed checkpoints that `del.left` keys can take, by the first
@@ -2041,6 +2052,14 @@ local function sweep_state(ctx, rule, opts)
   }
 end
 
+-- Collect orphan `key`, to be deleted as the call ends, once the ACL is known
+-- to let it go (else the call fails here: under guard, after a delete, that
+-- ends the call and the next one fails before its first delete).
+local function add_orphan(sw, key)
+  check_deletable(sw.ctx.budget, { { pending = { key } } })
+  sw.orphans.add(key)
+end
+
 -- Whether the sweep's budget is spent: keys deleted and work reach BUDGET.
 local function spent(b)
   return b.keys + b.work >= b.total
@@ -2141,7 +2160,7 @@ local function sweep_pointer(sw, key, id)
   if not id then
     ctx.budget.work = ctx.budget.work + CHECK_COST
     if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
-      sw.orphans.add(key)
+      add_orphan(sw, key)
     end
     return true
   end
@@ -2174,7 +2193,7 @@ local function sweep_orphan(sw, key)
   if check then
     ctx.budget.work = ctx.budget.work + CHECK_COST
     if check(ctx, key, sw.before) then
-      sw.orphans.add(key)
+      add_orphan(sw, key)
     end
   end
 end
@@ -2433,14 +2452,21 @@ local function ts_range(lo, hi)
 end
 
 -- How many checkpoint documents have checkpoint_ts in [lo, hi), up to `most`
--- + 1 (more than `most`). DIALECT 4 stops at the LIMIT: a count costs what it
--- returns, not what the range holds (RediSearch counts a range entry by entry:
--- a whole store's would take ~35 ms per million).
+-- + 1 (more than `most`; most < the search cap). DIALECT 4 stops at the
+-- LIMIT: a count costs what it returns, not what the range holds (RediSearch
+-- counts a range entry by entry: a whole store's would take ~35 ms per million).
 local function ts_count(ctx, lo, hi, most)
-  local n = #rcall('FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', tostring(most + 1),
-    'TIMEOUT', '0', 'DIALECT', '4') - 1
-  ctx.budget.work = ctx.budget.work + 1 + math.floor(n / COUNT_ENTRIES_PER_UNIT)
-  return n
+  local ok, res = pcall(rcall, 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
+    'LIMIT', '0', tostring(most + 1), 'TIMEOUT', '0', 'DIALECT', '4')
+  if not ok then
+    if error_text(res):find('LIMIT exceeds maximum', 1, true) then
+      server.cap = nil
+      error(Stale, 0) -- the cap was lowered since it was learned
+    end
+    error(res, 0)
+  end
+  ctx.budget.work = ctx.budget.work + 1 + math.floor((#res - 1) / COUNT_ENTRIES_PER_UNIT)
+  return #res - 1
 end
 
 -- Whether a sorts before b: by the server's string order, and by bytes where
@@ -2537,26 +2563,26 @@ end
 
 -- The segment the pass is in or begins next within window w: [lo, hi), its
 -- entries, whether they were few (the width doubles next) and whether they
--- are too dense to read (more than group_cap in 1 ms). A new segment is
--- narrowed by counts to BUDGET / SEGMENT_UNITS entries (or 1 ms); the width
--- carries over, so a call whose counts spent its budget (nil) leaves the
--- next one a narrower segment to count.
+-- are too dense to read (more than one aggregate, or count, may return in 1
+-- ms). A new segment is narrowed by counts to BUDGET / SEGMENT_UNITS entries
+-- (or 1 ms); the width carries over, so a call whose counts spent its budget
+-- (nil) leaves the next one a narrower segment to count.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
-  local dense = group_cap(ctx)
-  local limit = math.max(50, math.min(dense, math.floor(ctx.budget.total / SEGMENT_UNITS)))
+  local most = math.min(group_cap(ctx), ctx.cap - 1)
+  local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
+  pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.after then -- the segment under way, as the last call left it
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi, dense)
-    return lo, hi, n, false, n > dense
+    local n = ts_count(ctx, lo, hi, most)
+    return lo, hi, n, false, n > most
   end
   while true do
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi, dense)
+    local n = ts_count(ctx, lo, hi, most)
     if n <= limit or hi - lo <= 1 then
-      pass.lo = lo
-      return lo, hi, n, n < limit / 4, n > dense
+      return lo, hi, n, n < limit / 4, n > most
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
     if spent(ctx.budget) then
@@ -2862,6 +2888,9 @@ local function lgprune_sweep(_, args)
   local pass = parse_cursor(cursor, ctx, rule, opts)
   check_server(ctx)
   require_index(ctx)
+  if not ctx.dry then -- a pass ends by recording its watermark: known before any delete
+    check_allowed('HSET', { WATERMARKS })
+  end
   local sw = sweep_state(ctx, rule, opts)
   sw.unfinished = pass.unfinished
   local done

@@ -4,15 +4,17 @@ and no more (no other key, no FUNCTION LOAD); the install user loads the library
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from helpers import checkpoint_ids, lgprune, put_checkpoints
+from helpers import checkpoint_ids, lgprune, put_checkpoints, snapshot, uuid6_at
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import LibraryInstallError, LibraryVersionError, Pruner
+from lgprune.errors import LgpruneError
 from lgprune.library import library_code, library_version
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -150,3 +152,26 @@ def test_a_sweep_never_reads_what_a_foreign_latest_pointer_names(
     assert result.threads_visited == 200
     assert all(len(checkpoint_ids(saver, f"t{i}")) == 1 for i in range(200))
     assert all(r.exists(f"session:{i}") for i in range(40))
+
+
+def test_an_orphan_the_user_may_not_delete_fails_the_sweep_before_any_delete(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 3, writes=1)
+    gone = uuid6_at(time.time() * 1000 - 3_600_000)
+    r.set("checkpoint_latest:gone:__empty__", f"checkpoint:gone:__empty__:{gone}")  # its checkpoint is gone
+    Pruner(r).install()
+    rules = [
+        "%R" + rule if rule == "~checkpoint_latest:*" else rule
+        for rule in (rule.replace("<password>", "s3cret") for rule in readme_acl("lgprune"))
+    ]
+    r.execute_command("ACL", "SETUSER", "pointers-ro", "reset", *rules)
+    kwargs = r.connection_pool.connection_kwargs
+    client = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="pointers-ro", password="s3cret")
+    try:
+        before = snapshot(r)
+        with client, pytest.raises(LgpruneError, match="may not delete"):
+            Pruner(client).sweep(10, orphans=True, grace=0)
+        assert snapshot(r) == before
+    finally:
+        r.execute_command("ACL", "DELUSER", "pointers-ro")

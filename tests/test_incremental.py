@@ -362,3 +362,25 @@ def test_a_millisecond_too_dense_to_group_leaves_the_pass_unfinished_for_a_full_
     finally:
         r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "-1")
     assert Pruner(r).sweep(1, full=True).threads_pruned == 60
+
+
+def test_a_pass_whose_first_counts_spend_a_call_goes_on_from_where_they_narrowed(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 3, writes=1)
+    pruner = Pruner(r, budget=100)
+    assert pruner.sweep(10_000, margin=60).kind == "full"
+    since = int(next(iter(watermarks(r).values()))) - 60_000
+    pipe = r.pipeline(transaction=False)
+    for i in range(5_000):  # a burst at the start of the next pass's window: counting it spends a call
+        doc = {"thread_id": "bulk", "checkpoint_ns": "__empty__", "checkpoint_id": f"{i:06d}"}
+        pipe.json().set(
+            f"checkpoint:bulk:__empty__:{i:06d}", "$", {**doc, "checkpoint_ts": since + 1 + i / 100}
+        )
+    pipe.execute()
+    Pruner(r).install()
+    first = r.fcall("lgprune_sweep", 0, "0", "10000", "BUDGET", "100", "MARGIN", "60000")
+    cursor = first[1].decode()
+    assert cursor.startswith("i:") and "inf" not in cursor
+    result = pruner.sweep(10_000, margin=60)  # (a new pass: the first call's was abandoned)
+    assert result.kind == "incremental" and not result.unfinished and result.calls > 2

@@ -15,6 +15,7 @@ import redis
 from jsaver import JS_DIR, dumps, read, unreferenced_blobs, version_text, write
 from langgraph.checkpoint.redis import RedisSaver
 from test_acl import readme_acl
+from test_result_cap import result_cap
 from typer.testing import CliRunner
 
 from lgprune import Pruner
@@ -314,6 +315,13 @@ def test_the_readmes_runtime_user_prunes_js_and_a_user_who_may_not_delete_blobs_
             with pytest.raises(LgpruneError, match="may not delete"):
                 Pruner(client).sweep(1)
         assert dumps(r) == keys
+        # a sweep ends by recording its watermark: a user who may not is told before any delete
+        watermarks_ro = ["%R" + rule if rule == "~lgprune:watermarks" else rule for rule in rules]
+        r.execute_command("ACL", "SETUSER", "blobs-ro", "reset", *watermarks_ro)
+        client = redis.Redis(host=host, port=port, username="blobs-ro", password="s3cret")
+        with client, pytest.raises(LgpruneError, match="may not record a watermark"):
+            Pruner(client).sweep(1)
+        assert dumps(r) == keys
         with redis.Redis(host=host, port=port, username="lgprune", password="s3cret") as client:
             assert Pruner(client).sweep(2).threads_pruned == len(IDS)
         after = read(redis_url, IDS)
@@ -331,3 +339,18 @@ def test_a_full_js_sweep_finds_a_thread_stamped_by_a_clock_far_ahead(
         r.json().numincrby(key.decode(), "$.checkpoint_ts", ahead)
     assert Pruner(r).sweep(2).threads_pruned == len(IDS)
     assert root_ids(read(redis_url, ["user"])["user"]) == root_ids(store["user"])[:2]
+
+
+def test_a_server_capping_search_results_below_a_segment_sweeps_a_js_store(
+    r: redis.Redis, redis_url: str, store: dict[str, Any]
+) -> None:
+    with result_cap(r, 1_000):  # below what a segment's count may ask (4,001)
+        first = Pruner(r).sweep(2)
+        write(redis_url, [("a", 1, "chat")])
+        second = Pruner(r).sweep(2)
+    assert (first.kind, first.threads_pruned, second.kind, second.threads_pruned) == (
+        "full",
+        len(IDS),
+        "incremental",
+        1,
+    )

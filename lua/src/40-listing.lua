@@ -13,10 +13,12 @@ local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
 local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
 local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
 local OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
-local SORTED = { sorted = true } -- query shapes (see query_args)
-local IDENTITY = { fields = { 'thread_id', 'checkpoint_id' } }
-local SORTED_IDENTITY = { fields = IDENTITY.fields, sorted = true }
-local BOUNDED = { bounded = true }
+local SHAPES = { -- the listing's query shapes (see query_args)
+  sorted = { sorted = true },
+  identity = { fields = { 'thread_id', 'checkpoint_id' } },
+  sorted_identity = { fields = { 'thread_id', 'checkpoint_id' }, sorted = true },
+  bounded = { bounded = true },
+}
 
 -- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
 local function marks_delta(meta)
@@ -71,7 +73,7 @@ local function first_look(ctx, thread, limit, counted)
     return counted or count_tagged(ctx, thread), nil
   end
   local ask = math.min(limit + 1, ctx.cap)
-  local res = search(ctx.cp_index, '@thread_id:{$t}', thread, ask, BOUNDED)
+  local res = search(ctx.cp_index, '@thread_id:{$t}', thread, ask, SHAPES.bounded)
   res[1] = #res - 1 -- a bounded answer's total is no count
   if res[1] < ask then
     return res[1], res -- every tagged entry
@@ -227,7 +229,7 @@ end
 local function list_root(ctx, thread, view)
   local res = not view.sorted and view.first
   if not res then
-    res = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, view.sorted and SORTED or nil)
+    res = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, view.sorted and SHAPES.sorted or nil)
   end
   local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
   local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
@@ -290,7 +292,7 @@ local function list_checkpoints(ctx, thread, view, rule)
     return docs, exact -- no entry of the thread's tag outside the root
   end
   local res = search_all(ctx.cp_index, OTHERS_WHERE, thread, view.limit,
-    view.sorted and SORTED_IDENTITY or IDENTITY)
+    view.sorted and SHAPES.sorted_identity or SHAPES.identity)
   for i = 2, #res, 2 do
     docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])
   end

@@ -9,6 +9,7 @@
 -- collected in sinks and flushed at the end.
 
 local WRITES_CHUNK = 64 -- checkpoint ids per writes query
+local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in' } -- (see check_allowed)
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
 -- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
@@ -101,10 +102,23 @@ local function sink(b)
   return self
 end
 
--- Fail (NOPERM) unless this user may UNLINK every key pending in `sinks`:
--- checked before the first of them flushes, an ACL that lets the user read a
--- key but not delete it fails the thread before its first delete. (One check
--- for all: each costs a few microseconds whatever it holds.)
+-- Fail (NOPERM) unless this user may run `command` on each of `keys`, as in
+-- ACL_USE (checked before the first delete: an ACL that lets the user read a
+-- key but not change it then fails the call, having deleted nothing).
+local function check_allowed(command, keys)
+  for first, last in batches(#keys, BATCH) do
+    if not redis.acl_check_cmd(command, unpack(keys, first, last)) then
+      local refused = keys[first]
+      for i = first, last do -- (one check for many: each costs a few microseconds whatever it holds)
+        refused = redis.acl_check_cmd(command, keys[i]) and refused or keys[i]
+      end
+      fail('NOPERM', 'this user may not ' .. ACL_USE[command] .. ' ' .. show(refused) .. ', which it must: grant it '
+        .. 'the keys in the README\'s ACL; nothing was deleted')
+    end
+  end
+end
+
+-- check_allowed for every key pending in `sinks` (not in a dry run).
 local function check_deletable(b, sinks)
   if b.dry then
     return
@@ -115,12 +129,7 @@ local function check_deletable(b, sinks)
       keys[#keys + 1] = key
     end
   end
-  for first, last in batches(#keys, BATCH) do
-    if not redis.acl_check_cmd('UNLINK', unpack(keys, first, last)) then
-      fail('NOPERM', 'this user may not delete ' .. show(keys[first]) .. ' or a key beside it, which the prune '
-        .. 'must delete: grant it the keys in the README\'s ACL; nothing was deleted')
-    end
-  end
+  check_allowed('UNLINK', keys)
 end
 
 -- The first doomed checkpoints that `del.left` keys can take, by the first

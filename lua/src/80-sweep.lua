@@ -72,6 +72,14 @@ local function sweep_state(ctx, rule, opts)
   }
 end
 
+-- Collect orphan `key`, to be deleted as the call ends, once the ACL is known
+-- to let it go (else the call fails here: under guard, after a delete, that
+-- ends the call and the next one fails before its first delete).
+local function add_orphan(sw, key)
+  check_deletable(sw.ctx.budget, { { pending = { key } } })
+  sw.orphans.add(key)
+end
+
 -- Whether the sweep's budget is spent: keys deleted and work reach BUDGET.
 local function spent(b)
   return b.keys + b.work >= b.total
@@ -172,7 +180,7 @@ local function sweep_pointer(sw, key, id)
   if not id then
     ctx.budget.work = ctx.budget.work + CHECK_COST
     if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
-      sw.orphans.add(key)
+      add_orphan(sw, key)
     end
     return true
   end
@@ -205,7 +213,7 @@ local function sweep_orphan(sw, key)
   if check then
     ctx.budget.work = ctx.budget.work + CHECK_COST
     if check(ctx, key, sw.before) then
-      sw.orphans.add(key)
+      add_orphan(sw, key)
     end
   end
 end

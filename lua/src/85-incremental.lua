@@ -206,14 +206,21 @@ local function ts_range(lo, hi)
 end
 
 -- How many checkpoint documents have checkpoint_ts in [lo, hi), up to `most`
--- + 1 (more than `most`). DIALECT 4 stops at the LIMIT: a count costs what it
--- returns, not what the range holds (RediSearch counts a range entry by entry:
--- a whole store's would take ~35 ms per million).
+-- + 1 (more than `most`; most < the search cap). DIALECT 4 stops at the
+-- LIMIT: a count costs what it returns, not what the range holds (RediSearch
+-- counts a range entry by entry: a whole store's would take ~35 ms per million).
 local function ts_count(ctx, lo, hi, most)
-  local n = #rcall('FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT', 'LIMIT', '0', tostring(most + 1),
-    'TIMEOUT', '0', 'DIALECT', '4') - 1
-  ctx.budget.work = ctx.budget.work + 1 + math.floor(n / COUNT_ENTRIES_PER_UNIT)
-  return n
+  local ok, res = pcall(rcall, 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
+    'LIMIT', '0', tostring(most + 1), 'TIMEOUT', '0', 'DIALECT', '4')
+  if not ok then
+    if error_text(res):find('LIMIT exceeds maximum', 1, true) then
+      server.cap = nil
+      error(Stale, 0) -- the cap was lowered since it was learned
+    end
+    error(res, 0)
+  end
+  ctx.budget.work = ctx.budget.work + 1 + math.floor((#res - 1) / COUNT_ENTRIES_PER_UNIT)
+  return #res - 1
 end
 
 -- Whether a sorts before b: by the server's string order, and by bytes where
@@ -310,26 +317,26 @@ end
 
 -- The segment the pass is in or begins next within window w: [lo, hi), its
 -- entries, whether they were few (the width doubles next) and whether they
--- are too dense to read (more than group_cap in 1 ms). A new segment is
--- narrowed by counts to BUDGET / SEGMENT_UNITS entries (or 1 ms); the width
--- carries over, so a call whose counts spent its budget (nil) leaves the
--- next one a narrower segment to count.
+-- are too dense to read (more than one aggregate, or count, may return in 1
+-- ms). A new segment is narrowed by counts to BUDGET / SEGMENT_UNITS entries
+-- (or 1 ms); the width carries over, so a call whose counts spent its budget
+-- (nil) leaves the next one a narrower segment to count.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
-  local dense = group_cap(ctx)
-  local limit = math.max(50, math.min(dense, math.floor(ctx.budget.total / SEGMENT_UNITS)))
+  local most = math.min(group_cap(ctx), ctx.cap - 1)
+  local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
+  pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.after then -- the segment under way, as the last call left it
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi, dense)
-    return lo, hi, n, false, n > dense
+    local n = ts_count(ctx, lo, hi, most)
+    return lo, hi, n, false, n > most
   end
   while true do
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi, dense)
+    local n = ts_count(ctx, lo, hi, most)
     if n <= limit or hi - lo <= 1 then
-      pass.lo = lo
-      return lo, hi, n, n < limit / 4, n > dense
+      return lo, hi, n, n < limit / 4, n > most
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
     if spent(ctx.budget) then

@@ -227,6 +227,9 @@ local function lgprune_sweep(_, args)
   local pass = parse_cursor(cursor, ctx, rule, opts)
   check_server(ctx)
   require_index(ctx)
+  if not ctx.dry then -- a pass ends by recording its watermark: known before any delete
+    check_allowed('HSET', { WATERMARKS })
+  end
   local sw = sweep_state(ctx, rule, opts)
   sw.unfinished = pass.unfinished
   local done
