@@ -348,12 +348,17 @@ local function layout_of(opts, cp)
     return LAYOUTS[name or 'python'] -- keys the js saver never writes
   end
   local js = index_exists(LAYOUTS.js.cp_index)
-  local python = js and index_exists(cp)
+  local python = (js or name == 'js') and index_exists(cp)
   if js and python then
-    fail('MIXED', 'both savers index the keys ' .. cp .. ':* (the python saver\'s index ' .. show(cp)
-      .. ' and LangGraph.js\'s ' .. show(LAYOUTS.js.cp_index) .. '): a subgraph checkpoint is spelt '
-      .. 'alike by both, so lgprune cannot tell whose it is and prunes neither; drop the index of '
-      .. 'the saver not in use (FT.DROPINDEX, without DD), or give the python saver its own prefix')
+    fail('MIXED', 'both savers index the keys ' .. cp .. ':* (python: index "' .. cp .. '", LangGraph.js: "'
+      .. LAYOUTS.js.cp_index .. '"), so whose a subgraph checkpoint is cannot be told; nothing was pruned. '
+      .. 'Drop the other saver\'s index, without DD: FT.DROPINDEX ' .. cp .. ' if you use LangGraph.js, '
+      .. 'FT.DROPINDEX ' .. LAYOUTS.js.cp_index .. ' if you use Python')
+  end
+  local other = (name == 'python' and js and 'js') or (name == 'js' and python and 'python')
+  if other then
+    fail('NOINDEX', 'this store has only the ' .. other .. ' saver\'s index (' .. (js and LAYOUTS.js.cp_index or cp)
+      .. '): pass LAYOUT ' .. other .. ' (or leave LAYOUT out)')
   end
   return LAYOUTS[name or (js and 'js' or 'python')]
 end
@@ -2883,7 +2888,7 @@ local function lgprune_sweep(_, args)
   local ctx = context(opts)
   ctx.sweep, ctx.details = true, opts.DETAILS == true
   if opts.ORPHANS and not ctx.layout.pointers then
-    fail('BADARG', 'ORPHANS is for LAYOUT python: a js thread\'s leftovers go with KEEP 0 (lgprune_thread)')
+    fail('BADARG', 'ORPHANS is for LAYOUT python: to delete a js thread\'s leftovers, prune it with KEEP 0')
   end
   local pass = parse_cursor(cursor, ctx, rule, opts)
   check_server(ctx)

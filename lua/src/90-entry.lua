@@ -222,7 +222,7 @@ local function lgprune_sweep(_, args)
   local ctx = context(opts)
   ctx.sweep, ctx.details = true, opts.DETAILS == true
   if opts.ORPHANS and not ctx.layout.pointers then
-    fail('BADARG', 'ORPHANS is for LAYOUT python: a js thread\'s leftovers go with KEEP 0 (lgprune_thread)')
+    fail('BADARG', 'ORPHANS is for LAYOUT python: to delete a js thread\'s leftovers, prune it with KEEP 0')
   end
   local pass = parse_cursor(cursor, ctx, rule, opts)
   check_server(ctx)

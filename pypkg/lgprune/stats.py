@@ -42,6 +42,7 @@ class Stats:
     used_memory: int
     calls: int = 0
     notes: list[str] = field(default_factory=list)
+    layout: str = "python"  # whose keys: "python" or "js" (LangGraph.js's saver)
 
 
 def bucket_label(n: int) -> str:
@@ -218,6 +219,7 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
         sweep_bytes=int(doomed * average),
         used_memory=used_memory,
         calls=calls,
+        layout=layout,
         notes=[
             f"{len(inexact)} threads are larger than one call lists; their checkpoint counts are "
             "upper bounds (case variants or comma-joined ids may be counted in)"

@@ -38,6 +38,7 @@ FLAG_NAMES = {
     "grace": "--grace",
     "LAYOUT": "--layout",
     "layout": "--layout",
+    "ORPHANS": "--orphans",
 }
 FLAG_PATTERN = re.compile(r"(?<![-\w])(" + "|".join(FLAG_NAMES) + r")\b")
 
@@ -57,10 +58,10 @@ Url = Annotated[
     ),
 ]
 CheckpointPrefix = Annotated[
-    str, typer.Option(callback=_nonempty, help="The saver's checkpoint_prefix (its index name).")
+    str, typer.Option(callback=_nonempty, help="The Python saver's checkpoint_prefix (its index name).")
 ]
 WritePrefix = Annotated[
-    str, typer.Option(callback=_nonempty, help="The saver's checkpoint_write_prefix (its index name).")
+    str, typer.Option(callback=_nonempty, help="The Python saver's checkpoint_write_prefix (its index name).")
 ]
 
 

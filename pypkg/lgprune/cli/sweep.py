@@ -91,8 +91,11 @@ def summary(result: SweepResult) -> str:
         f"{plural(result.threads_visited, 'thread visit')}, {result.threads_pruned} pruned, "
         f"{plural(result.threads_deleted, 'idle thread')} deleted; {verb} "
         f"{plural(result.checkpoints_deleted, 'checkpoint')}, {plural(result.writes_deleted, 'write')}, "
-        f"{plural(result.orphans_deleted, 'orphan')}"
-        + (f", {plural(result.blobs_deleted, 'blob')}" if result.blobs_deleted else "")
+        + (
+            plural(result.blobs_deleted, "blob")
+            if result.layout == "js"
+            else plural(result.orphans_deleted, "orphan")
+        )
         + f" ({plural(result.keys_deleted, 'key')}) "
         f"in {plural(result.calls, 'call')}, {result.elapsed:.1f} s"
         + (
@@ -272,6 +275,7 @@ def stats(
     console.print(
         f"{result.threads} threads, {result.checkpoints} checkpoints, {result.writes} writes, "
         f"{result.keys} keys, {result.used_memory / 2**20:.1f} MiB allocated"
+        + (" (LangGraph.js's saver: --layout js)" if result.layout == "js" else "")
     )
     histogram = Table("checkpoints per thread", "threads", title="Histogram")
     for label, count in result.histogram.items():
