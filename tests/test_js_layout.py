@@ -47,7 +47,9 @@ def store(r: redis.Redis, redis_url: str) -> dict[str, Any]:
 
 
 def root_ids(state: dict[str, Any]) -> list[str]:
-    return [c["id"] for c in state["namespaces"][""]]
+    """The root checkpoints the JS saver lists, newest id first (its list() orders them by
+    checkpoint_ts, whose ties it orders as the index does)."""
+    return sorted((c["id"] for c in state["namespaces"][""]), reverse=True)
 
 
 def assert_kept_exactly(before: dict[str, Any], after: dict[str, Any], keep: int) -> None:
