@@ -648,18 +648,26 @@ local function query_args(index, where, thread, limit, shape)
   return args
 end
 
+-- pcall(redis.call, ...) for a query whose LIMIT was sized by server[cap]
+-- ('cap' or 'group_cap'): a cap lowered since it was learned is Stale (the
+-- call runs again and learns it anew).
+local function capped(cap, ...)
+  local ok, res = pcall(rcall, ...)
+  if not ok and server[cap] and error_text(res):find('LIMIT exceeds maximum', 1, true) then
+    server[cap] = nil
+    error(Stale, 0)
+  end
+  return ok, res
+end
+
 -- FT.SEARCH (arguments as query_args takes them), with the server's errors
--- turned into ones that say what to do. A cap lowered since it was cached is Stale.
+-- turned into ones that say what to do (see capped).
 local function search(index, where, thread, limit, shape)
-  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
+  local ok, res = capped('cap', 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
   if ok then
     return res
   end
   local err = error_text(res)
-  if server.cap and err:find('LIMIT exceeds maximum', 1, true) then
-    server.cap = nil
-    error(Stale, 0)
-  end
   if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
     fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first '
       .. '(LangGraph.js: RedisSaver.fromUrl makes its indexes), or pass the prefixes the saver uses '
@@ -1393,12 +1401,13 @@ end
 -- saver reads for its thread, namespace, channel and version; it goes when
 -- no checkpoint left (docs less p.doomed) references it, and the checkpoint
 -- that wrote it is not one being stored now (the saver stores blobs before
--- their checkpoint): one listed, or older than its namespace's newest listed
--- checkpoint, or than DEFAULT_GRACE_MS. Reads up to 2 * reads_left entries
--- (as the writes do; a case variant's blobs are among them). Returns { keys,
--- cut }: cut when entries were left unread.
+-- their checkpoint, which is newer than any): one listed or older (its id at
+-- most the namespace's newest listed), or one older than DEFAULT_GRACE_MS.
+-- Reads up to 2 * reads_left entries (as the writes do; a case variant's
+-- blobs are among them). Returns { keys, cut }: cut when entries were left
+-- unread.
 local function freed_blobs(ctx, thread, docs, p)
-  local doomed, kept, newest, listed = {}, {}, {}, {}
+  local doomed, kept, newest = {}, {}, {}
   for _, d in ipairs(p.doomed) do
     doomed[d.key] = true
   end
@@ -1409,8 +1418,6 @@ local function freed_blobs(ctx, thread, docs, p)
     if not newest[d.ns] or d.id > newest[d.ns] then
       newest[d.ns] = d.id
     end
-    listed[d.ns] = listed[d.ns] or {}
-    listed[d.ns][d.id] = true
   end
   local refs, unsure = blob_refs(ctx, thread, kept)
   local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
@@ -1423,7 +1430,7 @@ local function freed_blobs(ctx, thread, docs, p)
     local writer = f.checkpoint_id
     if f.thread_id == thread.id and ns and not unsure[ns] and f.channel and f.version and writer
       and key == blob_key(ctx, thread, ns, f.channel, f.version) and not refs[key]
-      and ((newest[ns] and (writer < newest[ns] or listed[ns][writer])) or older(writer, before)) then
+      and ((newest[ns] and writer <= newest[ns]) or older(writer, before)) then
       keys[#keys + 1] = key
     end
   end
@@ -2461,13 +2468,9 @@ end
 -- LIMIT: a count costs what it returns, not what the range holds (RediSearch
 -- counts a range entry by entry: a whole store's would take ~35 ms per million).
 local function ts_count(ctx, lo, hi, most)
-  local ok, res = pcall(rcall, 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
+  local ok, res = capped('cap', 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
     'LIMIT', '0', tostring(most + 1), 'TIMEOUT', '0', 'DIALECT', '4')
   if not ok then
-    if error_text(res):find('LIMIT exceeds maximum', 1, true) then
-      server.cap = nil
-      error(Stale, 0) -- the cap was lowered since it was learned
-    end
     error(res, 0)
   end
   ctx.budget.work = ctx.budget.work + 1 + math.floor((#res - 1) / COUNT_ENTRIES_PER_UNIT)
@@ -2503,13 +2506,9 @@ end
 -- [lo, hi), sorted (see before), and how many groups had no id (a document
 -- without a thread_id, or one the index cannot group: full passes only).
 local function ts_threads(ctx, lo, hi, n)
-  local ok, res = pcall(rcall, 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
-    'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
+  local ok, res = capped('group_cap', 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1',
+    '@thread_id', 'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
   if not ok then
-    if error_text(res):find('LIMIT exceeds maximum', 1, true) then
-      server.group_cap = nil
-      error(Stale, 0) -- the cap was lowered since it was learned
-    end
     error(res, 0)
   end
   ctx.budget.work = ctx.budget.work + math.floor(n / GROUP_ENTRIES_PER_UNIT)

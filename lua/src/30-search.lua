@@ -68,18 +68,26 @@ local function query_args(index, where, thread, limit, shape)
   return args
 end
 
+-- pcall(redis.call, ...) for a query whose LIMIT was sized by server[cap]
+-- ('cap' or 'group_cap'): a cap lowered since it was learned is Stale (the
+-- call runs again and learns it anew).
+local function capped(cap, ...)
+  local ok, res = pcall(rcall, ...)
+  if not ok and server[cap] and error_text(res):find('LIMIT exceeds maximum', 1, true) then
+    server[cap] = nil
+    error(Stale, 0)
+  end
+  return ok, res
+end
+
 -- FT.SEARCH (arguments as query_args takes them), with the server's errors
--- turned into ones that say what to do. A cap lowered since it was cached is Stale.
+-- turned into ones that say what to do (see capped).
 local function search(index, where, thread, limit, shape)
-  local ok, res = pcall(rcall, 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
+  local ok, res = capped('cap', 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
   if ok then
     return res
   end
   local err = error_text(res)
-  if server.cap and err:find('LIMIT exceeds maximum', 1, true) then
-    server.cap = nil
-    error(Stale, 0)
-  end
   if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
     fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first '
       .. '(LangGraph.js: RedisSaver.fromUrl makes its indexes), or pass the prefixes the saver uses '

@@ -57,12 +57,13 @@ end
 -- saver reads for its thread, namespace, channel and version; it goes when
 -- no checkpoint left (docs less p.doomed) references it, and the checkpoint
 -- that wrote it is not one being stored now (the saver stores blobs before
--- their checkpoint): one listed, or older than its namespace's newest listed
--- checkpoint, or than DEFAULT_GRACE_MS. Reads up to 2 * reads_left entries
--- (as the writes do; a case variant's blobs are among them). Returns { keys,
--- cut }: cut when entries were left unread.
+-- their checkpoint, which is newer than any): one listed or older (its id at
+-- most the namespace's newest listed), or one older than DEFAULT_GRACE_MS.
+-- Reads up to 2 * reads_left entries (as the writes do; a case variant's
+-- blobs are among them). Returns { keys, cut }: cut when entries were left
+-- unread.
 local function freed_blobs(ctx, thread, docs, p)
-  local doomed, kept, newest, listed = {}, {}, {}, {}
+  local doomed, kept, newest = {}, {}, {}
   for _, d in ipairs(p.doomed) do
     doomed[d.key] = true
   end
@@ -73,8 +74,6 @@ local function freed_blobs(ctx, thread, docs, p)
     if not newest[d.ns] or d.id > newest[d.ns] then
       newest[d.ns] = d.id
     end
-    listed[d.ns] = listed[d.ns] or {}
-    listed[d.ns][d.id] = true
   end
   local refs, unsure = blob_refs(ctx, thread, kept)
   local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
@@ -87,7 +86,7 @@ local function freed_blobs(ctx, thread, docs, p)
     local writer = f.checkpoint_id
     if f.thread_id == thread.id and ns and not unsure[ns] and f.channel and f.version and writer
       and key == blob_key(ctx, thread, ns, f.channel, f.version) and not refs[key]
-      and ((newest[ns] and (writer < newest[ns] or listed[ns][writer])) or older(writer, before)) then
+      and ((newest[ns] and writer <= newest[ns]) or older(writer, before)) then
       keys[#keys + 1] = key
     end
   end

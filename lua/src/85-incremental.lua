@@ -210,13 +210,9 @@ end
 -- LIMIT: a count costs what it returns, not what the range holds (RediSearch
 -- counts a range entry by entry: a whole store's would take ~35 ms per million).
 local function ts_count(ctx, lo, hi, most)
-  local ok, res = pcall(rcall, 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
+  local ok, res = capped('cap', 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
     'LIMIT', '0', tostring(most + 1), 'TIMEOUT', '0', 'DIALECT', '4')
   if not ok then
-    if error_text(res):find('LIMIT exceeds maximum', 1, true) then
-      server.cap = nil
-      error(Stale, 0) -- the cap was lowered since it was learned
-    end
     error(res, 0)
   end
   ctx.budget.work = ctx.budget.work + 1 + math.floor((#res - 1) / COUNT_ENTRIES_PER_UNIT)
@@ -252,13 +248,9 @@ end
 -- [lo, hi), sorted (see before), and how many groups had no id (a document
 -- without a thread_id, or one the index cannot group: full passes only).
 local function ts_threads(ctx, lo, hi, n)
-  local ok, res = pcall(rcall, 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1', '@thread_id',
-    'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
+  local ok, res = capped('group_cap', 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1',
+    '@thread_id', 'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
   if not ok then
-    if error_text(res):find('LIMIT exceeds maximum', 1, true) then
-      server.group_cap = nil
-      error(Stale, 0) -- the cap was lowered since it was learned
-    end
     error(res, 0)
   end
   ctx.budget.work = ctx.budget.work + math.floor(n / GROUP_ENTRIES_PER_UNIT)
