@@ -80,24 +80,30 @@ def version_text(version: Any) -> str:
     return str(int(version)) if isinstance(version, (int, float)) else str(version)
 
 
+def thread_docs(r: redis.Redis, thread: str, prefix: str) -> dict[str, dict[str, Any]]:
+    """The JSON documents under `prefix` whose own thread_id is `thread`, by key."""
+    docs = {}
+    for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+        if r.type(key) == b"ReJSON-RL":
+            doc = r.json().get(key.decode())
+            if isinstance(doc, dict) and doc.get("thread_id") == thread:
+                docs[key.decode()] = doc
+    return docs
+
+
+def blobs_read_back(r: redis.Redis, thread: str) -> set[str]:
+    """The blob keys the thread's stored checkpoints read back (by their channel_versions)."""
+    wanted = set()
+    for doc in thread_docs(r, thread, "checkpoint").values():
+        ns = "" if doc["checkpoint_ns"] == "__empty__" else doc["checkpoint_ns"]
+        for channel, version in doc["checkpoint"].get("channel_versions", {}).items():
+            wanted.add(f"checkpoint_blob:{thread}:{ns}:{channel}:{version_text(version)}")
+    return wanted
+
+
 def unreferenced_blobs(r: redis.Redis, thread: str) -> list[str]:
     """The thread's blobs that no checkpoint of its namespace names in channel_versions."""
-    refs: set[str] = set()
-    blobs = []
-    for key in r.scan_iter(match="checkpoint*", count=1000):
-        name = key.decode()
-        if r.type(key) != b"ReJSON-RL":
-            continue
-        doc = r.json().get(name)
-        if not isinstance(doc, dict) or doc.get("thread_id") != thread:
-            continue
-        ns = "" if doc.get("checkpoint_ns") == "__empty__" else doc.get("checkpoint_ns")
-        if name.startswith("checkpoint_blob:"):
-            blobs.append(name)
-        elif name.startswith("checkpoint:"):
-            for channel, version in doc["checkpoint"].get("channel_versions", {}).items():
-                refs.add(f"checkpoint_blob:{thread}:{ns}:{channel}:{version_text(version)}")
-    return sorted(b for b in blobs if b not in refs)
+    return sorted(set(thread_docs(r, thread, "checkpoint_blob")) - blobs_read_back(r, thread))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from jsaver import JS_DIR, dumps, read, unreferenced_blobs, version_text, write
+from jsaver import JS_DIR, blobs_read_back, dumps, read, unreferenced_blobs, write
 from langgraph.checkpoint.redis import RedisSaver
 from test_acl import readme_acl
 from test_result_cap import result_cap
@@ -117,18 +117,6 @@ def test_keep_zero_deletes_the_thread_and_only_it(
             assert left[key] == (owner, dump)
     after = read(redis_url, ["user", "user:42:chat"])
     assert after["user"]["namespaces"] == {"": []} and after["user:42:chat"] == store["user:42:chat"]
-
-
-def blobs_read_back(r: redis.Redis, thread: str) -> set[str]:
-    """The blob keys the thread's stored checkpoints read back (by their channel_versions)."""
-    wanted = set()
-    for key in r.scan_iter(match=f"checkpoint:{thread}:*", count=1000):
-        doc = r.json().get(key.decode())
-        if doc["thread_id"] == thread:
-            ns = "" if doc["checkpoint_ns"] == "__empty__" else doc["checkpoint_ns"]
-            for channel, version in doc["checkpoint"]["channel_versions"].items():
-                wanted.add(f"checkpoint_blob:{thread}:{ns}:{channel}:{version_text(version)}")
-    return wanted
 
 
 def test_small_budgets_end_where_one_call_does(r: redis.Redis, redis_url: str, store: dict[str, Any]) -> None:
