@@ -20,7 +20,7 @@ TARGET = HERE / "lgprune.lua"
 MAX_LINES = 60
 MAX_PARAMS = 5
 MAX_LOCALS = 200  # LUAI_MAXVARS: "main function has more than 200 local variables"
-FUNCTION = re.compile(r"^local function (\w+)\(([^)]*)\)")
+FUNCTION = re.compile(r"^(?:local )?function ([\w.:]+)\(([^)]*)\)")
 TOP_LOCAL = re.compile(r"^local (?:function )?([\w, ]+?)(?: =|\(|$)")
 
 

@@ -121,28 +121,58 @@ end
 -- longer holds: the thread is planned again in a fresh call (see entry).
 local Stale = {}
 
--- The budget of the running call (see new_budget), for entry.
-local running = {}
+-- Every error as a Failure: a Failure as it is; an error Redis answered a
+-- command with as NOPERM when the ACL refused it, else BADDATA (a key of
+-- another type than the saver writes, a value it cannot read); a Lua error
+-- (data lgprune did not expect) as BADDATA too.
+local function as_failure(err)
+  if getmetatable(err) == Failure then
+    return err
+  end
+  local text = error_text(err)
+  if text:find('NOPERM', 1, true) or text:find('No permissions', 1, true) or text:find('ACL failure', 1, true) then
+    return setmetatable({ code = 'NOPERM', msg = 'this user may not run a command lgprune needs (' .. text
+      .. '): grant it the README\'s ACL; nothing was deleted' }, Failure)
+  end
+  return setmetatable({ code = 'BADDATA', msg = 'Redis refused a read of stored data (' .. text
+    .. '); nothing was deleted' }, Failure)
+end
 
--- Wrap a registered function so that fail() becomes a clean error reply.
--- A Stale before the call's first delete runs the call again from scratch.
--- Functions that prune several threads catch every error of a thread after
--- a delete themselves (see guard), so an error reaching here comes before
--- the call's first delete.
+-- Failures of the whole call, never of one thread: where they stand, no
+-- thread of the store can be pruned.
+local CALL_FAILURES = { NOINDEX = true, NOMODULE = true, MIXED = true, NOPERM = true }
+
+-- Why a thread of a sweep cannot be pruned ("<CODE> <message>"), for an error
+-- it raised before its first delete; an error of the whole call (and Stale)
+-- is raised again.
+local function thread_failure(err)
+  local f = err ~= Stale and as_failure(err)
+  if not f or CALL_FAILURES[f.code] then
+    error(err, 0)
+  end
+  return f.code .. ' ' .. f.msg
+end
+
+-- Wrap a registered function so that every error becomes an "LGPRUNE <CODE>"
+-- reply. A Stale runs the call again from scratch. Functions that prune
+-- several threads catch every error of a thread after a delete themselves
+-- (see guard and visit), so an error reaching here comes before the call's
+-- first delete, and the reply means nothing was deleted.
 local function entry(body)
   return function(keys, args)
-    running.budget = nil
     local ok, res = pcall(body, keys, args)
-    if not ok and res == Stale and (running.budget == nil or running.budget.keys == 0) then
+    if not ok and res == Stale then
       ok, res = pcall(body, keys, args)
     end
     if ok then
       return res
     end
-    if getmetatable(res) == Failure then
-      return redis.error_reply('LGPRUNE ' .. res.code .. ' ' .. res.msg)
+    if res == Stale then
+      res = { code = 'PARTIAL', msg = 'the search result cap changed during the call; nothing was deleted, try again' }
+    else
+      res = as_failure(res)
     end
-    error(res, 0)
+    return redis.error_reply('LGPRUNE ' .. res.code .. ' ' .. res.msg)
   end
 end
 
@@ -216,9 +246,7 @@ end
 --   work   units a sweep charged for visits, checks and SCAN steps
 --   dry    DRY_RUN: nothing is deleted, and what would go is counted uncapped
 local function new_budget(total, dry)
-  local b = { total = total, keys = 0, work = 0, dry = dry }
-  running.budget = b
-  return b
+  return { total = total, keys = 0, work = 0, dry = dry }
 end
 
 -- Keys the call may still delete (uncapped in a dry run).
@@ -574,11 +602,6 @@ local function root_doc(key, prefix, root)
   return nil
 end
 
--- Escape glob characters for SCAN MATCH.
-local function glob_escape(s)
-  return (s:gsub('([%*%?%[%]\\])', '\\%1'))
-end
-
 -- Search and reads --------------------------------------------------------------
 -- Provides: check_server (the modules, the search result cap), the one query
 -- builder (query_args) and the searches that use it (search, search_all,
@@ -693,11 +716,14 @@ local function search_all(index, where, thread, limit, shape)
   return res
 end
 
--- An entry's RETURNed name/value list as a table.
+-- An entry's RETURNed name/value list as a table (empty when RediSearch
+-- returned no fields: a value it cannot return, such as one holding a NUL byte).
 local function named(fields)
   local f = {}
-  for j = 1, #fields, 2 do
-    f[fields[j]] = fields[j + 1]
+  if type(fields) == 'table' then
+    for j = 1, #fields, 2 do
+      f[fields[j]] = fields[j + 1]
+    end
   end
   return f
 end
@@ -792,18 +818,25 @@ local function json_mget(keys, path)
   return values
 end
 
--- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
--- or nil), and with `also` (a path) the string there too, in the same read;
--- all nil for a missing key or one that is not JSON.
-local function identity(key, also)
-  local ok, raw
-  if also then
-    ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id', also)
-  else
-    ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
+-- pcall's answer to a read of a key that may hold another type than the saver
+-- writes there: the value, or nil for WRONGTYPE (not the saver's key). Any
+-- other error (the ACL refused the read) is raised: never read as absent.
+local function unless_wrongtype(ok, res)
+  if ok then
+    return res
   end
+  if error_text(res):find('WRONGTYPE', 1, true) then
+    return nil
+  end
+  error(res, 0)
+end
+
+-- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
+-- or nil); all nil for a missing key or one that is not JSON.
+local function identity(key)
+  local raw = unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id'))
   local decoded, f = false, nil
-  if ok and type(raw) == 'string' then
+  if type(raw) == 'string' then
     decoded, f = pcall(cjson.decode, raw)
   end
   if not decoded or type(f) ~= 'table' then
@@ -813,15 +846,15 @@ local function identity(key, also)
     local v = type(f[path]) == 'table' and f[path][1]
     return type(v) == 'string' and v or nil
   end
-  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id'), also and field(also)
+  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id')
 end
 
 -- Whether `key` holds a placeholder: the document the saver's put_writes makes
 -- (a JSON.MERGE of {"has_writes": true}) for a checkpoint not stored yet. It
 -- names no thread and no checkpoint, so no index query finds it.
 local function is_placeholder(key)
-  local ok, has = pcall(json_keyset, key, '$') -- fails for a key that is not JSON
-  return ok and has.has_writes == true and not has.checkpoint_id and not has.thread_id
+  local has = unless_wrongtype(pcall(json_keyset, key, '$')) -- (a key that is not JSON is none)
+  return has ~= nil and has.has_writes == true and not has.checkpoint_id and not has.thread_id
 end
 
 -- Whether checkpoint `key` is gone for its writes: missing, or a placeholder.
@@ -829,18 +862,30 @@ local function checkpoint_gone(key)
   return rcall('EXISTS', key) == 0 or is_placeholder(key)
 end
 
--- The string a latest pointer holds, or nil (missing, or not a string key).
-local function read_pointer(key)
-  local ok, value = pcall(rcall, 'GET', key)
-  return ok and type(value) == 'string' and value or nil
+-- The string at `key`, nil when it is missing or holds another type (not the saver's).
+local function get_string(key)
+  return unless_wrongtype(pcall(rcall, 'GET', key)) or nil
+end
+
+-- The one reader of latest pointers: the id of the checkpoint that namespace
+-- `ns`'s pointer names, when it names one under the namespace's own key
+-- prefix; nil when it names none (or the layout has no pointers).
+local function latest_id(ctx, thread, ns)
+  local pointer = latest_key(ctx, thread, ns)
+  local key = pointer and get_string(pointer)
+  local prefix = key and checkpoint_prefix(ctx, thread, ns)
+  if prefix and #key > #prefix and starts_with(key, prefix) then
+    return key:sub(#prefix + 1)
+  end
+  return nil
 end
 
 -- Listing -----------------------------------------------------------------------
 -- Provides: a thread's first look (first_look), its newest root checkpoint
--- (newest_root), the DeltaChannel marker (marks_delta, uses_delta), the
+-- (newest_root), the DeltaChannel marker (marks_delta), the
 -- writes a checkpoint registered (registered_writes), and its checkpoints as
 -- docs { key, ns, id } under a view (list_checkpoints; for a thread too large
--- to list whole, root_chain or root_window).
+-- to list whole, root_window).
 -- Assumes: keys, search. Lists read only; what is listed is proved to be the
 -- thread's: root keys by their form (root_doc), others by their own fields.
 
@@ -859,13 +904,6 @@ local SHAPES = { -- the listing's query shapes (see query_args)
 -- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
 local function marks_delta(meta)
   return type(meta) == 'string' and meta:find(DELTA_MARKER, 1, true) ~= nil
-end
-
--- Whether checkpoint `key` rebuilds DeltaChannel values from its ancestors,
--- by its metadata (see delta_channels).
-local function uses_delta(key)
-  local ok, meta = pcall(json_get, key, '$.metadata')
-  return ok and marks_delta(meta)
 end
 
 -- How many writes the saver registered for checkpoint d.
@@ -894,9 +932,9 @@ end
 -- or nil when the pointer is missing or names no proven root checkpoint (or
 -- the layout has no pointers).
 local function newest_root(ctx, thread)
-  local pointer = latest_key(ctx, thread, ctx.root)
-  local newest = pointer and read_pointer(pointer)
-  return newest and proven_root(ctx, thread, newest, checkpoint_prefix(ctx, thread, ctx.root)) or nil
+  local id = latest_id(ctx, thread, ctx.root)
+  return id and proven_root(ctx, thread, checkpoint_key(ctx, thread, ctx.root, id),
+    checkpoint_prefix(ctx, thread, ctx.root)) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -918,22 +956,15 @@ local function first_look(ctx, thread, limit, counted)
 end
 
 -- Root docs of the thread, collected once each from index answers:
--- add(keys, first, last) keeps the keys[first..last] proven_root proves;
--- push(doc) adds a doc proven otherwise; seen(key) says whether it is listed.
+-- add(keys, first, last) keeps the keys[first..last] proven_root proves.
 local function root_docs(ctx, thread)
   local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ctx.root)
-  function self.push(doc)
-    listed[doc.key] = true
-    self.docs[#self.docs + 1] = doc
-  end
-  function self.seen(key)
-    return listed[key] == true
-  end
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
       local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i], prefix)
       if doc then
-        self.push(doc)
+        listed[doc.key] = true
+        self.docs[#self.docs + 1] = doc
       end
     end
   end
@@ -984,19 +1015,19 @@ local function kth_after(docs, keep, lo)
   return ms ~= nil and ms >= lo + CLOCK_SLACK_MS
 end
 
--- Root checkpoints of a thread too large to list whole, without sorting it,
--- where DeltaChannel history needs the true newest (view.wide): a window of
--- the newest by checkpoint_ts, anchored at the latest pointer and sized to
--- hold more than `keep` and at most view.limit, plus a page of any
+-- Root checkpoints of a thread too large to list whole, without sorting it:
+-- a window of the newest by checkpoint_ts, anchored at the latest pointer and
+-- sized to hold more than `keep` and at most view.limit, plus a page of any
 -- view.page others (view.first when the thread is plain, else the first of
 -- the root namespace: the index answers in the order it stored them). Any
 -- listed checkpoint with `keep` newer ones listed beside it is provably not
 -- among the newest `keep`, whatever was left out (the plan keeps the newest
 -- `keep` listed: they are the witnesses). Returns the docs and whether the
--- witnesses are surely the true newest `keep`: the window was listed whole
--- and began before the keep-th newest id was made (the saver stamps
--- checkpoint_ts after making the id, on the same clock). Returns nil when no
--- latest pointer anchors the window (view.newest, see newest_root).
+-- witnesses are surely the true newest `keep` (`exact`, which DeltaChannel
+-- history and IDLE_TTL need): the window was listed whole and began before
+-- the keep-th newest id was made (the saver stamps checkpoint_ts after making
+-- the id, on the same clock). Returns nil when no latest pointer anchors the
+-- window (view.newest, see newest_root).
 local function root_window(ctx, thread, keep, view)
   if not view.newest then
     return nil
@@ -1015,49 +1046,6 @@ local function root_window(ctx, thread, keep, view)
   local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, exact
-end
-
--- The doc of the thread's root checkpoint `id` when its document names the
--- thread, the root namespace and that id (a key built from an id proves
--- nothing by its form: ids and thread ids hold colons), and the id of its
--- parent; else nil.
-local function own_root(ctx, thread, id)
-  local key = checkpoint_key(ctx, thread, ctx.root, id)
-  local t, ns, own, parent = identity(key, '$.parent_checkpoint_id')
-  if t ~= thread.id or ns ~= ROOT_NS or own ~= id then
-    return nil
-  end
-  return { key = key, ns = ctx.root, id = id }, parent
-end
-
--- Root checkpoints of a thread too large to list whole, when no DeltaChannel
--- history is in sight: the checkpoint the latest pointer names and its parent
--- chain, `keep` in all (fewer where the chain ends, or leaves the thread),
--- each proven the thread's own by its document (see own_root), plus a page
--- of view.first as root_window lists it. These `keep` are the witnesses: any
--- listed checkpoint with `keep` newer ones listed beside it is provably not
--- among the newest `keep`, whether or not they are the true newest (forks).
--- So they are not `exact`: DeltaChannel history needs root_window. Returns
--- nil when no latest pointer anchors the chain (view.newest).
-local function root_chain(ctx, thread, keep, view)
-  if not view.newest then
-    return nil
-  end
-  local list, id = root_docs(ctx, thread), view.newest.id
-  for _ = 1, keep do
-    local d, parent = own_root(ctx, thread, id)
-    if not d or list.seen(d.key) then
-      break
-    end
-    list.push(d)
-    if type(parent) ~= 'string' or parent == '' then
-      break
-    end
-    id = parent
-  end
-  local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
-  list.add(page, 2, view.page + 1)
-  return list.docs, false
 end
 
 -- The root checkpoints under `view` without a window: the first look's answer
@@ -1096,27 +1084,20 @@ end
 --   limit   how many entries each listing may return;
 --   sorted  false: the thread fits `limit` and is listed whole; true: the
 --           newest `limit` of the namespaces other than the root and, for the
---           root, a root_window under `rule` when one can be anchored (else its
---           newest `limit`);
+--           root, a root_window when one can be anchored and `rule` is given
+--           (else its newest `limit`);
 --   tagged  the number of entries tagged with the thread's id;
 --   first   for a plain thread, the answer of the query on its tag alone
 --           (every tagged entry when not sorted, the first `limit` when sorted);
 --   page    how many of the root's others a root_window lists;
---   newest  the newest root checkpoint (newest_root), which anchors the
---           window or the chain;
---   wide    whether the root is listed by a window holding up to `limit`
---           (else by the latest pointer's parent chain, root_chain: enough
---           for the plan, not `exact`).
+--   newest  the newest root checkpoint (newest_root), which anchors the window.
 -- Also returns whether the root's newest KEEP are surely listed (false only
 -- for a root window that cannot prove it). Sorted, each list is the newest
 -- `limit` of its part of the thread, so each namespace's docs are its newest.
 local function list_checkpoints(ctx, thread, view, rule)
   local docs, exact
   if view.sorted and rule then
-    -- IDLE_TTL judges a thread by its newest listed id: the chain, anchored at a
-    -- pointer that need not name the newest, cannot prove that; the window can
-    local root = (view.wide or rule.idle_before) and root_window or root_chain
-    docs, exact = root(ctx, thread, math.max(rule.keep, 1), view)
+    docs, exact = root_window(ctx, thread, math.max(rule.keep, 1), view)
   end
   if not docs then
     docs, exact = list_root(ctx, thread, view), true
@@ -1265,26 +1246,22 @@ local function by_namespace(docs)
   return groups, names, newest
 end
 
--- The id of the checkpoint namespace `ns`'s latest pointer names, or nil
--- (none, or no pointers in this layout).
-local function latest_id(ctx, thread, ns)
-  local prefix, pointer = checkpoint_prefix(ctx, thread, ns), latest_key(ctx, thread, ns)
-  local key = pointer and read_pointer(pointer)
-  return key and starts_with(key, prefix) and key:sub(#prefix + 1) or nil
-end
-
--- The DeltaChannel history the kept ids[last+1..] of group g rebuild from:
--- the ids to protect, and whether to hold the whole namespace (see
--- walk_delta). Sets p.delta when a kept checkpoint uses DeltaChannel.
-local function delta_history(p, ns, g, last)
+-- The DeltaChannel history the kept checkpoints of group g rebuild from
+-- (ids[last+1..], and `spared`, an older id kept all the same): the ids to
+-- protect, and whether to hold the whole namespace (see walk_delta). Sets
+-- p.delta when a kept checkpoint uses DeltaChannel.
+local function delta_history(p, ns, g, last, spared)
   local walk = { ctx = p.ctx, thread = p.thread, ns = ns, budget = p.budget, protect = {}, seen = {} }
   local kept = {}
   for i = last + 1, #g.ids do
     kept[#kept + 1] = g.doc[g.ids[i]].key
   end
+  if spared then
+    kept[#kept + 1] = g.doc[spared].key
+  end
   local metas = json_mget(kept, '$.metadata')
   local hold = false
-  for i = #kept, 1, -1 do -- newest first
+  for i = #kept, 1, -1 do
     local needed = delta_channels(kept[i], metas[i])
     if needed then
       p.delta = true
@@ -1294,49 +1271,78 @@ local function delta_history(p, ns, g, last)
   return walk.protect, hold
 end
 
--- Plan namespace `ns` (group g) into p: ids[1..last] go (see cut), or all of
--- a subgraph run older than `oldest_root`, less the protected history and,
--- while the namespace keeps any, the checkpoint its latest pointer names.
-local function plan_namespace(p, ns, g, oldest_root)
+-- How many of group g's ids (ascending) go under plan p: ids[1..last] (see
+-- cut), or all of a subgraph run older than `oldest_root`; and the id its
+-- latest pointer names when that is among them and the namespace keeps any
+-- (it stays, as a kept checkpoint: the saver reads the namespace from it).
+local function doomed_range(p, ns, g, oldest_root)
   local ids, n = g.ids, #g.ids
   local last = cut(ids, p.keep, p.old_before)
   if ns ~= p.ctx.root and oldest_root and ids[n] < oldest_root then
     last = n -- a subgraph run older than every kept root checkpoint
   end
+  local latest = nil
+  if last >= 1 and last < n then
+    if p.latest[ns] == nil then
+      p.latest[ns] = latest_id(p.ctx, p.thread, ns) or false
+    end
+    latest = p.latest[ns] or nil
+  end
+  if latest and not (g.doc[latest] and latest < ids[last + 1]) then
+    latest = nil -- not among the doomed
+  end
+  return last, latest
+end
+
+-- Plan namespace `ns` (group g) into p: what doomed_range dooms, less the
+-- protected history and the pointer's checkpoint. When every checkpoint of a
+-- namespace listed whole goes, its newest takes the latest pointer with it
+-- (`pointer`): a namespace left with any checkpoint keeps its pointer.
+local function plan_namespace(p, ns, g, oldest_root)
+  local ids = g.ids
+  local last, latest = doomed_range(p, ns, g, oldest_root)
   if last < 1 then
     return
   end
-  local latest = latest_id(p.ctx, p.thread, ns)
-  local protect, hold = delta_history(p, ns, g, last)
+  local protect, hold = delta_history(p, ns, g, last, latest)
   for i = 1, hold and 0 or last do
     if protect[ids[i]] then
       p.spared = p.spared + 1
-    elseif not (ids[i] == latest and last < n) then
+    elseif ids[i] ~= latest then
       local d = g.doc[ids[i]]
-      d.newest = (i == n) or ids[i] == latest
+      d.pointer = p.whole and i == #ids or nil
       p.doomed[#p.doomed + 1] = d
     end
   end
 end
 
+-- The oldest root checkpoint plan p keeps (nil when it keeps none): the
+-- checkpoint the root's pointer spares counts. Listed in part, the root holds
+-- more than `keep` (a root window is widened until it does, or lists the
+-- whole root), so the true newest `keep` are no older than the listed ones.
+local function oldest_kept_root(p, root)
+  if not root then
+    return nil
+  end
+  local _, latest = doomed_range(p, p.ctx.root, root, nil)
+  return latest or root.ids[cut(root.ids, p.keep, p.old_before) + 1]
+end
+
 -- Decide, from the thread's listed checkpoints, which ones go under `rule`
--- (see policy). Returns the plan: `doomed`, the docs that go, oldest first
--- within each namespace, each marked `newest` when its namespace's latest
--- pointer goes with it; `spared`, the number of delta ancestors kept;
--- `idle`, whether the thread was idle; `delta`, whether a kept checkpoint
--- rebuilds delta channels from its ancestors.
-local function plan(ctx, thread, docs, rule)
+-- (see policy); `whole`: the thread was listed whole. Returns the plan:
+-- `doomed`, the docs that go, oldest first within each namespace, the newest
+-- of a namespace that goes whole marked `pointer`; `spared`, the number of
+-- delta ancestors kept; `idle`, whether the thread was idle; `delta`, whether
+-- a kept checkpoint rebuilds delta channels from its ancestors.
+local function plan(ctx, thread, docs, rule, whole)
   local groups, names, newest = by_namespace(docs)
-  local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep,
-    old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false }
+  local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep, whole = whole,
+    old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false, latest = {} }
   local ms = rule.idle_before and newest and uuid6_ms(newest)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true
   end
-  local root, oldest_root = groups[ctx.root], nil -- the oldest kept root checkpoint, if any
-  if root then
-    oldest_root = root.ids[cut(root.ids, p.keep, p.old_before) + 1]
-  end
+  local oldest_root = oldest_kept_root(p, groups[ctx.root])
   for _, ns in ipairs(names) do
     plan_namespace(p, ns, groups[ns], oldest_root)
   end
@@ -1652,9 +1658,13 @@ local function next_chunk(del, doomed, first)
 end
 
 -- Take checkpoint d and its writes `ws` into the sinks while del.left keys
--- remain: false when not all of it fits (the writes that fit are taken).
+-- remain: false when not all of it fits (the writes that fit are taken). Its
+-- keys: its writes, itself, its registry and, when it takes its namespace's
+-- latest pointer with it (d.pointer), that pointer.
 local function take(del, d, ws, truncated)
-  local fits = not truncated and #ws + 2 <= del.left
+  local pointer = d.pointer and latest_key(del.ctx, del.thread, d.ns)
+  local own = pointer and 3 or 2
+  local fits = not truncated and #ws + own <= del.left
   local add, n = del.writes.add, math.min(#ws, del.left) -- locals: this runs once per write
   for k = 1, n do
     add(ws[k])
@@ -1665,11 +1675,10 @@ local function take(del, d, ws, truncated)
   end
   del.ckpts.add(d.key)
   del.others.add(registry_key(del.thread, d))
-  local pointer = d.newest and latest_key(del.ctx, del.thread, d.ns)
   if pointer then
     del.others.add(pointer)
   end
-  del.left = del.left - 2
+  del.left = del.left - own
   return true
 end
 
@@ -1892,46 +1901,30 @@ end
 -- List and plan the thread under `view` (see list_checkpoints); a partial
 -- view first looks at a page sized by what the budget deletes (by the keys of
 -- the newest checkpoint), and at the whole view when that page frees nothing
--- (DeltaChannel ancestors may hold all of it). The root is listed by the
--- latest pointer's parent chain (root_chain), which cannot prove it holds the
--- true newest; delta history is walked from those: the root is listed by a
--- wide window from the start when the newest checkpoint uses DeltaChannel,
--- else when the plan finds delta history, and when that listing still cannot
--- prove it holds the newest, they are listed again, sorted. Returns the docs
--- and the plan.
+-- (DeltaChannel ancestors may hold all of it). When the root window cannot
+-- prove it holds the true newest and the plan needs them (DeltaChannel
+-- history), or the window holds none of the root's older checkpoints, the
+-- root is listed again, sorted. Returns the docs and the plan.
 local function list_and_plan(ctx, thread, view, rule)
   view.page = view.limit
   if view.sorted then
     view.newest = newest_root(ctx, thread)
-    view.wide = view.newest ~= nil and uses_delta(view.newest.key)
     if not ctx.dry then
       view.page = math.min(view.limit, math.ceil(keys_left(ctx.budget) / keys_per_checkpoint(thread, view.newest))
         + math.min(rule.keep, view.limit) + PAGE_SLACK)
     end
   end
   local docs, exact = list_checkpoints(ctx, thread, view, rule)
-  local p = plan(ctx, thread, docs, rule)
+  local p = plan(ctx, thread, docs, rule, not view.sorted)
   if #p.doomed == 0 and view.page < view.limit then
     view.page = view.limit
     docs, exact = list_checkpoints(ctx, thread, view, rule)
-    p = plan(ctx, thread, docs, rule)
+    p = plan(ctx, thread, docs, rule, false)
   end
-  if #p.doomed == 0 and view.newest and root_docs_listed(ctx, docs) <= rule.keep then
-    -- the page held none of the root's older checkpoints (a case variant's or
-    -- the thread's other namespaces' entries came first): list the root sorted
+  if view.newest and ((p.delta and not exact) or (#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)) then
     view.first = nil
     docs = list_checkpoints(ctx, thread, view, nil)
-    p = plan(ctx, thread, docs, rule)
-  end
-  if p.delta and not exact and not view.wide then
-    view.wide = true
-    docs, exact = list_checkpoints(ctx, thread, view, rule)
-    p = plan(ctx, thread, docs, rule)
-  end
-  if p.delta and not exact then
-    view.first = nil
-    docs = list_checkpoints(ctx, thread, view, nil)
-    p = plan(ctx, thread, docs, rule)
+    p = plan(ctx, thread, docs, rule, false)
   end
   return docs, p
 end
@@ -1992,25 +1985,28 @@ local function prune_thread(ctx, thread, rule)
 end
 
 -- Sweeps and orphans -------------------------------------------------------------
--- Provides: the orphan checks (orphan_pointer, orphan_write, orphan_registry,
--- orphan_placeholder) and a sweep's parts: sweep_state, spent, visit and
--- counted (one thread, for either kind of pass), sweep_steps (a full pass:
--- threads found by SCAN over the latest pointers).
+-- Provides: a sweep's state and its visits (sweep_state, spent, visit,
+-- counted: one thread of a pass, its failure recorded as data), and the
+-- orphans phase (orphan_steps: SCAN for keys whose checkpoint is gone; it
+-- finds no threads).
 -- Assumes: everything above. A sweep charges its budget's `work` for what is
 -- not a delete; a call stops once keys + work reach BUDGET.
 
-local SCAN_COUNT = 50 -- keys per SCAN step of a sweep that checks every key (ORPHANS)
-local POINTER_SCAN_COUNT = 200 -- ... and of one that MATCHes latest pointers only
-local SCAN_KEYS_PER_UNIT = 8 -- a SCAN step costs 1 budget unit per this many keys it examines
-local VISIT_COST = 10 -- budget units a sweep charges per thread visit
-local LIST_COST = 40 -- ... and more when the visit lists and plans the thread
-local CHECK_COST = 3 -- ... per orphan check
+local SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
+local MAX_FAILED = 100 -- failed threads named in one reply (all are counted)
+-- Budget units a sweep charges for what is not a delete:
+local COST = {
+  visit = 10, -- a thread visit
+  list = 40, -- ... and more when the visit lists and plans the thread
+  check = 3, -- an orphan check, or a read of a thread's newest root checkpoint
+  scan_keys = 8, -- a SCAN step: 1 per this many keys it examines
+}
 
 -- Orphan checks, each true for a key of this saver whose checkpoint is gone
 -- and whose checkpoint id dates from before `before` (ms).
 -- A latest pointer: its target checkpoint is gone.
 local function orphan_pointer(ctx, key, before)
-  local target = read_pointer(key)
+  local target = get_string(key)
   if not target or not starts_with(target, ctx.cp .. ':') then
     return false
   end
@@ -2032,11 +2028,13 @@ end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
 -- the checkpoint <cp>:<stem> is gone (missing or a placeholder). (Registries
--- of other prefixes list other write keys and are left alone.)
+-- of other prefixes list other write keys and are left alone; so is a key of
+-- another type.)
 local function orphan_registry(ctx, key, before)
   local checkpoint, writes = registry_owner(ctx, key)
-  local ok, first = pcall(rcall, 'ZRANGE', key, 0, 0)
-  if not ok or type(first[1]) ~= 'string' or not starts_with(first[1], writes) then
+  local range = unless_wrongtype(pcall(rcall, 'ZRANGE', key, 0, 0))
+  local first = range and range[1]
+  if type(first) ~= 'string' or not starts_with(first, writes) then
     return false
   end
   return older(key:match(':([^:]*)$'), before) and checkpoint_gone(checkpoint)
@@ -2048,57 +2046,22 @@ local function orphan_placeholder(ctx, key, before)
   return starts_with(key, ctx.cp .. ':') and older(key:match(':([^:]*)$'), before) and is_placeholder(key)
 end
 
--- A sweep call's state: the counts of its reply (`out`), the visits of the
--- SCAN step under way (`step`: counted into `out` once the step is finished,
--- so a step read again by the next call counts its threads once), the
--- threads it saw, per-thread details, the orphans found; the budget is
--- ctx.budget.
+-- A sweep call's state: the counts of its reply (`out`), the threads it saw,
+-- per-thread details, the threads that failed, the orphans found; the budget
+-- is ctx.budget.
 local function sweep_state(ctx, rule, opts)
   return {
     ctx = ctx, rule = rule, opts = opts,
     before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
-    out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
+    out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0, threads_failed = 0,
       checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0, blobs_deleted = 0 },
-    step = { threads_visited = 0, threads_skipped = 0 },
-    seen = {}, details = {}, orphans = sink(ctx.budget), unfinished = false,
+    seen = {}, details = {}, failed = {}, orphans = sink(ctx.budget), unfinished = false,
   }
-end
-
--- Collect orphan `key`, to be deleted as the call ends, once the ACL is known
--- to let it go (else the call fails here: under guard, after a delete, that
--- ends the call and the next one fails before its first delete).
-local function add_orphan(sw, key)
-  check_deletable(sw.ctx.budget, { { pending = { key } } })
-  sw.orphans.add(key)
 end
 
 -- Whether the sweep's budget is spent: keys deleted and work reach BUDGET.
 local function spent(b)
   return b.keys + b.work >= b.total
-end
-
--- The thread ids that the latest pointers among `keys` name: each pointer's
--- checkpoint's own thread_id, read with JSON.MGET for a whole SCAN step (not
--- MGET for the pointers: the README's ACL has no +mget). Maps a pointer key
--- to its id; a pointer whose value is not a string naming a JSON document
--- under the checkpoint prefix (as the saver's always do) with a string
--- thread_id is left out, so no other key is ever read.
-local function pointer_threads(ctx, keys)
-  local latest, checkpoints, pointers, targets, ids = latest_start(ctx), ctx.cp .. ':', {}, {}, {}
-  for _, key in ipairs(keys) do
-    local target = starts_with(key, latest) and read_pointer(key)
-    if target and starts_with(target, checkpoints) then
-      pointers[#pointers + 1] = key
-      targets[#targets + 1] = target
-    end
-  end
-  local values = json_mget(targets, '$.thread_id')
-  for i, key in ipairs(pointers) do
-    if type(values[i]) == 'string' then
-      ids[key] = values[i]
-    end
-  end
-  return ids
 end
 
 -- Count one visit's result into the sweep.
@@ -2110,7 +2073,7 @@ local function count_visit(sw, id, done)
   end
   add_counts(out, done)
   if done.listed then
-    sw.ctx.budget.work = sw.ctx.budget.work + LIST_COST
+    sw.ctx.budget.work = sw.ctx.budget.work + COST.list
   end
   if sw.ctx.dry then
     sw.ctx.budget.work = sw.ctx.budget.work + done.keys_deleted -- what would go, charged as work
@@ -2123,79 +2086,85 @@ local function count_visit(sw, id, done)
   end
 end
 
--- Prune thread `id` (as stored: the layout's empty_id is thread "") under the sweep's rule.
--- False when the call must stop before it (its budget is spent and it deleted
--- something, or the thread failed after a delete: the next call meets it
--- first); else true and its counts (nil when the index cannot match the id).
+-- Prune thread `id` (as stored: the layout's empty_id is thread "") under the
+-- sweep's rule. False when the call must stop before it: its budget is spent
+-- and it deleted something, or the thread failed after this call deleted
+-- something (the next call meets it first, with a whole BUDGET: a thread that
+-- needs more than what was left, such as a DeltaChannel walk longer than
+-- reads_left, is pruned then). Else true, its counts (nil when the index
+-- cannot match the id) and, when it cannot be pruned, why: a thread's failure
+-- (see thread_failure) is data, and the sweep goes on; an error of the whole
+-- call (no index, no rights) is the call's.
 local function visit(sw, id)
   local ctx, b = sw.ctx, sw.ctx.budget
   if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
     return false
   end
   local layout = ctx.layout
-  local thread, done = thread_record(id == layout.empty_id and '' or id, layout), nil
+  local thread, done, why = thread_record(id == layout.empty_id and '' or id, layout), nil, nil
   if thread then
-    local ok
-    ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
-    if not ok then
+    local ok, res = pcall(prune_thread, ctx, thread, sw.rule)
+    if ok then
+      done = res
+    elseif b.keys > 0 then
       return false
+    else
+      why = thread_failure(res)
     end
   end
   sw.seen[id] = true
-  b.work = b.work + VISIT_COST
-  return true, done
+  b.work = b.work + COST.visit
+  return true, done, why
 end
 
--- Count a visit (`done`: its counts, nil when skipped) into the sweep, its
--- visit into `counts` (the sweep's, or the step's). Whether to go on past the
--- thread: false to come back to it, when this call got somewhere with it and
--- it has more. A thread left with more and no progress is passed over, and
--- then the pass is not complete (`sw.unfinished`: no watermark).
-local function counted(sw, counts, id, done)
-  counts.threads_visited = counts.threads_visited + 1
-  if not done then
-    counts.threads_skipped = counts.threads_skipped + 1
-    return true
-  end
-  count_visit(sw, id, done)
-  local dry = sw.ctx.dry
-  if done.more == 1 and not dry and done.keys_deleted == 0 then
-    sw.unfinished = true
-  end
-  return done.more == 0 or dry or done.keys_deleted == 0
-end
-
--- Prune thread `id`, which latest pointer `key` names (or, when it names
--- none, judge the pointer an orphan); false when the call must stop before it.
-local function sweep_pointer(sw, key, id)
-  local ctx = sw.ctx
-  if not id then
-    ctx.budget.work = ctx.budget.work + CHECK_COST
-    if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
-      add_orphan(sw, key)
+-- Count a visit (`done`: its counts, nil when skipped; `why`: its failure)
+-- into the sweep. Whether to go on past the thread: false to come back to it,
+-- when this call got somewhere with it and it has more (it counts as visited
+-- once it is passed). A thread left with more and no progress is passed
+-- over, and then the pass is not complete (`sw.unfinished`: no watermark). A
+-- failed thread is named in the reply and passed over; the pass goes on and
+-- completes without it (the next full pass meets it again).
+local function counted(sw, id, done, why)
+  local out = sw.out
+  if why then
+    out.threads_failed = out.threads_failed + 1
+    if #sw.failed < MAX_FAILED then
+      sw.failed[#sw.failed + 1] = { id, why }
     end
-    return true
+  elseif not done then
+    out.threads_skipped = out.threads_skipped + 1
+  else
+    count_visit(sw, id, done)
+    local dry = sw.ctx.dry
+    if done.more == 1 and not dry and done.keys_deleted == 0 then
+      sw.unfinished = true
+    end
+    if done.more == 1 and not dry and done.keys_deleted > 0 then
+      return false
+    end
   end
-  local root = latest_key(ctx, { id = id }, ctx.root)
-  if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then
-    return true -- a thread is visited once, from its root namespace's pointer when it has one
-  end
-  local go, done = visit(sw, id)
-  if not go then
-    return false
-  end
-  -- counted with the step, unless no later call can meet the thread again (it had no
-  -- root pointer, or this visit deleted it: it was deleted whole)
-  local gone = key ~= root or (done and done.keys_deleted > 0 and not ctx.dry and rcall('EXISTS', root) == 0)
-  local counts = gone and sw.out or sw.step
-  return counted(sw, counts, id, done)
+  out.threads_visited = out.threads_visited + 1
+  return true
 end
 
--- Judge a write, registry or placeholder key an orphan (ORPHANS).
+-- Collect orphan `key`, to be deleted as the call ends, once the ACL is known
+-- to let it go (else the call fails here: under guard, after a delete, that
+-- ends the call and the next one fails before its first delete).
+local function add_orphan(sw, key)
+  if not sw.ctx.dry then
+    check_allowed('UNLINK', { key })
+  end
+  sw.orphans.add(key)
+end
+
+-- Judge one key of the orphans phase: a latest pointer, write, registry or
+-- placeholder whose checkpoint is gone goes (see the orphan checks).
 local function sweep_orphan(sw, key)
   local ctx = sw.ctx
   local check
-  if starts_with(key, ctx.wp .. ':') then
+  if starts_with(key, latest_start(ctx)) then
+    check = orphan_pointer
+  elseif starts_with(key, ctx.wp .. ':') then
     check = orphan_write
   elseif starts_with(key, ZSET_PREFIX .. ':') then
     check = orphan_registry
@@ -2203,76 +2172,57 @@ local function sweep_orphan(sw, key)
     check = orphan_placeholder
   end
   if check then
-    ctx.budget.work = ctx.budget.work + CHECK_COST
+    ctx.budget.work = ctx.budget.work + COST.check
     if check(ctx, key, sw.before) then
       add_orphan(sw, key)
     end
   end
 end
 
--- Visit the keys of one SCAN step; false when the call stopped inside it.
-local function sweep_keys(sw, keys)
-  local latest = latest_start(sw.ctx)
-  local ids = pointer_threads(sw.ctx, keys)
+-- Judge the keys of one SCAN step (see sweep_orphan).
+local function judge_keys(sw, keys)
   for _, key in ipairs(keys) do
-    if starts_with(key, latest) then
-      if not sweep_pointer(sw, key, ids[key]) then
-        return false -- this call deleted what its budget allowed: resume this step
-      end
-    elseif sw.opts.ORPHANS then
-      sweep_orphan(sw, key)
-    end
+    sweep_orphan(sw, key)
   end
-  return true
 end
 
--- SCAN from `cursor` and visit steps until the sweep is done or the budget is
--- spent. Returns the cursor to resume from ("00" when the call stopped inside
--- the first step: SCAN reads it as 0, the caller as not done).
-local function sweep_steps(sw, cursor)
+-- The orphans phase of a full pass (ORPHANS): SCAN from `cursor`, judging
+-- every key of each step, until the keyspace is done or the budget is spent.
+-- Returns the cursor to resume from and whether the phase is done. It visits
+-- no thread: the pass found those through the index.
+local function orphan_steps(sw, cursor)
   local b = sw.ctx.budget
-  local count = sw.opts.ORPHANS and SCAN_COUNT or POINTER_SCAN_COUNT
-  local scan = { 'SCAN', cursor, 'COUNT', count }
-  if not sw.opts.ORPHANS then
-    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(sw.ctx)) .. '*', 'COUNT', count }
-  end
-  local step_cost = math.ceil(count / SCAN_KEYS_PER_UNIT)
-  while true do
-    scan[2] = cursor
-    local res = rcall(unpack(scan))
-    local ok, finished = guard(b, sweep_keys, sw, res[2]) -- finished: the step was visited whole
-    finished = ok and finished
+  local step_cost = math.ceil(SCAN_COUNT / COST.scan_keys)
+  repeat
+    local res = rcall('SCAN', cursor, 'COUNT', SCAN_COUNT)
+    if not guard(b, judge_keys, sw, res[2]) then
+      return cursor, false -- failed after this call deleted something: read the step again
+    end
     b.work = b.work + step_cost
-    if not finished then
-      return cursor == '0' and '00' or cursor
-    end
-    for name, n in pairs(sw.step) do
-      sw.out[name] = sw.out[name] + n
-      sw.step[name] = 0
-    end
     cursor = res[1]
-    if cursor == '0' or spent(b) then
-      return cursor
+    if cursor == '0' then
+      return cursor, true
     end
-  end
+  until spent(b)
+  return cursor, false
 end
 
 -- Passes: full and incremental ----------------------------------------------------
 -- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor, record_pass),
 -- the watermark (when the last complete pass of the same rule began) and
--- window_steps: the threads that received a checkpoint in the time
--- windows since then (or, in a layout without latest pointers, before the
--- pass began: its full pass), found through the index by checkpoint_ts.
+-- window_steps: the one way a sweep finds threads, through the checkpoint
+-- index by checkpoint_ts: an incremental pass reads the time windows since
+-- the watermark, a full pass every checkpoint_ts there can be.
 -- Assumes: everything above. checkpoint_ts is the writing client's clock in ms
 -- (a float, stamped before the write reaches Redis); a document without it is
--- found by full passes only. Watermarks are server time: MARGIN covers the
--- clients' skew and put latency.
+-- found by no pass (ORPHANS judges what the index cannot group). Watermarks
+-- are server time: MARGIN covers the clients' skew and put latency.
 
 local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
 local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
 local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
 local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least) ...
-local MAX_SEGMENT = 4000 -- ... and at most this many; a 1 ms segment holding more is passed over
+local MAX_SEGMENT = 4000 -- ... and at most this many (a 1 ms segment holding more: up to this many threads)
 local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
 local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
 
@@ -2323,110 +2273,28 @@ end
 
 -- A pass, as a cursor carries it between calls:
 --   kind        'full' or 'incremental': full when FULL, ORPHANS, no watermark,
---               or FULL_EVERY since the last full one. A full pass is a SCAN
---               over the latest pointers, or in a layout without them (js) the
---               segments of every checkpoint_ts (as an incremental pass reads
---               its windows)
+--               or FULL_EVERY since the last full one. Either reads segments of
+--               checkpoint_ts: a full pass every checkpoint_ts there can be,
+--               an incremental one its windows (see windows)
 --   field, fp   its watermark field and fingerprint
 --   start       server ms at which it began
---   unfinished  it passed over a thread it could not finish (or a segment too
---               dense to read): it records no watermark
---   scan        (full) the SCAN cursor ("00": inside the first step)
+--   unfinished  it passed over a thread it could not finish (or a millisecond
+--               holding more threads than one aggregate may return): it
+--               records no watermark
 --   since       (incremental) the watermark less MARGIN
---   lo, width   (segments) the segment under way: checkpoint_ts in [lo, lo + width)
---   after       (segments) the last thread of that segment visited, or nil
+--   lo, width   the segment under way: checkpoint_ts in [lo, lo + width)
+--   after       the last thread of that segment visited, or nil
+--   scan        (ORPHANS, once the segments are done) the orphans phase's SCAN cursor
 local function begin_pass(ctx, rule, opts)
   local field = rule_field(ctx, rule, opts)
   local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
   local mark, full = read_marks(field, pass.start)
   local due = opts.FULL_EVERY and (not full or full <= pass.start - opts.FULL_EVERY)
   pass.kind = (mark and not (opts.FULL or opts.ORPHANS or due)) and 'incremental' or 'full'
-  if pass.kind == 'full' and ctx.layout.pointers then
-    pass.scan = '0'
-  else
-    pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
-    -- a full one first counts all of [-MAX_STAMP, MAX_STAMP) and narrows from there
-    pass.lo, pass.width = -math.huge, pass.since and FIRST_WIDTH or MAX_STAMP
-  end
+  pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
+  -- a full one first counts all of [-MAX_STAMP, MAX_STAMP) and narrows from there
+  pass.lo, pass.width = -math.huge, pass.since and FIRST_WIDTH or MAX_STAMP
   return pass
-end
-
--- Refuse a cursor that cannot come from a pass begun on this server as it
--- stands: begun later than now, or reading from after the rule's watermark
--- less MARGIN (a mark moves only forward), which would skip what it has not read.
-local function check_cursor(pass, opts)
-  local now = now_ms()
-  local mark = read_marks(pass.field, now)
-  local from = mark and mark - margin_of(opts)
-  if pass.start > now or (pass.kind == 'incremental' and not (from and pass.since <= from
-      and pass.since <= pass.start)) then
-    fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
-  end
-  return pass
-end
-
-local FULL_CURSOR = '^f:(%x+):(%d+):([01]):(%d+)$'
-local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$' -- i: incremental, j: full
-
--- The pass a cursor continues, or a new one for "0"; refuses a cursor of
--- another rule, margin or kind of run.
-local function parse_cursor(cursor, ctx, rule, opts)
-  if cursor == '0' then
-    return begin_pass(ctx, rule, opts)
-  end
-  local pass = { field = rule_field(ctx, rule, opts) }
-  pass.fp = fingerprint(pass.field, opts)
-  local fp, start, u, scan = cursor:match(FULL_CURSOR)
-  local letter, from, lo, width, after
-  if fp then
-    pass.kind, pass.scan = 'full', scan
-  else
-    letter, fp, start, from, lo, width, u, after = cursor:match(SEGMENTS_CURSOR)
-    pass.kind = letter == 'i' and 'incremental' or 'full'
-    pass.since = letter == 'i' and tonumber(from) or nil
-    pass.lo, pass.width = tonumber(lo), tonumber(width)
-    pass.after = after and after ~= '' and after:sub(2) or nil
-  end
-  if fp and pass.kind == 'full' and (pass.scan ~= nil) ~= (ctx.layout.pointers == true) then
-    fp = nil -- a full pass of the other layout's discovery
-  end
-  if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
-    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
-  end
-  if fp ~= pass.fp then
-    fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
-  end
-  pass.start, pass.unfinished = tonumber(start), u == '1'
-  return check_cursor(pass, opts)
-end
-
--- The cursor that continues `pass` ("0" once it is done).
-local function pass_cursor(pass, done)
-  if done then
-    return '0'
-  end
-  local u = pass.unfinished and '1' or '0'
-  if pass.scan then
-    return table.concat({ 'f', pass.fp, ms(pass.start), u, pass.scan == '00' and '0' or pass.scan }, ':')
-  end
-  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
-    ms(pass.lo), ms(pass.width), u, pass.after and '>' .. pass.after or '' }, ':')
-end
-
--- Record that `pass` completed: its rule's watermark (and, for a full pass,
--- "full <rule>") moves to when it began, never back (unless it is later than
--- now, see read_marks). Not for a dry run, nor a pass left unfinished.
-local function record_pass(pass, dry)
-  if dry or pass.unfinished then
-    return
-  end
-  local mark, full = read_marks(pass.field, now_ms())
-  if not mark or mark < pass.start then
-    rcall('HSET', WATERMARKS, pass.field, ms(pass.start))
-  end
-  if pass.kind == 'full' and (not full or full < pass.start) then
-    rcall('HSET', WATERMARKS, full_field(pass.field), ms(pass.start))
-  end
 end
 
 -- The windows of checkpoint_ts a pass reads, [lo, hi) in order, overlaps
@@ -2456,6 +2324,86 @@ local function windows(pass, opts)
     end
   end
   return merged
+end
+
+-- Refuse a cursor that cannot come from a pass begun on this server as it
+-- stands: begun later than now, reading from after the rule's watermark less
+-- MARGIN (a mark moves only forward), which would skip what it has not read,
+-- or a segment outside the pass's windows or without width (which would end
+-- the pass, or never move).
+local function check_cursor(pass, opts)
+  local now = now_ms()
+  local mark = read_marks(pass.field, now)
+  local from = mark and mark - margin_of(opts)
+  local w = windows(pass, opts)
+  local lo_ok = pass.scan or (pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1]
+    and pass.lo <= w[#w][2])
+  if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and pass.since <= from
+      and pass.since <= pass.start)) then
+    fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
+  end
+  return pass
+end
+
+local ORPHANS_CURSOR = '^o:(%x+):(%d+):([01]):(%d+)$' -- the orphans phase of a full pass
+local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$' -- i: incremental, j: full
+
+-- The pass a cursor continues, or a new one for "0"; refuses a cursor of
+-- another rule, margin or kind of run.
+local function parse_cursor(cursor, ctx, rule, opts)
+  if cursor == '0' then
+    return begin_pass(ctx, rule, opts)
+  end
+  local pass = { field = rule_field(ctx, rule, opts) }
+  pass.fp = fingerprint(pass.field, opts)
+  local fp, start, u, scan = cursor:match(ORPHANS_CURSOR)
+  local letter, from, lo, width, after
+  if fp then
+    pass.kind, pass.scan = 'full', scan
+  else
+    letter, fp, start, from, lo, width, u, after = cursor:match(SEGMENTS_CURSOR)
+    pass.kind = letter == 'i' and 'incremental' or 'full'
+    pass.since = letter == 'i' and tonumber(from) or nil
+    pass.lo, pass.width = tonumber(lo), tonumber(width)
+    pass.after = after and after ~= '' and after:sub(2) or nil
+  end
+  if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
+    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+  end
+  if fp ~= pass.fp then
+    fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
+  end
+  pass.start, pass.unfinished = tonumber(start), u == '1'
+  return check_cursor(pass, opts)
+end
+
+-- The cursor that continues `pass` ("0" once it is done).
+local function pass_cursor(pass, done)
+  if done then
+    return '0'
+  end
+  local u = pass.unfinished and '1' or '0'
+  if pass.scan then
+    return table.concat({ 'o', pass.fp, ms(pass.start), u, pass.scan }, ':')
+  end
+  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
+    ms(pass.lo), ms(pass.width), u, pass.after and '>' .. pass.after or '' }, ':')
+end
+
+-- Record that `pass` completed: its rule's watermark (and, for a full pass,
+-- "full <rule>") moves to when it began, never back (unless it is later than
+-- now, see read_marks). Not for a dry run, nor a pass left unfinished.
+local function record_pass(pass, dry)
+  if dry or pass.unfinished then
+    return
+  end
+  local mark, full = read_marks(pass.field, now_ms())
+  if not mark or mark < pass.start then
+    rcall('HSET', WATERMARKS, pass.field, ms(pass.start))
+  end
+  if pass.kind == 'full' and (not full or full < pass.start) then
+    rcall('HSET', WATERMARKS, full_field(pass.field), ms(pass.start))
+  end
 end
 
 -- The checkpoint index's query for checkpoint_ts in [lo, hi).
@@ -2502,12 +2450,15 @@ local function group_cap(ctx)
   return server.group_cap
 end
 
--- The thread ids (as stored) of the `n` checkpoints with checkpoint_ts in
--- [lo, hi), sorted (see before), and how many groups had no id (a document
--- without a thread_id, or one the index cannot group: full passes only).
-local function ts_threads(ctx, lo, hi, n)
+-- The thread ids (as stored) of the checkpoints with checkpoint_ts in [lo, hi),
+-- `n` of them (at most `limit`: a millisecond may hold more), sorted (see
+-- before); how many groups had no id (a document without a thread_id, or one
+-- the index cannot group); and whether there may be more threads than were
+-- returned (a millisecond holding more than `limit` threads).
+local function ts_threads(ctx, lo, hi, n, limit)
+  local ask = math.max(math.min(n, limit), 1)
   local ok, res = capped('group_cap', 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1',
-    '@thread_id', 'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
+    '@thread_id', 'LIMIT', '0', tostring(ask), 'TIMEOUT', '0', 'DIALECT', '2')
   if not ok then
     error(res, 0)
   end
@@ -2519,11 +2470,11 @@ local function ts_threads(ctx, lo, hi, n)
       ids[#ids + 1] = row[2]
     end
   end
-  if #res - 1 < math.min(res[1], n) then -- a search timeout returns partial results
+  if #res - 1 < math.min(res[1], ask) then -- a search timeout returns partial results
     fail('PARTIAL', 'the index grouped ' .. (#res - 1) .. ' of ' .. res[1] .. ' threads; try again')
   end
   table.sort(ids, before)
-  return ids, #res - 1 - #ids
+  return ids, #res - 1 - #ids, n > limit and #res - 1 >= ask
 end
 
 -- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
@@ -2531,30 +2482,30 @@ end
 -- nil (also in a layout without pointers).
 local function newest_stamp(ctx, id)
   local thread = { id = id }
-  local pointer = latest_key(ctx, thread, ctx.root)
-  local target = pointer and read_pointer(pointer)
-  if not target or not starts_with(target, checkpoint_prefix(ctx, thread, ctx.root)) then
-    return nil
-  end
-  local ok, raw = pcall(rcall, 'JSON.GET', target, '$.thread_id', '$.checkpoint_ts')
-  local decoded = ok and type(raw) == 'string' and cjson.decode(raw)
+  local newest = latest_id(ctx, thread, ctx.root)
+  local raw = newest and unless_wrongtype(pcall(rcall, 'JSON.GET', checkpoint_key(ctx, thread, ctx.root, newest),
+    '$.thread_id', '$.checkpoint_ts'))
+  local decoded = type(raw) == 'string' and cjson.decode(raw)
   local owner, ts = decoded and decoded['$.thread_id'], decoded and decoded['$.checkpoint_ts']
   if type(owner) == 'table' and owner[1] == id and type(ts) == 'table' and type(ts[1]) == 'number' then
     return ts[1]
   end
+  return nil
 end
 
--- Whether thread `id` will be visited later in this pass: its newest root
--- checkpoint (see newest_stamp) lies at or after `hi` in the pass's windows,
--- so a segment not read yet holds it. Read once per call per thread.
-local function visited_later(sw, id, hi)
+-- Whether thread `id`, met in segment [lo, hi), is visited in another
+-- segment of this pass: the one holding its newest root checkpoint (see
+-- newest_stamp), when that lies in the pass's windows outside [lo, hi) (a
+-- segment before it was read already, one after it will be). Read once per
+-- call per thread.
+local function visited_elsewhere(sw, id, lo, hi)
   local ts = sw.newest[id]
   if ts == nil then
     ts = newest_stamp(sw.ctx, id) or false
     sw.newest[id] = ts
-    sw.ctx.budget.work = sw.ctx.budget.work + CHECK_COST
+    sw.ctx.budget.work = sw.ctx.budget.work + COST.check
   end
-  if not ts or ts < hi then
+  if not ts or (lo <= ts and ts < hi) then
     return false
   end
   for _, w in ipairs(sw.windows) do
@@ -2565,28 +2516,32 @@ local function visited_later(sw, id, hi)
   return false
 end
 
+-- The most entries a segment's count and grouping may ask for here.
+local function segment_cap(ctx)
+  return math.min(group_cap(ctx), ctx.cap - 1)
+end
+
 -- The segment the pass is in or begins next within window w: [lo, hi), its
--- entries, whether they were few (the width doubles next) and whether they
--- are too dense to read (more than one aggregate, or count, may return in 1
--- ms). A new segment is narrowed by counts to BUDGET / SEGMENT_UNITS entries
--- (or 1 ms); the width carries over, so a call whose counts spent its budget
--- (nil) leaves the next one a narrower segment to count.
+-- entries (up to segment_cap + 1: more are not counted) and whether they
+-- were few (the width doubles next). A new segment is narrowed by counts to
+-- BUDGET / SEGMENT_UNITS entries (or 1 ms, however many it holds); the width
+-- carries over, so a call whose counts spent its budget (nil) leaves the
+-- next one a narrower segment to count.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
-  local most = math.min(group_cap(ctx), ctx.cap - 1)
+  local most = segment_cap(ctx)
   local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.after then -- the segment under way, as the last call left it
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi, most)
-    return lo, hi, n, false, n > most
+    return lo, hi, ts_count(ctx, lo, hi, most), false
   end
   while true do
     local hi = math.min(lo + pass.width, w[2])
     local n = ts_count(ctx, lo, hi, most)
     if n <= limit or hi - lo <= 1 then
-      return lo, hi, n, n < limit / 4, n > most
+      return lo, hi, n, n < limit / 4
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
     if spent(ctx.budget) then
@@ -2596,25 +2551,28 @@ local function segment(sw, pass, w)
 end
 
 -- Visit the threads of segment [lo, hi) (n entries) after pass.after, but
--- not one visited later in the pass; false when the call stopped inside it
--- (pass.after: the last thread passed).
+-- not one visited elsewhere in the pass; false when the call stopped inside it
+-- (pass.after: the last thread passed). A millisecond holding more threads
+-- than one aggregate returns has those it returns visited, and the pass is
+-- left unfinished.
 local function visit_segment(sw, pass, lo, hi, n)
   local b = sw.ctx.budget
   if n == 0 then
     return true
   end
-  local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
+  local ids, nameless, more = ts_threads(sw.ctx, lo, hi, n, segment_cap(sw.ctx))
   if pass.after == nil then
     sw.out.threads_skipped = sw.out.threads_skipped + nameless
   end
+  sw.unfinished = sw.unfinished or more
   for _, id in ipairs(ids) do
     if pass.after == nil or before(pass.after, id) then
       if sw.moved and spent(b) then
         return false
       end
-      if not sw.seen[id] and not visited_later(sw, id, hi) then
-        local go, done = visit(sw, id)
-        if not go or not counted(sw, sw.out, id, done) then
+      if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then
+        local go, done, why = visit(sw, id)
+        if not go or not counted(sw, id, done, why) then
           return false
         end
       end
@@ -2626,15 +2584,9 @@ end
 
 -- Read the next segment of window w and visit its threads (see segment,
 -- visit_segment); true when the segment is done, and the pass moves past it.
--- A segment too dense to read is passed over, and the pass left unfinished.
 local function segment_step(sw, pass, w)
-  local lo, hi, n, few, dense = segment(sw, pass, w)
-  if not lo then
-    return false
-  end
-  if dense then
-    sw.unfinished = true
-  elseif not visit_segment(sw, pass, lo, hi, n) then
+  local lo, hi, n, few = segment(sw, pass, w)
+  if not lo or not visit_segment(sw, pass, lo, hi, n) then
     return false
   end
   pass.lo, pass.after, sw.moved = hi, nil, true
@@ -2667,19 +2619,26 @@ end
 -- Registered functions ---------------------------------------------------------------
 -- Provides: the functions Redis runs, each with its contract, and their flags.
 -- Assumes: everything above.
--- Flags: lgprune_version is `no-writes` (it runs on replicas, with FCALL_RO,
--- and at maxmemory). The pruning functions are `allow-oom`: their job is to
--- free memory, so they must run when it is full (they only ever delete; a
--- plain UNLINK runs there too). They are not `no-writes`, so a read-only
--- replica refuses them.
+-- Flags: lgprune_version is `no-writes` and `allow-stale` (it runs on
+-- replicas, with FCALL_RO, at maxmemory and on a replica that lost its
+-- primary). The pruning functions are `allow-oom`: their job is to free
+-- memory, so they must run when it is full (they only ever delete; a plain
+-- UNLINK runs there too). They are not `no-writes`, so a read-only replica
+-- refuses them; their `_ro` twins are dry runs flagged `no-writes`, for
+-- FCALL_RO and replicas. Every function that searches is `no-cluster`: a
+-- cluster node refuses it at once (a script cannot search across shards).
 
 local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string', LAYOUT = 'string' }
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string',
   FULL = 'flag', MARGIN = 'ms', FULL_EVERY = 'ms', LAYOUT = 'string' }
-local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'layout', 'threads_visited', 'threads_pruned', 'threads_deleted',
-  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted', 'blobs_deleted' }
+local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'layout', 'threads_visited', 'threads_pruned',
+  'threads_deleted', 'threads_skipped', 'threads_failed', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
+  'orphans_deleted', 'blobs_deleted' }
+
+-- The pruning functions, by name (each registered with its dry-run twin).
+local pruners = {}
 
 --[[
 lgprune_version: the library version, and with BUILD which code this is.
@@ -2736,9 +2695,11 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   Errors, and then nothing was deleted: "LGPRUNE <CODE> ..." for a bad KEEP
   or option, a thread id the index cannot match, a DeltaChannel history
   longer than BUDGET, a missing index, a server without the modules, a store
-  both savers index (MIXED), a key the user may read but not delete (NOPERM).
+  both savers index (MIXED), a command or key the ACL refuses (NOPERM), stored
+  data lgprune cannot read, such as a key of another type (BADDATA). Every
+  error is "LGPRUNE <CODE> ...".
 ]]
-local function lgprune_thread(_, args)
+function pruners.lgprune_thread(_, args)
   local opts = parse_options(args, 3, THREAD_OPTIONS)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
@@ -2760,7 +2721,7 @@ lgprune_many: lgprune_thread for several threads in one call, sharing one budget
   starts with it and a whole BUDGET. Errors: as lgprune_thread's, and then
   nothing was deleted.
 ]]
-local function lgprune_many(_, args)
+function pruners.lgprune_many(_, args)
   local count = parse_count('COUNT', args[2], 2 ^ 53)
   if count < 1 or count > MAX_MANY then
     fail('BADARG', 'COUNT must be 1 to ' .. MAX_MANY .. ' thread ids, got ' .. count)
@@ -2785,11 +2746,13 @@ local function lgprune_many(_, args)
       total.next = i
       break
     end
-    add_counts(total, out)
     if out.more == 1 then
+      out.checkpoints_kept = 0 -- counted by the call that finishes the thread
+      add_counts(total, out)
       total.next = i
       break
     end
+    add_counts(total, out)
   end
   return reply(total, 'next')
 end
@@ -2800,20 +2763,23 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
         [ORPHANS] [GRACE ms] [DETAILS] [FULL] [MARGIN ms] [FULL_EVERY ms]
         [CHECKPOINT_PREFIX p] [WRITE_PREFIX p] [LAYOUT python|js]
   CURSOR     "0" to start a pass, then the cursor the previous call returned
-             (text: "f:..." a full pass, "i:<fp>:<start>:<since>:<lo>:<width>:<u>:..."
-             an incremental one, "j:..." a full one over segments (js); each
-             continues only with the same rule and options).
+             (text: "i:<fp>:<start>:<since>:<lo>:<width>:<u>:..." an incremental
+             pass, "j:..." a full one, "o:..." a full one's orphans phase; each
+             continues only with the same rule and options, and a cursor that
+             would skip what its pass has not read is refused).
   KEEP, MAX_AGE, IDLE_TTL, prefixes, LAYOUT, DRY_RUN: as for lgprune_thread, per thread.
-  A pass is incremental when a pass of the same rule (KEEP, MAX_AGE, IDLE_TTL,
-  prefixes) completed before: it visits only the threads with a checkpoint
-  whose checkpoint_ts (the writer's clock, ms) is at or after that pass's start
-  less MARGIN, and, per age rule, those whose checkpoints crossed that age
-  since. Found through the checkpoint index (FT.AGGREGATE GROUPBY thread_id
-  over time segments of at most 4000 entries, sized by counts); a document
-  without checkpoint_ts, or one stamped more than MARGIN behind, is found by
-  a full pass only. A pass is full (SCAN over the latest pointers: every
-  thread) with FULL or ORPHANS, without such a watermark, or when the rule's
-  last full pass began more than FULL_EVERY ms ago.
+  Threads are found through the checkpoint index by checkpoint_ts (the
+  writer's clock, ms): FT.AGGREGATE GROUPBY thread_id over time segments of
+  at most 4000 entries, sized by counts. A thread is visited from the segment
+  holding its newest root checkpoint (one without a root pointer from each
+  segment holding its checkpoints). A pass is incremental when a pass of the
+  same rule (KEEP, MAX_AGE, IDLE_TTL, prefixes, MARGIN) completed before: it
+  reads only the checkpoint_ts at or after that pass's start less MARGIN and,
+  per age rule, those that crossed that age since. A pass is full (every
+  checkpoint_ts there can be) with FULL or ORPHANS, without such a watermark,
+  or when the rule's last full pass began more than FULL_EVERY ms ago. A
+  checkpoint stamped more than MARGIN behind is found by a full pass only; one
+  without checkpoint_ts (no supported saver writes one) by none.
   MARGIN     ms the incremental window reaches before the watermark, for
              writers' clock skew and put latency (default 600000).
   Watermarks: hash lgprune:watermarks, field = the rule (JSON), value = the
@@ -2830,54 +2796,55 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
              again), else at the end of the step; a pass over segments after
              its last thread visited (the cursor carries the segment and that
              thread), or after the count that spent it (the cursor carries the
-             narrowed segment). A
-             thread that fails after the call deleted something also ends the
-             call there, to be met first by the next one.
-  ORPHANS    also delete writes, write registries and latest pointers whose
-             checkpoint is gone, and placeholders (what the saver's put_writes
-             stores for a checkpoint not stored yet), when that checkpoint's id
-             is older than GRACE (ms, default 600000: writes can be stored
-             before their checkpoint). A write or registry whose checkpoint is
-             a placeholder counts as one whose checkpoint is gone.
+             narrowed segment); the orphans phase after a SCAN step. A thread
+             that fails after the call deleted something also ends the call
+             there, to be met first by the next one.
+  ORPHANS    a full pass, then an orphans phase: SCAN over every key (it finds
+             no thread) deletes writes, write registries and latest pointers
+             whose checkpoint is gone, and placeholders (what the saver's
+             put_writes stores for a checkpoint not stored yet), when that
+             checkpoint's id is older than GRACE (ms, default 600000: writes
+             can be stored before their checkpoint). A write or registry whose
+             checkpoint is a placeholder counts as one whose checkpoint is gone.
   DETAILS    add `threads`: per visited thread, [thread_id, checkpoints,
              checkpoints_deleted, keys_deleted, exact]: every thread is listed
              and its own checkpoints counted (exact 1), except one too large
              for a call's listing (BUDGET + KEEP checkpoints), whose count is
              an upper bound (exact 0). For `lgprune stats` (with FULL).
-  Threads of a full pass are found by SCAN over the latest pointers
-  (<cp>_latest:*); each pointer's checkpoint names its thread exactly (read
-  for a whole step at once). LAYOUT js has no pointers: its full pass reads
-  every checkpoint_ts in segments, as an incremental pass reads its windows
-  (a thread is then visited from each segment holding its checkpoints).
   Threads already within KEEP cost one index count. Thread ids the index
-  cannot match are skipped. ORPHANS is for LAYOUT python.
+  cannot match are skipped. A thread that cannot be pruned (a key of another
+  type, a document lgprune cannot read, a DeltaChannel history longer than
+  BUDGET, a write prefix that is not WRITE_PREFIX) is named in `failed`,
+  nothing of it is deleted, and the pass goes on and completes without it
+  (the next full pass meets it again). ORPHANS is for LAYOUT python.
   Reply: name/value pairs:
     cursor               "0" when the pass is complete, else pass it back
     kind                 "full" or "incremental"
     since                an incremental pass: the checkpoint_ts it reads from (the
                          watermark less MARGIN, ms), else 0
     unfinished           1 when the pass passed over a thread it could not finish, or a
-                         millisecond of checkpoint_ts holding more entries than one
-                         aggregate may return: it records no watermark
+                         millisecond of checkpoint_ts holding more threads than one
+                         aggregate may return (4000): it records no watermark
     layout               "python" or "js": whose keys it pruned
-    threads_visited      full: threads visited in the SCAN steps this call finished (a
-                         step the call stopped inside is counted by the call that
-                         reads it again, so each thread counts once); incremental:
-                         visits (a thread is visited from the segment holding its
-                         newest root checkpoint; one without a root pointer, or
-                         met in several calls, may be visited more than once)
+    threads_visited      threads the calls moved past (a thread pruned over several
+                         calls counts once; one without a root pointer may count
+                         once per segment holding its checkpoints)
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
     threads_skipped      threads whose id the index cannot match (counted as visits are)
+    threads_failed       threads that could not be pruned (counted as visits are)
     checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
     orphans_deleted      orphan keys deleted (also in keys_deleted)
     blobs_deleted        js: channel-value blobs deleted (also in keys_deleted)
+    failed               [thread_id, "<CODE> <why>"] for each thread that could not be
+                         pruned (the first 100 of a call; threads_failed counts all)
     threads              with DETAILS only, last: the list described above
-  Errors: as lgprune_thread's, a CURSOR of another rule or options, ORPHANS
-  under LAYOUT js, and NOINDEX when the checkpoint index does not exist (a
-  sweep that finds no thread found none there); then nothing was deleted.
+  Errors: bad arguments, a CURSOR of another rule or options, ORPHANS under
+  LAYOUT js, NOINDEX when the checkpoint index does not exist (a sweep that
+  finds no thread found none there), NOMODULE, MIXED and NOPERM: only what
+  stops every thread; then nothing was deleted.
 ]]
-local function lgprune_sweep(_, args)
+function pruners.lgprune_sweep(_, args)
   local cursor = args[1]
   if type(cursor) ~= 'string' then
     fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
@@ -2897,12 +2864,9 @@ local function lgprune_sweep(_, args)
   end
   local sw = sweep_state(ctx, rule, opts)
   sw.unfinished = pass.unfinished
-  local done
-  if pass.scan then
-    pass.scan = sweep_steps(sw, pass.scan)
-    done = pass.scan == '0'
-  else
-    done = window_steps(sw, pass)
+  local done = pass.scan ~= nil or window_steps(sw, pass)
+  if done and opts.ORPHANS then
+    pass.scan, done = orphan_steps(sw, pass.scan or '0')
   end
   local out = sw.out
   sw.orphans.flush()
@@ -2916,6 +2880,8 @@ local function lgprune_sweep(_, args)
   out.since = pass.since and ms(pass.since) or '0'
   out.layout = ctx.layout.name
   local r = reply(out, nil, SWEEP_FIELDS)
+  r[#r + 1] = 'failed'
+  r[#r + 1] = sw.failed
   if opts.DETAILS then
     r[#r + 1] = 'threads'
     r[#r + 1] = sw.details
@@ -2923,11 +2889,31 @@ local function lgprune_sweep(_, args)
   return r
 end
 
+--[[
+lgprune_thread_ro, lgprune_many_ro, lgprune_sweep_ro: the same calls as a dry
+run (DRY_RUN implied), flagged no-writes: for FCALL_RO, and for a replica.
+  FCALL_RO lgprune_thread_ro 0 THREAD_ID KEEP [options of lgprune_thread]
+  FCALL_RO lgprune_many_ro 0 KEEP COUNT THREAD_ID... [options]
+  FCALL_RO lgprune_sweep_ro 0 CURSOR KEEP [options of lgprune_sweep]
+  Reply and errors: as the function's own. A sweep's cursor continues only
+  with the function that returned it.
+]]
+local function read_only(body)
+  return function(keys, args)
+    args[#args + 1] = 'DRY_RUN'
+    return body(keys, args)
+  end
+end
+
+-- Register pruning function `name` and its dry-run twin.
+local function register(name)
+  redis.register_function { function_name = name, callback = entry(pruners[name]), flags = { 'allow-oom', 'no-cluster' } }
+  redis.register_function { function_name = name .. '_ro', callback = entry(read_only(pruners[name])),
+    flags = { 'no-writes', 'no-cluster' } }
+end
+
 redis.register_function { function_name = 'lgprune_version', callback = lgprune_version,
-  flags = { 'no-writes' } }
-redis.register_function { function_name = 'lgprune_thread', callback = entry(lgprune_thread),
-  flags = { 'allow-oom' } }
-redis.register_function { function_name = 'lgprune_many', callback = entry(lgprune_many),
-  flags = { 'allow-oom' } }
-redis.register_function { function_name = 'lgprune_sweep', callback = entry(lgprune_sweep),
-  flags = { 'allow-oom' } }
+  flags = { 'no-writes', 'allow-stale' } }
+register('lgprune_thread')
+register('lgprune_many')
+register('lgprune_sweep')

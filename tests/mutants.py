@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,7 +143,7 @@ MUTANTS = [
         "orphan-acl-first",
         "an orphan the user may not delete fails the sweep before any delete",
         "80-sweep.lua",
-        "  check_deletable(sw.ctx.budget, { { pending = { key } } })\n",
+        "  if not sw.ctx.dry then\n    check_allowed('UNLINK', { key })\n  end\n",
         "",
         ("tests/test_acl.py::test_an_orphan_the_user_may_not_delete_fails_the_sweep_before_any_delete",),
     ),
@@ -158,8 +159,8 @@ MUTANTS = [
         "count-under-search-cap",
         "a segment's count asks no more than the server's search cap",
         "85-incremental.lua",
-        "  local most = math.min(group_cap(ctx), ctx.cap - 1)\n",
-        "  local most = group_cap(ctx)\n",
+        "  return math.min(group_cap(ctx), ctx.cap - 1)\n",
+        "  return group_cap(ctx)\n",
         (JS + "test_a_server_capping_search_results_below_a_segment_sweeps_a_js_store",),
     ),
     Mutant(
@@ -191,9 +192,25 @@ MUTANTS = [
         "latest-pointer-spared",
         "the checkpoint the latest pointer names stays while its namespace keeps any",
         "50-plan.lua",
-        "    elseif not (ids[i] == latest and last < n) then\n",
+        "    elseif ids[i] ~= latest then\n",
         "    else\n",
         (RULES + "test_the_checkpoint_the_latest_pointer_names_is_never_pruned",),
+    ),
+    Mutant(
+        "pointer-spared-history",
+        "the checkpoint the latest pointer spares keeps its DeltaChannel history",
+        "50-plan.lua",
+        "  if spared then\n    kept[#kept + 1] = g.doc[spared].key\n  end\n",
+        "",
+        ("tests/test_seams.py::test_the_checkpoint_the_pointer_spares_keeps_its_delta_history",),
+    ),
+    Mutant(
+        "pointer-spared-is-a-kept-root",
+        "the root checkpoint the pointer spares counts as kept for the old-subgraph-run rule",
+        "50-plan.lua",
+        "  return latest or root.ids[",
+        "  return root.ids[",
+        ("tests/test_seams.py::test_a_subgraph_run_of_the_checkpoint_the_pointer_spares_stays",),
     ),
     Mutant(
         "subgraph-run-whole",
@@ -255,8 +272,8 @@ MUTANTS = [
         "sorted-fallback",
         "DeltaChannel history not provably listed: the root is listed again, sorted",
         "70-thread.lua",
-        "  if p.delta and not exact then\n",
-        "  if false then\n",
+        "if view.newest and ((p.delta and not exact) or",
+        "if view.newest and ((false) or",
         (RULES + "test_delta_history_of_a_fork_outside_the_root_window_is_kept",),
     ),
     Mutant(
@@ -302,10 +319,18 @@ MUTANTS = [
     Mutant(
         "latest-pointer-goes",
         "a namespace left empty loses its latest pointer",
-        "60-delete.lua",
-        "  local pointer = d.newest and latest_key(del.ctx, del.thread, d.ns)\n",
-        "  local pointer = nil\n",
+        "50-plan.lua",
+        "      d.pointer = p.whole and i == #ids or nil\n",
+        "      d.pointer = nil\n",
         (RULES + "test_keep_zero_deletes_the_thread_and_its_latest_pointer",),
+    ),
+    Mutant(
+        "latest-pointer-stays",
+        "a latest pointer goes only with a namespace listed whole whose every checkpoint goes",
+        "50-plan.lua",
+        "      d.pointer = p.whole and i == #ids or nil\n",
+        "      d.pointer = i == #ids or nil\n",
+        ("tests/test_seams.py::test_a_latest_pointer_stays_while_its_namespace_keeps_any_checkpoint",),
     ),
     # Nothing outside the thread
     Mutant(
@@ -315,14 +340,6 @@ MUTANTS = [
         "  if f.thread_id ~= thread.id or not id or",
         "  if not id or",
         (RULES + "test_threads_whose_keys_extend_ours_are_left_alone",),
-    ),
-    Mutant(
-        "witness-own",
-        "a witness from the latest pointer's parent chain is the thread's own root checkpoint (its document)",
-        "40-listing.lua",
-        "  if t ~= thread.id or ns ~= ROOT_NS or own ~= id then\n",
-        "  if false then\n",
-        (RULES + "test_a_witness_from_the_parent_chain_must_be_the_threads_own",),
     ),
     Mutant(
         "root-doc-colon",
@@ -407,9 +424,17 @@ MUTANTS = [
         "checkpoint-with-all-writes",
         "a checkpoint goes only in the call that takes all of its writes",
         "60-delete.lua",
-        "  local fits = not truncated and #ws + 2 <= del.left\n",
+        "  local fits = not truncated and #ws + own <= del.left\n",
         "  local fits = true\n",
         (RULES + "test_a_checkpoint_goes_only_in_the_call_that_takes_all_its_writes",),
+    ),
+    Mutant(
+        "pointer-charged",
+        "a latest pointer deleted counts against BUDGET",
+        "60-delete.lua",
+        "  local own = pointer and 3 or 2\n",
+        "  local own = 2\n",
+        ("tests/test_seams.py::test_a_call_deletes_no_more_keys_than_its_budget_pointer_included",),
     ),
     Mutant(
         "budget-caps-deletes",
@@ -457,37 +482,61 @@ MUTANTS = [
         (CONTRACT + "test_an_error_reply_means_the_call_deleted_nothing",),
     ),
     Mutant(
-        "allow-oom-thread",
-        "lgprune_thread runs when memory is full",
+        "allow-oom",
+        "the pruning functions run when memory is full",
         "90-entry.lua",
-        "callback = entry(lgprune_thread),\n  flags = { 'allow-oom' } }",
-        "callback = entry(lgprune_thread),\n  flags = {} }",
+        "flags = { 'allow-oom', 'no-cluster' } }",
+        "flags = { 'no-cluster' } }",
         (CONTRACT + "test_a_prune_runs_at_maxmemory_and_frees_memory",),
     ),
     Mutant(
-        "allow-oom-many",
-        "lgprune_many runs when memory is full",
+        "dry-run-twins-read-only",
+        "the _ro twins are flagged no-writes (FCALL_RO, replicas)",
         "90-entry.lua",
-        "callback = entry(lgprune_many),\n  flags = { 'allow-oom' } }",
-        "callback = entry(lgprune_many),\n  flags = {} }",
-        (CONTRACT + "test_a_prune_runs_at_maxmemory_and_frees_memory",),
+        "    flags = { 'no-writes', 'no-cluster' } }",
+        "    flags = { 'no-cluster' } }",
+        ("tests/test_seams.py::test_dry_runs_run_read_only_and_the_flags_say_where_each_function_may_run",),
     ),
     Mutant(
-        "allow-oom-sweep",
-        "lgprune_sweep runs when memory is full",
+        "version-allow-stale",
+        "lgprune_version answers on a stale replica",
         "90-entry.lua",
-        "callback = entry(lgprune_sweep),\n  flags = { 'allow-oom' } }",
-        "callback = entry(lgprune_sweep),\n  flags = {} }",
-        (CONTRACT + "test_a_prune_runs_at_maxmemory_and_frees_memory",),
+        "flags = { 'no-writes', 'allow-stale' } }",
+        "flags = { 'no-writes' } }",
+        ("tests/test_seams.py::test_dry_runs_run_read_only_and_the_flags_say_where_each_function_may_run",),
     ),
     # Servers that cap search results
     Mutant(
         "stale-retry",
         "a Stale cap before the call's first delete runs the call again",
         "10-core.lua",
-        "    if not ok and res == Stale and (running.budget == nil or running.budget.keys == 0) then\n",
+        "    if not ok and res == Stale then\n",
         "    if false then\n",
         (CAP + "test_a_cap_lowered_after_the_library_learnt_it_is_learnt_again",),
+    ),
+    Mutant(
+        "errors-coded",
+        "every error a call answers is an LGPRUNE code",
+        "10-core.lua",
+        "      res = as_failure(res)\n",
+        "      if getmetatable(res) ~= Failure then\n        error(res, 0)\n      end\n",
+        ("tests/test_seams.py::test_every_error_of_a_call_is_an_lgprune_code_and_deletes_nothing",),
+    ),
+    Mutant(
+        "rights-never-absent",
+        "a read the ACL refuses is an error, never an absent key",
+        "30-search.lua",
+        "  if error_text(res):find('WRONGTYPE', 1, true) then\n",
+        "  if true then\n",
+        ("tests/test_seams.py::test_a_user_who_may_not_read_the_pointer_deletes_nothing",),
+    ),
+    Mutant(
+        "fields-of-nothing",
+        "an index entry RediSearch returns without fields is no one's",
+        "30-search.lua",
+        "  if type(fields) == 'table' then\n",
+        "  if true then\n",
+        ("tests/test_seams.py::test_a_thread_id_holding_a_nul_byte_stops_no_one",),
     ),
     Mutant(
         "result-cap-restart",
@@ -498,14 +547,6 @@ MUTANTS = [
         (CAP + "test_a_cap_lowered_after_the_library_learnt_it_is_learnt_again",),
     ),
     # Sweeps and orphans
-    Mutant(
-        "sweep-cursor-00",
-        "a sweep stopped inside its first SCAN step returns cursor 00, not 0",
-        "80-sweep.lua",
-        "      return cursor == '0' and '00' or cursor\n",
-        "      return cursor\n",
-        (SWEEP + "test_a_sweep_stopped_inside_its_first_scan_step_is_not_reported_done",),
-    ),
     Mutant(
         "orphan-grace",
         "an orphan write younger than the grace stays",
@@ -554,19 +595,28 @@ MUTANTS = [
         (LEFTOVERS + "test_keep_0_and_delete_thread_remove_placeholders_whatever_their_age",),
     ),
     Mutant(
-        "sweep-counts-once",
-        "a SCAN step read again by the next call counts its threads once",
+        "visit-counted-when-passed",
+        "a thread pruned over several calls counts as one visit",
         "80-sweep.lua",
-        "  local counts = gone and sw.out or sw.step\n",
-        "  local counts = sw.out\n",
-        (LEFTOVERS + "test_a_sweep_counts_each_thread_once",),
+        "    if done.more == 1 and not dry and done.keys_deleted > 0 then\n      return false\n",
+        "    if done.more == 1 and not dry and done.keys_deleted > 0 then\n"
+        "      out.threads_visited = out.threads_visited + 1\n      return false\n",
+        (SWEEP + "test_a_sweep_counts_threads_deleted_whole_and_threads_with_subgraphs_once",),
+    ),
+    Mutant(
+        "thread-failure-is-data",
+        "a thread that cannot be pruned is named in the reply and the sweep goes on",
+        "80-sweep.lua",
+        "      why = thread_failure(res)\n",
+        "      error(res, 0)\n",
+        ("tests/test_seams.py::test_one_thread_that_cannot_be_pruned_never_stops_a_sweep",),
     ),
     Mutant(
         "orphan-registry-prefix",
         "a write registry of another prefix is never an orphan of ours",
         "80-sweep.lua",
-        "  if not ok or type(first[1]) ~= 'string' or not starts_with(first[1], writes) then\n",
-        "  if not ok or type(first[1]) ~= 'string' then\n",
+        "  if type(first) ~= 'string' or not starts_with(first, writes) then\n",
+        "  if type(first) ~= 'string' then\n",
         (SWEEP + "test_orphans_are_found_and_removed",),
     ),
     Mutant(
@@ -578,36 +628,12 @@ MUTANTS = [
         (RULES + "test_a_thread_with_a_comma_never_takes_a_namespace_that_spells_its_root",),
     ),
     Mutant(
-        "pointer-target-prefix",
-        "a sweep reads only what a latest pointer names under the checkpoint prefix",
-        "80-sweep.lua",
-        "    if target and starts_with(target, checkpoints) then\n",
-        "    if target then\n",
-        ("tests/test_acl.py::test_a_sweep_never_reads_what_a_foreign_latest_pointer_names",),
-    ),
-    Mutant(
         "walk-placeholder-parent",
         "a DeltaChannel parent that is only a placeholder is not stored yet: it holds the history",
         "50-plan.lua",
         "    if checkpoint_gone(pkey) then -- missing, or a placeholder: not stored yet\n",
         "    if rcall('EXISTS', pkey) == 0 then\n",
         (RULES + "test_a_delta_parent_that_is_only_a_placeholder_holds_the_history",),
-    ),
-    Mutant(
-        "visit-from-root-pointer",
-        "a sweep visits a thread once, from its root pointer, not once per namespace",
-        "80-sweep.lua",
-        "  if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then\n",
-        "  if sw.seen[id] then\n",
-        (SWEEP + "test_a_sweep_counts_threads_deleted_whole_and_threads_with_subgraphs_once",),
-    ),
-    Mutant(
-        "visit-deleted-whole-counted",
-        "a thread deleted whole is counted at once (its pointer is not met again)",
-        "80-sweep.lua",
-        "  local counts = gone and sw.out or sw.step\n",
-        "  local counts = sw.step\n",
-        (SWEEP + "test_a_sweep_counts_threads_deleted_whole_and_threads_with_subgraphs_once",),
     ),
     Mutant(
         "leftovers-cut-more",
@@ -618,19 +644,11 @@ MUTANTS = [
         (LEFTOVERS + "test_keep_0_never_says_done_while_a_case_variant_hides_leftovers",),
     ),
     Mutant(
-        "chain-not-for-idle",
-        "IDLE_TTL lists a large root by its window, not the pointer's chain (which cannot prove the newest)",
-        "40-listing.lua",
-        "    local root = (view.wide or rule.idle_before) and root_window or root_chain\n",
-        "    local root = view.wide and root_window or root_chain\n",
-        (RULES + "test_idle_ttl_never_judges_a_large_thread_idle_by_a_pointer_to_an_older_checkpoint",),
-    ),
-    Mutant(
-        "chain-page-fallback",
-        "a chain listing whose page held none of the root's older checkpoints lists the root sorted",
+        "window-page-fallback",
+        "a root window whose page held none of the root's older checkpoints lists the root sorted",
         "70-thread.lua",
-        "  if #p.doomed == 0 and view.newest and root_docs_listed(ctx, docs) <= rule.keep then\n",
-        "  if false then\n",
+        "(#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)",
+        "(false)",
         (
             RULES
             + "test_a_large_thread_whose_first_index_entries_are_not_its_root_is_still_pruned[case variant]",
@@ -700,10 +718,11 @@ MUTANTS = [
     ),
     Mutant(
         "incremental-partial-rows",
-        "a segment's answer is short only when rows are missing, not ids (a foreign document groups as null)",
+        "a segment's answer is short only when rows are missing, not ids (a foreign document groups "
+        "without a thread_id)",
         "85-incremental.lua",
-        "  if #res - 1 < math.min(res[1], n) then -- a search timeout returns partial results\n",
-        "  if #ids < math.min(res[1], n) then\n",
+        "  if #res - 1 < math.min(res[1], ask) then -- a search timeout returns partial results\n",
+        "  if #ids < math.min(res[1], ask) then\n",
         (INCREMENTAL + "test_a_foreign_document_with_a_stamp_but_no_thread_is_passed_over",),
     ),
     Mutant(
@@ -731,18 +750,21 @@ MUTANTS = [
         (INCREMENTAL + "test_segment_and_window_boundaries_lose_no_checkpoint",),
     ),
     Mutant(
-        "incremental-visited-later",
-        "a thread whose newest checkpoint lies ahead in the pass is visited there, once",
+        "incremental-visited-elsewhere",
+        "a thread is visited from the segment holding its newest root checkpoint, once",
         "85-incremental.lua",
-        "      if not sw.seen[id] and not visited_later(sw, id, hi) then\n",
+        "      if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then\n",
         "      if not sw.seen[id] then\n",
-        (INCREMENTAL + "test_a_thread_active_across_segments_is_visited_once_from_its_newest",),
+        (
+            INCREMENTAL + "test_a_thread_active_across_segments_is_visited_once_from_its_newest",
+            SWEEP + "test_a_sweep_counts_threads_deleted_whole_and_threads_with_subgraphs_once",
+        ),
     ),
     Mutant(
-        "incremental-later-ahead",
-        "only a newest checkpoint at or after the segment's end defers a thread",
+        "incremental-visited-there",
+        "a thread whose newest root checkpoint lies in the segment is visited there",
         "85-incremental.lua",
-        "  if not ts or ts < hi then\n",
+        "  if not ts or (lo <= ts and ts < hi) then\n",
         "  if not ts then\n",
         (INCREMENTAL + "test_a_thread_active_across_segments_is_visited_once_from_its_newest",),
     ),
@@ -758,17 +780,57 @@ MUTANTS = [
         "incremental-cursor-check",
         "a cursor begun in the future, or reading from after the watermark, is refused",
         "85-incremental.lua",
-        "  if pass.start > now or (pass.kind == 'incremental' and not (from and pass.since <= from\n",
+        "  if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and "
+        "pass.since <= from\n",
         "  if false and (pass.kind == 'incremental' and not (from and pass.since <= from\n",
         (INCREMENTAL + "test_a_watermark_from_the_future_is_no_watermark_and_a_future_cursor_is_refused",),
     ),
     Mutant(
-        "incremental-dense-unfinished",
-        "a millisecond too dense to group is passed over and leaves the pass unfinished",
+        "cursor-segment-bounds",
+        "a cursor whose segment has no width or lies outside its pass's windows is refused",
         "85-incremental.lua",
-        "  if dense then\n    sw.unfinished = true\n",
-        "  if dense then\n    sw.unfinished = false\n",
-        (INCREMENTAL + "test_a_millisecond_too_dense_to_group_leaves_the_pass_unfinished_for_a_full_one",),
+        "  local lo_ok = pass.scan or (pass.width >= 1 and",
+        "  local lo_ok = true or (pass.width >= 1 and",
+        (INCREMENTAL + "test_a_cursor_that_would_never_move_or_would_end_the_pass_unread_is_refused",),
+    ),
+    Mutant(
+        "incremental-dense-unfinished",
+        "a millisecond holding more threads than one aggregate returns leaves the pass unfinished",
+        "85-incremental.lua",
+        "  sw.unfinished = sw.unfinished or more\n",
+        "",
+        (
+            INCREMENTAL
+            + "test_a_millisecond_holding_more_threads_than_one_group_returns_leaves_the_pass_unfinished",
+        ),
+    ),
+    Mutant(
+        "dense-millisecond-visited",
+        "a burst in one millisecond is grouped and visited, not passed over",
+        "85-incremental.lua",
+        "  if n == 0 then\n    return true\n  end\n  local ids, nameless, more",
+        "  if n == 0 or n > segment_cap(sw.ctx) then\n    return true\n  end\n  local ids, nameless, more",
+        (INCREMENTAL + "test_a_burst_in_one_millisecond_is_pruned_by_the_next_incremental_pass",),
+    ),
+    Mutant(
+        "watermark-at-pass-start",
+        "a pass's watermark is when it began: a write that lands during the pass is read by the next",
+        "85-incremental.lua",
+        "    rcall('HSET', WATERMARKS, pass.field, ms(pass.start))\n",
+        "    rcall('HSET', WATERMARKS, pass.field, ms(now_ms()))\n",
+        (
+            "tests/test_seams.py::test_an_incremental_pass_sees_a_write_that_landed_after_it_visited_the_thread",
+        ),
+    ),
+    Mutant(
+        "many-kept-counted-once",
+        "lgprune_many counts a thread's kept checkpoints in the call that finishes it",
+        "90-entry.lua",
+        "      out.checkpoints_kept = 0 -- counted by the call that finishes the thread\n",
+        "",
+        (
+            "tests/test_seams.py::test_prune_many_counts_every_kept_checkpoint_when_it_resumes_inside_a_thread",
+        ),
     ),
     Mutant(
         "incremental-resume-after",
@@ -942,6 +1004,7 @@ def main(argv: list[str]) -> int:
         "--no-baseline", action="store_true", help="skip the run of the selected tests without a mutant"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show the end of each pytest run")
+    parser.add_argument("-j", "--jobs", type=int, default=2, help="mutants run at once (default 2)")
     args = parser.parse_args(argv)
     names = [m.name for m in MUTANTS]
     if len(set(names)) != len(names):
@@ -965,8 +1028,8 @@ def main(argv: list[str]) -> int:
             print(f"baseline: ERROR {error}")
             return 1
         print(f"{'(baseline: no mutant)':<28} {'passes':<8} {time.monotonic() - started:6.1f} s", flush=True)
-    failed = 0
-    for mutant in chosen:
+
+    def judge(mutant: Mutant) -> str:
         began = time.monotonic()
         try:
             status, output = run_mutant(mutant)
@@ -975,8 +1038,12 @@ def main(argv: list[str]) -> int:
                 detail += "\n" + tail(output)
         except CheckError as error:
             status, detail = "ERROR", f"\n    {error}"
-        failed += status != "caught"
         print(f"{mutant.name:<28} {status:<8} {time.monotonic() - began:6.1f} s{detail}", flush=True)
+        return status
+
+    # each mutant runs in its own copy with its own server: they can run side by side
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        failed = sum(status != "caught" for status in pool.map(judge, chosen))
     total = time.monotonic() - started
     print(f"{len(chosen) - failed} of {len(chosen)} mutants caught in {total:.0f} s")
     return 1 if failed else 0

@@ -87,9 +87,8 @@ def call_until_error(r: redis.Redis, call: list[str], options: list[str]) -> tup
         ["lgprune_many", "1", "1", "long"],
         ["lgprune_many", "1", "2", "small", "long"],
         ["lgprune_many", "1", "3", "small", "long", "small2"],
-        ["lgprune_sweep", "0", "1"],
     ],
-    ids=["thread", "many", "many-after-a-delete", "many-between-deletes", "sweep"],
+    ids=["thread", "many", "many-after-a-delete", "many-between-deletes"],
 )
 def test_an_error_reply_means_the_call_deleted_nothing(
     r: redis.Redis, saver: RedisSaver, pruner: Pruner, small: list[str], call: list[str]
@@ -101,6 +100,20 @@ def test_an_error_reply_means_the_call_deleted_nothing(
     assert error.startswith("LGPRUNE BADARG the DeltaChannel history")
     assert snapshot(r) == before
     assert checkpoint_ids(saver, "long") == long_ids
+
+
+@needs_delta_saver
+def test_a_sweep_names_the_thread_no_budget_can_prune_and_prunes_the_rest(
+    r: redis.Redis, saver: RedisSaver, small: list[str]
+) -> None:
+    put_checkpoints(saver, "small2", 6, writes=1)
+    long_ids = long_history(saver, "long", 10)  # a history of 29: longer than a whole BUDGET of 25
+    result = Pruner(r, budget=25).sweep(1)
+    assert [f.thread_id for f in result.failed] == ["long"] and result.threads_failed == 1
+    assert result.failed[0].reason.startswith("BADARG the DeltaChannel history")
+    assert checkpoint_ids(saver, "long") == long_ids
+    assert checkpoint_ids(saver, "small") == small[-1:] and len(checkpoint_ids(saver, "small2")) == 1
+    assert result.cursor == "0" and not result.unfinished
 
 
 @needs_delta_saver

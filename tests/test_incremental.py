@@ -77,7 +77,9 @@ def test_a_lagging_writer_is_caught_within_the_margin_and_beyond_it_by_a_full_sw
         r.restore(key, 0, value)
     full = Pruner(r).sweep(2, full=True)
     assert full.kind == "full"
-    assert all(len(checkpoint_ids(saver, t)) == 2 for t in ("within", "beyond", "unstamped"))
+    assert all(len(checkpoint_ids(saver, t)) == 2 for t in ("within", "beyond"))
+    # a checkpoint without checkpoint_ts (no supported saver writes one) is found by no pass
+    assert len(checkpoint_ids(saver, "unstamped")) == 8
     gone_full = before - every_key(r)
     assert gone_incremental and gone_incremental < gone_full  # nothing a full sweep keeps
 
@@ -339,29 +341,71 @@ def test_a_watermark_from_the_future_is_no_watermark_and_a_future_cursor_is_refu
         put_checkpoints(saver, f"more{i}", 4, writes=1)
     reply = r.fcall("lgprune_sweep", 0, "0", "3", "BUDGET", "10", "FULL_EVERY", "1000")
     fp = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"].split(b":")[1].decode()
-    for forged in (f"i:{fp}:{future}:{future}:{future}:1:0:", f"f:{fp}:{future}:0:0"):
+    for forged in (f"i:{fp}:{future}:{future}:{future}:1:0:", f"j:{fp}:{future}:0:0:1:0:"):
         with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR does not continue"):
             r.fcall("lgprune_sweep", 0, forged, "3", "BUDGET", "10", "FULL_EVERY", "1000")
 
 
-def test_a_millisecond_too_dense_to_group_leaves_the_pass_unfinished_for_a_full_one(
+def test_a_cursor_that_would_never_move_or_would_end_the_pass_unread_is_refused(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    for i in range(20):
+        put_checkpoints(saver, f"t{i}", 4, writes=1)
+    Pruner(r).sweep(3, margin=0)  # a watermark: the next pass is incremental
+    for i in range(20):
+        put_checkpoints(saver, f"t{i}", 2, writes=1)
+    reply = r.fcall("lgprune_sweep", 0, "0", "3", "BUDGET", "10", "MARGIN", "0")
+    cursor = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"].decode()
+    kind, fp, start, since, lo, _width, u, _after = cursor.split(":", 7)
+    assert kind == "i"
+    keys, marks = every_key(r), watermarks(r)
+    for forged in (
+        f"i:{fp}:{start}:{since}:{lo}:0:{u}:",  # width 0: the segment never moves
+        f"i:{fp}:{start}:{since}:{'9' * 30}:1:{u}:",  # past every window: the pass would end unread
+        f"i:{fp}:{start}:{since}:-{'9' * 30}:1:{u}:",  # before every window
+    ):
+        with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
+            r.fcall("lgprune_sweep", 0, forged, "3", "BUDGET", "10", "MARGIN", "0")
+    assert every_key(r) == keys and watermarks(r) == marks
+
+
+def test_a_burst_in_one_millisecond_is_pruned_by_the_next_incremental_pass(
     r: redis.Redis, saver: RedisSaver
 ) -> None:
     put_checkpoints(saver, "seed", 1, writes=0)
     Pruner(r).sweep(1, margin=0)
     mark = rule_mark(r)
-    for i in range(60):  # 120 entries in one millisecond, against a grouping cap of 100
+    for i in range(60):  # 180 entries in one millisecond, more than one count or group may hold
+        put_checkpoints(saver, f"d{i}", 3, writes=0)
+        set_stamps(r, f"d{i}", [mark + 5] * 3)
+    time.sleep(0.1)
+    r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "100")
+    try:
+        result = Pruner(r).sweep(1, margin=0)
+        assert result.kind == "incremental" and not result.unfinished and result.threads_pruned == 60
+        assert all(len(checkpoint_ids(saver, f"d{i}")) == 1 for i in range(60))
+        assert rule_mark(r) > mark
+    finally:
+        r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "-1")
+
+
+def test_a_millisecond_holding_more_threads_than_one_group_returns_leaves_the_pass_unfinished(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "seed", 1, writes=0)
+    Pruner(r).sweep(1, margin=0)
+    mark = rule_mark(r)
+    for i in range(120):  # 120 threads in one millisecond, against a grouping cap of 100
         put_checkpoints(saver, f"d{i}", 2, writes=0)
         set_stamps(r, f"d{i}", [mark + 5] * 2)
     time.sleep(0.1)
     r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "100")
     try:
         result = Pruner(r).sweep(1, margin=0)
-        assert result.kind == "incremental" and result.unfinished and result.threads_visited == 0
+        assert result.kind == "incremental" and result.unfinished and result.threads_pruned == 100
         assert rule_mark(r) == mark  # no watermark for a pass that could not read everything
     finally:
         r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "-1")
-    assert Pruner(r).sweep(1, full=True).threads_pruned == 60
 
 
 def test_a_pass_whose_first_counts_spend_a_call_goes_on_from_where_they_narrowed(

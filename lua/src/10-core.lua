@@ -56,28 +56,58 @@ end
 -- longer holds: the thread is planned again in a fresh call (see entry).
 local Stale = {}
 
--- The budget of the running call (see new_budget), for entry.
-local running = {}
+-- Every error as a Failure: a Failure as it is; an error Redis answered a
+-- command with as NOPERM when the ACL refused it, else BADDATA (a key of
+-- another type than the saver writes, a value it cannot read); a Lua error
+-- (data lgprune did not expect) as BADDATA too.
+local function as_failure(err)
+  if getmetatable(err) == Failure then
+    return err
+  end
+  local text = error_text(err)
+  if text:find('NOPERM', 1, true) or text:find('No permissions', 1, true) or text:find('ACL failure', 1, true) then
+    return setmetatable({ code = 'NOPERM', msg = 'this user may not run a command lgprune needs (' .. text
+      .. '): grant it the README\'s ACL; nothing was deleted' }, Failure)
+  end
+  return setmetatable({ code = 'BADDATA', msg = 'Redis refused a read of stored data (' .. text
+    .. '); nothing was deleted' }, Failure)
+end
 
--- Wrap a registered function so that fail() becomes a clean error reply.
--- A Stale before the call's first delete runs the call again from scratch.
--- Functions that prune several threads catch every error of a thread after
--- a delete themselves (see guard), so an error reaching here comes before
--- the call's first delete.
+-- Failures of the whole call, never of one thread: where they stand, no
+-- thread of the store can be pruned.
+local CALL_FAILURES = { NOINDEX = true, NOMODULE = true, MIXED = true, NOPERM = true }
+
+-- Why a thread of a sweep cannot be pruned ("<CODE> <message>"), for an error
+-- it raised before its first delete; an error of the whole call (and Stale)
+-- is raised again.
+local function thread_failure(err)
+  local f = err ~= Stale and as_failure(err)
+  if not f or CALL_FAILURES[f.code] then
+    error(err, 0)
+  end
+  return f.code .. ' ' .. f.msg
+end
+
+-- Wrap a registered function so that every error becomes an "LGPRUNE <CODE>"
+-- reply. A Stale runs the call again from scratch. Functions that prune
+-- several threads catch every error of a thread after a delete themselves
+-- (see guard and visit), so an error reaching here comes before the call's
+-- first delete, and the reply means nothing was deleted.
 local function entry(body)
   return function(keys, args)
-    running.budget = nil
     local ok, res = pcall(body, keys, args)
-    if not ok and res == Stale and (running.budget == nil or running.budget.keys == 0) then
+    if not ok and res == Stale then
       ok, res = pcall(body, keys, args)
     end
     if ok then
       return res
     end
-    if getmetatable(res) == Failure then
-      return redis.error_reply('LGPRUNE ' .. res.code .. ' ' .. res.msg)
+    if res == Stale then
+      res = { code = 'PARTIAL', msg = 'the search result cap changed during the call; nothing was deleted, try again' }
+    else
+      res = as_failure(res)
     end
-    error(res, 0)
+    return redis.error_reply('LGPRUNE ' .. res.code .. ' ' .. res.msg)
   end
 end
 
@@ -151,9 +181,7 @@ end
 --   work   units a sweep charged for visits, checks and SCAN steps
 --   dry    DRY_RUN: nothing is deleted, and what would go is counted uncapped
 local function new_budget(total, dry)
-  local b = { total = total, keys = 0, work = 0, dry = dry }
-  running.budget = b
-  return b
+  return { total = total, keys = 0, work = 0, dry = dry }
 end
 
 -- Keys the call may still delete (uncapped in a dry run).

@@ -300,8 +300,3 @@ local function root_doc(key, prefix, root)
   end
   return nil
 end
-
--- Escape glob characters for SCAN MATCH.
-local function glob_escape(s)
-  return (s:gsub('([%*%?%[%]\\])', '\\%1'))
-end

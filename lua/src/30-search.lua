@@ -113,11 +113,14 @@ local function search_all(index, where, thread, limit, shape)
   return res
 end
 
--- An entry's RETURNed name/value list as a table.
+-- An entry's RETURNed name/value list as a table (empty when RediSearch
+-- returned no fields: a value it cannot return, such as one holding a NUL byte).
 local function named(fields)
   local f = {}
-  for j = 1, #fields, 2 do
-    f[fields[j]] = fields[j + 1]
+  if type(fields) == 'table' then
+    for j = 1, #fields, 2 do
+      f[fields[j]] = fields[j + 1]
+    end
   end
   return f
 end
@@ -212,18 +215,25 @@ local function json_mget(keys, path)
   return values
 end
 
--- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
--- or nil), and with `also` (a path) the string there too, in the same read;
--- all nil for a missing key or one that is not JSON.
-local function identity(key, also)
-  local ok, raw
-  if also then
-    ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id', also)
-  else
-    ok, raw = pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id')
+-- pcall's answer to a read of a key that may hold another type than the saver
+-- writes there: the value, or nil for WRONGTYPE (not the saver's key). Any
+-- other error (the ACL refused the read) is raised: never read as absent.
+local function unless_wrongtype(ok, res)
+  if ok then
+    return res
   end
+  if error_text(res):find('WRONGTYPE', 1, true) then
+    return nil
+  end
+  error(res, 0)
+end
+
+-- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
+-- or nil); all nil for a missing key or one that is not JSON.
+local function identity(key)
+  local raw = unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id'))
   local decoded, f = false, nil
-  if ok and type(raw) == 'string' then
+  if type(raw) == 'string' then
     decoded, f = pcall(cjson.decode, raw)
   end
   if not decoded or type(f) ~= 'table' then
@@ -233,15 +243,15 @@ local function identity(key, also)
     local v = type(f[path]) == 'table' and f[path][1]
     return type(v) == 'string' and v or nil
   end
-  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id'), also and field(also)
+  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id')
 end
 
 -- Whether `key` holds a placeholder: the document the saver's put_writes makes
 -- (a JSON.MERGE of {"has_writes": true}) for a checkpoint not stored yet. It
 -- names no thread and no checkpoint, so no index query finds it.
 local function is_placeholder(key)
-  local ok, has = pcall(json_keyset, key, '$') -- fails for a key that is not JSON
-  return ok and has.has_writes == true and not has.checkpoint_id and not has.thread_id
+  local has = unless_wrongtype(pcall(json_keyset, key, '$')) -- (a key that is not JSON is none)
+  return has ~= nil and has.has_writes == true and not has.checkpoint_id and not has.thread_id
 end
 
 -- Whether checkpoint `key` is gone for its writes: missing, or a placeholder.
@@ -249,8 +259,20 @@ local function checkpoint_gone(key)
   return rcall('EXISTS', key) == 0 or is_placeholder(key)
 end
 
--- The string a latest pointer holds, or nil (missing, or not a string key).
-local function read_pointer(key)
-  local ok, value = pcall(rcall, 'GET', key)
-  return ok and type(value) == 'string' and value or nil
+-- The string at `key`, nil when it is missing or holds another type (not the saver's).
+local function get_string(key)
+  return unless_wrongtype(pcall(rcall, 'GET', key)) or nil
+end
+
+-- The one reader of latest pointers: the id of the checkpoint that namespace
+-- `ns`'s pointer names, when it names one under the namespace's own key
+-- prefix; nil when it names none (or the layout has no pointers).
+local function latest_id(ctx, thread, ns)
+  local pointer = latest_key(ctx, thread, ns)
+  local key = pointer and get_string(pointer)
+  local prefix = key and checkpoint_prefix(ctx, thread, ns)
+  if prefix and #key > #prefix and starts_with(key, prefix) then
+    return key:sub(#prefix + 1)
+  end
+  return nil
 end

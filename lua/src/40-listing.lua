@@ -1,10 +1,10 @@
 
 -- Listing -----------------------------------------------------------------------
 -- Provides: a thread's first look (first_look), its newest root checkpoint
--- (newest_root), the DeltaChannel marker (marks_delta, uses_delta), the
+-- (newest_root), the DeltaChannel marker (marks_delta), the
 -- writes a checkpoint registered (registered_writes), and its checkpoints as
 -- docs { key, ns, id } under a view (list_checkpoints; for a thread too large
--- to list whole, root_chain or root_window).
+-- to list whole, root_window).
 -- Assumes: keys, search. Lists read only; what is listed is proved to be the
 -- thread's: root keys by their form (root_doc), others by their own fields.
 
@@ -23,13 +23,6 @@ local SHAPES = { -- the listing's query shapes (see query_args)
 -- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
 local function marks_delta(meta)
   return type(meta) == 'string' and meta:find(DELTA_MARKER, 1, true) ~= nil
-end
-
--- Whether checkpoint `key` rebuilds DeltaChannel values from its ancestors,
--- by its metadata (see delta_channels).
-local function uses_delta(key)
-  local ok, meta = pcall(json_get, key, '$.metadata')
-  return ok and marks_delta(meta)
 end
 
 -- How many writes the saver registered for checkpoint d.
@@ -58,9 +51,9 @@ end
 -- or nil when the pointer is missing or names no proven root checkpoint (or
 -- the layout has no pointers).
 local function newest_root(ctx, thread)
-  local pointer = latest_key(ctx, thread, ctx.root)
-  local newest = pointer and read_pointer(pointer)
-  return newest and proven_root(ctx, thread, newest, checkpoint_prefix(ctx, thread, ctx.root)) or nil
+  local id = latest_id(ctx, thread, ctx.root)
+  return id and proven_root(ctx, thread, checkpoint_key(ctx, thread, ctx.root, id),
+    checkpoint_prefix(ctx, thread, ctx.root)) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -82,22 +75,15 @@ local function first_look(ctx, thread, limit, counted)
 end
 
 -- Root docs of the thread, collected once each from index answers:
--- add(keys, first, last) keeps the keys[first..last] proven_root proves;
--- push(doc) adds a doc proven otherwise; seen(key) says whether it is listed.
+-- add(keys, first, last) keeps the keys[first..last] proven_root proves.
 local function root_docs(ctx, thread)
   local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ctx.root)
-  function self.push(doc)
-    listed[doc.key] = true
-    self.docs[#self.docs + 1] = doc
-  end
-  function self.seen(key)
-    return listed[key] == true
-  end
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
       local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i], prefix)
       if doc then
-        self.push(doc)
+        listed[doc.key] = true
+        self.docs[#self.docs + 1] = doc
       end
     end
   end
@@ -148,19 +134,19 @@ local function kth_after(docs, keep, lo)
   return ms ~= nil and ms >= lo + CLOCK_SLACK_MS
 end
 
--- Root checkpoints of a thread too large to list whole, without sorting it,
--- where DeltaChannel history needs the true newest (view.wide): a window of
--- the newest by checkpoint_ts, anchored at the latest pointer and sized to
--- hold more than `keep` and at most view.limit, plus a page of any
+-- Root checkpoints of a thread too large to list whole, without sorting it:
+-- a window of the newest by checkpoint_ts, anchored at the latest pointer and
+-- sized to hold more than `keep` and at most view.limit, plus a page of any
 -- view.page others (view.first when the thread is plain, else the first of
 -- the root namespace: the index answers in the order it stored them). Any
 -- listed checkpoint with `keep` newer ones listed beside it is provably not
 -- among the newest `keep`, whatever was left out (the plan keeps the newest
 -- `keep` listed: they are the witnesses). Returns the docs and whether the
--- witnesses are surely the true newest `keep`: the window was listed whole
--- and began before the keep-th newest id was made (the saver stamps
--- checkpoint_ts after making the id, on the same clock). Returns nil when no
--- latest pointer anchors the window (view.newest, see newest_root).
+-- witnesses are surely the true newest `keep` (`exact`, which DeltaChannel
+-- history and IDLE_TTL need): the window was listed whole and began before
+-- the keep-th newest id was made (the saver stamps checkpoint_ts after making
+-- the id, on the same clock). Returns nil when no latest pointer anchors the
+-- window (view.newest, see newest_root).
 local function root_window(ctx, thread, keep, view)
   if not view.newest then
     return nil
@@ -179,49 +165,6 @@ local function root_window(ctx, thread, keep, view)
   local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, exact
-end
-
--- The doc of the thread's root checkpoint `id` when its document names the
--- thread, the root namespace and that id (a key built from an id proves
--- nothing by its form: ids and thread ids hold colons), and the id of its
--- parent; else nil.
-local function own_root(ctx, thread, id)
-  local key = checkpoint_key(ctx, thread, ctx.root, id)
-  local t, ns, own, parent = identity(key, '$.parent_checkpoint_id')
-  if t ~= thread.id or ns ~= ROOT_NS or own ~= id then
-    return nil
-  end
-  return { key = key, ns = ctx.root, id = id }, parent
-end
-
--- Root checkpoints of a thread too large to list whole, when no DeltaChannel
--- history is in sight: the checkpoint the latest pointer names and its parent
--- chain, `keep` in all (fewer where the chain ends, or leaves the thread),
--- each proven the thread's own by its document (see own_root), plus a page
--- of view.first as root_window lists it. These `keep` are the witnesses: any
--- listed checkpoint with `keep` newer ones listed beside it is provably not
--- among the newest `keep`, whether or not they are the true newest (forks).
--- So they are not `exact`: DeltaChannel history needs root_window. Returns
--- nil when no latest pointer anchors the chain (view.newest).
-local function root_chain(ctx, thread, keep, view)
-  if not view.newest then
-    return nil
-  end
-  local list, id = root_docs(ctx, thread), view.newest.id
-  for _ = 1, keep do
-    local d, parent = own_root(ctx, thread, id)
-    if not d or list.seen(d.key) then
-      break
-    end
-    list.push(d)
-    if type(parent) ~= 'string' or parent == '' then
-      break
-    end
-    id = parent
-  end
-  local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
-  list.add(page, 2, view.page + 1)
-  return list.docs, false
 end
 
 -- The root checkpoints under `view` without a window: the first look's answer
@@ -260,27 +203,20 @@ end
 --   limit   how many entries each listing may return;
 --   sorted  false: the thread fits `limit` and is listed whole; true: the
 --           newest `limit` of the namespaces other than the root and, for the
---           root, a root_window under `rule` when one can be anchored (else its
---           newest `limit`);
+--           root, a root_window when one can be anchored and `rule` is given
+--           (else its newest `limit`);
 --   tagged  the number of entries tagged with the thread's id;
 --   first   for a plain thread, the answer of the query on its tag alone
 --           (every tagged entry when not sorted, the first `limit` when sorted);
 --   page    how many of the root's others a root_window lists;
---   newest  the newest root checkpoint (newest_root), which anchors the
---           window or the chain;
---   wide    whether the root is listed by a window holding up to `limit`
---           (else by the latest pointer's parent chain, root_chain: enough
---           for the plan, not `exact`).
+--   newest  the newest root checkpoint (newest_root), which anchors the window.
 -- Also returns whether the root's newest KEEP are surely listed (false only
 -- for a root window that cannot prove it). Sorted, each list is the newest
 -- `limit` of its part of the thread, so each namespace's docs are its newest.
 local function list_checkpoints(ctx, thread, view, rule)
   local docs, exact
   if view.sorted and rule then
-    -- IDLE_TTL judges a thread by its newest listed id: the chain, anchored at a
-    -- pointer that need not name the newest, cannot prove that; the window can
-    local root = (view.wide or rule.idle_before) and root_window or root_chain
-    docs, exact = root(ctx, thread, math.max(rule.keep, 1), view)
+    docs, exact = root_window(ctx, thread, math.max(rule.keep, 1), view)
   end
   if not docs then
     docs, exact = list_root(ctx, thread, view), true

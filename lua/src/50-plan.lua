@@ -129,26 +129,22 @@ local function by_namespace(docs)
   return groups, names, newest
 end
 
--- The id of the checkpoint namespace `ns`'s latest pointer names, or nil
--- (none, or no pointers in this layout).
-local function latest_id(ctx, thread, ns)
-  local prefix, pointer = checkpoint_prefix(ctx, thread, ns), latest_key(ctx, thread, ns)
-  local key = pointer and read_pointer(pointer)
-  return key and starts_with(key, prefix) and key:sub(#prefix + 1) or nil
-end
-
--- The DeltaChannel history the kept ids[last+1..] of group g rebuild from:
--- the ids to protect, and whether to hold the whole namespace (see
--- walk_delta). Sets p.delta when a kept checkpoint uses DeltaChannel.
-local function delta_history(p, ns, g, last)
+-- The DeltaChannel history the kept checkpoints of group g rebuild from
+-- (ids[last+1..], and `spared`, an older id kept all the same): the ids to
+-- protect, and whether to hold the whole namespace (see walk_delta). Sets
+-- p.delta when a kept checkpoint uses DeltaChannel.
+local function delta_history(p, ns, g, last, spared)
   local walk = { ctx = p.ctx, thread = p.thread, ns = ns, budget = p.budget, protect = {}, seen = {} }
   local kept = {}
   for i = last + 1, #g.ids do
     kept[#kept + 1] = g.doc[g.ids[i]].key
   end
+  if spared then
+    kept[#kept + 1] = g.doc[spared].key
+  end
   local metas = json_mget(kept, '$.metadata')
   local hold = false
-  for i = #kept, 1, -1 do -- newest first
+  for i = #kept, 1, -1 do
     local needed = delta_channels(kept[i], metas[i])
     if needed then
       p.delta = true
@@ -158,49 +154,78 @@ local function delta_history(p, ns, g, last)
   return walk.protect, hold
 end
 
--- Plan namespace `ns` (group g) into p: ids[1..last] go (see cut), or all of
--- a subgraph run older than `oldest_root`, less the protected history and,
--- while the namespace keeps any, the checkpoint its latest pointer names.
-local function plan_namespace(p, ns, g, oldest_root)
+-- How many of group g's ids (ascending) go under plan p: ids[1..last] (see
+-- cut), or all of a subgraph run older than `oldest_root`; and the id its
+-- latest pointer names when that is among them and the namespace keeps any
+-- (it stays, as a kept checkpoint: the saver reads the namespace from it).
+local function doomed_range(p, ns, g, oldest_root)
   local ids, n = g.ids, #g.ids
   local last = cut(ids, p.keep, p.old_before)
   if ns ~= p.ctx.root and oldest_root and ids[n] < oldest_root then
     last = n -- a subgraph run older than every kept root checkpoint
   end
+  local latest = nil
+  if last >= 1 and last < n then
+    if p.latest[ns] == nil then
+      p.latest[ns] = latest_id(p.ctx, p.thread, ns) or false
+    end
+    latest = p.latest[ns] or nil
+  end
+  if latest and not (g.doc[latest] and latest < ids[last + 1]) then
+    latest = nil -- not among the doomed
+  end
+  return last, latest
+end
+
+-- Plan namespace `ns` (group g) into p: what doomed_range dooms, less the
+-- protected history and the pointer's checkpoint. When every checkpoint of a
+-- namespace listed whole goes, its newest takes the latest pointer with it
+-- (`pointer`): a namespace left with any checkpoint keeps its pointer.
+local function plan_namespace(p, ns, g, oldest_root)
+  local ids = g.ids
+  local last, latest = doomed_range(p, ns, g, oldest_root)
   if last < 1 then
     return
   end
-  local latest = latest_id(p.ctx, p.thread, ns)
-  local protect, hold = delta_history(p, ns, g, last)
+  local protect, hold = delta_history(p, ns, g, last, latest)
   for i = 1, hold and 0 or last do
     if protect[ids[i]] then
       p.spared = p.spared + 1
-    elseif not (ids[i] == latest and last < n) then
+    elseif ids[i] ~= latest then
       local d = g.doc[ids[i]]
-      d.newest = (i == n) or ids[i] == latest
+      d.pointer = p.whole and i == #ids or nil
       p.doomed[#p.doomed + 1] = d
     end
   end
 end
 
+-- The oldest root checkpoint plan p keeps (nil when it keeps none): the
+-- checkpoint the root's pointer spares counts. Listed in part, the root holds
+-- more than `keep` (a root window is widened until it does, or lists the
+-- whole root), so the true newest `keep` are no older than the listed ones.
+local function oldest_kept_root(p, root)
+  if not root then
+    return nil
+  end
+  local _, latest = doomed_range(p, p.ctx.root, root, nil)
+  return latest or root.ids[cut(root.ids, p.keep, p.old_before) + 1]
+end
+
 -- Decide, from the thread's listed checkpoints, which ones go under `rule`
--- (see policy). Returns the plan: `doomed`, the docs that go, oldest first
--- within each namespace, each marked `newest` when its namespace's latest
--- pointer goes with it; `spared`, the number of delta ancestors kept;
--- `idle`, whether the thread was idle; `delta`, whether a kept checkpoint
--- rebuilds delta channels from its ancestors.
-local function plan(ctx, thread, docs, rule)
+-- (see policy); `whole`: the thread was listed whole. Returns the plan:
+-- `doomed`, the docs that go, oldest first within each namespace, the newest
+-- of a namespace that goes whole marked `pointer`; `spared`, the number of
+-- delta ancestors kept; `idle`, whether the thread was idle; `delta`, whether
+-- a kept checkpoint rebuilds delta channels from its ancestors.
+local function plan(ctx, thread, docs, rule, whole)
   local groups, names, newest = by_namespace(docs)
-  local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep,
-    old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false }
+  local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep, whole = whole,
+    old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false, latest = {} }
   local ms = rule.idle_before and newest and uuid6_ms(newest)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true
   end
-  local root, oldest_root = groups[ctx.root], nil -- the oldest kept root checkpoint, if any
-  if root then
-    oldest_root = root.ids[cut(root.ids, p.keep, p.old_before) + 1]
-  end
+  local oldest_root = oldest_kept_root(p, groups[ctx.root])
   for _, ns in ipairs(names) do
     plan_namespace(p, ns, groups[ns], oldest_root)
   end

@@ -214,9 +214,13 @@ local function next_chunk(del, doomed, first)
 end
 
 -- Take checkpoint d and its writes `ws` into the sinks while del.left keys
--- remain: false when not all of it fits (the writes that fit are taken).
+-- remain: false when not all of it fits (the writes that fit are taken). Its
+-- keys: its writes, itself, its registry and, when it takes its namespace's
+-- latest pointer with it (d.pointer), that pointer.
 local function take(del, d, ws, truncated)
-  local fits = not truncated and #ws + 2 <= del.left
+  local pointer = d.pointer and latest_key(del.ctx, del.thread, d.ns)
+  local own = pointer and 3 or 2
+  local fits = not truncated and #ws + own <= del.left
   local add, n = del.writes.add, math.min(#ws, del.left) -- locals: this runs once per write
   for k = 1, n do
     add(ws[k])
@@ -227,11 +231,10 @@ local function take(del, d, ws, truncated)
   end
   del.ckpts.add(d.key)
   del.others.add(registry_key(del.thread, d))
-  local pointer = d.newest and latest_key(del.ctx, del.thread, d.ns)
   if pointer then
     del.others.add(pointer)
   end
-  del.left = del.left - 2
+  del.left = del.left - own
   return true
 end
 

@@ -64,46 +64,30 @@ end
 -- List and plan the thread under `view` (see list_checkpoints); a partial
 -- view first looks at a page sized by what the budget deletes (by the keys of
 -- the newest checkpoint), and at the whole view when that page frees nothing
--- (DeltaChannel ancestors may hold all of it). The root is listed by the
--- latest pointer's parent chain (root_chain), which cannot prove it holds the
--- true newest; delta history is walked from those: the root is listed by a
--- wide window from the start when the newest checkpoint uses DeltaChannel,
--- else when the plan finds delta history, and when that listing still cannot
--- prove it holds the newest, they are listed again, sorted. Returns the docs
--- and the plan.
+-- (DeltaChannel ancestors may hold all of it). When the root window cannot
+-- prove it holds the true newest and the plan needs them (DeltaChannel
+-- history), or the window holds none of the root's older checkpoints, the
+-- root is listed again, sorted. Returns the docs and the plan.
 local function list_and_plan(ctx, thread, view, rule)
   view.page = view.limit
   if view.sorted then
     view.newest = newest_root(ctx, thread)
-    view.wide = view.newest ~= nil and uses_delta(view.newest.key)
     if not ctx.dry then
       view.page = math.min(view.limit, math.ceil(keys_left(ctx.budget) / keys_per_checkpoint(thread, view.newest))
         + math.min(rule.keep, view.limit) + PAGE_SLACK)
     end
   end
   local docs, exact = list_checkpoints(ctx, thread, view, rule)
-  local p = plan(ctx, thread, docs, rule)
+  local p = plan(ctx, thread, docs, rule, not view.sorted)
   if #p.doomed == 0 and view.page < view.limit then
     view.page = view.limit
     docs, exact = list_checkpoints(ctx, thread, view, rule)
-    p = plan(ctx, thread, docs, rule)
+    p = plan(ctx, thread, docs, rule, false)
   end
-  if #p.doomed == 0 and view.newest and root_docs_listed(ctx, docs) <= rule.keep then
-    -- the page held none of the root's older checkpoints (a case variant's or
-    -- the thread's other namespaces' entries came first): list the root sorted
+  if view.newest and ((p.delta and not exact) or (#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)) then
     view.first = nil
     docs = list_checkpoints(ctx, thread, view, nil)
-    p = plan(ctx, thread, docs, rule)
-  end
-  if p.delta and not exact and not view.wide then
-    view.wide = true
-    docs, exact = list_checkpoints(ctx, thread, view, rule)
-    p = plan(ctx, thread, docs, rule)
-  end
-  if p.delta and not exact then
-    view.first = nil
-    docs = list_checkpoints(ctx, thread, view, nil)
-    p = plan(ctx, thread, docs, rule)
+    p = plan(ctx, thread, docs, rule, false)
   end
   return docs, p
 end

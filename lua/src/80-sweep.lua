@@ -1,24 +1,27 @@
 
 -- Sweeps and orphans -------------------------------------------------------------
--- Provides: the orphan checks (orphan_pointer, orphan_write, orphan_registry,
--- orphan_placeholder) and a sweep's parts: sweep_state, spent, visit and
--- counted (one thread, for either kind of pass), sweep_steps (a full pass:
--- threads found by SCAN over the latest pointers).
+-- Provides: a sweep's state and its visits (sweep_state, spent, visit,
+-- counted: one thread of a pass, its failure recorded as data), and the
+-- orphans phase (orphan_steps: SCAN for keys whose checkpoint is gone; it
+-- finds no threads).
 -- Assumes: everything above. A sweep charges its budget's `work` for what is
 -- not a delete; a call stops once keys + work reach BUDGET.
 
-local SCAN_COUNT = 50 -- keys per SCAN step of a sweep that checks every key (ORPHANS)
-local POINTER_SCAN_COUNT = 200 -- ... and of one that MATCHes latest pointers only
-local SCAN_KEYS_PER_UNIT = 8 -- a SCAN step costs 1 budget unit per this many keys it examines
-local VISIT_COST = 10 -- budget units a sweep charges per thread visit
-local LIST_COST = 40 -- ... and more when the visit lists and plans the thread
-local CHECK_COST = 3 -- ... per orphan check
+local SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
+local MAX_FAILED = 100 -- failed threads named in one reply (all are counted)
+-- Budget units a sweep charges for what is not a delete:
+local COST = {
+  visit = 10, -- a thread visit
+  list = 40, -- ... and more when the visit lists and plans the thread
+  check = 3, -- an orphan check, or a read of a thread's newest root checkpoint
+  scan_keys = 8, -- a SCAN step: 1 per this many keys it examines
+}
 
 -- Orphan checks, each true for a key of this saver whose checkpoint is gone
 -- and whose checkpoint id dates from before `before` (ms).
 -- A latest pointer: its target checkpoint is gone.
 local function orphan_pointer(ctx, key, before)
-  local target = read_pointer(key)
+  local target = get_string(key)
   if not target or not starts_with(target, ctx.cp .. ':') then
     return false
   end
@@ -40,11 +43,13 @@ end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
 -- the checkpoint <cp>:<stem> is gone (missing or a placeholder). (Registries
--- of other prefixes list other write keys and are left alone.)
+-- of other prefixes list other write keys and are left alone; so is a key of
+-- another type.)
 local function orphan_registry(ctx, key, before)
   local checkpoint, writes = registry_owner(ctx, key)
-  local ok, first = pcall(rcall, 'ZRANGE', key, 0, 0)
-  if not ok or type(first[1]) ~= 'string' or not starts_with(first[1], writes) then
+  local range = unless_wrongtype(pcall(rcall, 'ZRANGE', key, 0, 0))
+  local first = range and range[1]
+  if type(first) ~= 'string' or not starts_with(first, writes) then
     return false
   end
   return older(key:match(':([^:]*)$'), before) and checkpoint_gone(checkpoint)
@@ -56,57 +61,22 @@ local function orphan_placeholder(ctx, key, before)
   return starts_with(key, ctx.cp .. ':') and older(key:match(':([^:]*)$'), before) and is_placeholder(key)
 end
 
--- A sweep call's state: the counts of its reply (`out`), the visits of the
--- SCAN step under way (`step`: counted into `out` once the step is finished,
--- so a step read again by the next call counts its threads once), the
--- threads it saw, per-thread details, the orphans found; the budget is
--- ctx.budget.
+-- A sweep call's state: the counts of its reply (`out`), the threads it saw,
+-- per-thread details, the threads that failed, the orphans found; the budget
+-- is ctx.budget.
 local function sweep_state(ctx, rule, opts)
   return {
     ctx = ctx, rule = rule, opts = opts,
     before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
-    out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0,
+    out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0, threads_failed = 0,
       checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0, blobs_deleted = 0 },
-    step = { threads_visited = 0, threads_skipped = 0 },
-    seen = {}, details = {}, orphans = sink(ctx.budget), unfinished = false,
+    seen = {}, details = {}, failed = {}, orphans = sink(ctx.budget), unfinished = false,
   }
-end
-
--- Collect orphan `key`, to be deleted as the call ends, once the ACL is known
--- to let it go (else the call fails here: under guard, after a delete, that
--- ends the call and the next one fails before its first delete).
-local function add_orphan(sw, key)
-  check_deletable(sw.ctx.budget, { { pending = { key } } })
-  sw.orphans.add(key)
 end
 
 -- Whether the sweep's budget is spent: keys deleted and work reach BUDGET.
 local function spent(b)
   return b.keys + b.work >= b.total
-end
-
--- The thread ids that the latest pointers among `keys` name: each pointer's
--- checkpoint's own thread_id, read with JSON.MGET for a whole SCAN step (not
--- MGET for the pointers: the README's ACL has no +mget). Maps a pointer key
--- to its id; a pointer whose value is not a string naming a JSON document
--- under the checkpoint prefix (as the saver's always do) with a string
--- thread_id is left out, so no other key is ever read.
-local function pointer_threads(ctx, keys)
-  local latest, checkpoints, pointers, targets, ids = latest_start(ctx), ctx.cp .. ':', {}, {}, {}
-  for _, key in ipairs(keys) do
-    local target = starts_with(key, latest) and read_pointer(key)
-    if target and starts_with(target, checkpoints) then
-      pointers[#pointers + 1] = key
-      targets[#targets + 1] = target
-    end
-  end
-  local values = json_mget(targets, '$.thread_id')
-  for i, key in ipairs(pointers) do
-    if type(values[i]) == 'string' then
-      ids[key] = values[i]
-    end
-  end
-  return ids
 end
 
 -- Count one visit's result into the sweep.
@@ -118,7 +88,7 @@ local function count_visit(sw, id, done)
   end
   add_counts(out, done)
   if done.listed then
-    sw.ctx.budget.work = sw.ctx.budget.work + LIST_COST
+    sw.ctx.budget.work = sw.ctx.budget.work + COST.list
   end
   if sw.ctx.dry then
     sw.ctx.budget.work = sw.ctx.budget.work + done.keys_deleted -- what would go, charged as work
@@ -131,79 +101,85 @@ local function count_visit(sw, id, done)
   end
 end
 
--- Prune thread `id` (as stored: the layout's empty_id is thread "") under the sweep's rule.
--- False when the call must stop before it (its budget is spent and it deleted
--- something, or the thread failed after a delete: the next call meets it
--- first); else true and its counts (nil when the index cannot match the id).
+-- Prune thread `id` (as stored: the layout's empty_id is thread "") under the
+-- sweep's rule. False when the call must stop before it: its budget is spent
+-- and it deleted something, or the thread failed after this call deleted
+-- something (the next call meets it first, with a whole BUDGET: a thread that
+-- needs more than what was left, such as a DeltaChannel walk longer than
+-- reads_left, is pruned then). Else true, its counts (nil when the index
+-- cannot match the id) and, when it cannot be pruned, why: a thread's failure
+-- (see thread_failure) is data, and the sweep goes on; an error of the whole
+-- call (no index, no rights) is the call's.
 local function visit(sw, id)
   local ctx, b = sw.ctx, sw.ctx.budget
   if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
     return false
   end
   local layout = ctx.layout
-  local thread, done = thread_record(id == layout.empty_id and '' or id, layout), nil
+  local thread, done, why = thread_record(id == layout.empty_id and '' or id, layout), nil, nil
   if thread then
-    local ok
-    ok, done = guard(b, prune_thread, ctx, thread, sw.rule)
-    if not ok then
+    local ok, res = pcall(prune_thread, ctx, thread, sw.rule)
+    if ok then
+      done = res
+    elseif b.keys > 0 then
       return false
+    else
+      why = thread_failure(res)
     end
   end
   sw.seen[id] = true
-  b.work = b.work + VISIT_COST
-  return true, done
+  b.work = b.work + COST.visit
+  return true, done, why
 end
 
--- Count a visit (`done`: its counts, nil when skipped) into the sweep, its
--- visit into `counts` (the sweep's, or the step's). Whether to go on past the
--- thread: false to come back to it, when this call got somewhere with it and
--- it has more. A thread left with more and no progress is passed over, and
--- then the pass is not complete (`sw.unfinished`: no watermark).
-local function counted(sw, counts, id, done)
-  counts.threads_visited = counts.threads_visited + 1
-  if not done then
-    counts.threads_skipped = counts.threads_skipped + 1
-    return true
-  end
-  count_visit(sw, id, done)
-  local dry = sw.ctx.dry
-  if done.more == 1 and not dry and done.keys_deleted == 0 then
-    sw.unfinished = true
-  end
-  return done.more == 0 or dry or done.keys_deleted == 0
-end
-
--- Prune thread `id`, which latest pointer `key` names (or, when it names
--- none, judge the pointer an orphan); false when the call must stop before it.
-local function sweep_pointer(sw, key, id)
-  local ctx = sw.ctx
-  if not id then
-    ctx.budget.work = ctx.budget.work + CHECK_COST
-    if sw.opts.ORPHANS and orphan_pointer(ctx, key, sw.before) then
-      add_orphan(sw, key)
+-- Count a visit (`done`: its counts, nil when skipped; `why`: its failure)
+-- into the sweep. Whether to go on past the thread: false to come back to it,
+-- when this call got somewhere with it and it has more (it counts as visited
+-- once it is passed). A thread left with more and no progress is passed
+-- over, and then the pass is not complete (`sw.unfinished`: no watermark). A
+-- failed thread is named in the reply and passed over; the pass goes on and
+-- completes without it (the next full pass meets it again).
+local function counted(sw, id, done, why)
+  local out = sw.out
+  if why then
+    out.threads_failed = out.threads_failed + 1
+    if #sw.failed < MAX_FAILED then
+      sw.failed[#sw.failed + 1] = { id, why }
     end
-    return true
+  elseif not done then
+    out.threads_skipped = out.threads_skipped + 1
+  else
+    count_visit(sw, id, done)
+    local dry = sw.ctx.dry
+    if done.more == 1 and not dry and done.keys_deleted == 0 then
+      sw.unfinished = true
+    end
+    if done.more == 1 and not dry and done.keys_deleted > 0 then
+      return false
+    end
   end
-  local root = latest_key(ctx, { id = id }, ctx.root)
-  if sw.seen[id] or (key ~= root and rcall('EXISTS', root) == 1) then
-    return true -- a thread is visited once, from its root namespace's pointer when it has one
-  end
-  local go, done = visit(sw, id)
-  if not go then
-    return false
-  end
-  -- counted with the step, unless no later call can meet the thread again (it had no
-  -- root pointer, or this visit deleted it: it was deleted whole)
-  local gone = key ~= root or (done and done.keys_deleted > 0 and not ctx.dry and rcall('EXISTS', root) == 0)
-  local counts = gone and sw.out or sw.step
-  return counted(sw, counts, id, done)
+  out.threads_visited = out.threads_visited + 1
+  return true
 end
 
--- Judge a write, registry or placeholder key an orphan (ORPHANS).
+-- Collect orphan `key`, to be deleted as the call ends, once the ACL is known
+-- to let it go (else the call fails here: under guard, after a delete, that
+-- ends the call and the next one fails before its first delete).
+local function add_orphan(sw, key)
+  if not sw.ctx.dry then
+    check_allowed('UNLINK', { key })
+  end
+  sw.orphans.add(key)
+end
+
+-- Judge one key of the orphans phase: a latest pointer, write, registry or
+-- placeholder whose checkpoint is gone goes (see the orphan checks).
 local function sweep_orphan(sw, key)
   local ctx = sw.ctx
   local check
-  if starts_with(key, ctx.wp .. ':') then
+  if starts_with(key, latest_start(ctx)) then
+    check = orphan_pointer
+  elseif starts_with(key, ctx.wp .. ':') then
     check = orphan_write
   elseif starts_with(key, ZSET_PREFIX .. ':') then
     check = orphan_registry
@@ -211,56 +187,37 @@ local function sweep_orphan(sw, key)
     check = orphan_placeholder
   end
   if check then
-    ctx.budget.work = ctx.budget.work + CHECK_COST
+    ctx.budget.work = ctx.budget.work + COST.check
     if check(ctx, key, sw.before) then
       add_orphan(sw, key)
     end
   end
 end
 
--- Visit the keys of one SCAN step; false when the call stopped inside it.
-local function sweep_keys(sw, keys)
-  local latest = latest_start(sw.ctx)
-  local ids = pointer_threads(sw.ctx, keys)
+-- Judge the keys of one SCAN step (see sweep_orphan).
+local function judge_keys(sw, keys)
   for _, key in ipairs(keys) do
-    if starts_with(key, latest) then
-      if not sweep_pointer(sw, key, ids[key]) then
-        return false -- this call deleted what its budget allowed: resume this step
-      end
-    elseif sw.opts.ORPHANS then
-      sweep_orphan(sw, key)
-    end
+    sweep_orphan(sw, key)
   end
-  return true
 end
 
--- SCAN from `cursor` and visit steps until the sweep is done or the budget is
--- spent. Returns the cursor to resume from ("00" when the call stopped inside
--- the first step: SCAN reads it as 0, the caller as not done).
-local function sweep_steps(sw, cursor)
+-- The orphans phase of a full pass (ORPHANS): SCAN from `cursor`, judging
+-- every key of each step, until the keyspace is done or the budget is spent.
+-- Returns the cursor to resume from and whether the phase is done. It visits
+-- no thread: the pass found those through the index.
+local function orphan_steps(sw, cursor)
   local b = sw.ctx.budget
-  local count = sw.opts.ORPHANS and SCAN_COUNT or POINTER_SCAN_COUNT
-  local scan = { 'SCAN', cursor, 'COUNT', count }
-  if not sw.opts.ORPHANS then
-    scan = { 'SCAN', cursor, 'MATCH', glob_escape(latest_start(sw.ctx)) .. '*', 'COUNT', count }
-  end
-  local step_cost = math.ceil(count / SCAN_KEYS_PER_UNIT)
-  while true do
-    scan[2] = cursor
-    local res = rcall(unpack(scan))
-    local ok, finished = guard(b, sweep_keys, sw, res[2]) -- finished: the step was visited whole
-    finished = ok and finished
+  local step_cost = math.ceil(SCAN_COUNT / COST.scan_keys)
+  repeat
+    local res = rcall('SCAN', cursor, 'COUNT', SCAN_COUNT)
+    if not guard(b, judge_keys, sw, res[2]) then
+      return cursor, false -- failed after this call deleted something: read the step again
+    end
     b.work = b.work + step_cost
-    if not finished then
-      return cursor == '0' and '00' or cursor
-    end
-    for name, n in pairs(sw.step) do
-      sw.out[name] = sw.out[name] + n
-      sw.step[name] = 0
-    end
     cursor = res[1]
-    if cursor == '0' or spent(b) then
-      return cursor
+    if cursor == '0' then
+      return cursor, true
     end
-  end
+  until spent(b)
+  return cursor, false
 end

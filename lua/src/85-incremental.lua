@@ -2,19 +2,19 @@
 -- Passes: full and incremental ----------------------------------------------------
 -- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor, record_pass),
 -- the watermark (when the last complete pass of the same rule began) and
--- window_steps: the threads that received a checkpoint in the time
--- windows since then (or, in a layout without latest pointers, before the
--- pass began: its full pass), found through the index by checkpoint_ts.
+-- window_steps: the one way a sweep finds threads, through the checkpoint
+-- index by checkpoint_ts: an incremental pass reads the time windows since
+-- the watermark, a full pass every checkpoint_ts there can be.
 -- Assumes: everything above. checkpoint_ts is the writing client's clock in ms
 -- (a float, stamped before the write reaches Redis); a document without it is
--- found by full passes only. Watermarks are server time: MARGIN covers the
--- clients' skew and put latency.
+-- found by no pass (ORPHANS judges what the index cannot group). Watermarks
+-- are server time: MARGIN covers the clients' skew and put latency.
 
 local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
 local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
 local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
 local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least) ...
-local MAX_SEGMENT = 4000 -- ... and at most this many; a 1 ms segment holding more is passed over
+local MAX_SEGMENT = 4000 -- ... and at most this many (a 1 ms segment holding more: up to this many threads)
 local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
 local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
 
@@ -65,110 +65,28 @@ end
 
 -- A pass, as a cursor carries it between calls:
 --   kind        'full' or 'incremental': full when FULL, ORPHANS, no watermark,
---               or FULL_EVERY since the last full one. A full pass is a SCAN
---               over the latest pointers, or in a layout without them (js) the
---               segments of every checkpoint_ts (as an incremental pass reads
---               its windows)
+--               or FULL_EVERY since the last full one. Either reads segments of
+--               checkpoint_ts: a full pass every checkpoint_ts there can be,
+--               an incremental one its windows (see windows)
 --   field, fp   its watermark field and fingerprint
 --   start       server ms at which it began
---   unfinished  it passed over a thread it could not finish (or a segment too
---               dense to read): it records no watermark
---   scan        (full) the SCAN cursor ("00": inside the first step)
+--   unfinished  it passed over a thread it could not finish (or a millisecond
+--               holding more threads than one aggregate may return): it
+--               records no watermark
 --   since       (incremental) the watermark less MARGIN
---   lo, width   (segments) the segment under way: checkpoint_ts in [lo, lo + width)
---   after       (segments) the last thread of that segment visited, or nil
+--   lo, width   the segment under way: checkpoint_ts in [lo, lo + width)
+--   after       the last thread of that segment visited, or nil
+--   scan        (ORPHANS, once the segments are done) the orphans phase's SCAN cursor
 local function begin_pass(ctx, rule, opts)
   local field = rule_field(ctx, rule, opts)
   local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
   local mark, full = read_marks(field, pass.start)
   local due = opts.FULL_EVERY and (not full or full <= pass.start - opts.FULL_EVERY)
   pass.kind = (mark and not (opts.FULL or opts.ORPHANS or due)) and 'incremental' or 'full'
-  if pass.kind == 'full' and ctx.layout.pointers then
-    pass.scan = '0'
-  else
-    pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
-    -- a full one first counts all of [-MAX_STAMP, MAX_STAMP) and narrows from there
-    pass.lo, pass.width = -math.huge, pass.since and FIRST_WIDTH or MAX_STAMP
-  end
+  pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
+  -- a full one first counts all of [-MAX_STAMP, MAX_STAMP) and narrows from there
+  pass.lo, pass.width = -math.huge, pass.since and FIRST_WIDTH or MAX_STAMP
   return pass
-end
-
--- Refuse a cursor that cannot come from a pass begun on this server as it
--- stands: begun later than now, or reading from after the rule's watermark
--- less MARGIN (a mark moves only forward), which would skip what it has not read.
-local function check_cursor(pass, opts)
-  local now = now_ms()
-  local mark = read_marks(pass.field, now)
-  local from = mark and mark - margin_of(opts)
-  if pass.start > now or (pass.kind == 'incremental' and not (from and pass.since <= from
-      and pass.since <= pass.start)) then
-    fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
-  end
-  return pass
-end
-
-local FULL_CURSOR = '^f:(%x+):(%d+):([01]):(%d+)$'
-local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$' -- i: incremental, j: full
-
--- The pass a cursor continues, or a new one for "0"; refuses a cursor of
--- another rule, margin or kind of run.
-local function parse_cursor(cursor, ctx, rule, opts)
-  if cursor == '0' then
-    return begin_pass(ctx, rule, opts)
-  end
-  local pass = { field = rule_field(ctx, rule, opts) }
-  pass.fp = fingerprint(pass.field, opts)
-  local fp, start, u, scan = cursor:match(FULL_CURSOR)
-  local letter, from, lo, width, after
-  if fp then
-    pass.kind, pass.scan = 'full', scan
-  else
-    letter, fp, start, from, lo, width, u, after = cursor:match(SEGMENTS_CURSOR)
-    pass.kind = letter == 'i' and 'incremental' or 'full'
-    pass.since = letter == 'i' and tonumber(from) or nil
-    pass.lo, pass.width = tonumber(lo), tonumber(width)
-    pass.after = after and after ~= '' and after:sub(2) or nil
-  end
-  if fp and pass.kind == 'full' and (pass.scan ~= nil) ~= (ctx.layout.pointers == true) then
-    fp = nil -- a full pass of the other layout's discovery
-  end
-  if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
-    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
-  end
-  if fp ~= pass.fp then
-    fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
-  end
-  pass.start, pass.unfinished = tonumber(start), u == '1'
-  return check_cursor(pass, opts)
-end
-
--- The cursor that continues `pass` ("0" once it is done).
-local function pass_cursor(pass, done)
-  if done then
-    return '0'
-  end
-  local u = pass.unfinished and '1' or '0'
-  if pass.scan then
-    return table.concat({ 'f', pass.fp, ms(pass.start), u, pass.scan == '00' and '0' or pass.scan }, ':')
-  end
-  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
-    ms(pass.lo), ms(pass.width), u, pass.after and '>' .. pass.after or '' }, ':')
-end
-
--- Record that `pass` completed: its rule's watermark (and, for a full pass,
--- "full <rule>") moves to when it began, never back (unless it is later than
--- now, see read_marks). Not for a dry run, nor a pass left unfinished.
-local function record_pass(pass, dry)
-  if dry or pass.unfinished then
-    return
-  end
-  local mark, full = read_marks(pass.field, now_ms())
-  if not mark or mark < pass.start then
-    rcall('HSET', WATERMARKS, pass.field, ms(pass.start))
-  end
-  if pass.kind == 'full' and (not full or full < pass.start) then
-    rcall('HSET', WATERMARKS, full_field(pass.field), ms(pass.start))
-  end
 end
 
 -- The windows of checkpoint_ts a pass reads, [lo, hi) in order, overlaps
@@ -198,6 +116,86 @@ local function windows(pass, opts)
     end
   end
   return merged
+end
+
+-- Refuse a cursor that cannot come from a pass begun on this server as it
+-- stands: begun later than now, reading from after the rule's watermark less
+-- MARGIN (a mark moves only forward), which would skip what it has not read,
+-- or a segment outside the pass's windows or without width (which would end
+-- the pass, or never move).
+local function check_cursor(pass, opts)
+  local now = now_ms()
+  local mark = read_marks(pass.field, now)
+  local from = mark and mark - margin_of(opts)
+  local w = windows(pass, opts)
+  local lo_ok = pass.scan or (pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1]
+    and pass.lo <= w[#w][2])
+  if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and pass.since <= from
+      and pass.since <= pass.start)) then
+    fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
+  end
+  return pass
+end
+
+local ORPHANS_CURSOR = '^o:(%x+):(%d+):([01]):(%d+)$' -- the orphans phase of a full pass
+local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$' -- i: incremental, j: full
+
+-- The pass a cursor continues, or a new one for "0"; refuses a cursor of
+-- another rule, margin or kind of run.
+local function parse_cursor(cursor, ctx, rule, opts)
+  if cursor == '0' then
+    return begin_pass(ctx, rule, opts)
+  end
+  local pass = { field = rule_field(ctx, rule, opts) }
+  pass.fp = fingerprint(pass.field, opts)
+  local fp, start, u, scan = cursor:match(ORPHANS_CURSOR)
+  local letter, from, lo, width, after
+  if fp then
+    pass.kind, pass.scan = 'full', scan
+  else
+    letter, fp, start, from, lo, width, u, after = cursor:match(SEGMENTS_CURSOR)
+    pass.kind = letter == 'i' and 'incremental' or 'full'
+    pass.since = letter == 'i' and tonumber(from) or nil
+    pass.lo, pass.width = tonumber(lo), tonumber(width)
+    pass.after = after and after ~= '' and after:sub(2) or nil
+  end
+  if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
+    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+  end
+  if fp ~= pass.fp then
+    fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
+  end
+  pass.start, pass.unfinished = tonumber(start), u == '1'
+  return check_cursor(pass, opts)
+end
+
+-- The cursor that continues `pass` ("0" once it is done).
+local function pass_cursor(pass, done)
+  if done then
+    return '0'
+  end
+  local u = pass.unfinished and '1' or '0'
+  if pass.scan then
+    return table.concat({ 'o', pass.fp, ms(pass.start), u, pass.scan }, ':')
+  end
+  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
+    ms(pass.lo), ms(pass.width), u, pass.after and '>' .. pass.after or '' }, ':')
+end
+
+-- Record that `pass` completed: its rule's watermark (and, for a full pass,
+-- "full <rule>") moves to when it began, never back (unless it is later than
+-- now, see read_marks). Not for a dry run, nor a pass left unfinished.
+local function record_pass(pass, dry)
+  if dry or pass.unfinished then
+    return
+  end
+  local mark, full = read_marks(pass.field, now_ms())
+  if not mark or mark < pass.start then
+    rcall('HSET', WATERMARKS, pass.field, ms(pass.start))
+  end
+  if pass.kind == 'full' and (not full or full < pass.start) then
+    rcall('HSET', WATERMARKS, full_field(pass.field), ms(pass.start))
+  end
 end
 
 -- The checkpoint index's query for checkpoint_ts in [lo, hi).
@@ -244,12 +242,15 @@ local function group_cap(ctx)
   return server.group_cap
 end
 
--- The thread ids (as stored) of the `n` checkpoints with checkpoint_ts in
--- [lo, hi), sorted (see before), and how many groups had no id (a document
--- without a thread_id, or one the index cannot group: full passes only).
-local function ts_threads(ctx, lo, hi, n)
+-- The thread ids (as stored) of the checkpoints with checkpoint_ts in [lo, hi),
+-- `n` of them (at most `limit`: a millisecond may hold more), sorted (see
+-- before); how many groups had no id (a document without a thread_id, or one
+-- the index cannot group); and whether there may be more threads than were
+-- returned (a millisecond holding more than `limit` threads).
+local function ts_threads(ctx, lo, hi, n, limit)
+  local ask = math.max(math.min(n, limit), 1)
   local ok, res = capped('group_cap', 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1',
-    '@thread_id', 'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
+    '@thread_id', 'LIMIT', '0', tostring(ask), 'TIMEOUT', '0', 'DIALECT', '2')
   if not ok then
     error(res, 0)
   end
@@ -261,11 +262,11 @@ local function ts_threads(ctx, lo, hi, n)
       ids[#ids + 1] = row[2]
     end
   end
-  if #res - 1 < math.min(res[1], n) then -- a search timeout returns partial results
+  if #res - 1 < math.min(res[1], ask) then -- a search timeout returns partial results
     fail('PARTIAL', 'the index grouped ' .. (#res - 1) .. ' of ' .. res[1] .. ' threads; try again')
   end
   table.sort(ids, before)
-  return ids, #res - 1 - #ids
+  return ids, #res - 1 - #ids, n > limit and #res - 1 >= ask
 end
 
 -- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
@@ -273,30 +274,30 @@ end
 -- nil (also in a layout without pointers).
 local function newest_stamp(ctx, id)
   local thread = { id = id }
-  local pointer = latest_key(ctx, thread, ctx.root)
-  local target = pointer and read_pointer(pointer)
-  if not target or not starts_with(target, checkpoint_prefix(ctx, thread, ctx.root)) then
-    return nil
-  end
-  local ok, raw = pcall(rcall, 'JSON.GET', target, '$.thread_id', '$.checkpoint_ts')
-  local decoded = ok and type(raw) == 'string' and cjson.decode(raw)
+  local newest = latest_id(ctx, thread, ctx.root)
+  local raw = newest and unless_wrongtype(pcall(rcall, 'JSON.GET', checkpoint_key(ctx, thread, ctx.root, newest),
+    '$.thread_id', '$.checkpoint_ts'))
+  local decoded = type(raw) == 'string' and cjson.decode(raw)
   local owner, ts = decoded and decoded['$.thread_id'], decoded and decoded['$.checkpoint_ts']
   if type(owner) == 'table' and owner[1] == id and type(ts) == 'table' and type(ts[1]) == 'number' then
     return ts[1]
   end
+  return nil
 end
 
--- Whether thread `id` will be visited later in this pass: its newest root
--- checkpoint (see newest_stamp) lies at or after `hi` in the pass's windows,
--- so a segment not read yet holds it. Read once per call per thread.
-local function visited_later(sw, id, hi)
+-- Whether thread `id`, met in segment [lo, hi), is visited in another
+-- segment of this pass: the one holding its newest root checkpoint (see
+-- newest_stamp), when that lies in the pass's windows outside [lo, hi) (a
+-- segment before it was read already, one after it will be). Read once per
+-- call per thread.
+local function visited_elsewhere(sw, id, lo, hi)
   local ts = sw.newest[id]
   if ts == nil then
     ts = newest_stamp(sw.ctx, id) or false
     sw.newest[id] = ts
-    sw.ctx.budget.work = sw.ctx.budget.work + CHECK_COST
+    sw.ctx.budget.work = sw.ctx.budget.work + COST.check
   end
-  if not ts or ts < hi then
+  if not ts or (lo <= ts and ts < hi) then
     return false
   end
   for _, w in ipairs(sw.windows) do
@@ -307,28 +308,32 @@ local function visited_later(sw, id, hi)
   return false
 end
 
+-- The most entries a segment's count and grouping may ask for here.
+local function segment_cap(ctx)
+  return math.min(group_cap(ctx), ctx.cap - 1)
+end
+
 -- The segment the pass is in or begins next within window w: [lo, hi), its
--- entries, whether they were few (the width doubles next) and whether they
--- are too dense to read (more than one aggregate, or count, may return in 1
--- ms). A new segment is narrowed by counts to BUDGET / SEGMENT_UNITS entries
--- (or 1 ms); the width carries over, so a call whose counts spent its budget
--- (nil) leaves the next one a narrower segment to count.
+-- entries (up to segment_cap + 1: more are not counted) and whether they
+-- were few (the width doubles next). A new segment is narrowed by counts to
+-- BUDGET / SEGMENT_UNITS entries (or 1 ms, however many it holds); the width
+-- carries over, so a call whose counts spent its budget (nil) leaves the
+-- next one a narrower segment to count.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
-  local most = math.min(group_cap(ctx), ctx.cap - 1)
+  local most = segment_cap(ctx)
   local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.after then -- the segment under way, as the last call left it
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi, most)
-    return lo, hi, n, false, n > most
+    return lo, hi, ts_count(ctx, lo, hi, most), false
   end
   while true do
     local hi = math.min(lo + pass.width, w[2])
     local n = ts_count(ctx, lo, hi, most)
     if n <= limit or hi - lo <= 1 then
-      return lo, hi, n, n < limit / 4, n > most
+      return lo, hi, n, n < limit / 4
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
     if spent(ctx.budget) then
@@ -338,25 +343,28 @@ local function segment(sw, pass, w)
 end
 
 -- Visit the threads of segment [lo, hi) (n entries) after pass.after, but
--- not one visited later in the pass; false when the call stopped inside it
--- (pass.after: the last thread passed).
+-- not one visited elsewhere in the pass; false when the call stopped inside it
+-- (pass.after: the last thread passed). A millisecond holding more threads
+-- than one aggregate returns has those it returns visited, and the pass is
+-- left unfinished.
 local function visit_segment(sw, pass, lo, hi, n)
   local b = sw.ctx.budget
   if n == 0 then
     return true
   end
-  local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
+  local ids, nameless, more = ts_threads(sw.ctx, lo, hi, n, segment_cap(sw.ctx))
   if pass.after == nil then
     sw.out.threads_skipped = sw.out.threads_skipped + nameless
   end
+  sw.unfinished = sw.unfinished or more
   for _, id in ipairs(ids) do
     if pass.after == nil or before(pass.after, id) then
       if sw.moved and spent(b) then
         return false
       end
-      if not sw.seen[id] and not visited_later(sw, id, hi) then
-        local go, done = visit(sw, id)
-        if not go or not counted(sw, sw.out, id, done) then
+      if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then
+        local go, done, why = visit(sw, id)
+        if not go or not counted(sw, id, done, why) then
           return false
         end
       end
@@ -368,15 +376,9 @@ end
 
 -- Read the next segment of window w and visit its threads (see segment,
 -- visit_segment); true when the segment is done, and the pass moves past it.
--- A segment too dense to read is passed over, and the pass left unfinished.
 local function segment_step(sw, pass, w)
-  local lo, hi, n, few, dense = segment(sw, pass, w)
-  if not lo then
-    return false
-  end
-  if dense then
-    sw.unfinished = true
-  elseif not visit_segment(sw, pass, lo, hi, n) then
+  local lo, hi, n, few = segment(sw, pass, w)
+  if not lo or not visit_segment(sw, pass, lo, hi, n) then
     return false
   end
   pass.lo, pass.after, sw.moved = hi, nil, true

@@ -2,19 +2,26 @@
 -- Registered functions ---------------------------------------------------------------
 -- Provides: the functions Redis runs, each with its contract, and their flags.
 -- Assumes: everything above.
--- Flags: lgprune_version is `no-writes` (it runs on replicas, with FCALL_RO,
--- and at maxmemory). The pruning functions are `allow-oom`: their job is to
--- free memory, so they must run when it is full (they only ever delete; a
--- plain UNLINK runs there too). They are not `no-writes`, so a read-only
--- replica refuses them.
+-- Flags: lgprune_version is `no-writes` and `allow-stale` (it runs on
+-- replicas, with FCALL_RO, at maxmemory and on a replica that lost its
+-- primary). The pruning functions are `allow-oom`: their job is to free
+-- memory, so they must run when it is full (they only ever delete; a plain
+-- UNLINK runs there too). They are not `no-writes`, so a read-only replica
+-- refuses them; their `_ro` twins are dry runs flagged `no-writes`, for
+-- FCALL_RO and replicas. Every function that searches is `no-cluster`: a
+-- cluster node refuses it at once (a script cannot search across shards).
 
 local THREAD_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string', LAYOUT = 'string' }
 local SWEEP_OPTIONS = { DRY_RUN = 'flag', BUDGET = 'count', MAX_AGE = 'ms', IDLE_TTL = 'ms',
   ORPHANS = 'flag', GRACE = 'ms', DETAILS = 'flag', CHECKPOINT_PREFIX = 'string', WRITE_PREFIX = 'string',
   FULL = 'flag', MARGIN = 'ms', FULL_EVERY = 'ms', LAYOUT = 'string' }
-local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'layout', 'threads_visited', 'threads_pruned', 'threads_deleted',
-  'threads_skipped', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted', 'orphans_deleted', 'blobs_deleted' }
+local SWEEP_FIELDS = { 'cursor', 'kind', 'since', 'unfinished', 'layout', 'threads_visited', 'threads_pruned',
+  'threads_deleted', 'threads_skipped', 'threads_failed', 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
+  'orphans_deleted', 'blobs_deleted' }
+
+-- The pruning functions, by name (each registered with its dry-run twin).
+local pruners = {}
 
 --[[
 lgprune_version: the library version, and with BUILD which code this is.
@@ -71,9 +78,11 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   Errors, and then nothing was deleted: "LGPRUNE <CODE> ..." for a bad KEEP
   or option, a thread id the index cannot match, a DeltaChannel history
   longer than BUDGET, a missing index, a server without the modules, a store
-  both savers index (MIXED), a key the user may read but not delete (NOPERM).
+  both savers index (MIXED), a command or key the ACL refuses (NOPERM), stored
+  data lgprune cannot read, such as a key of another type (BADDATA). Every
+  error is "LGPRUNE <CODE> ...".
 ]]
-local function lgprune_thread(_, args)
+function pruners.lgprune_thread(_, args)
   local opts = parse_options(args, 3, THREAD_OPTIONS)
   local rule = policy(args[2], opts)
   local ctx = context(opts)
@@ -95,7 +104,7 @@ lgprune_many: lgprune_thread for several threads in one call, sharing one budget
   starts with it and a whole BUDGET. Errors: as lgprune_thread's, and then
   nothing was deleted.
 ]]
-local function lgprune_many(_, args)
+function pruners.lgprune_many(_, args)
   local count = parse_count('COUNT', args[2], 2 ^ 53)
   if count < 1 or count > MAX_MANY then
     fail('BADARG', 'COUNT must be 1 to ' .. MAX_MANY .. ' thread ids, got ' .. count)
@@ -120,11 +129,13 @@ local function lgprune_many(_, args)
       total.next = i
       break
     end
-    add_counts(total, out)
     if out.more == 1 then
+      out.checkpoints_kept = 0 -- counted by the call that finishes the thread
+      add_counts(total, out)
       total.next = i
       break
     end
+    add_counts(total, out)
   end
   return reply(total, 'next')
 end
@@ -135,20 +146,23 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
         [ORPHANS] [GRACE ms] [DETAILS] [FULL] [MARGIN ms] [FULL_EVERY ms]
         [CHECKPOINT_PREFIX p] [WRITE_PREFIX p] [LAYOUT python|js]
   CURSOR     "0" to start a pass, then the cursor the previous call returned
-             (text: "f:..." a full pass, "i:<fp>:<start>:<since>:<lo>:<width>:<u>:..."
-             an incremental one, "j:..." a full one over segments (js); each
-             continues only with the same rule and options).
+             (text: "i:<fp>:<start>:<since>:<lo>:<width>:<u>:..." an incremental
+             pass, "j:..." a full one, "o:..." a full one's orphans phase; each
+             continues only with the same rule and options, and a cursor that
+             would skip what its pass has not read is refused).
   KEEP, MAX_AGE, IDLE_TTL, prefixes, LAYOUT, DRY_RUN: as for lgprune_thread, per thread.
-  A pass is incremental when a pass of the same rule (KEEP, MAX_AGE, IDLE_TTL,
-  prefixes) completed before: it visits only the threads with a checkpoint
-  whose checkpoint_ts (the writer's clock, ms) is at or after that pass's start
-  less MARGIN, and, per age rule, those whose checkpoints crossed that age
-  since. Found through the checkpoint index (FT.AGGREGATE GROUPBY thread_id
-  over time segments of at most 4000 entries, sized by counts); a document
-  without checkpoint_ts, or one stamped more than MARGIN behind, is found by
-  a full pass only. A pass is full (SCAN over the latest pointers: every
-  thread) with FULL or ORPHANS, without such a watermark, or when the rule's
-  last full pass began more than FULL_EVERY ms ago.
+  Threads are found through the checkpoint index by checkpoint_ts (the
+  writer's clock, ms): FT.AGGREGATE GROUPBY thread_id over time segments of
+  at most 4000 entries, sized by counts. A thread is visited from the segment
+  holding its newest root checkpoint (one without a root pointer from each
+  segment holding its checkpoints). A pass is incremental when a pass of the
+  same rule (KEEP, MAX_AGE, IDLE_TTL, prefixes, MARGIN) completed before: it
+  reads only the checkpoint_ts at or after that pass's start less MARGIN and,
+  per age rule, those that crossed that age since. A pass is full (every
+  checkpoint_ts there can be) with FULL or ORPHANS, without such a watermark,
+  or when the rule's last full pass began more than FULL_EVERY ms ago. A
+  checkpoint stamped more than MARGIN behind is found by a full pass only; one
+  without checkpoint_ts (no supported saver writes one) by none.
   MARGIN     ms the incremental window reaches before the watermark, for
              writers' clock skew and put latency (default 600000).
   Watermarks: hash lgprune:watermarks, field = the rule (JSON), value = the
@@ -165,54 +179,55 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
              again), else at the end of the step; a pass over segments after
              its last thread visited (the cursor carries the segment and that
              thread), or after the count that spent it (the cursor carries the
-             narrowed segment). A
-             thread that fails after the call deleted something also ends the
-             call there, to be met first by the next one.
-  ORPHANS    also delete writes, write registries and latest pointers whose
-             checkpoint is gone, and placeholders (what the saver's put_writes
-             stores for a checkpoint not stored yet), when that checkpoint's id
-             is older than GRACE (ms, default 600000: writes can be stored
-             before their checkpoint). A write or registry whose checkpoint is
-             a placeholder counts as one whose checkpoint is gone.
+             narrowed segment); the orphans phase after a SCAN step. A thread
+             that fails after the call deleted something also ends the call
+             there, to be met first by the next one.
+  ORPHANS    a full pass, then an orphans phase: SCAN over every key (it finds
+             no thread) deletes writes, write registries and latest pointers
+             whose checkpoint is gone, and placeholders (what the saver's
+             put_writes stores for a checkpoint not stored yet), when that
+             checkpoint's id is older than GRACE (ms, default 600000: writes
+             can be stored before their checkpoint). A write or registry whose
+             checkpoint is a placeholder counts as one whose checkpoint is gone.
   DETAILS    add `threads`: per visited thread, [thread_id, checkpoints,
              checkpoints_deleted, keys_deleted, exact]: every thread is listed
              and its own checkpoints counted (exact 1), except one too large
              for a call's listing (BUDGET + KEEP checkpoints), whose count is
              an upper bound (exact 0). For `lgprune stats` (with FULL).
-  Threads of a full pass are found by SCAN over the latest pointers
-  (<cp>_latest:*); each pointer's checkpoint names its thread exactly (read
-  for a whole step at once). LAYOUT js has no pointers: its full pass reads
-  every checkpoint_ts in segments, as an incremental pass reads its windows
-  (a thread is then visited from each segment holding its checkpoints).
   Threads already within KEEP cost one index count. Thread ids the index
-  cannot match are skipped. ORPHANS is for LAYOUT python.
+  cannot match are skipped. A thread that cannot be pruned (a key of another
+  type, a document lgprune cannot read, a DeltaChannel history longer than
+  BUDGET, a write prefix that is not WRITE_PREFIX) is named in `failed`,
+  nothing of it is deleted, and the pass goes on and completes without it
+  (the next full pass meets it again). ORPHANS is for LAYOUT python.
   Reply: name/value pairs:
     cursor               "0" when the pass is complete, else pass it back
     kind                 "full" or "incremental"
     since                an incremental pass: the checkpoint_ts it reads from (the
                          watermark less MARGIN, ms), else 0
     unfinished           1 when the pass passed over a thread it could not finish, or a
-                         millisecond of checkpoint_ts holding more entries than one
-                         aggregate may return: it records no watermark
+                         millisecond of checkpoint_ts holding more threads than one
+                         aggregate may return (4000): it records no watermark
     layout               "python" or "js": whose keys it pruned
-    threads_visited      full: threads visited in the SCAN steps this call finished (a
-                         step the call stopped inside is counted by the call that
-                         reads it again, so each thread counts once); incremental:
-                         visits (a thread is visited from the segment holding its
-                         newest root checkpoint; one without a root pointer, or
-                         met in several calls, may be visited more than once)
+    threads_visited      threads the calls moved past (a thread pruned over several
+                         calls counts once; one without a root pointer may count
+                         once per segment holding its checkpoints)
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
     threads_skipped      threads whose id the index cannot match (counted as visits are)
+    threads_failed       threads that could not be pruned (counted as visits are)
     checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
     orphans_deleted      orphan keys deleted (also in keys_deleted)
     blobs_deleted        js: channel-value blobs deleted (also in keys_deleted)
+    failed               [thread_id, "<CODE> <why>"] for each thread that could not be
+                         pruned (the first 100 of a call; threads_failed counts all)
     threads              with DETAILS only, last: the list described above
-  Errors: as lgprune_thread's, a CURSOR of another rule or options, ORPHANS
-  under LAYOUT js, and NOINDEX when the checkpoint index does not exist (a
-  sweep that finds no thread found none there); then nothing was deleted.
+  Errors: bad arguments, a CURSOR of another rule or options, ORPHANS under
+  LAYOUT js, NOINDEX when the checkpoint index does not exist (a sweep that
+  finds no thread found none there), NOMODULE, MIXED and NOPERM: only what
+  stops every thread; then nothing was deleted.
 ]]
-local function lgprune_sweep(_, args)
+function pruners.lgprune_sweep(_, args)
   local cursor = args[1]
   if type(cursor) ~= 'string' then
     fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
@@ -232,12 +247,9 @@ local function lgprune_sweep(_, args)
   end
   local sw = sweep_state(ctx, rule, opts)
   sw.unfinished = pass.unfinished
-  local done
-  if pass.scan then
-    pass.scan = sweep_steps(sw, pass.scan)
-    done = pass.scan == '0'
-  else
-    done = window_steps(sw, pass)
+  local done = pass.scan ~= nil or window_steps(sw, pass)
+  if done and opts.ORPHANS then
+    pass.scan, done = orphan_steps(sw, pass.scan or '0')
   end
   local out = sw.out
   sw.orphans.flush()
@@ -251,6 +263,8 @@ local function lgprune_sweep(_, args)
   out.since = pass.since and ms(pass.since) or '0'
   out.layout = ctx.layout.name
   local r = reply(out, nil, SWEEP_FIELDS)
+  r[#r + 1] = 'failed'
+  r[#r + 1] = sw.failed
   if opts.DETAILS then
     r[#r + 1] = 'threads'
     r[#r + 1] = sw.details
@@ -258,11 +272,31 @@ local function lgprune_sweep(_, args)
   return r
 end
 
+--[[
+lgprune_thread_ro, lgprune_many_ro, lgprune_sweep_ro: the same calls as a dry
+run (DRY_RUN implied), flagged no-writes: for FCALL_RO, and for a replica.
+  FCALL_RO lgprune_thread_ro 0 THREAD_ID KEEP [options of lgprune_thread]
+  FCALL_RO lgprune_many_ro 0 KEEP COUNT THREAD_ID... [options]
+  FCALL_RO lgprune_sweep_ro 0 CURSOR KEEP [options of lgprune_sweep]
+  Reply and errors: as the function's own. A sweep's cursor continues only
+  with the function that returned it.
+]]
+local function read_only(body)
+  return function(keys, args)
+    args[#args + 1] = 'DRY_RUN'
+    return body(keys, args)
+  end
+end
+
+-- Register pruning function `name` and its dry-run twin.
+local function register(name)
+  redis.register_function { function_name = name, callback = entry(pruners[name]), flags = { 'allow-oom', 'no-cluster' } }
+  redis.register_function { function_name = name .. '_ro', callback = entry(read_only(pruners[name])),
+    flags = { 'no-writes', 'no-cluster' } }
+end
+
 redis.register_function { function_name = 'lgprune_version', callback = lgprune_version,
-  flags = { 'no-writes' } }
-redis.register_function { function_name = 'lgprune_thread', callback = entry(lgprune_thread),
-  flags = { 'allow-oom' } }
-redis.register_function { function_name = 'lgprune_many', callback = entry(lgprune_many),
-  flags = { 'allow-oom' } }
-redis.register_function { function_name = 'lgprune_sweep', callback = entry(lgprune_sweep),
-  flags = { 'allow-oom' } }
+  flags = { 'no-writes', 'allow-stale' } }
+register('lgprune_thread')
+register('lgprune_many')
+register('lgprune_sweep')

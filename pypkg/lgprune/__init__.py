@@ -11,7 +11,7 @@ from lgprune.errors import (
 )
 from lgprune.library import library_version
 from lgprune.pruner import AsyncPruner, Pruner
-from lgprune.results import PruneResult, SweepResult
+from lgprune.results import PruneResult, SweepResult, ThreadFailure
 from lgprune.stats import Stats, ThreadStats
 
 __version__ = library_version()  # one source: VERSION in lua/lgprune.lua
@@ -29,6 +29,7 @@ __all__ = [
     "ReadOnlyServerError",
     "Stats",
     "SweepResult",
+    "ThreadFailure",
     "ThreadStats",
     "__version__",
 ]

@@ -163,8 +163,6 @@ def _many_loop(ids: list[ThreadId], tail: list[str], dry_run: bool) -> Steps[Pru
         # run, which counts a thread once, as far as one call can, or no progress) it is
         # left as it is and the calls go on after it
         resume = bool(stop and fields["keys_deleted"] and not dry_run)
-        if resume:
-            fields["checkpoints_kept"] = 0  # counted again when the call resumes
         result = result.plus_call(fields, other_threads=True)
         start += (stop - 1 if resume else stop) if stop else len(batch)
     return result

@@ -17,7 +17,10 @@ def as_text(value: object) -> str:
 
 
 def reply_pairs(reply: Any) -> dict[str, Any]:
-    """A name/value reply (RESP2 flat list or RESP3 map) as a dict with text names."""
+    """A name/value reply (RESP2 flat list or RESP3 map) as a dict with text names; {} for
+    none (RediSearch returns no fields for a document it cannot, such as one with a NUL)."""
+    if reply is None:
+        return {}
     if isinstance(reply, dict):
         return {as_text(k): v for k, v in reply.items()}
     items = list(reply)
@@ -66,6 +69,15 @@ SWEEP_COUNTS = tuple(name for name in SWEEP_FIELDS if name not in SWEEP_STATE)  
 
 
 @dataclass(frozen=True)
+class ThreadFailure:
+    """A thread a sweep could not prune, and why ("<CODE> <message>", the library's words).
+    Nothing of it was deleted; the sweep pruned the others."""
+
+    thread_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SweepResult:
     """What a sweep over every thread did (or, in a dry run, would do)."""
 
@@ -73,6 +85,7 @@ class SweepResult:
     threads_pruned: int = 0
     threads_deleted: int = 0
     threads_skipped: int = 0
+    threads_failed: int = 0  # threads that could not be pruned (see `failed`); the sweep went on
     checkpoints_deleted: int = 0
     writes_deleted: int = 0
     keys_deleted: int = 0
@@ -86,6 +99,7 @@ class SweepResult:
     since: float | None = None  # an incremental pass: the checkpoint_ts it read from (watermark - margin, s)
     unfinished: bool = False  # it passed over something it could not finish: no watermark recorded
     layout: str = "python"  # whose keys it pruned: "python" (langgraph-checkpoint-redis) or "js"
+    failed: tuple[ThreadFailure, ...] = ()  # the threads that could not be pruned, and why (up to 100 a call)
 
     def plus_call(self, fields: dict[str, Any], elapsed: float) -> SweepResult:
         """This result followed by one more lgprune_sweep reply (its reply_pairs). The
@@ -103,4 +117,6 @@ class SweepResult:
             since=since / 1000 if since else None,
             unfinished=as_text(fields.get("unfinished", b"0")) == "1",
             layout=as_text(fields.get("layout", b"python")),
+            failed=self.failed
+            + tuple(ThreadFailure(as_text(tid), as_text(why)) for tid, why in fields.get("failed", ())),
         )

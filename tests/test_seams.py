@@ -1,0 +1,263 @@
+"""The rules where two parts of the engine meet: a thread found whatever its pointer, the
+pointer's checkpoint kept with its history, every key charged to the budget, one bad
+thread never stopping a sweep, rights never read as absence, cursors checked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import langgraph.checkpoint.base.id as lg_id
+import pytest
+import redis
+from helpers import (
+    checkpoint_ids,
+    config_of,
+    delta_graph,
+    delta_turns,
+    needs_delta_saver,
+    put_checkpoints,
+    snapshot,
+)
+from langgraph.checkpoint.redis import RedisSaver
+from test_acl import user_client
+
+from lgprune import Pruner
+from lgprune.errors import LgpruneError
+from lgprune.facts import WATERMARKS
+
+
+def pairs(reply: Any) -> dict[str, Any]:
+    return {k.decode(): v for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+
+def thread_keys(r: redis.Redis, thread_id: str) -> set[bytes]:
+    return {
+        k
+        for k in r.scan_iter(count=1000)
+        if f":{thread_id}:".encode() in k or k.endswith(f":{thread_id}".encode())
+    }
+
+
+def uuid6_ns(checkpoint_id: str) -> int:
+    """The time in a uuid6 checkpoint id, in ns since the epoch."""
+    high, mid, rest = checkpoint_id.split("-")[:3]
+    ticks = (int(high, 16) << 28) | (int(mid, 16) << 12) | int(rest[1:], 16)
+    return (ticks - 0x01B21DD213814000) * 100
+
+
+def big_thread_with_a_busy_newest(r: redis.Redis, saver: RedisSaver, thread_id: str) -> None:
+    """300 root checkpoints without writes, stamped an hour apart, then one with 20 writes:
+    the root window of a call is narrow, and its estimate of what a checkpoint costs (by the
+    oldest) lets it take every one it lists, the newest too."""
+    ids = put_checkpoints(saver, thread_id, 300, writes=0)
+    now_ms = time.time() * 1000
+    for i, checkpoint_id in enumerate(ids):
+        key = f"checkpoint:{thread_id}:__empty__:{checkpoint_id}"
+        r.json().set(key, "$.checkpoint_ts", now_ms - (300 - i) * 3_600_000)
+    put_checkpoints(saver, thread_id, 1, writes=20)
+
+
+def test_a_latest_pointer_stays_while_its_namespace_keeps_any_checkpoint(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    big_thread_with_a_busy_newest(r, saver, "t")
+    Pruner(r).install()
+    first = pairs(r.fcall("lgprune_thread", 0, "t", "0", "BUDGET", "200"))
+    assert first["more"] == 1 and first["checkpoints_deleted"] > 0
+    assert checkpoint_ids(saver, "t") and r.exists("checkpoint_latest:t:__empty__")
+    assert Pruner(r, budget=200).prune("t", 0).checkpoints_kept == 0
+    assert not thread_keys(r, "t")
+
+
+def test_a_sweep_finds_a_thread_by_its_checkpoints_not_by_its_pointer(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    big_thread_with_a_busy_newest(r, saver, "t")
+    for i in range(5):
+        put_checkpoints(saver, f"other{i}", 4, writes=1)
+    r.delete("checkpoint_latest:t:__empty__")  # a thread stranded without its pointer
+    result = Pruner(r, budget=200).sweep(0, full=True)
+    assert result.cursor == "0" and not result.unfinished
+    assert not thread_keys(r, "t")
+    assert not r.keys("checkpoint:other*")
+
+
+def test_a_call_deletes_no_more_keys_than_its_budget_pointer_included(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    Pruner(r).install()
+    for n, writes in ((2, 3), (3, 1), (4, 2), (5, 1)):  # (2, 3): 5 keys, then 5 and the pointer
+        put_checkpoints(saver, f"t{n}", n, writes=writes)
+        while True:
+            reply = pairs(r.fcall("lgprune_thread", 0, f"t{n}", "0", "BUDGET", "10"))
+            assert reply["keys_deleted"] <= 10
+            if not reply["more"]:
+                break
+        assert not thread_keys(r, f"t{n}")
+
+
+def test_prune_many_counts_every_kept_checkpoint_when_it_resumes_inside_a_thread(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "a", 4, writes=1)
+    put_checkpoints(saver, "b", 60, writes=1)
+    put_checkpoints(saver, "c", 4, writes=1)
+    result = Pruner(r, budget=30).prune_many(["a", "b", "c"], 2)
+    assert result.calls > 1
+    kept = sum(len(checkpoint_ids(saver, t)) for t in "abc")
+    assert kept == 6 and result.checkpoints_kept == kept
+
+
+@needs_delta_saver
+def test_the_checkpoint_the_pointer_spares_keeps_its_delta_history(
+    r: redis.Redis, saver: RedisSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = delta_graph(saver)
+    delta_turns(app, "fork", turns=12)
+    main = checkpoint_ids(saver, "fork")  # newest first
+    # a fork stored last by a writer whose clock is behind: its ids fall between the
+    # 3rd and the 2nd newest, and the latest pointer names its newest
+    behind = (uuid6_ns(main[2]) + uuid6_ns(main[1])) // 2
+    monkeypatch.setattr(lg_id, "time", SimpleNamespace(time_ns=lambda: behind))
+    monkeypatch.setattr(lg_id, "_last_v6_timestamp", None)
+    app.invoke({"msgs": ["fork"]}, config_of("fork", main[-6]))
+    monkeypatch.undo()
+    fork = sorted(set(checkpoint_ids(saver, "fork")) - set(main))
+    assert fork and all(main[2] < f < main[1] for f in fork)
+    assert r.get("checkpoint_latest:fork:__empty__") == f"checkpoint:fork:__empty__:{fork[-1]}".encode()
+    state = app.get_state(config_of("fork")).values
+    assert len(state["msgs"]) >= 4
+
+    result = Pruner(r).prune("fork", 2)
+
+    assert fork[-1] in checkpoint_ids(saver, "fork") and result.delta_ancestors_kept > 0
+    assert app.get_state(config_of("fork")).values == state
+
+
+def test_a_subgraph_run_of_the_checkpoint_the_pointer_spares_stays(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 6, writes=1)
+    late = put_checkpoints(saver, "t", 1, writes=1, age=3600)[0]  # put last, an hour-old id: the pointer's
+    run = put_checkpoints(saver, "t", 2, writes=1, ns="child:1", age=3500)  # a subgraph run of its time
+    Pruner(r).prune("t", 2)
+    assert late in checkpoint_ids(saver, "t")
+    assert checkpoint_ids(saver, "t", "child:1") == sorted(run, reverse=True)
+
+
+def test_an_incremental_pass_sees_a_write_that_landed_after_it_visited_the_thread(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    threads = [f"t{i:02d}" for i in range(30)]
+    for t in threads:
+        put_checkpoints(saver, t, 3, writes=1)
+    Pruner(r).sweep(2, margin=0)  # a full pass: the watermark
+    for t in threads:
+        put_checkpoints(saver, t, 1, writes=1)
+    first = pairs(r.fcall("lgprune_sweep", 0, "0", "2", "BUDGET", "100", "MARGIN", "0"))
+    assert first["kind"] == b"incremental" and first["cursor"] != b"0"
+    visited = [t for t in threads if len(checkpoint_ids(saver, t)) == 2]
+    assert visited  # the pass visited some threads in its first call ...
+    put_checkpoints(saver, visited[0], 2, writes=1)  # ... and one of them gets new checkpoints
+    time.sleep(0.05)
+    cursor = first["cursor"]
+    while cursor != b"0":
+        cursor = pairs(r.fcall("lgprune_sweep", 0, cursor, "2", "BUDGET", "100", "MARGIN", "0"))["cursor"]
+    assert len(checkpoint_ids(saver, visited[0])) == 4
+    again = Pruner(r).sweep(2, margin=0)
+    assert again.kind == "incremental"
+    assert len(checkpoint_ids(saver, visited[0])) == 2
+
+
+def test_a_thread_id_holding_a_nul_byte_stops_no_one(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "a\x00evil", 2, writes=1, ns="child:1")
+    for t in ("a", "A", "a,b", *(f"n{i}" for i in range(10))):
+        put_checkpoints(saver, t, 4, writes=1)
+    Pruner(r).prune("a", 1)
+    assert len(checkpoint_ids(saver, "a")) == 1
+    result = Pruner(r).sweep(1)
+    assert result.threads_failed == 0 and not result.unfinished
+    assert all(len(checkpoint_ids(saver, t)) == 1 for t in ("A", "a,b", *(f"n{i}" for i in range(10))))
+    assert Pruner(r).stats(1).threads > 0
+
+
+def test_one_thread_that_cannot_be_pruned_never_stops_a_sweep(r: redis.Redis, saver: RedisSaver) -> None:
+    ids = put_checkpoints(saver, "bad", 4, writes=1)
+    r.delete(f"write_keys_zset:bad:__empty__:{ids[0]}")
+    r.set(f"write_keys_zset:bad:__empty__:{ids[0]}", "not a registry")  # a key of another type
+    bad = snapshot(r)
+    bad = {k: v for k, v in bad.items() if b":bad:" in k}
+    others = [f"t{i:02d}" for i in range(20)]
+    for t in others:
+        put_checkpoints(saver, t, 4, writes=1)
+    for pruner in (Pruner(r), Pruner(r, budget=40)):
+        result = pruner.sweep(1, full=True)
+        assert result.threads_failed >= 1 and not result.unfinished
+        assert {f.thread_id for f in result.failed} == {"bad"}
+        assert result.failed[0].reason.startswith("BADDATA")
+    assert all(len(checkpoint_ids(saver, t)) == 1 for t in others)
+    assert {k: v for k, v in snapshot(r).items() if b":bad:" in k} == bad
+    with pytest.raises(LgpruneError, match="WRONGTYPE"):
+        Pruner(r).prune("bad", 1)  # one thread's call: the error is its reply, LGPRUNE BADDATA
+
+
+@pytest.fixture
+def reader_without_get(r: redis.Redis) -> Iterator[redis.Redis]:
+    client = user_client(r, "lgprune")
+    r.execute_command("ACL", "SETUSER", "lgprune", "-get")
+    yield client
+    client.close()
+    r.execute_command("ACL", "DELUSER", "lgprune")
+
+
+def test_a_user_who_may_not_read_the_pointer_deletes_nothing(
+    r: redis.Redis, saver: RedisSaver, reader_without_get: redis.Redis
+) -> None:
+    put_checkpoints(saver, "skew", 6, writes=1)
+    put_checkpoints(saver, "skew", 1, writes=1, age=3600)  # put last, with an hour-old id
+    Pruner(r).install()
+    before = snapshot(r)
+    with pytest.raises(LgpruneError, match=r"NOPERM|may not"):
+        Pruner(reader_without_get).prune("skew", 2)
+    assert snapshot(r) == before
+
+
+def test_every_error_of_a_call_is_an_lgprune_code_and_deletes_nothing(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 4, writes=1)
+    r.delete(WATERMARKS)
+    r.set(WATERMARKS, "not a hash")
+    Pruner(r).install()
+    before = snapshot(r)
+    with pytest.raises(redis.ResponseError, match=r"^LGPRUNE BADDATA .*WRONGTYPE"):
+        r.fcall("lgprune_sweep", 0, "0", "1")
+    assert snapshot(r) == before
+
+
+def test_dry_runs_run_read_only_and_the_flags_say_where_each_function_may_run(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 6, writes=1)
+    Pruner(r).install()
+    before = snapshot(r)
+    thread = pairs(r.execute_command("FCALL_RO", "lgprune_thread_ro", 0, "t", "2"))
+    assert thread["checkpoints_deleted"] == 4 and thread["checkpoints_kept"] == 2
+    sweep = pairs(r.execute_command("FCALL_RO", "lgprune_sweep_ro", 0, "0", "2"))
+    assert sweep["checkpoints_deleted"] == 4 and sweep["cursor"] == b"0"
+    many = pairs(r.execute_command("FCALL_RO", "lgprune_many_ro", 0, "2", "1", "t"))
+    assert many["checkpoints_deleted"] == 4
+    assert snapshot(r) == before
+    with pytest.raises(redis.ResponseError):
+        r.execute_command("FCALL_RO", "lgprune_thread", 0, "t", "2")
+    library = r.execute_command("FUNCTION", "LIST", "LIBRARYNAME", "lgprune")[0]
+    functions = dict(zip(library[::2], library[1::2], strict=True))[b"functions"]
+    flags = {}
+    for entry in functions:
+        fields = dict(zip(entry[::2], entry[1::2], strict=True))
+        flags[fields[b"name"].decode()] = set(fields[b"flags"])
+    assert flags["lgprune_version"] == {b"no-writes", b"allow-stale"}
+    for name in ("lgprune_thread", "lgprune_many", "lgprune_sweep"):
+        assert flags[name] == {b"allow-oom", b"no-cluster"}
+        assert flags[name + "_ro"] == {b"no-writes", b"no-cluster"}
