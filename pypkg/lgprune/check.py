@@ -177,10 +177,10 @@ def rights_item(name: str, outcomes: list[tuple[Probe, tuple[str, str]]], grante
         if any("read-only replica" in why for _, why in refused):
             return Item(name, FAIL, "this server is a read-only replica: run lgprune on the primary")
         return Item(name, FAIL, f"this user may not {', '.join(w for w, _ in refused)}: {ACL_HINT}")
-    unknown = [p.what for p, (status, _) in outcomes if status == UNKNOWN]
+    unknown = dict.fromkeys(str(p.command[0]) for p, (status, _) in outcomes if status == UNKNOWN)
     if unknown:
         return Item(
-            name, UNKNOWN, f"the server does not know {', '.join(unknown)}, so the rights cannot be told"
+            name, UNKNOWN, f"the server does not know {', '.join(unknown)}: the rights cannot be told"
         )
     return Item(name, OK, f"{granted} ({len(outcomes)} commands probed)")
 
@@ -201,7 +201,7 @@ def _info(section: str) -> Steps[dict[str, Any] | str]:
 def server_item() -> Steps[Item]:
     info = yield from _info("server")
     if isinstance(info, str):
-        return Item("server", UNKNOWN, info)
+        return Item("server", UNKNOWN, f"{info}; the items below show what runs", needed=False)
     version = as_text(info.get("redis_version", "?"))
     if version_key(version) < (7,):
         return Item("server", FAIL, f"Redis {version}: {NO_FUNCTIONS}")
@@ -220,7 +220,7 @@ def module_version(number: object) -> str:
 def modules_item() -> Steps[Item]:
     info = yield from _info("modules")
     if isinstance(info, str):
-        return Item("modules", UNKNOWN, info)
+        return Item("modules", UNKNOWN, f"{info}; the items below show what runs", needed=False)
     loaded = {as_text(m.get("name", "")).lower(): m.get("ver", "?") for m in info.get("modules", [])}
     found = {label: loaded.get(name) for label, name in (("search", "search"), ("JSON", "rejson"))}
     missing = [label for label, ver in found.items() if ver is None]
