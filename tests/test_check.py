@@ -12,6 +12,7 @@ import pytest
 import redis
 from helpers import lgprune, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
+from redis.exceptions import ResponseError
 from test_acl import readme_acl
 
 from lgprune import Pruner
@@ -19,8 +20,8 @@ from lgprune.check import Item, check_steps
 from lgprune.driver import run
 from lgprune.embedded import EmbeddedRedis
 from lgprune.errors import MixedStoreError
-from lgprune.facts import WATERMARKS
-from lgprune.library import library_code, library_version
+from lgprune.facts import WATERMARKS, library_file
+from lgprune.library import library_build, library_code, library_version
 from lgprune.protocol import Options
 
 NAMES = [
@@ -177,6 +178,60 @@ def test_without_function_load_a_missing_or_older_library_fails_install(
     items = check(r)  # an administrator: the first prune replaces it
     assert items["library"].status == "warn" and items["install"].status == "ok"
     assert r.fcall("lgprune_version", 0) == b"0.0.1"  # the check loaded nothing
+
+
+def test_the_same_version_with_other_code_runs_as_it_is(
+    r: redis.Redis, saver: RedisSaver, users: dict[str, redis.Redis]
+) -> None:
+    put_checkpoints(saver, "t", 4)
+    r.function_load(library_file(), replace=True)  # loaded by hand: BUILD 'dev'
+    items = check(users["runtime"])  # install() would run it as it is
+    assert items["library"].status == "warn" and "runs as it is" in items["library"].detail
+    assert items["install"].status == "warn"
+    assert check(r)["library"].detail.endswith(f"the first prune loads this package's ({library_version()})")
+
+
+def answer(command: tuple[object, ...]) -> object:
+    """What a server with the saver's indexes and this package's library answers."""
+    if command[0] == "INFO":
+        return {"redis_version": "8.2.0", "modules": [{"name": "search", "ver": 80200}, {"name": "ReJSON"}]}
+    if command[0] == "FT.INFO":
+        return (
+            {"num_docs": 1}
+            if command[1] in ("checkpoint", "checkpoint_write")
+            else ResponseError("Unknown index")
+        )
+    if command[:2] == ("FCALL", "lgprune_version"):
+        return [library_version(), library_build()]
+    return {} if command[0] == "HGETALL" else (0, 0) if command[0] == "TIME" else b"OK"
+
+
+def test_the_probes_that_could_write_cannot() -> None:
+    """Driven without Redis: each command that could change something is one the server
+    refuses to carry out (an absent key, a field without its value, no code, a dry run)."""
+    token, sent = "lgprune-check-x", []
+    steps = check_steps(Options(), token=token)
+    command = next(steps)
+    with pytest.raises(StopIteration):
+        while True:
+            sent.append(command)
+            command = steps.send(answer(command))
+    assert ("FCALL", "lgprune_sweep") in [c[:2] for c in sent]
+    for command in sent:
+        if command[0] == "UNLINK":
+            assert str(command[1]).endswith(":" + token)
+        elif command[0] == "HSET":
+            assert len(command) % 2 == 1  # HSET key field value field: refused by its own count
+        elif command[:2] == ("FUNCTION", "LOAD"):
+            assert command[2] == ""
+        elif command[:2] == ("FCALL", "lgprune_sweep"):
+            assert "DRY_RUN" in command
+        else:
+            assert command[0] in READS, command
+
+
+READS = {"INFO", "FT.INFO", "FCALL", "FT.SEARCH", "FT.AGGREGATE", "JSON.GET", "JSON.MGET", "JSON.OBJKEYS"}
+READS |= {"JSON.TYPE", "EXISTS", "GET", "ZCARD", "ZRANGE", "ZSCORE", "TIME", "SCAN", "HMGET", "HGETALL"}
 
 
 def test_a_newer_library_no_package_built_fails(r: redis.Redis, saver: RedisSaver) -> None:

@@ -18,6 +18,7 @@ module missing, a command it does not know) is "unknown", never "ok".
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -149,13 +150,16 @@ def prune_probes(keys: Keys, token: str) -> list[Probe]:
     return probes
 
 
+READ_WATERMARKS = Probe(f"HMGET {WATERMARKS}", ("HMGET", WATERMARKS, "lgprune check"))
+
+
 def sweep_probes(keys: Keys, token: str) -> list[Probe]:
     """What a sweep calls beyond what a prune does: its thread listings and the watermark."""
     probes = [
         Probe(
             f"FT.AGGREGATE on index {keys.indexes[0]}", ("FT.AGGREGATE", keys.indexes[0], NEVER, "DIALECT", 2)
         ),
-        Probe(f"HMGET {WATERMARKS}", ("HMGET", WATERMARKS, token)),
+        READ_WATERMARKS,
     ]
     if keys.layout == "python":
         probes.append(Probe("SCAN", ("SCAN", 0, "MATCH", f"{keys.checkpoint}_latest:{token}", "COUNT", 1)))
@@ -165,7 +169,7 @@ def sweep_probes(keys: Keys, token: str) -> list[Probe]:
 WATERMARK_PROBES = [
     # a field without its value: HSET's own count refuses it after the ACL let it run
     Probe(f"HSET {WATERMARKS}", ("HSET", WATERMARKS, "lgprune check", "0", "lgprune check")),
-    Probe(f"HMGET {WATERMARKS}", ("HMGET", WATERMARKS, "lgprune check")),
+    READ_WATERMARKS,
 ]
 INSTALL_PROBE = Probe("FUNCTION LOAD", ("FUNCTION", "LOAD", ""))  # no library in it: nothing is loaded
 
@@ -411,28 +415,26 @@ def passes_item(options: Options, layout: str) -> Steps[Item]:
     if isinstance(now, ResponseError):
         return Item("passes", UNKNOWN, f"this user may not run TIME ({_said(now)})", needed=False)
     now_ms = int(as_text(now[0])) * 1000 + int(as_text(now[1])) // 1000
-    marks = {as_text(k): float(as_text(v)) for k, v in reply_pairs(reply).items()}
+    marks = {as_text(k): as_text(v) for k, v in reply_pairs(reply).items()}
+    prefixes = [options.checkpoint_prefix, options.checkpoint_write_prefix]
     lines = []
-    for field, mark in sorted(marks.items()):
-        try:
-            rule = json.loads(field)
-        except ValueError:
-            continue  # a "full <rule>" field, or not lgprune's
-        if not isinstance(rule, list) or rule[:2] != [
-            options.checkpoint_prefix,
-            options.checkpoint_write_prefix,
-        ]:
+    for field, value in sorted(marks.items()):
+        try:  # a rule as the library spells it (a "full <rule>" field, or a hand-written one, is not)
+            rule, mark = json.loads(field), float(value)
+            if (
+                not isinstance(rule, list)
+                or rule[:2] != prefixes
+                or ("layout js" in rule) != (layout == "js")
+            ):
+                continue
+            said, full = rule_text(rule), float(marks.get(f"full {field}", "nan"))
+        except (ValueError, TypeError, AttributeError):
             continue
-        if ("layout js" in rule) != (layout == "js"):
-            continue
-        full = marks.get(f"full {field}")
         if full == mark:
-            lines.append(f"{rule_text(rule)}: last pass full, {_ago(now_ms - mark)}")
+            lines.append(f"{said}: last pass full, {_ago(now_ms - mark)}")
         else:
-            last_full = _ago(now_ms - full) if full else "never"
-            lines.append(
-                f"{rule_text(rule)}: last pass incremental, {_ago(now_ms - mark)}; last full {last_full}"
-            )
+            last_full = "never" if math.isnan(full) else _ago(now_ms - full)
+            lines.append(f"{said}: last pass incremental, {_ago(now_ms - mark)}; last full {last_full}")
     if not lines:
         return Item("passes", OK, "no sweep has completed on these prefixes yet", needed=False)
     return Item("passes", OK, "; ".join(lines), needed=False)
@@ -456,7 +458,7 @@ def check_steps(options: Options, *, token: str | None = None) -> Steps[Report]:
     keys = store.keys
     pruning, sweeping = prune_probes(keys, token), sweep_probes(keys, token)
     outcomes: dict[str, tuple[Probe, tuple[str, str]]] = {}
-    for probe in [*pruning, *sweeping, *WATERMARK_PROBES]:
+    for probe in {p.what: p for p in [*pruning, *sweeping, *WATERMARK_PROBES]}.values():
         outcomes[probe.what] = probe, _outcome((yield probe.command))
     under = ", ".join(f"{prefix}:*" for prefix in keys.prefixes)
     prune = rights_item(
@@ -464,24 +466,20 @@ def check_steps(options: Options, *, token: str | None = None) -> Steps[Report]:
     )
     sweep_outcomes = [outcomes[p.what] for p in [*pruning, *sweeping]]
     also = "FT.AGGREGATE, " + ("SCAN, " if keys.layout == "python" else "") + f"HMGET {WATERMARKS}"
-    sweep = rights_item("sweep", sweep_outcomes, f"as prune, and {also}")
-    if sweep.status == OK:
+    note, failed = "", None
+    if all(status == OK for _, (status, _) in sweep_outcomes):
         if store.indexes.status != OK or store.layout.status != OK:
-            sweep = rights_item(
-                "sweep", sweep_outcomes, f"as prune, and {also} (no dry run: the store is not ready)"
-            )
+            note = " (no dry run: the store is not ready)"
         elif not runs:
-            sweep = rights_item(
-                "sweep", sweep_outcomes, f"as prune, and {also} (no dry run: the library is not ready)"
-            )
+            note = " (no dry run: the library is not ready)"
         else:
             failed = yield from dry_run_steps(options)
-            if failed:
-                sweep = Item("sweep", FAIL, f"a one-call dry-run sweep failed: {failed}")
-            else:
-                sweep = rights_item(
-                    "sweep", sweep_outcomes, f"as prune, and {also}; a one-call dry-run sweep ran"
-                )
+            note = "; a one-call dry-run sweep ran"
+    sweep = (
+        Item("sweep", FAIL, f"a one-call dry-run sweep failed: {failed}")
+        if failed
+        else rights_item("sweep", sweep_outcomes, f"as prune, and {also}{note}")
+    )
     watermarks = rights_item(
         "watermarks", [outcomes[p.what] for p in WATERMARK_PROBES], f"may HSET and HMGET {WATERMARKS}"
     )
