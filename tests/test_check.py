@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 from helpers import lgprune, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
 from redis.exceptions import ResponseError
@@ -17,7 +18,7 @@ from test_acl import readme_acl
 
 from lgprune import Pruner
 from lgprune.check import Item, check_steps
-from lgprune.driver import run
+from lgprune.driver import arun, run
 from lgprune.embedded import EmbeddedRedis
 from lgprune.errors import MixedStoreError
 from lgprune.facts import WATERMARKS, library_file
@@ -112,6 +113,25 @@ def test_json_is_one_document_with_every_item(r: redis.Redis, saver: RedisSaver,
         assert item["needed"] is (item["name"] != "passes")
     # no library yet, and this user may load it: the first prune will
     assert document["items"][NAMES.index("library")]["status"] == "warn"
+
+
+@pytest.mark.parametrize(("protocol", "decode"), [(2, False), (2, True), (3, False), (3, True)])
+async def test_any_client_sync_or_async_gets_the_same_report(
+    r: redis.Redis, saver: RedisSaver, redis_url: str, protocol: int, decode: bool
+) -> None:
+    put_checkpoints(saver, "t", 4)
+    Pruner(r).sweep(2)
+    expected = check(r)
+    client = redis.asyncio.Redis.from_url(redis_url, protocol=protocol, decode_responses=decode)
+    try:
+        report = await arun(check_steps(Options()), client.execute_command)
+    finally:
+        await client.aclose()
+    with redis.Redis.from_url(redis_url, protocol=protocol, decode_responses=decode) as sync:
+        reports = [check(sync), {item.name: item for item in report.items}]
+    for items in reports:
+        assert items["passes"].detail.startswith("keep 2, margin 10m: last pass full, ")  # then its age
+        assert {**items, "passes": None} == {**expected, "passes": None}
 
 
 def test_a_user_who_may_not_unlink_writes_fails_prune_and_sweep(
