@@ -329,6 +329,25 @@ def test_a_server_without_functions_fails_server_and_library() -> None:
         assert lgprune("check", "--url", server.url).returncode == 1
 
 
+def test_a_read_only_replica_fails_prune_sweep_and_watermarks(r: redis.Redis, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 4)
+    Pruner(r).install()
+    kwargs = r.connection_pool.connection_kwargs
+    if kwargs["host"] not in ("127.0.0.1", "localhost"):
+        pytest.skip("the replica must reach the primary on loopback")
+    with EmbeddedRedis() as server:
+        replica = redis.Redis.from_url(server.url)
+        replica.replicaof(kwargs["host"], kwargs["port"])
+        deadline = time.monotonic() + 20
+        while replica.info("replication").get("master_link_status") != "up" or replica.dbsize() != r.dbsize():
+            assert time.monotonic() < deadline, "the replica did not sync"
+            time.sleep(0.05)
+        items = check(replica)
+    for name in ("prune", "sweep", "watermarks"):
+        assert items[name].status == "fail" and "read-only replica" in items[name].detail
+    assert items["library"].status == "ok" and items["install"].status == "warn"
+
+
 def test_the_last_passes_of_each_rule(r: redis.Redis, saver: RedisSaver) -> None:
     put_checkpoints(saver, "t", 4)
     assert check(r)["passes"].detail == "no sweep has completed on these prefixes yet"
