@@ -2,7 +2,7 @@
 
 Every error is one line on stderr, never a traceback, and holds no password. One module
 per command group: `prune` (prune, install), `sweep` (sweep, stats), `serve` (serve,
-redis); what they share is in `common`.
+redis), `check` (exit 1: cron cannot run here); what they share is in `common`.
 """
 
 from __future__ import annotations
