@@ -83,16 +83,12 @@ def probe_steps() -> Steps[tuple[str, str | None] | None]:
     return as_text(reply), None
 
 
-def install_steps(*, force: bool = False) -> Steps[str]:
-    """Make the server run this package's library; returns the version in use.
+Found = tuple[str, str | None]  # the server's library: (version, build), as probe_steps reads it
 
-    Loads it when absent or older, or when the same version holds other code. A newer
-    library of the same major version is never replaced (a rolling upgrade must not flip
-    back and forth) when it is a build of an lgprune package (`is_a_build`); one that is
-    not (loaded by hand, edited, or a fake claiming a newer version) is not run: a
-    LibraryVersionError says to replace it with `lgprune install --force` (`force=True`
-    loads ours whatever the server holds).
-    """
+
+def usable_steps(*, force: bool = False) -> Steps[tuple[Found | None, str | None]]:
+    """What the server holds (probe_steps; None with `force`) and the version to run as it
+    is, None when this package's library must be loaded (see install_steps). Loads nothing."""
     ours = library_version()
     found = None if force else (yield from probe_steps())
     if found is not None:
@@ -104,7 +100,7 @@ def install_steps(*, force: bool = False) -> Steps[str]:
                     f"({ours}) cannot use: upgrade the lgprune package"
                 )
             if is_a_build((yield from code_steps()) or "", build):
-                return installed
+                return found, installed
             raise LibraryVersionError(
                 f"the server runs a library that claims to be lgprune {installed} (newer than this "
                 f"package's {ours}) but no lgprune package built it (build {build or 'none'} does "
@@ -112,7 +108,24 @@ def install_steps(*, force: bool = False) -> Steps[str]:
                 "`lgprune install --force`"
             )
         if installed == ours and build == library_build():
-            return ours
+            return found, ours
+    return found, None
+
+
+def install_steps(*, force: bool = False) -> Steps[str]:
+    """Make the server run this package's library; returns the version in use.
+
+    Loads it when absent or older, or when the same version holds other code. A newer
+    library of the same major version is never replaced (a rolling upgrade must not flip
+    back and forth) when it is a build of an lgprune package (`is_a_build`); one that is
+    not (loaded by hand, edited, or a fake claiming a newer version) is not run: a
+    LibraryVersionError says to replace it with `lgprune install --force` (`force=True`
+    loads ours whatever the server holds).
+    """
+    ours = library_version()
+    found, usable = yield from usable_steps(force=force)
+    if usable is not None:
+        return usable
     loaded = yield ("FUNCTION", "LOAD", "REPLACE", library_code())
     if isinstance(loaded, ResponseError):
         if found is not None and found[0] == ours:

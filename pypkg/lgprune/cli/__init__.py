@@ -2,7 +2,7 @@
 
 Every error is one line on stderr, never a traceback, and holds no password. One module
 per command group: `prune` (prune, install), `sweep` (sweep, stats), `serve` (serve,
-redis); what they share is in `common`.
+redis), `check` (exit 1: cron cannot run here); what they share is in `common`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from lgprune import __version__
+from lgprune.cli import check as check_commands
 from lgprune.cli import prune as prune_commands
 from lgprune.cli import serve as serve_commands
 from lgprune.cli import sweep as sweep_commands
@@ -30,6 +31,7 @@ app.command()(sweep_commands.stats)
 app.command()(prune_commands.install)
 app.command("redis")(serve_commands.run_redis)
 app.command()(serve_commands.serve)
+app.command()(check_commands.check)
 
 
 def _version(value: bool) -> None:

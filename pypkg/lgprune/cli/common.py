@@ -96,10 +96,14 @@ def one_line(text: str) -> str:
     return redact(" ".join(text.split()))
 
 
+def cli_text(text: str) -> str:
+    """A message as one line, naming the command line's flags."""
+    return FLAG_PATTERN.sub(lambda m: FLAG_NAMES[m.group(1)], one_line(text))
+
+
 def cli_message(error: BaseException) -> str:
     """The error as one line, naming the command line's flags."""
-    text = one_line(str(error)) or type(error).__name__
-    return FLAG_PATTERN.sub(lambda m: FLAG_NAMES[m.group(1)], text)
+    return cli_text(str(error)) or type(error).__name__
 
 
 def fail(error: BaseException) -> NoReturn:
