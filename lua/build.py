@@ -4,8 +4,11 @@
     python lua/build.py --check  fail unless lua/lgprune.lua is the join of its parts (CI)
 
 Either way every top-level function is held to the engine's size rule: at
-most MAX_LINES lines and MAX_PARAMS parameters; and the file to Lua's own limit
-of MAX_LOCALS locals in its main chunk (past it, Redis refuses to load it).
+most MAX_LINES lines and MAX_PARAMS parameters; the file to Lua's own limit
+of MAX_LOCALS locals in its main chunk (past it, Redis refuses to load it); and
+each part's header to its code: `-- Provides:` names exactly what the part
+defines that later parts use, `-- Assumes:` exactly what it uses of earlier
+parts (a name is visible only after the part that defines it).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ MAX_LINES = 60
 MAX_PARAMS = 5
 MAX_LOCALS = 200  # LUAI_MAXVARS: "main function has more than 200 local variables"
 FUNCTION = re.compile(r"^(?:local )?function ([\w.:]+)\(([^)]*)\)")
+DEFINITION = re.compile(r"^(?:local function (\w+)|local ([\w, ]+?)\s*=|function (\w+)\.)", re.MULTILINE)
+HEADER = re.compile(r"^-- (Provides|Assumes):(.*(?:\n--   .*)*)", re.MULTILINE)
 TOP_LOCAL = re.compile(r"^local (?:function )?([\w, ]+?)(?: =|\(|$)")
 
 
@@ -31,6 +36,54 @@ def top_level_locals(text: str) -> int:
         for m in map(TOP_LOCAL.match, text.splitlines())
         if m
     )
+
+
+def code_of(text: str) -> str:
+    """Lua text without comments, string contents and table-constructor keys."""
+    text = re.sub(r"--\[\[.*?\]\]", "", text, flags=re.DOTALL)
+    text = re.sub(r"--[^\n]*", "", text)
+    text = re.sub(r"'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"", "''", text)
+    return re.sub(r"(?<=[{,\n])\s*\w+\s*=(?!=)", " ", text)
+
+
+def definitions(text: str) -> set[str]:
+    """The names a part's top level defines."""
+    found = set()
+    for m in DEFINITION.finditer(code_of(text)):
+        found.update(n.strip() for n in (m.group(1) or m.group(2) or m.group(3)).split(","))
+    return found
+
+
+def references(text: str, names: set[str]) -> set[str]:
+    """Which of `names` a part's code refers to (not as a field: `x.name`)."""
+    return names & set(re.findall(r"(?<![\w.:])([A-Za-z_]\w*)", code_of(text)))
+
+
+def header(text: str, label: str) -> set[str] | None:
+    """The names a part's header lists after `-- Provides:` or `-- Assumes:`."""
+    for m in HEADER.finditer(text):
+        if m.group(1) == label:
+            return set(re.findall(r"\w+", m.group(2).replace("\n--   ", " "))) - {"nothing"}
+    return None
+
+
+def drifted(parts: list[tuple[str, str]]) -> list[str]:
+    """Headers that do not say what their part provides to later parts or assumes of earlier ones."""
+    defined = [definitions(text) for _, text in parts]
+    problems = []
+    for i, (name, text) in enumerate(parts[1:], 1):
+        earlier = set().union(*defined[:i]) - defined[i]
+        later = [references(t, defined[i]) for _, t in parts[i + 1 :]]
+        truth = {"Provides": set().union(*later), "Assumes": references(text, earlier)}
+        for label, names in truth.items():
+            said = header(text, label)
+            if said is None:
+                problems.append(f"{name} has no `-- {label}:` line")
+            elif said != names:
+                wrong = ", ".join(sorted(said - names)) or "-"
+                missing = ", ".join(sorted(names - said)) or "-"
+                problems.append(f"{name}: `-- {label}:` lists {wrong} wrongly and misses {missing}")
+    return problems
 
 
 def join() -> str:
@@ -60,6 +113,10 @@ def main(argv: list[str]) -> int:
     problems = oversized(text)
     for problem in problems:
         print(f"lua/build.py: {problem}; the limit is {MAX_LINES} lines, {MAX_PARAMS} parameters")
+    parts = [(part.name, part.read_text(encoding="utf-8")) for part in sorted(PARTS.glob("*.lua"))]
+    for problem in drifted(parts):
+        problems.append(problem)
+        print(f"lua/build.py: {problem}")
     if (n := top_level_locals(text)) > MAX_LOCALS:
         problems.append("locals")
         print(f"lua/build.py: the main chunk declares {n} locals; Lua allows {MAX_LOCALS}: group some")

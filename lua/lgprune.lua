@@ -10,15 +10,16 @@ This file is built: its parts are lua/src/*.lua, joined in name order by
   00-head     this overview, the version
   10-core     redis.call, errors, options, the call's budget, batches
   20-keys     the layouts and the call's context, UTF-8, tags, thread records,
-              every key name
+              the search probe, every key name
   30-search   the modules, the one query builder, searches and JSON reads
   40-listing  a thread's checkpoints: first look, root window, listing
   50-plan     what goes: the rules per namespace, DeltaChannel history
   55-blobs    the js saver's channel-value blobs a plan frees
   60-delete   a plan's keys found, confirmed and deleted within the budget
   70-thread   one thread, start to end
-  80-sweep    sweeps over every thread, and orphans
+  80-sweep    a sweep's visits (failures as data), and the orphans phase
   85-incremental  passes: full and incremental, watermarks, time segments
+              (the one way a sweep finds threads)
   90-entry    the registered functions, each with its contract
 
 Data layout (values are storage-safe: thread "" is stored as EMPTY_ID,
@@ -46,9 +47,12 @@ Rules, per thread:
   * DeltaChannel: every kept checkpoint also keeps its parent chain back to
     the nearest ancestor that stores a value for each delta channel it must
     rebuild (what BaseCheckpointSaver.get_delta_channel_history walks);
+  * the checkpoint a namespace's latest pointer names stays while the
+    namespace keeps any checkpoint, and counts as kept (its DeltaChannel
+    history, its subgraph runs);
   * a deleted checkpoint takes its writes (found through the writes index),
-    its write_keys_zset, and, when it was the newest of its namespace, the
-    namespace's latest pointer;
+    its write_keys_zset, and, when its namespace goes whole in that call,
+    the namespace's latest pointer;
   * js: a blob goes when no checkpoint left in its namespace reads it back
     and the checkpoint that wrote it is not being stored now.
 Work per call is bounded by a budget; a caller repeats while `more` is 1.
@@ -56,7 +60,8 @@ An error reply means the call deleted nothing: everything a thread needs is
 validated and read before its first delete, and a thread that fails after
 another thread of the same call deleted something ends the call there,
 successfully, to be started again (and fail, having deleted nothing) by the
-next call.
+next call. A sweep names a thread it cannot prune in its reply and goes on.
+Every error is "LGPRUNE <CODE> <message>".
 ]]
 
 local VERSION = '0.4.0'
@@ -65,10 +70,12 @@ local VERSION = '0.4.0'
 local BUILD = 'dev'
 
 -- Core ------------------------------------------------------------------------
--- Provides: rcall, the error codes and fail(), the Stale signal,
--- entry() (errors to replies), show(), option parsing, the rule (policy),
--- the budget record and batches().
--- Assumes: nothing but the Redis Functions API (redis, cjson).
+-- redis.call, errors (every error an LGPRUNE <CODE> reply), option parsing, the rule (policy), the
+-- call's budget, batches.
+-- Provides: BATCH, DEFAULT_BUDGET, MAX_MANY, MIN_BUDGET, Stale, batches, entry, error_text, fail,
+--   guard, keys_left, new_budget, now_ms, parse_count, parse_options, policy, rcall, reads_left, show,
+--   thread_failure, unknown_command
+-- Assumes: nothing
 
 -- redis.call is not reachable while the library loads, so wrap it
 local function rcall(...)
@@ -301,13 +308,15 @@ local function batches(n, size)
 end
 
 -- Keys ------------------------------------------------------------------------
--- Provides: the savers' layouts and the call's context (context: prefixes,
--- indexes, layout, budget), thread records (thread_record, check_thread),
--- the TAG value of an id (tag_of, tag_param, id_param), uuid6 times, and
--- every key name lgprune reads or deletes (nothing else joins key parts).
--- Assumes: core (fail, show, new_budget). `ctx` is a context; `thread` a
--- thread record; `d` a checkpoint doc { key, ns, id }: ns as its keys spell
--- it (ctx.root for the root), ids as stored.
+-- The savers' layouts and the call's context, thread records and TAG values, uuid6 times, the probe
+-- of the search module, and every key name lgprune reads or deletes (nothing else joins key parts).
+-- `ctx` is a context; `thread` a thread record; `d` a checkpoint doc { key, ns, id }: ns as its
+-- keys spell it (ctx.root for the root), ids as stored.
+-- Provides: DEFAULT_GRACE_MS, LAYOUTS, ROOT_NS, WATERMARKS, ZSET_PREFIX, blob_key, check_thread,
+--   checkpoint_key, checkpoint_prefix, context, id_param, latest_key, latest_start, older, probe,
+--   registry_key, registry_owner, root_doc, search_failure, starts_with, thread_prefix, thread_record,
+--   uuid6_ms, write_prefix
+-- Assumes: DEFAULT_BUDGET, MIN_BUDGET, error_text, fail, new_budget, rcall, show, unknown_command
 
 local EMPTY_ID = '00000000-0000-0000-0000-000000000000' -- how the saver stores thread ""
 local ROOT_NS = '__empty__' -- how the saver stores namespace ""
@@ -338,25 +347,46 @@ local LAYOUTS = {
     blobs = { prefix = 'checkpoint_blob', index = 'checkpoint_blobs' } },
 }
 
--- Whether index `name` exists (an impossible query answers, or fails naming
--- the index). A user the ACL keeps from it cannot tell: MIXED, when unsure.
-local function index_exists(name)
-  local ok, err = pcall(rcall, 'FT.SEARCH', name, '@thread_id:{lgprune} -@thread_id:{lgprune}',
-    'LIMIT', '0', '0', 'DIALECT', '2')
-  if ok then
-    return true
-  end
+-- The one probe of the search module: `command` (FT.SEARCH or FT.AGGREGATE)
+-- over index `name` with a query nothing matches and LIMIT 0 `limit`. Returns
+-- true, or false and the error's text; it reads no document.
+local function probe(command, name, limit)
+  local ok, err = pcall(rcall, command, name, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+    'LIMIT', '0', tostring(limit), 'DIALECT', '2')
+  return ok, not ok and error_text(err) or nil
+end
+
+-- Whether a search module error says the index does not exist.
+local function no_index(text)
+  return text:find('no such index', 1, true) ~= nil or text:lower():find('unknown index', 1, true) ~= nil
+end
+
+-- Turn a search's failure over `index` into the error that says what to do
+-- (NOINDEX, NOMODULE), or raise it as it is.
+local function search_failure(err, index)
   local text = error_text(err)
-  if text:find('no such index', 1, true) or text:lower():find('unknown index', 1, true) then
-    return false
+  if no_index(text) then
+    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first '
+      .. '(LangGraph.js: RedisSaver.fromUrl makes its indexes), or pass the prefixes the saver uses '
+      .. '(CHECKPOINT_PREFIX, WRITE_PREFIX) or its LAYOUT')
   elseif unknown_command(text) then
     fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
       .. '(search and JSON modules)')
+  end
+  error(err, 0)
+end
+
+-- Whether index `name` exists. A user the ACL keeps from it cannot tell:
+-- MIXED, when unsure.
+local function index_exists(name)
+  local ok, text = probe('FT.SEARCH', name, 0)
+  if ok or no_index(text) then
+    return ok
   elseif text:find('No permissions', 1, true) then
     fail('MIXED', 'this user may not query index ' .. show(name) .. ', so lgprune cannot tell whether both '
       .. 'savers index the same keys: grant it ~' .. name .. ' (see the README\'s ACL)')
   end
-  error(err, 0)
+  return search_failure(text, name)
 end
 
 -- The layout of LAYOUT, or the one whose index exists; fails when both
@@ -603,14 +633,18 @@ local function root_doc(key, prefix, root)
 end
 
 -- Search and reads --------------------------------------------------------------
--- Provides: check_server (the modules, the search result cap), the one query
--- builder (query_args) and the searches that use it (search, search_all,
--- count_tagged, named, require_index), and the reads of stored values: json_get, json_keyset,
--- json_mget, identity, read_pointer, is_placeholder, checkpoint_gone.
--- Assumes: core, keys. Every search runs before the first delete of the
--- thread it serves (see delete_doomed), so its failures delete nothing.
+-- The server's modules and caps, the one query builder (query_args) and the searches that use it,
+-- and the reads of stored values (JSON, the one reader of latest pointers). Every search runs
+-- before the first delete of the thread it serves (see delete_doomed), so its failures delete
+-- nothing.
+-- Provides: capped, check_server, checkpoint_gone, count_tagged, get_string, identity, is_placeholder,
+--   json_get, json_keyset, json_mget, latest_id, named, require_index, search, search_all,
+--   unless_wrongtype
+-- Assumes: BATCH, ROOT_NS, Stale, batches, checkpoint_prefix, error_text, fail, latest_key, probe,
+--   rcall, search_failure, starts_with, unknown_command
 
 local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
+local MAX_GROUPS = 4000 -- the most groups one FT.AGGREGATE is asked for (a sweep's segment)
 
 -- What earlier calls learnt of this server (the library's state lives until
 -- it is loaded again): the JSON module answers; the search result cap; the
@@ -687,20 +721,10 @@ end
 -- turned into ones that say what to do (see capped).
 local function search(index, where, thread, limit, shape)
   local ok, res = capped('cap', 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
-  if ok then
-    return res
+  if not ok then
+    search_failure(res, index)
   end
-  local err = error_text(res)
-  if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
-    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first '
-      .. '(LangGraph.js: RedisSaver.fromUrl makes its indexes), or pass the prefixes the saver uses '
-      .. '(CHECKPOINT_PREFIX, WRITE_PREFIX) or its LAYOUT')
-  end
-  if unknown_command(err) then
-    fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
-      .. '(search and JSON modules)')
-  end
-  error(res, 0)
+  return res
 end
 
 -- A search that must return every entry up to `limit`: a short answer (a
@@ -737,7 +761,10 @@ end
 -- Fail (NOINDEX) unless the checkpoint index exists: a sweep that finds no
 -- thread must mean there is none, not that it looked where nothing is.
 local function require_index(ctx)
-  search(ctx.cp_index, '@thread_id:{$t} -@thread_id:{$t}', { tag = 'lgprune' }, 0)
+  local ok, text = probe('FT.SEARCH', ctx.cp_index, 0)
+  if not ok then
+    search_failure(text, ctx.cp_index)
+  end
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint
@@ -759,23 +786,23 @@ end
 -- no right beyond the command is needed. Any other failure is left to the
 -- real queries.
 local function limit_cap(ctx, command, most)
-  local ok, err = pcall(rcall, command, ctx.cp_index, '@thread_id:{lgprune} -@thread_id:{lgprune}',
-    'LIMIT', '0', tostring(most), 'DIALECT', '2')
-  local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
+  local ok, text = probe(command, ctx.cp_index, most)
+  local cap = not ok and tonumber(text:match('LIMIT exceeds maximum of (%d+)'))
   return cap and math.max(cap, 1) or most
 end
 
 -- The server checks every entry point makes before it plans: the JSON
--- module answers, and ctx.cap holds the search result cap. Both are probed
--- once per library load (modules do not unload; a changed cap is caught by
--- `search`).
+-- module answers, ctx.cap holds the search result cap and ctx.group_cap the
+-- aggregate's (MAXAGGREGATERESULTS, up to MAX_GROUPS). All are probed once per
+-- library load (modules do not unload; a changed cap is caught by `capped`).
 local function check_server(ctx)
   if not server.json then
     require_json(ctx)
     server.json = true
   end
   server.cap = server.cap or limit_cap(ctx, 'FT.SEARCH', MAX_LIMIT)
-  ctx.cap = server.cap
+  server.group_cap = server.group_cap or limit_cap(ctx, 'FT.AGGREGATE', MAX_GROUPS)
+  ctx.cap, ctx.group_cap = server.cap, server.group_cap
 end
 
 -- JSON.GET of one path, decoded; nil when the key or path is missing.
@@ -881,13 +908,13 @@ local function latest_id(ctx, thread, ns)
 end
 
 -- Listing -----------------------------------------------------------------------
--- Provides: a thread's first look (first_look), its newest root checkpoint
--- (newest_root), the DeltaChannel marker (marks_delta), the
--- writes a checkpoint registered (registered_writes), and its checkpoints as
--- docs { key, ns, id } under a view (list_checkpoints; for a thread too large
--- to list whole, root_window).
--- Assumes: keys, search. Lists read only; what is listed is proved to be the
--- thread's: root keys by their form (root_doc), others by their own fields.
+-- A thread's first look, and its checkpoints as docs { key, ns, id } under a view: the whole
+-- thread, or for one too large to list whole its root by a window anchored at the latest pointer.
+-- Lists read only; what is listed is proved to be the thread's: root keys by their form (root_doc),
+-- others by their own fields.
+-- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
+-- Assumes: ROOT_NS, checkpoint_key, checkpoint_prefix, count_tagged, identity, json_get, latest_id,
+--   named, rcall, registry_key, root_doc, search, search_all, starts_with, thread_prefix, uuid6_ms
 
 local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
 local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
@@ -1117,12 +1144,13 @@ local function list_checkpoints(ctx, thread, view, rule)
 end
 
 -- Planning ----------------------------------------------------------------------
--- Provides: plan(), what goes of a thread's listed checkpoints under a rule:
--- per namespace the newest `keep` stay (the rule's age limits aside), old
--- subgraph runs go whole, the latest pointer's checkpoint stays while its
--- namespace keeps any, and DeltaChannel history of a kept checkpoint stays.
--- Assumes: keys, search, listing. Reads only. A DeltaChannel walk longer
--- than what the budget leaves fails the thread (see guard).
+-- What goes of a thread's listed checkpoints under a rule: per namespace the newest `keep` stay
+-- (the rule's age limits aside), old subgraph runs go whole, the latest pointer's checkpoint stays,
+-- with its history, while its namespace keeps any, and DeltaChannel history of a kept checkpoint
+-- stays. Reads only; a DeltaChannel walk longer than what the budget leaves fails the thread.
+-- Provides: plan
+-- Assumes: DEFAULT_GRACE_MS, checkpoint_gone, checkpoint_key, fail, json_get, json_keyset, json_mget,
+--   latest_id, marks_delta, now_ms, reads_left, show, uuid6_ms
 
 -- Delta channels a checkpoint rebuilds from its ancestors: those with a
 -- counters_since_delta_snapshot entry and a version, but no stored value.
@@ -1350,16 +1378,10 @@ local function plan(ctx, thread, docs, rule, whole)
 end
 
 -- Blobs (LangGraph.js) --------------------------------------------------------------
--- Provides: freed_blobs, the channel-value blobs of a thread that no checkpoint
--- left by a plan references.
--- Assumes: keys, search, plan. Reads only (before the thread's first delete).
---
--- The js saver stores the values of the channels a step changed in blobs,
--- checkpoint_blob:<thread>:<ns>:<channel>:<version> (documents naming the
--- thread, namespace, channel, version and the checkpoint that wrote them),
--- and reads a checkpoint back by the blob keys its channel_versions name:
--- one blob serves every later checkpoint until its channel changes again, so
--- it cannot go with the checkpoint that wrote it.
+-- The channel-value blobs of a thread that no checkpoint left by a plan references. Reads only
+-- (before the thread's first delete).
+-- Provides: freed_blobs
+-- Assumes: DEFAULT_GRACE_MS, ROOT_NS, blob_key, json_mget, named, now_ms, older, reads_left, search
 
 
 -- A channel version as the js saver spells it in a blob key (`${version}`):
@@ -1444,13 +1466,14 @@ local function freed_blobs(ctx, thread, docs, p)
 end
 
 -- Deleting ----------------------------------------------------------------------
--- Provides: delete_doomed (a plan's checkpoints deleted with their writes,
--- registries and latest pointers, and its leftovers and blobs, within the
--- budget, once the ACL lets them all go: check_deletable), leftovers and
--- check_write_prefix.
--- Assumes: keys, search, listing. Every key found is confirmed (`owns`);
--- every search and read of a thread runs before its first delete: keys are
--- collected in sinks and flushed at the end.
+-- A plan's checkpoints deleted with their writes, registries and latest pointers, and its leftovers
+-- and blobs, within the budget, once the ACL lets them all go. Every key found is confirmed
+-- (`owns`); every search and read of a thread runs before its first delete: keys are collected in
+-- sinks and flushed at the end.
+-- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink
+-- Assumes: BATCH, batches, checkpoint_gone, checkpoint_key, fail, id_param, identity, keys_left,
+--   latest_key, rcall, reads_left, registered_writes, registry_key, search, show, starts_with,
+--   write_prefix
 
 local WRITES_CHUNK = 64 -- checkpoint ids per writes query
 local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in' } -- (see check_allowed)
@@ -1837,11 +1860,11 @@ local function check_write_prefix(ctx, thread, doomed)
 end
 
 -- One thread ----------------------------------------------------------------------
--- Provides: prune_thread (list, plan and delete one thread within what the
--- call's budget leaves), the reply counts (COUNT_FIELDS, zero_counts,
--- add_counts, reply).
--- Assumes: everything above. A thread fails, if it does, before its first
--- delete.
+-- List, plan and delete one thread within what the call's budget leaves; the reply counts. A thread
+-- fails, if it does, before its first delete.
+-- Provides: add_counts, prune_thread, reply, zero_counts
+-- Assumes: check_write_prefix, count_tagged, delete_doomed, first_look, freed_blobs, keys_left,
+--   leftovers, list_checkpoints, newest_root, plan, reads_left, registered_writes
 
 local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
 
@@ -1985,12 +2008,14 @@ local function prune_thread(ctx, thread, rule)
 end
 
 -- Sweeps and orphans -------------------------------------------------------------
--- Provides: a sweep's state and its visits (sweep_state, spent, visit,
--- counted: one thread of a pass, its failure recorded as data), and the
--- orphans phase (orphan_steps: SCAN for keys whose checkpoint is gone; it
--- finds no threads).
--- Assumes: everything above. A sweep charges its budget's `work` for what is
--- not a delete; a call stops once keys + work reach BUDGET.
+-- A sweep's visits (one thread of a pass, its failure recorded as data) and the orphans phase (SCAN
+-- for keys whose checkpoint is gone: it finds no thread). A sweep charges its budget's `work` for
+-- what is not a delete; a call stops once keys + work reach BUDGET.
+-- Provides: COST, counted, orphan_steps, spent, sweep_state, visit
+-- Assumes: DEFAULT_GRACE_MS, MIN_BUDGET, ZSET_PREFIX, add_counts, check_allowed, checkpoint_gone,
+--   checkpoint_key, get_string, guard, identity, is_placeholder, keys_left, latest_start, now_ms,
+--   older, prune_thread, rcall, registry_owner, sink, starts_with, thread_failure, thread_record,
+--   unless_wrongtype, write_prefix
 
 local SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
 local MAX_FAILED = 100 -- failed threads named in one reply (all are counted)
@@ -2208,21 +2233,20 @@ local function orphan_steps(sw, cursor)
 end
 
 -- Passes: full and incremental ----------------------------------------------------
--- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor, record_pass),
--- the watermark (when the last complete pass of the same rule began) and
--- window_steps: the one way a sweep finds threads, through the checkpoint
--- index by checkpoint_ts: an incremental pass reads the time windows since
--- the watermark, a full pass every checkpoint_ts there can be.
--- Assumes: everything above. checkpoint_ts is the writing client's clock in ms
--- (a float, stamped before the write reaches Redis); a document without it is
--- found by no pass (ORPHANS judges what the index cannot group). Watermarks
--- are server time: MARGIN covers the clients' skew and put latency.
+-- A sweep pass and its cursor, the watermark (when the last complete pass of the same rule began)
+-- and the one way a sweep finds threads: through the checkpoint index by checkpoint_ts, an
+-- incremental pass in the time windows since the watermark, a full pass over every checkpoint_ts
+-- there can be. checkpoint_ts is the writing client's clock in ms (a float, stamped before the
+-- write reaches Redis); a document without it is found by no pass. Watermarks are server time:
+-- MARGIN covers the clients' skew and put latency.
+-- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
+-- Assumes: COST, LAYOUTS, WATERMARKS, capped, checkpoint_key, counted, fail, guard, latest_id, now_ms,
+--   rcall, show, spent, unless_wrongtype, visit
 
 local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
 local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
 local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
-local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least) ...
-local MAX_SEGMENT = 4000 -- ... and at most this many (a 1 ms segment holding more: up to this many threads)
+local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least)
 local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
 local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
 
@@ -2443,13 +2467,6 @@ local function before(a, b)
   return #a < #b
 end
 
--- The most groups one FT.AGGREGATE may return here, up to MAX_SEGMENT
--- (see limit_cap), learned once per load.
-local function group_cap(ctx)
-  server.group_cap = server.group_cap or limit_cap(ctx, 'FT.AGGREGATE', MAX_SEGMENT)
-  return server.group_cap
-end
-
 -- The thread ids (as stored) of the checkpoints with checkpoint_ts in [lo, hi),
 -- `n` of them (at most `limit`: a millisecond may hold more), sorted (see
 -- before); how many groups had no id (a document without a thread_id, or one
@@ -2518,7 +2535,7 @@ end
 
 -- The most entries a segment's count and grouping may ask for here.
 local function segment_cap(ctx)
-  return math.min(group_cap(ctx), ctx.cap - 1)
+  return math.min(ctx.group_cap, ctx.cap - 1)
 end
 
 -- The segment the pass is in or begins next within window w: [lo, hi), its
@@ -2617,8 +2634,12 @@ local function window_steps(sw, pass)
 end
 
 -- Registered functions ---------------------------------------------------------------
--- Provides: the functions Redis runs, each with its contract, and their flags.
--- Assumes: everything above.
+-- The functions Redis runs, each with its contract, and their flags.
+-- Provides: nothing
+-- Assumes: BUILD, MAX_MANY, MIN_BUDGET, VERSION, WATERMARKS, add_counts, check_allowed, check_server,
+--   check_thread, context, entry, fail, guard, keys_left, ms, orphan_steps, parse_count, parse_cursor,
+--   parse_options, pass_cursor, policy, prune_thread, record_pass, reply, require_index, show,
+--   sweep_state, window_steps, zero_counts
 -- Flags: lgprune_version is `no-writes` and `allow-stale` (it runs on
 -- replicas, with FCALL_RO, at maxmemory and on a replica that lost its
 -- primary). The pruning functions are `allow-oom`: their job is to free

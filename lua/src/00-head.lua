@@ -10,15 +10,16 @@ This file is built: its parts are lua/src/*.lua, joined in name order by
   00-head     this overview, the version
   10-core     redis.call, errors, options, the call's budget, batches
   20-keys     the layouts and the call's context, UTF-8, tags, thread records,
-              every key name
+              the search probe, every key name
   30-search   the modules, the one query builder, searches and JSON reads
   40-listing  a thread's checkpoints: first look, root window, listing
   50-plan     what goes: the rules per namespace, DeltaChannel history
   55-blobs    the js saver's channel-value blobs a plan frees
   60-delete   a plan's keys found, confirmed and deleted within the budget
   70-thread   one thread, start to end
-  80-sweep    sweeps over every thread, and orphans
+  80-sweep    a sweep's visits (failures as data), and the orphans phase
   85-incremental  passes: full and incremental, watermarks, time segments
+              (the one way a sweep finds threads)
   90-entry    the registered functions, each with its contract
 
 Data layout (values are storage-safe: thread "" is stored as EMPTY_ID,
@@ -46,9 +47,12 @@ Rules, per thread:
   * DeltaChannel: every kept checkpoint also keeps its parent chain back to
     the nearest ancestor that stores a value for each delta channel it must
     rebuild (what BaseCheckpointSaver.get_delta_channel_history walks);
+  * the checkpoint a namespace's latest pointer names stays while the
+    namespace keeps any checkpoint, and counts as kept (its DeltaChannel
+    history, its subgraph runs);
   * a deleted checkpoint takes its writes (found through the writes index),
-    its write_keys_zset, and, when it was the newest of its namespace, the
-    namespace's latest pointer;
+    its write_keys_zset, and, when its namespace goes whole in that call,
+    the namespace's latest pointer;
   * js: a blob goes when no checkpoint left in its namespace reads it back
     and the checkpoint that wrote it is not being stored now.
 Work per call is bounded by a budget; a caller repeats while `more` is 1.
@@ -56,7 +60,8 @@ An error reply means the call deleted nothing: everything a thread needs is
 validated and read before its first delete, and a thread that fails after
 another thread of the same call deleted something ends the call there,
 successfully, to be started again (and fail, having deleted nothing) by the
-next call.
+next call. A sweep names a thread it cannot prune in its reply and goes on.
+Every error is "LGPRUNE <CODE> <message>".
 ]]
 
 local VERSION = '0.4.0'

@@ -1,9 +1,11 @@
 
 -- Core ------------------------------------------------------------------------
--- Provides: rcall, the error codes and fail(), the Stale signal,
--- entry() (errors to replies), show(), option parsing, the rule (policy),
--- the budget record and batches().
--- Assumes: nothing but the Redis Functions API (redis, cjson).
+-- redis.call, errors (every error an LGPRUNE <CODE> reply), option parsing, the rule (policy), the
+-- call's budget, batches.
+-- Provides: BATCH, DEFAULT_BUDGET, MAX_MANY, MIN_BUDGET, Stale, batches, entry, error_text, fail,
+--   guard, keys_left, new_budget, now_ms, parse_count, parse_options, policy, rcall, reads_left, show,
+--   thread_failure, unknown_command
+-- Assumes: nothing
 
 -- redis.call is not reachable while the library loads, so wrap it
 local function rcall(...)

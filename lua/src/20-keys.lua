@@ -1,12 +1,14 @@
 
 -- Keys ------------------------------------------------------------------------
--- Provides: the savers' layouts and the call's context (context: prefixes,
--- indexes, layout, budget), thread records (thread_record, check_thread),
--- the TAG value of an id (tag_of, tag_param, id_param), uuid6 times, and
--- every key name lgprune reads or deletes (nothing else joins key parts).
--- Assumes: core (fail, show, new_budget). `ctx` is a context; `thread` a
--- thread record; `d` a checkpoint doc { key, ns, id }: ns as its keys spell
--- it (ctx.root for the root), ids as stored.
+-- The savers' layouts and the call's context, thread records and TAG values, uuid6 times, the probe
+-- of the search module, and every key name lgprune reads or deletes (nothing else joins key parts).
+-- `ctx` is a context; `thread` a thread record; `d` a checkpoint doc { key, ns, id }: ns as its
+-- keys spell it (ctx.root for the root), ids as stored.
+-- Provides: DEFAULT_GRACE_MS, LAYOUTS, ROOT_NS, WATERMARKS, ZSET_PREFIX, blob_key, check_thread,
+--   checkpoint_key, checkpoint_prefix, context, id_param, latest_key, latest_start, older, probe,
+--   registry_key, registry_owner, root_doc, search_failure, starts_with, thread_prefix, thread_record,
+--   uuid6_ms, write_prefix
+-- Assumes: DEFAULT_BUDGET, MIN_BUDGET, error_text, fail, new_budget, rcall, show, unknown_command
 
 local EMPTY_ID = '00000000-0000-0000-0000-000000000000' -- how the saver stores thread ""
 local ROOT_NS = '__empty__' -- how the saver stores namespace ""
@@ -37,25 +39,46 @@ local LAYOUTS = {
     blobs = { prefix = 'checkpoint_blob', index = 'checkpoint_blobs' } },
 }
 
--- Whether index `name` exists (an impossible query answers, or fails naming
--- the index). A user the ACL keeps from it cannot tell: MIXED, when unsure.
-local function index_exists(name)
-  local ok, err = pcall(rcall, 'FT.SEARCH', name, '@thread_id:{lgprune} -@thread_id:{lgprune}',
-    'LIMIT', '0', '0', 'DIALECT', '2')
-  if ok then
-    return true
-  end
+-- The one probe of the search module: `command` (FT.SEARCH or FT.AGGREGATE)
+-- over index `name` with a query nothing matches and LIMIT 0 `limit`. Returns
+-- true, or false and the error's text; it reads no document.
+local function probe(command, name, limit)
+  local ok, err = pcall(rcall, command, name, '@thread_id:{lgprune} -@thread_id:{lgprune}',
+    'LIMIT', '0', tostring(limit), 'DIALECT', '2')
+  return ok, not ok and error_text(err) or nil
+end
+
+-- Whether a search module error says the index does not exist.
+local function no_index(text)
+  return text:find('no such index', 1, true) ~= nil or text:lower():find('unknown index', 1, true) ~= nil
+end
+
+-- Turn a search's failure over `index` into the error that says what to do
+-- (NOINDEX, NOMODULE), or raise it as it is.
+local function search_failure(err, index)
   local text = error_text(err)
-  if text:find('no such index', 1, true) or text:lower():find('unknown index', 1, true) then
-    return false
+  if no_index(text) then
+    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first '
+      .. '(LangGraph.js: RedisSaver.fromUrl makes its indexes), or pass the prefixes the saver uses '
+      .. '(CHECKPOINT_PREFIX, WRITE_PREFIX) or its LAYOUT')
   elseif unknown_command(text) then
     fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
       .. '(search and JSON modules)')
+  end
+  error(err, 0)
+end
+
+-- Whether index `name` exists. A user the ACL keeps from it cannot tell:
+-- MIXED, when unsure.
+local function index_exists(name)
+  local ok, text = probe('FT.SEARCH', name, 0)
+  if ok or no_index(text) then
+    return ok
   elseif text:find('No permissions', 1, true) then
     fail('MIXED', 'this user may not query index ' .. show(name) .. ', so lgprune cannot tell whether both '
       .. 'savers index the same keys: grant it ~' .. name .. ' (see the README\'s ACL)')
   end
-  error(err, 0)
+  return search_failure(text, name)
 end
 
 -- The layout of LAYOUT, or the one whose index exists; fails when both

@@ -1,13 +1,17 @@
 
 -- Search and reads --------------------------------------------------------------
--- Provides: check_server (the modules, the search result cap), the one query
--- builder (query_args) and the searches that use it (search, search_all,
--- count_tagged, named, require_index), and the reads of stored values: json_get, json_keyset,
--- json_mget, identity, read_pointer, is_placeholder, checkpoint_gone.
--- Assumes: core, keys. Every search runs before the first delete of the
--- thread it serves (see delete_doomed), so its failures delete nothing.
+-- The server's modules and caps, the one query builder (query_args) and the searches that use it,
+-- and the reads of stored values (JSON, the one reader of latest pointers). Every search runs
+-- before the first delete of the thread it serves (see delete_doomed), so its failures delete
+-- nothing.
+-- Provides: capped, check_server, checkpoint_gone, count_tagged, get_string, identity, is_placeholder,
+--   json_get, json_keyset, json_mget, latest_id, named, require_index, search, search_all,
+--   unless_wrongtype
+-- Assumes: BATCH, ROOT_NS, Stale, batches, checkpoint_prefix, error_text, fail, latest_key, probe,
+--   rcall, search_failure, starts_with, unknown_command
 
 local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
+local MAX_GROUPS = 4000 -- the most groups one FT.AGGREGATE is asked for (a sweep's segment)
 
 -- What earlier calls learnt of this server (the library's state lives until
 -- it is loaded again): the JSON module answers; the search result cap; the
@@ -84,20 +88,10 @@ end
 -- turned into ones that say what to do (see capped).
 local function search(index, where, thread, limit, shape)
   local ok, res = capped('cap', 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
-  if ok then
-    return res
+  if not ok then
+    search_failure(res, index)
   end
-  local err = error_text(res)
-  if err:find('no such index', 1, true) or err:lower():find('unknown index', 1, true) then
-    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first '
-      .. '(LangGraph.js: RedisSaver.fromUrl makes its indexes), or pass the prefixes the saver uses '
-      .. '(CHECKPOINT_PREFIX, WRITE_PREFIX) or its LAYOUT')
-  end
-  if unknown_command(err) then
-    fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
-      .. '(search and JSON modules)')
-  end
-  error(res, 0)
+  return res
 end
 
 -- A search that must return every entry up to `limit`: a short answer (a
@@ -134,7 +128,10 @@ end
 -- Fail (NOINDEX) unless the checkpoint index exists: a sweep that finds no
 -- thread must mean there is none, not that it looked where nothing is.
 local function require_index(ctx)
-  search(ctx.cp_index, '@thread_id:{$t} -@thread_id:{$t}', { tag = 'lgprune' }, 0)
+  local ok, text = probe('FT.SEARCH', ctx.cp_index, 0)
+  if not ok then
+    search_failure(text, ctx.cp_index)
+  end
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint
@@ -156,23 +153,23 @@ end
 -- no right beyond the command is needed. Any other failure is left to the
 -- real queries.
 local function limit_cap(ctx, command, most)
-  local ok, err = pcall(rcall, command, ctx.cp_index, '@thread_id:{lgprune} -@thread_id:{lgprune}',
-    'LIMIT', '0', tostring(most), 'DIALECT', '2')
-  local cap = not ok and tonumber(error_text(err):match('LIMIT exceeds maximum of (%d+)'))
+  local ok, text = probe(command, ctx.cp_index, most)
+  local cap = not ok and tonumber(text:match('LIMIT exceeds maximum of (%d+)'))
   return cap and math.max(cap, 1) or most
 end
 
 -- The server checks every entry point makes before it plans: the JSON
--- module answers, and ctx.cap holds the search result cap. Both are probed
--- once per library load (modules do not unload; a changed cap is caught by
--- `search`).
+-- module answers, ctx.cap holds the search result cap and ctx.group_cap the
+-- aggregate's (MAXAGGREGATERESULTS, up to MAX_GROUPS). All are probed once per
+-- library load (modules do not unload; a changed cap is caught by `capped`).
 local function check_server(ctx)
   if not server.json then
     require_json(ctx)
     server.json = true
   end
   server.cap = server.cap or limit_cap(ctx, 'FT.SEARCH', MAX_LIMIT)
-  ctx.cap = server.cap
+  server.group_cap = server.group_cap or limit_cap(ctx, 'FT.AGGREGATE', MAX_GROUPS)
+  ctx.cap, ctx.group_cap = server.cap, server.group_cap
 end
 
 -- JSON.GET of one path, decoded; nil when the key or path is missing.

@@ -1,12 +1,12 @@
 
 -- Listing -----------------------------------------------------------------------
--- Provides: a thread's first look (first_look), its newest root checkpoint
--- (newest_root), the DeltaChannel marker (marks_delta), the
--- writes a checkpoint registered (registered_writes), and its checkpoints as
--- docs { key, ns, id } under a view (list_checkpoints; for a thread too large
--- to list whole, root_window).
--- Assumes: keys, search. Lists read only; what is listed is proved to be the
--- thread's: root keys by their form (root_doc), others by their own fields.
+-- A thread's first look, and its checkpoints as docs { key, ns, id } under a view: the whole
+-- thread, or for one too large to list whole its root by a window anchored at the latest pointer.
+-- Lists read only; what is listed is proved to be the thread's: root keys by their form (root_doc),
+-- others by their own fields.
+-- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
+-- Assumes: ROOT_NS, checkpoint_key, checkpoint_prefix, count_tagged, identity, json_get, latest_id,
+--   named, rcall, registry_key, root_doc, search, search_all, starts_with, thread_prefix, uuid6_ms
 
 local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
 local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree

@@ -1,11 +1,12 @@
 
 -- Planning ----------------------------------------------------------------------
--- Provides: plan(), what goes of a thread's listed checkpoints under a rule:
--- per namespace the newest `keep` stay (the rule's age limits aside), old
--- subgraph runs go whole, the latest pointer's checkpoint stays while its
--- namespace keeps any, and DeltaChannel history of a kept checkpoint stays.
--- Assumes: keys, search, listing. Reads only. A DeltaChannel walk longer
--- than what the budget leaves fails the thread (see guard).
+-- What goes of a thread's listed checkpoints under a rule: per namespace the newest `keep` stay
+-- (the rule's age limits aside), old subgraph runs go whole, the latest pointer's checkpoint stays,
+-- with its history, while its namespace keeps any, and DeltaChannel history of a kept checkpoint
+-- stays. Reads only; a DeltaChannel walk longer than what the budget leaves fails the thread.
+-- Provides: plan
+-- Assumes: DEFAULT_GRACE_MS, checkpoint_gone, checkpoint_key, fail, json_get, json_keyset, json_mget,
+--   latest_id, marks_delta, now_ms, reads_left, show, uuid6_ms
 
 -- Delta channels a checkpoint rebuilds from its ancestors: those with a
 -- counters_since_delta_snapshot entry and a version, but no stored value.

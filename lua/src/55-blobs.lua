@@ -1,15 +1,9 @@
 
 -- Blobs (LangGraph.js) --------------------------------------------------------------
--- Provides: freed_blobs, the channel-value blobs of a thread that no checkpoint
--- left by a plan references.
--- Assumes: keys, search, plan. Reads only (before the thread's first delete).
---
--- The js saver stores the values of the channels a step changed in blobs,
--- checkpoint_blob:<thread>:<ns>:<channel>:<version> (documents naming the
--- thread, namespace, channel, version and the checkpoint that wrote them),
--- and reads a checkpoint back by the blob keys its channel_versions name:
--- one blob serves every later checkpoint until its channel changes again, so
--- it cannot go with the checkpoint that wrote it.
+-- The channel-value blobs of a thread that no checkpoint left by a plan references. Reads only
+-- (before the thread's first delete).
+-- Provides: freed_blobs
+-- Assumes: DEFAULT_GRACE_MS, ROOT_NS, blob_key, json_mget, named, now_ms, older, reads_left, search
 
 
 -- A channel version as the js saver spells it in a blob key (`${version}`):

@@ -1,12 +1,13 @@
 
 -- Deleting ----------------------------------------------------------------------
--- Provides: delete_doomed (a plan's checkpoints deleted with their writes,
--- registries and latest pointers, and its leftovers and blobs, within the
--- budget, once the ACL lets them all go: check_deletable), leftovers and
--- check_write_prefix.
--- Assumes: keys, search, listing. Every key found is confirmed (`owns`);
--- every search and read of a thread runs before its first delete: keys are
--- collected in sinks and flushed at the end.
+-- A plan's checkpoints deleted with their writes, registries and latest pointers, and its leftovers
+-- and blobs, within the budget, once the ACL lets them all go. Every key found is confirmed
+-- (`owns`); every search and read of a thread runs before its first delete: keys are collected in
+-- sinks and flushed at the end.
+-- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink
+-- Assumes: BATCH, batches, checkpoint_gone, checkpoint_key, fail, id_param, identity, keys_left,
+--   latest_key, rcall, reads_left, registered_writes, registry_key, search, show, starts_with,
+--   write_prefix
 
 local WRITES_CHUNK = 64 -- checkpoint ids per writes query
 local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in' } -- (see check_allowed)

@@ -1,10 +1,10 @@
 
 -- One thread ----------------------------------------------------------------------
--- Provides: prune_thread (list, plan and delete one thread within what the
--- call's budget leaves), the reply counts (COUNT_FIELDS, zero_counts,
--- add_counts, reply).
--- Assumes: everything above. A thread fails, if it does, before its first
--- delete.
+-- List, plan and delete one thread within what the call's budget leaves; the reply counts. A thread
+-- fails, if it does, before its first delete.
+-- Provides: add_counts, prune_thread, reply, zero_counts
+-- Assumes: check_write_prefix, count_tagged, delete_doomed, first_look, freed_blobs, keys_left,
+--   leftovers, list_checkpoints, newest_root, plan, reads_left, registered_writes
 
 local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
 

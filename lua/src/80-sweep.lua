@@ -1,11 +1,13 @@
 
 -- Sweeps and orphans -------------------------------------------------------------
--- Provides: a sweep's state and its visits (sweep_state, spent, visit,
--- counted: one thread of a pass, its failure recorded as data), and the
--- orphans phase (orphan_steps: SCAN for keys whose checkpoint is gone; it
--- finds no threads).
--- Assumes: everything above. A sweep charges its budget's `work` for what is
--- not a delete; a call stops once keys + work reach BUDGET.
+-- A sweep's visits (one thread of a pass, its failure recorded as data) and the orphans phase (SCAN
+-- for keys whose checkpoint is gone: it finds no thread). A sweep charges its budget's `work` for
+-- what is not a delete; a call stops once keys + work reach BUDGET.
+-- Provides: COST, counted, orphan_steps, spent, sweep_state, visit
+-- Assumes: DEFAULT_GRACE_MS, MIN_BUDGET, ZSET_PREFIX, add_counts, check_allowed, checkpoint_gone,
+--   checkpoint_key, get_string, guard, identity, is_placeholder, keys_left, latest_start, now_ms,
+--   older, prune_thread, rcall, registry_owner, sink, starts_with, thread_failure, thread_record,
+--   unless_wrongtype, write_prefix
 
 local SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
 local MAX_FAILED = 100 -- failed threads named in one reply (all are counted)

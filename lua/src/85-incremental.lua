@@ -1,20 +1,19 @@
 
 -- Passes: full and incremental ----------------------------------------------------
--- Provides: a sweep pass (begin_pass, parse_cursor, pass_cursor, record_pass),
--- the watermark (when the last complete pass of the same rule began) and
--- window_steps: the one way a sweep finds threads, through the checkpoint
--- index by checkpoint_ts: an incremental pass reads the time windows since
--- the watermark, a full pass every checkpoint_ts there can be.
--- Assumes: everything above. checkpoint_ts is the writing client's clock in ms
--- (a float, stamped before the write reaches Redis); a document without it is
--- found by no pass (ORPHANS judges what the index cannot group). Watermarks
--- are server time: MARGIN covers the clients' skew and put latency.
+-- A sweep pass and its cursor, the watermark (when the last complete pass of the same rule began)
+-- and the one way a sweep finds threads: through the checkpoint index by checkpoint_ts, an
+-- incremental pass in the time windows since the watermark, a full pass over every checkpoint_ts
+-- there can be. checkpoint_ts is the writing client's clock in ms (a float, stamped before the
+-- write reaches Redis); a document without it is found by no pass. Watermarks are server time:
+-- MARGIN covers the clients' skew and put latency.
+-- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
+-- Assumes: COST, LAYOUTS, WATERMARKS, capped, checkpoint_key, counted, fail, guard, latest_id, now_ms,
+--   rcall, show, spent, unless_wrongtype, visit
 
 local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
 local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
 local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
-local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least) ...
-local MAX_SEGMENT = 4000 -- ... and at most this many (a 1 ms segment holding more: up to this many threads)
+local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least)
 local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
 local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
 
@@ -235,13 +234,6 @@ local function before(a, b)
   return #a < #b
 end
 
--- The most groups one FT.AGGREGATE may return here, up to MAX_SEGMENT
--- (see limit_cap), learned once per load.
-local function group_cap(ctx)
-  server.group_cap = server.group_cap or limit_cap(ctx, 'FT.AGGREGATE', MAX_SEGMENT)
-  return server.group_cap
-end
-
 -- The thread ids (as stored) of the checkpoints with checkpoint_ts in [lo, hi),
 -- `n` of them (at most `limit`: a millisecond may hold more), sorted (see
 -- before); how many groups had no id (a document without a thread_id, or one
@@ -310,7 +302,7 @@ end
 
 -- The most entries a segment's count and grouping may ask for here.
 local function segment_cap(ctx)
-  return math.min(group_cap(ctx), ctx.cap - 1)
+  return math.min(ctx.group_cap, ctx.cap - 1)
 end
 
 -- The segment the pass is in or begins next within window w: [lo, hi), its

@@ -1,7 +1,11 @@
 
 -- Registered functions ---------------------------------------------------------------
--- Provides: the functions Redis runs, each with its contract, and their flags.
--- Assumes: everything above.
+-- The functions Redis runs, each with its contract, and their flags.
+-- Provides: nothing
+-- Assumes: BUILD, MAX_MANY, MIN_BUDGET, VERSION, WATERMARKS, add_counts, check_allowed, check_server,
+--   check_thread, context, entry, fail, guard, keys_left, ms, orphan_steps, parse_count, parse_cursor,
+--   parse_options, pass_cursor, policy, prune_thread, record_pass, reply, require_index, show,
+--   sweep_state, window_steps, zero_counts
 -- Flags: lgprune_version is `no-writes` and `allow-stale` (it runs on
 -- replicas, with FCALL_RO, at maxmemory and on a replica that lost its
 -- primary). The pruning functions are `allow-oom`: their job is to free
