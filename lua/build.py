@@ -48,7 +48,7 @@ def code_of(text: str) -> str:
 
 def definitions(text: str) -> set[str]:
     """The names a part's top level defines."""
-    found = set()
+    found: set[str] = set()
     for m in DEFINITION.finditer(code_of(text)):
         found.update(n.strip() for n in (m.group(1) or m.group(2) or m.group(3)).split(","))
     return found
