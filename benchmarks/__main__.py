@@ -45,7 +45,8 @@ def main() -> None:
         "--engine-against",
         type=Path,
         metavar="LUA_FILE",
-        help="the engine suite also prunes with this build of the library, in the same rotation "
+        help="the engine and incremental suites also prune with this build of the library, in the same "
+        "rotation "
         "(e.g. the output of `git show REV:lua/lgprune.lua`)",
     )
     parser.add_argument(
@@ -106,7 +107,10 @@ def run_suites(args: argparse.Namespace, url: str, kind: str, out: Path) -> None
         write_shapes(out, shapes.measure(client, huge=5_000 if args.quick else 20_000), where=where)
     if "incremental" in args.suites:
         incremental_runs = args.runs or (3 if args.quick else 5)
-        found, notes = incremental.measure(client, runs=incremental_runs, quick=args.quick)
+        against_text = args.engine_against.read_text() if args.engine_against else None
+        found, notes = incremental.measure(
+            client, runs=incremental_runs, quick=args.quick, against=against_text
+        )
         write_incremental(out, found, where=where, runs=incremental_runs, notes=notes)
     if "js" in args.suites:
         sizes, turns, keep = ([20], 6, 3) if args.quick else ([100, 300, 1000], 10, 3)

@@ -9,7 +9,8 @@ its checkpoint_ts rewritten per thread so that the threads' checkpoints spread o
 the hours (idle) or over the hour since the watermark (active).
 
 Contenders, in one rotation per case: lgprune incremental (`sweep(5)`, which must
-report kind "incremental"), lgprune full (`sweep(5, full=True)`), the floor (UNLINK of
+report kind "incremental"), lgprune full (`sweep(5, full=True)`), with `against` (another
+build of the library) both again with that build, the floor (UNLINK of
 exactly the doomed keys, known in advance, 2,000 per script) and bare: the floor plus
 the reads an index-discovery design cannot avoid (one count and one GROUPBY
 @thread_id over the window the incremental pass reads, then per active thread the
@@ -136,13 +137,14 @@ QUICK_CASES = (
 QUICK_PLOT_ACTIVE = 200
 
 CONTENDERS = ("incremental", "full", "floor", "bare")
+AGAINST = ("incremental-against", "full-against")  # the same sweeps with another build of the library
 
 
 @dataclass
 class Result:
     case: Case
     threads: int  # as built (a case too large for memory is scaled down)
-    samples: dict[str, list[Sample]] = field(default_factory=lambda: {c: [] for c in CONTENDERS})
+    samples: dict[str, list[Sample]] = field(default_factory=lambda: {c: [] for c in CONTENDERS + AGAINST})
     discovery_ms: list[float] = field(default_factory=list)  # bare's count and GROUPBY call
 
     def server_ms(self, contender: str) -> float:
@@ -322,11 +324,18 @@ def build(
     return store
 
 
-def _once(client: redis.Redis, store: Store, contender: str) -> tuple[Sample, float]:
+def _once(
+    client: redis.Redis, store: Store, contender: str, against: str | None = None
+) -> tuple[Sample, float]:
     """The active threads afresh, then one contender's prune, checked. Returns its
-    sample and, for bare, its discovery call's ms (else 0)."""
+    sample and, for bare, its discovery call's ms (else 0). The -against contenders
+    sweep with the library code `against`, then ours is loaded again."""
     store.prepare(client)
     pruner = Pruner(client)
+    pruner.install()
+    if contender.endswith("-against"):
+        assert against is not None
+        client.function_load(against, replace=True)  # the pruner, installed already, calls it
     kinds: list[str] = []
     ids: list[str] = []
 
@@ -345,7 +354,9 @@ def _once(client: redis.Redis, store: Store, contender: str) -> tuple[Sample, fl
             client.fcall("bench_reads_threads", 0, KEEP, *ids[first : first + BARE_THREADS_PER_CALL])
         floor()
 
-    fn = {"incremental": sweep(False), "full": sweep(True), "floor": floor, "bare": bare}[contender]
+    fn = {"incremental": sweep(False), "full": sweep(True), "floor": floor, "bare": bare}[
+        contender.removesuffix("-against")
+    ]
     client.slowlog_reset()
     sample = _timed(client, fn)
     discovery = 0.0
@@ -353,8 +364,11 @@ def _once(client: redis.Redis, store: Store, contender: str) -> tuple[Sample, fl
         if sorted(ids) != sorted(store.active.thread_ids()):
             raise AssertionError(f"bare found {len(ids)} threads, not the {store.active_count} active")
         discovery = _first_fcall_ms(client, "bench_discover")
-    if contender in ("incremental", "full") and kinds != [contender]:
-        raise AssertionError(f"sweep(full={contender == 'full'}) ran a {kinds} pass")
+    kind = contender.removesuffix("-against")
+    if kind in ("incremental", "full") and kinds != [kind]:
+        raise AssertionError(f"{contender}: sweep(full={kind == 'full'}) ran a {kinds} pass")
+    if contender.endswith("-against"):
+        pruner.install(force=True)
     store.check(client, contender)
     return sample, discovery
 
@@ -366,9 +380,13 @@ def _first_fcall_ms(client: redis.Redis, function: str) -> float:
     return float(sum(e["duration"] / 1000 for e in entries if e["command"].startswith(prefix)))
 
 
-def measure(client: redis.Redis, *, runs: int, quick: bool = False) -> tuple[list[Result], list[str]]:
+def measure(
+    client: redis.Redis, *, runs: int, quick: bool = False, against: str | None = None
+) -> tuple[list[Result], list[str]]:
     """Each case `runs` times per contender, the contenders' order rotating from run to
-    run. Returns the results and notes (cases scaled down to fit memory)."""
+    run; with `against` (the text of a Lua library file), both sweeps with that build too.
+    Returns the results and notes (cases scaled down to fit memory)."""
+    contenders = CONTENDERS + (AGAINST if against else ())
     fields = watermark_fields(client)
     templates = {
         n: stamped(template_items(client, n, writes=1))
@@ -401,9 +419,9 @@ def measure(client: redis.Redis, *, runs: int, quick: bool = False) -> tuple[lis
         )
         result = Result(case, threads)
         for run in range(runs):
-            shift = run % len(CONTENDERS)
-            for contender in CONTENDERS[shift:] + CONTENDERS[:shift]:
-                sample, discovery = _once(client, store, contender)
+            shift = run % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
+                sample, discovery = _once(client, store, contender, against)
                 result.samples[contender].append(sample)
                 if contender == "bare":
                     result.discovery_ms.append(discovery)
@@ -413,7 +431,8 @@ def measure(client: redis.Redis, *, runs: int, quick: bool = False) -> tuple[lis
             f"full {result.server_ms('full'):.1f} ms, floor {result.server_ms('floor'):.1f} ms, "
             f"bare {result.server_ms('bare'):.1f} ms ({result.ratio('bare'):.2f}x; discovery "
             f"{statistics.median(result.discovery_ms):.1f} ms), longest call {result.longest_ms():.1f} ms, "
-            f"calls {result.calls():g}",
+            f"calls {result.calls():g}"
+            + "".join(f", {c} {result.server_ms(c):.1f} ms" for c in contenders if c in AGAINST),
             flush=True,
         )
         results.append(result)

@@ -15,6 +15,7 @@ from benchmarks.core import Timing
 from benchmarks.dimensions import Point
 from benchmarks.engine import Result
 from benchmarks.hook import HookRun
+from benchmarks.incremental import AGAINST as INCREMENTAL_AGAINST
 from benchmarks.incremental import SCALING_LIMIT
 from benchmarks.incremental import Result as IncrementalResult
 from benchmarks.incremental import scaling as incremental_scaling
@@ -325,7 +326,7 @@ def write_incremental(
         "ago; a watermark says a complete pass of the rule began an hour ago; active threads received",
         "10 checkpoints (x 1 write) since, each then holding 14, of which 9 go. Incremental:",
         "`Pruner.sweep(5)` (kind incremental: the threads found by checkpoint_ts through the index);",
-        "full: `sweep(5, full=True)` (SCAN over every thread's latest pointer). The floor UNLINKs exactly",
+        "full: `sweep(5, full=True)` (every checkpoint_ts through the index). The floor UNLINKs exactly",
         "the doomed keys, known in advance (2,000 per script); bare is the floor plus the reads an",
         "index-discovery design cannot avoid (one count and one GROUPBY @thread_id over the window the",
         "incremental pass reads, in one call; then each active thread's checkpoints, writes and kept",
@@ -361,6 +362,23 @@ def write_incremental(
             f"cost at {base.threads:,} ({r.server_ms('incremental'):.1f} against "
             f"{base.server_ms('incremental'):.1f} ms); goal <= {SCALING_LIMIT:g}x: {verdict}.",
         ]
+    compared = [r for r in results if all(r.samples[c] for c in INCREMENTAL_AGAINST)]
+    if compared:
+        lines += [
+            "",
+            "The same sweeps with the other build of the library (`--engine-against`), in the same rotation:",
+            "",
+            "| case | incremental ms | against ms | x against | full ms | against ms | x against |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in compared:
+            inc, inc_a = r.server_ms("incremental"), r.server_ms("incremental-against")
+            full, full_a = r.server_ms("full"), r.server_ms("full-against")
+            lines.append(
+                f"| {r.threads:,} threads, {r.case.active:,} active "
+                f"| {inc:.1f} | {inc_a:.1f} | {inc / inc_a:.2f} "
+                f"| {full:.1f} | {full_a:.1f} | {full / full_a:.2f} |"
+            )
     lines += [f"\nNote: {note}." for note in notes]
     lines += ["", FOOTER, ""]
     (out / "incremental.md").write_text("\n".join(lines))
