@@ -33,13 +33,12 @@ log = logging.getLogger("lgprune")
 
 @dataclass
 class Bounds:
-    """The limits, and what the cap refused since its last log line (shared by every
-    connection of one server)."""
+    """The limits, and what the cap refused (shared by every connection of one server)."""
 
     max_connections: int
     header_timeout: float  # seconds
     body_timeout: float  # seconds
-    refused: int = 0
+    refused: int = 0  # connections refused at the cap, since the server started
     logged: float | None = None  # time.monotonic() of the last line about the cap
 
     def refuse(self, open_connections: int) -> None:
@@ -49,11 +48,11 @@ class Bounds:
         if self.logged is None or now - self.logged >= LOG_EVERY:
             log.warning(
                 "lgprune: %d connections are open, the most --max-connections allows: new ones are "
-                "answered 503 and closed until some end (%d refused since the last such line)",
+                "answered 503 and closed until some end (%d refused so far)",
                 open_connections - 1,
                 self.refused,
             )
-            self.logged, self.refused = now, 0
+            self.logged = now
 
 
 def raw_answer(status: int, message: str) -> bytes:
