@@ -559,6 +559,7 @@ def test_a_cron_sweep_writes_a_textfile_for_node_exporter(
     assert second[("lgprune_checkpoints_deleted_total", ())] == 3
     success = ("lgprune_last_sweep_success_timestamp_seconds", ())
     assert second[success] == first[success]  # the alert sees how long since the last good one
+    assert not [name for name, _ in second if name.endswith("_created")]  # carried over, not created
     assert [p.name for p in path.parent.iterdir()] == [
         "lgprune.prom"
     ]  # written atomically, nothing left over

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from prometheus_client import write_to_textfile
+from prometheus_client import disable_created_metrics, write_to_textfile
 
 from lgprune.metrics import Metrics
 from lgprune.results import SweepResult
@@ -20,6 +20,9 @@ from lgprune.results import SweepResult
 
 def write_sweep_metrics(path: Path, result: SweepResult | None, *, started: float, outcome: str) -> None:
     """Record one sweep (`result` None when it failed before a first reply) in `path`."""
+    # a counter carried over was not created by this run: no `_created` series that says so
+    # (a process-wide switch: this runs in the command line's process, never in a service's)
+    disable_created_metrics()
     metrics = Metrics(service=False)
     with contextlib.suppress(OSError, ValueError):  # none on the first run, or not a textfile
         metrics.carry_over(path.read_text())
