@@ -22,7 +22,7 @@ def write_sweep_metrics(path: Path, result: SweepResult | None, *, started: floa
     """Record one sweep (`result` None when it failed before a first reply) in `path`."""
     # a counter carried over was not created by this run: no `_created` series that says so
     # (a process-wide switch: this runs in the command line's process, never in a service's)
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics(service=False)
     with contextlib.suppress(OSError, ValueError):  # none on the first run, or not a textfile
         metrics.carry_over(path.read_text())
