@@ -2,11 +2,14 @@
 input, and calls the service core (`lgprune.service.core`).
 
 Status policy, one error shape `{"error": "<one line>"}` for every 4xx and 5xx:
-400 the body is not JSON; 401 no token or a wrong one; 403 a Host or Origin the service
-does not answer to; 404 no such path or sweep; 405 wrong method; 409 a sweep is running;
-413 the body is too large; 415 the body is not `application/json`; 422 JSON or query
-parameters that break a rule (types, ranges, unknown fields, a thread id the library
-refuses); 503 Redis does not answer or cannot prune (modules, index); 500 a bug.
+400 the body is not JSON (or, from the connection, not HTTP); 401 no token or a wrong one
+(each said apart); 403 a Host or Origin the service does not answer to; 404 no such path
+or sweep; 405 wrong method; 409 a sweep is running; 413 the body is too large; 415 the
+body is not `application/json`; 422 JSON or query parameters that break a rule (types,
+ranges, unknown fields, a thread id the library refuses); 503 Redis does not answer or
+cannot prune (modules, index), or (from the connection) too many are open; 500 a bug.
+A refusal of a request that could delete says that nothing was. Every GET route answers
+HEAD.
 """
 
 from __future__ import annotations
