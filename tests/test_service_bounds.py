@@ -185,6 +185,19 @@ def test_uvicorns_own_400_has_the_error_shape_and_the_headers(bounded: Service) 
             assert error.startswith("Invalid HTTP request received"), error
 
 
+def test_malformed_requests_by_the_dozen_are_one_log_line(redis_url: str, saver: RedisSaver) -> None:
+    service = start(redis_url)
+    try:
+        for _ in range(30):
+            with connect(service, b"NOT HTTP AT ALL\r\n\r\n") as sock:
+                assert_error_shape(until_closed(sock)[0], 400)
+        assert service.call("GET", "/healthz", token=None)[0] == 200
+    finally:
+        stop(service)
+    err = stderr_of(service)
+    assert err.count("Invalid HTTP request received") == 1 and "Traceback" not in err, err
+
+
 def test_head_is_answered_wherever_get_is(served_head: Service) -> None:
     for path in ("/", "/healthz", "/metrics", "/stats", "/sweeps", "/sweeps/none"):
         request = urllib.request.Request(served_head.base + path, method="HEAD")

@@ -66,11 +66,16 @@ def client_cap(max_connections: int | None, redis_connections: int) -> int:
 
 
 def log_config() -> dict[str, Any]:
-    """uvicorn's logging, with lgprune's own lines (a sweep, a failure, the cap) beside its."""
+    """uvicorn's logging, with lgprune's own lines (a sweep, a failure, the cap) beside its,
+    and its line about a malformed request at most once a minute."""
     import uvicorn.config
 
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["loggers"]["lgprune"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config.setdefault("filters", {})["invalid_requests"] = {
+        "()": "lgprune.service.connections.InvalidRequestsLogged"
+    }
+    config["loggers"]["uvicorn.error"]["filters"] = ["invalid_requests"]
     return config
 
 

@@ -8,7 +8,8 @@
   answered 503 and closed at once (so asyncio never meets "Too many open files"), with one
   log line, at most once a minute, instead of one per connection;
 * uvicorn's own `400 Invalid HTTP request received.` (a malformed request line, a bad
-  `Content-Length`, two `Host` headers) in the service's error shape, with its headers.
+  `Content-Length`, two `Host` headers) in the service's error shape, with its headers,
+  and its log line about it at most once a minute (`InvalidRequestsLogged`).
 
 uvicorn takes it as `uvicorn.Config(app, http=bounded(Bounds(...)))`.
 """
@@ -53,6 +54,24 @@ class Bounds:
                 self.refused,
             )
             self.logged = now
+
+
+class InvalidRequestsLogged(logging.Filter):
+    """For uvicorn's own logger: its "Invalid HTTP request received." (one per malformed
+    request, which anyone who connects can send by the thousand) at most once a minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "Invalid HTTP request received.":
+            return True
+        now = time.monotonic()
+        if self.logged is not None and now - self.logged < LOG_EVERY:
+            return False
+        self.logged = now
+        return True
 
 
 def raw_answer(status: int, message: str) -> bytes:
