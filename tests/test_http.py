@@ -371,22 +371,28 @@ def test_redis_down_is_a_503_in_one_line() -> None:
             status, answer = service.call(method, path, body)
             assert status == 503, answer
             assert "\n" not in answer["error"] and "Traceback" not in answer["error"]
-        status, text = service.call("GET", "/metrics", token=None)
-        assert status == 200 and "lgprune_redis_up 0.0" in text
+        values = metric_values(service.call("GET", "/metrics", token=None)[1])
+        assert (values[("lgprune_redis_up", ())], values[("lgprune_store_ready", ())]) == (0, 0)
         status, page = service.call("GET", "/")
         assert status == 200 and "Redis does not answer" in page
     finally:
         stop(service)
 
 
-def test_a_server_without_the_modules_is_unhealthy() -> None:
+def test_a_server_without_the_modules_is_up_but_not_ready() -> None:
+    """Redis answers PING, so an alert on lgprune_redis_up stays quiet; lgprune_store_ready
+    and the page say what is missing."""
     with EmbeddedRedis(modules=False) as bare:
         service = start(bare.url)
         try:
             status, answer = service.call("GET", "/healthz", token=None)
             assert status == 503 and "module" in answer["error"] and "\n" not in answer["error"]
-            status, text = service.call("GET", "/metrics", token=None)
-            assert status == 200 and "lgprune_redis_up 0.0" in text
+            assert answer["error"].startswith("the store is not ready: "), answer
+            values = metric_values(service.call("GET", "/metrics", token=None)[1])
+            assert (values[("lgprune_redis_up", ())], values[("lgprune_store_ready", ())]) == (1, 0)
+            status, page = service.call("GET", "/")
+            assert status == 200 and "The store is not ready: " in page
+            assert "Redis does not answer" not in page
         finally:
             stop(service)
 
@@ -492,8 +498,13 @@ def test_a_service_started_before_the_index_waits_for_it(redis_url: str, r: redi
     try:
         status, answer = service.call("GET", "/stats")
         assert status == 503 and '"checkpoint" does not exist' in answer["error"], answer
+        assert "--checkpoint-prefix" in answer["error"] and "CHECKPOINT_PREFIX" not in answer["error"]
         time.sleep(1.5)  # a refresh or two fail meanwhile
-        assert metric_values(service.call("GET", "/metrics", token=None)[1])[("lgprune_redis_up", ())] == 0
+        values = metric_values(service.call("GET", "/metrics", token=None)[1])
+        assert (values[("lgprune_redis_up", ())], values[("lgprune_store_ready", ())]) == (1, 0)
+        _, page = service.call("GET", "/")
+        assert "The store is not ready: index &quot;checkpoint&quot; does not exist" in page, page
+        assert "--layout" in page and "Redis does not answer" not in page
         saver = RedisSaver(redis_client=r)
         saver.setup()
         put_checkpoints(saver, "t", 3)
@@ -505,6 +516,8 @@ def test_a_service_started_before_the_index_waits_for_it(redis_url: str, r: redi
             assert time.monotonic() < deadline, "the refresh stopped"
             time.sleep(0.2)
         assert service.call("GET", "/stats")[0] == 200
+        assert service.call("GET", "/healthz", token=None)[0] == 200
+        assert metric_values(service.call("GET", "/metrics", token=None)[1])[("lgprune_store_ready", ())] == 1
     finally:
         stop(service)
     err = service.process.stderr.read() if service.process.stderr else ""
@@ -546,6 +559,7 @@ def test_a_cron_sweep_writes_a_textfile_for_node_exporter(
     assert second[("lgprune_checkpoints_deleted_total", ())] == 3
     success = ("lgprune_last_sweep_success_timestamp_seconds", ())
     assert second[success] == first[success]  # the alert sees how long since the last good one
+    assert not [name for name, _ in second if name.endswith("_created")]  # carried over, not created
     assert [p.name for p in path.parent.iterdir()] == [
         "lgprune.prom"
     ]  # written atomically, nothing left over

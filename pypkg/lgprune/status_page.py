@@ -86,7 +86,7 @@ def render_status(
     *,
     stats: Stats | None,
     keep: int,
-    redis_detail: str | None,
+    trouble: str | None,
     sweeps: list[dict[str, Any]],
     next_sweep: str | None,
     schedule: str | None,
@@ -97,8 +97,8 @@ def render_status(
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>lgprune</title><style>{STYLE}</style>"
     ]
     parts.append("</head><body><h1>lgprune</h1>")
-    if redis_detail is not None:
-        parts.append(f'<p class="down" id="redis-down">Redis does not answer: {escape(redis_detail)}</p>')
+    if trouble is not None:  # "Redis does not answer: ..." or "the store is not ready: ..."
+        parts.append(f'<p class="down" id="trouble">{escape(trouble[:1].upper() + trouble[1:])}</p>')
     if stats is not None:
         totals = [
             ("threads", number(stats.threads)),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import resource
 import signal
 import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +26,7 @@ from lgprune.cli.common import (
     Orphans,
     Url,
     WritePrefix,
+    cli_message,
     client,
     duration,
     errors,
@@ -36,6 +39,44 @@ from lgprune.sweep_plan import SweepPlan
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 WILDCARD = {"0.0.0.0", "::", ""}
 REDIS_WAIT = 30.0  # seconds a request waits for a free Redis connection before a 503
+FILES_RESERVED = 64  # open files kept beside clients and Redis connections (logs, DNS, the listener)
+HEADER_TIMEOUT = 10.0  # seconds for a request's header
+BODY_TIMEOUT = 10.0  # seconds for its body (at most a few KiB)
+MAX_CLIENTS = 1000  # the default cap on client connections, where the file limit allows it
+
+
+def client_cap(max_connections: int | None, redis_connections: int) -> int:
+    """--max-connections, checked against the process's file limit (`ulimit -n`); by
+    default the smaller of MAX_CLIENTS and half of what that limit leaves."""
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    room = (files if files != resource.RLIM_INFINITY else 1 << 20) - redis_connections - FILES_RESERVED
+    if max_connections is None:
+        if room < 2:
+            fail(InvalidArgumentError(f"the process may open {files} files (ulimit -n): too few to serve"))
+        return min(MAX_CLIENTS, room // 2)
+    if max_connections > room:
+        fail(
+            InvalidArgumentError(
+                f"--max-connections {max_connections}: the process may open {files} files (ulimit -n), "
+                f"--redis-connections takes {redis_connections} and {FILES_RESERVED} are kept aside, "
+                f"so at most {max(room, 0)}"
+            )
+        )
+    return max_connections
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with lgprune's own lines (a sweep, a failure, the cap) beside its,
+    and its line about a malformed request at most once a minute."""
+    import uvicorn.config
+
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["lgprune"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config.setdefault("filters", {})["invalid_requests"] = {
+        "()": "lgprune.service.connections.InvalidRequestsLogged"
+    }
+    config["loggers"]["uvicorn.error"]["filters"] = ["invalid_requests"]
+    return config
 
 
 def read_token(token_file: Path | None) -> str:
@@ -131,6 +172,29 @@ def serve(
     checkpoint_prefix: CheckpointPrefix = "checkpoint",
     write_prefix: WritePrefix = "checkpoint_write",
     layout: Layout = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Client connections open at most; past it a new one is answered 503 and closed. "
+            "Default: 1000, or half of what the file limit (ulimit -n) leaves.",
+            show_default=False,
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float,
+        duration(
+            "--header-timeout",
+            "Close a connection whose request header is not complete in this time (default 10s).",
+        ),
+    ] = HEADER_TIMEOUT,
+    body_timeout: Annotated[
+        float,
+        duration(
+            "--body-timeout",
+            "Close a connection whose request body is not complete in this time (default 10s).",
+        ),
+    ] = BODY_TIMEOUT,
 ) -> None:
     """Serve the HTTP API (prune, sweep, stats), Prometheus /metrics and a status page at /.
     Needs `pip install 'lgprune[serve]'`. SIGTERM/SIGINT finish the current call, then stop."""
@@ -140,8 +204,14 @@ def serve(
 
         from lgprune.http import create_app
         from lgprune.pruner import AsyncPruner
+        from lgprune.service.connections import Bounds, bounded
     except ImportError as error:
-        fail(RuntimeError(f"lgprune serve needs `pip install 'lgprune[serve]'` ({error})"))
+        fail(
+            RuntimeError(
+                "lgprune serve needs its extra: `pip install 'lgprune[serve]'` (from PyPI), or "
+                f"`pip install '.[serve]'` in a clone of the repository ({error})"
+            )
+        )
     token = read_token(token_file)
     if not token and host not in LOOPBACK:
         fail(InvalidArgumentError(f"--host {host} needs a token ($LGPRUNE_TOKEN or --token-file)"))
@@ -149,6 +219,7 @@ def serve(
         fail(InvalidArgumentError("--sweep-keep and --sweep-every go together"))
     if grace is not None and not orphans:
         fail(InvalidArgumentError("--grace applies to --orphans only"))
+    bounds = Bounds(client_cap(max_connections, redis_connections), header_timeout, body_timeout)
     with errors():
         plan = None
         if sweep_keep is not None:
@@ -175,9 +246,13 @@ def serve(
             refresh_every=refresh_every,
             allowed_hosts=answers_to(host, port, list(allowed_host or [])),
             any_ip=host in WILDCARD,
+            error_text=cli_message,
         )
     sock = listen(host, port)
-    server = uvicorn.Server(uvicorn.Config(web, log_level="warning", access_log=False))
+    config = uvicorn.Config(
+        web, http=bounded(bounds), log_config=log_config(), log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         # uvicorn shuts down gracefully on these, then raises them again for the handlers it
         # found: ours, so that a clean stop exits 0 (as `sweep --every` does)

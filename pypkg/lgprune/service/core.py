@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -107,12 +108,34 @@ class Settings:
         return self.schedule.keep if self.schedule is not None else 10
 
 
-class Service:
-    """The state behind the app: the pruner, sweeps, the last refresh, metrics."""
+@dataclass(frozen=True)
+class Health:
+    """The last check: whether Redis answers PING, whether the store can be pruned (the
+    modules, the saver's index and layout, the library), and the library version or why not."""
 
-    def __init__(self, pruner: AsyncPruner, settings: Settings) -> None:
-        self.pruner, self.settings = pruner, settings
+    redis_up: bool
+    ready: bool
+    detail: str
+
+    @property
+    def problem(self) -> str | None:
+        if not self.redis_up:
+            return f"Redis does not answer: {self.detail}"
+        return None if self.ready else f"the store is not ready: {self.detail}"
+
+
+class Service:
+    """The state behind the app: the pruner, sweeps, the last refresh, metrics.
+    `error_text` words an error in one line for answers, logs and the page (`lgprune serve`
+    names its flags)."""
+
+    def __init__(
+        self, pruner: AsyncPruner, settings: Settings, error_text: Callable[[BaseException], str] = one_line
+    ) -> None:
+        self.pruner, self.settings, self.error_text = pruner, settings, error_text
         self.metrics = Metrics(service=True)
+        self.last_health: Health | None = None
+        self.refreshed_at: float | None = None
         self.sweeps: OrderedDict[str, SweepRecord] = OrderedDict()
         self.running: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
@@ -121,7 +144,7 @@ class Service:
         self.stats_error: str | None = None
         self._stats_lock = asyncio.Lock()
         self._recent: OrderedDict[tuple[int, int], tuple[float, Stats]] = OrderedDict()
-        self._health: tuple[float, bool, str] | None = None
+        self._health: tuple[float, Health] | None = None
         self._health_lock = asyncio.Lock()
         self._jobs: list[asyncio.Task[None]] = []
 
@@ -195,12 +218,13 @@ class Service:
             record.outcome = "dry_run" if plan.dry_run else "success"
         except _Stopped:
             record.outcome = "stopped"
-        except Exception as error:  # recorded, shown, counted; never raised into the loop
-            record.outcome, record.error = "failure", one_line(error)
+        except Exception as error:  # recorded, shown, counted, logged; never raised into the loop
+            record.outcome, record.error = "failure", self.error_text(error)
         record.finished = time.time()
         self.metrics.sweep(
             record.outcome, started=record.started, finished=record.finished, kind=record.result.kind
         )
+        log_sweep(record)
 
     # --- the store's figures -----------------------------------------------------------
 
@@ -210,12 +234,12 @@ class Service:
         try:
             await self.stats(self.settings.keep, 20, shared=False)
             self.stats_error = None
-            self.metrics.redis_up = 1
-        except Exception as error:  # the next refresh tries again; /metrics says Redis is not up
-            if one_line(error) != self.stats_error:
-                log.warning("lgprune: the refresh of the store's figures failed: %s", one_line(error))
-            self.stats_error = one_line(error)
-            self.metrics.redis_up = 0
+        except Exception as error:  # the next refresh tries again; /metrics says what is wrong
+            text = self.error_text(error)
+            if text != self.stats_error:
+                log.warning("lgprune: the refresh of the store's figures failed: %s", text)
+            self.stats_error = text
+        await self.health(fresh=True)  # the gauges and the page's banner, checked as /healthz does
 
     def recent_stats(self, keep: int, top: int) -> Stats | None:
         """Stats for `keep` and `top` computed within STATS_TTL, else None; reads nothing."""
@@ -239,31 +263,74 @@ class Service:
                     self._recent.popitem(last=False)
         if keep == self.settings.keep:
             self.stats_cache = found
+            self.refreshed_at = time.time()
             self.metrics.refreshed(found.threads, found.checkpoints, found.keys)
         return found
 
-    async def health(self) -> tuple[bool, str]:
-        """Whether Redis answers and can prune (modules, library, the saver's index), and the
-        library version or why not. Concurrent checks within a second share one probe."""
+    async def health(self, *, fresh: bool = False) -> Health:
+        """Whether Redis answers PING, and whether it can prune (modules, library, the
+        saver's index): a dry run on a probe id. Concurrent checks within a second share one
+        probe (`fresh`: not one from before this call)."""
         async with self._health_lock:
-            if self._health is not None and time.monotonic() - self._health[0] < HEALTH_TTL:
-                return self._health[1], self._health[2]
+            if not fresh and self._health is not None and time.monotonic() - self._health[0] < HEALTH_TTL:
+                return self._health[1]
             try:
                 await self.pruner.client.ping()
+            except (redis.RedisError, OSError) as error:
+                return self.checked(Health(False, False, self.error_text(error)))
+            try:
                 version = await self.pruner.install()
                 await self.pruner.prune(HEALTH_PROBE_ID, 0, dry_run=True)
-                up, detail = True, version
             except (redis.RedisError, LgpruneError, OSError) as error:
-                up, detail = False, one_line(error)
-            self.metrics.redis_up = 1 if up else 0
-            self._health = (time.monotonic(), up, detail)
-            return up, detail
+                return self.checked(Health(True, False, self.error_text(error)))
+            return self.checked(Health(True, True, version))
+
+    def checked(self, health: Health) -> Health:
+        """Record a check (the gauges, the page's banner) and return it."""
+        self.metrics.redis_up.set(health.redis_up)
+        self.metrics.store_ready.set(health.ready)
+        self.last_health = health
+        self._health = (time.monotonic(), health)
+        return health
+
+    def redis_failed(self, error: redis.RedisError) -> None:
+        """A request met a Redis error: a lost connection says Redis is not up (until the next check)."""
+        if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+            self.checked(Health(False, False, self.error_text(error)))
 
     def schedule_text(self) -> str | None:
         s = self.settings
         if s.schedule is None or s.sweep_every is None:
             return None
         return f"{s.schedule.describe()}, every {show(s.sweep_every)}"
+
+
+def log_sweep(record: SweepRecord) -> None:
+    """One log line for a sweep that ended: who started it, its kind, what it deleted (or
+    would), how long it took, and whether it finished; or why it failed."""
+    r, took = record.result, round(((record.finished or time.time()) - record.started) * 1000)
+    what = f"lgprune: sweep {record.id} ({record.trigger}, {r.kind}"
+    if record.outcome == "failure":
+        log.error(
+            "%s) failed after %d ms: %s (before it: %d checkpoints and %d keys deleted)",
+            what,
+            took,
+            record.error,
+            r.checkpoints_deleted,
+            r.keys_deleted,
+        )
+        return
+    log.info(
+        "%s%s): %d threads visited, %d checkpoints and %d keys %s in %d ms%s",
+        what,
+        ", dry run" if record.plan.dry_run else ", stopped" if record.outcome == "stopped" else "",
+        r.threads_visited,
+        r.checkpoints_deleted,
+        r.keys_deleted,
+        "would be deleted" if record.plan.dry_run else "deleted",
+        took,
+        "; unfinished: a thread was passed over (no watermark recorded)" if r.unfinished else "",
+    )
 
 
 @contextlib.asynccontextmanager

@@ -124,15 +124,18 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method = str(scope["method"])
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = split_host(headers.get("host", ""))
         if host is None or not self.host_ok(host):
             shown = headers.get("host", "")[:100]
-            await refuse(send, 403, f"Host {shown!r} is not one this service answers to (--allowed-host)")
+            await refuse(
+                send, 403, f"Host {shown!r} is not one this service answers to (--allowed-host)", method
+            )
             return
         origin = headers.get("origin")
         if origin is not None and not self.origin_ok(origin, host, scope.get("scheme", "http")):
-            await refuse(send, 403, f"requests from {origin[:100]!r} are refused: cross-origin")
+            await refuse(send, 403, f"requests from {origin[:100]!r} are refused: cross-origin", method)
             return
         if headers.get("sec-fetch-site", "").strip().lower() in FOREIGN_SITES:
             navigation = (
@@ -143,17 +146,19 @@ class Guard:
             )
             if not navigation:
                 site = headers["sec-fetch-site"][:20]
-                await refuse(send, 403, f"requests made by another site's page are refused ({site})")
+                await refuse(send, 403, f"requests made by another site's page are refused ({site})", method)
                 return
             scope.setdefault("state", {})[CACHED_ONLY] = True
         if scope["method"] not in BODY_METHODS_EXEMPT:
             kind = headers.get("content-type", "").partition(";")[0].strip().lower()
             if kind != "application/json":
-                await refuse(send, 415, "the body must be JSON, sent with Content-Type: application/json")
+                await refuse(
+                    send, 415, "the body must be JSON, sent with Content-Type: application/json", method
+                )
                 return
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await refuse(send, 413, f"the body is over {self.max_body} bytes")
+                await refuse(send, 413, f"the body is over {self.max_body} bytes", method)
                 return
         await self.app(scope, self.limited(receive), self.secured(send))
 
@@ -186,9 +191,13 @@ class Guard:
         return send_with_headers
 
 
-async def refuse(send: Send, status: int, message: str) -> None:
-    """An answer of the service's one error shape, `{"error": ...}`, sent before any app."""
-    body = json.dumps({"error": f"{message}; nothing was deleted"}).encode()
+def answer(status: int, message: str, method: str | None = None) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The service's one error shape, `{"error": ...}`, with its headers: for the checks
+    here and for the answers the connection itself gives (`lgprune.service.connections`).
+    A request that could delete (any method but GET, HEAD and OPTIONS; None: not known)
+    is told that nothing was deleted."""
+    told = message if method in BODY_METHODS_EXEMPT else f"{message}; nothing was deleted"
+    body = json.dumps({"error": told}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -196,5 +205,11 @@ async def refuse(send: Send, status: int, message: str) -> None:
         *SECURITY_HEADERS,
         DEFAULT_CSP,
     ]
+    return headers, body
+
+
+async def refuse(send: Send, status: int, message: str, method: str) -> None:
+    """An error answer sent before any app."""
+    headers, body = answer(status, message, method)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -2,11 +2,14 @@
 input, and calls the service core (`lgprune.service.core`).
 
 Status policy, one error shape `{"error": "<one line>"}` for every 4xx and 5xx:
-400 the body is not JSON; 401 no token or a wrong one; 403 a Host or Origin the service
-does not answer to; 404 no such path or sweep; 405 wrong method; 409 a sweep is running;
-413 the body is too large; 415 the body is not `application/json`; 422 JSON or query
-parameters that break a rule (types, ranges, unknown fields, a thread id the library
-refuses); 503 Redis does not answer or cannot prune (modules, index); 500 a bug.
+400 the body is not JSON (or, from the connection, not HTTP); 401 no token or a wrong one
+(each said apart); 403 a Host or Origin the service does not answer to; 404 no such path
+or sweep; 405 wrong method; 409 a sweep is running; 413 the body is too large; 415 the
+body is not `application/json`; 422 JSON or query parameters that break a rule (types,
+ranges, unknown fields, a thread id the library refuses); 503 Redis does not answer or
+cannot prune (modules, index), or (from the connection) too many are open; 500 a bug.
+A refusal of a request that could delete says that nothing was. Every GET route answers
+HEAD.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from lgprune.metrics import CONTENT_TYPE_LATEST
 from lgprune.protocol import FULL_EVERY_S
 from lgprune.pruner import AsyncPruner
 from lgprune.service.core import Service, Settings, iso, one_line, running
-from lgprune.service.guard import CACHED_ONLY, BodyTooLarge, Guard
+from lgprune.service.guard import BODY_METHODS_EXEMPT, CACHED_ONLY, BodyTooLarge, Guard
 from lgprune.status_page import PAGE_CSP, render_status
 from lgprune.sweep_plan import SweepPlan
 
@@ -72,7 +75,7 @@ class SweepRequest(BaseModel):
 
 
 class _Unauthorized(Exception):
-    """The request lacks the token."""
+    """The request lacks the token, or has another."""
 
 
 class _BadQuery(Exception):
@@ -141,9 +144,14 @@ async def authorized(
     token: str | None = request.app.state.token
     if token is None:
         return
-    given = bearer_token.credentials if bearer_token else basic_login.password if basic_login else ""
+    given = bearer_token.credentials if bearer_token else basic_login.password if basic_login else None
+    if given is None:
+        raise _Unauthorized(
+            "this endpoint needs the token: Authorization: Bearer <token>, or HTTP Basic with the "
+            "token as the password"
+        )
     if not hmac.compare_digest(given.encode(), token.encode()):
-        raise _Unauthorized
+        raise _Unauthorized("the token is wrong (it is $LGPRUNE_TOKEN or the --token-file of lgprune serve)")
 
 
 def schedules(app: FastAPI) -> contextlib.AbstractAsyncContextManager[None]:
@@ -168,6 +176,7 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     any_ip: bool = False,
     max_body: int = MAX_BODY,
+    error_text: Callable[[BaseException], str] = one_line,
 ) -> FastAPI:
     """The lgprune HTTP service over `pruner`.
 
@@ -179,10 +188,12 @@ def create_app(
     (`redis.asyncio.BlockingConnectionPool`) so that requests wait for a connection.
     Run as an app of its own, its lifespan runs the schedules; mounted in another app, pass
     `schedules(app)` to the host's lifespan (Starlette runs no mounted app's lifespan).
+    `error_text` words an error in one line (default: its text, any URL's password masked).
     """
     service = Service(
         pruner,
         Settings(schedule=sweep, sweep_every=sweep_every, stats_keep=stats_keep, refresh_every=refresh_every),
+        error_text,
     )
     token = token or None
 
@@ -201,14 +212,18 @@ def create_app(
 
     add_error_handlers(app, service)
 
-    @app.get("/healthz", dependencies=[Depends(takes())])
-    async def healthz() -> Response:
-        up, detail = await service.health()
-        if not up:
-            return problem(503, detail)
-        return JSONResponse({"redis": "ok", "library": detail})
+    def read(path: str, *dependencies: Any) -> Callable[[Any], Any]:
+        """A read-only route: GET, and HEAD wherever GET is."""
+        return app.api_route(path, methods=["GET", "HEAD"], dependencies=list(dependencies))
 
-    @app.get("/metrics", dependencies=[Depends(takes())])
+    @read("/healthz", Depends(takes()))
+    async def healthz() -> Response:
+        health = await service.health()
+        if health.problem is not None:
+            return problem(503, health.problem)
+        return JSONResponse({"redis": "ok", "library": health.detail})
+
+    @read("/metrics", Depends(takes()))
     async def metrics() -> Response:
         """The service's own counters and its last refresh: a scrape sends nothing to Redis."""
         return Response(service.metrics.text(), media_type=CONTENT_TYPE_LATEST)
@@ -233,18 +248,18 @@ def create_app(
             return problem(409, "a sweep is running: wait for it (GET /sweeps)")
         return JSONResponse({"sweep": record.id, "dry_run": plan.dry_run}, status_code=202)
 
-    @app.get("/sweeps", dependencies=guarded())
+    @read("/sweeps", *guarded())
     async def sweeps() -> Response:
         return JSONResponse({"sweeps": [r.view() for r in reversed(service.sweeps.values())]})
 
-    @app.get("/sweeps/{sweep_id}", dependencies=guarded())
+    @read("/sweeps/{sweep_id}", *guarded())
     async def one_sweep(sweep_id: str) -> Response:
         record = service.sweeps.get(sweep_id)
         if record is None:
             return problem(404, f"no sweep {sweep_id[:40]!r} among the last {len(service.sweeps)}")
         return JSONResponse(record.view())
 
-    @app.get("/stats", dependencies=guarded("keep", "top"))
+    @read("/stats", *guarded("keep", "top"))
     async def stats(
         keep: Annotated[int | None, Query(ge=0)] = None,
         top: Annotated[int, Query(ge=0, le=1000)] = 20,
@@ -252,31 +267,29 @@ def create_app(
         found = await service.stats(service.settings.keep if keep is None else keep, top)
         return JSONResponse(dataclasses.asdict(found))
 
-    @app.get("/", response_class=HTMLResponse, dependencies=guarded("keep"))
+    @read("/", *guarded("keep"))
     async def status(request: Request, keep: Annotated[int | None, Query(ge=0)] = None) -> Response:
         """The page shows the last background refresh (for another keep, or before the first
         refresh, stats computed as /stats computes them, shared for STATS_TTL); opened from
         another site's page, it reads nothing."""
         keep = service.settings.keep if keep is None else keep
         cached_only = bool(request.scope.get("state", {}).get(CACHED_ONLY))
-        if cached_only:
-            up, detail = service.stats_error is None, service.stats_error or ""
-        else:
-            up, detail = await service.health()
+        health = service.last_health if cached_only else await service.health()
+        trouble = None if health is None else health.problem
         found = service.stats_cache if keep == service.settings.keep else service.recent_stats(keep, 20)
-        if up and found is None and not cached_only:  # another keep, or before the first refresh
+        if trouble is None and found is None and not cached_only:  # another keep, or before the first refresh
             try:
                 found = await service.stats(keep, 20)
             except (redis.RedisError, LgpruneError, OSError) as error:
-                up, detail = False, one_line(error)
+                trouble = f"the store's figures could not be read: {service.error_text(error)}"
         page = render_status(
             stats=found,
             keep=keep,
-            redis_detail=None if up else detail,
+            trouble=trouble,
             sweeps=[r.view() for r in reversed(service.sweeps.values())],
             next_sweep=iso(service.next_sweep),
             schedule=service.schedule_text(),
-            refreshed=iso(service.metrics.store_refreshed) if found is service.stats_cache else None,
+            refreshed=iso(service.refreshed_at) if found is service.stats_cache else None,
         )
         return HTMLResponse(page, headers={"content-security-policy": PAGE_CSP})
 
@@ -286,30 +299,33 @@ def create_app(
 def add_error_handlers(app: FastAPI, service: Service) -> None:
     """Every 4xx and 5xx as `{"error": "<one line>"}` (see the status policy above)."""
 
+    def told(request: Request, message: str) -> str:
+        """A refusal of a request that could delete says that nothing was."""
+        return message if request.method in BODY_METHODS_EXEMPT else f"{message}; nothing was deleted"
+
     @app.exception_handler(_Unauthorized)
-    async def unauthorized(_: Request, __: Exception) -> Response:
+    async def unauthorized(_: Request, error: Exception) -> Response:
         return problem(
             401,
-            "this endpoint needs the token: Authorization: Bearer <token>, or HTTP Basic with the "
-            "token as the password",
+            str(error) or "this endpoint needs the token",
             headers={"WWW-Authenticate": 'Basic realm="lgprune", charset="UTF-8"'},
         )
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: Exception) -> Response:
+    async def http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         if error.status_code == 401:
-            return await unauthorized(_, error)
+            return await unauthorized(request, _Unauthorized())
         return problem(error.status_code, str(error.detail), headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def bad_query(_: Request, error: Exception) -> Response:
+    async def bad_query(request: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
-        return problem(422, validation_message(error.errors()) + "; nothing was deleted")
+        return problem(422, told(request, validation_message(error.errors())))
 
     @app.exception_handler(_BadQuery)
-    async def unknown_query(_: Request, error: Exception) -> Response:
-        return problem(422, f"{error}; nothing was deleted")
+    async def unknown_query(request: Request, error: Exception) -> Response:
+        return problem(422, told(request, str(error)))
 
     @app.exception_handler(_NotJson)
     async def not_json(_: Request, error: Exception) -> Response:
@@ -325,17 +341,18 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
         return problem(413, f"{error}; nothing was deleted")
 
     @app.exception_handler(InvalidArgumentError)
-    async def invalid(_: Request, error: Exception) -> Response:
-        return problem(422, f"{one_line(error)}; nothing was deleted")
+    async def invalid(request: Request, error: Exception) -> Response:
+        return problem(422, told(request, service.error_text(error)))
 
     @app.exception_handler(LgpruneError)
     async def lgprune_error(_: Request, error: Exception) -> Response:
-        return problem(503, one_line(error))
+        return problem(503, service.error_text(error))
 
     @app.exception_handler(redis.RedisError)
     async def redis_error(_: Request, error: Exception) -> Response:
-        service.metrics.redis_up = 0
-        return problem(503, f"Redis: {one_line(error)}")
+        assert isinstance(error, redis.RedisError)
+        service.redis_failed(error)
+        return problem(503, f"Redis: {service.error_text(error)}")
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> Response:
