@@ -290,3 +290,27 @@ def test_serve_without_its_extra_names_both_install_commands() -> None:
     )
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "pip install 'lgprune[serve]'" in out.stderr and "pip install '.[serve]'" in out.stderr
+
+
+def test_a_thread_a_sweep_cannot_prune_is_logged_listed_and_counted(
+    redis_url: str, r: redis.Redis, saver: RedisSaver
+) -> None:
+    ids = put_checkpoints(saver, "bad", 4, writes=1)
+    r.delete(f"write_keys_zset:bad:__empty__:{ids[0]}")
+    r.set(f"write_keys_zset:bad:__empty__:{ids[0]}", "not a registry")  # a key of another type
+    put_checkpoints(saver, "good", 4, writes=1)
+    service = start(redis_url, "--sweep-keep", "1", "--sweep-every", "1w")
+    try:
+        deadline = time.monotonic() + 30
+        while not (listing := service.call("GET", "/sweeps")[1]["sweeps"]) or not listing[0]["done"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        metrics = service.call("GET", "/metrics", token=None)[1]
+    finally:
+        stop(service)
+    (sweep,) = listing
+    assert sweep["outcome"] == "success" and sweep["threads_failed"] == 1 and sweep["checkpoints_deleted"] == 3
+    assert [f["thread_id"] for f in sweep["failed"]] == ["bad"]
+    assert "lgprune_last_sweep_threads_failed 1.0" in metrics
+    (line,) = [line for line in sweep_lines(stderr_of(service)) if line.startswith("WARNING:")]
+    assert "1 threads could not be pruned" in line and "'bad': BADDATA" in line, line

@@ -80,6 +80,11 @@ class Metrics:
         self.last_duration = Gauge(
             "lgprune_last_sweep_duration_seconds", "How long the last sweep took", registry=r
         )
+        self.last_failed = Gauge(
+            "lgprune_last_sweep_threads_failed",
+            "Threads the last sweep could not prune and left as they are (named in its log line)",
+            registry=r,
+        )
         self.service = service
         if not service:
             return
@@ -133,11 +138,15 @@ class Metrics:
             self.prunes.labels("success").inc()
             self.count_deleted(result.checkpoints_deleted, result.writes_deleted, result.keys_deleted)
 
-    def sweep(self, outcome: str, *, started: float, finished: float, kind: str = "full") -> None:
-        """One sweep (a `kind` of pass) ended with `outcome` (what it deleted was counted as it went)."""
+    def sweep(
+        self, outcome: str, *, started: float, finished: float, kind: str = "full", threads_failed: int = 0
+    ) -> None:
+        """One sweep (a `kind` of pass) ended with `outcome` (what it deleted was counted as it
+        went), leaving `threads_failed` threads it could not prune."""
         if outcome not in SWEEP_OUTCOMES:
             raise ValueError(f"unknown sweep outcome {outcome!r}")
         took = max(0.0, finished - started)
+        self.last_failed.set(threads_failed)
         self.sweeps.labels(outcome).inc()
         self.last_sweep.set(finished)
         self.last_duration.set(took)
@@ -154,7 +163,8 @@ class Metrics:
         if result is not None and not result.dry_run:
             self.count_deleted(result.checkpoints_deleted, result.writes_deleted, result.keys_deleted)
         kind = "full" if result is None else result.kind
-        self.sweep(outcome, started=started, finished=time.time(), kind=kind)
+        failed = 0 if result is None else result.threads_failed
+        self.sweep(outcome, started=started, finished=time.time(), kind=kind, threads_failed=failed)
 
     def refreshed(self, threads: int, checkpoints: int, keys: int) -> None:
         for name, n in zip(STORE, (threads, checkpoints, keys), strict=True):

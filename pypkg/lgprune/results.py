@@ -101,6 +101,12 @@ class SweepResult:
     layout: str = "python"  # whose keys it pruned: "python" (langgraph-checkpoint-redis) or "js"
     failed: tuple[ThreadFailure, ...] = ()  # the threads that could not be pruned, and why (up to 100 a call)
 
+    def failures_text(self, most: int = 5) -> str:
+        """The first `most` threads it could not prune, with their reasons, on one line."""
+        shown = "; ".join(f"{f.thread_id!r}: {f.reason}" for f in self.failed[:most])
+        more = self.threads_failed - min(most, len(self.failed))
+        return shown + (f"; and {more} more" if more > 0 else "")
+
     def plus_call(self, fields: dict[str, Any], elapsed: float) -> SweepResult:
         """This result followed by one more lgprune_sweep reply (its reply_pairs). The
         cursor stays text: "00" (stopped inside the first SCAN step) is not "0" (done)."""

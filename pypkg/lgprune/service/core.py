@@ -222,7 +222,11 @@ class Service:
             record.outcome, record.error = "failure", self.error_text(error)
         record.finished = time.time()
         self.metrics.sweep(
-            record.outcome, started=record.started, finished=record.finished, kind=record.result.kind
+            record.outcome,
+            started=record.started,
+            finished=record.finished,
+            kind=record.result.kind,
+            threads_failed=record.result.threads_failed,
         )
         log_sweep(record)
 
@@ -331,6 +335,13 @@ def log_sweep(record: SweepRecord) -> None:
         took,
         "; unfinished: a thread was passed over (no watermark recorded)" if r.unfinished else "",
     )
+    if r.threads_failed:
+        log.warning(
+            "%s): %d threads could not be pruned and were left as they are: %s",
+            what,
+            r.threads_failed,
+            r.failures_text(),
+        )
 
 
 @contextlib.asynccontextmanager
