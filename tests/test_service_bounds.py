@@ -309,7 +309,9 @@ def test_a_thread_a_sweep_cannot_prune_is_logged_listed_and_counted(
     finally:
         stop(service)
     (sweep,) = listing
-    assert sweep["outcome"] == "success" and sweep["threads_failed"] == 1 and sweep["checkpoints_deleted"] == 3
+    assert (
+        sweep["outcome"] == "success" and sweep["threads_failed"] == 1 and sweep["checkpoints_deleted"] == 3
+    )
     assert [f["thread_id"] for f in sweep["failed"]] == ["bad"]
     assert "lgprune_last_sweep_threads_failed 1.0" in metrics
     (line,) = [line for line in sweep_lines(stderr_of(service)) if line.startswith("WARNING:")]
