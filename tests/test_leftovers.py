@@ -100,7 +100,7 @@ def test_a_sweep_counts_each_thread_once(r: redis.Redis, saver: RedisSaver) -> N
     threads = [f"t{i}" for i in range(30)]
     for thread_id in threads:
         put_checkpoints(saver, thread_id, 8, writes=1)
-    result = Pruner(r, budget=40).sweep(2)  # calls stop inside SCAN steps, which are read again
+    result = Pruner(r, budget=40).sweep(2)  # calls stop inside threads, which the next call visits again
     assert result.calls > 3
     assert result.threads_visited == len(threads)
     assert all(len(checkpoint_ids(saver, t)) == 2 for t in threads)

@@ -128,11 +128,11 @@ def test_threads_whose_keys_extend_ours_are_left_alone(
 
 
 def test_a_witness_from_the_parent_chain_must_be_the_threads_own(r: redis.Redis, saver: RedisSaver) -> None:
-    """A thread too large for one call is listed by its latest checkpoint's parent chain, the
-    `keep` checkpoints each doomed one must have newer than it. A parent id names a key, not a
-    thread: namespace `1:__empty__` of thread `w` spells the root keys of `w:1`. Here `w:1`
-    lost its checkpoint 28 and `w` stored one under that very key: it is no witness of `w:1`,
-    which keeps 29, 27 and 26, and `w`'s checkpoint stays."""
+    """A thread too large for one call is listed by its root window, whose newest `keep` are the
+    witnesses each doomed checkpoint must have newer than it. A key names no thread by itself:
+    namespace `1:__empty__` of thread `w` spells the root keys of `w:1`. Here `w:1` lost its
+    checkpoint 28 and `w` stored one under that very key: it is no witness of `w:1`, which
+    keeps 29, 27 and 26, and `w`'s checkpoint stays."""
     ours = put_checkpoints(saver, "w:1", 30, writes=1)
     stolen = f"checkpoint:w:1:__empty__:{ours[28]}"
     r.delete(stolen)
@@ -142,7 +142,7 @@ def test_a_witness_from_the_parent_chain_must_be_the_threads_own(r: redis.Redis,
     assert r.json().get(stolen, "$.thread_id") == ["w"]
     foreign = r.json().get(stolen)
     # a case variant shares our tag: 129 tagged entries, more than one call of BUDGET 100
-    # lists (so ours are listed by the chain), though all 26 doomed fit that call
+    # lists (so ours are listed by the window), though all 26 doomed fit that call
     variant = put_checkpoints(saver, "W:1", 100, writes=0)
 
     result = Pruner(r, budget=100).prune("w:1", 3)

@@ -46,11 +46,11 @@ def test_sweep_leaves_exactly_keep_of_every_thread(
     assert (again.keys_deleted, again.threads_visited) == (0, len(threads))
 
 
-def test_a_sweep_stopped_inside_its_first_scan_step_is_not_reported_done(
+def test_a_sweep_stopped_inside_its_first_thread_is_not_reported_done(
     r: redis.Redis, saver: RedisSaver
 ) -> None:
-    # 13 keys: the first SCAN step covers them all, so the one thread is visited there,
-    # and a budget of 10 stops that call inside the step, before the thread is done
+    # one thread in the pass's first segment, and a budget of 10 stops that call inside
+    # the thread, before it is done
     put_checkpoints(saver, "t", 12, writes=0)
     result = Pruner(r, budget=10).sweep(2)
     assert result.calls > 1
