@@ -789,8 +789,8 @@ MUTANTS = [
         "cursor-segment-bounds",
         "a cursor whose segment has no width or lies outside its pass's windows is refused",
         "85-incremental.lua",
-        "  local lo_ok = pass.scan or (pass.width >= 1 and",
-        "  local lo_ok = true or (pass.width >= 1 and",
+        "    lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP",
+        "    lo_ok = true or pass.width >= 1 and pass.width <= MAX_STAMP",
         (INCREMENTAL + "test_a_cursor_that_would_never_move_or_would_end_the_pass_unread_is_refused",),
     ),
     Mutant(

@@ -367,6 +367,10 @@ def test_a_cursor_that_would_never_move_or_would_end_the_pass_unread_is_refused(
         with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
             r.fcall("lgprune_sweep", 0, forged, "3", "BUDGET", "10", "MARGIN", "0")
     assert every_key(r) == keys and watermarks(r) == marks
+    reply = r.fcall("lgprune_sweep", 0, "0", "3", "BUDGET", "10", "ORPHANS")
+    fp = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"].split(b":")[1].decode()
+    with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):  # not a SCAN cursor Redis takes
+        r.fcall("lgprune_sweep", 0, f"o:{fp}:{start}:0:{'9' * 25}", "3", "BUDGET", "10", "ORPHANS")
 
 
 def test_a_burst_in_one_millisecond_is_pruned_by_the_next_incremental_pass(

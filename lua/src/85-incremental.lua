@@ -127,8 +127,12 @@ local function check_cursor(pass, opts)
   local mark = read_marks(pass.field, now)
   local from = mark and mark - margin_of(opts)
   local w = windows(pass, opts)
-  local lo_ok = pass.scan or (pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1]
-    and pass.lo <= w[#w][2])
+  local lo_ok
+  if pass.scan then
+    lo_ok = #pass.scan <= 19 -- a SCAN cursor below 2^63
+  else
+    lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1] and pass.lo <= w[#w][2]
+  end
   if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and pass.since <= from
       and pass.since <= pass.start)) then
     fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
