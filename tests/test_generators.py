@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from lgprune.driver import INSTALL, Steps, run
+from lgprune.driver import FORCE_INSTALL, INSTALL, Steps, run
 from lgprune.errors import (
     IndexMissingError,
     InvalidArgumentError,
@@ -34,8 +34,8 @@ def drive(steps: Steps[Any], replies: list[Any]) -> tuple[Any, list[tuple[Any, .
             raise reply
         return reply
 
-    def install() -> None:
-        sent.append(INSTALL)
+    def install(force: bool) -> None:
+        sent.append(FORCE_INSTALL if force else INSTALL)
 
     return run(steps, execute, install), sent
 
