@@ -344,10 +344,10 @@ async def test_the_prune_pool_is_made_on_the_first_prune_with_what_from_conn_str
     options = {"keep_last": 3, "slack": 1, "budget": 50, "prune_connections": 2}
     async with AsyncPruningRedisSaver.from_conn_string(redis_url, **options) as pruning:
         assert (pruning.auto.keep_last, pruning.auto.slack) == (3, 1)
-        assert pruning._own_pool is None  # nothing made yet
+        assert pruning._own_client is None  # nothing made yet
         await pruning.aprune(["t"], keep_last=4)
-        own = pruning._own_pool
+        own = pruning._own_client
         assert own is not None and pruning.pruner is not None and pruning.pruner.client is own
         assert own.connection_pool.max_connections == 2
         assert pruning.pruner.options.budget == 50
-    assert pruning._own_pool is None and len(checkpoint_ids(saver, "t")) == 4
+    assert pruning._own_client is None and len(checkpoint_ids(saver, "t")) == 4

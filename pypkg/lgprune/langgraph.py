@@ -9,18 +9,27 @@ keeps 0, `keep_last` overrides both; an empty list does nothing. With
 on its first put seen by this process), so it stays within keep_last + slack
 checkpoints per namespace. The async saver prunes in a background task and
 waits for those tasks when it closes; its prunes run over a small pool of their
-own (`prune_connections`, default 4) that waits for a free connection, so they
-never fail for want of one and never take the saver's own connections. A saver
-left unclosed logs, once, how many auto-prunes it dropped.
+own (`prune_connections`, default 4), made on the first prune from the saver's
+connection settings, that waits for a free connection, so they never fail for
+want of one and never take the saver's own connections. (A pool that finds its
+server itself, as a Sentinel pool does, is not copied: the prunes then use the
+saver's client, and one warning says how to size it.) A saver left unclosed
+logs, once, how many auto-prunes it dropped.
 
 `list()` / `alist()` return exactly the thread asked for: RedisSaver's TAG
 query folds case and splits commas (`list("wang1")` also returns `Wang1`'s
 checkpoints), so every item is confirmed against the id asked for.
 
 Over a client lgprune cannot drive (a Redis Cluster client: a thread's keys
-span shards; anything that is not a redis.Redis), the savers still construct
-as RedisSaver does, and prune, delete_thread and auto-prune fall back to
-RedisSaver's client-side implementation, with one logged warning.
+span shards; anything that is not a redis.Redis, or whose pool is not a redis-py
+pool, such as a test's mock), the savers still construct as RedisSaver does, and
+prune, delete_thread and auto-prune fall back to RedisSaver's client-side
+implementation, with one logged warning.
+
+Each method is written once, in `Pruning`, as the steps it takes: a step calls
+the plain saver's method (`list`, or `alist` in the async saver) or the pruner's.
+The two saver classes bind the steps to LangGraph's sync or async names and run
+them (see lgprune.driver).
 """
 
 from __future__ import annotations
@@ -228,7 +237,7 @@ class Pruning(Generic[PR, Opened]):
     pool_class: ClassVar[type]  # ... over this kind of pool
     prefix: ClassVar[str]  # of the plain saver's method names: "" or "a"
     client_class_name: ClassVar[str]
-    options: ClassVar[tuple[str, ...]] = ()  # the saver's own keyword arguments beyond keep_last ...
+    own_options: ClassVar[tuple[str, ...]] = ()  # from_conn_string's keywords for this class's __init__
     _redis: Any  # (the plain saver's)
     _checkpoint_prefix: Any
     _checkpoint_write_prefix: Any
@@ -263,7 +272,7 @@ class Pruning(Generic[PR, Opened]):
     ) -> Opened:
         """As the plain saver's `from_conn_string` (`with`, or `async with` for the async
         saver), plus keep_last, slack and budget (and the async saver's prune_connections)."""
-        ours = {name: kwargs.pop(name) for name in cls.options if name in kwargs}
+        ours = {name: kwargs.pop(name) for name in cls.own_options if name in kwargs}
         make = functools.partial(cls, keep_last=keep_last, slack=slack, budget=budget, **ours)
         # the plain saver's own, which makes its saver by calling `cls(...)`: given `make`,
         # it makes this saver, configured once
@@ -370,7 +379,7 @@ class PruningRedisSaver(
         try:
             if whose == PRUNER:
                 return getattr(self.pruner, name)(*args, **kwargs)
-            found = getattr(RedisSaver, name)(self, *args, **kwargs)
+            found = getattr(self.plain_saver, self.prefix + name)(self, *args, **kwargs)
             return builtins.list(found) if name == "list" else found
         except Exception as error:
             return error
@@ -401,7 +410,7 @@ class AsyncPruningRedisSaver(
     client_class, pool_class = redis.asyncio.Redis, redis.asyncio.ConnectionPool
     client_class_name = "redis.asyncio.Redis"
     prefix = "a"
-    options = ("prune_connections",)
+    own_options = ("prune_connections",)
     alist = Pruning._list
     aprune = Pruning._prune
     adelete_thread = Pruning._delete_thread
@@ -410,12 +419,12 @@ class AsyncPruningRedisSaver(
         self.prune_connections = check_count("prune_connections", prune_connections, minimum=1)
         self._pruning: dict[str, asyncio.Task[None]] = {}
         self._dropped_logged = False
-        self._own_pool: redis.asyncio.Redis | None = None  # the prunes' client, when it is not the saver's
+        self._own_client: redis.asyncio.Redis | None = None  # the prunes' client, when it is not the saver's
         super().__init__(*args, **kwargs)
 
     def _new_pruner(self) -> AsyncPruner:
-        self._own_pool = prune_client(self._redis, self.prune_connections)
-        if self._own_pool is None:
+        self._own_client = prune_client(self._redis, self.prune_connections)
+        if self._own_client is None:
             log.warning(
                 "lgprune: the saver's client has a %s, whose settings lgprune does not copy: its "
                 "prunes use the saver's own connections; size its pool for the graph's traffic "
@@ -423,7 +432,7 @@ class AsyncPruningRedisSaver(
                 type(self._redis.connection_pool).__name__,
                 self.prune_connections,
             )
-        return AsyncPruner(self._own_pool or self._redis, **dataclasses.asdict(self._options))
+        return AsyncPruner(self._own_client or self._redis, **dataclasses.asdict(self._options))
 
     async def _run(self, make: Callable[[], Steps[T]]) -> T:
         return await arun(make(), self._call)
@@ -432,7 +441,7 @@ class AsyncPruningRedisSaver(
         try:
             if whose == PRUNER:
                 return await getattr(self.pruner, name)(*args, **kwargs)
-            found = getattr(AsyncRedisSaver, self.prefix + name)(self, *args, **kwargs)
+            found = getattr(self.plain_saver, self.prefix + name)(self, *args, **kwargs)
             if name == "list":
                 return [item async for item in found]
             return await found
@@ -478,9 +487,9 @@ class AsyncPruningRedisSaver(
         """Wait for the background auto-prunes, then close the prunes' own pool (the
         saver's client is the saver's to close: `async with` closes one it made)."""
         await self.wait_for_pruning()
-        if self._own_pool is not None:
-            await self._own_pool.aclose(close_connection_pool=True)
-            self._own_pool, self._pruner = None, None
+        if self._own_client is not None:
+            await self._own_client.aclose(close_connection_pool=True)
+            self._own_client, self._pruner = None, None
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
