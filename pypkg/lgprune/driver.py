@@ -18,7 +18,7 @@ a coroutine of it. Only `_run`, which sends and loops, is written twice.
 from __future__ import annotations
 
 import functools
-import types
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -101,10 +101,24 @@ class _Twin(Generic[P, T]):
         self.steps = steps
         functools.update_wrapper(cast(Any, self), steps)  # its name and docstring
 
+    def _signature(self, instance: Any) -> inspect.Signature:
+        """The bound method's signature: the steps' without `self`, returning what the
+        method returns (as text: the annotations are)."""
+        signature = inspect.signature(self.steps)
+        result = str(signature.return_annotation).removeprefix("Steps[").removesuffix("]")
+        return signature.replace(
+            parameters=list(signature.parameters.values())[1:],
+            return_annotation=self._returns(result, isinstance(instance, AsyncRunner)),
+        )
+
+    def _returns(self, result: str, asynchronous: bool) -> str:
+        """What the method returns (when awaited), given what its steps return."""
+        return result
+
     def _bind(self, instance: Any, call: Callable[..., Any]) -> Callable[..., Any]:
         functools.update_wrapper(call, self.steps)
-        call.__wrapped__ = types.MethodType(self.steps, instance)  # type: ignore[attr-defined]
-        return call  # (its signature is the steps' without `self`)
+        call.__signature__ = self._signature(instance)  # type: ignore[attr-defined]
+        return call
 
     def _make(self, instance: Any, args: Any, kwargs: Any) -> Callable[[], Steps[T]]:
         return lambda: self.steps(instance, *args, **kwargs)
@@ -127,13 +141,20 @@ class operation(_Twin[P, T]):
         def call(*args: Any, **kwargs: Any) -> Any:
             return instance._run(self._make(instance, args, kwargs))
 
-        return self._bind(instance, call)
+        async def acall(*args: Any, **kwargs: Any) -> Any:  # (a coroutine function, as it says)
+            return await instance._run(self._make(instance, args, kwargs))
+
+        return self._bind(instance, acall if isinstance(instance, AsyncRunner) else call)
 
 
 class listing(_Twin[P, list[T]]):
     """An `operation` whose steps return a list: on a `SyncRunner`, a method returning
     an iterator over it; on an `AsyncRunner`, an async iterator. Nothing runs until the
     first item is asked for."""
+
+    def _returns(self, result: str, asynchronous: bool) -> str:
+        item = result.removeprefix("list[").removesuffix("]")
+        return f"AsyncIterator[{item}]" if asynchronous else f"Iterator[{item}]"
 
     @overload
     def __get__(self: D, instance: None, owner: type[Any]) -> D: ...
