@@ -80,3 +80,20 @@ def test_budget_bounds_every_call(r: redis.Redis, saver: RedisSaver) -> None:
     assert sum(c[b"checkpoints_deleted"] for c in calls) == 28
     assert len(checkpoint_ids(saver, "b")) == 2
     assert len(list(r.scan_iter(match="checkpoint_write:b:*"))) == 8
+
+
+def test_sync_and_async_share_one_body_of_every_method() -> None:
+    """Each method is written once: the async twin is the same steps, run by an AsyncRunner."""
+    import inspect
+
+    from lgprune.langgraph import AsyncPruningRedisSaver, PruningRedisSaver
+    from lgprune.pruner import Shell
+
+    sync, asynchronous = Pruner(redis.Redis()), AsyncPruner(redis.asyncio.Redis())
+    for name in ("install", "prune", "prune_many", "sweep", "stats"):
+        assert name in Shell.__dict__ and name not in Pruner.__dict__ and name not in AsyncPruner.__dict__
+        ours, theirs = getattr(sync, name), getattr(asynchronous, name)
+        assert inspect.signature(ours) == inspect.signature(theirs) and ours.__doc__ == theirs.__doc__
+        assert inspect.iscoroutinefunction(theirs) and not inspect.iscoroutinefunction(ours)
+    for plain, twin in (("list", "alist"), ("prune", "aprune"), ("delete_thread", "adelete_thread")):
+        assert PruningRedisSaver.__dict__[plain] is AsyncPruningRedisSaver.__dict__[twin]

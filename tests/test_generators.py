@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from lgprune.driver import INSTALL, Steps, run
+from lgprune.driver import FORCE_INSTALL, INSTALL, Steps, run
 from lgprune.errors import (
     IndexMissingError,
     InvalidArgumentError,
     LgpruneError,
     LibraryVersionError,
     ModulesMissingError,
+    NoProgressError,
 )
 from lgprune.library import install_steps, library_build, library_file, library_version
 from lgprune.protocol import Options, fcall_steps, many_steps, prune_steps, sweep_steps
@@ -34,8 +35,8 @@ def drive(steps: Steps[Any], replies: list[Any]) -> tuple[Any, list[tuple[Any, .
             raise reply
         return reply
 
-    def install() -> None:
-        sent.append(INSTALL)
+    def install(force: bool) -> None:
+        sent.append(FORCE_INSTALL if force else INSTALL)
 
     return run(steps, execute, install), sent
 
@@ -71,9 +72,16 @@ def test_a_prune_repeats_while_more_and_sums_the_calls() -> None:
     )
 
 
-def test_a_prune_that_makes_no_progress_stops() -> None:
-    result, sent = drive(prune_steps("t", 3, dry_run=False, options=Options()), [thread_reply(0, 0, 9, 1)])
-    assert len(sent) == 1 and result.calls == 1
+def test_a_prune_that_says_more_but_deletes_nothing_raises_instead_of_stopping_silently() -> None:
+    steps = prune_steps("t", 3, dry_run=False, options=Options(budget=10))
+    with pytest.raises(NoProgressError, match="larger budget") as raised:
+        drive(steps, [thread_reply(0, 0, 9, 1)])
+    assert raised.value.partial is None  # nothing was deleted
+    steps = prune_steps("t", 3, dry_run=False, options=Options(budget=10))
+    with pytest.raises(NoProgressError) as raised:  # not called a third time
+        drive(steps, [thread_reply(2, 6, 7, 1), thread_reply(0, 0, 7, 1), thread_reply(7, 7, 3, 0)])
+    assert raised.value.partial is not None
+    assert (raised.value.partial.keys_deleted, raised.value.partial.calls) == (6, 2)
 
 
 def test_a_dry_run_is_one_call_and_says_so() -> None:
@@ -117,7 +125,7 @@ def test_a_sweep_follows_the_cursor_as_text_until_0() -> None:
 
 
 def test_a_sweep_that_stalls_three_times_fails_without_deleting_more() -> None:
-    with pytest.raises(LgpruneError, match="no progress"):
+    with pytest.raises(NoProgressError, match="no progress"):
         drive(
             sweep_steps(5, dry_run=False, options=Options()),
             [sweep_reply("0", 0)] * 0 + [sweep_reply("9", 0)] * 4,

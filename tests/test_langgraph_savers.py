@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
+from unittest.mock import AsyncMock
 
 import pytest
 import redis
@@ -285,3 +286,68 @@ def test_a_saver_left_open_logs_once_how_many_prunes_it_dropped(
         asyncio.run(leave_open())
     dropped = [rec.getMessage() for rec in caplog.records if "dropped" in rec.getMessage()]
     assert len(dropped) == 1 and dropped[0].startswith("lgprune: 3 auto-prune(s) dropped")
+
+
+class PoolIsAMock(redis.asyncio.Redis):
+    """The client the saver's own test suite passes (tests/test_async_cluster_mode.py of
+    langgraph-checkpoint-redis): a redis.asyncio.Redis whose pool is a mock."""
+
+    def __init__(self) -> None:  # no super().__init__: no real pool, no connection
+        self.connection_pool = AsyncMock()
+
+
+async def test_the_async_saver_constructs_where_the_plain_saver_does(r: redis.Redis) -> None:
+    client = PoolIsAMock()
+    AsyncRedisSaver(redis_client=client)
+    saver = AsyncPruningRedisSaver(redis_client=client, keep_last=2)
+    assert saver.pruner is None  # lgprune cannot send commands through a mock: none made ...
+    assert saver.fallback is not None and "AsyncMock for its connection pool" in saver.fallback
+    assert client.connection_pool.mock_calls == []  # ... and nothing read from it or sent
+    assert r.dbsize() == 0 and not r.function_list()
+
+
+class Routed(redis.asyncio.ConnectionPool):
+    """A pool that finds its server itself, as a Sentinel pool does: its connection_kwargs
+    do not say where the server is (they name a port nothing listens on)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(host="127.0.0.1", port=1)
+        self.server = redis.asyncio.Redis.from_url(url).connection_pool.connection_kwargs
+
+    def make_connection(self) -> Any:
+        return self.connection_class(**self.server)
+
+
+async def test_a_pool_whose_settings_cannot_be_copied_prunes_over_the_savers_own_client(
+    redis_url: str, saver: RedisSaver, caplog: pytest.LogCaptureFixture
+) -> None:
+    for thread_id in ("a", "b"):
+        put_checkpoints(saver, thread_id, 5)
+    client = redis.asyncio.Redis(connection_pool=Routed(redis_url))
+    pruning = AsyncPruningRedisSaver(redis_client=client, prune_connections=3)
+    with caplog.at_level(logging.WARNING, logger="lgprune"):
+        await pruning.aprune(["a"], keep_last=2)
+        await pruning.adelete_thread("b")
+    assert (len(checkpoint_ids(saver, "a")), checkpoint_ids(saver, "b")) == (2, [])
+    assert pruning.pruner is not None and pruning.pruner.client is client
+    advice = [rec.getMessage() for rec in caplog.records]
+    assert len(advice) == 1 and "Routed" in advice[0] and "plus 3 prunes at once" in advice[0]
+    await pruning.aclose()
+    assert await client.ping()  # the saver's client stays the saver's (closing it is not ours)
+    await client.aclose()
+
+
+async def test_the_prune_pool_is_made_on_the_first_prune_with_what_from_conn_string_was_given(
+    redis_url: str, r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 9)
+    options = {"keep_last": 3, "slack": 1, "budget": 50, "prune_connections": 2}
+    async with AsyncPruningRedisSaver.from_conn_string(redis_url, **options) as pruning:
+        assert (pruning.auto.keep_last, pruning.auto.slack) == (3, 1)
+        assert pruning._own_client is None  # nothing made yet
+        await pruning.aprune(["t"], keep_last=4)
+        own = pruning._own_client
+        assert own is not None and pruning.pruner is not None and pruning.pruner.client is own
+        assert own.connection_pool.max_connections == 2
+        assert pruning.pruner.options.budget == 50
+    assert pruning._own_client is None and len(checkpoint_ids(saver, "t")) == 4

@@ -7,6 +7,7 @@ from lgprune.errors import (
     LibraryInstallError,
     LibraryVersionError,
     ModulesMissingError,
+    NoProgressError,
     ReadOnlyServerError,
 )
 from lgprune.library import library_version
@@ -24,6 +25,7 @@ __all__ = [
     "LibraryInstallError",
     "LibraryVersionError",
     "ModulesMissingError",
+    "NoProgressError",
     "PruneResult",
     "Pruner",
     "ReadOnlyServerError",

@@ -47,6 +47,11 @@ class MixedStoreError(LgpruneError):
     tell whose a subgraph checkpoint is, so it prunes neither."""
 
 
+class NoProgressError(LgpruneError):
+    """The library says there is more to do but its last call did nothing: the rest is
+    left as it is (for a thread, one call's budget is too small for what comes next)."""
+
+
 class ReadOnlyServerError(LgpruneError):
     """The server is a read-only replica: prune on the primary."""
 

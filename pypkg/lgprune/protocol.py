@@ -17,6 +17,7 @@ from lgprune.errors import (
     InvalidArgumentError,
     LgpruneError,
     ModulesMissingError,
+    NoProgressError,
     ReadOnlyServerError,
     from_server_message,
 )
@@ -137,8 +138,16 @@ def _prune_loop(args: list[Any], dry_run: bool) -> Steps[PruneResult]:
     while True:
         fields = reply_fields((yield from calls_steps("lgprune_thread", args, result)))
         result = result.plus_call(fields)
-        if dry_run or not fields["more"] or not fields["keys_deleted"]:
+        if dry_run or not fields["more"]:  # (a dry run is one call: it deletes nothing to resume from)
             return result
+        if not fields["keys_deleted"]:  # calling again would do the same
+            error = NoProgressError(
+                f"thread {args[0]!r} has more to prune, but the last call could delete nothing of it: "
+                "one call's budget is too small for what comes next; the rest of the thread is left "
+                "as it is: prune it with a larger budget"
+            )
+            error.partial = result if result.keys_deleted else None
+            raise error
 
 
 def many_steps(
@@ -232,7 +241,7 @@ def _sweep_loop(
         result = result.plus_call(reply_pairs(reply), time.monotonic() - started)
         stalled = stalled + 1 if result.cursor == cursor and result.keys_deleted == before.keys_deleted else 0
         if stalled >= 3:
-            raise LgpruneError(f"the sweep made no progress at cursor {cursor}; nothing more was deleted")
+            raise NoProgressError(f"the sweep made no progress at cursor {cursor}; nothing more was deleted")
         cursor = result.cursor
         if on_progress is not None:
             on_progress(result)

@@ -1,16 +1,21 @@
-"""`Pruner` and `AsyncPruner`: send the library's calls and loop; nothing else."""
+"""`Pruner` and `AsyncPruner`: send the library's calls and loop; nothing else.
+
+Every method is written once, in `Shell`, as the steps it sends (see driver.py);
+the two classes differ only in how they run steps: `Pruner` over a `redis.Redis`
+returns results, `AsyncPruner` over a `redis.asyncio.Redis` returns coroutines.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import redis
 import redis.asyncio
 
-from lgprune.driver import Steps, arun, run
+from lgprune.driver import FORCE_INSTALL, INSTALL, AsyncRunner, Steps, SyncRunner, arun, operation, run
 from lgprune.library import install_steps
 from lgprune.protocol import FULL_EVERY, Duration, Options, check_count, many_steps, prune_steps, sweep_steps
 from lgprune.results import PruneResult, SweepResult
@@ -18,10 +23,12 @@ from lgprune.stats import Stats, stats_steps
 from lgprune.urls import check_database
 
 T = TypeVar("T")
+C = TypeVar("C", redis.Redis, redis.asyncio.Redis)
+S = TypeVar("S", bound="Shell[Any]")
 
 
-class Pruner:
-    """Prunes LangGraph checkpoints over a `redis.Redis` client.
+class Shell(Generic[C]):
+    """Prunes LangGraph checkpoints over a Redis client.
 
     The lgprune library is loaded into the server on first use (or by
     `install()`); every prune runs inside Redis in bounded calls.
@@ -30,58 +37,64 @@ class Pruner:
     A store where both savers index the same keys is refused (MixedStoreError).
     """
 
+    client_class: ClassVar[Any]  # what from_url makes
+    lock_class: ClassVar[Callable[[], Any]]  # what makes the install lock
+
     def __init__(
         self,
-        client: redis.Redis,
+        client: C,
         *,
         checkpoint_prefix: str = "checkpoint",
         checkpoint_write_prefix: str = "checkpoint_write",
         budget: int | None = None,
         layout: str | None = None,
     ) -> None:
-        self.client = client
+        self.client: C = client
         self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget, layout)
         self._library: str | None = None
         self._installs = 0  # how many times this pruner installed the library
-        self._install_lock = threading.Lock()
+        self._install_lock = type(self).lock_class()
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> Pruner:
-        """A pruner over `redis.Redis.from_url(url)`."""
-        return cls(redis.Redis.from_url(url), **kwargs)
+    def from_url(cls: type[S], url: str, **kwargs: Any) -> S:
+        """A pruner over its client class's `from_url(url)`."""
+        return cls(cls.client_class.from_url(url), **kwargs)
 
-    def _install_once(self, seen: int, *, force: bool = False) -> None:
+    def _install_steps(self, seen: int, force: bool) -> Steps[None]:
         """Install unless another call did since this one saw `seen` installs: callers
-        in flight wait for one probe (or load) instead of each sending their own."""
-        with self._install_lock:
-            if self._installs == seen:
-                self._library = run(install_steps(force=force), self.client.execute_command)
-                self._installs += 1
+        in flight wait (on the install lock) for one probe or load instead of each
+        sending their own."""
+        if self._installs == seen:
+            self._library = yield from install_steps(force=force)
+            self._installs += 1
 
-    def _run(self, steps: Steps[T]) -> T:
+    def _ready(self, steps: Steps[T]) -> Steps[T]:
+        """`steps`, on database 0, after the library is installed by this pruner's first call."""
         check_database(self.client, "the client")
-        seen = self._installs
         if self._library is None:
-            self._install_once(seen)
-            seen = self._installs
-        return run(steps, self.client.execute_command, lambda: self._install_once(seen))
+            yield INSTALL
+        return (yield from steps)
 
-    def install(self, *, force: bool = False) -> str:
+    @operation
+    def install(self, *, force: bool = False) -> Steps[str]:
         """Load the library unless the server has it already; returns its version."""
-        self._install_once(self._installs, force=force)
+        yield FORCE_INSTALL if force else INSTALL
         assert self._library is not None
         return self._library
 
-    def prune(self, thread_id: str | bytes, keep: int, *, dry_run: bool = False) -> PruneResult:
+    @operation
+    def prune(self, thread_id: str | bytes, keep: int, *, dry_run: bool = False) -> Steps[PruneResult]:
         """Keep the newest `keep` checkpoints per namespace of one thread; delete the rest."""
-        return self._run(prune_steps(thread_id, keep, dry_run=dry_run, options=self.options))
+        return self._ready(prune_steps(thread_id, keep, dry_run=dry_run, options=self.options))
 
+    @operation
     def prune_many(
         self, thread_ids: Iterable[str | bytes], keep: int, *, dry_run: bool = False
-    ) -> PruneResult:
+    ) -> Steps[PruneResult]:
         """`prune` for many threads, up to 1,000 per round trip; the counts are summed."""
-        return self._run(many_steps(thread_ids, keep, dry_run=dry_run, options=self.options))
+        return self._ready(many_steps(thread_ids, keep, dry_run=dry_run, options=self.options))
 
+    @operation
     def sweep(
         self,
         keep: int,
@@ -95,7 +108,7 @@ class Pruner:
         margin: Duration | None = None,
         full_every: Duration | None = FULL_EVERY,
         on_progress: Callable[[SweepResult], object] | None = None,
-    ) -> SweepResult:
+    ) -> Steps[SweepResult]:
         """Prune every thread in the database, in bounded server calls.
 
         Incremental when a sweep of the same rule (keep, max_age, idle_ttl,
@@ -112,7 +125,7 @@ class Pruner:
         checkpoint is gone (and older than `grace`, default 10 minutes).
         `on_progress` is called with the running totals after every call.
         """
-        return self._run(
+        return self._ready(
             sweep_steps(
                 keep,
                 dry_run=dry_run,
@@ -128,112 +141,43 @@ class Pruner:
             )
         )
 
-    def stats(self, keep: int, *, top: int = 20) -> Stats:
+    @operation
+    def stats(self, keep: int, *, top: int = 20) -> Steps[Stats]:
         """Read-only: counts, checkpoints per thread, the biggest threads, what `sweep(keep)` frees."""
-        return self._run(stats_steps(check_count("keep", keep), options=self.options, top=top))
+        return self._ready(stats_steps(check_count("keep", keep), options=self.options, top=top))
 
 
-class AsyncPruner:
-    """`Pruner` over a `redis.asyncio.Redis` client."""
+class Pruner(Shell[redis.Redis], SyncRunner):
+    """Prunes LangGraph checkpoints over a `redis.Redis` client (see `Shell`)."""
 
-    def __init__(
-        self,
-        client: redis.asyncio.Redis,
-        *,
-        checkpoint_prefix: str = "checkpoint",
-        checkpoint_write_prefix: str = "checkpoint_write",
-        budget: int | None = None,
-        layout: str | None = None,
-    ) -> None:
-        self.client = client
-        self.options = Options(checkpoint_prefix, checkpoint_write_prefix, budget, layout)
-        self._library: str | None = None
-        self._installs = 0  # how many times this pruner installed the library
-        self._install_lock = asyncio.Lock()
+    client_class = redis.Redis
+    lock_class = threading.Lock
 
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> AsyncPruner:
-        """A pruner over `redis.asyncio.Redis.from_url(url)`."""
-        return cls(redis.asyncio.Redis.from_url(url), **kwargs)
-
-    async def _install_once(self, seen: int, *, force: bool = False) -> None:
-        """Install unless another call did since this one saw `seen` installs: callers
-        in flight wait for one probe (or load) instead of each sending their own."""
-        async with self._install_lock:
-            if self._installs == seen:
-                self._library = await arun(install_steps(force=force), self.client.execute_command)
-                self._installs += 1
-
-    async def _run(self, steps: Steps[T]) -> T:
-        check_database(self.client, "the client")
+    def _run(self, make: Callable[[], Steps[T]]) -> T:
         seen = self._installs
-        if self._library is None:
-            await self._install_once(seen)
+
+        def install(force: bool) -> None:
+            nonlocal seen
+            with self._install_lock:
+                run(self._install_steps(seen, force), self.client.execute_command)
             seen = self._installs
-        return await arun(steps, self.client.execute_command, lambda: self._install_once(seen))
 
-    async def install(self, *, force: bool = False) -> str:
-        """Load the library unless the server has it already; returns its version."""
-        await self._install_once(self._installs, force=force)
-        assert self._library is not None
-        return self._library
+        return run(make(), self.client.execute_command, install)
 
-    async def prune(self, thread_id: str | bytes, keep: int, *, dry_run: bool = False) -> PruneResult:
-        """Keep the newest `keep` checkpoints per namespace of one thread; delete the rest."""
-        return await self._run(prune_steps(thread_id, keep, dry_run=dry_run, options=self.options))
 
-    async def prune_many(
-        self, thread_ids: Iterable[str | bytes], keep: int, *, dry_run: bool = False
-    ) -> PruneResult:
-        """`prune` for many threads, up to 1,000 per round trip; the counts are summed."""
-        return await self._run(many_steps(thread_ids, keep, dry_run=dry_run, options=self.options))
+class AsyncPruner(Shell[redis.asyncio.Redis], AsyncRunner):
+    """`Pruner` over a `redis.asyncio.Redis` client: its methods are coroutines."""
 
-    async def sweep(
-        self,
-        keep: int,
-        *,
-        dry_run: bool = False,
-        max_age: Duration | None = None,
-        idle_ttl: Duration | None = None,
-        orphans: bool = False,
-        grace: Duration | None = None,
-        full: bool = False,
-        margin: Duration | None = None,
-        full_every: Duration | None = FULL_EVERY,
-        on_progress: Callable[[SweepResult], object] | None = None,
-    ) -> SweepResult:
-        """Prune every thread in the database, in bounded server calls.
+    client_class = redis.asyncio.Redis
+    lock_class = asyncio.Lock
 
-        Incremental when a sweep of the same rule (keep, max_age, idle_ttl,
-        prefixes) completed before: only threads with a checkpoint stored since
-        that sweep began, less `margin` (default 10 minutes: the writers' clock
-        skew and latency), or that crossed an age since, are visited. `full`
-        (and `orphans`) visits every thread, found by SCAN; so does a sweep
-        when the rule's last full one began more than `full_every` ago
-        (default 7 days; None: never), the backstop for writers that lag
-        more than the margin and documents without checkpoint_ts.
-        `max_age`: also keep checkpoints younger than this (seconds or timedelta);
-        `idle_ttl`: delete whole threads whose newest checkpoint is older than this;
-        `orphans`: also delete writes, registries and latest pointers whose
-        checkpoint is gone (and older than `grace`, default 10 minutes).
-        `on_progress` is called with the running totals after every call.
-        """
-        return await self._run(
-            sweep_steps(
-                keep,
-                dry_run=dry_run,
-                options=self.options,
-                max_age=max_age,
-                idle_ttl=idle_ttl,
-                orphans=orphans,
-                grace=grace,
-                full=full,
-                margin=margin,
-                full_every=full_every,
-                on_progress=on_progress,
-            )
-        )
+    async def _run(self, make: Callable[[], Steps[T]]) -> T:
+        seen = self._installs
 
-    async def stats(self, keep: int, *, top: int = 20) -> Stats:
-        """Read-only: counts, checkpoints per thread, the biggest threads, what `sweep(keep)` frees."""
-        return await self._run(stats_steps(check_count("keep", keep), options=self.options, top=top))
+        async def install(force: bool) -> None:
+            nonlocal seen
+            async with self._install_lock:
+                await arun(self._install_steps(seen, force), self.client.execute_command)
+            seen = self._installs
+
+        return await arun(make(), self.client.execute_command, install)
