@@ -143,9 +143,11 @@ class EmbeddedRedis:
                     self.stop()
                     raise RuntimeError(f"redis-server on port {self.port} exited with {code}: {why}")
                 try:
-                    if int(client.info("server")["process_id"]) == self.process.pid:
+                    # PING: loaded (BusyLoadingError before); the process id: ours, not a
+                    # server already on the port (ours then exits: it cannot bind)
+                    if client.ping() and int(client.info("server")["process_id"]) == self.process.pid:
                         return self
-                    time.sleep(0.05)  # another server on the port: ours exits when it cannot bind
+                    time.sleep(0.05)
                 except redis.ConnectionError:
                     time.sleep(0.05)
                 except redis.BusyLoadingError:
