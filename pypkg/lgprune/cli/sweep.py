@@ -19,7 +19,7 @@ import redis
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from lgprune.cli.common import (
@@ -61,25 +61,6 @@ Every = Annotated[
 ]
 
 
-def scan_fraction(cursor: str, keys: int) -> float:
-    """How far a SCAN cursor is through a keyspace of `keys` keys (Redis walks its
-    hash table in reverse-binary order of the bucket index)."""
-    bits = max(2, (max(keys, 1) - 1).bit_length())
-    index = int(cursor) & ((1 << bits) - 1)
-    return int(f"{index:0{bits}b}"[::-1], 2) / (1 << bits)
-
-
-def pass_fraction(cursor: str, keys: int) -> float | None:
-    """How far a sweep pass is, from its cursor (lgprune_sweep's contract): "0" done; a
-    full pass ("f:...") by its SCAN cursor; else None: a pass over time segments (an
-    incremental one, or a js store's full one) knows how far it is in time, not in
-    threads, and most threads may lie in its last minutes."""
-    if cursor == "0":
-        return 1.0
-    parts = cursor.split(":")
-    return scan_fraction(parts[-1], keys) if parts[0] == "f" and parts[-1].isdigit() else None
-
-
 class _Stop(Exception):
     """Raised from a progress callback once SIGTERM or SIGINT arrived."""
 
@@ -108,6 +89,12 @@ def summary(result: SweepResult) -> str:
         + (
             "; unfinished: a thread or a too dense moment was passed over, the watermark stays"
             if result.unfinished
+            else ""
+        )
+        + (
+            f"; could not prune {plural(result.threads_failed, 'thread')}, left as stored: "
+            f"{result.failures_text()}"
+            if result.threads_failed
             else ""
         )
     )
@@ -159,29 +146,27 @@ class SweepRun:
             self.record(self.metrics_file, result, started=started, outcome=outcome)
 
     def sweep_once(self) -> SweepResult:
-        """One sweep, with a progress bar on a terminal."""
-        keys = int(self.pruner.client.dbsize())
+        """One sweep, with a progress line on a terminal: a pulse and counts, no percentage (a
+        pass reads the index by checkpoint_ts, so it knows how far it is in time, not in
+        threads: most threads may lie in its last minutes)."""
         show = sys.stderr.isatty() and not self.as_json
         columns = (
             TextColumn("sweep"),
-            BarColumn(),  # a pulse while how far is unknown (total None)
-            TextColumn("{task.fields[share]:>4}"),
+            BarColumn(),  # a pulse: total None until the pass is done
             TextColumn(
                 "{task.fields[threads]} threads, {task.fields[deleted]} deleted, {task.fields[rate]}/s"
             ),
-            TimeRemainingColumn(),
         )
         with Progress(*columns, disable=not show, transient=False) as progress:
-            task = progress.add_task("sweep", total=None, share="", threads=0, deleted=0, rate=0)
+            task = progress.add_task("sweep", total=None, threads=0, deleted=0, rate=0)
 
             def on_progress(result: SweepResult) -> None:
-                done = pass_fraction(result.cursor, keys)
+                done = result.cursor == "0"
                 rate = int(result.keys_deleted / result.elapsed) if result.elapsed else 0
                 progress.update(
                     task,
-                    total=None if done is None else 1.0,
-                    completed=done or 0.0,
-                    share="" if done is None else f"{done:.0%}",
+                    total=1.0 if done else None,
+                    completed=1.0 if done else 0.0,
                     threads=result.threads_visited,
                     deleted=result.keys_deleted,
                     rate=rate,
