@@ -1076,7 +1076,8 @@ local function root_window(ctx, thread, keep, view)
 end
 
 -- The root checkpoints under `view` without a window: the first look's answer
--- when the thread is listed whole, else the newest view.limit.
+-- when the thread is listed whole, else the newest view.limit and the one the
+-- latest pointer names (view.newest), whose history a plan must walk.
 local function list_root(ctx, thread, view)
   local res = not view.sorted and view.first
   if not res then
@@ -1084,9 +1085,12 @@ local function list_root(ctx, thread, view)
   end
   local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
   local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
+  local newest = view.sorted and view.newest
   for i = 2, #res do -- one answer: each key once
     docs[#docs + 1] = prove(res[i], prefix, root)
+    newest = newest and newest.key ~= res[i] and newest
   end
+  docs[#docs + 1] = newest or nil -- the pointer's checkpoint, however old its id: the saver reads it
   return docs
 end
 
@@ -1911,8 +1915,8 @@ end
 -- the newest checkpoint), and at the whole view when that page frees nothing
 -- (DeltaChannel ancestors may hold all of it). When the root window cannot
 -- prove it holds the true newest and the plan needs them (DeltaChannel
--- history), or the window holds none of the root's older checkpoints, the
--- root is listed again, sorted. Returns the docs and the plan.
+-- history, IDLE_TTL), or the window holds none of the root's older
+-- checkpoints, the root is listed again, sorted. Returns the docs and the plan.
 local function list_and_plan(ctx, thread, view, rule)
   view.page = view.limit
   if view.sorted then
@@ -1929,7 +1933,8 @@ local function list_and_plan(ctx, thread, view, rule)
     docs, exact = list_checkpoints(ctx, thread, view, rule)
     p = plan(ctx, thread, docs, rule, false)
   end
-  if view.newest and ((p.delta and not exact) or (#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)) then
+  local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
+  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)) then
     view.first = nil
     docs = list_checkpoints(ctx, thread, view, nil)
     p = plan(ctx, thread, docs, rule, false)
@@ -2189,11 +2194,18 @@ local function sweep_orphan(sw, key)
   end
 end
 
--- Judge the keys of one SCAN step (see sweep_orphan).
+-- Judge the keys of one SCAN step (see sweep_orphan); false when the orphans
+-- found reach the keys the call may still delete (the step is read again by
+-- the next call, which finds those gone).
 local function judge_keys(sw, keys)
+  local b, pending = sw.ctx.budget, sw.orphans.pending
   for _, key in ipairs(keys) do
+    if #pending >= keys_left(b) then
+      return false
+    end
     sweep_orphan(sw, key)
   end
+  return true
 end
 
 -- The orphans phase of a full pass (ORPHANS): SCAN from `cursor`, judging
@@ -2205,8 +2217,9 @@ local function orphan_steps(sw, cursor)
   local step_cost = math.ceil(SCAN_COUNT / COST.scan_keys)
   repeat
     local res = rcall('SCAN', cursor, 'COUNT', SCAN_COUNT)
-    if not guard(b, judge_keys, sw, res[2]) then
-      return cursor, false -- failed after this call deleted something: read the step again
+    local ok, judged = guard(b, judge_keys, sw, res[2])
+    if not (ok and judged) then
+      return cursor, false -- the budget, or a failure after a delete: the next call reads the step again
     end
     b.work = b.work + step_cost
     cursor = res[1]
@@ -2349,7 +2362,7 @@ local function check_cursor(pass, opts)
   if pass.scan then
     lo_ok = #pass.scan <= 19 -- a SCAN cursor below 2^63
   else
-    lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1] and pass.lo <= w[#w][2]
+    lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1] and pass.lo < w[#w][2]
   end
   if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and pass.since <= from
       and pass.since <= pass.start)) then

@@ -148,6 +148,14 @@ MUTANTS = [
         ("tests/test_acl.py::test_an_orphan_the_user_may_not_delete_fails_the_sweep_before_any_delete",),
     ),
     Mutant(
+        "orphans-within-budget",
+        "an orphans phase deletes no more keys a call than BUDGET",
+        "80-sweep.lua",
+        "    if #pending >= keys_left(b) then\n      return false\n    end\n",
+        "",
+        ("tests/test_seams.py::test_an_orphan_sweep_deletes_no_more_keys_a_call_than_its_budget",),
+    ),
+    Mutant(
         "segment-lo-carried",
         "a cursor carries where the pass's segments begin (never -inf)",
         "85-incremental.lua",
@@ -203,6 +211,17 @@ MUTANTS = [
         "  if spared then\n    kept[#kept + 1] = g.doc[spared].key\n  end\n",
         "",
         ("tests/test_seams.py::test_the_checkpoint_the_pointer_spares_keeps_its_delta_history",),
+    ),
+    Mutant(
+        "pointer-listed-in-a-sorted-root",
+        "a root listed sorted also lists the checkpoint the latest pointer names",
+        "40-listing.lua",
+        "  docs[#docs + 1] = newest or nil -- the pointer's checkpoint, however old its id: the saver "
+        "reads it\n",
+        "",
+        (
+            "tests/test_seams.py::test_the_pointer_spares_its_checkpoint_and_history_in_a_thread_larger_than_a_call",
+        ),
     ),
     Mutant(
         "pointer-spared-is-a-kept-root",
@@ -272,9 +291,19 @@ MUTANTS = [
         "sorted-fallback",
         "DeltaChannel history not provably listed: the root is listed again, sorted",
         "70-thread.lua",
-        "if view.newest and ((p.delta and not exact) or",
+        "if view.newest and ((needs_exact and not exact) or",
         "if view.newest and ((false) or",
         (RULES + "test_delta_history_of_a_fork_outside_the_root_window_is_kept",),
+    ),
+    Mutant(
+        "idle-needs-exact",
+        "IDLE_TTL judges a large thread by a listing that proves its newest",
+        "70-thread.lua",
+        "  local needs_exact = p.delta or rule.idle_before",
+        "  local needs_exact = p.delta",
+        (
+            "tests/test_seams.py::test_idle_ttl_never_judges_a_large_active_thread_by_an_old_checkpoint_put_last",
+        ),
     ),
     Mutant(
         "max-age",

@@ -287,7 +287,7 @@ def test_a_mixed_store_is_named_as_the_library_names_it(r: redis.Redis, saver: R
 def test_a_layout_that_is_not_the_stores_fails(r: redis.Redis, saver: RedisSaver, redis_url: str) -> None:
     put_checkpoints(saver, "t", 2)
     items = check(r, layout="js")
-    assert items["layout"].status == "fail" and "pass LAYOUT python" in items["layout"].detail
+    assert items["layout"].status == "fail" and 'pass layout="python"' in items["layout"].detail
     out = lgprune("check", "--layout", "js", "--url", redis_url)
     assert out.returncode == 1 and "pass --layout python" in out.stdout
 

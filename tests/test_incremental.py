@@ -363,6 +363,7 @@ def test_a_cursor_that_would_never_move_or_would_end_the_pass_unread_is_refused(
         f"i:{fp}:{start}:{since}:{lo}:0:{u}:",  # width 0: the segment never moves
         f"i:{fp}:{start}:{since}:{'9' * 30}:1:{u}:",  # past every window: the pass would end unread
         f"i:{fp}:{start}:{since}:-{'9' * 30}:1:{u}:",  # before every window
+        f"i:{fp}:{start}:{since}:{start}:1:{u}:",  # at the end of the last window: nothing left to read
     ):
         with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
             r.fcall("lgprune_sweep", 0, forged, "3", "BUDGET", "10", "MARGIN", "0")

@@ -20,6 +20,7 @@ from helpers import (
     needs_delta_saver,
     put_checkpoints,
     snapshot,
+    uuid6_at,
 )
 from langgraph.checkpoint.redis import RedisSaver
 from test_acl import user_client
@@ -135,6 +136,64 @@ def test_the_checkpoint_the_pointer_spares_keeps_its_delta_history(
 
     assert fork[-1] in checkpoint_ids(saver, "fork") and result.delta_ancestors_kept > 0
     assert app.get_state(config_of("fork")).values == state
+
+
+@needs_delta_saver
+def test_the_pointer_spares_its_checkpoint_and_history_in_a_thread_larger_than_a_call(
+    r: redis.Redis, saver: RedisSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = delta_graph(saver)
+    delta_turns(app, "fork", turns=20)
+    main = checkpoint_ids(saver, "fork")  # newest first
+    behind = (uuid6_ns(main[40]) + uuid6_ns(main[39])) // 2  # a writer an hour of turns behind
+    monkeypatch.setattr(lg_id, "time", SimpleNamespace(time_ns=lambda: behind))
+    monkeypatch.setattr(lg_id, "_last_v6_timestamp", None)
+    app.invoke({"msgs": ["fork"]}, config_of("fork", main[10]))
+    monkeypatch.undo()
+    state = app.get_state(config_of("fork")).values
+    assert len(state["msgs"]) > 20
+
+    result = Pruner(r, budget=10).prune("fork", 2)  # many calls, each listing part of the thread
+
+    assert result.calls > 1
+    assert app.get_state(config_of("fork")).values == state
+
+
+def test_idle_ttl_never_judges_a_large_active_thread_by_an_old_checkpoint_put_last(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    now_ms = time.time() * 1000
+    old = put_checkpoints(saver, "t", 20, writes=0, age=2400)  # 40 minutes old, by id and stamp
+    for i, checkpoint_id in enumerate(old):
+        r.json().set(f"checkpoint:t:__empty__:{checkpoint_id}", "$.checkpoint_ts", now_ms - 2_400_000 + i)
+    put_checkpoints(saver, "t", 5, writes=0)  # active: 5 from now
+    late = put_checkpoints(saver, "t", 1, writes=0, age=2460)[0]  # put last with a 41-minute-old id
+    r.json().set(f"checkpoint:t:__empty__:{late}", "$.checkpoint_ts", now_ms - 2_460_000)
+    Pruner(r).install()
+    while True:
+        reply = pairs(r.fcall("lgprune_thread", 0, "t", "1", "IDLE_TTL", "1800000", "BUDGET", "10"))
+        if not reply["more"]:
+            break
+    assert late in checkpoint_ids(saver, "t") and saver.get_tuple(config_of("t")) is not None
+    assert len(checkpoint_ids(saver, "t")) == 2  # the newest, and the pointer's
+
+
+def test_an_orphan_sweep_deletes_no_more_keys_a_call_than_its_budget(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    gone = time.time() * 1000 - 3_600_000
+    for i in range(15):  # 15 crash leftovers: a placeholder, 2 writes and a registry each
+        saver.put_writes(config_of(f"lost{i}", uuid6_at(gone)), [("a", 1), ("b", 2)], task_id="t")
+    Pruner(r).install()
+    cursor, deleted = "0", 0
+    while True:
+        reply = pairs(r.fcall("lgprune_sweep", 0, cursor, "1", "ORPHANS", "BUDGET", "10"))
+        assert reply["keys_deleted"] <= 10
+        deleted += reply["keys_deleted"]
+        cursor = reply["cursor"].decode()
+        if cursor == "0":
+            break
+    assert deleted == 60 and not r.keys("*lost*")
 
 
 def test_a_subgraph_run_of_the_checkpoint_the_pointer_spares_stays(r: redis.Redis, saver: RedisSaver) -> None:

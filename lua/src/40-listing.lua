@@ -168,7 +168,8 @@ local function root_window(ctx, thread, keep, view)
 end
 
 -- The root checkpoints under `view` without a window: the first look's answer
--- when the thread is listed whole, else the newest view.limit.
+-- when the thread is listed whole, else the newest view.limit and the one the
+-- latest pointer names (view.newest), whose history a plan must walk.
 local function list_root(ctx, thread, view)
   local res = not view.sorted and view.first
   if not res then
@@ -176,9 +177,12 @@ local function list_root(ctx, thread, view)
   end
   local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
   local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
+  local newest = view.sorted and view.newest
   for i = 2, #res do -- one answer: each key once
     docs[#docs + 1] = prove(res[i], prefix, root)
+    newest = newest and newest.key ~= res[i] and newest
   end
+  docs[#docs + 1] = newest or nil -- the pointer's checkpoint, however old its id: the saver reads it
   return docs
 end
 

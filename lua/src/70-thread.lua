@@ -66,8 +66,8 @@ end
 -- the newest checkpoint), and at the whole view when that page frees nothing
 -- (DeltaChannel ancestors may hold all of it). When the root window cannot
 -- prove it holds the true newest and the plan needs them (DeltaChannel
--- history), or the window holds none of the root's older checkpoints, the
--- root is listed again, sorted. Returns the docs and the plan.
+-- history, IDLE_TTL), or the window holds none of the root's older
+-- checkpoints, the root is listed again, sorted. Returns the docs and the plan.
 local function list_and_plan(ctx, thread, view, rule)
   view.page = view.limit
   if view.sorted then
@@ -84,7 +84,8 @@ local function list_and_plan(ctx, thread, view, rule)
     docs, exact = list_checkpoints(ctx, thread, view, rule)
     p = plan(ctx, thread, docs, rule, false)
   end
-  if view.newest and ((p.delta and not exact) or (#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)) then
+  local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
+  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)) then
     view.first = nil
     docs = list_checkpoints(ctx, thread, view, nil)
     p = plan(ctx, thread, docs, rule, false)

@@ -196,11 +196,18 @@ local function sweep_orphan(sw, key)
   end
 end
 
--- Judge the keys of one SCAN step (see sweep_orphan).
+-- Judge the keys of one SCAN step (see sweep_orphan); false when the orphans
+-- found reach the keys the call may still delete (the step is read again by
+-- the next call, which finds those gone).
 local function judge_keys(sw, keys)
+  local b, pending = sw.ctx.budget, sw.orphans.pending
   for _, key in ipairs(keys) do
+    if #pending >= keys_left(b) then
+      return false
+    end
     sweep_orphan(sw, key)
   end
+  return true
 end
 
 -- The orphans phase of a full pass (ORPHANS): SCAN from `cursor`, judging
@@ -212,8 +219,9 @@ local function orphan_steps(sw, cursor)
   local step_cost = math.ceil(SCAN_COUNT / COST.scan_keys)
   repeat
     local res = rcall('SCAN', cursor, 'COUNT', SCAN_COUNT)
-    if not guard(b, judge_keys, sw, res[2]) then
-      return cursor, false -- failed after this call deleted something: read the step again
+    local ok, judged = guard(b, judge_keys, sw, res[2])
+    if not (ok and judged) then
+      return cursor, false -- the budget, or a failure after a delete: the next call reads the step again
     end
     b.work = b.work + step_cost
     cursor = res[1]

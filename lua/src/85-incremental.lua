@@ -131,7 +131,7 @@ local function check_cursor(pass, opts)
   if pass.scan then
     lo_ok = #pass.scan <= 19 -- a SCAN cursor below 2^63
   else
-    lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1] and pass.lo <= w[#w][2]
+    lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1] and pass.lo < w[#w][2]
   end
   if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and pass.since <= from
       and pass.since <= pass.start)) then

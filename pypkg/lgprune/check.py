@@ -27,7 +27,7 @@ from redis.exceptions import NoPermissionError, ReadOnlyError, ResponseError
 
 from lgprune.driver import Command, Steps
 from lgprune.durations import show
-from lgprune.errors import NO_FUNCTIONS, InvalidArgumentError, LgpruneError
+from lgprune.errors import NO_FUNCTIONS, InvalidArgumentError, LgpruneError, python_spelling
 from lgprune.facts import MIN_BUDGET, WATERMARKS, option
 from lgprune.library import Found, library_build, library_version, usable_steps, version_key
 from lgprune.protocol import Options
@@ -46,8 +46,11 @@ class Item:
 
     name: str
     status: str  # ok, warn, fail or unknown
-    detail: str
+    detail: str  # naming the Python API's arguments, as its errors do (the CLI names its flags)
     needed: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", python_spelling(self.detail))
 
 
 @dataclass(frozen=True)
