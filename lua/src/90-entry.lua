@@ -30,8 +30,9 @@ local pruners = {}
 --[[
 lgprune_version: the library version, and with BUILD which code this is.
   FCALL lgprune_version 0 [BUILD]
-  Reply: bulk string, e.g. "0.3.0"; with BUILD, [version, build]: build is
-  "dev" for the file loaded as it is, else the hash the Python package set.
+  Reply: bulk string, the version (as `lgprune --version` prints it); with
+  BUILD, [version, build]: build is "dev" for the file loaded as it is, else
+  the hash the Python package set.
 ]]
 local function lgprune_version(_, args)
   if args[1] ~= nil and string.upper(args[1]) == 'BUILD' then
