@@ -1,7 +1,9 @@
-"""Join lua/src/*.lua, in name order, into lua/lgprune.lua: the one file Redis loads.
+"""Join lua/src/*.lua, in name order, into lua/lgprune.lua: the one file Redis loads;
+and write what the Python package reads about it (version, error codes, reply fields,
+option names, limits) to lua/facts.json.
 
-    python lua/build.py          write lua/lgprune.lua
-    python lua/build.py --check  fail unless lua/lgprune.lua is the join of its parts (CI)
+    python lua/build.py          write lua/lgprune.lua and lua/facts.json
+    python lua/build.py --check  fail unless both are what the parts make (CI)
 
 Either way every top-level function is held to the engine's size rule: at
 most MAX_LINES lines and MAX_PARAMS parameters; the file to Lua's own limit
@@ -13,6 +15,7 @@ parts (a name is visible only after the part that defines it).
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -20,6 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PARTS = HERE / "src"
 TARGET = HERE / "lgprune.lua"
+FACTS = HERE / "facts.json"
 MAX_LINES = 60
 MAX_PARAMS = 5
 MAX_LOCALS = 200  # LUAI_MAXVARS: "main function has more than 200 local variables"
@@ -108,6 +112,53 @@ def oversized(text: str) -> list[str]:
     return found
 
 
+# The facts pypkg/lgprune/facts.py reads, each the value of a top-level `local NAME = ...`:
+# a 'string', a number, a list of strings { 'a', 'b' }, or a table of { NAME = 'kind' }.
+FACT_KINDS = {
+    "VERSION": "string",
+    "EMPTY_ID": "string",  # how the saver stores the thread id ""
+    "WATERMARKS": "string",  # lgprune's own key
+    "MIN_BUDGET": "number",
+    "MAX_MANY": "number",
+    "ERROR_CODES": "list",
+    "COUNT_FIELDS": "list",
+    "SWEEP_FIELDS": "list",
+    "THREAD_OPTIONS": "table",
+    "SWEEP_OPTIONS": "table",
+}
+
+
+def value_text(text: str, name: str) -> str | None:
+    """What follows `local NAME = ` at the start of a line: to the line's end, or a whole
+    `{ ... }` table; without comments."""
+    found = re.search(rf"^local {name} = (\{{.*?\}}|[^\n]*)", text, re.MULTILINE | re.DOTALL)
+    return None if found is None else re.sub(r"--[^\n]*", "", found.group(1)).strip()
+
+
+def facts(text: str) -> tuple[dict[str, object], list[str]]:
+    """The facts of FACT_KINDS the library states, and what is missing or unreadable."""
+    found: dict[str, object] = {}
+    problems = []
+    for name, kind in FACT_KINDS.items():
+        value = value_text(text, name)
+        if kind == "string" and value is not None and re.fullmatch(r"'[^']*'", value):
+            found[name] = value.strip("'")
+        elif kind == "number" and value is not None and value.isdigit():
+            found[name] = int(value)
+        elif kind == "list" and value is not None and re.fullmatch(r"\{\s*'.*\}", value, re.DOTALL):
+            found[name] = re.findall(r"'([^']*)'", value)
+        elif kind == "table" and value is not None and re.fullmatch(r"\{\s*\w+\s*=.*\}", value, re.DOTALL):
+            pairs = re.findall(r"(\w+)\s*=\s*([^,}]+)", value)
+            found[name] = {key: text.strip().strip("'") for key, text in pairs}
+        else:
+            problems.append(f"the library states no {kind} {name} (local {name} = ...), which facts.py reads")
+    return found, problems
+
+
+def facts_file(found: dict[str, object]) -> str:
+    return json.dumps(found, indent=2) + "\n"
+
+
 def main(argv: list[str]) -> int:
     text = join()
     problems = oversized(text)
@@ -120,12 +171,21 @@ def main(argv: list[str]) -> int:
     if (n := top_level_locals(text)) > MAX_LOCALS:
         problems.append("locals")
         print(f"lua/build.py: the main chunk declares {n} locals; Lua allows {MAX_LOCALS}: group some")
+    found, missing = facts(text)
+    for problem in missing:
+        print(f"lua/build.py: {problem}")
+    problems += missing
     if "--check" in argv:
         if TARGET.read_text(encoding="utf-8") != text:
             print("lua/build.py: lua/lgprune.lua is not the join of lua/src/*.lua: run python lua/build.py")
             return 1
+        if not FACTS.exists() or FACTS.read_text(encoding="utf-8") != facts_file(found):
+            print("lua/build.py: lua/facts.json is not what the library states: run python lua/build.py")
+            return 1
     else:
         TARGET.write_text(text, encoding="utf-8")
+        if not missing:
+            FACTS.write_text(facts_file(found), encoding="utf-8")
     return 1 if problems else 0
 
 

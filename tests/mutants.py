@@ -312,8 +312,8 @@ MUTANTS = [
         "registry-goes",
         "a deleted checkpoint takes its write_keys_zset",
         "60-delete.lua",
-        "  del.others.add(registry_key(del.thread, d))\n",
-        "",
+        "  take_keys(del, del.others, { registry_key(del.thread, d), pointer }, true)\n",
+        "  take_keys(del, del.others, { pointer }, true)\n",
         (RULES + "test_keeps_the_newest_n_and_deletes_the_rest_with_their_writes",),
     ),
     Mutant(
@@ -639,8 +639,8 @@ MUTANTS = [
         "leftovers-cut-more",
         "keep 0 never reports done while a cut-short answer may hide leftovers",
         "60-delete.lua",
-        "  return not extra.cut\n",
-        "  return true\n",
+        "    more = #extra.writes + #extra.others > del.left or extra.cut\n",
+        "    more = #extra.writes + #extra.others > del.left\n",
         (LEFTOVERS + "test_keep_0_never_says_done_while_a_case_variant_hides_leftovers",),
     ),
     Mutant(

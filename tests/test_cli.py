@@ -19,6 +19,7 @@ from helpers import checkpoint_ids, lgprune, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import __version__ as lgprune_version
+from lgprune import embedded
 from lgprune.embedded import EmbeddedRedis, free_port
 
 
@@ -304,10 +305,22 @@ def test_lgprune_redis_keeps_data_in_dir_across_restarts(tmp_path: Path) -> None
     assert data.is_dir()
 
 
-def test_lgprune_redis_on_a_busy_port_fails_in_one_line() -> None:
+def test_lgprune_redis_on_a_busy_port_says_so_and_never_the_banner() -> None:
     with EmbeddedRedis() as server:
         out = lgprune("redis", "--port", str(server.port))
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert f"port {server.port} of 127.0.0.1 is already in use" in out.stderr and out.stdout == ""
+
+
+def test_the_start_up_probe_never_takes_another_servers_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the busy-port check (a server that binds in between): the probe asks the
+    answering server its process id, and the other server's is not ours."""
+    monkeypatch.setattr(embedded, "port_is_free", lambda port: True)
+    with EmbeddedRedis() as other:
+        late = EmbeddedRedis(port=other.port)
+        with pytest.raises(RuntimeError, match="exited"):
+            late.start()
+        assert not late.running() and other.running()
 
 
 def test_an_embedded_server_never_started_leaves_no_directory(tmp_path: Path) -> None:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import redis
 from helpers import checkpoint_ids, lgprune, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
+
+from lgprune import Pruner
+from lgprune.durations import elapsed
+from lgprune.errors import IndexMissingError, InvalidArgumentError
 
 
 def test_help_keeps_the_extras_quoted_and_flags_carry_no_bool_metavar() -> None:
@@ -184,3 +192,81 @@ def test_the_quick_start_reproduces_on_the_seeded_demo_threads(redis_url: str, r
         result.writes_deleted,
         result.keys_deleted,
     ]
+
+
+def test_a_thread_id_that_is_not_utf8_is_a_usage_error(redis_url: str, saver: RedisSaver) -> None:
+    put_checkpoints(saver, "t", 3)
+    out = lgprune("prune", os.fsdecode(b"\xff\xfe"), "--keep", "1", "--url", redis_url)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "not valid UTF-8" in out.stderr and "unexpected" not in out.stderr
+    assert len(checkpoint_ids(saver, "t")) == 3
+
+
+@pytest.mark.parametrize("command", [["prune", "t", "--keep", "1"], ["sweep", "--keep", "1"], ["stats"]])
+def test_a_layout_the_store_has_no_index_for_is_a_usage_error(
+    redis_url: str, saver: RedisSaver, command: list[str]
+) -> None:
+    put_checkpoints(saver, "t", 3)
+    out = lgprune(*command, "--layout", "js", "--url", redis_url)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "pass --layout python" in out.stderr and "LAYOUT" not in out.stderr
+    assert len(checkpoint_ids(saver, "t")) == 3
+
+
+def test_the_python_api_names_its_own_arguments(r: redis.Redis, saver: RedisSaver) -> None:
+    with pytest.raises(IndexMissingError) as wrong:
+        Pruner(r, layout="js").prune("t", 1)
+    assert 'pass layout="python"' in str(wrong.value) and "LAYOUT" not in str(wrong.value)
+    with pytest.raises(InvalidArgumentError) as js_prefix:
+        Pruner(r, layout="js", checkpoint_write_prefix="w").prune("t", 1)
+    assert "checkpoint_write_prefix" in str(js_prefix.value) and "WRITE_PREFIX" not in str(js_prefix.value)
+
+
+def test_times_below_a_second_print_in_ms_and_a_dry_run_says_would_prune(
+    redis_url: str, saver: RedisSaver
+) -> None:
+    assert (elapsed(0.028), elapsed(0.9994), elapsed(1.44)) == ("28 ms", "999 ms", "1.4 s")
+    for i in range(3):
+        put_checkpoints(saver, f"t{i}", 4)
+    dry = lgprune("sweep", "--keep", "1", "--dry-run", "--url", redis_url).stdout
+    assert "would prune 3," in dry and "pruned" not in dry, dry
+    assert re.search(r" in 1 call, \d+ ms\n$", dry), dry
+    done = lgprune("sweep", "--keep", "1", "--url", redis_url).stdout
+    assert "3 pruned," in done and "would" not in done, done
+
+
+def test_the_progress_line_shows_counts_and_no_percentage_it_cannot_know(
+    redis_url: str, saver: RedisSaver
+) -> None:
+    if shutil.which("script") is None:
+        pytest.skip("needs script(1) for a terminal")
+    for i in range(77):
+        put_checkpoints(saver, f"user:{i}", 3, writes=0)
+    command = f"{sys.executable} -m lgprune sweep --keep 2 --budget 40 --url {redis_url}"
+    shown = subprocess.run(
+        ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "77 threads, " in shown and "%" not in shown, shown
+
+
+def test_a_thread_a_sweep_cannot_prune_is_named_in_its_summary(
+    redis_url: str, r: redis.Redis, saver: RedisSaver
+) -> None:
+    ids = put_checkpoints(saver, "bad", 4, writes=1)
+    r.delete(f"write_keys_zset:bad:__empty__:{ids[0]}")
+    r.set(f"write_keys_zset:bad:__empty__:{ids[0]}", "not a registry")  # a key of another type
+    put_checkpoints(saver, "good", 4, writes=1)
+    out = lgprune("sweep", "--keep", "1", "--url", redis_url)
+    assert out.returncode == 0, out.stderr
+    assert "could not prune 1 thread, left as stored: 'bad': BADDATA" in out.stdout, out.stdout
+
+
+def test_the_default_url_unreachable_hints_at_url_and_redis_url() -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("localhost", 6379)) == 0:
+            pytest.skip("a server answers on localhost:6379")
+    out = lgprune("prune", "t", "--keep", "1", env={"REDIS_URL": ""})
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "--url" in out.stderr and "$REDIS_URL" in out.stderr
+    given = lgprune("prune", "t", "--keep", "1", "--url", "redis://127.0.0.1:1")
+    assert given.returncode == 1 and "$REDIS_URL" not in given.stderr

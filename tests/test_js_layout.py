@@ -219,13 +219,13 @@ def test_a_store_both_savers_index_is_refused_and_untouched(r: redis.Redis, stor
 
 def test_layout_mistakes_are_one_clear_error(r: redis.Redis, store: dict[str, Any]) -> None:
     keys = dumps(r)
-    with pytest.raises(IndexMissingError, match=r"only the js saver's index \(checkpoints\): pass LAYOUT js"):
+    with pytest.raises(IndexMissingError, match=r"the js saver.s index \(checkpoints\): pass layout=.js."):
         Pruner(r, layout="python").prune("wang1", 1)
     with pytest.raises(InvalidArgumentError, match="fixed"):
         Pruner(r, layout="js", checkpoint_prefix="other").prune("wang1", 1)
     with pytest.raises(InvalidArgumentError, match="empty thread"):
         Pruner(r).prune("", 1)
-    with pytest.raises(InvalidArgumentError, match="ORPHANS"):
+    with pytest.raises(InvalidArgumentError, match="orphans"):
         Pruner(r).sweep(1, orphans=True)
     with pytest.raises(InvalidArgumentError, match="layout"):
         Pruner(r, layout="ts")

@@ -146,6 +146,7 @@ def test_the_wheel_ships_the_lua_and_works_from_outside_the_repo(tmp_path: Path,
     wheel = next((tmp_path / "dist").glob("lgprune-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("lgprune/lua/lgprune.lua").decode() == (ROOT / "lua" / "lgprune.lua").read_text()
+        assert archive.read("lgprune/lua/facts.json").decode() == (ROOT / "lua" / "facts.json").read_text()
         assert "lgprune/py.typed" in archive.namelist()
     site = tmp_path / "site"
     subprocess.run(
@@ -153,13 +154,14 @@ def test_the_wheel_ships_the_lua_and_works_from_outside_the_repo(tmp_path: Path,
         check=True,
     )
     script = textwrap.dedent(f"""
-        import redis, lgprune
+        import redis, lgprune, lgprune.facts
         from lgprune.library import library_code
         assert lgprune.__file__.startswith({str(site)!r}), lgprune.__file__
         client = redis.Redis.from_url({redis_url!r})
         client.function_flush()
         print(lgprune.Pruner(client).install())
         assert client.fcall("lgprune_version", 0).decode() == lgprune.__version__
+        assert lgprune.facts.MIN_BUDGET > 0 and "NOINDEX" in lgprune.facts.ERROR_CODES
     """)
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = subprocess.run(

@@ -328,7 +328,7 @@ def test_custom_prefixes(r: redis.Redis, pruner: Pruner) -> None:
     untouched = {k: r.dump(k) for k in r.scan_iter(match="checkpoint*")}
 
     # only one prefix given: the writes would be orphaned, so nothing is deleted
-    with pytest.raises(InvalidArgumentError, match="WRITE_PREFIX"):
+    with pytest.raises(InvalidArgumentError, match="checkpoint_write_prefix"):
         Pruner(r, checkpoint_prefix="app_ckpt").prune("t", 2)
     assert len(keys_of(r, "app_ckpt:t:*")) == 7
     result = Pruner(r, checkpoint_prefix="app_ckpt", checkpoint_write_prefix="app_writes").prune("t", 2)

@@ -214,28 +214,35 @@ local function next_chunk(del, doomed, first)
   end
 end
 
+-- The one take: keys[1..n] into sink `s`, n as many as del.left allows (all
+-- or none with `whole`), charged to del.left. Whether all of them went.
+local function take_keys(del, s, keys, whole)
+  local n = math.min(#keys, del.left)
+  if whole and n < #keys then
+    return false
+  end
+  local add = s.add -- a local: this runs once per key
+  for i = 1, n do
+    add(keys[i])
+  end
+  del.left = del.left - n
+  return n == #keys
+end
+
 -- Take checkpoint d and its writes `ws` into the sinks while del.left keys
 -- remain: false when not all of it fits (the writes that fit are taken). Its
--- keys: its writes, itself, its registry and, when it takes its namespace's
--- latest pointer with it (d.pointer), that pointer.
+-- own keys, all or none: itself, its registry and, when it takes its
+-- namespace's latest pointer with it (d.pointer), that pointer.
 local function take(del, d, ws, truncated)
   local pointer = d.pointer and latest_key(del.ctx, del.thread, d.ns)
   local own = pointer and 3 or 2
   local fits = not truncated and #ws + own <= del.left
-  local add, n = del.writes.add, math.min(#ws, del.left) -- locals: this runs once per write
-  for k = 1, n do
-    add(ws[k])
-  end
-  del.left = del.left - math.max(n, 0)
+  take_keys(del, del.writes, ws, false)
   if not fits then
     return false
   end
-  del.ckpts.add(d.key)
-  del.others.add(registry_key(del.thread, d))
-  if pointer then
-    del.others.add(pointer)
-  end
-  del.left = del.left - own
+  take_keys(del, del.ckpts, { d.key }, true)
+  take_keys(del, del.others, { registry_key(del.thread, d), pointer }, true)
   return true
 end
 
@@ -272,35 +279,6 @@ local function leftovers(ctx, thread, docs)
     end
   end
   return { writes = writes, others = others, cut = res[1] > #res - 1 }
-end
-
--- Take the leftovers (see leftovers) into the sinks when all fit del.left:
--- false when they do not, or when more may exist than were read.
-local function take_leftovers(del, extra)
-  if #extra.writes + #extra.others > del.left then
-    return false
-  end
-  for _, key in ipairs(extra.writes) do
-    del.writes.add(key)
-  end
-  for _, key in ipairs(extra.others) do
-    del.others.add(key)
-  end
-  del.left = del.left - #extra.writes - #extra.others
-  return not extra.cut
-end
-
--- Take the freed blobs (see freed_blobs) into their sink as far as del.left
--- allows: false when some are left for the next call (those that did not
--- fit, or, when this call took some, those not read: a call that read its
--- fill of blobs and freed none would free none next time either).
-local function take_blobs(del, blobs)
-  local n = math.min(#blobs.keys, del.left)
-  for i = 1, n do
-    del.blobs.add(blobs.keys[i])
-  end
-  del.left = del.left - n
-  return n == #blobs.keys and not (blobs.cut and n > 0)
 end
 
 -- Take the doomed checkpoints in order, with the writes `found` for all of
@@ -351,11 +329,18 @@ local function delete_doomed(ctx, thread, p, whole)
     dropped = all - #doomed
   end
   local more = take_all(del, doomed, found) or trimmed
-  if not more and p.leftovers then
-    more = not take_leftovers(del, p.leftovers)
+  local extra = p.leftovers -- all or none, and more when more may exist than were read
+  if not more and extra then
+    more = #extra.writes + #extra.others > del.left or extra.cut
+    if not more then
+      take_keys(del, del.writes, extra.writes, true)
+      take_keys(del, del.others, extra.others, true)
+    end
   end
   if not more and p.blobs and dropped == 0 then -- (a checkpoint kept unseen keeps its blobs)
-    more = not take_blobs(del, p.blobs)
+    -- those that did not fit, or, when this call took some, those not read, are the next
+    -- call's (a call that read its fill of blobs and freed none would free none next time)
+    more = not take_keys(del, del.blobs, p.blobs.keys, false) or (p.blobs.cut and #p.blobs.keys > 0)
   end
   check_deletable(b, { del.writes, del.others, del.blobs, del.ckpts })
   del.writes.flush()

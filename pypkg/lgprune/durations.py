@@ -46,3 +46,8 @@ def parse_duration(value: str | float, *, name: str, least: float = 1.0) -> floa
     if seconds < least or seconds < 0:
         raise InvalidArgumentError(f"{name} must be at least {show(least)}, got {given}")
     return seconds
+
+
+def elapsed(seconds: float) -> str:
+    """A time taken, as a person reads it: '28 ms' below a second, else '1.4 s'."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 0.9995 else f"{seconds:.1f} s"

@@ -45,6 +45,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on `port` of 127.0.0.1 (as redis-server binds: SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class EmbeddedRedis:
     """One redis-server process, by default with the search and JSON modules loaded."""
 
@@ -115,10 +126,15 @@ class EmbeddedRedis:
         return lines[-1] if lines else ""
 
     def start(self, timeout: float = 20.0) -> EmbeddedRedis:
-        """Start the server (again, after `kill`) and wait until it answers PING."""
+        """Start the server (again, after `kill`) and wait until it answers, itself: a server
+        already on the port is an error, never taken for this one."""
+        if not port_is_free(self.port):
+            raise RuntimeError(
+                f"port {self.port} of 127.0.0.1 is already in use (another Redis?): pick another"
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -127,8 +143,11 @@ class EmbeddedRedis:
                     self.stop()
                     raise RuntimeError(f"redis-server on port {self.port} exited with {code}: {why}")
                 try:
-                    if client.ping():
+                    # PING: loaded (BusyLoadingError before); the process id: ours, not a
+                    # server already on the port (ours then exits: it cannot bind)
+                    if client.ping() and int(client.info("server")["process_id"]) == self.process.pid:
                         return self
+                    time.sleep(0.05)
                 except redis.ConnectionError:
                     time.sleep(0.05)
                 except redis.BusyLoadingError:

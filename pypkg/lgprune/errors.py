@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
+
+from lgprune.facts import SWEEP_OPTIONS, THREAD_OPTIONS
 
 if TYPE_CHECKING:
     from lgprune.results import PruneResult, SweepResult
@@ -66,7 +69,25 @@ CODES: dict[str, type[LgpruneError]] = {
 }
 
 
+# The library's option names as the Python API spells its arguments: `LAYOUT js` is `layout="js"`.
+PYTHON_NAMES = {name: name.lower() for name in THREAD_OPTIONS | SWEEP_OPTIONS} | {
+    "WRITE_PREFIX": "checkpoint_write_prefix"
+}
+OPTION = re.compile(
+    r"\b(" + "|".join(sorted(PYTHON_NAMES, key=len, reverse=True)) + r")\b(?: (python|js)\b)?"
+)
+
+
+def python_spelling(text: str) -> str:
+    """A message of the library with its option names as the Python API's arguments."""
+    return OPTION.sub(
+        lambda m: PYTHON_NAMES[m[1]] + (f'="{m[2]}"' if m[2] else ""),
+        text,
+    )
+
+
 def from_server_message(message: str) -> LgpruneError:
-    """Map an error reply of the Lua library, by its code, to the matching exception."""
+    """Map an error reply of the Lua library, by its code, to the matching exception,
+    its message naming the Python API's arguments."""
     code, _, text = message.removeprefix("LGPRUNE ").strip().partition(" ")
-    return CODES.get(code, LgpruneError)(text)
+    return CODES.get(code, LgpruneError)(python_spelling(text))

@@ -1,11 +1,16 @@
-"""Facts of the Lua library, read from the packaged file, never copied here: its version,
-error codes, reply fields, option names and limits, and how the saver stores thread ""."""
+"""Facts of the Lua library, read from the package, never copied here: its version, error
+codes, reply fields, option names and limits, and how the saver stores thread "".
+
+lua/build.py writes them to lua/facts.json from the library's own definitions, and
+`lua/build.py --check` (CI) fails when that file no longer matches the library.
+"""
 
 from __future__ import annotations
 
-import re
+import json
 from functools import cache
 from importlib import resources
+from typing import Any
 
 
 @cache
@@ -14,33 +19,40 @@ def library_file() -> str:
     return (resources.files("lgprune") / "lua" / "lgprune.lua").read_text(encoding="utf-8")
 
 
-def _value(name: str) -> str:
-    """The text after `local NAME = ` at the start of a line: to the line's end, or a
-    whole `{ ... }` table."""
-    found = re.search(rf"^local {name} = (\{{.*?\}}|[^\n]*)", library_file(), re.MULTILINE | re.DOTALL)
-    if found is None:
-        raise LookupError(f"the packaged Lua library defines no {name}")
-    return re.sub(r"--[^\n]*", "", found.group(1)).strip()
+@cache
+def _facts() -> dict[str, Any]:
+    """lua/facts.json, shipped inside the installed package beside the library, read once."""
+    facts: dict[str, Any] = json.loads(
+        (resources.files("lgprune") / "lua" / "facts.json").read_text(encoding="utf-8")
+    )
+    return facts
+
+
+def _value(name: str) -> Any:
+    try:
+        return _facts()[name]
+    except KeyError:
+        raise LookupError(f"the packaged Lua library states no {name} (lua/facts.json)") from None
 
 
 def lua_number(name: str) -> int:
-    """`local NAME = 10`."""
+    """The library's `local NAME = 10`."""
     return int(_value(name))
 
 
 def lua_string(name: str) -> str:
-    """`local NAME = 'text'`."""
-    return _value(name).strip("'")
+    """The library's `local NAME = 'text'`."""
+    return str(_value(name))
 
 
 def lua_list(name: str) -> tuple[str, ...]:
-    """The strings of `local NAME = { 'a', 'b' }`, in order."""
-    return tuple(re.findall(r"'([^']*)'", _value(name)))
+    """The strings of the library's `local NAME = { 'a', 'b' }`, in order."""
+    return tuple(_value(name))
 
 
 def lua_keys(name: str) -> frozenset[str]:
-    """The keys of `local NAME = { A = ..., B = ... }`."""
-    return frozenset(re.findall(r"(\w+)\s*=", _value(name)))
+    """The keys of the library's `local NAME = { A = ..., B = ... }`."""
+    return frozenset(_value(name))
 
 
 VERSION = lua_string("VERSION")

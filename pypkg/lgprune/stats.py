@@ -154,7 +154,7 @@ def _index_info(reply: Any, index: str) -> Any:
         if "no such index" in message or "unknown index" in message:
             raise IndexMissingError(
                 f"index {index!r} does not exist: run the saver's setup() first, or pass the "
-                "prefixes the saver uses (CHECKPOINT_PREFIX, WRITE_PREFIX)"
+                "prefixes the saver uses (checkpoint_prefix, checkpoint_write_prefix)"
             ) from None
         if "unknown command" in message:
             raise ModulesMissingError(

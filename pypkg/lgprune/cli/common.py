@@ -12,7 +12,7 @@ import redis
 import typer
 
 from lgprune.durations import parse_duration
-from lgprune.errors import InvalidArgumentError, LgpruneError
+from lgprune.errors import IndexMissingError, InvalidArgumentError, LgpruneError
 from lgprune.facts import MIN_BUDGET
 from lgprune.protocol import LAYOUTS
 from lgprune.pruner import Pruner
@@ -21,26 +21,22 @@ from lgprune.urls import check_database, masked_url, redact
 DEFAULT_URL = "redis://localhost:6379"
 T = TypeVar("T")
 
-# The names the library and the Python API use in messages, as this command line spells them.
+# The Python API's argument names (the library's errors come spelt so, see errors.py),
+# as this command line spells them: `layout="js"` is `--layout js`.
 FLAG_NAMES = {
-    "CHECKPOINT_PREFIX": "--checkpoint-prefix",
     "checkpoint_prefix": "--checkpoint-prefix",
-    "WRITE_PREFIX": "--write-prefix",
     "checkpoint_write_prefix": "--write-prefix",
-    "BUDGET": "--budget",
     "budget": "--budget",
-    "KEEP": "--keep",
-    "MAX_AGE": "--max-age",
     "max_age": "--max-age",
-    "IDLE_TTL": "--idle-ttl",
     "idle_ttl": "--idle-ttl",
-    "GRACE": "--grace",
     "grace": "--grace",
-    "LAYOUT": "--layout",
     "layout": "--layout",
-    "ORPHANS": "--orphans",
+    "orphans": "--orphans",
+    "margin": "--margin",
+    "full_every": "--full-every",
+    "dry_run": "--dry-run",
 }
-FLAG_PATTERN = re.compile(r"(?<![-\w])(" + "|".join(FLAG_NAMES) + r")\b")
+FLAG_PATTERN = re.compile(r"(?<![-\w])(" + "|".join(FLAG_NAMES) + r')\b(?:="([^"]*)")?')
 
 
 def _nonempty(value: str) -> str:
@@ -98,7 +94,9 @@ def one_line(text: str) -> str:
 
 def cli_text(text: str) -> str:
     """A message as one line, naming the command line's flags."""
-    return FLAG_PATTERN.sub(lambda m: FLAG_NAMES[m.group(1)], one_line(text))
+    return FLAG_PATTERN.sub(
+        lambda m: FLAG_NAMES[m[1]] + (f" {m[2]}" if m[2] is not None else ""), one_line(text)
+    )
 
 
 def cli_message(error: BaseException) -> str:
@@ -106,19 +104,36 @@ def cli_message(error: BaseException) -> str:
     return cli_text(str(error)) or type(error).__name__
 
 
-def fail(error: BaseException) -> NoReturn:
-    """One clear line on stderr; exit 2 for bad input, 1 for anything from Redis."""
+def fail(error: BaseException, *, usage: bool = False) -> NoReturn:
+    """One clear line on stderr; exit 2 for bad input (or `usage`), 1 for anything from Redis."""
     typer.echo(f"lgprune: {cli_message(error)}", err=True)
-    raise typer.Exit(2 if isinstance(error, InvalidArgumentError) else 1)
+    raise typer.Exit(2 if usage or isinstance(error, InvalidArgumentError) else 1)
+
+
+def explained(error: BaseException, url: str | None) -> BaseException:
+    """`error`, with a hint of --url when no --url nor $REDIS_URL named a server and the
+    default one cannot be reached."""
+    if url is None and not os.environ.get("REDIS_URL") and isinstance(error, redis.ConnectionError):
+        return redis.ConnectionError(
+            f"{one_line(str(error))} (no --url given and $REDIS_URL is unset, so {DEFAULT_URL} was "
+            "tried: pass --url redis://HOST:PORT or set $REDIS_URL)"
+        )
+    return error
+
+
+def wrong_layout(error: BaseException, layout: str | None) -> bool:
+    """Whether `error` says the store has no index of the --layout named: a usage error."""
+    return layout is not None and isinstance(error, IndexMissingError)
 
 
 @contextlib.contextmanager
-def errors() -> Iterator[None]:
-    """Turn what lgprune and Redis raise into `fail`."""
+def errors(url: str | None = None, layout: str | None = None) -> Iterator[None]:
+    """Turn what lgprune and Redis raise into `fail`; `url` and `layout` as given on the
+    command line (None: not given)."""
     try:
         yield
     except (LgpruneError, redis.RedisError, OSError) as error:
-        fail(error)
+        fail(explained(error, url), usage=wrong_layout(error, layout))
 
 
 def client(url: str | None, connect: Callable[[str], T], *, any_database: bool = False) -> T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Annotated
 
 import typer
@@ -53,9 +54,10 @@ def prune(
     layout: Layout = None,
 ) -> None:
     """Keep the newest KEEP checkpoints per namespace of one thread; delete the rest."""
-    with errors():
+    with errors(url, layout):
+        # the bytes as typed: an id that is not UTF-8 is the library's to refuse, not a crash here
         result = pruner(url, checkpoint_prefix, write_prefix, budget, layout).prune(
-            thread_id, keep, dry_run=dry_run
+            os.fsencode(thread_id), keep, dry_run=dry_run
         )
     if as_json:
         typer.echo(json.dumps({"thread_id": thread_id, **dataclasses.asdict(result)}))
@@ -71,6 +73,6 @@ def install(
 ) -> None:
     """Load the lgprune function library into the server: once, by an administrator (a user
     allowed FUNCTION LOAD); the runtime user then needs no such right."""
-    with errors():
+    with errors(url):
         version = pruner(url, "checkpoint", "checkpoint_write", None).install(force=force)
     typer.echo(f"lgprune library {version} is loaded")

@@ -19,7 +19,7 @@ import redis
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from lgprune.cli.common import (
@@ -41,10 +41,13 @@ from lgprune.cli.common import (
     cli_message,
     duration,
     errors,
+    explained,
     fail,
     plural,
     pruner,
+    wrong_layout,
 )
+from lgprune.durations import elapsed
 from lgprune.errors import InvalidArgumentError, LgpruneError
 from lgprune.protocol import FULL_EVERY_S
 from lgprune.pruner import Pruner
@@ -58,38 +61,23 @@ Every = Annotated[
 ]
 
 
-def scan_fraction(cursor: str, keys: int) -> float:
-    """How far a SCAN cursor is through a keyspace of `keys` keys (Redis walks its
-    hash table in reverse-binary order of the bucket index)."""
-    bits = max(2, (max(keys, 1) - 1).bit_length())
-    index = int(cursor) & ((1 << bits) - 1)
-    return int(f"{index:0{bits}b}"[::-1], 2) / (1 << bits)
-
-
-def pass_fraction(cursor: str, keys: int) -> float:
-    """Roughly how far a sweep pass is, from its cursor (lgprune_sweep's contract):
-    a full pass by its SCAN cursor; an incremental one by how far its segment is
-    from the watermark less the margin to when the pass began."""
-    parts = cursor.split(":")
-    if parts[0] == "i" and len(parts) >= 6:
-        start, since, lo = (float(p) for p in parts[2:5])
-        return min(1.0, max(0.0, (lo - since) / (start - since))) if start > since else 0.0
-    return scan_fraction(parts[-1], keys) if parts[-1].isdigit() else 0.0
-
-
 class _Stop(Exception):
     """Raised from a progress callback once SIGTERM or SIGINT arrived."""
 
 
 def summary(result: SweepResult) -> str:
-    verb = "would delete" if result.dry_run else "deleted"
     kind = "full"
     if result.kind == "incremental" and result.since is not None:
         kind = f"incremental since {datetime.fromtimestamp(result.since, timezone.utc):%Y-%m-%d %H:%M:%S}Z"
+    idle = plural(result.threads_deleted, "idle thread")
+    threads = f"{plural(result.threads_visited, 'thread visit')}, " + (
+        f"would prune {result.threads_pruned}, would delete {idle}"
+        if result.dry_run
+        else f"{result.threads_pruned} pruned, {idle} deleted"
+    )
     return (
-        f"sweep ({kind}){' (dry run: nothing was deleted)' if result.dry_run else ''}: "
-        f"{plural(result.threads_visited, 'thread visit')}, {result.threads_pruned} pruned, "
-        f"{plural(result.threads_deleted, 'idle thread')} deleted; {verb} "
+        f"sweep ({kind}){' (dry run: nothing was deleted)' if result.dry_run else ''}: {threads}; "
+        f"{'would delete' if result.dry_run else 'deleted'} "
         f"{plural(result.checkpoints_deleted, 'checkpoint')}, {plural(result.writes_deleted, 'write')}, "
         + (
             plural(result.blobs_deleted, "blob")
@@ -97,10 +85,16 @@ def summary(result: SweepResult) -> str:
             else plural(result.orphans_deleted, "orphan")
         )
         + f" ({plural(result.keys_deleted, 'key')}) "
-        f"in {plural(result.calls, 'call')}, {result.elapsed:.1f} s"
+        f"in {plural(result.calls, 'call')}, {elapsed(result.elapsed)}"
         + (
             "; unfinished: a thread or a too dense moment was passed over, the watermark stays"
             if result.unfinished
+            else ""
+        )
+        + (
+            f"; could not prune {plural(result.threads_failed, 'thread')}, left as stored: "
+            f"{result.failures_text()}"
+            if result.threads_failed
             else ""
         )
     )
@@ -121,6 +115,8 @@ class SweepRun:
     record: Callable[..., None] | None
     metrics_file: Path | None
     stopping: threading.Event
+    url: str | None  # --url and --layout as given (None: not given), for what errors say
+    layout: str | None
 
     def round(self) -> bool:
         """One sweep and its line; False once a signal stopped it (or it failed, once)."""
@@ -133,8 +129,9 @@ class SweepRun:
         except (LgpruneError, redis.RedisError, OSError) as error:
             self.write_metrics(None, started, "failure")
             if self.every is None:
-                fail(error)
-            typer.echo(f"lgprune: {now()} {cli_message(error)} (retrying in {self.every:g} s)", err=True)
+                fail(explained(error, self.url), usage=wrong_layout(error, self.layout))
+            message = cli_message(explained(error, self.url))
+            typer.echo(f"lgprune: {now()} {message} (retrying in {self.every:g} s)", err=True)
             return True
         self.write_metrics(result, started, "dry_run" if result.dry_run else "success")
         if self.as_json:
@@ -149,27 +146,27 @@ class SweepRun:
             self.record(self.metrics_file, result, started=started, outcome=outcome)
 
     def sweep_once(self) -> SweepResult:
-        """One sweep, with a progress bar on a terminal."""
-        keys = int(self.pruner.client.dbsize())
+        """One sweep, with a progress line on a terminal: a pulse and counts, no percentage (a
+        pass reads the index by checkpoint_ts, so it knows how far it is in time, not in
+        threads: most threads may lie in its last minutes)."""
         show = sys.stderr.isatty() and not self.as_json
         columns = (
             TextColumn("sweep"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
+            BarColumn(),  # a pulse: total None until the pass is done
             TextColumn(
                 "{task.fields[threads]} threads, {task.fields[deleted]} deleted, {task.fields[rate]}/s"
             ),
-            TimeRemainingColumn(),
         )
         with Progress(*columns, disable=not show, transient=False) as progress:
-            task = progress.add_task("sweep", total=1.0, threads=0, deleted=0, rate=0)
+            task = progress.add_task("sweep", total=None, threads=0, deleted=0, rate=0)
 
             def on_progress(result: SweepResult) -> None:
-                done = 1.0 if result.cursor == "0" else pass_fraction(result.cursor, keys)
+                done = result.cursor == "0"
                 rate = int(result.keys_deleted / result.elapsed) if result.elapsed else 0
                 progress.update(
                     task,
-                    completed=done,
+                    total=1.0 if done else None,
+                    completed=1.0 if done else 0.0,
                     threads=result.threads_visited,
                     deleted=result.keys_deleted,
                     rate=rate,
@@ -229,7 +226,7 @@ def sweep(
     until SIGTERM/SIGINT, finishing the current call first (each line then starts with the time)."""
     if grace is not None and not orphans:
         fail(InvalidArgumentError("--grace applies to --orphans only"))
-    with errors():
+    with errors(url, layout):
         plan = SweepPlan(keep, idle_ttl, max_age, orphans, grace, dry_run, full, margin, full_every)
         run = SweepRun(
             pruner(url, checkpoint_prefix, write_prefix, budget, layout),
@@ -239,6 +236,8 @@ def sweep(
             None,
             metrics_file,
             threading.Event(),
+            url,
+            layout,
         )
     if metrics_file is not None:
         try:
@@ -266,7 +265,7 @@ def stats(
 ) -> None:
     """Threads, checkpoints, writes and keys; checkpoints per thread; the biggest threads; what a
     sweep with --keep would free (read-only). The totals do not depend on --top."""
-    with errors():
+    with errors(url, layout):
         result = pruner(url, checkpoint_prefix, write_prefix, None, layout).stats(keep, top=top)
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(result)))
