@@ -6,13 +6,15 @@ on a broken link or a page missing from the site.)"""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from helpers import lgprune
 
-import lgprune
+from lgprune import __version__
 from lgprune.facts import ERROR_CODES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,18 +93,18 @@ def test_no_page_shows_a_version_the_package_would_not_print(page: Path) -> None
     text = rendered(page)
     for pattern in VERSION_SHOWN:
         for shown in pattern.findall(text):
-            assert shown == lgprune.__version__, f"{page.name} shows version {shown}"
+            assert shown == __version__, f"{page.name} shows version {shown}"
 
 
 def test_the_service_page_shows_the_version_healthz_answers() -> None:
-    assert f'{{"redis": "ok", "library": "{lgprune.__version__}"}}' in (DOCS / "serve.md").read_text()
+    assert f'{{"redis": "ok", "library": "{__version__}"}}' in (DOCS / "serve.md").read_text()
 
 
 def test_the_changelog_has_an_entry_for_this_version() -> None:
     released = re.findall(
         r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", CHANGELOG.read_text(), re.MULTILINE
     )
-    assert released and released[0] == lgprune.__version__
+    assert released and released[0] == __version__
 
 
 INTERNAL = re.compile(r"\bissues? #?\d+|#\d+\b|\bgoal met\b|\bthis issue\b|\bthe seed\b", re.IGNORECASE)
@@ -144,3 +146,15 @@ def test_the_numbers_quoted_are_the_committed_benchmarks() -> None:
     for page in (README, DOCS / "index.md"):
         text = page.read_text()
         assert f"{ours} ms" in text and f"{saver} ms" in text, page.name
+
+
+def test_the_documented_check_report_is_what_lgprune_check_prints(redis_url: str) -> None:
+    shown = re.search(r"`(\{\"cron_can_run\": .*?), \.\.\.\]\}`", (DOCS / "sweeps.md").read_text())
+    assert shown, "the sweeps page shows lgprune check --json"
+    example = json.loads(shown.group(1) + "]}")
+    done = lgprune("check", "--json", "--url", redis_url)
+    printed = json.loads(done.stdout)
+    assert printed.keys() == example.keys()
+    first, documented = printed["items"][0], example["items"][0]
+    assert first.keys() == documented.keys() and first["name"] == documented["name"]
+    assert first["status"] == documented["status"] and first["detail"].startswith("Redis ")
