@@ -2008,7 +2008,7 @@ local MAX_FAILED = 100 -- failed threads named in one reply (all are counted)
 local COST = {
   visit = 10, -- a thread visit
   list = 40, -- ... and more when the visit lists and plans the thread
-  check = 3, -- an orphan check, or a read of a thread's newest root checkpoint
+  check = 5, -- an orphan check, or a read of a thread's newest root checkpoint
   scan_keys = 8, -- a SCAN step: 1 per this many keys it examines
 }
 
@@ -2233,7 +2233,7 @@ local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; t
 local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
 local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least)
 local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
-local GROUP_ENTRIES_PER_UNIT = 4 -- ... and grouping them by thread 1 per this many
+local GROUP_UNITS_PER_ENTRY = 2 -- ... and grouping them by thread 2 per entry (it loads each thread_id)
 
 -- A whole number of milliseconds as text (as cursors, fields and queries hold them).
 local function ms(v)
@@ -2468,7 +2468,7 @@ local function ts_threads(ctx, lo, hi, n, limit)
   if not ok then
     error(res, 0)
   end
-  ctx.budget.work = ctx.budget.work + math.floor(n / GROUP_ENTRIES_PER_UNIT)
+  ctx.budget.work = ctx.budget.work + n * GROUP_UNITS_PER_ENTRY
   local ids = {}
   for i = 2, #res do
     local row = res[i]
@@ -2532,22 +2532,21 @@ end
 -- were few (the width doubles next). A new segment is narrowed by counts to
 -- BUDGET / SEGMENT_UNITS entries (or 1 ms, however many it holds); the width
 -- carries over, so a call whose counts spent its budget (nil) leaves the
--- next one a narrower segment to count.
+-- next one a narrower segment to count. The segment under way (pass.after)
+-- is counted again as it stands.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
   local most = segment_cap(ctx)
   local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
-  if pass.after then -- the segment under way, as the last call left it
-    local hi = math.min(lo + pass.width, w[2])
-    return lo, hi, ts_count(ctx, lo, hi, most), false
-  end
   while true do
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi, most)
-    if n <= limit or hi - lo <= 1 then
-      return lo, hi, n, n < limit / 4
+    local n = ts_count(ctx, lo, hi, limit) -- (a count returns what it counts: ask no more than needed)
+    if n <= limit then
+      return lo, hi, n, not pass.after and n < limit / 4
+    elseif hi - lo <= 1 or pass.after then -- a dense millisecond, or a segment that grew since
+      return lo, hi, ts_count(ctx, lo, hi, most), false
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
     if spent(ctx.budget) then

@@ -872,7 +872,10 @@ def copy_repo(dest: Path) -> None:
 def build(copy: Path) -> str:
     """Join the copy's parts into its lua/lgprune.lua with its own lua/build.py; the joined text."""
     done = subprocess.run(
-        [sys.executable, str(copy / "lua" / "build.py")], cwd=copy, capture_output=True, text=True
+        [sys.executable, str(copy / "lua" / "build.py"), "--no-headers"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         raise CheckError(f"lua/build.py failed: {(done.stdout + done.stderr).strip()}")

@@ -15,7 +15,7 @@ local MAX_FAILED = 100 -- failed threads named in one reply (all are counted)
 local COST = {
   visit = 10, -- a thread visit
   list = 40, -- ... and more when the visit lists and plans the thread
-  check = 3, -- an orphan check, or a read of a thread's newest root checkpoint
+  check = 5, -- an orphan check, or a read of a thread's newest root checkpoint
   scan_keys = 8, -- a SCAN step: 1 per this many keys it examines
 }
 

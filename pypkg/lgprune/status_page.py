@@ -8,6 +8,7 @@ import hashlib
 from html import escape
 from typing import Any
 
+from lgprune.durations import elapsed
 from lgprune.stats import Stats
 
 STYLE = """
@@ -71,7 +72,7 @@ def sweeps_table(sweeps: list[dict[str, Any]]) -> str:
         f"<td>{escape(s['kind']) if s['calls'] else ''}</td>"
         f'<td class="{escape(s["outcome"])}">{escape(OUTCOMES.get(s["outcome"], s["outcome"]))}'
         f"{': ' + escape(s['error']) if s['error'] else ''}</td>"
-        f"<td class=n>{s['duration']:.1f} s</td>"
+        f"<td class=n>{elapsed(s['duration'])}</td>"
         f"<td class=n>{'would free ' if s['dry_run'] else ''}{number(s['keys_deleted'])}</td>"
         f"<td class=n>{number(s['threads_visited'])}</td></tr>"
         for s in sweeps
