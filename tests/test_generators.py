@@ -89,6 +89,12 @@ def test_a_dry_run_is_one_call_and_says_so() -> None:
     assert sent[0][-1] == "DRY_RUN" and result.dry_run and result.calls == 1
 
 
+@pytest.mark.parametrize("thread_id", ["a\udcff", 5, None])
+def test_a_thread_id_that_names_no_stored_thread_is_refused_before_anything_is_sent(thread_id: Any) -> None:
+    with pytest.raises(InvalidArgumentError):
+        drive(prune_steps(thread_id, 1, dry_run=False, options=Options()), [])
+
+
 @pytest.mark.parametrize("keep", [-1, "5", 2.5, None, True])
 def test_bad_keep_is_refused_before_anything_is_sent(keep: Any) -> None:
     with pytest.raises(InvalidArgumentError):

@@ -82,9 +82,17 @@ def check_count(name: str, value: object, *, minimum: int = 0) -> int:
 
 
 def check_thread_id(thread_id: object) -> ThreadId:
-    """A str or bytes thread id; its content is checked by the library."""
+    """A str or bytes thread id; its content is checked by the library (a str must be
+    encodable: one with lone surrogates names no thread the saver can have stored)."""
     if not isinstance(thread_id, (str, bytes)):
         raise InvalidArgumentError(f"thread id must be a string, got {thread_id!r}")
+    if isinstance(thread_id, str):
+        try:
+            thread_id.encode()
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(
+                f"thread id {thread_id!r} is not valid UTF-8; the saver cannot have stored it"
+            ) from None
     return thread_id
 
 
