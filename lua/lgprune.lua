@@ -2665,8 +2665,9 @@ local pruners = {}
 --[[
 lgprune_version: the library version, and with BUILD which code this is.
   FCALL lgprune_version 0 [BUILD]
-  Reply: bulk string, e.g. "0.3.0"; with BUILD, [version, build]: build is
-  "dev" for the file loaded as it is, else the hash the Python package set.
+  Reply: bulk string, the version (as `lgprune --version` prints it); with
+  BUILD, [version, build]: build is "dev" for the file loaded as it is, else
+  the hash the Python package set.
 ]]
 local function lgprune_version(_, args)
   if args[1] ~= nil and string.upper(args[1]) == 'BUILD' then
@@ -2810,9 +2811,10 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   is a dry run or passed over a thread it could not finish.
   BUDGET     work per call, default 2000: a deleted key counts 1 (in a dry
              run, one that would go), a thread visit 10 (50 when it lists the
-             thread), an orphan check 3, a SCAN step 1 per 8 keys it examines
-             (200 per step, 50 with ORPHANS), a count of a time segment 1 per
-             20 entries (it reads at most 4001), grouping it by thread 1 per 4.
+             thread), an orphan check or a read of a thread's newest root
+             checkpoint 5, a SCAN step 1 per 8 keys it examines (200 per step,
+             50 with ORPHANS), a count of a time segment 1 per 20 entries (it
+             reads at most 4001), grouping it by thread 2 per entry.
              A call stops once it is spent: a full pass in the middle of a SCAN
              step when it has deleted something (the next call reads that step
              again), else at the end of the step; a pass over segments after

@@ -359,6 +359,8 @@ def test_the_status_page_in_a_real_browser_shows_the_stats(
         timeout=90,
     )
     assert shot.stat().st_size > 10_000  # a page was drawn, not an error box
+    if os.environ.get("LGPRUNE_DOCS_SCREENSHOT"):  # set it to refresh the docs' picture of the page
+        shutil.copy(shot, Path(__file__).resolve().parent.parent / "docs" / "images" / "status-page.png")
 
 
 def test_redis_down_is_a_503_in_one_line() -> None:

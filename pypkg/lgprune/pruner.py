@@ -115,7 +115,7 @@ class Shell(Generic[C]):
         prefixes) completed before: only threads with a checkpoint stored since
         that sweep began, less `margin` (default 10 minutes: the writers' clock
         skew and latency), or that crossed an age since, are visited. `full`
-        (and `orphans`) visits every thread, found by SCAN; so does a sweep
+        (and `orphans`) visits every thread, found by checkpoint_ts; so does a sweep
         when the rule's last full one began more than `full_every` ago
         (default 7 days; None: never), the backstop for writers that lag
         more than the margin and documents without checkpoint_ts.

@@ -210,7 +210,7 @@ Full = Annotated[
     bool,
     typer.Option(
         "--full",
-        help="Visit every thread (SCAN). Without it, once a sweep of the same rule completed, only "
+        help="Visit every thread (a full pass). Without it, once a sweep of the same rule completed, only "
         "threads with checkpoints since it began (less --margin) are visited.",
     ),
 ]
