@@ -2812,17 +2812,16 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   BUDGET     work per call, default 2000: a deleted key counts 1 (in a dry
              run, one that would go), a thread visit 10 (50 when it lists the
              thread), an orphan check or a read of a thread's newest root
-             checkpoint 5, a SCAN step 1 per 8 keys it examines (200 per step,
-             50 with ORPHANS), a count of a time segment 1 per 20 entries (it
-             reads at most 4001), grouping it by thread 2 per entry.
-             A call stops once it is spent: a full pass in the middle of a SCAN
-             step when it has deleted something (the next call reads that step
-             again), else at the end of the step; a pass over segments after
-             its last thread visited (the cursor carries the segment and that
+             checkpoint 5, a SCAN step of the orphans phase 7 (50 keys), a
+             count of a time segment 1 and 1 per 20 entries (it reads at most
+             BUDGET / 20 + 1, or 4001 for a dense millisecond), grouping it by
+             thread 2 per entry. A call stops once it is spent: after the last
+             thread it visited (the cursor carries the segment and that
              thread), or after the count that spent it (the cursor carries the
-             narrowed segment); the orphans phase after a SCAN step. A thread
-             that fails after the call deleted something also ends the call
-             there, to be met first by the next one.
+             narrowed segment); the orphans phase at the end of a SCAN step, or
+             inside one once the orphans found reach BUDGET (the next call reads
+             that step again). A thread that fails after the call deleted
+             something also ends the call there, to be met first by the next one.
   ORPHANS    a full pass, then an orphans phase: SCAN over every key (it finds
              no thread) deletes writes, write registries and latest pointers
              whose checkpoint is gone, and placeholders (what the saver's
