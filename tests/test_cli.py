@@ -137,7 +137,7 @@ def test_sweep_and_stats_from_the_command_line(redis_url: str, saver: RedisSaver
     )
 
 
-@pytest.mark.parametrize("duration", ["bogus", "0d", "-1h", "5 parsecs"])
+@pytest.mark.parametrize("duration", ["bogus", "0d", "-1h", "5 parsecs", "30"])
 def test_bad_durations_exit_2(redis_url: str, duration: str) -> None:
     assert lgprune("sweep", "--keep", "3", "--idle-ttl", duration, "--url", redis_url).returncode == 2
 

@@ -151,6 +151,8 @@ def test_a_url_redis_py_cannot_parse_never_shows_its_password(url: str, secrets:
 def test_a_protocol_redis_does_not_speak_is_a_usage_error(redis_url: str) -> None:
     out = lgprune("stats", "--url", f"{redis_url}?protocol=9")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "protocol 9" in out.stderr, out.stderr
+    out = lgprune("prune", "t", "--keep", "1", "--url", f"{redis_url}?foo=bar")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "option 'foo'" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize("given", ["\u0663\u0660d", "nan", "-inf", "1e999"])
@@ -270,3 +272,5 @@ def test_the_default_url_unreachable_hints_at_url_and_redis_url() -> None:
     assert "--url" in out.stderr and "$REDIS_URL" in out.stderr
     given = lgprune("prune", "t", "--keep", "1", "--url", "redis://127.0.0.1:1")
     assert given.returncode == 1 and "$REDIS_URL" not in given.stderr
+    check = lgprune("check", env={"REDIS_URL": ""})
+    assert check.returncode == 1 and "--url" in check.stdout and "$REDIS_URL" in check.stdout, check.stdout

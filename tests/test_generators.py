@@ -95,6 +95,19 @@ def test_a_thread_id_that_names_no_stored_thread_is_refused_before_anything_is_s
         drive(prune_steps(thread_id, 1, dry_run=False, options=Options()), [])
 
 
+def test_one_string_is_not_a_list_of_thread_ids() -> None:
+    with pytest.raises(InvalidArgumentError, match="not one"):
+        drive(many_steps("hook9", 1, dry_run=False, options=Options()), [])
+
+
+@pytest.mark.parametrize(("option", "value"), [("max_age", "7d"), ("grace", 60)])
+def test_a_sweep_option_given_as_the_command_line_takes_it_is_refused_with_why(
+    option: str, value: Any
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"command line|orphans"):
+        drive(sweep_steps(2, dry_run=False, options=Options(), **{option: value}), [])
+
+
 @pytest.mark.parametrize("keep", [-1, "5", 2.5, None, True])
 def test_bad_keep_is_refused_before_anything_is_sent(keep: Any) -> None:
     with pytest.raises(InvalidArgumentError):

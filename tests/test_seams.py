@@ -259,6 +259,7 @@ def test_one_thread_that_cannot_be_pruned_never_stops_a_sweep(r: redis.Redis, sa
     assert {k: v for k, v in snapshot(r).items() if b":bad:" in k} == bad
     with pytest.raises(LgpruneError, match="WRONGTYPE"):
         Pruner(r).prune("bad", 1)  # one thread's call: the error is its reply, LGPRUNE BADDATA
+    assert any("'bad' could not be read" in note for note in Pruner(r).stats(1).notes)
 
 
 @pytest.fixture

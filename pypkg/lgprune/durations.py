@@ -1,5 +1,6 @@
 """Durations as the command line and the HTTP service take them: '30d', '12h', '90m',
-'45s', '2w', or a number of seconds; each within a range that means something."""
+'45s', '2w' (text always with its unit: `--idle-ttl 30` could mean days; only 0 needs
+none), or a JSON number of seconds; each within a range that means something."""
 
 from __future__ import annotations
 
@@ -36,7 +37,12 @@ def parse_duration(value: str | float, *, name: str, least: float = 1.0) -> floa
         match = PATTERN.fullmatch(value)
         if match is None:
             shown = value if len(value) <= 40 else value[:40] + "..."
-            raise InvalidArgumentError(f"{name}: {shown!r} is not a duration like 30d, 12h, 90m or 45s")
+            raise InvalidArgumentError(f"{name}: {shown!r} is not a duration like 30d, 12h, 90m, 45s or 2w")
+        if not match.group(2) and float(match.group(1)) != 0:
+            raise InvalidArgumentError(
+                f"{name}: {value.strip()!r} needs a unit: {value.strip()}d, {value.strip()}h, "
+                f"{value.strip()}m or {value.strip()}s (w: weeks)"
+            )
         seconds = float(match.group(1)) * UNITS[match.group(2) or "s"]
     if math.isnan(seconds) or (isinstance(value, float) and math.isinf(value)):
         raise InvalidArgumentError(f"{name}: {value!r} is not a duration like 30d, 12h, 90m or 45s")

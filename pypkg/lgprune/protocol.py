@@ -162,6 +162,8 @@ def many_steps(
     thread_ids: Iterable[object], keep: object, *, dry_run: bool, options: Options
 ) -> Steps[PruneResult]:
     """Prune several threads, up to 1,000 per call, resuming where a call stopped."""
+    if isinstance(thread_ids, (str, bytes)):  # (a str is an Iterable of one-letter thread ids)
+        raise InvalidArgumentError(f"thread_ids must be a list of thread ids, not one: [{thread_ids!r}]")
     ids = [check_thread_id(t) for t in thread_ids]
     tail = [str(check_count("keep", keep)), *options.arguments()]
     if dry_run:
@@ -191,7 +193,14 @@ def to_ms(name: str, value: Duration | None, *, zero: bool = False) -> int | Non
         return None
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-        raise InvalidArgumentError(f"{name} must be a duration, got {value!r}")
+        raise InvalidArgumentError(
+            f"{name} must be a timedelta or a number of seconds, got {value!r}"
+            + (
+                " (text such as '7d' is for the command line and the HTTP service)"
+                if isinstance(value, str)
+                else ""
+            )
+        )
     if seconds < 0 or (seconds == 0 and not zero):
         raise InvalidArgumentError(f"{name} must be a positive duration, got {value!r}")
     return int(seconds * 1000)
@@ -217,6 +226,8 @@ def sweep_steps(
 ) -> Steps[SweepResult]:
     """Sweep from cursor 0 until the server reports the pass done: incremental when
     a pass of the same rule completed before (and not `full` or `orphans`)."""
+    if grace is not None and not orphans:
+        raise InvalidArgumentError("grace applies to orphans only: pass orphans=True with it")
     args = [str(check_count("keep", keep)), *options.arguments()]
     durations = (
         ("MAX_AGE", max_age),

@@ -169,6 +169,7 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
     args = [str(keep), *options.arguments(), option("DRY_RUN"), option("DETAILS"), option("FULL")]
     per_thread: dict[str, tuple[int, int, int]] = {}
     inexact: set[str] = set()
+    failed: dict[str, str] = {}  # threads the sweep could not read, and why
     cursor, calls, layout = "0", 0, "python"
     while True:
         reply = reply_pairs((yield from fcall_steps("lgprune_sweep", [cursor, *args])))
@@ -178,6 +179,7 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
             per_thread[thread_id] = (int(entry[1]), int(entry[2]), int(entry[3]))
             if len(entry) > 4 and int(entry[4]) == 0:
                 inexact.add(thread_id)
+        failed.update((as_text(tid), as_text(why)) for tid, why in reply.get("failed", ()))
         cursor, layout = as_text(reply["cursor"]), as_text(reply.get("layout", b"python"))
         if cursor == "0":
             break
@@ -220,10 +222,17 @@ def stats_steps(keep: int, *, options: Options, top: int = 20, sample: int = 20)
         used_memory=used_memory,
         calls=calls,
         layout=layout,
-        notes=[
-            f"{len(inexact)} threads are larger than one call lists; their checkpoint counts are "
-            "upper bounds (case variants or comma-joined ids may be counted in)"
+        notes=(
+            [
+                f"{len(inexact)} threads are larger than one call lists; their checkpoint counts are "
+                "upper bounds (case variants or comma-joined ids may be counted in)"
+            ]
+            if inexact
+            else []
+        )
+        + [
+            f"thread {tid!r} could not be read and is counted in no figure but the index's: {why}"
+            for tid, why in sorted(failed.items())[:5]
         ]
-        if inexact
-        else [],
+        + ([f"and {len(failed) - 5} more threads could not be read"] if len(failed) > 5 else []),
     )

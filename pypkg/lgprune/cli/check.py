@@ -8,7 +8,17 @@ import redis
 import typer
 
 from lgprune.check import Report, check_steps, unreachable
-from lgprune.cli.common import AsJson, CheckpointPrefix, Layout, Url, WritePrefix, cli_text, client, errors
+from lgprune.cli.common import (
+    AsJson,
+    CheckpointPrefix,
+    Layout,
+    Url,
+    WritePrefix,
+    cli_text,
+    client,
+    errors,
+    explained,
+)
 from lgprune.driver import run
 from lgprune.protocol import Options
 
@@ -31,7 +41,7 @@ def check(
                 connection.execute_command,
             )
         except (redis.RedisError, OSError) as error:  # no answer at all: that is the report
-            report = unreachable(cli_text(str(error)))
+            report = unreachable(cli_text(str(explained(error, url))))
         finally:
             connection.close()
     if as_json:

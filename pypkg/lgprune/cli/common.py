@@ -149,10 +149,18 @@ def client(url: str | None, connect: Callable[[str], T], *, any_database: bool =
         if "port" in reason.lower():
             reason += " (percent-encode a password's '/', '@', '?', '#' or spaces)"
         raise InvalidArgumentError(f"{where} {masked_url(text)} is not a Redis URL: {reason}") from None
-    pool = getattr(made, "connection_pool", made)
+    pool: Any = getattr(made, "connection_pool", made)
     protocol = getattr(pool, "connection_kwargs", {}).get("protocol")
     if protocol is not None and str(protocol) not in ("2", "3"):
         raise InvalidArgumentError(f"{where} asks for protocol {str(protocol)[:20]}: Redis speaks 2 or 3")
+    try:  # an option redis-py does not know fails only when a connection is made: make one (no I/O)
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as error:
+        option = re.search(r"argument '([^']*)'", str(error))
+        what = f"option {option[1]!r}" if option else "an option"
+        raise InvalidArgumentError(
+            f"{where} {masked_url(text)} has {what}, which redis-py does not take"
+        ) from None
     if not any_database:
         check_database(made, where)
     return made
