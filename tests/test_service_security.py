@@ -400,6 +400,8 @@ def test_one_error_shape_for_every_refusal(served: Service) -> None:
     assert status == 400 and "not JSON" in answer["error"] and "JSON decode error" not in answer["error"]
     status, answer = served.call("POST", "/sweep", {"keep": 1, "idle_ttl": "soon"})
     assert status == 422  # a bad duration is validation like any other
+    status, answer = served.call("DELETE", "/sweeps")
+    assert status == 405 and set(answer) == {"error"}, answer  # a method no route takes
 
 
 def test_the_page_uses_the_services_keep_and_honours_keep(redis_url: str, saver: RedisSaver) -> None:
