@@ -20,7 +20,9 @@ function count(name, value, minimum = 0) {
 function ms(name, value, minimum) {
   if (value === undefined || value === null) return null;
   if (!Number.isSafeInteger(value) || value < minimum) {
-    throw new InvalidArgumentError(`${name} must be a whole number of milliseconds of at least ${minimum}, got ${show(value)}`);
+    throw new InvalidArgumentError(
+      `${name} must be a whole number of milliseconds of at least ${minimum}, got ${show(value)}`,
+    );
   }
   return String(value);
 }
@@ -48,7 +50,8 @@ function common(options) {
   }
   if (budget !== undefined) args.push(option("BUDGET"), count("budget", budget, library().minBudget));
   if (layout !== undefined) {
-    if (!LAYOUTS.includes(layout)) throw new InvalidArgumentError(`layout must be "python" or "js", got ${show(layout)}`);
+    if (!LAYOUTS.includes(layout))
+      throw new InvalidArgumentError(`layout must be "python" or "js", got ${show(layout)}`);
     args.push(option("LAYOUT"), layout);
   }
   return args;
@@ -57,7 +60,10 @@ function common(options) {
 // lgprune_thread and lgprune_many options: the common ones, MAX_AGE, IDLE_TTL, DRY_RUN.
 function threadOptions(options) {
   const args = common(options);
-  for (const [name, flag] of [["maxAge", "MAX_AGE"], ["idleTtl", "IDLE_TTL"]]) {
+  for (const [name, flag] of [
+    ["maxAge", "MAX_AGE"],
+    ["idleTtl", "IDLE_TTL"],
+  ]) {
     const value = ms(name, options[name], 1);
     if (value !== null) args.push(option(flag), value);
   }
@@ -122,7 +128,7 @@ export async function pruneMany(client, threads, keep, options = {}) {
   const conn = connection(client);
   const dryRun = Boolean(options.dryRun);
   let result = emptyPrune(dryRun);
-  for (let start = 0; start < ids.length; ) {
+  for (let start = 0; start < ids.length;) {
     const batch = ids.slice(start, start + library().maxMany);
     const fields = counts(await fcall(conn, "lgprune_many", [kept, String(batch.length), ...batch, ...tail], result));
     const stop = fields.get("next"); // 0, or the 1-based position of the thread the call stopped at
@@ -154,7 +160,10 @@ function plusSweep(result, fields, elapsedMs) {
   next.since = since ? since : null;
   next.unfinished = text(fields.get("unfinished") ?? 0) === "1";
   next.layout = text(fields.get("layout") ?? "python");
-  next.failed = [...result.failed, ...(fields.get("failed") ?? []).map(([id, why]) => ({ threadId: text(id), reason: text(why) }))];
+  next.failed = [
+    ...result.failed,
+    ...(fields.get("failed") ?? []).map(([id, why]) => ({ threadId: text(id), reason: text(why) })),
+  ];
   return next;
 }
 
@@ -166,7 +175,10 @@ function plusSweep(result, fields, elapsedMs) {
  */
 export async function sweep(client, keep, options = {}) {
   const args = [count("keep", keep), ...threadOptions(options)];
-  for (const [name, flag, minimum] of [["margin", "MARGIN", 0], ["fullEvery", "FULL_EVERY", 1]]) {
+  for (const [name, flag, minimum] of [
+    ["margin", "MARGIN", 0],
+    ["fullEvery", "FULL_EVERY", 1],
+  ]) {
     const value = ms(name, options[name], minimum);
     if (value !== null) args.push(option(flag), value);
   }
@@ -178,9 +190,15 @@ export async function sweep(client, keep, options = {}) {
   const conn = connection(client);
   const started = performance.now();
   let result = emptySweep(Boolean(options.dryRun));
-  for (let cursor = "0", stalled = 0; ; ) {
+  for (let cursor = "0", stalled = 0; ;) {
     const before = result;
-    result = Object.freeze(plusSweep(before, pairs(await fcall(conn, "lgprune_sweep", [cursor, ...args], before)), performance.now() - started));
+    result = Object.freeze(
+      plusSweep(
+        before,
+        pairs(await fcall(conn, "lgprune_sweep", [cursor, ...args], before)),
+        performance.now() - started,
+      ),
+    );
     stalled = result.cursor === cursor && result.keysDeleted === before.keysDeleted ? stalled + 1 : 0;
     if (stalled >= 3) {
       const error = new NoProgressError(`the sweep made no progress at cursor ${cursor}; nothing more was deleted`);

@@ -35,7 +35,10 @@ const turn = (graph, thread, n) => graph.invoke({ messages: [`turn ${n}`] }, { c
 
 test("a thread stays within keepLast + slack as the graph runs, and its neighbours are untouched", needs, async () => {
   await flush();
-  await write([["Auto", 4, "chat"], ["auto:1", 4, "chat"]]);
+  await write([
+    ["Auto", 4, "chat"],
+    ["auto:1", 4, "chat"],
+  ]);
   const keys = await dumps();
   const saver = withAutoPrune(await RedisSaver.fromUrl(redis.url), {
     keepLast: 2,

@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import Redis from "ioredis";
 import { createClient as createClient4 } from "redis4";
 import { createClient as createClient5 } from "redis5";
+import { createClient as createClient6 } from "redis6";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const JS_DIR = `${ROOT}tests/js`;
@@ -35,7 +36,9 @@ async function startRedis() {
     return { skip: "no Redis: set $REDIS_URL, or LGPRUNE_PYTHON to a Python with lgprune[embedded] (CI: .venv)" };
   }
   const port = await freePort();
-  const child = spawn(PYTHON, ["-m", "lgprune", "redis", "--port", String(port)], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(PYTHON, ["-m", "lgprune", "redis", "--port", String(port)], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   process.on("exit", () => child.kill());
   let said = "";
   const ready = await new Promise((resolve) => {
@@ -68,6 +71,7 @@ export const needs = { skip: redis.skip ?? saverSkip ?? false };
 export const CLIENTS = {
   "node-redis 4": async () => createClient4({ url: redis.url }).connect(),
   "node-redis 5": async () => createClient5({ url: redis.url }).connect(),
+  "node-redis 6": async () => createClient6({ url: redis.url }).connect(),
   ioredis: async () => new Redis(redis.url, { lazyConnect: false }),
 };
 
@@ -123,7 +127,11 @@ export const write = (threads) => js("write", { threads: threads.map(([id, turns
 export const read = async (threads) => (await js("read", { threads })).threads;
 
 /** The root checkpoints the JS saver lists, newest id first. */
-export const rootIds = (state) => state.namespaces[""].map((c) => c.id).sort().reverse();
+export const rootIds = (state) =>
+  state.namespaces[""]
+    .map((c) => c.id)
+    .sort()
+    .reverse();
 
 // hostile neighbours: case variants, a comma-joined id, a thread whose id starts with another's and a colon
 export const THREADS = [
@@ -150,7 +158,8 @@ async function owner(key) {
 /** Every key: [its owner thread, its DUMP in hex]. */
 export async function dumps() {
   const out = new Map();
-  for (const key of (await r.keys("*")).sort()) out.set(key, [await owner(key), (await r.dumpBuffer(key)).toString("hex")]);
+  for (const key of (await r.keys("*")).sort())
+    out.set(key, [await owner(key), (await r.dumpBuffer(key)).toString("hex")]);
   return out;
 }
 

@@ -12,7 +12,20 @@ import {
   prune,
   pruneMany,
 } from "../src/index.js";
-import { CLIENTS, IDS, close, dumps, flush, jsStore, needs, others, r, read, restore, rootIds, unreferencedBlobs } from "./helpers.js";
+import {
+  CLIENTS,
+  IDS,
+  close,
+  dumps,
+  jsStore,
+  needs,
+  others,
+  r,
+  read,
+  restore,
+  rootIds,
+  unreferencedBlobs,
+} from "./helpers.js";
 
 let store; // what the JS saver reads back of THREADS, as written
 let snap; // and the keys, restored before each test
@@ -41,8 +54,8 @@ for (const [name, connect] of Object.entries(CLIENTS)) {
       await restore(snap);
       const client = await connect();
       try {
+        let [before, keys] = [store, await dumps()];
         for (const target of ["wang1", "sg"]) {
-          const [keys, before] = [await dumps(), await read(IDS)];
           const result = await prune(client, target, 2);
           assert.ok(result.checkpointsDeleted > 0 && result.blobsDeleted > 0, JSON.stringify(result));
           assert.equal(result.calls, 1);
@@ -53,6 +66,7 @@ for (const [name, connect] of Object.entries(CLIENTS)) {
           for (const [key, [, dump]] of others(keys, target)) assert.equal(left.get(key)?.[1], dump, key);
           for (const other of IDS) if (other !== target) assert.deepEqual(now[other], before[other]);
           assert.deepEqual(await unreferencedBlobs(target), []); // no blob left that nothing reads
+          [before, keys] = [now, left];
         }
       } finally {
         await close(client);
@@ -86,7 +100,10 @@ for (const [name, connect] of Object.entries(CLIENTS)) {
         const keys = await dumps();
         await prune(client, "user", 0, { layout: "js" });
         const left = await dumps();
-        assert.deepEqual([...left].filter(([, [who]]) => who === "user"), []);
+        assert.deepEqual(
+          [...left].filter(([, [who]]) => who === "user"),
+          [],
+        );
         for (const [key, [, dump]] of others(keys, "user")) assert.equal(left.get(key)?.[1], dump, key);
         const now = await read(["user", "user:42:chat"]);
         assert.deepEqual(now.user.namespaces, { "": [] });
@@ -107,7 +124,11 @@ for (const [name, connect] of Object.entries(CLIENTS)) {
         const now = await read(IDS);
         for (const t of IDS) assertKeptExactly(store[t], now[t], 2);
         for (const field of ["checkpointsDeleted", "writesDeleted", "blobsDeleted", "keysDeleted", "checkpointsKept"]) {
-          assert.equal(result[field], each.reduce((n, x) => n + x[field], 0), field);
+          assert.equal(
+            result[field],
+            each.reduce((n, x) => n + x[field], 0),
+            field,
+          );
         }
       } finally {
         await close(client);
@@ -115,19 +136,31 @@ for (const [name, connect] of Object.entries(CLIENTS)) {
     });
 
     test("bad arguments and stores are one clear error and delete nothing", async () => {
-      await flush();
+      await restore(snap);
       const client = await connect();
       try {
-        await assert.rejects(prune(client, "wang1", 1), IndexMissingError); // no saver index at all
-        ({ store, snap } = await jsStore());
         const keys = await dumps();
         await assert.rejects(prune(client, "", 1), (e) => e instanceof InvalidArgumentError && e.code === "BADARG");
         await assert.rejects(prune(client, "wang1", -1), InvalidArgumentError);
         await assert.rejects(prune(client, "wang1", 1, { layout: "ts" }), /layout must be/);
         await assert.rejects(prune(client, "wang1", 1, { budget: 9 }), /budget must be an integer of at least 10/);
+        await assert.rejects(prune(client, "wang1", 1, { layout: "python" }), IndexMissingError); // no such index
         await assert.rejects(prune(client, "wang1", 1, { layout: "python" }), /only the js saver's index/);
         await assert.rejects(pruneMany(client, "wang1", 1), /array of strings/);
-        await r.call("FT.CREATE", "checkpoint", "ON", "JSON", "PREFIX", "1", "checkpoint:", "SCHEMA", "$.thread_id", "AS", "thread_id", "TAG");
+        await r.call(
+          "FT.CREATE",
+          "checkpoint",
+          "ON",
+          "JSON",
+          "PREFIX",
+          "1",
+          "checkpoint:",
+          "SCHEMA",
+          "$.thread_id",
+          "AS",
+          "thread_id",
+          "TAG",
+        );
         await assert.rejects(prune(client, "sg", 0), MixedStoreError);
         await r.call("FT.DROPINDEX", "checkpoint");
         assert.deepEqual(await dumps(), keys);
@@ -155,7 +188,10 @@ describe("install", needs, () => {
       await r.call("FUNCTION", "FLUSH");
       await r.call("CONFIG", "RESETSTAT");
       const results = await Promise.all(Array.from({ length: 200 }, () => prune(client, "wang1", 2)));
-      assert.equal(results.reduce((n, x) => n + x.checkpointsDeleted, 0), dry.checkpointsDeleted);
+      assert.equal(
+        results.reduce((n, x) => n + x.checkpointsDeleted, 0),
+        dry.checkpointsDeleted,
+      );
       const stats = await r.call("INFO", "commandstats");
       assert.match(stats, /cmdstat_function\|load:calls=1,/);
     } finally {
@@ -170,7 +206,6 @@ describe("install", needs, () => {
     const { createClient } = await import("redis4");
     await assert.rejects(prune(createClient({ url: "redis://127.0.0.1:1", database: 3 }), "w", 1), /database 3/);
   });
-
 });
 
 test("every error code of the library has its class", async () => {

@@ -44,7 +44,8 @@ test("prune and sweep count what the Python package counts on the same store", {
 
 test("each package uses the library the other installed, loading nothing", { skip }, async () => {
   const client = await CLIENTS.ioredis();
-  const loads = async () => Number(/cmdstat_function\|load:calls=(\d+)/.exec(await r.call("INFO", "commandstats"))?.[1] ?? 0);
+  const loads = async () =>
+    Number(/cmdstat_function\|load:calls=(\d+)/.exec(await r.call("INFO", "commandstats"))?.[1] ?? 0);
   try {
     await r.call("FUNCTION", "FLUSH");
     await python("install");

@@ -3,7 +3,20 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { IndexMissingError, InvalidArgumentError, sweep } from "../src/index.js";
-import { CLIENTS, IDS, close, flush, jsStore, needs, r, read, restore, rootIds, unreferencedBlobs, write } from "./helpers.js";
+import {
+  CLIENTS,
+  IDS,
+  close,
+  flush,
+  jsStore,
+  needs,
+  r,
+  read,
+  restore,
+  rootIds,
+  unreferencedBlobs,
+  write,
+} from "./helpers.js";
 
 let store;
 let snap;
@@ -24,11 +37,15 @@ test("a sweep loops on the cursor, sums its calls' counts and keeps the newest o
     const seen = [];
     const first = await sweep(client, 2, { budget: 100, onProgress: (p) => seen.push(p) });
     assert.ok(first.calls > 1, `${first.calls} calls`);
-    assert.deepEqual(seen.map((p) => p.calls), Array.from({ length: first.calls }, (_, i) => i + 1));
+    assert.deepEqual(
+      seen.map((p) => p.calls),
+      Array.from({ length: first.calls }, (_, i) => i + 1),
+    );
     assert.equal(seen.at(-1), first);
     assert.ok(seen.slice(0, -1).every((p) => p.cursor !== "0"));
     assert.deepEqual([first.kind, first.layout, first.threadsPruned, first.cursor], ["full", "js", IDS.length, "0"]);
-    for (const field of ["checkpointsDeleted", "writesDeleted", "threadsPruned"]) assert.equal(first[field], dry[field], field);
+    for (const field of ["checkpointsDeleted", "writesDeleted", "threadsPruned"])
+      assert.equal(first[field], dry[field], field);
     const now = await read(IDS);
     for (const t of IDS) assert.deepEqual(rootIds(now[t]), rootIds(store[t]).slice(0, 2), t);
   } finally {
@@ -36,24 +53,28 @@ test("a sweep loops on the cursor, sums its calls' counts and keeps the newest o
   }
 });
 
-test("a full sweep leaves no blob that nothing reads; the next is incremental, and full when asked", needs, async () => {
-  await restore(snap);
-  const client = await CLIENTS.ioredis();
-  try {
-    const first = await sweep(client, 2);
-    assert.deepEqual([first.kind, first.threadsPruned, first.since], ["full", IDS.length, null]);
-    for (const t of IDS) assert.deepEqual(await unreferencedBlobs(t), [], t);
-    await write([["a,b", 2, "chat"]]);
-    const second = await sweep(client, 2);
-    assert.deepEqual([second.kind, second.threadsPruned], ["incremental", 1]);
-    assert.ok(second.since > 0);
-    assert.equal(rootIds((await read(["a,b"]))["a,b"]).length, 2);
-    const full = await sweep(client, 2, { full: true });
-    assert.deepEqual([full.kind, full.threadsPruned, full.since], ["full", 0, null]);
-  } finally {
-    await close(client);
-  }
-});
+test(
+  "a full sweep leaves no blob that nothing reads; the next is incremental, and full when asked",
+  needs,
+  async () => {
+    await restore(snap);
+    const client = await CLIENTS.ioredis();
+    try {
+      const first = await sweep(client, 2);
+      assert.deepEqual([first.kind, first.threadsPruned, first.since], ["full", IDS.length, null]);
+      for (const t of IDS) assert.deepEqual(await unreferencedBlobs(t), [], t);
+      await write([["a,b", 2, "chat"]]);
+      const second = await sweep(client, 2);
+      assert.deepEqual([second.kind, second.threadsPruned], ["incremental", 1]);
+      assert.ok(second.since > 0);
+      assert.equal(rootIds((await read(["a,b"]))["a,b"]).length, 2);
+      const full = await sweep(client, 2, { full: true });
+      assert.deepEqual([full.kind, full.threadsPruned, full.since], ["full", 0, null]);
+    } finally {
+      await close(client);
+    }
+  },
+);
 
 for (const [name, connect] of Object.entries(CLIENTS)) {
   test(`a thread that cannot be pruned is named, and the others are pruned (${name})`, needs, async () => {
