@@ -43,6 +43,8 @@ test(
   { skip },
   async () => {
     assert.ok(readFileSync(join(dir, "package", "lgprune.lua")).equals(readFileSync(`${ROOT}lua/lgprune.lua`)));
+    const { version } = JSON.parse(readFileSync(join(dir, "package", "package.json"), "utf8"));
+    assert.equal(version, /^local VERSION = '(.*)'$/m.exec(readFileSync(`${ROOT}lua/lgprune.lua`, "utf8"))[1]);
     const { stdout } = await run("tar", ["-tzf", tarball]);
     const files = stdout.trim().split("\n").sort();
     assert.deepEqual(
