@@ -19,7 +19,8 @@ const run = promisify(execFile);
 copyFileSync(`${ROOT}lua/lgprune.lua`, `${ROOT}jspkg/lgprune.lua`);
 
 /** The Python the embedded server and the comparison with the Python package run with, or null. */
-export const PYTHON = process.env.LGPRUNE_PYTHON ?? [`${ROOT}.venv/bin/python`].find(existsSync) ?? null;
+export const PYTHON =
+  process.env.LGPRUNE_PYTHON || (existsSync(`${ROOT}.venv/bin/python`) ? `${ROOT}.venv/bin/python` : null);
 
 async function freePort() {
   const server = createServer();
