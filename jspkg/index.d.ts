@@ -83,8 +83,8 @@ export interface SweepOptions extends CallOptions {
   full?: boolean;
   /** How far before the last pass an incremental pass reads, in ms (default 600000), for writers' clock skew. */
   margin?: number;
-  /** A full pass when the last one is older than this many ms (default 7 days). */
-  fullEvery?: number;
+  /** A full pass when the last one is older than this many ms (default 7 days; null: never by age). */
+  fullEvery?: number | null;
   /** Called with the summed result after each server call. */
   onProgress?: (result: SweepResult) => void;
 }

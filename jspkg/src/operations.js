@@ -8,6 +8,7 @@ import { pairs, text } from "./replies.js";
 const LAYOUTS = ["python", "js"];
 const camel = (name) => name.replace(/_(\w)/g, (_, c) => c.toUpperCase());
 const KEPT = new Set(["checkpoints_kept", "delta_ancestors_kept"]); // the thread's newest, not summed
+const FULL_EVERY = 7 * 24 * 3600 * 1000; // a sweep's default backstop: a full pass at least this often (ms)
 const SWEEP_STATE = new Set(["cursor", "kind", "since", "unfinished", "layout"]); // the pass's, from its last call
 
 function count(name, value, minimum = 0) {
@@ -170,16 +171,17 @@ function plusSweep(result, fields, elapsedMs) {
 /**
  * Prune every thread a pass finds: incremental (the threads with checkpoints since the last
  * complete pass of the same rule) unless `full`, or no such pass yet, or the last full one is
- * older than `fullEvery`. Calls the library until the pass is done; `onProgress` sees the
- * summed result after each call.
+ * older than `fullEvery` (default 7 days, as the Python package's; null: never by age). Calls
+ * the library until the pass is done; `onProgress` sees the summed result after each call.
  */
 export async function sweep(client, keep, options = {}) {
   const args = [count("keep", keep), ...threadOptions(options)];
-  for (const [name, flag, minimum] of [
-    ["margin", "MARGIN", 0],
-    ["fullEvery", "FULL_EVERY", 1],
+  const { margin, fullEvery = FULL_EVERY } = options;
+  for (const [name, flag, given, minimum] of [
+    ["margin", "MARGIN", margin, 0],
+    ["fullEvery", "FULL_EVERY", fullEvery, 1],
   ]) {
-    const value = ms(name, options[name], minimum);
+    const value = ms(name, given, minimum);
     if (value !== null) args.push(option(flag), value);
   }
   if (options.full) args.push(option("FULL"));

@@ -68,6 +68,12 @@ test(
       assert.deepEqual([second.kind, second.threadsPruned], ["incremental", 1]);
       assert.ok(second.since > 0);
       assert.equal(rootIds((await read(["a,b"]))["a,b"]).length, 2);
+      // the rule's last full pass began 8 days ago: past the default backstop (7 days), unless it is off
+      for (const [field] of Object.entries(await r.hgetall("lgprune:watermarks"))) {
+        if (field.startsWith("full ")) await r.hset("lgprune:watermarks", field, Date.now() - 8 * 24 * 3600 * 1000);
+      }
+      assert.equal((await sweep(client, 2, { fullEvery: null })).kind, "incremental");
+      assert.equal((await sweep(client, 2)).kind, "full");
       const full = await sweep(client, 2, { full: true });
       assert.deepEqual([full.kind, full.threadsPruned, full.since], ["full", 0, null]);
     } finally {
