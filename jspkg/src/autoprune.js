@@ -2,7 +2,7 @@
 // `slack` puts, prune it to `keepLast` in the background. The graph's call never waits for a
 // prune and never fails because of one.
 import { InvalidArgumentError } from "./errors.js";
-import { prune } from "./operations.js";
+import { prune, threadOptions } from "./operations.js";
 
 const TRACKED_THREADS = 100_000; // put counters kept in memory (least recently used go first)
 
@@ -28,6 +28,7 @@ export function withAutoPrune(saver, { keepLast, slack, client = saver?.client, 
   if (!Number.isSafeInteger(slack) || slack < 1) {
     throw new InvalidArgumentError(`slack must be an integer of at least 1, got ${slack}`);
   }
+  threadOptions({ layout: "js", ...options }); // checked now, not at the first prune
   const sincePrune = new Map(); // thread id -> puts since its last prune, least recently put first
   const running = new Map(); // thread id -> its prune in flight
 

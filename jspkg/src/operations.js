@@ -28,6 +28,21 @@ function ms(name, value, minimum) {
   return String(value);
 }
 
+const THREAD_OPTIONS = ["dryRun", "budget", "layout", "maxAge", "idleTtl", "checkpointPrefix", "checkpointWritePrefix"];
+const SWEEP_OPTIONS = [...THREAD_OPTIONS, "full", "margin", "fullEvery", "onProgress"];
+
+// `options`, when it is an object naming only `names` (a misspelt dryRun must not prune)
+function known(options, names) {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError(`options must be an object, got ${show(options)}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (!names.includes(key))
+      throw new InvalidArgumentError(`unknown option ${key}: the options are ${names.join(", ")}`);
+  }
+  return options;
+}
+
 const show = (value) => (typeof value === "string" ? JSON.stringify(value) : String(value));
 
 function threadId(value) {
@@ -59,7 +74,8 @@ function common(options) {
 }
 
 // lgprune_thread and lgprune_many options: the common ones, MAX_AGE, IDLE_TTL, DRY_RUN.
-function threadOptions(options) {
+export function threadOptions(options, names = THREAD_OPTIONS) {
+  known(options, names);
   const args = common(options);
   for (const [name, flag] of [
     ["maxAge", "MAX_AGE"],
@@ -175,7 +191,7 @@ function plusSweep(result, fields, elapsedMs) {
  * the library until the pass is done; `onProgress` sees the summed result after each call.
  */
 export async function sweep(client, keep, options = {}) {
-  const args = [count("keep", keep), ...threadOptions(options)];
+  const args = [count("keep", keep), ...threadOptions(options, SWEEP_OPTIONS)];
   const { margin, fullEvery = FULL_EVERY } = options;
   for (const [name, flag, given, minimum] of [
     ["margin", "MARGIN", margin, 0],

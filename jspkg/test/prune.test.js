@@ -147,6 +147,11 @@ for (const [name, connect] of Object.entries(CLIENTS)) {
         await assert.rejects(prune(client, "wang1", 1, { layout: "python" }), IndexMissingError); // no such index
         await assert.rejects(prune(client, "wang1", 1, { layout: "python" }), /only the js saver's index/);
         await assert.rejects(pruneMany(client, "wang1", 1), /array of strings/);
+        await assert.rejects(
+          prune(client, "wang1", 1, { dryrun: true }),
+          /unknown option dryrun: the options are dryRun,/,
+        );
+        await assert.rejects(prune(client, "wang1", 1, null), /options must be an object/);
         await r.call(
           "FT.CREATE",
           "checkpoint",

@@ -111,6 +111,7 @@ test("bad sweep arguments and stores are one clear error and delete nothing", ne
     await assert.rejects(sweep(client, 1, { margin: -1 }), InvalidArgumentError);
     await assert.rejects(sweep(client, 1, { maxAge: 1.5 }), /whole number of milliseconds/);
     await assert.rejects(sweep(client, 1, { onProgress: "yes" }), /onProgress must be a function/);
+    await assert.rejects(sweep(client, 1, { dry_run: true }), /unknown option dry_run/);
     await assert.rejects(sweep(client, 1, { layout: "python" }), IndexMissingError);
     assert.equal((await r.keys("*")).length, keys.length);
     await flush();
