@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from jsaver import JS_DIR, blobs_read_back, dumps, read, unreferenced_blobs, write
+from jsaver import blobs_read_back, dumps, read, unreferenced_blobs, write
 from langgraph.checkpoint.redis import RedisSaver
 from test_acl import readme_acl
 from test_result_cap import result_cap
@@ -250,23 +249,6 @@ def test_stats_and_sweeps_without_any_index_fail_in_one_line(r: redis.Redis, red
     for layout in (None, "python", "js"):  # not "0 threads": there is nothing it could read
         with pytest.raises(IndexMissingError):
             Pruner(r, layout=layout).sweep(1)
-
-
-def test_the_readmes_node_redis_call_prunes(r: redis.Redis, redis_url: str, store: dict[str, Any]) -> None:
-    readme = README.read_text()
-    block = readme.split("## LangGraph.js stores", 1)[1].split("```js\n", 1)[1].split("```", 1)[0]
-    Pruner(r).install()
-    script = JS_DIR / "readme-example.mjs"  # beside tests/js's packages, where `import "redis"` resolves
-    script.write_text(block.replace('"10"', '"2"'))
-    try:
-        done = subprocess.run(
-            ["node", script.name], cwd=JS_DIR, env={**os.environ, "REDIS_URL": redis_url}, capture_output=True
-        )
-    finally:
-        script.unlink()
-    assert done.returncode == 0, done.stderr
-    assert b"blobs_deleted" in done.stdout
-    assert root_ids(read(redis_url, ["wang1"])["wang1"]) == root_ids(store["wang1"])[:2]
 
 
 def test_the_readmes_redis_cli_loop_sweeps_a_js_store(
