@@ -1076,22 +1076,26 @@ local function root_window(ctx, thread, keep, view)
 end
 
 -- The root checkpoints under `view` without a window: the first look's answer
--- when the thread is listed whole, else the newest view.limit and the one the
--- latest pointer names (view.newest), whose history a plan must walk.
+-- when the thread is listed whole; else, sorted, the newest view.limit (the
+-- true newest `keep`: exact witnesses), the one the latest pointer names
+-- (view.newest, whose history a plan must walk, however old its id) and a
+-- page of view.page others in index order (the oldest stored: what goes).
 local function list_root(ctx, thread, view)
-  local res = not view.sorted and view.first
-  if not res then
-    res = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, view.sorted and SHAPES.sorted or nil)
+  if not view.sorted then
+    local res = view.first or search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit)
+    local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
+    local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
+    for i = 2, #res do -- one answer: each key once
+      docs[#docs + 1] = prove(res[i], prefix, root)
+    end
+    return docs
   end
-  local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
-  local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
-  local newest = view.sorted and view.newest
-  for i = 2, #res do -- one answer: each key once
-    docs[#docs + 1] = prove(res[i], prefix, root)
-    newest = newest and newest.key ~= res[i] and newest
-  end
-  docs[#docs + 1] = newest or nil -- the pointer's checkpoint, however old its id: the saver reads it
-  return docs
+  local list = root_docs(ctx, thread)
+  local newest = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, SHAPES.sorted)
+  list.add(newest, 2, view.limit + 1)
+  list.add({ view.newest and view.newest.key }, 1, view.newest and 1 or 0)
+  list.add(search(ctx.cp_index, ROOT_WHERE, thread, view.page), 2, view.page + 1)
+  return list.docs
 end
 
 -- The doc of an entry outside the root namespace when it is the thread's:

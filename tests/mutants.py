@@ -169,7 +169,10 @@ MUTANTS = [
         "85-incremental.lua",
         "  return math.min(ctx.group_cap, ctx.cap - 1)\n",
         "  return ctx.group_cap\n",
-        (JS + "test_a_server_capping_search_results_below_a_segment_sweeps_a_js_store",),
+        (
+            JS + "test_a_server_capping_search_results_below_a_segment_sweeps_a_js_store",
+            INCREMENTAL + "test_a_dense_millisecond_is_counted_within_the_servers_search_cap",
+        ),
     ),
     Mutant(
         "js-full-window",
@@ -211,17 +214,6 @@ MUTANTS = [
         "  if spared then\n    kept[#kept + 1] = g.doc[spared].key\n  end\n",
         "",
         ("tests/test_seams.py::test_the_checkpoint_the_pointer_spares_keeps_its_delta_history",),
-    ),
-    Mutant(
-        "pointer-listed-in-a-sorted-root",
-        "a root listed sorted also lists the checkpoint the latest pointer names",
-        "40-listing.lua",
-        "  docs[#docs + 1] = newest or nil -- the pointer's checkpoint, however old its id: the saver "
-        "reads it\n",
-        "",
-        (
-            "tests/test_seams.py::test_the_pointer_spares_its_checkpoint_and_history_in_a_thread_larger_than_a_call",
-        ),
     ),
     Mutant(
         "pointer-spared-is-a-kept-root",

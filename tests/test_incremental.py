@@ -13,6 +13,7 @@ import pytest
 import redis
 from helpers import checkpoint_ids, lgprune, put_checkpoints, snapshot
 from langgraph.checkpoint.redis import RedisSaver
+from test_result_cap import result_cap
 
 from lgprune import Pruner, SweepResult
 from lgprune.errors import InvalidArgumentError
@@ -394,6 +395,21 @@ def test_a_burst_in_one_millisecond_is_pruned_by_the_next_incremental_pass(
         r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "-1")
 
 
+def test_a_dense_millisecond_is_counted_within_the_servers_search_cap(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "seed", 1, writes=0)
+    Pruner(r).sweep(1, margin=0)
+    mark = rule_mark(r)
+    for i in range(20):  # 80 entries in one millisecond, against a search cap of 60
+        put_checkpoints(saver, f"d{i}", 4, writes=0)
+        set_stamps(r, f"d{i}", [mark + 5] * 4)
+    time.sleep(0.1)
+    with result_cap(r, 60):
+        result = Pruner(r).sweep(1, margin=0)
+    assert result.kind == "incremental" and not result.unfinished and result.threads_pruned == 20
+
+
 def test_a_millisecond_holding_more_threads_than_one_group_returns_leaves_the_pass_unfinished(
     r: redis.Redis, saver: RedisSaver
 ) -> None:
@@ -421,14 +437,14 @@ def test_a_pass_whose_first_counts_spend_a_call_goes_on_from_where_they_narrowed
     assert pruner.sweep(10_000, margin=60).kind == "full"
     since = int(next(iter(watermarks(r).values()))) - 60_000
     pipe = r.pipeline(transaction=False)
-    for i in range(5_000):  # a burst at the start of the next pass's window: counting it spends a call
+    for i in range(5_000):  # a burst at the start of the next pass's window: counting it spends a small call
         doc = {"thread_id": "bulk", "checkpoint_ns": "__empty__", "checkpoint_id": f"{i:06d}"}
         pipe.json().set(
             f"checkpoint:bulk:__empty__:{i:06d}", "$", {**doc, "checkpoint_ts": since + 1 + i / 100}
         )
     pipe.execute()
     Pruner(r).install()
-    first = r.fcall("lgprune_sweep", 0, "0", "10000", "BUDGET", "100", "MARGIN", "60000")
+    first = r.fcall("lgprune_sweep", 0, "0", "10000", "BUDGET", "10", "MARGIN", "60000")
     cursor = first[1].decode()
     assert cursor.startswith("i:") and "inf" not in cursor
     result = pruner.sweep(10_000, margin=60)  # (a new pass: the first call's was abandoned)

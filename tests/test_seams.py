@@ -138,27 +138,6 @@ def test_the_checkpoint_the_pointer_spares_keeps_its_delta_history(
     assert app.get_state(config_of("fork")).values == state
 
 
-@needs_delta_saver
-def test_the_pointer_spares_its_checkpoint_and_history_in_a_thread_larger_than_a_call(
-    r: redis.Redis, saver: RedisSaver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app = delta_graph(saver)
-    delta_turns(app, "fork", turns=20)
-    main = checkpoint_ids(saver, "fork")  # newest first
-    behind = (uuid6_ns(main[40]) + uuid6_ns(main[39])) // 2  # a writer an hour of turns behind
-    monkeypatch.setattr(lg_id, "time", SimpleNamespace(time_ns=lambda: behind))
-    monkeypatch.setattr(lg_id, "_last_v6_timestamp", None)
-    app.invoke({"msgs": ["fork"]}, config_of("fork", main[10]))
-    monkeypatch.undo()
-    state = app.get_state(config_of("fork")).values
-    assert len(state["msgs"]) > 20
-
-    result = Pruner(r, budget=10).prune("fork", 2)  # many calls, each listing part of the thread
-
-    assert result.calls > 1
-    assert app.get_state(config_of("fork")).values == state
-
-
 def test_idle_ttl_never_judges_a_large_active_thread_by_an_old_checkpoint_put_last(
     r: redis.Redis, saver: RedisSaver
 ) -> None:
