@@ -447,7 +447,10 @@ MUTANTS = [
         "60-delete.lua",
         "  local fits = not truncated and #ws + own <= del.left\n",
         "  local fits = true\n",
-        (RULES + "test_a_checkpoint_goes_only_in_the_call_that_takes_all_its_writes",),
+        (
+            RULES + "test_a_checkpoint_goes_only_in_the_call_that_takes_all_its_writes",
+            CAP + "test_a_checkpoint_whose_writes_a_capped_answer_cuts_short_waits_for_all_of_them",
+        ),
     ),
     Mutant(
         "pointer-charged",
@@ -622,7 +625,7 @@ MUTANTS = [
         "    if done.more == 1 and not dry and done.keys_deleted > 0 then\n      return false\n",
         "    if done.more == 1 and not dry and done.keys_deleted > 0 then\n"
         "      out.threads_visited = out.threads_visited + 1\n      return false\n",
-        (SWEEP + "test_a_sweep_counts_threads_deleted_whole_and_threads_with_subgraphs_once",),
+        (SWEEP + "test_a_thread_pruned_over_several_calls_counts_as_one_visit",),
     ),
     Mutant(
         "thread-failure-is-data",
@@ -663,19 +666,6 @@ MUTANTS = [
         "    more = #extra.writes + #extra.others > del.left or extra.cut\n",
         "    more = #extra.writes + #extra.others > del.left\n",
         (LEFTOVERS + "test_keep_0_never_says_done_while_a_case_variant_hides_leftovers",),
-    ),
-    Mutant(
-        "window-page-fallback",
-        "a root window whose page held none of the root's older checkpoints lists the root sorted",
-        "70-thread.lua",
-        "(#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)",
-        "(false)",
-        (
-            RULES
-            + "test_a_large_thread_whose_first_index_entries_are_not_its_root_is_still_pruned[case variant]",
-            RULES
-            + "test_a_large_thread_whose_first_index_entries_are_not_its_root_is_still_pruned[own subgraphs]",
-        ),
     ),
     # Incremental sweeps
     Mutant(

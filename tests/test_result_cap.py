@@ -77,3 +77,14 @@ def test_a_cap_lowered_after_the_library_learnt_it_is_learnt_again(r: redis.Redi
     assert checkpoint_ids(saver, "big") == ids[::-1][:10]
     assert result.checkpoints_deleted == len(ids) - 10
     assert every_write_has_its_checkpoint(r)
+
+
+def test_a_checkpoint_whose_writes_a_capped_answer_cuts_short_waits_for_all_of_them(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "t", 1, writes=100)  # the oldest, with more writes than one answer holds
+    put_checkpoints(saver, "t", 3, writes=1)
+    with result_cap(r, 30):
+        result = Pruner(r, budget=200).prune("t", 2)
+    assert result.calls > 1 and len(checkpoint_ids(saver, "t")) == 2
+    assert every_write_has_its_checkpoint(r)

@@ -222,3 +222,11 @@ def test_a_dry_run_of_many_threads_ends_and_deletes_nothing(r: redis.Redis, save
     assert snapshot(r) == before
     assert dry.checkpoints_deleted > 5 + 5  # a and c, and a part of big, each counted once
     assert dry.checkpoints_deleted <= 5 + 100 + 5
+
+
+def test_a_thread_pruned_over_several_calls_counts_as_one_visit(r: redis.Redis, saver: RedisSaver) -> None:
+    for i in range(5):
+        put_checkpoints(saver, f"long{i}", 30, writes=1)  # 84 keys go: more than one call of 40 deletes
+    result = Pruner(r, budget=40).sweep(2)
+    assert result.calls > 5 and result.threads_visited == 5 and result.threads_pruned >= 5
+    assert all(len(checkpoint_ids(saver, f"long{i}")) == 2 for i in range(5))
