@@ -308,8 +308,10 @@ def test_a_thread_a_sweep_cannot_prune_is_logged_listed_and_counted(
             assert time.monotonic() < deadline
             time.sleep(0.1)
         metrics = service.call("GET", "/metrics", token=None)[1]
+        status, answer = service.call("POST", "/prune", {"thread_id": "bad", "keep": 1})
     finally:
         stop(service)
+    assert status == 409 and "WRONGTYPE" in answer["error"] and "nothing was deleted" in answer["error"]
     (sweep,) = listing
     assert (
         sweep["outcome"] == "success" and sweep["threads_failed"] == 1 and sweep["checkpoints_deleted"] == 3

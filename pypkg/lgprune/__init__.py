@@ -8,7 +8,9 @@ from lgprune.errors import (
     LibraryVersionError,
     ModulesMissingError,
     NoProgressError,
+    PermissionDeniedError,
     ReadOnlyServerError,
+    StoredDataError,
 )
 from lgprune.library import library_version
 from lgprune.pruner import AsyncPruner, Pruner
@@ -26,10 +28,12 @@ __all__ = [
     "LibraryVersionError",
     "ModulesMissingError",
     "NoProgressError",
+    "PermissionDeniedError",
     "PruneResult",
     "Pruner",
     "ReadOnlyServerError",
     "Stats",
+    "StoredDataError",
     "SweepResult",
     "ThreadFailure",
     "ThreadStats",

@@ -59,6 +59,17 @@ class ReadOnlyServerError(LgpruneError):
     """The server is a read-only replica: prune on the primary."""
 
 
+class StoredDataError(LgpruneError):
+    """A thread holds data lgprune cannot read (a key of another type than the saver
+    writes, a document it cannot parse): nothing of it was deleted; a sweep names such a
+    thread in `SweepResult.failed` and prunes the others."""
+
+
+class PermissionDeniedError(LgpruneError):
+    """The Redis user may not run a command or touch a key lgprune needs: grant it the
+    README's ACL. Nothing was deleted."""
+
+
 # The library's error codes ("LGPRUNE <CODE> <message>", ERROR_CODES in lua/src/10-core.lua)
 # that have a class of their own; the others raise the base class.
 CODES: dict[str, type[LgpruneError]] = {
@@ -66,6 +77,8 @@ CODES: dict[str, type[LgpruneError]] = {
     "NOINDEX": IndexMissingError,
     "NOMODULE": ModulesMissingError,
     "MIXED": MixedStoreError,
+    "BADDATA": StoredDataError,
+    "NOPERM": PermissionDeniedError,
 }
 
 

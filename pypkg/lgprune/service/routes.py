@@ -6,10 +6,10 @@ Status policy, one error shape `{"error": "<one line>"}` for every 4xx and 5xx:
 (each said apart); 403 a Host or Origin the service does not answer to; 404 no such path
 or sweep; 405 wrong method; 409 a sweep is running; 413 the body is too large; 415 the
 body is not `application/json`; 422 JSON or query parameters that break a rule (types,
-ranges, unknown fields, a thread id the library refuses); 503 Redis does not answer or
-cannot prune (modules, index), or (from the connection) too many are open; 500 a bug.
-A refusal of a request that could delete says that nothing was. Every GET route answers
-HEAD.
+ranges, unknown fields, a thread id the library refuses); 409 also for a thread holding
+data lgprune cannot read; 503 Redis does not answer or cannot prune (modules, index), or
+(from the connection) too many are open; 500 a bug. A refusal of a request that could
+delete says that nothing was (or what its earlier calls did). Every GET route answers HEAD.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from lgprune.durations import parse_duration
-from lgprune.errors import InvalidArgumentError, LgpruneError
+from lgprune.errors import InvalidArgumentError, LgpruneError, StoredDataError
 from lgprune.metrics import CONTENT_TYPE_LATEST
 from lgprune.protocol import FULL_EVERY_S
 from lgprune.pruner import AsyncPruner
@@ -344,15 +344,26 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
     async def invalid(request: Request, error: Exception) -> Response:
         return problem(422, told(request, service.error_text(error)))
 
+    def after(request: Request, error: Exception, message: str) -> str:
+        """What a failed request that could delete did: nothing, or what its earlier calls did."""
+        partial = getattr(error, "partial", None)
+        if request.method in BODY_METHODS_EXEMPT or partial is None or not partial.keys_deleted:
+            return told(request, message)
+        return f"{message}; its earlier calls deleted {partial.keys_deleted} keys, the last one nothing"
+
+    @app.exception_handler(StoredDataError)
+    async def stored_data(request: Request, error: Exception) -> Response:
+        return problem(409, after(request, error, service.error_text(error)))
+
     @app.exception_handler(LgpruneError)
-    async def lgprune_error(_: Request, error: Exception) -> Response:
-        return problem(503, service.error_text(error))
+    async def lgprune_error(request: Request, error: Exception) -> Response:
+        return problem(503, after(request, error, service.error_text(error)))
 
     @app.exception_handler(redis.RedisError)
-    async def redis_error(_: Request, error: Exception) -> Response:
+    async def redis_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, redis.RedisError)
         service.redis_failed(error)
-        return problem(503, f"Redis: {service.error_text(error)}")
+        return problem(503, after(request, error, f"Redis: {service.error_text(error)}"))
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> Response:
