@@ -824,6 +824,15 @@ MUTANTS = [
         (INCREMENTAL + "test_a_burst_in_one_millisecond_is_pruned_by_the_next_incremental_pass",),
     ),
     Mutant(
+        "dense-millisecond-several-a-call",
+        "grouping is charged at most half the budget: a call resuming in a dense millisecond visits "
+        "threads",
+        "85-incremental.lua",
+        "math.min(n * GROUP_UNITS_PER_ENTRY, math.floor(ctx.budget.total / 2))",
+        "n * GROUP_UNITS_PER_ENTRY",
+        (INCREMENTAL + "test_a_dense_millisecond_larger_than_a_call_is_swept_several_threads_a_call",),
+    ),
+    Mutant(
         "watermark-at-pass-start",
         "a pass's watermark is when it began: a write that lands during the pass is read by the next",
         "85-incremental.lua",

@@ -395,6 +395,18 @@ def test_a_burst_in_one_millisecond_is_pruned_by_the_next_incremental_pass(
         r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "-1")
 
 
+def test_a_dense_millisecond_larger_than_a_call_is_swept_several_threads_a_call(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    stamp = time.time() * 1000 - 3_600_000
+    for i in range(150):  # 450 entries in one millisecond: each call groups them all again
+        put_checkpoints(saver, f"d{i:03d}", 3, writes=0)
+        set_stamps(r, f"d{i:03d}", [stamp] * 3)
+    result = Pruner(r, budget=1_000).sweep(1, full=True)  # grouping 450 entries charges 900 units
+    assert result.threads_pruned == 150 and not result.unfinished
+    assert result.calls <= 20  # (17; charged whole, each call would visit half as many: 30)
+
+
 def test_a_dense_millisecond_is_counted_within_the_servers_search_cap(
     r: redis.Redis, saver: RedisSaver
 ) -> None:

@@ -15,7 +15,9 @@ local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; t
 local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
 local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least)
 local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
-local GROUP_UNITS_PER_ENTRY = 2 -- ... and grouping them by thread 2 per entry (it loads each thread_id)
+local GROUP_UNITS_PER_ENTRY = 2 -- ... and grouping them by thread 2 per entry (it loads each thread_id),
+-- at most half the budget: a dense millisecond, grouped again by each call that resumes in it, leaves
+-- each call room to visit threads
 
 -- A whole number of milliseconds as text (as cursors, fields and queries hold them).
 local function ms(v)
@@ -250,7 +252,7 @@ local function ts_threads(ctx, lo, hi, n, limit)
   if not ok then
     error(res, 0)
   end
-  ctx.budget.work = ctx.budget.work + n * GROUP_UNITS_PER_ENTRY
+  ctx.budget.work = ctx.budget.work + math.min(n * GROUP_UNITS_PER_ENTRY, math.floor(ctx.budget.total / 2))
   local ids = {}
   for i = 2, #res do
     local row = res[i]
