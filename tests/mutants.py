@@ -825,8 +825,7 @@ MUTANTS = [
     ),
     Mutant(
         "dense-millisecond-several-a-call",
-        "grouping is charged at most half the budget: a call resuming in a dense millisecond visits "
-        "threads",
+        "grouping is charged at most half the budget: a call resuming in a dense millisecond visits threads",
         "85-incremental.lua",
         "math.min(n * GROUP_UNITS_PER_ENTRY, math.floor(ctx.budget.total / 2))",
         "n * GROUP_UNITS_PER_ENTRY",
