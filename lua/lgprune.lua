@@ -2475,15 +2475,13 @@ local function before(a, b)
   return #a < #b
 end
 
--- The thread ids (as stored) of the checkpoints with checkpoint_ts in [lo, hi),
--- `n` of them (at most `limit`: a millisecond may hold more), sorted (see
--- before); how many groups had no id (a document without a thread_id, or one
--- the index cannot group); and whether there may be more threads than were
--- returned (a millisecond holding more than `limit` threads).
-local function ts_threads(ctx, lo, hi, n, limit)
-  local ask = math.max(math.min(n, limit), 1)
+-- The thread ids (as stored) of the `n` checkpoints with checkpoint_ts in
+-- [lo, hi), sorted (see before), and how many groups had no id (a document
+-- without a thread_id, or one the index cannot group). The aggregate reads
+-- every entry of the range: `n` is at most what one may read (segment_cap).
+local function ts_threads(ctx, lo, hi, n)
   local ok, res = capped('group_cap', 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1',
-    '@thread_id', 'LIMIT', '0', tostring(ask), 'TIMEOUT', '0', 'DIALECT', '2')
+    '@thread_id', 'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
   if not ok then
     error(res, 0)
   end
@@ -2495,11 +2493,11 @@ local function ts_threads(ctx, lo, hi, n, limit)
       ids[#ids + 1] = row[2]
     end
   end
-  if #res - 1 < math.min(res[1], ask) then -- a search timeout returns partial results
+  if #res - 1 < math.min(res[1], n) then -- a search timeout returns partial results
     fail('PARTIAL', 'the index grouped ' .. (#res - 1) .. ' of ' .. res[1] .. ' threads; try again')
   end
   table.sort(ids, before)
-  return ids, #res - 1 - #ids, n > limit and #res - 1 >= ask
+  return ids, #res - 1 - #ids
 end
 
 -- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
@@ -2576,19 +2574,21 @@ end
 
 -- Visit the threads of segment [lo, hi) (n entries) after pass.after, but
 -- not one visited elsewhere in the pass; false when the call stopped inside it
--- (pass.after: the last thread passed). A millisecond holding more threads
--- than one aggregate returns has those it returns visited, and the pass is
--- left unfinished.
+-- (pass.after: the last thread passed). A millisecond holding more entries
+-- than one aggregate may read (segment_cap) is passed over, and the pass left
+-- unfinished: every read of a call stays bounded.
 local function visit_segment(sw, pass, lo, hi, n)
   local b = sw.ctx.budget
   if n == 0 then
     return true
+  elseif n > segment_cap(sw.ctx) then -- one millisecond holds more than one aggregate may read
+    sw.unfinished = true
+    return true
   end
-  local ids, nameless, more = ts_threads(sw.ctx, lo, hi, n, segment_cap(sw.ctx))
+  local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
   if pass.after == nil then
     sw.out.threads_skipped = sw.out.threads_skipped + nameless
   end
-  sw.unfinished = sw.unfinished or more
   for _, id in ipairs(ids) do
     if pass.after == nil or before(pass.after, id) then
       if sw.moved and spent(b) then
