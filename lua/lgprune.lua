@@ -2852,8 +2852,8 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     since                an incremental pass: the checkpoint_ts it reads from (the
                          watermark less MARGIN, ms), else 0
     unfinished           1 when the pass passed over a thread it could not finish, or a
-                         millisecond of checkpoint_ts holding more threads than one
-                         aggregate may return (4000): it records no watermark
+                         millisecond of checkpoint_ts holding more entries than one
+                         aggregate may read (4000): it records no watermark
     layout               "python" or "js": whose keys it pruned
     threads_visited      threads the calls moved past (a thread pruned over several
                          calls counts once; one without a root pointer may count
