@@ -296,3 +296,13 @@ def put_checkpoints(
             saver.put_writes(config, [("step", i) for i in range(writes)], task_id=f"task-{step}")
         ids.append(config["configurable"]["checkpoint_id"])
     return ids
+
+
+def put_unreadable_thread(r: redis.Redis, saver: RedisSaver, thread_id: str) -> list[str]:
+    """A thread lgprune cannot prune: 4 checkpoints, the oldest's write registry a string
+    (a key of another type than the saver writes). Its checkpoint ids, oldest first."""
+    ids = put_checkpoints(saver, thread_id, 4, writes=1)
+    registry = f"write_keys_zset:{thread_id}:__empty__:{ids[0]}"
+    r.delete(registry)
+    r.set(registry, "not a registry")
+    return ids

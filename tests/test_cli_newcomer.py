@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import checkpoint_ids, lgprune, put_checkpoints
+from helpers import checkpoint_ids, lgprune, put_checkpoints, put_unreadable_thread
 from langgraph.checkpoint.redis import RedisSaver
 
 from lgprune import Pruner
@@ -254,9 +254,7 @@ def test_the_progress_line_shows_counts_and_no_percentage_it_cannot_know(
 def test_a_thread_a_sweep_cannot_prune_is_named_in_its_summary(
     redis_url: str, r: redis.Redis, saver: RedisSaver
 ) -> None:
-    ids = put_checkpoints(saver, "bad", 4, writes=1)
-    r.delete(f"write_keys_zset:bad:__empty__:{ids[0]}")
-    r.set(f"write_keys_zset:bad:__empty__:{ids[0]}", "not a registry")  # a key of another type
+    put_unreadable_thread(r, saver, "bad")
     put_checkpoints(saver, "good", 4, writes=1)
     out = lgprune("sweep", "--keep", "1", "--url", redis_url)
     assert out.returncode == 0, out.stderr

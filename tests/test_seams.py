@@ -19,6 +19,7 @@ from helpers import (
     delta_turns,
     needs_delta_saver,
     put_checkpoints,
+    put_unreadable_thread,
     snapshot,
     uuid6_at,
 )
@@ -221,9 +222,7 @@ def test_a_thread_id_holding_a_nul_byte_stops_no_one(r: redis.Redis, saver: Redi
 
 
 def test_one_thread_that_cannot_be_pruned_never_stops_a_sweep(r: redis.Redis, saver: RedisSaver) -> None:
-    ids = put_checkpoints(saver, "bad", 4, writes=1)
-    r.delete(f"write_keys_zset:bad:__empty__:{ids[0]}")
-    r.set(f"write_keys_zset:bad:__empty__:{ids[0]}", "not a registry")  # a key of another type
+    put_unreadable_thread(r, saver, "bad")
     bad = snapshot(r)
     bad = {k: v for k, v in bad.items() if b":bad:" in k}
     others = [f"t{i:02d}" for i in range(20)]

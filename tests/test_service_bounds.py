@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from helpers import put_checkpoints
+from helpers import put_checkpoints, put_unreadable_thread
 from langgraph.checkpoint.redis import RedisSaver
 from test_http import TOKEN, Service, start, stop
 
@@ -297,9 +297,7 @@ def test_serve_without_its_extra_names_both_install_commands() -> None:
 def test_a_thread_a_sweep_cannot_prune_is_logged_listed_and_counted(
     redis_url: str, r: redis.Redis, saver: RedisSaver
 ) -> None:
-    ids = put_checkpoints(saver, "bad", 4, writes=1)
-    r.delete(f"write_keys_zset:bad:__empty__:{ids[0]}")
-    r.set(f"write_keys_zset:bad:__empty__:{ids[0]}", "not a registry")  # a key of another type
+    put_unreadable_thread(r, saver, "bad")
     put_checkpoints(saver, "good", 4, writes=1)
     service = start(redis_url, "--sweep-keep", "1", "--sweep-every", "1w")
     try:
