@@ -107,7 +107,7 @@ export function pruneMany(
 export function sweep(client: RedisClient, keep: number, options?: SweepOptions): Promise<SweepResult>;
 
 export interface AutoPruneOptions extends Omit<CallOptions, "dryRun" | "layout"> {
-  /** Checkpoints per namespace a thread keeps. */
+  /** Checkpoints per namespace a thread keeps (at least 1). */
   keepLast: number;
   /** Puts of a thread between two prunes (default keepLast / 2, at least 1). */
   slack?: number;

@@ -21,8 +21,9 @@ export function withAutoPrune(saver, { keepLast, slack, client = saver?.client, 
   if (typeof saver?.put !== "function" || typeof saver?.end !== "function") {
     throw new InvalidArgumentError("withAutoPrune wraps a RedisSaver of @langchain/langgraph-checkpoint-redis");
   }
-  if (!Number.isSafeInteger(keepLast) || keepLast < 0) {
-    throw new InvalidArgumentError(`keepLast must be an integer of at least 0, got ${keepLast}`);
+  if (!Number.isSafeInteger(keepLast) || keepLast < 1) {
+    // (0 would delete the conversation at every put: to delete a thread, prune(client, id, 0))
+    throw new InvalidArgumentError(`keepLast must be an integer of at least 1, got ${keepLast}`);
   }
   slack ??= Math.max(1, Math.floor(keepLast / 2));
   if (!Number.isSafeInteger(slack) || slack < 1) {

@@ -19,7 +19,12 @@ export class LgpruneError extends Error {
 }
 
 /** A thread id, keep count or option that lgprune refuses (BADARG). */
-export class InvalidArgumentError extends LgpruneError {}
+export class InvalidArgumentError extends LgpruneError {
+  /** A bad argument, refused here or by the library: `code` is "BADARG" either way. */
+  constructor(message, code = "BADARG") {
+    super(message, code);
+  }
+}
 /** The saver's RediSearch index does not exist (NOINDEX): start the saver once first. */
 export class IndexMissingError extends LgpruneError {}
 /** The server lacks the search or JSON module (NOMODULE), or Redis Functions (Redis < 7). */
@@ -59,5 +64,23 @@ export function fromServerMessage(message) {
   const code = space < 0 ? rest : rest.slice(0, space);
   const text = space < 0 ? "" : rest.slice(space + 1);
   const Class = Object.hasOwn(ERROR_CLASSES, code) ? ERROR_CLASSES[code] : LgpruneError;
-  return new Class(text, code);
+  return new Class(jsSpelling(text), code);
+}
+
+// The library's option names as this package's options: "pass LAYOUT js" is `layout: "js"`.
+const JS_NAMES = {
+  CHECKPOINT_PREFIX: "checkpointPrefix",
+  WRITE_PREFIX: "checkpointWritePrefix",
+  DRY_RUN: "dryRun",
+  MAX_AGE: "maxAge",
+  IDLE_TTL: "idleTtl",
+  FULL_EVERY: "fullEvery",
+  LAYOUT: "layout",
+  BUDGET: "budget",
+  MARGIN: "margin",
+};
+const OPTION = new RegExp(`\\b(${Object.keys(JS_NAMES).join("|")})\\b(?: (python|js)\\b)?`, "g");
+
+function jsSpelling(text) {
+  return text.replace(OPTION, (_, name, value) => JS_NAMES[name] + (value ? `: "${value}"` : ""));
 }

@@ -103,6 +103,7 @@ test("withAutoPrune refuses what is not a saver, and bad counts", () => {
   assert.throws(() => withAutoPrune({}, { keepLast: 1 }), InvalidArgumentError);
   const saver = { put: async () => {}, end: async () => {}, client: {} };
   assert.throws(() => withAutoPrune(saver, { keepLast: -1 }), /keepLast/);
+  assert.throws(() => withAutoPrune(saver, { keepLast: 0 }), /keepLast must be an integer of at least 1/);
   assert.throws(() => withAutoPrune(saver, { keepLast: 2, slack: 0 }), /slack/);
   assert.throws(() => withAutoPrune(saver, { keepLast: 2, budget: 5 }), /budget must be an integer of at least 10/);
   assert.throws(() => withAutoPrune(saver, { keepLast: 2, keep_last: 5 }), /unknown option keep_last/);

@@ -141,11 +141,18 @@ for (const [name, connect] of Object.entries(CLIENTS)) {
       try {
         const keys = await dumps();
         await assert.rejects(prune(client, "", 1), (e) => e instanceof InvalidArgumentError && e.code === "BADARG");
-        await assert.rejects(prune(client, "wang1", -1), InvalidArgumentError);
+        await assert.rejects(
+          prune(client, "wang1", -1),
+          (e) => e instanceof InvalidArgumentError && e.code === "BADARG",
+        );
         await assert.rejects(prune(client, "wang1", 1, { layout: "ts" }), /layout must be/);
         await assert.rejects(prune(client, "wang1", 1, { budget: 9 }), /budget must be an integer of at least 10/);
         await assert.rejects(prune(client, "wang1", 1, { layout: "python" }), IndexMissingError); // no such index
         await assert.rejects(prune(client, "wang1", 1, { layout: "python" }), /only the js saver's index/);
+        await assert.rejects(
+          prune(client, "wang1", 1, { layout: "python" }),
+          /pass layout: "js" \(or leave layout out\)/,
+        );
         await assert.rejects(pruneMany(client, "wang1", 1), /array of strings/);
         await assert.rejects(
           prune(client, "wang1", 1, { dryrun: true }),
