@@ -49,7 +49,7 @@ test(
     const files = stdout.trim().split("\n").sort();
     assert.deepEqual(
       files.filter((f) => !f.startsWith("package/src/")),
-      ["package/index.d.ts", "package/lgprune.lua", "package/package.json"],
+      ["package/LICENSE", "package/README.md", "package/index.d.ts", "package/lgprune.lua", "package/package.json"],
     );
   },
 );
