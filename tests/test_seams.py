@@ -27,7 +27,7 @@ from langgraph.checkpoint.redis import RedisSaver
 from test_acl import user_client
 
 from lgprune import Pruner
-from lgprune.errors import PermissionDeniedError, StoredDataError
+from lgprune.errors import BadDataError, NoPermissionError
 from lgprune.facts import WATERMARKS
 
 
@@ -235,7 +235,7 @@ def test_one_thread_that_cannot_be_pruned_never_stops_a_sweep(r: redis.Redis, sa
         assert result.failed[0].reason.startswith("BADDATA")
     assert all(len(checkpoint_ids(saver, t)) == 1 for t in others)
     assert {k: v for k, v in snapshot(r).items() if b":bad:" in k} == bad
-    with pytest.raises(StoredDataError, match="WRONGTYPE"):
+    with pytest.raises(BadDataError, match="WRONGTYPE"):
         Pruner(r).prune("bad", 1)  # one thread's call: the error is its reply, LGPRUNE BADDATA
     assert any("'bad' could not be read" in note for note in Pruner(r).stats(1).notes)
 
@@ -256,7 +256,7 @@ def test_a_user_who_may_not_read_the_pointer_deletes_nothing(
     put_checkpoints(saver, "skew", 1, writes=1, age=3600)  # put last, with an hour-old id
     Pruner(r).install()
     before = snapshot(r)
-    with pytest.raises(PermissionDeniedError, match="may not"):
+    with pytest.raises(NoPermissionError, match="may not"):
         Pruner(reader_without_get).prune("skew", 2)
     assert snapshot(r) == before
 

@@ -1,16 +1,16 @@
 """lgprune: keep the newest N LangGraph checkpoints per thread in Redis, pruned inside Redis."""
 
 from lgprune.errors import (
+    BadDataError,
     IndexMissingError,
     InvalidArgumentError,
     LgpruneError,
     LibraryInstallError,
     LibraryVersionError,
     ModulesMissingError,
+    NoPermissionError,
     NoProgressError,
-    PermissionDeniedError,
     ReadOnlyServerError,
-    StoredDataError,
 )
 from lgprune.library import library_version
 from lgprune.pruner import AsyncPruner, Pruner
@@ -21,19 +21,19 @@ __version__ = library_version()  # one source: VERSION in lua/lgprune.lua
 
 __all__ = [
     "AsyncPruner",
+    "BadDataError",
     "IndexMissingError",
     "InvalidArgumentError",
     "LgpruneError",
     "LibraryInstallError",
     "LibraryVersionError",
     "ModulesMissingError",
+    "NoPermissionError",
     "NoProgressError",
-    "PermissionDeniedError",
     "PruneResult",
     "Pruner",
     "ReadOnlyServerError",
     "Stats",
-    "StoredDataError",
     "SweepResult",
     "ThreadFailure",
     "ThreadStats",

@@ -59,13 +59,13 @@ class ReadOnlyServerError(LgpruneError):
     """The server is a read-only replica: prune on the primary."""
 
 
-class StoredDataError(LgpruneError):
+class BadDataError(LgpruneError):
     """A thread holds data lgprune cannot read (a key of another type than the saver
     writes, a document it cannot parse): nothing of it was deleted; a sweep names such a
     thread in `SweepResult.failed` and prunes the others."""
 
 
-class PermissionDeniedError(LgpruneError):
+class NoPermissionError(LgpruneError):
     """The Redis user may not run a command or touch a key lgprune needs: grant it the
     README's ACL. Nothing was deleted."""
 
@@ -77,8 +77,8 @@ CODES: dict[str, type[LgpruneError]] = {
     "NOINDEX": IndexMissingError,
     "NOMODULE": ModulesMissingError,
     "MIXED": MixedStoreError,
-    "BADDATA": StoredDataError,
-    "NOPERM": PermissionDeniedError,
+    "BADDATA": BadDataError,
+    "NOPERM": NoPermissionError,
 }
 
 

@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from lgprune.durations import parse_duration
-from lgprune.errors import InvalidArgumentError, LgpruneError, StoredDataError
+from lgprune.errors import BadDataError, InvalidArgumentError, LgpruneError
 from lgprune.metrics import CONTENT_TYPE_LATEST
 from lgprune.protocol import FULL_EVERY_S
 from lgprune.pruner import AsyncPruner
@@ -351,7 +351,7 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
             return told(request, message)
         return f"{message}; its earlier calls deleted {partial.keys_deleted} keys, the last one nothing"
 
-    @app.exception_handler(StoredDataError)
+    @app.exception_handler(BadDataError)
     async def stored_data(request: Request, error: Exception) -> Response:
         return problem(409, after(request, error, service.error_text(error)))
 
