@@ -206,6 +206,29 @@ async def test_async_close_waits_for_background_prunes(redis_url: str, r: redis.
     assert len(checkpoint_ids(RedisSaver(redis_client=r), "bg")) == 1
 
 
+async def test_puts_during_a_running_auto_prune_are_pruned_after_it(redis_url: str, r: redis.Redis) -> None:
+    # a thread's prune has run in Redis but its task has not ended when the next puts are due:
+    # those puts must be pruned too, or the thread ends above keep_last + slack
+    async with AsyncPruningRedisSaver.from_conn_string(redis_url, keep_last=1, slack=1) as saver:
+        gate, calls = asyncio.Event(), []
+        run_call = saver._call
+
+        async def held_after_prune(whose: str, name: str, args: Any, kwargs: Any) -> Any:
+            answer = await run_call(whose, name, args, kwargs)
+            if name == "prune_many":
+                calls.append(name)
+                await gate.wait()
+            return answer
+
+        saver._call = held_after_prune  # type: ignore[method-assign]
+        app = chat_graph(saver)
+        for turn in range(3):
+            await app.ainvoke({"messages": [HumanMessage(content=str(turn))]}, config_of("held"))
+        assert calls == ["prune_many"]  # one prune ran; every later put was due while it was held
+        gate.set()
+    assert len(checkpoint_ids(RedisSaver(redis_client=r), "held")) <= 1 + 1
+
+
 def test_auto_prune_failures_are_logged_not_raised(r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
     saver = PruningRedisSaver(redis_client=r, keep_last=1, slack=1)
     saver.setup()

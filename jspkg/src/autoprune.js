@@ -14,7 +14,7 @@ const warn = (error, threadId) =>
  * counted per thread and the thread is pruned to `keepLast` checkpoints per namespace on its
  * first put seen here and then every `slack` puts (default keepLast / 2), so it stays within
  * keepLast + slack. Prunes run over `client` (default: the saver's own), one at a time per
- * thread; a failure goes to `onError(error, threadId)` (default: one console.warn line).
+ * thread (a thread due while its prune runs is pruned once more after it); a failure goes to `onError(error, threadId)` (default: one console.warn line).
  * `end()` awaits the prunes in flight, then ends the saver.
  */
 export function withAutoPrune(saver, { keepLast, slack, client = saver?.client, onError = warn, ...options } = {}) {
@@ -32,19 +32,33 @@ export function withAutoPrune(saver, { keepLast, slack, client = saver?.client, 
   threadOptions({ layout: "js", ...options }); // checked now, not at the first prune
   const sincePrune = new Map(); // thread id -> puts since its last prune, least recently put first
   const running = new Map(); // thread id -> its prune in flight
+  const again = new Set(); // threads due while their prune ran (it may have listed before): once more
 
   function due(threadId) {
     const count = (sincePrune.get(threadId) ?? slack - 1) + 1;
     sincePrune.delete(threadId);
     sincePrune.set(threadId, count >= slack ? 0 : count);
     if (sincePrune.size > TRACKED_THREADS) sincePrune.delete(sincePrune.keys().next().value);
-    return count >= slack && !running.has(threadId);
+    return count >= slack;
+  }
+
+  async function pruneUntilCaughtUp(threadId) {
+    do {
+      again.delete(threadId);
+      try {
+        await prune(client, threadId, keepLast, { layout: "js", ...options });
+      } catch (error) {
+        onError(error, threadId);
+      }
+    } while (again.has(threadId));
   }
 
   function start(threadId) {
-    const done = prune(client, threadId, keepLast, { layout: "js", ...options })
-      .catch((error) => onError(error, threadId))
-      .finally(() => running.delete(threadId));
+    if (running.has(threadId)) {
+      again.add(threadId);
+      return;
+    }
+    const done = pruneUntilCaughtUp(threadId).finally(() => running.delete(threadId));
     running.set(threadId, done);
   }
 

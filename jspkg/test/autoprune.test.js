@@ -82,6 +82,36 @@ test("a put returns while its prune is in flight, and end() awaits it", needs, a
   }
 });
 
+test("puts made while a thread's prune runs are pruned after it", needs, async () => {
+  await flush();
+  const client = await CLIENTS.ioredis();
+  let open;
+  const gate = new Promise((resolve) => (open = resolve));
+  const fcalls = [];
+  const held = {
+    // the same client; a prune's FCALL runs in Redis, then its answer is held back
+    call: async (...args) => {
+      const answer = await client.call(...args);
+      if (String(args[0]).toUpperCase() === "FCALL") {
+        fcalls.push(args[1]);
+        await gate;
+      }
+      return answer;
+    },
+  };
+  const saver = withAutoPrune(await RedisSaver.fromUrl(redis.url), { keepLast: 1, slack: 1, client: held });
+  try {
+    const graph = chat(saver);
+    for (let n = 0; n < 3; n++) await turn(graph, "late", n);
+    assert.equal(fcalls.length, 1); // one prune ran; every later put was due while it was held
+    open();
+    await saver.end();
+    assert.ok(rootIds((await read(["late"])).late).length <= 1 + 1); // keepLast + slack
+  } finally {
+    await close(client);
+  }
+});
+
 test("a prune that fails goes to onError and never fails the graph", needs, async () => {
   await flush();
   const failures = [];

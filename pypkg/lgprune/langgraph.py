@@ -418,6 +418,7 @@ class AsyncPruningRedisSaver(
     def __init__(self, *args: Any, prune_connections: int = PRUNE_CONNECTIONS, **kwargs: Any) -> None:
         self.prune_connections = check_count("prune_connections", prune_connections, minimum=1)
         self._pruning: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()  # threads due again while their prune ran: it runs once more
         self._dropped_logged = False
         self._own_client: redis.asyncio.Redis | None = None  # the prunes' client, when it is not the saver's
         super().__init__(*args, **kwargs)
@@ -458,7 +459,11 @@ class AsyncPruningRedisSaver(
     ) -> RunnableConfig:
         stored = await super().aput(config, checkpoint, metadata, new_versions, stream_mode)
         thread_id = self.auto.due(config)
-        if thread_id is not None and thread_id not in self._pruning:
+        if thread_id is None:
+            pass
+        elif thread_id in self._pruning:  # its prune may have listed before this put: one more
+            self._again.add(thread_id)
+        else:
             task = asyncio.get_running_loop().create_task(self._auto_prune(thread_id))
             self._pruning[thread_id] = task
         return stored
@@ -466,6 +471,9 @@ class AsyncPruningRedisSaver(
     async def _auto_prune(self, thread_id: str) -> None:
         try:
             await self._run(lambda: self._auto_prune_steps(thread_id))
+            while thread_id in self._again:
+                self._again.discard(thread_id)
+                await self._run(lambda: self._auto_prune_steps(thread_id))
         except asyncio.CancelledError:  # the loop ended under a saver that was not closed
             if not self._dropped_logged:
                 self._dropped_logged = True
@@ -477,6 +485,7 @@ class AsyncPruningRedisSaver(
             raise
         finally:
             self._pruning.pop(thread_id, None)
+            self._again.discard(thread_id)
 
     async def wait_for_pruning(self) -> None:
         """Wait until every background auto-prune has finished."""
