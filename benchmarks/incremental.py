@@ -400,8 +400,8 @@ def measure(
         if per_thread and per_thread * threads > MEMORY_LIMIT:
             threads = int(MEMORY_LIMIT / per_thread) // 10_000 * 10_000
             notes.append(
-                f"{case.name}: {case.threads:,} threads would take about "
-                f"{per_thread * case.threads / 2**30:.1f} GiB; built with {threads:,}"
+                f"{case.threads:,} threads would take about {per_thread * case.threads / 2**30:.1f} GiB "
+                f"of memory here; that case was built with {threads:,}"
             )
             print(f"  incremental: {notes[-1]}", flush=True)
         started = time.monotonic()

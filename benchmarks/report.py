@@ -23,7 +23,7 @@ from benchmarks.js import JsRun
 from benchmarks.shapes import TARGET_MS, Shape
 from benchmarks.sweep import SweepRun
 
-FOOTER = "Produced by `python -m benchmarks` (README: Benchmarks)."
+FOOTER = "Produced by `python -m benchmarks` (the docs' Benchmarks page: Run them)."
 
 
 def write_core(out: Path, timings: list[Timing], *, where: str, runs: int) -> None:
@@ -235,9 +235,9 @@ def write_shapes(out: Path, shapes: list[Shape], *, where: str) -> None:
     lines += [
         "",
         "A thread larger than one call's view is looked at up to budget + keep + 1 entries",
-        "(DIALECT 4 stops there) and its root listed by the latest pointer's parent chain and a",
-        "page of others (a DeltaChannel thread: a window by checkpoint_ts), so a call's cost",
-        "does not grow with the thread. Non-root namespaces larger than a call are sorted.",
+        "(DIALECT 4 stops there); its root namespace is listed by a window of its newest",
+        "checkpoints by checkpoint_ts and a page of others, so a call's cost does not grow with",
+        "the thread. Non-root namespaces larger than a call are listed sorted.",
         "",
         FOOTER,
         "",
