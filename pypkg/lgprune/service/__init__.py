@@ -1,2 +1,3 @@
 """`lgprune serve`: the service core (`core`, no web framework), what every request passes
-first (`guard`), and the HTTP routes (`routes`). Needs `pip install 'lgprune[serve]'`."""
+first (`guard`), and the HTTP routes (`routes`). Needs the serve extra (`pip install
+'.[serve]'` in a checkout of lgprune)."""
