@@ -208,6 +208,10 @@ def test_bad_sweep_input_and_bodies_that_are_not_json(
         assert 400 <= status < 500 and "nothing was deleted" in answer["error"], answer
     status, answer = served.call("POST", "/prune", raw=b"{not json")
     assert status == 400 and "not JSON" in answer["error"] and "nothing was deleted" in answer["error"]
+    status, answer = served.call("POST", "/sweep", {"keep": 1, "idle_ttl": "30"})
+    assert status == 422 and answer["error"].startswith("idle_ttl: '30' needs a unit"), (
+        answer
+    )  # its JSON name
     status, answer = served.call("GET", "/stats?keep=-3")
     assert status == 422
     time.sleep(0.2)

@@ -127,7 +127,7 @@ class Health:
 class Service:
     """The state behind the app: the pruner, sweeps, the last refresh, metrics.
     `error_text` words an error in one line for answers, logs and the page (`lgprune serve`
-    names its flags)."""
+    names its flags), except a request's refused input, which keeps the names it was sent by."""
 
     def __init__(
         self, pruner: AsyncPruner, settings: Settings, error_text: Callable[[BaseException], str] = one_line

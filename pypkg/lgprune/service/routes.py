@@ -297,7 +297,9 @@ def create_app(
 
 
 def add_error_handlers(app: FastAPI, service: Service) -> None:
-    """Every 4xx and 5xx as `{"error": "<one line>"}` (see the status policy above)."""
+    """Every 4xx and 5xx as `{"error": "<one line>"}` (see the status policy above). A refused
+    input names what the request sent (`idle_ttl`); what the service's own set-up must change
+    is worded by `service.error_text` (`lgprune serve` names its flags)."""
 
     def told(request: Request, message: str) -> str:
         """A refusal of a request that could delete says that nothing was."""
@@ -342,7 +344,7 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
 
     @app.exception_handler(InvalidArgumentError)
     async def invalid(request: Request, error: Exception) -> Response:
-        return problem(422, told(request, service.error_text(error)))
+        return problem(422, told(request, one_line(error)))  # the request's input: its own names
 
     def after(request: Request, error: Exception, message: str) -> str:
         """What a failed request that could delete did: nothing, or what its earlier calls did."""
@@ -367,4 +369,4 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> Response:
-        return problem(500, f"unexpected {type(error).__name__}: {one_line(error)}")
+        return problem(500, f"unexpected {type(error).__name__}: {service.error_text(error)}")
