@@ -35,6 +35,12 @@ class Shell(Generic[C]):
     `layout`: whose keys, "python" (langgraph-checkpoint-redis) or "js"
     (LangGraph.js's saver); None (default) takes the one whose index exists.
     A store where both savers index the same keys is refused (MixedStoreError).
+    `budget`: how much one server call may do (None: the library's default).
+    A larger budget means fewer, longer calls.
+
+    Every duration (`max_age`, `idle_ttl`, `grace`, `margin`, `full_every`) is a
+    `timedelta` or a number of seconds. `keep` counts per namespace: the root
+    graph and each subgraph run (`checkpoint_ns`) keep their own newest `keep`.
     """
 
     client_class: ClassVar[Any]  # what from_url makes
@@ -118,7 +124,8 @@ class Shell(Generic[C]):
         (and `orphans`) visits every thread, found by checkpoint_ts; so does a sweep
         when the rule's last full one began more than `full_every` ago
         (default 7 days; None: never), the backstop for writers that lag
-        more than the margin and documents without checkpoint_ts.
+        more than the margin. (A thread none of whose checkpoints has a
+        checkpoint_ts is found by no sweep: prune it by its id.)
         `max_age`: also keep checkpoints younger than this (seconds or timedelta);
         `idle_ttl`: delete whole threads whose newest checkpoint is older than this;
         `orphans`: also delete writes, registries and latest pointers whose

@@ -235,6 +235,6 @@ FullEvery = Annotated[
     duration(
         "--full-every",
         "Sweep in full when the rule's last full sweep began longer ago than this: the backstop "
-        "for writers lagging more than --margin and checkpoints without checkpoint_ts.",
+        "for writers whose clocks lag more than --margin.",
     ),
 ]
