@@ -347,7 +347,7 @@ def test_the_readmes_redis_cli_sample_is_laid_out_as_redis_cli_prints(
         check=True,
     )
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    sample = readme.split("$ redis-cli FCALL lgprune_thread 0 'wang1:20250729235038043' 5\n", 1)[1]
+    sample = readme.split("$ redis-cli FCALL lgprune_thread 0 'user:42:chat:2025' 5\n", 1)[1]
     sample = sample.split("```", 1)[0]
 
     def shape(text: str) -> list[str]:

@@ -259,7 +259,7 @@ def test_the_readmes_redis_cli_loop_sweeps_a_js_store(
     loop = re.search(r"```bash\n(cursor=0\nwhile :; do\n.*?\ndone)\n```", README.read_text(), re.DOTALL)
     assert loop, "the README shows a redis-cli sweep loop"
     script = loop.group(1).replace("redis-cli --raw", f"redis-cli -u {redis_url} --raw")
-    script = script.replace(" 10 IDLE_TTL", " 2 IDLE_TTL").replace("604800000)", "604800000 LAYOUT js)")
+    script = script.replace('"$cursor" 10 ', '"$cursor" 2 ').replace("604800000)", "604800000 LAYOUT js)")
     Pruner(r).install()
     subprocess.run(["bash", "-c", script], check=True, timeout=60)
     after = read(redis_url, IDS)
