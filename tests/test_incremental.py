@@ -390,15 +390,15 @@ def test_a_dense_millisecond_larger_than_a_call_is_swept_several_threads_a_call(
 DENSE = [f"d{i}" for i in range(18)] + ["D1x", "d1x"]  # and two ids that differ only by case
 
 
-def dense_millisecond(r: redis.Redis, saver: RedisSaver) -> int:
-    """After a first pass (keep 1, margin 0): 20 threads of 4 checkpoints in one millisecond
-    of the next pass's window (80 entries, more than one aggregate may read under a search
-    cap of 60), a neighbour on each side of it, and a thread just before the window. Returns
-    the watermark."""
+def dense_millisecond(r: redis.Redis, saver: RedisSaver, threads: list[str] = DENSE) -> int:
+    """After a first pass (keep 1, margin 0): `threads` of 4 checkpoints in one millisecond
+    of the next pass's window (80 entries by default, more than one aggregate may read under
+    a search cap of 60), a neighbour on each side of it, and a thread just before the window.
+    Returns the watermark."""
     put_checkpoints(saver, "seed", 1, writes=0)
     Pruner(r).sweep(1, margin=0)
     mark = rule_mark(r)
-    for thread_id in DENSE:
+    for thread_id in threads:
         put_checkpoints(saver, thread_id, 4, writes=1)
         set_stamps(r, thread_id, [mark + 5.5] * 4)  # (a fraction of the millisecond: still inside it)
     for thread_id, stamp in (("left", mark + 4), ("right", mark + 6), ("before", mark - 1)):
@@ -429,6 +429,20 @@ def test_a_millisecond_holding_more_than_one_aggregate_may_read_is_pruned_over_s
     assert all(len(checkpoint_ids(saver, t)) == 1 for t in [*DENSE, "left", "right"])
     assert len(checkpoint_ids(saver, "before")) == (1 if full else 4)  # outside the window: the full pass's
     assert rule_mark(r) > mark and dense_keys(r) == []
+
+
+def test_a_dense_millisecond_past_the_search_cap_is_pruned_as_far_as_read_and_then_by_the_next_pass(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    threads = [f"x{i:02d}" for i in range(30)]
+    mark = dense_millisecond(r, saver, threads)  # 120 entries: pages from offsets up to the cap (60) read 100
+    with result_cap(r, 60):
+        first = Pruner(r, budget=100).sweep(1, margin=0)
+        assert first.unfinished and rule_mark(r) == mark and dense_keys(r) == []
+        assert 0 < sum(len(checkpoint_ids(saver, t)) == 1 for t in threads) < len(threads)
+        second = Pruner(r, budget=100).sweep(1, margin=0)  # the first one's prunes shrank the millisecond
+    assert not second.unfinished and rule_mark(r) > mark
+    assert all(len(checkpoint_ids(saver, t)) == 1 for t in threads)
 
 
 def test_a_dry_run_passes_over_a_dense_millisecond_and_writes_nothing(r: redis.Redis, saver: RedisSaver) -> None:

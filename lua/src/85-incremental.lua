@@ -481,7 +481,8 @@ function dense.segment(sw, pass, lo, hi)
   end
   local key = dense_key(pass.fp, ms(pass.start), ms(lo))
   if not pass.dense then
-    check_allowed('ZADD', { key })
+    check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay)
+    check_allowed('EXPIRE', { key })
     pass.dense, pass.after = 'c', nil -- (a segment that grew dense under way: from its first thread)
   end
   if pass.dense ~= 'v' and not dense.collect(sw, pass, lo, hi, key) then
