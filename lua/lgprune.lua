@@ -2575,12 +2575,9 @@ local function visited_elsewhere(sw, id, lo, hi)
   return false
 end
 
--- The most entries a segment's count and grouping may ask for here, and the
--- entries a new segment is narrowed to (BUDGET / SEGMENT_UNITS, 50 at least;
--- a dense segment's pages hold as many).
+-- The most entries a segment's count and grouping may ask for here.
 local function segment_cap(ctx)
-  local most = math.min(ctx.group_cap, ctx.cap - 1)
-  return most, math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
+  return math.min(ctx.group_cap, ctx.cap - 1)
 end
 
 -- The segment the pass is in or begins next within window w: [lo, hi), its
@@ -2592,7 +2589,8 @@ end
 -- is counted again as it stands; a dense one (pass.dense) no more.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
-  local most, limit = segment_cap(ctx)
+  local most = segment_cap(ctx)
+  local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.dense then
@@ -2628,6 +2626,14 @@ local function visit_next(sw, pass, id, lo, hi)
   end
   pass.after, sw.moved = id, true
   return true
+end
+
+-- The entries a page of a dense segment holds (or its collected threads):
+-- what half the budget groups (50 at least), and at most segment_cap. (Each
+-- page reads the entries before it again: a few large pages a call read
+-- fewer than many small ones.)
+function dense.page_size(ctx)
+  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / 2 / GROUP_UNITS_PER_ENTRY)))
 end
 
 -- The keys of `count` entries of dense segment [lo, hi) from `offset`, in
@@ -2672,7 +2678,7 @@ end
 -- segment for the next pass).
 function dense.collect(sw, pass, lo, hi, key)
   local ctx, b = sw.ctx, sw.ctx.budget
-  local _, count = segment_cap(ctx)
+  local count = dense.page_size(ctx)
   repeat
     if sw.moved and spent(b) then
       return false
@@ -2695,7 +2701,7 @@ end
 -- the documents without a thread id: skipped.
 function dense.visit(sw, pass, lo, hi, key)
   local b = sw.ctx.budget
-  local _, count = segment_cap(sw.ctx)
+  local count = dense.page_size(sw.ctx)
   while true do
     local ids = rcall('ZRANGE', key, pass.after and '(' .. pass.after or '-', '+', 'BYLEX', 'LIMIT', '0',
       tostring(count))
@@ -2988,7 +2994,7 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
              checkpoint 5, a SCAN step of the orphans phase 7 (50 keys), a
              count of a time segment 1 and 1 per 20 entries (it reads at most
              BUDGET / 20 + 1, or 4001 for a dense millisecond), grouping it by
-             thread 2 per entry; a page of a dense millisecond (BUDGET / 20
+             thread 2 per entry; a page of a dense millisecond (BUDGET / 4
              entries, 50 at least) as much as counting and grouping it, and
              each read of its collected threads 1 and 1 per 20. A call stops
              once it is spent: after the last thread it visited (the cursor

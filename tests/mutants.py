@@ -168,8 +168,8 @@ MUTANTS = [
         "count-under-search-cap",
         "a segment's count asks no more than the server's search cap",
         "85-incremental.lua",
-        "  local most = math.min(ctx.group_cap, ctx.cap - 1)\n",
-        "  local most = ctx.group_cap\n",
+        "  return math.min(ctx.group_cap, ctx.cap - 1)\n",
+        "  return ctx.group_cap\n",
         (
             JS + "test_a_server_capping_search_results_below_a_segment_sweeps_a_js_store",
             DENSE + "[False]",

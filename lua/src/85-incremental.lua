@@ -332,12 +332,9 @@ local function visited_elsewhere(sw, id, lo, hi)
   return false
 end
 
--- The most entries a segment's count and grouping may ask for here, and the
--- entries a new segment is narrowed to (BUDGET / SEGMENT_UNITS, 50 at least;
--- a dense segment's pages hold as many).
+-- The most entries a segment's count and grouping may ask for here.
 local function segment_cap(ctx)
-  local most = math.min(ctx.group_cap, ctx.cap - 1)
-  return most, math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
+  return math.min(ctx.group_cap, ctx.cap - 1)
 end
 
 -- The segment the pass is in or begins next within window w: [lo, hi), its
@@ -349,7 +346,8 @@ end
 -- is counted again as it stands; a dense one (pass.dense) no more.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
-  local most, limit = segment_cap(ctx)
+  local most = segment_cap(ctx)
+  local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.dense then
@@ -385,6 +383,14 @@ local function visit_next(sw, pass, id, lo, hi)
   end
   pass.after, sw.moved = id, true
   return true
+end
+
+-- The entries a page of a dense segment holds (or its collected threads):
+-- what half the budget groups (50 at least), and at most segment_cap. (Each
+-- page reads the entries before it again: a few large pages a call read
+-- fewer than many small ones.)
+function dense.page_size(ctx)
+  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / 2 / GROUP_UNITS_PER_ENTRY)))
 end
 
 -- The keys of `count` entries of dense segment [lo, hi) from `offset`, in
@@ -429,7 +435,7 @@ end
 -- segment for the next pass).
 function dense.collect(sw, pass, lo, hi, key)
   local ctx, b = sw.ctx, sw.ctx.budget
-  local _, count = segment_cap(ctx)
+  local count = dense.page_size(ctx)
   repeat
     if sw.moved and spent(b) then
       return false
@@ -452,7 +458,7 @@ end
 -- the documents without a thread id: skipped.
 function dense.visit(sw, pass, lo, hi, key)
   local b = sw.ctx.budget
-  local _, count = segment_cap(sw.ctx)
+  local count = dense.page_size(sw.ctx)
   while true do
     local ids = rcall('ZRANGE', key, pass.after and '(' .. pass.after or '-', '+', 'BYLEX', 'LIMIT', '0',
       tostring(count))
