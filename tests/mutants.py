@@ -52,7 +52,9 @@ LEFTOVERS = "tests/test_leftovers.py::"
 INCREMENTAL = "tests/test_incremental.py::"
 JS = "tests/test_js_layout.py::"
 JS_READ_BACK = JS + "test_a_prune_keeps_the_newest_and_the_js_saver_reads_them_back"
-DENSE = INCREMENTAL + "test_a_millisecond_holding_more_than_one_aggregate_may_read_is_pruned_over_several_calls"
+DENSE = INCREMENTAL + (
+    "test_a_millisecond_holding_more_than_one_aggregate_may_read_is_pruned_over_several_calls"
+)
 
 
 @dataclass(frozen=True)
@@ -567,7 +569,8 @@ MUTANTS = [
         "result-cap-restart",
         "a query turns 'LIMIT exceeds maximum' under a cached cap into Stale (capped)",
         "30-search.lua",
-        "  if not ok and server[cap] and error_text(res):find('exceeds maximum', 1, true) then -- (LIMIT, OFFSET)\n",
+        "  if not ok and server[cap] and error_text(res):find('exceeds maximum', 1, true) then"
+        " -- (LIMIT, OFFSET)\n",
         "  if false then\n",
         (CAP + "test_a_cap_lowered_after_the_library_learnt_it_is_learnt_again",),
     ),
@@ -807,7 +810,7 @@ MUTANTS = [
     ),
     Mutant(
         "dense-millisecond-visited",
-        "a millisecond holding more entries than one aggregate may read has its threads visited, not passed over",
+        "a millisecond denser than one aggregate may read has its threads visited, not passed over",
         "85-incremental.lua",
         "    return dense.segment(sw, pass, lo, hi)\n",
         "    sw.unfinished = true\n    return true\n",
@@ -839,11 +842,11 @@ MUTANTS = [
     ),
     Mutant(
         "dense-offset-within-cap",
-        "a dense millisecond's pages stop at the server's search cap: the pass prunes what it read, unfinished",
+        "a dense millisecond's pages stop at the search cap: the pass prunes what it read, unfinished",
         "85-incremental.lua",
         "    if offset > ctx.cap then\n",
         "    if false then\n",
-        (INCREMENTAL + "test_a_dense_millisecond_past_the_search_cap_is_pruned_as_far_as_read_and_then_by_the_next_pass",),
+        (INCREMENTAL + "test_a_dense_millisecond_past_the_search_cap_is_finished_by_the_next_pass",),
     ),
     Mutant(
         "dense-millisecond-several-a-call",
@@ -877,7 +880,8 @@ MUTANTS = [
         "incremental-resume-after",
         "a call resumes a segment after the last thread it visited",
         "85-incremental.lua",
-        "    if (pass.after == nil or before(pass.after, id)) and not visit_next(sw, pass, id, lo, hi) then\n",
+        "    if (pass.after == nil or before(pass.after, id))"
+        " and not visit_next(sw, pass, id, lo, hi) then\n",
         "    if not visit_next(sw, pass, id, lo, hi) then\n",
         (INCREMENTAL + "test_small_calls_visit_every_active_thread_once_through_narrowed_segments",),
     ),

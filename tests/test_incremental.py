@@ -431,7 +431,7 @@ def test_a_millisecond_holding_more_than_one_aggregate_may_read_is_pruned_over_s
     assert rule_mark(r) > mark and dense_keys(r) == []
 
 
-def test_a_dense_millisecond_past_the_search_cap_is_pruned_as_far_as_read_and_then_by_the_next_pass(
+def test_a_dense_millisecond_past_the_search_cap_is_finished_by_the_next_pass(
     r: redis.Redis, saver: RedisSaver
 ) -> None:
     threads = [f"x{i:02d}" for i in range(30)]
@@ -445,7 +445,9 @@ def test_a_dense_millisecond_past_the_search_cap_is_pruned_as_far_as_read_and_th
     assert all(len(checkpoint_ids(saver, t)) == 1 for t in threads)
 
 
-def test_a_dry_run_passes_over_a_dense_millisecond_and_writes_nothing(r: redis.Redis, saver: RedisSaver) -> None:
+def test_a_dry_run_passes_over_a_dense_millisecond_and_writes_nothing(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
     dense_millisecond(r, saver)
     before, marks = snapshot(r), watermarks(r)
     with result_cap(r, 60):
