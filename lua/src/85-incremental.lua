@@ -130,9 +130,10 @@ local function windows(pass, opts)
 end
 
 -- Whether a cursor's dense phase (pass.dense) is one a pass can have left:
--- 'c' (with an offset below 2^53) and no thread passed, or 'v'; and once it
--- read a page ('c<offset>') or passed a thread ('v' and after), its key is
--- there (else the cursor is not one a sweep returned, or its key expired).
+-- 'c' (with an offset below 10^15) and no thread passed, or 'v'; and once it
+-- read a page ('c<offset>', 'v'), its key is there (else the cursor is not
+-- one a sweep returned, or its key expired): visits from no key would end
+-- the segment unread.
 function dense.continues(pass)
   local d = pass.dense
   if not d then
@@ -140,8 +141,7 @@ function dense.continues(pass)
   elseif #d > 16 or not (d == 'v' or (d:match('^c%d*$') and not pass.after)) then
     return false
   end
-  local read = d ~= 'c' and (d ~= 'v' or pass.after ~= nil)
-  return not read or rcall('EXISTS', dense_key(pass.fp, ms(pass.start), ms(pass.lo))) == 1
+  return d == 'c' or rcall('EXISTS', dense_key(pass.fp, ms(pass.start), ms(pass.lo))) == 1
 end
 
 -- Refuse a cursor that cannot come from a pass begun on this server as it
@@ -498,7 +498,6 @@ function dense.segment(sw, pass, lo, hi)
     return false
   end
   rcall('UNLINK', key)
-  pass.dense = nil
   return true
 end
 
@@ -531,7 +530,7 @@ local function segment_step(sw, pass, w)
   if not lo or not visit_segment(sw, pass, lo, hi, n) then
     return false
   end
-  pass.lo, pass.after, sw.moved = hi, nil, true
+  pass.lo, pass.after, pass.dense, sw.moved = hi, nil, nil, true
   if few then
     pass.width = math.min(pass.width * 2, MAX_STAMP)
   end
