@@ -313,9 +313,9 @@ end
 -- `ctx` is a context; `thread` a thread record; `d` a checkpoint doc { key, ns, id }: ns as its
 -- keys spell it (ctx.root for the root), ids as stored.
 -- Provides: DEFAULT_GRACE_MS, LAYOUTS, ROOT_NS, WATERMARKS, ZSET_PREFIX, blob_key, check_thread,
---   checkpoint_key, checkpoint_prefix, context, id_param, latest_key, latest_start, older, probe,
---   registry_key, registry_owner, root_doc, search_failure, starts_with, thread_prefix, thread_record,
---   uuid6_ms, write_prefix
+--   checkpoint_key, checkpoint_prefix, context, dense_key, id_param, latest_key, latest_start, older,
+--   probe, registry_key, registry_owner, root_doc, search_failure, starts_with, thread_prefix,
+--   thread_record, uuid6_ms, write_prefix
 -- Assumes: DEFAULT_BUDGET, MIN_BUDGET, error_text, fail, new_budget, rcall, show, unknown_command
 
 local EMPTY_ID = '00000000-0000-0000-0000-000000000000' -- how the saver stores thread ""
@@ -617,6 +617,13 @@ local function registry_owner(ctx, key)
   return ctx.cp .. ':' .. stem, ctx.wp .. ':' .. stem .. ':'
 end
 
+-- lgprune:dense:<fp>:<start>:<lo>, lgprune's own key (beside WATERMARKS): the
+-- thread ids of the sweep pass's (fingerprint fp, begun at `start`) segment
+-- from `lo` that holds more entries than one aggregate may read (all text).
+local function dense_key(fp, start, lo)
+  return 'lgprune:dense:' .. fp .. ':' .. start .. ':' .. lo
+end
+
 -- The doc of a root checkpoint key: the key must be exactly <prefix><id>
 -- (prefix = checkpoint_prefix(thread, ctx.root)) with a non-empty id free of
 -- colons, a form no other thread's key can take when the key was found by a
@@ -710,7 +717,7 @@ end
 -- call runs again and learns it anew).
 local function capped(cap, ...)
   local ok, res = pcall(rcall, ...)
-  if not ok and server[cap] and error_text(res):find('LIMIT exceeds maximum', 1, true) then
+  if not ok and server[cap] and error_text(res):find('exceeds maximum', 1, true) then -- (LIMIT, OFFSET)
     server[cap] = nil
     error(Stale, 0)
   end
@@ -1484,7 +1491,8 @@ end
 --   write_prefix
 
 local WRITES_CHUNK = 64 -- checkpoint ids per writes query
-local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in' } -- (see check_allowed)
+local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see check_allowed)
+  ZADD = 'collect the threads of a dense millisecond in', EXPIRE = 'set the expiry of' }
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
 -- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
@@ -2239,11 +2247,11 @@ end
 -- and the one way a sweep finds threads: through the checkpoint index by checkpoint_ts, an
 -- incremental pass in the time windows since the watermark, a full pass over every checkpoint_ts
 -- there can be. checkpoint_ts is the writing client's clock in ms (a float, stamped before the
--- write reaches Redis); a document without it is found by no pass. Watermarks are server time:
--- MARGIN covers the clients' skew and put latency.
+-- write reaches Redis); a document without it finds no thread (its thread's others may).
+-- Watermarks are server time: MARGIN covers the clients' skew and put latency.
 -- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
--- Assumes: COST, LAYOUTS, WATERMARKS, capped, checkpoint_key, counted, fail, guard, latest_id, now_ms,
---   rcall, show, spent, unless_wrongtype, visit
+-- Assumes: BATCH, COST, LAYOUTS, WATERMARKS, batches, capped, check_allowed, checkpoint_key, counted,
+--   dense_key, fail, guard, json_mget, latest_id, now_ms, rcall, show, spent, unless_wrongtype, visit
 
 local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
 local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
@@ -2252,7 +2260,13 @@ local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index ent
 local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
 local GROUP_UNITS_PER_ENTRY = 2 -- ... and grouping them by thread 2 per entry (it loads each thread_id),
 -- at most half the budget: a dense millisecond, grouped again by each call that resumes in it, leaves
--- each call room to visit threads
+-- each call room to visit threads (collecting a dense segment's threads costs as much per entry)
+-- A segment holding more entries than one aggregate may read (a dense
+-- millisecond: a bulk import, a coarse clock) is read in pages across calls
+-- (every read of a call stays bounded): its thread ids are collected into
+-- its key (dense_key), then visited from there in byte order. Not in a dry
+-- run, which cannot write: it passes over the segment, the pass unfinished.
+local dense = { TTL_S = 86400 } -- an abandoned pass's key goes after a day
 
 -- A whole number of milliseconds as text (as cursors, fields and queries hold them).
 local function ms(v)
@@ -2306,12 +2320,16 @@ end
 --               an incremental one its windows (see windows)
 --   field, fp   its watermark field and fingerprint
 --   start       server ms at which it began
---   unfinished  it passed over a thread it could not finish (or a millisecond
---               holding more threads than one aggregate may return): it
---               records no watermark
+--   unfinished  it passed over a thread it could not finish (or, in a dry
+--               run, a segment holding more entries than one aggregate may
+--               read): it records no watermark
 --   since       (incremental) the watermark less MARGIN
 --   lo, width   the segment under way: checkpoint_ts in [lo, lo + width)
 --   after       the last thread of that segment visited, or nil
+--   dense       a segment holding more entries than one aggregate may read
+--               (see dense): 'c<offset>' its threads are being collected
+--               (from that entry, 0 when none), 'v' they are being visited
+--               (after: by bytes); nil for any other segment
 --   scan        (ORPHANS, once the segments are done) the orphans phase's SCAN cursor
 local function begin_pass(ctx, rule, opts)
   local field = rule_field(ctx, rule, opts)
@@ -2354,6 +2372,21 @@ local function windows(pass, opts)
   return merged
 end
 
+-- Whether a cursor's dense phase (pass.dense) is one a pass can have left:
+-- 'c' (with an offset below 10^15) and no thread passed, or 'v'; and once it
+-- read a page ('c<offset>', 'v'), its key is there (else the cursor is not
+-- one a sweep returned, or its key expired): visits from no key would end
+-- the segment unread.
+function dense.continues(pass)
+  local d = pass.dense
+  if not d then
+    return true
+  elseif #d > 16 or not (d == 'v' or (d:match('^c%d*$') and not pass.after)) then
+    return false
+  end
+  return d == 'c' or rcall('EXISTS', dense_key(pass.fp, ms(pass.start), ms(pass.lo))) == 1
+end
+
 -- Refuse a cursor that cannot come from a pass begun on this server as it
 -- stands: begun later than now, reading from after the rule's watermark less
 -- MARGIN (a mark moves only forward), which would skip what it has not read,
@@ -2369,6 +2402,7 @@ local function check_cursor(pass, opts)
     lo_ok = #pass.scan <= 19 -- a SCAN cursor below 2^63
   else
     lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1] and pass.lo < w[#w][2]
+      and dense.continues(pass)
   end
   if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and pass.since <= from
       and pass.since <= pass.start)) then
@@ -2378,7 +2412,8 @@ local function check_cursor(pass, opts)
 end
 
 local ORPHANS_CURSOR = '^o:(%x+):(%d+):([01]):(%d+)$' -- the orphans phase of a full pass
-local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$' -- i: incremental, j: full
+-- i: incremental, j: full; then start, since, lo, width, unfinished, dense, after
+local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):([cv]?%d*):(.*)$'
 
 -- The pass a cursor continues, or a new one for "0"; refuses a cursor of
 -- another rule, margin or kind of run.
@@ -2389,14 +2424,15 @@ local function parse_cursor(cursor, ctx, rule, opts)
   local pass = { field = rule_field(ctx, rule, opts) }
   pass.fp = fingerprint(pass.field, opts)
   local fp, start, u, scan = cursor:match(ORPHANS_CURSOR)
-  local letter, from, lo, width, after
+  local letter, from, lo, width, phase, after
   if fp then
     pass.kind, pass.scan = 'full', scan
   else
-    letter, fp, start, from, lo, width, u, after = cursor:match(SEGMENTS_CURSOR)
+    letter, fp, start, from, lo, width, u, phase, after = cursor:match(SEGMENTS_CURSOR)
     pass.kind = letter == 'i' and 'incremental' or 'full'
     pass.since = letter == 'i' and tonumber(from) or nil
     pass.lo, pass.width = tonumber(lo), tonumber(width)
+    pass.dense = phase ~= '' and phase or nil
     pass.after = after and after ~= '' and after:sub(2) or nil
   end
   if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
@@ -2419,7 +2455,7 @@ local function pass_cursor(pass, done)
     return table.concat({ 'o', pass.fp, ms(pass.start), u, pass.scan }, ':')
   end
   return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
-    ms(pass.lo), ms(pass.width), u, pass.after and '>' .. pass.after or '' }, ':')
+    ms(pass.lo), ms(pass.width), u, pass.dense or '', pass.after and '>' .. pass.after or '' }, ':')
 end
 
 -- Record that `pass` completed: its rule's watermark (and, for a full pass,
@@ -2550,13 +2586,16 @@ end
 -- BUDGET / SEGMENT_UNITS entries (or 1 ms, however many it holds); the width
 -- carries over, so a call whose counts spent its budget (nil) leaves the
 -- next one a narrower segment to count. The segment under way (pass.after)
--- is counted again as it stands.
+-- is counted again as it stands; a dense one (pass.dense) no more.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
   local most = segment_cap(ctx)
   local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
+  if pass.dense then
+    return lo, math.min(lo + pass.width, w[2]), nil, false
+  end
   while true do
     local hi = math.min(lo + pass.width, w[2])
     local n = ts_count(ctx, lo, hi, limit) -- (a count returns what it counts: ask no more than needed)
@@ -2572,17 +2611,147 @@ local function segment(sw, pass, w)
   end
 end
 
+-- Visit thread `id` of segment [lo, hi), unless this call saw it or the pass
+-- visits it elsewhere, and move pass.after to it; false when the call stops
+-- before it (its budget is spent) or inside it.
+local function visit_next(sw, pass, id, lo, hi)
+  if sw.moved and spent(sw.ctx.budget) then
+    return false
+  end
+  if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then
+    local go, done, why = visit(sw, id)
+    if not go or not counted(sw, id, done, why) then
+      return false
+    end
+  end
+  pass.after, sw.moved = id, true
+  return true
+end
+
+-- The entries a page of a dense segment holds (or its collected threads):
+-- what half the budget groups (50 at least), and at most segment_cap. (Each
+-- page reads the entries before it again: a few large pages a call read
+-- fewer than many small ones.)
+function dense.page_size(ctx)
+  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / 2 / GROUP_UNITS_PER_ENTRY)))
+end
+
+-- The keys of `count` entries of dense segment [lo, hi) from `offset`, in
+-- index order (a bounded search: it reads offset + count entries).
+function dense.page(ctx, offset, lo, hi, count)
+  local ok, res = capped('cap', 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
+    'LIMIT', ms(offset), tostring(count), 'TIMEOUT', '0', 'DIALECT', '4')
+  if not ok then
+    error(res, 0)
+  end
+  local keys = {}
+  for i = 2, #res do
+    keys[i - 1] = res[i]
+  end
+  return keys
+end
+
+-- Add the thread ids of documents `keys` to `key` (score 0: in byte order),
+-- as stored; a document without a string thread_id (or with "", which no
+-- saver stores) as "" (see dense.visit). The key expires after TTL_S.
+function dense.add(key, keys)
+  local ids = json_mget(keys, '$.thread_id')
+  for first, last in batches(#keys, BATCH) do
+    local args = { 'ZADD', key }
+    for i = first, last do
+      args[#args + 1], args[#args + 2] = '0', type(ids[i]) == 'string' and ids[i] or ''
+    end
+    rcall(unpack(args))
+  end
+  rcall('EXPIRE', key, dense.TTL_S)
+end
+
+-- Collect the thread ids of dense segment [lo, hi) into `key`, a page at a
+-- time, until all are in (true, pass.dense 'v') or the budget is spent
+-- (false, pass.dense 'c<offset>': where the next call reads on). A page
+-- costs what a count and a grouping of its entries cost. Offsets hold while
+-- it collects, for nothing is pruned until it is done: a document a writer
+-- adds meanwhile comes last, and one a writer deletes meanwhile moves the
+-- rest, so its neighbour's thread may be missed: this pass keeps that one.
+-- The server's search cap bounds the offset: entries past it (cap + a page)
+-- are not collected, and the pass is unfinished (its prunes shrink the
+-- segment for the next pass).
+function dense.collect(sw, pass, lo, hi, key)
+  local ctx, b = sw.ctx, sw.ctx.budget
+  local count = dense.page_size(ctx)
+  repeat
+    if sw.moved and spent(b) then
+      return false
+    end
+    local offset = tonumber(pass.dense:sub(2)) or 0
+    if offset > ctx.cap then
+      sw.unfinished, pass.dense = true, 'v'
+      return true
+    end
+    local keys = dense.page(ctx, offset, lo, hi, count)
+    dense.add(key, keys)
+    b.work = b.work + 1 + math.floor(#keys / COUNT_ENTRIES_PER_UNIT) + #keys * GROUP_UNITS_PER_ENTRY
+    pass.dense, sw.moved = #keys < count and 'v' or 'c' .. ms(offset + #keys), true
+  until pass.dense == 'v'
+  return true
+end
+
+-- Visit the threads collected in `key` after pass.after, in byte order, a
+-- page at a time (see visit_next); true when all are visited. "" stands for
+-- the documents without a thread id: skipped.
+function dense.visit(sw, pass, lo, hi, key)
+  local b = sw.ctx.budget
+  local count = dense.page_size(sw.ctx)
+  while true do
+    local ids = rcall('ZRANGE', key, pass.after and '(' .. pass.after or '-', '+', 'BYLEX', 'LIMIT', '0',
+      tostring(count))
+    b.work = b.work + 1 + math.floor(#ids / COUNT_ENTRIES_PER_UNIT)
+    if #ids == 0 then
+      return true
+    end
+    for _, id in ipairs(ids) do
+      if id == '' then
+        sw.out.threads_skipped, pass.after = sw.out.threads_skipped + 1, id
+      elseif not visit_next(sw, pass, id, lo, hi) then
+        return false
+      end
+    end
+  end
+end
+
+-- Visit the threads of a segment holding more entries than one aggregate may
+-- read: collect them into its key, visit them, then delete the key; false when
+-- the call stops inside it (pass.dense, pass.after say where). A dry run
+-- passes over it, and the pass is unfinished.
+function dense.segment(sw, pass, lo, hi)
+  if sw.ctx.dry then
+    sw.unfinished = true
+    return true
+  end
+  local key = dense_key(pass.fp, ms(pass.start), ms(lo))
+  if not pass.dense then
+    check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay)
+    check_allowed('EXPIRE', { key })
+    pass.dense, pass.after = 'c', nil -- (a segment that grew dense under way: from its first thread)
+  end
+  if pass.dense ~= 'v' and not dense.collect(sw, pass, lo, hi, key) then
+    return false
+  end
+  if not dense.visit(sw, pass, lo, hi, key) then
+    return false
+  end
+  rcall('UNLINK', key)
+  return true
+end
+
 -- Visit the threads of segment [lo, hi) (n entries) after pass.after, but
 -- not one visited elsewhere in the pass; false when the call stopped inside it
--- (pass.after: the last thread passed). A millisecond holding more entries
--- than one aggregate may read (segment_cap) is passed over, and the pass left
--- unfinished: every read of a call stays bounded.
+-- (pass.after: the last thread passed). A segment holding more entries than
+-- one aggregate may read (segment_cap) is read in pages (see dense).
 local function visit_segment(sw, pass, lo, hi, n)
-  local b = sw.ctx.budget
-  if n == 0 then
-    return true
-  elseif n > segment_cap(sw.ctx) then -- one millisecond holds more than one aggregate may read
-    sw.unfinished = true
+  if pass.dense or n > segment_cap(sw.ctx) then
+    return dense.segment(sw, pass, lo, hi)
+  elseif n == 0 then
     return true
   end
   local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
@@ -2590,17 +2759,8 @@ local function visit_segment(sw, pass, lo, hi, n)
     sw.out.threads_skipped = sw.out.threads_skipped + nameless
   end
   for _, id in ipairs(ids) do
-    if pass.after == nil or before(pass.after, id) then
-      if sw.moved and spent(b) then
-        return false
-      end
-      if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then
-        local go, done, why = visit(sw, id)
-        if not go or not counted(sw, id, done, why) then
-          return false
-        end
-      end
-      pass.after, sw.moved = id, true
+    if (pass.after == nil or before(pass.after, id)) and not visit_next(sw, pass, id, lo, hi) then
+      return false
     end
   end
   return true
@@ -2613,7 +2773,7 @@ local function segment_step(sw, pass, w)
   if not lo or not visit_segment(sw, pass, lo, hi, n) then
     return false
   end
-  pass.lo, pass.after, sw.moved = hi, nil, true
+  pass.lo, pass.after, pass.dense, sw.moved = hi, nil, nil, true
   if few then
     pass.width = math.min(pass.width * 2, MAX_STAMP)
   end
@@ -2792,14 +2952,25 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
         [ORPHANS] [GRACE ms] [DETAILS] [FULL] [MARGIN ms] [FULL_EVERY ms]
         [CHECKPOINT_PREFIX p] [WRITE_PREFIX p] [LAYOUT python|js]
   CURSOR     "0" to start a pass, then the cursor the previous call returned
-             (text: "i:<fp>:<start>:<since>:<lo>:<width>:<u>:..." an incremental
-             pass, "j:..." a full one, "o:..." a full one's orphans phase; each
-             continues only with the same rule and options, and a cursor that
-             would skip what its pass has not read is refused).
+             (text: "i:<fp>:<start>:<since>:<lo>:<width>:<u>:<dense>:..." an
+             incremental pass, "j:..." a full one, "o:..." a full one's orphans
+             phase; each continues only with the same rule and options, and a
+             cursor that would skip what its pass has not read is refused).
   KEEP, MAX_AGE, IDLE_TTL, prefixes, LAYOUT, DRY_RUN: as for lgprune_thread, per thread.
   Threads are found through the checkpoint index by checkpoint_ts (the
   writer's clock, ms): FT.AGGREGATE GROUPBY thread_id over time segments of
-  at most 4000 entries, sized by counts. A thread is visited from the segment
+  at most 4000 entries, sized by counts. A millisecond holding more entries
+  than one aggregate may read (a bulk import, a coarse clock: 4000, or the
+  server's search result cap less 1) is read in pages of FT.SEARCH across
+  calls: its thread ids are collected into lgprune:dense:<fp>:<start>:<ms>
+  (a sorted set that expires after a day, so an abandoned pass leaves
+  nothing for good), then visited from there in byte order, and the key is
+  deleted. Offsets hold while a pass collects, for it prunes nothing until
+  then; a thread whose entry a writer's delete moved meanwhile may be missed,
+  and is kept by that pass. Entries past the server's search result cap
+  (MAXSEARCHRESULTS) plus one page are not reached: the pass prunes the
+  threads it collected and is unfinished. A dry run, which writes nothing,
+  passes over such a millisecond, and is unfinished. A thread is visited from the segment
   holding its newest root checkpoint (one without a root pointer from each
   segment holding its checkpoints). A pass is incremental when a pass of the
   same rule (KEEP, MAX_AGE, IDLE_TTL, prefixes, MARGIN) completed before: it
@@ -2808,23 +2979,30 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   checkpoint_ts there can be) with FULL or ORPHANS, without such a watermark,
   or when the rule's last full pass began more than FULL_EVERY ms ago. A
   checkpoint stamped more than MARGIN behind is found by a full pass only; one
-  without checkpoint_ts (no supported saver writes one) by none.
+  without checkpoint_ts (no supported saver writes one) goes with its thread
+  when another checkpoint finds it, and a thread with none stamped is found
+  by no pass.
   MARGIN     ms the incremental window reaches before the watermark, for
              writers' clock skew and put latency (default 600000).
   Watermarks: hash lgprune:watermarks, field = the rule (JSON), value = the
   server time (ms) at which its last complete pass began; field "full <rule>"
   for its last full pass. A pass records them when it completes, unless it
-  is a dry run or passed over a thread it could not finish.
+  is a dry run or passed over a thread (or a dense millisecond) it could not
+  finish.
   BUDGET     work per call, default 2000: a deleted key counts 1 (in a dry
              run, one that would go), a thread visit 10 (50 when it lists the
              thread), an orphan check or a read of a thread's newest root
              checkpoint 5, a SCAN step of the orphans phase 7 (50 keys), a
              count of a time segment 1 and 1 per 20 entries (it reads at most
              BUDGET / 20 + 1, or 4001 for a dense millisecond), grouping it by
-             thread 2 per entry. A call stops once it is spent: after the last
-             thread it visited (the cursor carries the segment and that
-             thread), or after the count that spent it (the cursor carries the
-             narrowed segment); the orphans phase at the end of a SCAN step, or
+             thread 2 per entry; a page of a dense millisecond (BUDGET / 4
+             entries, 50 at least) as much as counting and grouping it, and
+             each read of its collected threads 1 and 1 per 20. A call stops
+             once it is spent: after the last thread it visited (the cursor
+             carries the segment and that thread), after the count that spent
+             it (the cursor carries the narrowed segment), or after a page of
+             a dense millisecond (the cursor carries the offset of the next);
+             the orphans phase at the end of a SCAN step, or
              inside one once the orphans found reach BUDGET (the next call reads
              that step again). A thread that fails after the call deleted
              something also ends the call there, to be met first by the next one.
@@ -2851,9 +3029,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     kind                 "full" or "incremental"
     since                an incremental pass: the checkpoint_ts it reads from (the
                          watermark less MARGIN, ms), else 0
-    unfinished           1 when the pass passed over a thread it could not finish, or a
-                         millisecond of checkpoint_ts holding more entries than one
-                         aggregate may read (4000): it records no watermark
+    unfinished           1 when the pass passed over a thread it could not finish, or (a
+                         dry run, or past the search result cap) a millisecond holding more
+                         entries than one aggregate may read: it records no watermark
     layout               "python" or "js": whose keys it pruned
     threads_visited      threads the calls moved past (a thread pruned over several
                          calls counts once; one without a root pointer may count
@@ -2868,7 +3046,8 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     failed               [thread_id, "<CODE> <why>"] for each thread that could not be
                          pruned (the first 100 of a call; threads_failed counts all)
     threads              with DETAILS only, last: the list described above
-  Errors: bad arguments, a CURSOR of another rule or options, ORPHANS under
+  Errors: bad arguments, a CURSOR of another rule or options (or inside a
+  dense millisecond whose key is gone: it expired), ORPHANS under
   LAYOUT js, NOINDEX when the checkpoint index does not exist (a sweep that
   finds no thread found none there), NOMODULE, MIXED and NOPERM: only what
   stops every thread; then nothing was deleted.
@@ -2925,7 +3104,9 @@ run (DRY_RUN implied), flagged no-writes: for FCALL_RO, and for a replica.
   FCALL_RO lgprune_many_ro 0 KEEP COUNT THREAD_ID... [options]
   FCALL_RO lgprune_sweep_ro 0 CURSOR KEEP [options of lgprune_sweep]
   Reply and errors: as the function's own. A sweep's cursor continues only
-  with the function that returned it.
+  with the function that returned it. Like any dry run, a sweep passes over
+  a millisecond holding more entries than one aggregate may read (it would
+  have to collect its threads in a key): the pass is unfinished.
 ]]
 local function read_only(body)
   return function(keys, args)

@@ -52,6 +52,9 @@ LEFTOVERS = "tests/test_leftovers.py::"
 INCREMENTAL = "tests/test_incremental.py::"
 JS = "tests/test_js_layout.py::"
 JS_READ_BACK = JS + "test_a_prune_keeps_the_newest_and_the_js_saver_reads_them_back"
+DENSE = INCREMENTAL + (
+    "test_a_millisecond_holding_more_than_one_aggregate_may_read_is_pruned_over_several_calls"
+)
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ MUTANTS = [
         "  return ctx.group_cap\n",
         (
             JS + "test_a_server_capping_search_results_below_a_segment_sweeps_a_js_store",
-            INCREMENTAL + "test_a_dense_millisecond_is_counted_within_the_servers_search_cap",
+            DENSE + "[False]",
         ),
     ),
     Mutant(
@@ -566,7 +569,8 @@ MUTANTS = [
         "result-cap-restart",
         "a query turns 'LIMIT exceeds maximum' under a cached cap into Stale (capped)",
         "30-search.lua",
-        "  if not ok and server[cap] and error_text(res):find('LIMIT exceeds maximum', 1, true) then\n",
+        "  if not ok and server[cap] and error_text(res):find('exceeds maximum', 1, true) then"
+        " -- (LIMIT, OFFSET)\n",
         "  if false then\n",
         (CAP + "test_a_cap_lowered_after_the_library_learnt_it_is_learnt_again",),
     ),
@@ -764,8 +768,8 @@ MUTANTS = [
         "incremental-visited-elsewhere",
         "a thread is visited from the segment holding its newest root checkpoint, once",
         "85-incremental.lua",
-        "      if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then\n",
-        "      if not sw.seen[id] then\n",
+        "  if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then\n",
+        "  if not sw.seen[id] then\n",
         (
             INCREMENTAL + "test_a_thread_active_across_segments_is_visited_once_from_its_newest",
             SWEEP + "test_a_sweep_counts_threads_deleted_whole_and_threads_with_subgraphs_once",
@@ -805,15 +809,44 @@ MUTANTS = [
         (INCREMENTAL + "test_a_cursor_that_would_never_move_or_would_end_the_pass_unread_is_refused",),
     ),
     Mutant(
-        "incremental-dense-unfinished",
-        "a millisecond holding more entries than one aggregate may read is passed over, the pass unfinished",
+        "dense-millisecond-visited",
+        "a millisecond denser than one aggregate may read has its threads visited, not passed over",
         "85-incremental.lua",
-        "    sw.unfinished = true\n    return true\n  end\n  local ids, nameless = ts_threads",
-        "    return true\n  end\n  local ids, nameless = ts_threads",
-        (
-            INCREMENTAL
-            + "test_a_millisecond_holding_more_than_one_aggregate_may_read_leaves_the_pass_unfinished",
-        ),
+        "    return dense.segment(sw, pass, lo, hi)\n",
+        "    sw.unfinished = true\n    return true\n",
+        (DENSE + "[False]", DENSE + "[True]"),
+    ),
+    Mutant(
+        "dense-dry-run-passes-over",
+        "a dry run writes no key: it passes over a dense millisecond, the pass unfinished",
+        "85-incremental.lua",
+        "  if sw.ctx.dry then\n    sw.unfinished = true\n    return true\n  end\n  local key = dense_key",
+        "  local key = dense_key",
+        (INCREMENTAL + "test_a_dry_run_passes_over_a_dense_millisecond_and_writes_nothing",),
+    ),
+    Mutant(
+        "dense-cursor-check",
+        "a cursor inside a dense millisecond is refused unless a pass can have left it (bounds, its key)",
+        "85-incremental.lua",
+        "      and dense.continues(pass)\n",
+        "\n",
+        (INCREMENTAL + "test_a_crafted_cursor_inside_a_dense_millisecond_is_refused_and_deletes_nothing",),
+    ),
+    Mutant(
+        "dense-key-deleted",
+        "a dense millisecond's key goes once its threads are visited",
+        "85-incremental.lua",
+        "  rcall('UNLINK', key)\n  return true\n",
+        "  return true\n",
+        (DENSE + "[False]",),
+    ),
+    Mutant(
+        "dense-offset-within-cap",
+        "a dense millisecond's pages stop at the search cap: the pass prunes what it read, unfinished",
+        "85-incremental.lua",
+        "    if offset > ctx.cap then\n",
+        "    if false then\n",
+        (INCREMENTAL + "test_a_dense_millisecond_past_the_search_cap_is_finished_by_the_next_pass",),
     ),
     Mutant(
         "dense-millisecond-several-a-call",
@@ -847,8 +880,9 @@ MUTANTS = [
         "incremental-resume-after",
         "a call resumes a segment after the last thread it visited",
         "85-incremental.lua",
-        "    if pass.after == nil or before(pass.after, id) then\n",
-        "    if true then\n",
+        "    if (pass.after == nil or before(pass.after, id))"
+        " and not visit_next(sw, pass, id, lo, hi) then\n",
+        "    if not visit_next(sw, pass, id, lo, hi) then\n",
         (INCREMENTAL + "test_small_calls_visit_every_active_thread_once_through_narrowed_segments",),
     ),
 ]

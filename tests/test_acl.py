@@ -12,6 +12,8 @@ import pytest
 import redis
 from helpers import checkpoint_ids, lgprune, put_checkpoints, snapshot, uuid6_at
 from langgraph.checkpoint.redis import RedisSaver
+from test_incremental import DENSE, dense_keys, dense_millisecond, rule_mark
+from test_result_cap import result_cap
 
 from lgprune import LibraryInstallError, LibraryVersionError, Pruner
 from lgprune.errors import LgpruneError
@@ -68,6 +70,16 @@ def test_the_install_user_loads_and_the_pruning_user_prunes_and_sweeps(
     assert pruner.sweep(3, orphans=True).checkpoints_deleted == 5
     assert pruner.stats(3).threads == 2
     assert [len(checkpoint_ids(saver, t)) for t in ("t:1", "t:2")] == [3, 3]
+
+
+def test_the_pruning_user_sweeps_a_millisecond_denser_than_one_aggregate_may_read(
+    r: redis.Redis, saver: RedisSaver, pruning_user: redis.Redis
+) -> None:
+    mark = dense_millisecond(r, saver)  # its threads are collected in a key of lgprune's own
+    with result_cap(r, 60):
+        result = Pruner(pruning_user, budget=100).sweep(1, margin=0)
+    assert not result.unfinished and rule_mark(r) > mark and dense_keys(r) == []
+    assert all(len(checkpoint_ids(saver, t)) == 1 for t in DENSE)
 
 
 def test_the_pruning_user_cannot_load_or_delete_code(r: redis.Redis, pruning_user: redis.Redis) -> None:

@@ -342,7 +342,7 @@ def test_a_watermark_from_the_future_is_no_watermark_and_a_future_cursor_is_refu
         put_checkpoints(saver, f"more{i}", 4, writes=1)
     reply = r.fcall("lgprune_sweep", 0, "0", "3", "BUDGET", "10", "FULL_EVERY", "1000")
     fp = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"].split(b":")[1].decode()
-    for forged in (f"i:{fp}:{future}:{future}:{future}:1:0:", f"j:{fp}:{future}:0:0:1:0:"):
+    for forged in (f"i:{fp}:{future}:{future}:{future}:1:0::", f"j:{fp}:{future}:0:0:1:0::"):
         with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR does not continue"):
             r.fcall("lgprune_sweep", 0, forged, "3", "BUDGET", "10", "FULL_EVERY", "1000")
 
@@ -357,14 +357,14 @@ def test_a_cursor_that_would_never_move_or_would_end_the_pass_unread_is_refused(
         put_checkpoints(saver, f"t{i}", 2, writes=1)
     reply = r.fcall("lgprune_sweep", 0, "0", "3", "BUDGET", "10", "MARGIN", "0")
     cursor = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"].decode()
-    kind, fp, start, since, lo, _width, u, _after = cursor.split(":", 7)
+    kind, fp, start, since, lo, _width, u, _phase, _after = cursor.split(":", 8)
     assert kind == "i"
     keys, marks = every_key(r), watermarks(r)
     for forged in (
-        f"i:{fp}:{start}:{since}:{lo}:0:{u}:",  # width 0: the segment never moves
-        f"i:{fp}:{start}:{since}:{'9' * 30}:1:{u}:",  # past every window: the pass would end unread
-        f"i:{fp}:{start}:{since}:-{'9' * 30}:1:{u}:",  # before every window
-        f"i:{fp}:{start}:{since}:{start}:1:{u}:",  # at the end of the last window: nothing left to read
+        f"i:{fp}:{start}:{since}:{lo}:0:{u}::",  # width 0: the segment never moves
+        f"i:{fp}:{start}:{since}:{'9' * 30}:1:{u}::",  # past every window: the pass would end unread
+        f"i:{fp}:{start}:{since}:-{'9' * 30}:1:{u}::",  # before every window
+        f"i:{fp}:{start}:{since}:{start}:1:{u}::",  # at the end of the last window: nothing left to read
     ):
         with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
             r.fcall("lgprune_sweep", 0, forged, "3", "BUDGET", "10", "MARGIN", "0")
@@ -373,25 +373,6 @@ def test_a_cursor_that_would_never_move_or_would_end_the_pass_unread_is_refused(
     fp = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"].split(b":")[1].decode()
     with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):  # not a SCAN cursor Redis takes
         r.fcall("lgprune_sweep", 0, f"o:{fp}:{start}:0:{'9' * 25}", "3", "BUDGET", "10", "ORPHANS")
-
-
-def test_a_millisecond_holding_more_than_one_aggregate_may_read_leaves_the_pass_unfinished(
-    r: redis.Redis, saver: RedisSaver
-) -> None:
-    put_checkpoints(saver, "seed", 1, writes=0)
-    Pruner(r).sweep(1, margin=0)
-    mark = rule_mark(r)
-    for i in range(60):  # 180 entries in one millisecond, against a grouping cap of 100
-        put_checkpoints(saver, f"d{i}", 3, writes=0)
-        set_stamps(r, f"d{i}", [mark + 5] * 3)
-    time.sleep(0.1)
-    r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "100")
-    try:
-        result = Pruner(r).sweep(1, margin=0)
-        assert result.kind == "incremental" and result.unfinished and result.threads_visited == 0
-        assert rule_mark(r) == mark  # no watermark for a pass that could not read everything
-    finally:
-        r.execute_command("FT.CONFIG", "SET", "MAXAGGREGATERESULTS", "-1")
 
 
 def test_a_dense_millisecond_larger_than_a_call_is_swept_several_threads_a_call(
@@ -406,19 +387,101 @@ def test_a_dense_millisecond_larger_than_a_call_is_swept_several_threads_a_call(
     assert result.calls <= 20  # (17; charged whole, each call would visit half as many: 30)
 
 
-def test_a_dense_millisecond_is_counted_within_the_servers_search_cap(
-    r: redis.Redis, saver: RedisSaver
-) -> None:
+DENSE = [f"d{i}" for i in range(18)] + ["D1x", "d1x"]  # and two ids that differ only by case
+
+
+def dense_millisecond(r: redis.Redis, saver: RedisSaver, threads: list[str] = DENSE) -> int:
+    """After a first pass (keep 1, margin 0): `threads` of 4 checkpoints in one millisecond
+    of the next pass's window (80 entries by default, more than one aggregate may read under
+    a search cap of 60), a neighbour on each side of it, and a thread just before the window.
+    Returns the watermark."""
     put_checkpoints(saver, "seed", 1, writes=0)
     Pruner(r).sweep(1, margin=0)
     mark = rule_mark(r)
-    for i in range(20):  # 80 entries in one millisecond, against a search cap of 60
-        put_checkpoints(saver, f"d{i}", 4, writes=0)
-        set_stamps(r, f"d{i}", [mark + 5] * 4)
+    for thread_id in threads:
+        put_checkpoints(saver, thread_id, 4, writes=1)
+        set_stamps(r, thread_id, [mark + 5.5] * 4)  # (a fraction of the millisecond: still inside it)
+    for thread_id, stamp in (("left", mark + 4), ("right", mark + 6), ("before", mark - 1)):
+        put_checkpoints(saver, thread_id, 4, writes=1)
+        set_stamps(r, thread_id, [stamp] * 4)
     time.sleep(0.1)
-    with result_cap(r, 60):  # counts and groups ask at most 59 entries: no error, the moment passed over
-        result = Pruner(r).sweep(1, margin=0)
-    assert result.kind == "incremental" and result.unfinished and result.threads_visited == 0
+    return mark
+
+
+def dense_keys(r: redis.Redis) -> list[bytes]:
+    return list(r.scan_iter(match="lgprune:dense*", count=1000))
+
+
+def saver_keys(r: redis.Redis) -> dict[bytes, bytes | None]:
+    """The DUMP of every key but lgprune's own."""
+    return {k: v for k, v in snapshot(r).items() if not k.startswith(b"lgprune:")}
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_a_millisecond_holding_more_than_one_aggregate_may_read_is_pruned_over_several_calls(
+    r: redis.Redis, saver: RedisSaver, full: bool
+) -> None:
+    mark = dense_millisecond(r, saver)
+    with result_cap(r, 60):  # counts and groups ask at most 59 entries: the millisecond is read in pages
+        result = Pruner(r, budget=100).sweep(1, margin=0, full=full)
+    assert result.kind == ("full" if full else "incremental") and not result.unfinished
+    assert result.calls > 2 and result.threads_pruned == len(DENSE) + 2 + full  # (a full pass: "before" too)
+    assert all(len(checkpoint_ids(saver, t)) == 1 for t in [*DENSE, "left", "right"])
+    assert len(checkpoint_ids(saver, "before")) == (1 if full else 4)  # outside the window: the full pass's
+    assert rule_mark(r) > mark and dense_keys(r) == []
+
+
+def test_a_dense_millisecond_past_the_search_cap_is_finished_by_the_next_pass(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    threads = [f"x{i:02d}" for i in range(30)]
+    mark = dense_millisecond(r, saver, threads)  # 120 entries: pages from offsets up to the cap (60) read 100
+    with result_cap(r, 60):
+        first = Pruner(r, budget=100).sweep(1, margin=0)
+        assert first.unfinished and rule_mark(r) == mark and dense_keys(r) == []
+        assert 0 < sum(len(checkpoint_ids(saver, t)) == 1 for t in threads) < len(threads)
+        second = Pruner(r, budget=100).sweep(1, margin=0)  # the first one's prunes shrank the millisecond
+    assert not second.unfinished and rule_mark(r) > mark
+    assert all(len(checkpoint_ids(saver, t)) == 1 for t in threads)
+
+
+def test_a_dry_run_passes_over_a_dense_millisecond_and_writes_nothing(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    dense_millisecond(r, saver)
+    before, marks = snapshot(r), watermarks(r)
+    with result_cap(r, 60):
+        result = Pruner(r, budget=100).sweep(1, margin=0, dry_run=True)
+    assert result.unfinished and result.threads_pruned == 2  # the neighbours: what would go
+    assert snapshot(r) == before and watermarks(r) == marks and dense_keys(r) == []
+
+
+def test_a_crafted_cursor_inside_a_dense_millisecond_is_refused_and_deletes_nothing(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    dense_millisecond(r, saver)
+    args = ("1", "BUDGET", "10", "MARGIN", "0")
+    with result_cap(r, 60):
+        cursor = "0"
+        while ":c" not in cursor:  # on to a call that stopped collecting the millisecond's threads
+            reply = r.fcall("lgprune_sweep", 0, cursor, *args)
+            cursor = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"].decode()
+        head, phase, _after = cursor.rsplit(":", 2)
+        assert phase.startswith("c") and int(phase[1:]) > 0
+        before, marks, (key,) = saver_keys(r), watermarks(r), dense_keys(r)
+        forged = [
+            f"{head}:c{'9' * 20}:",  # an offset past any the server allows
+            f"{head}:x50:",  # no phase a pass has
+            f"{head}:{phase}:>d3",  # collecting, yet past a thread
+        ]
+        for cursor in forged:
+            with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
+                r.fcall("lgprune_sweep", 0, cursor, *args)
+        r.delete(key)  # the millisecond's threads are nowhere (its key expired): visits would end it unread
+        for cursor in (f"{head}:{phase}:", f"{head}:v:", f"{head}:v:>d3"):
+            with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
+                r.fcall("lgprune_sweep", 0, cursor, *args)
+    assert saver_keys(r) == before and watermarks(r) == marks
 
 
 def test_a_pass_whose_first_counts_spend_a_call_goes_on_from_where_they_narrowed(

@@ -5,9 +5,9 @@
 -- `ctx` is a context; `thread` a thread record; `d` a checkpoint doc { key, ns, id }: ns as its
 -- keys spell it (ctx.root for the root), ids as stored.
 -- Provides: DEFAULT_GRACE_MS, LAYOUTS, ROOT_NS, WATERMARKS, ZSET_PREFIX, blob_key, check_thread,
---   checkpoint_key, checkpoint_prefix, context, id_param, latest_key, latest_start, older, probe,
---   registry_key, registry_owner, root_doc, search_failure, starts_with, thread_prefix, thread_record,
---   uuid6_ms, write_prefix
+--   checkpoint_key, checkpoint_prefix, context, dense_key, id_param, latest_key, latest_start, older,
+--   probe, registry_key, registry_owner, root_doc, search_failure, starts_with, thread_prefix,
+--   thread_record, uuid6_ms, write_prefix
 -- Assumes: DEFAULT_BUDGET, MIN_BUDGET, error_text, fail, new_budget, rcall, show, unknown_command
 
 local EMPTY_ID = '00000000-0000-0000-0000-000000000000' -- how the saver stores thread ""
@@ -307,6 +307,13 @@ end
 local function registry_owner(ctx, key)
   local stem = key:sub(#ZSET_PREFIX + 2)
   return ctx.cp .. ':' .. stem, ctx.wp .. ':' .. stem .. ':'
+end
+
+-- lgprune:dense:<fp>:<start>:<lo>, lgprune's own key (beside WATERMARKS): the
+-- thread ids of the sweep pass's (fingerprint fp, begun at `start`) segment
+-- from `lo` that holds more entries than one aggregate may read (all text).
+local function dense_key(fp, start, lo)
+  return 'lgprune:dense:' .. fp .. ':' .. start .. ':' .. lo
 end
 
 -- The doc of a root checkpoint key: the key must be exactly <prefix><id>

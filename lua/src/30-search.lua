@@ -77,7 +77,7 @@ end
 -- call runs again and learns it anew).
 local function capped(cap, ...)
   local ok, res = pcall(rcall, ...)
-  if not ok and server[cap] and error_text(res):find('LIMIT exceeds maximum', 1, true) then
+  if not ok and server[cap] and error_text(res):find('exceeds maximum', 1, true) then -- (LIMIT, OFFSET)
     server[cap] = nil
     error(Stale, 0)
   end

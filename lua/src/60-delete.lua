@@ -10,7 +10,8 @@
 --   write_prefix
 
 local WRITES_CHUNK = 64 -- checkpoint ids per writes query
-local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in' } -- (see check_allowed)
+local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see check_allowed)
+  ZADD = 'collect the threads of a dense millisecond in', EXPIRE = 'set the expiry of' }
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
 -- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`

@@ -4,11 +4,11 @@
 -- and the one way a sweep finds threads: through the checkpoint index by checkpoint_ts, an
 -- incremental pass in the time windows since the watermark, a full pass over every checkpoint_ts
 -- there can be. checkpoint_ts is the writing client's clock in ms (a float, stamped before the
--- write reaches Redis); a document without it is found by no pass. Watermarks are server time:
--- MARGIN covers the clients' skew and put latency.
+-- write reaches Redis); a document without it finds no thread (its thread's others may).
+-- Watermarks are server time: MARGIN covers the clients' skew and put latency.
 -- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
--- Assumes: COST, LAYOUTS, WATERMARKS, capped, checkpoint_key, counted, fail, guard, latest_id, now_ms,
---   rcall, show, spent, unless_wrongtype, visit
+-- Assumes: BATCH, COST, LAYOUTS, WATERMARKS, batches, capped, check_allowed, checkpoint_key, counted,
+--   dense_key, fail, guard, json_mget, latest_id, now_ms, rcall, show, spent, unless_wrongtype, visit
 
 local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
 local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
@@ -17,7 +17,13 @@ local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index ent
 local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
 local GROUP_UNITS_PER_ENTRY = 2 -- ... and grouping them by thread 2 per entry (it loads each thread_id),
 -- at most half the budget: a dense millisecond, grouped again by each call that resumes in it, leaves
--- each call room to visit threads
+-- each call room to visit threads (collecting a dense segment's threads costs as much per entry)
+-- A segment holding more entries than one aggregate may read (a dense
+-- millisecond: a bulk import, a coarse clock) is read in pages across calls
+-- (every read of a call stays bounded): its thread ids are collected into
+-- its key (dense_key), then visited from there in byte order. Not in a dry
+-- run, which cannot write: it passes over the segment, the pass unfinished.
+local dense = { TTL_S = 86400 } -- an abandoned pass's key goes after a day
 
 -- A whole number of milliseconds as text (as cursors, fields and queries hold them).
 local function ms(v)
@@ -71,12 +77,16 @@ end
 --               an incremental one its windows (see windows)
 --   field, fp   its watermark field and fingerprint
 --   start       server ms at which it began
---   unfinished  it passed over a thread it could not finish (or a millisecond
---               holding more threads than one aggregate may return): it
---               records no watermark
+--   unfinished  it passed over a thread it could not finish (or, in a dry
+--               run, a segment holding more entries than one aggregate may
+--               read): it records no watermark
 --   since       (incremental) the watermark less MARGIN
 --   lo, width   the segment under way: checkpoint_ts in [lo, lo + width)
 --   after       the last thread of that segment visited, or nil
+--   dense       a segment holding more entries than one aggregate may read
+--               (see dense): 'c<offset>' its threads are being collected
+--               (from that entry, 0 when none), 'v' they are being visited
+--               (after: by bytes); nil for any other segment
 --   scan        (ORPHANS, once the segments are done) the orphans phase's SCAN cursor
 local function begin_pass(ctx, rule, opts)
   local field = rule_field(ctx, rule, opts)
@@ -119,6 +129,21 @@ local function windows(pass, opts)
   return merged
 end
 
+-- Whether a cursor's dense phase (pass.dense) is one a pass can have left:
+-- 'c' (with an offset below 10^15) and no thread passed, or 'v'; and once it
+-- read a page ('c<offset>', 'v'), its key is there (else the cursor is not
+-- one a sweep returned, or its key expired): visits from no key would end
+-- the segment unread.
+function dense.continues(pass)
+  local d = pass.dense
+  if not d then
+    return true
+  elseif #d > 16 or not (d == 'v' or (d:match('^c%d*$') and not pass.after)) then
+    return false
+  end
+  return d == 'c' or rcall('EXISTS', dense_key(pass.fp, ms(pass.start), ms(pass.lo))) == 1
+end
+
 -- Refuse a cursor that cannot come from a pass begun on this server as it
 -- stands: begun later than now, reading from after the rule's watermark less
 -- MARGIN (a mark moves only forward), which would skip what it has not read,
@@ -134,6 +159,7 @@ local function check_cursor(pass, opts)
     lo_ok = #pass.scan <= 19 -- a SCAN cursor below 2^63
   else
     lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1] and pass.lo < w[#w][2]
+      and dense.continues(pass)
   end
   if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and pass.since <= from
       and pass.since <= pass.start)) then
@@ -143,7 +169,8 @@ local function check_cursor(pass, opts)
 end
 
 local ORPHANS_CURSOR = '^o:(%x+):(%d+):([01]):(%d+)$' -- the orphans phase of a full pass
-local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):(.*)$' -- i: incremental, j: full
+-- i: incremental, j: full; then start, since, lo, width, unfinished, dense, after
+local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):([cv]?%d*):(.*)$'
 
 -- The pass a cursor continues, or a new one for "0"; refuses a cursor of
 -- another rule, margin or kind of run.
@@ -154,14 +181,15 @@ local function parse_cursor(cursor, ctx, rule, opts)
   local pass = { field = rule_field(ctx, rule, opts) }
   pass.fp = fingerprint(pass.field, opts)
   local fp, start, u, scan = cursor:match(ORPHANS_CURSOR)
-  local letter, from, lo, width, after
+  local letter, from, lo, width, phase, after
   if fp then
     pass.kind, pass.scan = 'full', scan
   else
-    letter, fp, start, from, lo, width, u, after = cursor:match(SEGMENTS_CURSOR)
+    letter, fp, start, from, lo, width, u, phase, after = cursor:match(SEGMENTS_CURSOR)
     pass.kind = letter == 'i' and 'incremental' or 'full'
     pass.since = letter == 'i' and tonumber(from) or nil
     pass.lo, pass.width = tonumber(lo), tonumber(width)
+    pass.dense = phase ~= '' and phase or nil
     pass.after = after and after ~= '' and after:sub(2) or nil
   end
   if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
@@ -184,7 +212,7 @@ local function pass_cursor(pass, done)
     return table.concat({ 'o', pass.fp, ms(pass.start), u, pass.scan }, ':')
   end
   return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
-    ms(pass.lo), ms(pass.width), u, pass.after and '>' .. pass.after or '' }, ':')
+    ms(pass.lo), ms(pass.width), u, pass.dense or '', pass.after and '>' .. pass.after or '' }, ':')
 end
 
 -- Record that `pass` completed: its rule's watermark (and, for a full pass,
@@ -315,13 +343,16 @@ end
 -- BUDGET / SEGMENT_UNITS entries (or 1 ms, however many it holds); the width
 -- carries over, so a call whose counts spent its budget (nil) leaves the
 -- next one a narrower segment to count. The segment under way (pass.after)
--- is counted again as it stands.
+-- is counted again as it stands; a dense one (pass.dense) no more.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
   local most = segment_cap(ctx)
   local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
+  if pass.dense then
+    return lo, math.min(lo + pass.width, w[2]), nil, false
+  end
   while true do
     local hi = math.min(lo + pass.width, w[2])
     local n = ts_count(ctx, lo, hi, limit) -- (a count returns what it counts: ask no more than needed)
@@ -337,17 +368,147 @@ local function segment(sw, pass, w)
   end
 end
 
+-- Visit thread `id` of segment [lo, hi), unless this call saw it or the pass
+-- visits it elsewhere, and move pass.after to it; false when the call stops
+-- before it (its budget is spent) or inside it.
+local function visit_next(sw, pass, id, lo, hi)
+  if sw.moved and spent(sw.ctx.budget) then
+    return false
+  end
+  if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then
+    local go, done, why = visit(sw, id)
+    if not go or not counted(sw, id, done, why) then
+      return false
+    end
+  end
+  pass.after, sw.moved = id, true
+  return true
+end
+
+-- The entries a page of a dense segment holds (or its collected threads):
+-- what half the budget groups (50 at least), and at most segment_cap. (Each
+-- page reads the entries before it again: a few large pages a call read
+-- fewer than many small ones.)
+function dense.page_size(ctx)
+  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / 2 / GROUP_UNITS_PER_ENTRY)))
+end
+
+-- The keys of `count` entries of dense segment [lo, hi) from `offset`, in
+-- index order (a bounded search: it reads offset + count entries).
+function dense.page(ctx, offset, lo, hi, count)
+  local ok, res = capped('cap', 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
+    'LIMIT', ms(offset), tostring(count), 'TIMEOUT', '0', 'DIALECT', '4')
+  if not ok then
+    error(res, 0)
+  end
+  local keys = {}
+  for i = 2, #res do
+    keys[i - 1] = res[i]
+  end
+  return keys
+end
+
+-- Add the thread ids of documents `keys` to `key` (score 0: in byte order),
+-- as stored; a document without a string thread_id (or with "", which no
+-- saver stores) as "" (see dense.visit). The key expires after TTL_S.
+function dense.add(key, keys)
+  local ids = json_mget(keys, '$.thread_id')
+  for first, last in batches(#keys, BATCH) do
+    local args = { 'ZADD', key }
+    for i = first, last do
+      args[#args + 1], args[#args + 2] = '0', type(ids[i]) == 'string' and ids[i] or ''
+    end
+    rcall(unpack(args))
+  end
+  rcall('EXPIRE', key, dense.TTL_S)
+end
+
+-- Collect the thread ids of dense segment [lo, hi) into `key`, a page at a
+-- time, until all are in (true, pass.dense 'v') or the budget is spent
+-- (false, pass.dense 'c<offset>': where the next call reads on). A page
+-- costs what a count and a grouping of its entries cost. Offsets hold while
+-- it collects, for nothing is pruned until it is done: a document a writer
+-- adds meanwhile comes last, and one a writer deletes meanwhile moves the
+-- rest, so its neighbour's thread may be missed: this pass keeps that one.
+-- The server's search cap bounds the offset: entries past it (cap + a page)
+-- are not collected, and the pass is unfinished (its prunes shrink the
+-- segment for the next pass).
+function dense.collect(sw, pass, lo, hi, key)
+  local ctx, b = sw.ctx, sw.ctx.budget
+  local count = dense.page_size(ctx)
+  repeat
+    if sw.moved and spent(b) then
+      return false
+    end
+    local offset = tonumber(pass.dense:sub(2)) or 0
+    if offset > ctx.cap then
+      sw.unfinished, pass.dense = true, 'v'
+      return true
+    end
+    local keys = dense.page(ctx, offset, lo, hi, count)
+    dense.add(key, keys)
+    b.work = b.work + 1 + math.floor(#keys / COUNT_ENTRIES_PER_UNIT) + #keys * GROUP_UNITS_PER_ENTRY
+    pass.dense, sw.moved = #keys < count and 'v' or 'c' .. ms(offset + #keys), true
+  until pass.dense == 'v'
+  return true
+end
+
+-- Visit the threads collected in `key` after pass.after, in byte order, a
+-- page at a time (see visit_next); true when all are visited. "" stands for
+-- the documents without a thread id: skipped.
+function dense.visit(sw, pass, lo, hi, key)
+  local b = sw.ctx.budget
+  local count = dense.page_size(sw.ctx)
+  while true do
+    local ids = rcall('ZRANGE', key, pass.after and '(' .. pass.after or '-', '+', 'BYLEX', 'LIMIT', '0',
+      tostring(count))
+    b.work = b.work + 1 + math.floor(#ids / COUNT_ENTRIES_PER_UNIT)
+    if #ids == 0 then
+      return true
+    end
+    for _, id in ipairs(ids) do
+      if id == '' then
+        sw.out.threads_skipped, pass.after = sw.out.threads_skipped + 1, id
+      elseif not visit_next(sw, pass, id, lo, hi) then
+        return false
+      end
+    end
+  end
+end
+
+-- Visit the threads of a segment holding more entries than one aggregate may
+-- read: collect them into its key, visit them, then delete the key; false when
+-- the call stops inside it (pass.dense, pass.after say where). A dry run
+-- passes over it, and the pass is unfinished.
+function dense.segment(sw, pass, lo, hi)
+  if sw.ctx.dry then
+    sw.unfinished = true
+    return true
+  end
+  local key = dense_key(pass.fp, ms(pass.start), ms(lo))
+  if not pass.dense then
+    check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay)
+    check_allowed('EXPIRE', { key })
+    pass.dense, pass.after = 'c', nil -- (a segment that grew dense under way: from its first thread)
+  end
+  if pass.dense ~= 'v' and not dense.collect(sw, pass, lo, hi, key) then
+    return false
+  end
+  if not dense.visit(sw, pass, lo, hi, key) then
+    return false
+  end
+  rcall('UNLINK', key)
+  return true
+end
+
 -- Visit the threads of segment [lo, hi) (n entries) after pass.after, but
 -- not one visited elsewhere in the pass; false when the call stopped inside it
--- (pass.after: the last thread passed). A millisecond holding more entries
--- than one aggregate may read (segment_cap) is passed over, and the pass left
--- unfinished: every read of a call stays bounded.
+-- (pass.after: the last thread passed). A segment holding more entries than
+-- one aggregate may read (segment_cap) is read in pages (see dense).
 local function visit_segment(sw, pass, lo, hi, n)
-  local b = sw.ctx.budget
-  if n == 0 then
-    return true
-  elseif n > segment_cap(sw.ctx) then -- one millisecond holds more than one aggregate may read
-    sw.unfinished = true
+  if pass.dense or n > segment_cap(sw.ctx) then
+    return dense.segment(sw, pass, lo, hi)
+  elseif n == 0 then
     return true
   end
   local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
@@ -355,17 +516,8 @@ local function visit_segment(sw, pass, lo, hi, n)
     sw.out.threads_skipped = sw.out.threads_skipped + nameless
   end
   for _, id in ipairs(ids) do
-    if pass.after == nil or before(pass.after, id) then
-      if sw.moved and spent(b) then
-        return false
-      end
-      if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then
-        local go, done, why = visit(sw, id)
-        if not go or not counted(sw, id, done, why) then
-          return false
-        end
-      end
-      pass.after, sw.moved = id, true
+    if (pass.after == nil or before(pass.after, id)) and not visit_next(sw, pass, id, lo, hi) then
+      return false
     end
   end
   return true
@@ -378,7 +530,7 @@ local function segment_step(sw, pass, w)
   if not lo or not visit_segment(sw, pass, lo, hi, n) then
     return false
   end
-  pass.lo, pass.after, sw.moved = hi, nil, true
+  pass.lo, pass.after, pass.dense, sw.moved = hi, nil, nil, true
   if few then
     pass.width = math.min(pass.width * 2, MAX_STAMP)
   end

@@ -151,14 +151,25 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
         [ORPHANS] [GRACE ms] [DETAILS] [FULL] [MARGIN ms] [FULL_EVERY ms]
         [CHECKPOINT_PREFIX p] [WRITE_PREFIX p] [LAYOUT python|js]
   CURSOR     "0" to start a pass, then the cursor the previous call returned
-             (text: "i:<fp>:<start>:<since>:<lo>:<width>:<u>:..." an incremental
-             pass, "j:..." a full one, "o:..." a full one's orphans phase; each
-             continues only with the same rule and options, and a cursor that
-             would skip what its pass has not read is refused).
+             (text: "i:<fp>:<start>:<since>:<lo>:<width>:<u>:<dense>:..." an
+             incremental pass, "j:..." a full one, "o:..." a full one's orphans
+             phase; each continues only with the same rule and options, and a
+             cursor that would skip what its pass has not read is refused).
   KEEP, MAX_AGE, IDLE_TTL, prefixes, LAYOUT, DRY_RUN: as for lgprune_thread, per thread.
   Threads are found through the checkpoint index by checkpoint_ts (the
   writer's clock, ms): FT.AGGREGATE GROUPBY thread_id over time segments of
-  at most 4000 entries, sized by counts. A thread is visited from the segment
+  at most 4000 entries, sized by counts. A millisecond holding more entries
+  than one aggregate may read (a bulk import, a coarse clock: 4000, or the
+  server's search result cap less 1) is read in pages of FT.SEARCH across
+  calls: its thread ids are collected into lgprune:dense:<fp>:<start>:<ms>
+  (a sorted set that expires after a day, so an abandoned pass leaves
+  nothing for good), then visited from there in byte order, and the key is
+  deleted. Offsets hold while a pass collects, for it prunes nothing until
+  then; a thread whose entry a writer's delete moved meanwhile may be missed,
+  and is kept by that pass. Entries past the server's search result cap
+  (MAXSEARCHRESULTS) plus one page are not reached: the pass prunes the
+  threads it collected and is unfinished. A dry run, which writes nothing,
+  passes over such a millisecond, and is unfinished. A thread is visited from the segment
   holding its newest root checkpoint (one without a root pointer from each
   segment holding its checkpoints). A pass is incremental when a pass of the
   same rule (KEEP, MAX_AGE, IDLE_TTL, prefixes, MARGIN) completed before: it
@@ -167,23 +178,30 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   checkpoint_ts there can be) with FULL or ORPHANS, without such a watermark,
   or when the rule's last full pass began more than FULL_EVERY ms ago. A
   checkpoint stamped more than MARGIN behind is found by a full pass only; one
-  without checkpoint_ts (no supported saver writes one) by none.
+  without checkpoint_ts (no supported saver writes one) goes with its thread
+  when another checkpoint finds it, and a thread with none stamped is found
+  by no pass.
   MARGIN     ms the incremental window reaches before the watermark, for
              writers' clock skew and put latency (default 600000).
   Watermarks: hash lgprune:watermarks, field = the rule (JSON), value = the
   server time (ms) at which its last complete pass began; field "full <rule>"
   for its last full pass. A pass records them when it completes, unless it
-  is a dry run or passed over a thread it could not finish.
+  is a dry run or passed over a thread (or a dense millisecond) it could not
+  finish.
   BUDGET     work per call, default 2000: a deleted key counts 1 (in a dry
              run, one that would go), a thread visit 10 (50 when it lists the
              thread), an orphan check or a read of a thread's newest root
              checkpoint 5, a SCAN step of the orphans phase 7 (50 keys), a
              count of a time segment 1 and 1 per 20 entries (it reads at most
              BUDGET / 20 + 1, or 4001 for a dense millisecond), grouping it by
-             thread 2 per entry. A call stops once it is spent: after the last
-             thread it visited (the cursor carries the segment and that
-             thread), or after the count that spent it (the cursor carries the
-             narrowed segment); the orphans phase at the end of a SCAN step, or
+             thread 2 per entry; a page of a dense millisecond (BUDGET / 4
+             entries, 50 at least) as much as counting and grouping it, and
+             each read of its collected threads 1 and 1 per 20. A call stops
+             once it is spent: after the last thread it visited (the cursor
+             carries the segment and that thread), after the count that spent
+             it (the cursor carries the narrowed segment), or after a page of
+             a dense millisecond (the cursor carries the offset of the next);
+             the orphans phase at the end of a SCAN step, or
              inside one once the orphans found reach BUDGET (the next call reads
              that step again). A thread that fails after the call deleted
              something also ends the call there, to be met first by the next one.
@@ -210,9 +228,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     kind                 "full" or "incremental"
     since                an incremental pass: the checkpoint_ts it reads from (the
                          watermark less MARGIN, ms), else 0
-    unfinished           1 when the pass passed over a thread it could not finish, or a
-                         millisecond of checkpoint_ts holding more entries than one
-                         aggregate may read (4000): it records no watermark
+    unfinished           1 when the pass passed over a thread it could not finish, or (a
+                         dry run, or past the search result cap) a millisecond holding more
+                         entries than one aggregate may read: it records no watermark
     layout               "python" or "js": whose keys it pruned
     threads_visited      threads the calls moved past (a thread pruned over several
                          calls counts once; one without a root pointer may count
@@ -227,7 +245,8 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     failed               [thread_id, "<CODE> <why>"] for each thread that could not be
                          pruned (the first 100 of a call; threads_failed counts all)
     threads              with DETAILS only, last: the list described above
-  Errors: bad arguments, a CURSOR of another rule or options, ORPHANS under
+  Errors: bad arguments, a CURSOR of another rule or options (or inside a
+  dense millisecond whose key is gone: it expired), ORPHANS under
   LAYOUT js, NOINDEX when the checkpoint index does not exist (a sweep that
   finds no thread found none there), NOMODULE, MIXED and NOPERM: only what
   stops every thread; then nothing was deleted.
@@ -284,7 +303,9 @@ run (DRY_RUN implied), flagged no-writes: for FCALL_RO, and for a replica.
   FCALL_RO lgprune_many_ro 0 KEEP COUNT THREAD_ID... [options]
   FCALL_RO lgprune_sweep_ro 0 CURSOR KEEP [options of lgprune_sweep]
   Reply and errors: as the function's own. A sweep's cursor continues only
-  with the function that returned it.
+  with the function that returned it. Like any dry run, a sweep passes over
+  a millisecond holding more entries than one aggregate may read (it would
+  have to collect its threads in a key): the pass is unfinished.
 ]]
 local function read_only(body)
   return function(keys, args)
