@@ -56,6 +56,7 @@ def users(r: redis.Redis) -> Iterator[dict[str, redis.Redis]]:
         "runtime": rules,
         "no-unlink-writes": ["%R" + rule if rule == "~checkpoint_write:*" else rule for rule in rules],
         "no-hset": [rule for rule in rules if rule != "+hset"],
+        "no-dense-key": [rule for rule in rules if rule != "~lgprune:dense:*"],
         "no-fcall": [rule for rule in rules if rule != "+fcall"],
         # keys narrower than the prefix: the probes' absent keys pass, the store's own do not
         "probe-keys-only": [rule.replace("~checkpoint:*", "~checkpoint:lgprune-check-*") for rule in rules],
@@ -161,6 +162,18 @@ def test_a_user_who_may_not_record_watermarks_fails_that_item(
     assert not r.exists(WATERMARKS)
 
 
+def test_a_user_who_may_not_collect_a_dense_millisecond_fails_sweep_only(
+    r: redis.Redis, saver: RedisSaver, users: dict[str, redis.Redis]
+) -> None:
+    put_checkpoints(saver, "t", 4)
+    Pruner(r).install()
+    before = everything(r)
+    items = check(users["no-dense-key"])
+    assert items["sweep"].status == "fail" and "ZADD lgprune:dense:*" in items["sweep"].detail
+    assert items["prune"].status == "ok" and items["watermarks"].status == "ok"
+    assert everything(r) == before
+
+
 def test_a_read_the_probes_cannot_see_fails_the_dry_run_sweep(
     r: redis.Redis, saver: RedisSaver, users: dict[str, redis.Redis]
 ) -> None:
@@ -242,6 +255,10 @@ def test_the_probes_that_could_write_cannot() -> None:
             assert str(command[1]).endswith(":" + token)
         elif command[0] == "HSET":
             assert len(command) % 2 == 1  # HSET key field value field: refused by its own count
+        elif command[0] == "ZADD":
+            assert len(command) % 2 == 1  # ZADD key score member score: refused by its own count
+        elif command[0] == "EXPIRE":
+            assert str(command[1]).endswith(":" + token)  # an absent key
         elif command[:2] == ("FUNCTION", "LOAD"):
             assert command[2] == ""
         elif command[:2] == ("FCALL", "lgprune_sweep"):

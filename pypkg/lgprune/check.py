@@ -6,8 +6,9 @@ prune, sweep, record watermarks and install, and the last passes the watermarks 
 
 Rights are probed with commands the server checks against the ACL before it runs them,
 and that change nothing when it lets them run: UNLINK of an absent key under each prefix,
-reads of absent keys, HSET with a field left without its value (refused by the ACL, or
-else by HSET's own argument count), FUNCTION LOAD of an empty text (refused, or "Missing
+reads of absent keys, HSET with a field left without its value and ZADD with a score
+left without its member (refused by the ACL, or else by their own argument counts),
+EXPIRE of an absent key, FUNCTION LOAD of an empty text (refused, or "Missing
 library metadata"); then, when the library and the store allow it, a one-call dry-run
 sweep runs the library's own read path over the store. A right the server cannot show (a
 module missing, a command it does not know) is "unknown", never "ok".
@@ -156,13 +157,24 @@ def prune_probes(keys: Keys, token: str) -> list[Probe]:
 READ_WATERMARKS = Probe(f"HMGET {WATERMARKS}", ("HMGET", WATERMARKS, "lgprune check"))
 
 
+DENSE = "lgprune:dense"  # lgprune's own keys: the threads of a millisecond too dense for one read
+
+
 def sweep_probes(keys: Keys, token: str) -> list[Probe]:
-    """What a sweep calls beyond what a prune does: its thread listings and the watermark."""
+    """What a sweep calls beyond what a prune does: its thread listings, the watermark, and
+    the key where it collects the threads of a dense millisecond."""
+    dense = f"{DENSE}:{token}"
     probes = [
         Probe(
             f"FT.AGGREGATE on index {keys.indexes[0]}", ("FT.AGGREGATE", keys.indexes[0], NEVER, "DIALECT", 2)
         ),
         READ_WATERMARKS,
+        # a score left without its member (past the arity Redis checks before the ACL): ZADD refuses it
+        Probe(f"ZADD {DENSE}:*", ("ZADD", dense, "0", token, "0")),
+        Probe(f"EXPIRE {DENSE}:*", ("EXPIRE", dense, 1)),  # (an absent key: nothing to expire)
+        Probe(f"ZRANGE {DENSE}:*", ("ZRANGE", dense, "-", "+", "BYLEX", "LIMIT", 0, 1)),
+        Probe(f"EXISTS {DENSE}:*", ("EXISTS", dense)),
+        Probe(f"UNLINK {DENSE}:*", ("UNLINK", dense)),
     ]
     if keys.layout == "python":
         probes.append(Probe("SCAN", ("SCAN", 0, "MATCH", f"{keys.checkpoint}_latest:{token}", "COUNT", 1)))
@@ -468,7 +480,8 @@ def check_steps(options: Options, *, token: str | None = None) -> Steps[Report]:
         "prune", [outcomes[p.what] for p in pruning], f"may search, read and UNLINK under {under}"
     )
     sweep_outcomes = [outcomes[p.what] for p in [*pruning, *sweeping]]
-    also = "FT.AGGREGATE, " + ("SCAN, " if keys.layout == "python" else "") + f"HMGET {WATERMARKS}"
+    also = "FT.AGGREGATE, " + ("SCAN, " if keys.layout == "python" else "") + f"HMGET {WATERMARKS}, "
+    also += f"ZADD, EXPIRE, ZRANGE and UNLINK under {DENSE}:*"
     note, failed = "", None
     if all(status == OK for _, (status, _) in sweep_outcomes):
         if store.indexes.status != OK or store.layout.status != OK:
