@@ -2253,12 +2253,14 @@ end
 -- Assumes: BATCH, COST, LAYOUTS, WATERMARKS, batches, capped, check_allowed, checkpoint_key, counted,
 --   dense_key, fail, guard, json_mget, latest_id, now_ms, rcall, show, spent, unless_wrongtype, visit
 
-local DEFAULT_MARGIN_MS = 600000 -- how far before the watermark an incremental pass reads
-local FIRST_WIDTH = 60000 -- ms of checkpoint_ts a pass's first segment spans; then it adapts
 local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
-local SEGMENT_UNITS = 20 -- a segment holds at most BUDGET / this many index entries (50 at least)
-local COUNT_ENTRIES_PER_UNIT = 20 -- a count costs 1 budget unit per this many entries it returns
-local GROUP_UNITS_PER_ENTRY = 2 -- ... and grouping them by thread 2 per entry (it loads each thread_id),
+local SEGMENTS = {
+  MARGIN_MS = 600000, -- default: how far before the watermark an incremental pass reads
+  FIRST_WIDTH = 60000, -- ms of checkpoint_ts a pass's first segment spans; then it adapts
+  UNITS = 20, -- a segment holds at most BUDGET / this many index entries (50 at least)
+  ENTRIES_PER_UNIT = 20, -- a count costs 1 budget unit per this many entries it returns
+}
+local GROUP_UNITS_PER_ENTRY = 2 -- grouping a segment by thread costs 2 units per entry (it loads each thread_id),
 -- at most half the budget: a dense millisecond, grouped again by each call that resumes in it, leaves
 -- each call room to visit threads (collecting a dense segment's threads costs as much per entry)
 -- A segment holding more entries than one aggregate may read (a dense
@@ -2275,7 +2277,7 @@ end
 
 -- MARGIN, or its default.
 local function margin_of(opts)
-  return opts.MARGIN or DEFAULT_MARGIN_MS
+  return opts.MARGIN or SEGMENTS.MARGIN_MS
 end
 
 -- The watermark's field: the rule, prefixes and margin a pass applies, spelled
@@ -2339,7 +2341,7 @@ local function begin_pass(ctx, rule, opts)
   pass.kind = (mark and not (opts.FULL or opts.ORPHANS or due)) and 'incremental' or 'full'
   pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
   -- a full one first counts all of [-MAX_STAMP, MAX_STAMP) and narrows from there
-  pass.lo, pass.width = -math.huge, pass.since and FIRST_WIDTH or MAX_STAMP
+  pass.lo, pass.width = -math.huge, pass.since and SEGMENTS.FIRST_WIDTH or MAX_STAMP
   return pass
 end
 
@@ -2411,9 +2413,11 @@ local function check_cursor(pass, opts)
   return pass
 end
 
-local ORPHANS_CURSOR = '^o:(%x+):(%d+):([01]):(%d+)$' -- the orphans phase of a full pass
--- i: incremental, j: full; then start, since, lo, width, unfinished, dense, after
-local SEGMENTS_CURSOR = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):([cv]?%d*):(.*)$'
+local CURSORS = {
+  orphans = '^o:(%x+):(%d+):([01]):(%d+)$', -- the orphans phase of a full pass
+  -- i: incremental, j: full; then start, since, lo, width, unfinished, dense, after
+  segments = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):([cv]?%d*):(.*)$',
+}
 
 -- The pass a cursor continues, or a new one for "0"; refuses a cursor of
 -- another rule, margin or kind of run.
@@ -2423,12 +2427,12 @@ local function parse_cursor(cursor, ctx, rule, opts)
   end
   local pass = { field = rule_field(ctx, rule, opts) }
   pass.fp = fingerprint(pass.field, opts)
-  local fp, start, u, scan = cursor:match(ORPHANS_CURSOR)
+  local fp, start, u, scan = cursor:match(CURSORS.orphans)
   local letter, from, lo, width, phase, after
   if fp then
     pass.kind, pass.scan = 'full', scan
   else
-    letter, fp, start, from, lo, width, u, phase, after = cursor:match(SEGMENTS_CURSOR)
+    letter, fp, start, from, lo, width, u, phase, after = cursor:match(CURSORS.segments)
     pass.kind = letter == 'i' and 'incremental' or 'full'
     pass.since = letter == 'i' and tonumber(from) or nil
     pass.lo, pass.width = tonumber(lo), tonumber(width)
@@ -2489,7 +2493,7 @@ local function ts_count(ctx, lo, hi, most)
   if not ok then
     error(res, 0)
   end
-  ctx.budget.work = ctx.budget.work + 1 + math.floor((#res - 1) / COUNT_ENTRIES_PER_UNIT)
+  ctx.budget.work = ctx.budget.work + 1 + math.floor((#res - 1) / SEGMENTS.ENTRIES_PER_UNIT)
   return #res - 1
 end
 
@@ -2583,14 +2587,14 @@ end
 -- The segment the pass is in or begins next within window w: [lo, hi), its
 -- entries (up to segment_cap + 1: more are not counted) and whether they
 -- were few (the width doubles next). A new segment is narrowed by counts to
--- BUDGET / SEGMENT_UNITS entries (or 1 ms, however many it holds); the width
+-- BUDGET / SEGMENTS.UNITS entries (or 1 ms, however many it holds); the width
 -- carries over, so a call whose counts spent its budget (nil) leaves the
 -- next one a narrower segment to count. The segment under way (pass.after)
 -- is counted again as it stands; a dense one (pass.dense) no more.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
   local most = segment_cap(ctx)
-  local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENT_UNITS)))
+  local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENTS.UNITS)))
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.dense then
@@ -2690,7 +2694,7 @@ function dense.collect(sw, pass, lo, hi, key)
     end
     local keys = dense.page(ctx, offset, lo, hi, count)
     dense.add(key, keys)
-    b.work = b.work + 1 + math.floor(#keys / COUNT_ENTRIES_PER_UNIT) + #keys * GROUP_UNITS_PER_ENTRY
+    b.work = b.work + 1 + math.floor(#keys / SEGMENTS.ENTRIES_PER_UNIT) + #keys * GROUP_UNITS_PER_ENTRY
     pass.dense, sw.moved = #keys < count and 'v' or 'c' .. ms(offset + #keys), true
   until pass.dense == 'v'
   return true
@@ -2705,7 +2709,7 @@ function dense.visit(sw, pass, lo, hi, key)
   while true do
     local ids = rcall('ZRANGE', key, pass.after and '(' .. pass.after or '-', '+', 'BYLEX', 'LIMIT', '0',
       tostring(count))
-    b.work = b.work + 1 + math.floor(#ids / COUNT_ENTRIES_PER_UNIT)
+    b.work = b.work + 1 + math.floor(#ids / SEGMENTS.ENTRIES_PER_UNIT)
     if #ids == 0 then
       return true
     end
