@@ -120,6 +120,7 @@ FACT_KINDS = {
     "VERSION": "string",
     "EMPTY_ID": "string",  # how the saver stores the thread id ""
     "WATERMARKS": "string",  # lgprune's own key
+    "DENSE": "string",  # ... and the prefix of its dense-millisecond keys
     "MIN_BUDGET": "number",
     "MAX_MANY": "number",
     "ERROR_CODES": "list",

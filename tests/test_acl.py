@@ -4,6 +4,7 @@ and no more (no other key, no FUNCTION LOAD); the install user loads the library
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ def readme_acl(user: str) -> list[str]:
     """The ACL SETUSER rules the README documents for `user`, as arguments."""
     block = re.search(rf"```\n(ACL SETUSER {re.escape(user)} .*?)\n```", README.read_text(), re.DOTALL)
     assert block, f"the README documents the ACL of {user}"
-    words = block.group(1).replace("\\\n", " ").split()
+    words = shlex.split(block.group(1).replace("\\\n", " "))  # as redis-cli reads it: '(...)' is one
     return words[3:]  # after ACL SETUSER <user>
 
 
@@ -148,6 +149,21 @@ def test_the_pruning_user_cannot_touch_other_keys(r: redis.Redis, pruning_user: 
             "lgprune_thread", 0, "t", 1, "CHECKPOINT_PREFIX", "session", "WRITE_PREFIX", "orders"
         )
     assert r.get("session:42") == b"secret" and r.exists("orders:1")
+
+
+def test_the_pruning_user_writes_only_lgprunes_own_keys(r: redis.Redis, pruning_user: redis.Redis) -> None:
+    # its HSET, ZADD and EXPIRE reach lgprune's keys only: on the saver's, the ACL refuses them
+    before = {k: r.dump(k) for k in r.scan_iter()}
+    for command in (
+        ("HSET", "checkpoint:t:__empty__:1", "f", "v"),
+        ("ZADD", "write_keys_zset:t:__empty__:1", "0", "x"),
+        ("EXPIRE", "checkpoint_latest:t:__empty__", "1"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            pruning_user.execute_command(*command)
+    assert {k: r.dump(k) for k in r.scan_iter()} == before
+    pruning_user.execute_command("ZADD", "lgprune:dense:acl-test", "0", "x")  # its own: allowed
+    assert pruning_user.execute_command("UNLINK", "lgprune:dense:acl-test") == 1
 
 
 def test_a_sweep_never_reads_what_a_foreign_latest_pointer_names(

@@ -55,8 +55,8 @@ def users(r: redis.Redis) -> Iterator[dict[str, redis.Redis]]:
     variants = {
         "runtime": rules,
         "no-unlink-writes": ["%R" + rule if rule == "~checkpoint_write:*" else rule for rule in rules],
-        "no-hset": [rule for rule in rules if rule != "+hset"],
-        "no-dense-key": [rule for rule in rules if rule != "~lgprune:dense:*"],
+        "no-hset": [rule.replace(" +hset", "") for rule in rules],  # (from the selector of lgprune's keys)
+        "no-dense-key": [rule.replace(" ~lgprune:dense:*", "") for rule in rules],
         "no-fcall": [rule for rule in rules if rule != "+fcall"],
         # keys narrower than the prefix: the probes' absent keys pass, the store's own do not
         "probe-keys-only": [rule.replace("~checkpoint:*", "~checkpoint:lgprune-check-*") for rule in rules],

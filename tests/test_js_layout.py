@@ -288,7 +288,7 @@ def test_the_readmes_runtime_user_prunes_js_and_a_user_who_may_not_delete_blobs_
                 Pruner(client).sweep(1)
         assert dumps(r) == keys
         # a sweep ends by recording its watermark: a user who may not is told before any delete
-        watermarks_ro = ["%R" + rule if rule == "~lgprune:watermarks" else rule for rule in rules]
+        watermarks_ro = [rule.replace("~lgprune:watermarks", "%R~lgprune:watermarks") for rule in rules]
         r.execute_command("ACL", "SETUSER", "blobs-ro", "reset", *watermarks_ro)
         client = redis.Redis(host=host, port=port, username="blobs-ro", password="s3cret")
         with client, pytest.raises(LgpruneError, match="may not record a watermark"):

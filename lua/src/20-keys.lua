@@ -19,6 +19,8 @@ local DEFAULT_GRACE_MS = 600000 -- keys younger than this may belong to a write 
 -- lgprune's own key, outside the saver's prefixes: a hash of sweep rules, each
 -- to the server time (ms) at which its last complete pass began.
 local WATERMARKS = 'lgprune:watermarks'
+-- ... and the prefix of its keys holding the threads of a dense millisecond (see dense_key).
+local DENSE = 'lgprune:dense'
 
 -- The savers' layouts (LAYOUT python|js): what differs between the keys and
 -- indexes of langgraph-checkpoint-redis (python) and LangGraph.js's
@@ -313,7 +315,7 @@ end
 -- thread ids of the sweep pass's (fingerprint fp, begun at `start`) segment
 -- from `lo` that holds more entries than one aggregate may read (all text).
 local function dense_key(fp, start, lo)
-  return 'lgprune:dense:' .. fp .. ':' .. start .. ':' .. lo
+  return DENSE .. ':' .. fp .. ':' .. start .. ':' .. lo
 end
 
 -- The doc of a root checkpoint key: the key must be exactly <prefix><id>

@@ -29,7 +29,7 @@ from redis.exceptions import NoPermissionError, ReadOnlyError, ResponseError
 from lgprune.driver import Command, Steps
 from lgprune.durations import show
 from lgprune.errors import NO_FUNCTIONS, InvalidArgumentError, LgpruneError, python_spelling
-from lgprune.facts import MIN_BUDGET, WATERMARKS, option
+from lgprune.facts import DENSE, MIN_BUDGET, WATERMARKS, option
 from lgprune.library import Found, library_build, library_version, usable_steps, version_key
 from lgprune.protocol import Options
 from lgprune.results import as_text, reply_pairs
@@ -155,9 +155,6 @@ def prune_probes(keys: Keys, token: str) -> list[Probe]:
 
 
 READ_WATERMARKS = Probe(f"HMGET {WATERMARKS}", ("HMGET", WATERMARKS, "lgprune check"))
-
-
-DENSE = "lgprune:dense"  # lgprune's own keys: the threads of a millisecond too dense for one read
 
 
 def sweep_probes(keys: Keys, token: str) -> list[Probe]:

@@ -65,6 +65,7 @@ SWEEP_FIELDS = lua_list("SWEEP_FIELDS")  # the fields of an lgprune_sweep reply
 THREAD_OPTIONS = lua_keys("THREAD_OPTIONS")  # options of lgprune_thread and lgprune_many
 SWEEP_OPTIONS = lua_keys("SWEEP_OPTIONS")  # options of lgprune_sweep
 WATERMARKS = lua_string("WATERMARKS")  # lgprune's own key: when each sweep rule's last complete pass began
+DENSE = lua_string("DENSE")  # the prefix of lgprune's keys holding the threads of a dense millisecond
 
 
 def option(name: str) -> str:
