@@ -2120,17 +2120,18 @@ end
 -- and it deleted something, or the thread failed after this call deleted
 -- something (the next call meets it first, with a whole BUDGET: a thread that
 -- needs more than what was left, such as a DeltaChannel walk longer than
--- reads_left, is pruned then). Else true, its counts (nil when the index
--- cannot match the id) and, when it cannot be pruned, why: a thread's failure
--- (see thread_failure) is data, and the sweep goes on; an error of the whole
--- call (no index, no rights) is the call's.
+-- reads_left, is pruned then). Else true, its counts and, when it cannot be
+-- pruned, why: a thread's failure (see thread_failure), or an id lgprune
+-- cannot prune by (see thread_record), is data, and the sweep goes on; an
+-- error of the whole call (no index, no rights) is the call's.
 local function visit(sw, id)
   local ctx, b = sw.ctx, sw.ctx.budget
   if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
     return false
   end
   local layout = ctx.layout
-  local thread, done, why = thread_record(id == layout.empty_id and '' or id, layout), nil, nil
+  local thread, unprunable = thread_record(id == layout.empty_id and '' or id, layout)
+  local done, why = nil, unprunable and 'BADDATA ' .. unprunable .. ': delete it by hand'
   if thread then
     local ok, res = pcall(prune_thread, ctx, thread, sw.rule)
     if ok then
@@ -3044,8 +3045,10 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
                          once per segment holding its checkpoints)
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
-    threads_skipped      threads whose id the index cannot match (counted as visits are)
-    threads_failed       threads that could not be pruned (counted as visits are)
+    threads_skipped      checkpoint documents the index grouped without a thread id
+                         (none, or one it cannot return): nothing to prune them by
+    threads_failed       threads that could not be pruned (counted as visits are), an
+                         id lgprune cannot prune by among them (BADDATA)
     checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
     orphans_deleted      orphan keys deleted (also in keys_deleted)
     blobs_deleted        js: channel-value blobs deleted (also in keys_deleted)

@@ -664,6 +664,14 @@ MUTANTS = [
         (RULES + "test_a_delta_parent_that_is_only_a_placeholder_holds_the_history",),
     ),
     Mutant(
+        "unprunable-id-named",
+        "a thread whose id lgprune cannot prune by is named in the sweep's failures, not skipped unseen",
+        "80-sweep.lua",
+        "  local done, why = nil, unprunable and 'BADDATA ' .. unprunable .. ': delete it by hand'\n",
+        "  local done, why = nil, nil\n",
+        (SWEEP + "test_threads_the_index_cannot_match_are_named_and_left",),
+    ),
+    Mutant(
         "leftovers-cut-more",
         "keep 0 never reports done while a cut-short answer may hide leftovers",
         "60-delete.lua",

@@ -160,12 +160,16 @@ def test_orphans_are_found_and_removed(r: redis.Redis, saver: RedisSaver) -> Non
     assert len(checkpoint_ids(saver, "t:1")) == 3
 
 
-def test_threads_the_index_cannot_match_are_skipped(r: redis.Redis, saver: RedisSaver) -> None:
-    put_checkpoints(saver, "   ", 8)
-    put_checkpoints(saver, "fine", 8)
+def test_threads_the_index_cannot_match_are_named_and_left(r: redis.Redis, saver: RedisSaver) -> None:
+    long_id = "L" * 5000  # RediSearch matches no TAG value over 4,096 bytes
+    for thread_id in ("   ", long_id, "fine"):
+        put_checkpoints(saver, thread_id, 8, writes=1)
     result = Pruner(r).sweep(2)
-    assert (result.threads_skipped, result.threads_pruned) == (1, 1)
-    assert len(checkpoint_ids(saver, "   ")) == 8
+    assert (result.threads_failed, result.threads_pruned, result.threads_skipped) == (2, 1, 0)
+    assert sorted(f.thread_id for f in result.failed) == ["   ", long_id]
+    assert all(f.reason.startswith("BADDATA ") and "by hand" in f.reason for f in result.failed)
+    assert len(checkpoint_ids(saver, "   ")) == 8 and len(checkpoint_ids(saver, "fine")) == 2
+    assert r.json().get(f"checkpoint:{long_id}:__empty__:{checkpoint_ids(saver, long_id)[0]}") is not None
 
 
 def test_stats_sizes_threads_whatever_their_ids(r: redis.Redis, saver: RedisSaver) -> None:

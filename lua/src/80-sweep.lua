@@ -108,17 +108,18 @@ end
 -- and it deleted something, or the thread failed after this call deleted
 -- something (the next call meets it first, with a whole BUDGET: a thread that
 -- needs more than what was left, such as a DeltaChannel walk longer than
--- reads_left, is pruned then). Else true, its counts (nil when the index
--- cannot match the id) and, when it cannot be pruned, why: a thread's failure
--- (see thread_failure) is data, and the sweep goes on; an error of the whole
--- call (no index, no rights) is the call's.
+-- reads_left, is pruned then). Else true, its counts and, when it cannot be
+-- pruned, why: a thread's failure (see thread_failure), or an id lgprune
+-- cannot prune by (see thread_record), is data, and the sweep goes on; an
+-- error of the whole call (no index, no rights) is the call's.
 local function visit(sw, id)
   local ctx, b = sw.ctx, sw.ctx.budget
   if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
     return false
   end
   local layout = ctx.layout
-  local thread, done, why = thread_record(id == layout.empty_id and '' or id, layout), nil, nil
+  local thread, unprunable = thread_record(id == layout.empty_id and '' or id, layout)
+  local done, why = nil, unprunable and 'BADDATA ' .. unprunable .. ': delete it by hand'
   if thread then
     local ok, res = pcall(prune_thread, ctx, thread, sw.rule)
     if ok then

@@ -237,8 +237,10 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
                          once per segment holding its checkpoints)
     threads_pruned       visits that deleted something
     threads_deleted      threads deleted whole as idle (IDLE_TTL)
-    threads_skipped      threads whose id the index cannot match (counted as visits are)
-    threads_failed       threads that could not be pruned (counted as visits are)
+    threads_skipped      checkpoint documents the index grouped without a thread id
+                         (none, or one it cannot return): nothing to prune them by
+    threads_failed       threads that could not be pruned (counted as visits are), an
+                         id lgprune cannot prune by among them (BADDATA)
     checkpoints_deleted, writes_deleted, keys_deleted   as for lgprune_thread
     orphans_deleted      orphan keys deleted (also in keys_deleted)
     blobs_deleted        js: channel-value blobs deleted (also in keys_deleted)
