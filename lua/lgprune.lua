@@ -2332,9 +2332,10 @@ end
 --   lo, width   the segment under way: checkpoint_ts in [lo, lo + width)
 --   after       the last thread of that segment visited, or nil
 --   dense       a segment holding more entries than one aggregate may read
---               (see dense): 'c<offset>' its threads are being collected
---               (from that entry, 0 when none), 'v' they are being visited
---               (after: by bytes); nil for any other segment
+--               (see dense): 'c' its threads are being collected from the
+--               first entry, 'c<offset>.<anchor>' from that entry (anchor:
+--               dense.digest of the key before it), 'v' they are being
+--               visited (after: by bytes); nil for any other segment
 --   scan        (ORPHANS, once the segments are done) the orphans phase's SCAN cursor
 local function begin_pass(ctx, rule, opts)
   local field = rule_field(ctx, rule, opts)
@@ -2377,19 +2378,18 @@ local function windows(pass, opts)
   return merged
 end
 
--- Whether a cursor's dense phase (pass.dense) is one a pass can have left:
--- 'c' (with an offset below 10^15) and no thread passed, or 'v'; and once it
--- read a page ('c<offset>', 'v'), its key is there (else the cursor is not
--- one a sweep returned, or its key expired): visits from no key would end
--- the segment unread.
+-- Whether a cursor's dense phase (pass.dense) has a form a pass can leave:
+-- 'v', or 'c' / 'c<offset>.<anchor>' (an offset from 1 below 10^15, an
+-- anchor of 16 hex digits) with no thread passed. (A phase whose key is gone
+-- is passed over: see dense.segment.)
 function dense.continues(pass)
   local d = pass.dense
-  if not d then
+  if not d or d == 'v' then
     return true
-  elseif #d > 16 or not (d == 'v' or (d:match('^c%d*$') and not pass.after)) then
-    return false
   end
-  return d == 'c' or rcall('EXISTS', dense_key(pass.fp, ms(pass.start), ms(pass.lo))) == 1
+  local offset, anchor = d:match('^c(%d*)%.?(%x*)$')
+  return not pass.after and offset ~= nil and ((offset == '' and anchor == '')
+    or (#offset <= 15 and tonumber(offset) >= 1 and #anchor == 16))
 end
 
 -- Refuse a cursor that cannot come from a pass begun on this server as it
@@ -2419,7 +2419,7 @@ end
 local CURSORS = {
   orphans = '^o:(%x+):(%d+):([01]):(%d+)$', -- the orphans phase of a full pass
   -- i: incremental, j: full; then start, since, lo, width, unfinished, dense, after
-  segments = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):([cv]?%d*):(.*)$',
+  segments = '^([ij]):(%x+):(%d+):(%-?%d+):(%-?%d+):(%d+):([01]):([cv]?[%.%x]*):(.*)$',
 }
 
 -- The pass a cursor continues, or a new one for "0"; refuses a cursor of
@@ -2673,16 +2673,25 @@ function dense.add(key, keys)
   rcall('EXPIRE', key, dense.TTL_S)
 end
 
+-- The anchor of a page boundary: a short digest of the key read last.
+function dense.digest(key)
+  return redis.sha1hex(key):sub(1, 16)
+end
+
 -- Collect the thread ids of dense segment [lo, hi) into `key`, a page at a
 -- time, until all are in (true, pass.dense 'v') or the budget is spent
--- (false, pass.dense 'c<offset>': where the next call reads on). A page
--- costs what a count and a grouping of its entries cost. Offsets hold while
--- it collects, for nothing is pruned until it is done: a document a writer
--- adds meanwhile comes last, and one a writer deletes meanwhile moves the
--- rest, so its neighbour's thread may be missed: this pass keeps that one.
--- The server's search cap bounds the offset: entries past it (cap + a page)
--- are not collected, and the pass is unfinished (its prunes shrink the
--- segment for the next pass).
+-- (false, pass.dense 'c<offset>.<anchor>': where the next call reads on). A
+-- page costs what a count of the entries it reads (those it skips too) and
+-- a grouping of those it returns cost. The index orders a segment by
+-- document: one a writer adds or re-indexes (the saver's put_writes does)
+-- comes last, and one deleted or re-indexed before the offset moves those
+-- after it back, past the boundary. So each page is read from the entry
+-- before its offset, which must be the anchor: when it is not, the entries
+-- moved, and collecting starts again from the first (the key keeps what it
+-- has) with the pass unfinished (its watermark stays: the next pass reads
+-- the segment again). The server's search cap bounds the offset: entries
+-- past it (cap + a page) are not collected, and the pass is unfinished (its
+-- prunes shrink the segment for the next pass).
 function dense.collect(sw, pass, lo, hi, key)
   local ctx, b = sw.ctx, sw.ctx.budget
   local count = dense.page_size(ctx)
@@ -2690,15 +2699,22 @@ function dense.collect(sw, pass, lo, hi, key)
     if sw.moved and spent(b) then
       return false
     end
-    local offset = tonumber(pass.dense:sub(2)) or 0
+    local offset, anchor = pass.dense:match('^c(%d*)%.?(%x*)$')
+    offset = tonumber(offset) or 0
     if offset > ctx.cap then
       sw.unfinished, pass.dense = true, 'v'
       return true
     end
-    local keys = dense.page(ctx, offset, lo, hi, count)
-    dense.add(key, keys)
-    b.work = b.work + 1 + math.floor(#keys / SEGMENTS.ENTRIES_PER_UNIT) + #keys * GROUP_UNITS_PER_ENTRY
-    pass.dense, sw.moved = #keys < count and 'v' or 'c' .. ms(offset + #keys), true
+    local from = math.max(offset - 1, 0)
+    local keys = dense.page(ctx, from, lo, hi, count + offset - from)
+    b.work = b.work + 1 + math.floor((from + #keys) / SEGMENTS.ENTRIES_PER_UNIT) + #keys * GROUP_UNITS_PER_ENTRY
+    sw.moved = true
+    if offset > 0 and (keys[1] == nil or dense.digest(keys[1]) ~= anchor) then
+      sw.unfinished, pass.dense = true, 'c' -- the entries moved under the boundary: from the first again
+    else
+      dense.add(key, keys)
+      pass.dense = #keys < count + offset - from and 'v' or 'c' .. ms(from + #keys) .. '.' .. dense.digest(keys[#keys])
+    end
   until pass.dense == 'v'
   return true
 end
@@ -2729,7 +2745,9 @@ end
 -- Visit the threads of a segment holding more entries than one aggregate may
 -- read: collect them into its key, visit them, then delete the key; false when
 -- the call stops inside it (pass.dense, pass.after say where). A dry run
--- passes over it, and the pass is unfinished.
+-- passes over it, and the pass is unfinished; so does a call that resumes in
+-- it once its key is gone (evicted, expired, deleted): the segment waits for
+-- the next pass.
 function dense.segment(sw, pass, lo, hi)
   if sw.ctx.dry then
     sw.unfinished = true
@@ -2737,9 +2755,13 @@ function dense.segment(sw, pass, lo, hi)
   end
   local key = dense_key(pass.fp, ms(pass.start), ms(lo))
   if not pass.dense then
-    check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay)
+    check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
     check_allowed('EXPIRE', { key })
+    check_allowed('UNLINK', { key })
     pass.dense, pass.after = 'c', nil -- (a segment that grew dense under way: from its first thread)
+  elseif pass.dense ~= 'c' and rcall('EXISTS', key) == 0 then
+    sw.unfinished = true
+    return true
   end
   if pass.dense ~= 'v' and not dense.collect(sw, pass, lo, hi, key) then
     return false
@@ -2972,9 +2994,15 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   calls: its thread ids are collected into lgprune:dense:<fp>:<start>:<ms>
   (a sorted set that expires after a day, so an abandoned pass leaves
   nothing for good), then visited from there in byte order, and the key is
-  deleted. Offsets hold while a pass collects, for it prunes nothing until
-  then; a thread whose entry a writer's delete moved meanwhile may be missed,
-  and is kept by that pass. Entries past the server's search result cap
+  deleted. The index orders such a millisecond by document, and a writer
+  that adds, deletes or re-indexes one of its documents (the saver's
+  put_writes does) moves the entries a page would read next: each page is
+  read from the last entry of the one before, which must be the same
+  document, or collecting starts again from the first entry and the pass is
+  unfinished (its watermark stays: the next pass reads the millisecond
+  again). A call that resumes in such a millisecond once its key is gone
+  (evicted under a volatile-* maxmemory policy, expired, deleted) passes
+  over it, and the pass is unfinished. Entries past the server's search result cap
   (MAXSEARCHRESULTS) plus one page are not reached: the pass prunes the
   threads it collected and is unfinished. A dry run, which writes nothing,
   passes over such a millisecond, and is unfinished. A thread is visited from the segment
@@ -3003,7 +3031,8 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
              count of a time segment 1 and 1 per 20 entries (it reads at most
              BUDGET / 20 + 1, or 4001 for a dense millisecond), grouping it by
              thread 2 per entry; a page of a dense millisecond (BUDGET / 4
-             entries, 50 at least) as much as counting and grouping it, and
+             entries, 50 at least) as much as counting the entries it reads
+             (those before its offset too) and grouping those it returns, and
              each read of its collected threads 1 and 1 per 20. A call stops
              once it is spent: after the last thread it visited (the cursor
              carries the segment and that thread), after the count that spent
@@ -3037,8 +3066,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     since                an incremental pass: the checkpoint_ts it reads from (the
                          watermark less MARGIN, ms), else 0
     unfinished           1 when the pass passed over a thread it could not finish, or (a
-                         dry run, or past the search result cap) a millisecond holding more
-                         entries than one aggregate may read: it records no watermark
+                         dry run, past the search result cap, entries moved under a page's
+                         boundary, its key gone) a millisecond holding more entries than
+                         one aggregate may read: it records no watermark
     layout               "python" or "js": whose keys it pruned
     threads_visited      threads the calls moved past (a thread pruned over several
                          calls counts once; one without a root pointer may count
@@ -3055,8 +3085,10 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     failed               [thread_id, "<CODE> <why>"] for each thread that could not be
                          pruned (the first 100 of a call; threads_failed counts all)
     threads              with DETAILS only, last: the list described above
-  Errors: bad arguments, a CURSOR of another rule or options (or inside a
-  dense millisecond whose key is gone: it expired), ORPHANS under
+  A cursor is not signed: a user who may FCALL can forge one that skips
+  work (as they may delete keys themselves); one that would loop or read
+  past its pass's windows is refused.
+  Errors: bad arguments, a CURSOR of another rule or options, ORPHANS under
   LAYOUT js, NOINDEX when the checkpoint index does not exist (a sweep that
   finds no thread found none there), NOMODULE, MIXED and NOPERM: only what
   stops every thread; then nothing was deleted.

@@ -865,6 +865,47 @@ MUTANTS = [
         (INCREMENTAL + "test_a_dense_millisecond_larger_than_a_call_is_swept_several_threads_a_call",),
     ),
     Mutant(
+        "dense-page-anchor",
+        "each page of a dense millisecond confirms the entry before it: moved entries restart it, unfinished",
+        "85-incremental.lua",
+        "    if offset > 0 and (keys[1] == nil or dense.digest(keys[1]) ~= anchor) then\n",
+        "    if false then\n",
+        (
+            INCREMENTAL + "test_entries_moved_under_a_dense_page_boundary_leave_no_thread_in_a_completed_pass"
+            "[put_writes]",
+            INCREMENTAL + "test_entries_moved_under_a_dense_page_boundary_leave_no_thread_in_a_completed_pass"
+            "[delete_thread]",
+        ),
+    ),
+    Mutant(
+        "dense-key-gone-passed-over",
+        "a call resuming in a dense millisecond whose key is gone passes over it, the pass unfinished",
+        "85-incremental.lua",
+        "  elseif pass.dense ~= 'c' and rcall('EXISTS', key) == 0 then\n    sw.unfinished = true\n"
+        "    return true\n  end\n",
+        "  end\n",
+        (
+            INCREMENTAL + "test_a_dense_millisecond_whose_key_is_gone_waits_for_the_next_pass[collecting]",
+            INCREMENTAL + "test_a_dense_millisecond_whose_key_is_gone_waits_for_the_next_pass[visiting]",
+        ),
+    ),
+    Mutant(
+        "dense-offset-charged",
+        "a dense page is charged for the entries it skips to its offset, as a count is",
+        "85-incremental.lua",
+        "math.floor((from + #keys) / SEGMENTS.ENTRIES_PER_UNIT)",
+        "math.floor(#keys / SEGMENTS.ENTRIES_PER_UNIT)",
+        (INCREMENTAL + "test_a_dense_page_is_charged_for_the_entries_before_its_offset",),
+    ),
+    Mutant(
+        "dense-unlink-checked",
+        "the right to delete a dense millisecond's key is checked before it is written",
+        "85-incremental.lua",
+        "    check_allowed('UNLINK', { key })\n",
+        "",
+        ("tests/test_acl.py::test_a_user_who_may_not_delete_the_dense_key_is_refused_before_collecting",),
+    ),
+    Mutant(
         "watermark-at-pass-start",
         "a pass's watermark is when it began: a write that lands during the pass is read by the next",
         "85-incremental.lua",

@@ -83,6 +83,26 @@ def test_the_pruning_user_sweeps_a_millisecond_denser_than_one_aggregate_may_rea
     assert all(len(checkpoint_ids(saver, t)) == 1 for t in DENSE)
 
 
+def test_a_user_who_may_not_delete_the_dense_key_is_refused_before_collecting(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    dense_millisecond(r, saver, DENSE[:16])  # the neighbours pruned first: 64 entries, one millisecond
+    Pruner(r).install()
+    readme = readme_acl("lgprune")
+    # the selector of lgprune's own keys without UNLINK (the root's UNLINK covers the saver's keys only)
+    rules = [rule.replace("<password>", "s3cret").replace(" +unlink)", ")") for rule in readme]
+    assert sum(rule.startswith("(") and "+unlink" not in rule for rule in rules) == 1
+    r.execute_command("ACL", "SETUSER", "no-unlink", "reset", *rules)
+    kwargs = r.connection_pool.connection_kwargs
+    client = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="no-unlink", password="s3cret")
+    try:
+        with client, result_cap(r, 60), pytest.raises(LgpruneError, match='may not delete "lgprune:dense:'):
+            Pruner(client, budget=100).sweep(1, margin=0)
+    finally:
+        r.execute_command("ACL", "DELUSER", "no-unlink")
+    assert dense_keys(r) == [] and all(len(checkpoint_ids(saver, t)) == 4 for t in DENSE[:16])
+
+
 def test_the_pruning_user_cannot_load_or_delete_code(r: redis.Redis, pruning_user: redis.Redis) -> None:
     Pruner(r).install()
     for command in (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import checkpoint_ids, lgprune, put_checkpoints, snapshot
+from helpers import checkpoint_ids, config_of, lgprune, put_checkpoints, snapshot
 from langgraph.checkpoint.redis import RedisSaver
 from test_result_cap import result_cap
 
@@ -456,32 +456,110 @@ def test_a_dry_run_passes_over_a_dense_millisecond_and_writes_nothing(
     assert snapshot(r) == before and watermarks(r) == marks and dense_keys(r) == []
 
 
+def sweep_call(r: redis.Redis, cursor: str, *args: str) -> dict[bytes, bytes]:
+    reply = r.fcall("lgprune_sweep", 0, cursor, *args)
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def into_collecting(r: redis.Redis, args: tuple[str, ...]) -> str:
+    """Sweep from "0" on to the first call that stopped collecting a dense millisecond's
+    threads past its first page; its cursor."""
+    cursor = "0"
+    while ":c" not in cursor:
+        cursor = sweep_call(r, cursor, *args)[b"cursor"].decode()
+    return cursor
+
+
+def sweep_on(r: redis.Redis, cursor: str, args: tuple[str, ...]) -> dict[bytes, bytes]:
+    """Continue a sweep to its end; the last call's reply."""
+    while True:
+        reply = sweep_call(r, cursor, *args)
+        cursor = reply[b"cursor"].decode()
+        if cursor == "0":
+            return reply
+
+
 def test_a_crafted_cursor_inside_a_dense_millisecond_is_refused_and_deletes_nothing(
     r: redis.Redis, saver: RedisSaver
 ) -> None:
     dense_millisecond(r, saver)
     args = ("1", "BUDGET", "10", "MARGIN", "0")
     with result_cap(r, 60):
-        cursor = "0"
-        while ":c" not in cursor:  # on to a call that stopped collecting the millisecond's threads
-            reply = r.fcall("lgprune_sweep", 0, cursor, *args)
-            cursor = dict(zip(reply[::2], reply[1::2], strict=True))[b"cursor"].decode()
+        cursor = into_collecting(r, args)
         head, phase, _after = cursor.rsplit(":", 2)
-        assert phase.startswith("c") and int(phase[1:]) > 0
-        before, marks, (key,) = saver_keys(r), watermarks(r), dense_keys(r)
+        offset, anchor = phase[1:].split(".")
+        assert phase.startswith("c") and int(offset) > 0 and re.fullmatch("[0-9a-f]{16}", anchor)
+        before, marks = saver_keys(r), watermarks(r)
         forged = [
-            f"{head}:c{'9' * 20}:",  # an offset past any the server allows
+            f"{head}:c{'9' * 20}.{anchor}:",  # an offset past any the server allows
+            f"{head}:c{offset}:",  # an offset without its anchor
+            f"{head}:c{offset}.{anchor[:8]}:",  # an anchor cut short
+            f"{head}:c0.{anchor}:",  # an anchor before the first entry
             f"{head}:x50:",  # no phase a pass has
             f"{head}:{phase}:>d3",  # collecting, yet past a thread
         ]
         for cursor in forged:
             with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
                 r.fcall("lgprune_sweep", 0, cursor, *args)
-        r.delete(key)  # the millisecond's threads are nowhere (its key expired): visits would end it unread
-        for cursor in (f"{head}:{phase}:", f"{head}:v:", f"{head}:v:>d3"):
-            with pytest.raises(redis.ResponseError, match="LGPRUNE BADARG CURSOR"):
-                r.fcall("lgprune_sweep", 0, cursor, *args)
     assert saver_keys(r) == before and watermarks(r) == marks
+
+
+@pytest.mark.parametrize("phase", ["collecting", "visiting"])
+def test_a_dense_millisecond_whose_key_is_gone_waits_for_the_next_pass(
+    r: redis.Redis, saver: RedisSaver, phase: str
+) -> None:
+    mark = dense_millisecond(r, saver)
+    args = ("1", "BUDGET", "100", "MARGIN", "0")
+    with result_cap(r, 60):
+        cursor = into_collecting(r, args)
+        while phase == "visiting" and ":v:" not in cursor:
+            cursor = sweep_call(r, cursor, *args)[b"cursor"].decode()
+        (key,) = dense_keys(r)
+        r.delete(key)  # evicted (the one key with a TTL, under a volatile-* policy), or expired
+        last = sweep_on(r, cursor, args)  # no error, no loop
+    assert last[b"unfinished"] == 1 and rule_mark(r) == mark and dense_keys(r) == []
+    assert len(checkpoint_ids(saver, "right")) == 1  # the pass went on past the millisecond
+    with result_cap(r, 60):
+        assert not Pruner(r, budget=100).sweep(1, margin=0).unfinished and rule_mark(r) > mark
+    assert all(len(checkpoint_ids(saver, t)) == 1 for t in DENSE)
+
+
+@pytest.mark.parametrize("writer", ["put_writes", "delete_thread"])
+def test_entries_moved_under_a_dense_page_boundary_leave_no_thread_in_a_completed_pass(
+    r: redis.Redis, saver: RedisSaver, writer: str
+) -> None:
+    mark = dense_millisecond(r, saver)  # each thread's 4 entries together, in DENSE's order
+    args = ("1", "BUDGET", "100", "MARGIN", "0")
+    with result_cap(r, 60):
+        cursor = into_collecting(r, args)  # collected the first 50 entries: d0 to d11, half of d12
+        assert ":c50." in cursor
+    for thread_id in DENSE[:10]:  # 10 entries before the boundary move: d13 and d14 cross it
+        if writer == "put_writes":  # re-indexes the checkpoint: it goes last in the index order
+            checkpoint_id = checkpoint_ids(saver, thread_id)[-1]
+            saver.put_writes(config_of(thread_id, checkpoint_id), [("x", 1)], task_id="w")
+        elif thread_id in DENSE[:3]:  # 12 entries go
+            saver.delete_thread(thread_id)
+    with result_cap(r, 60):
+        last = sweep_on(r, cursor, args)
+    left = [t for t in DENSE[3:] if len(checkpoint_ids(saver, t)) > 1]
+    assert last[b"unfinished"] == 1 and rule_mark(r) == mark  # never a completed pass that left a thread
+    assert left == []  # (collecting started again from the first entry: this pass read them all)
+    with result_cap(r, 60):
+        Pruner(r, budget=100).sweep(1, margin=0)
+    assert [t for t in DENSE[3:] if len(checkpoint_ids(saver, t)) > 1] == [] and rule_mark(r) > mark
+
+
+def test_a_dense_page_is_charged_for_the_entries_before_its_offset(r: redis.Redis, saver: RedisSaver) -> None:
+    pipe = r.pipeline(transaction=False)
+    for i in range(8_000):  # more than one aggregate may read (4,000), all in one millisecond
+        doc = {"thread_id": "bulk", "checkpoint_ns": "__empty__", "checkpoint_id": f"{i:06d}"}
+        pipe.json().set(f"checkpoint:bulk:__empty__:{i:06d}", "$", {**doc, "checkpoint_ts": 1_000_000.5})
+    pipe.execute()
+    result = Pruner(r, budget=400).sweep(10_000)  # pages of 100 entries, grouped for 200 units
+    # uncharged, a call reads two pages (40 calls); a page at offset N reads N + 100 entries and
+    # is charged N / 20 more: past offset 3,900 a call reads one
+    assert result.threads_visited == 1 and not result.unfinished
+    assert result.calls > 55
 
 
 def test_a_pass_whose_first_counts_spend_a_call_goes_on_from_where_they_narrowed(

@@ -164,9 +164,15 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   calls: its thread ids are collected into lgprune:dense:<fp>:<start>:<ms>
   (a sorted set that expires after a day, so an abandoned pass leaves
   nothing for good), then visited from there in byte order, and the key is
-  deleted. Offsets hold while a pass collects, for it prunes nothing until
-  then; a thread whose entry a writer's delete moved meanwhile may be missed,
-  and is kept by that pass. Entries past the server's search result cap
+  deleted. The index orders such a millisecond by document, and a writer
+  that adds, deletes or re-indexes one of its documents (the saver's
+  put_writes does) moves the entries a page would read next: each page is
+  read from the last entry of the one before, which must be the same
+  document, or collecting starts again from the first entry and the pass is
+  unfinished (its watermark stays: the next pass reads the millisecond
+  again). A call that resumes in such a millisecond once its key is gone
+  (evicted under a volatile-* maxmemory policy, expired, deleted) passes
+  over it, and the pass is unfinished. Entries past the server's search result cap
   (MAXSEARCHRESULTS) plus one page are not reached: the pass prunes the
   threads it collected and is unfinished. A dry run, which writes nothing,
   passes over such a millisecond, and is unfinished. A thread is visited from the segment
@@ -195,7 +201,8 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
              count of a time segment 1 and 1 per 20 entries (it reads at most
              BUDGET / 20 + 1, or 4001 for a dense millisecond), grouping it by
              thread 2 per entry; a page of a dense millisecond (BUDGET / 4
-             entries, 50 at least) as much as counting and grouping it, and
+             entries, 50 at least) as much as counting the entries it reads
+             (those before its offset too) and grouping those it returns, and
              each read of its collected threads 1 and 1 per 20. A call stops
              once it is spent: after the last thread it visited (the cursor
              carries the segment and that thread), after the count that spent
@@ -229,8 +236,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     since                an incremental pass: the checkpoint_ts it reads from (the
                          watermark less MARGIN, ms), else 0
     unfinished           1 when the pass passed over a thread it could not finish, or (a
-                         dry run, or past the search result cap) a millisecond holding more
-                         entries than one aggregate may read: it records no watermark
+                         dry run, past the search result cap, entries moved under a page's
+                         boundary, its key gone) a millisecond holding more entries than
+                         one aggregate may read: it records no watermark
     layout               "python" or "js": whose keys it pruned
     threads_visited      threads the calls moved past (a thread pruned over several
                          calls counts once; one without a root pointer may count
@@ -247,8 +255,10 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
     failed               [thread_id, "<CODE> <why>"] for each thread that could not be
                          pruned (the first 100 of a call; threads_failed counts all)
     threads              with DETAILS only, last: the list described above
-  Errors: bad arguments, a CURSOR of another rule or options (or inside a
-  dense millisecond whose key is gone: it expired), ORPHANS under
+  A cursor is not signed: a user who may FCALL can forge one that skips
+  work (as they may delete keys themselves); one that would loop or read
+  past its pass's windows is refused.
+  Errors: bad arguments, a CURSOR of another rule or options, ORPHANS under
   LAYOUT js, NOINDEX when the checkpoint index does not exist (a sweep that
   finds no thread found none there), NOMODULE, MIXED and NOPERM: only what
   stops every thread; then nothing was deleted.
