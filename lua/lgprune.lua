@@ -2587,6 +2587,13 @@ local function segment_cap(ctx)
   return math.min(ctx.group_cap, ctx.cap - 1)
 end
 
+-- The entries a new segment is narrowed to (BUDGET / SEGMENTS.UNITS, 50 at
+-- least): one holding more (a dense millisecond) is grouped again by each
+-- call that resumes in it, unless it is read in pages (see visit_segment).
+local function segment_limit(ctx)
+  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / SEGMENTS.UNITS)))
+end
+
 -- The segment the pass is in or begins next within window w: [lo, hi), its
 -- entries (up to segment_cap + 1: more are not counted) and whether they
 -- were few (the width doubles next). A new segment is narrowed by counts to
@@ -2596,8 +2603,7 @@ end
 -- is counted again as it stands; a dense one (pass.dense) no more.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
-  local most = segment_cap(ctx)
-  local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENTS.UNITS)))
+  local most, limit = segment_cap(ctx), segment_limit(ctx)
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.dense then
@@ -2776,9 +2782,12 @@ end
 -- Visit the threads of segment [lo, hi) (n entries) after pass.after, but
 -- not one visited elsewhere in the pass; false when the call stopped inside it
 -- (pass.after: the last thread passed). A segment holding more entries than
--- one aggregate may read (segment_cap) is read in pages (see dense).
+-- a new one is narrowed to (segment_limit) is read in pages (see dense), so
+-- no call groups it again; in a dry run, which cannot write, only one
+-- holding more than one aggregate may read (segment_cap), and it is passed over.
 local function visit_segment(sw, pass, lo, hi, n)
-  if pass.dense or n > segment_cap(sw.ctx) then
+  local ctx = sw.ctx
+  if pass.dense or n > segment_cap(ctx) or (n > segment_limit(ctx) and not ctx.dry) then
     return dense.segment(sw, pass, lo, hi)
   elseif n == 0 then
     return true
@@ -2988,10 +2997,10 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   KEEP, MAX_AGE, IDLE_TTL, prefixes, LAYOUT, DRY_RUN: as for lgprune_thread, per thread.
   Threads are found through the checkpoint index by checkpoint_ts (the
   writer's clock, ms): FT.AGGREGATE GROUPBY thread_id over time segments of
-  at most 4000 entries, sized by counts. A millisecond holding more entries
-  than one aggregate may read (a bulk import, a coarse clock: 4000, or the
-  server's search result cap less 1) is read in pages of FT.SEARCH across
-  calls: its thread ids are collected into lgprune:dense:<fp>:<start>:<ms>
+  at most BUDGET / 20 entries (50 at least, 4000 at most), sized by counts. A
+  millisecond holding more (a bulk import, a coarse clock) is read in pages
+  of FT.SEARCH across calls, so no call groups it again: its thread ids are
+  collected into lgprune:dense:<fp>:<start>:<ms>
   (a sorted set that expires after a day, so an abandoned pass leaves
   nothing for good), then visited from there in byte order, and the key is
   deleted. The index orders such a millisecond by document, and a writer
@@ -3005,7 +3014,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   over it, and the pass is unfinished. Entries past the server's search result cap
   (MAXSEARCHRESULTS) plus one page are not reached: the pass prunes the
   threads it collected and is unfinished. A dry run, which writes nothing,
-  passes over such a millisecond, and is unfinished. A thread is visited from the segment
+  groups such a millisecond again in each call that resumes in it, and
+  passes over one holding more entries than one aggregate may read (4000, or
+  the server's search result cap less 1): the pass is unfinished. A thread is visited from the segment
   holding its newest root checkpoint (one without a root pointer from each
   segment holding its checkpoints). A pass is incremental when a pass of the
   same rule (KEEP, MAX_AGE, IDLE_TTL, prefixes, MARGIN) completed before: it

@@ -760,8 +760,8 @@ MUTANTS = [
         "incremental-next-segment",
         "the next segment starts where the last ended (half-open segments, no gap)",
         "85-incremental.lua",
-        "  pass.lo, pass.after, sw.moved = hi, nil, true\n",
-        "  pass.lo, pass.after, sw.moved = hi + 1, nil, true\n",
+        "  pass.lo, pass.after, pass.dense, sw.moved = hi, nil, nil, true\n",
+        "  pass.lo, pass.after, pass.dense, sw.moved = hi + 1, nil, nil, true\n",
         (INCREMENTAL + "test_segment_and_window_boundaries_lose_no_checkpoint",),
     ),
     Mutant(
@@ -862,6 +862,14 @@ MUTANTS = [
         "85-incremental.lua",
         "math.min(n * GROUP_UNITS_PER_ENTRY, math.floor(ctx.budget.total / 2))",
         "n * GROUP_UNITS_PER_ENTRY",
+        (INCREMENTAL + "test_a_dense_millisecond_larger_than_a_call_is_swept_several_threads_a_call",),
+    ),
+    Mutant(
+        "dense-from-segment-limit",
+        "a millisecond denser than a new segment is read in pages once, not grouped again by each call",
+        "85-incremental.lua",
+        "  if pass.dense or n > segment_cap(ctx) or (n > segment_limit(ctx) and not ctx.dry) then\n",
+        "  if pass.dense or n > segment_cap(ctx) then\n",
         (INCREMENTAL + "test_a_dense_millisecond_larger_than_a_call_is_swept_several_threads_a_call",),
     ),
     Mutant(

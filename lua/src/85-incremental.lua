@@ -341,6 +341,13 @@ local function segment_cap(ctx)
   return math.min(ctx.group_cap, ctx.cap - 1)
 end
 
+-- The entries a new segment is narrowed to (BUDGET / SEGMENTS.UNITS, 50 at
+-- least): one holding more (a dense millisecond) is grouped again by each
+-- call that resumes in it, unless it is read in pages (see visit_segment).
+local function segment_limit(ctx)
+  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / SEGMENTS.UNITS)))
+end
+
 -- The segment the pass is in or begins next within window w: [lo, hi), its
 -- entries (up to segment_cap + 1: more are not counted) and whether they
 -- were few (the width doubles next). A new segment is narrowed by counts to
@@ -350,8 +357,7 @@ end
 -- is counted again as it stands; a dense one (pass.dense) no more.
 local function segment(sw, pass, w)
   local ctx = sw.ctx
-  local most = segment_cap(ctx)
-  local limit = math.min(most, math.max(50, math.floor(ctx.budget.total / SEGMENTS.UNITS)))
+  local most, limit = segment_cap(ctx), segment_limit(ctx)
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.dense then
@@ -530,9 +536,12 @@ end
 -- Visit the threads of segment [lo, hi) (n entries) after pass.after, but
 -- not one visited elsewhere in the pass; false when the call stopped inside it
 -- (pass.after: the last thread passed). A segment holding more entries than
--- one aggregate may read (segment_cap) is read in pages (see dense).
+-- a new one is narrowed to (segment_limit) is read in pages (see dense), so
+-- no call groups it again; in a dry run, which cannot write, only one
+-- holding more than one aggregate may read (segment_cap), and it is passed over.
 local function visit_segment(sw, pass, lo, hi, n)
-  if pass.dense or n > segment_cap(sw.ctx) then
+  local ctx = sw.ctx
+  if pass.dense or n > segment_cap(ctx) or (n > segment_limit(ctx) and not ctx.dry) then
     return dense.segment(sw, pass, lo, hi)
   elseif n == 0 then
     return true

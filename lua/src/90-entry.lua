@@ -158,10 +158,10 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   KEEP, MAX_AGE, IDLE_TTL, prefixes, LAYOUT, DRY_RUN: as for lgprune_thread, per thread.
   Threads are found through the checkpoint index by checkpoint_ts (the
   writer's clock, ms): FT.AGGREGATE GROUPBY thread_id over time segments of
-  at most 4000 entries, sized by counts. A millisecond holding more entries
-  than one aggregate may read (a bulk import, a coarse clock: 4000, or the
-  server's search result cap less 1) is read in pages of FT.SEARCH across
-  calls: its thread ids are collected into lgprune:dense:<fp>:<start>:<ms>
+  at most BUDGET / 20 entries (50 at least, 4000 at most), sized by counts. A
+  millisecond holding more (a bulk import, a coarse clock) is read in pages
+  of FT.SEARCH across calls, so no call groups it again: its thread ids are
+  collected into lgprune:dense:<fp>:<start>:<ms>
   (a sorted set that expires after a day, so an abandoned pass leaves
   nothing for good), then visited from there in byte order, and the key is
   deleted. The index orders such a millisecond by document, and a writer
@@ -175,7 +175,9 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   over it, and the pass is unfinished. Entries past the server's search result cap
   (MAXSEARCHRESULTS) plus one page are not reached: the pass prunes the
   threads it collected and is unfinished. A dry run, which writes nothing,
-  passes over such a millisecond, and is unfinished. A thread is visited from the segment
+  groups such a millisecond again in each call that resumes in it, and
+  passes over one holding more entries than one aggregate may read (4000, or
+  the server's search result cap less 1): the pass is unfinished. A thread is visited from the segment
   holding its newest root checkpoint (one without a root pointer from each
   segment holding its checkpoints). A pass is incremental when a pass of the
   same rule (KEEP, MAX_AGE, IDLE_TTL, prefixes, MARGIN) completed before: it
