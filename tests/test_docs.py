@@ -34,13 +34,11 @@ def generator() -> ModuleType:
 
 
 def rendered(page: Path) -> str:
-    """The page as a reader sees it: its snippet includes filled in (README sections and
-    CHANGELOG; the benchmark results are left out, they are `python -m benchmarks`' own)."""
+    """The page as a reader sees it: its snippet includes filled in (README sections,
+    CHANGELOG, and the benchmark results `python -m benchmarks` wrote)."""
 
     def include(found: re.Match[str]) -> str:
         path, section = found.group(1), found.group(2)
-        if path.startswith("benchmarks/results/"):
-            return ""
         text = (ROOT / path).read_text()
         if section is None:
             return text
