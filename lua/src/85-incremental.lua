@@ -132,6 +132,12 @@ local function windows(pass, opts)
   return merged
 end
 
+-- The offset (digits, '' for the first entry) and anchor (hex, '') of a
+-- collecting phase 'c<offset>.<anchor>' (see dense.collect); nil if not one.
+function dense.collecting(phase)
+  return phase:match('^c(%d*)%.?(%x*)$')
+end
+
 -- Whether a cursor's dense phase (pass.dense) has a form a pass can leave:
 -- 'v', or 'c' / 'c<offset>.<anchor>' (an offset from 1 below 10^15, an
 -- anchor of 16 hex digits) with no thread passed. (A phase whose key is gone
@@ -141,7 +147,7 @@ function dense.continues(pass)
   if not d or d == 'v' then
     return true
   end
-  local offset, anchor = d:match('^c(%d*)%.?(%x*)$')
+  local offset, anchor = dense.collecting(d)
   return not pass.after and offset ~= nil and ((offset == '' and anchor == '')
     or (#offset <= 15 and tonumber(offset) >= 1 and #anchor == 16))
 end
@@ -459,7 +465,7 @@ function dense.collect(sw, pass, lo, hi, key)
     if sw.moved and spent(b) then
       return false
     end
-    local offset, anchor = pass.dense:match('^c(%d*)%.?(%x*)$')
+    local offset, anchor = dense.collecting(pass.dense)
     offset = tonumber(offset) or 0
     if offset > ctx.cap then
       sw.unfinished, pass.dense = true, 'v'
