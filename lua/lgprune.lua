@@ -6,21 +6,23 @@ langgraph-checkpoint-redis 0.3.6 to 0.5.x (LAYOUT python) or by LangGraph.js's
 inside Redis.
 
 This file is built: its parts are lua/src/*.lua, joined in name order by
-`python lua/build.py` (CI checks the join is current). Edit the parts.
-  00-head     this overview, the version
-  10-core     redis.call, errors, options, the call's budget, batches
-  20-keys     the layouts and the call's context, UTF-8, tags, thread records,
-              the search probe, every key name
-  30-search   the modules, the one query builder, searches and JSON reads
-  40-listing  a thread's checkpoints: first look, root window, listing
-  50-plan     what goes: the rules per namespace, DeltaChannel history
-  55-blobs    the js saver's channel-value blobs a plan frees
-  60-delete   a plan's keys found, confirmed and deleted within the budget
-  70-thread   one thread, start to end
-  80-sweep    a sweep's visits (failures as data), and the orphans phase
-  85-incremental  passes: full and incremental, watermarks, time segments
-              (the one way a sweep finds threads)
-  90-entry    the registered functions, each with its contract
+`python lua/build.py` (CI checks the join is current). Edit the parts. Each
+part keeps its functions in one table, named here; its header says what it
+provides and what it assumes of the others (build.py checks both).
+  00-head            this overview, the version
+  10-core     Core     redis.call, errors, options, the call's budget, batches
+  20-keys     Keys     the layouts and the call's context, UTF-8, tags, thread
+                       records, the search probe, every key name
+  30-search   Search   the modules, the one query builder, searches, JSON reads
+  40-listing  Listing  a thread's checkpoints: first look, root window, listing
+  50-plan     Plan     what goes: the rules per namespace, DeltaChannel history
+  55-blobs    Blobs    the js saver's channel-value blobs a plan frees
+  60-delete   Delete   a plan's keys found, confirmed and deleted in the budget
+  70-thread   Thread   one thread, start to end
+  80-sweep    Sweep    a sweep's visits (failures as data), the orphans phase
+  85-incremental  Pass  passes: full and incremental, watermarks, time
+                       segments (the one way a sweep finds threads)
+  90-entry           the registered functions, each with its contract
 
 Data layout (values are storage-safe: thread "" is stored as EMPTY_ID,
 namespace "" as ROOT_NS):
@@ -72,21 +74,23 @@ local BUILD = 'dev'
 -- Core ------------------------------------------------------------------------
 -- redis.call, errors (every error an LGPRUNE <CODE> reply), option parsing, the rule (policy), the
 -- call's budget, batches.
--- Provides: BATCH, DEFAULT_BUDGET, MAX_MANY, MIN_BUDGET, Stale, batches, entry, error_text, fail,
---   guard, keys_left, new_budget, now_ms, parse_count, parse_options, policy, rcall, reads_left, show,
---   thread_failure, unknown_command
+-- Provides: MAX_MANY, MIN_BUDGET, rcall, Core.BATCH, Core.DEFAULT_BUDGET, Core.Stale, Core.batches,
+--   Core.entry, Core.error_text, Core.fail, Core.guard, Core.keys_left, Core.new_budget, Core.now_ms,
+--   Core.parse_count, Core.parse_options, Core.policy, Core.reads_left, Core.show, Core.thread_failure,
+--   Core.unknown_command
 -- Assumes: nothing
+local Core = {}
 
 -- redis.call is not reachable while the library loads, so wrap it
 local function rcall(...)
   return redis.call(...)
 end
 
-local DEFAULT_BUDGET = 2000
-local MAX_BUDGET = 100000
+Core.DEFAULT_BUDGET = 2000
+Core.MAX_BUDGET = 100000
 local MIN_BUDGET = 10 -- enough for any call to make progress
 local MAX_MANY = 1000 -- thread ids per lgprune_many call
-local BATCH = 500 -- keys per UNLINK or JSON.MGET: never unpack an unbounded list
+Core.BATCH = 500 -- keys per UNLINK or JSON.MGET: never unpack an unbounded list
 
 -- Errors -------------------------------------------------------------------
 -- Every error reply is "LGPRUNE <CODE> <message>"; the Python package maps
@@ -102,59 +106,59 @@ local ERROR_CODES = {
 }
 -- An error reply means the call deleted nothing (see entry and guard).
 
-local Failure = {}
+Core.Failure = {}
 
 -- Abort the thread or call with "LGPRUNE <code> <msg>", code one of ERROR_CODES.
-local function fail(code, msg)
+function Core.fail(code, msg)
   local known = false
   for _, c in ipairs(ERROR_CODES) do
     known = known or c == code
   end
   assert(known, code)
-  error(setmetatable({ code = code, msg = msg }, Failure), 0)
+  error(setmetatable({ code = code, msg = msg }, Core.Failure), 0)
 end
 
 -- The message of an error pcall caught from redis.call (a table) or Lua (a string).
-local function error_text(err)
+function Core.error_text(err)
   return tostring(type(err) == 'table' and err.err or err)
 end
 
 -- Whether an error says the command does not exist (a module is missing).
-local function unknown_command(text)
+function Core.unknown_command(text)
   return text:find('nknown', 1, true) ~= nil and text:find('command', 1, true) ~= nil
 end
 
 -- Raised when a fact cached from an earlier call, the search result cap, no
 -- longer holds: the thread is planned again in a fresh call (see entry).
-local Stale = {}
+Core.Stale = {}
 
 -- Every error as a Failure: a Failure as it is; an error Redis answered a
 -- command with as NOPERM when the ACL refused it, else BADDATA (a key of
 -- another type than the saver writes, a value it cannot read); a Lua error
 -- (data lgprune did not expect) as BADDATA too.
-local function as_failure(err)
-  if getmetatable(err) == Failure then
+function Core.as_failure(err)
+  if getmetatable(err) == Core.Failure then
     return err
   end
-  local text = error_text(err)
+  local text = Core.error_text(err)
   if text:find('NOPERM', 1, true) or text:find('No permissions', 1, true) or text:find('ACL failure', 1, true) then
     return setmetatable({ code = 'NOPERM', msg = 'this user may not run a command lgprune needs (' .. text
-      .. '): grant it the README\'s ACL; nothing was deleted' }, Failure)
+      .. '): grant it the README\'s ACL; nothing was deleted' }, Core.Failure)
   end
   return setmetatable({ code = 'BADDATA', msg = 'Redis refused a read of stored data (' .. text
-    .. '); nothing was deleted' }, Failure)
+    .. '); nothing was deleted' }, Core.Failure)
 end
 
 -- Failures of the whole call, never of one thread: where they stand, no
 -- thread of the store can be pruned.
-local CALL_FAILURES = { NOINDEX = true, NOMODULE = true, MIXED = true, NOPERM = true }
+Core.CALL_FAILURES = { NOINDEX = true, NOMODULE = true, MIXED = true, NOPERM = true }
 
 -- Why a thread of a sweep cannot be pruned ("<CODE> <message>"), for an error
 -- it raised before its first delete; an error of the whole call (and Stale)
 -- is raised again.
-local function thread_failure(err)
-  local f = err ~= Stale and as_failure(err)
-  if not f or CALL_FAILURES[f.code] then
+function Core.thread_failure(err)
+  local f = err ~= Core.Stale and Core.as_failure(err)
+  if not f or Core.CALL_FAILURES[f.code] then
     error(err, 0)
   end
   return f.code .. ' ' .. f.msg
@@ -165,26 +169,26 @@ end
 -- several threads catch every error of a thread after a delete themselves
 -- (see guard and visit), so an error reaching here comes before the call's
 -- first delete, and the reply means nothing was deleted.
-local function entry(body)
+function Core.entry(body)
   return function(keys, args)
     local ok, res = pcall(body, keys, args)
-    if not ok and res == Stale then
+    if not ok and res == Core.Stale then
       ok, res = pcall(body, keys, args)
     end
     if ok then
       return res
     end
-    if res == Stale then
+    if res == Core.Stale then
       res = { code = 'PARTIAL', msg = 'the search result cap changed during the call; nothing was deleted, try again' }
     else
-      res = as_failure(res)
+      res = Core.as_failure(res)
     end
     return redis.error_reply('LGPRUNE ' .. res.code .. ' ' .. res.msg)
   end
 end
 
 -- A short printable rendering of a user value for error messages.
-local function show(s)
+function Core.show(s)
   if s == nil then
     return 'nothing'
   end
@@ -197,9 +201,9 @@ end
 -- Arguments ----------------------------------------------------------------
 
 -- Parse a non-negative decimal integer; values above `max` are clamped to it.
-local function parse_count(name, s, max)
+function Core.parse_count(name, s, max)
   if type(s) ~= 'string' or not s:match('^%d+$') then
-    fail('BADARG', name .. ' must be a non-negative integer, got ' .. show(s))
+    Core.fail('BADARG', name .. ' must be a non-negative integer, got ' .. Core.show(s))
   end
   local n = tonumber(s)
   if n > max then
@@ -210,26 +214,26 @@ end
 
 -- Read options from args[first..]: flags and NAME value pairs, case-insensitive.
 -- spec maps an upper-case option name to 'flag', 'count', 'ms' or 'string'.
-local function parse_options(args, first, spec)
+function Core.parse_options(args, first, spec)
   local opts = {}
   local i = first
   while i <= #args do
     local name = string.upper(args[i])
     local kind = spec[name]
     if kind == nil then
-      fail('BADARG', 'unknown option ' .. show(args[i]))
+      Core.fail('BADARG', 'unknown option ' .. Core.show(args[i]))
     elseif kind == 'flag' then
       opts[name] = true
       i = i + 1
     else
       local value = args[i + 1]
       if value == nil then
-        fail('BADARG', name .. ' needs a value')
+        Core.fail('BADARG', name .. ' needs a value')
       end
       if kind == 'count' then
-        opts[name] = parse_count(name, value, MAX_BUDGET)
+        opts[name] = Core.parse_count(name, value, Core.MAX_BUDGET)
       elseif kind == 'ms' then
-        opts[name] = parse_count(name, value, 2 ^ 53)
+        opts[name] = Core.parse_count(name, value, 2 ^ 53)
       else
         opts[name] = value
       end
@@ -240,7 +244,7 @@ local function parse_options(args, first, spec)
 end
 
 -- The server's clock in milliseconds.
-local function now_ms()
+function Core.now_ms()
   local t = rcall('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
@@ -252,17 +256,17 @@ end
 --   keys   keys this call has deleted (a dry run deletes none and spends none)
 --   work   units a sweep charged for visits, checks and SCAN steps
 --   dry    DRY_RUN: nothing is deleted, and what would go is counted uncapped
-local function new_budget(total, dry)
+function Core.new_budget(total, dry)
   return { total = total, keys = 0, work = 0, dry = dry }
 end
 
 -- Keys the call may still delete (uncapped in a dry run).
-local function keys_left(b)
+function Core.keys_left(b)
   return b.dry and math.huge or b.total - b.keys
 end
 
 -- What a thread may read or walk this call: BUDGET less the keys deleted.
-local function reads_left(b)
+function Core.reads_left(b)
   return b.total - b.keys
 end
 
@@ -273,7 +277,7 @@ end
 -- walk longer than reads_left, is pruned then, and any other error comes
 -- before that call's first delete). Errors before the first delete, and Stale
 -- then, pass on. The one place that tells "end the call" from "fail it".
-local function guard(b, fn, ...)
+function Core.guard(b, fn, ...)
   local ok, res = pcall(fn, ...)
   if ok then
     return true, res
@@ -287,17 +291,17 @@ end
 -- What to keep: KEEP newest per namespace; with MAX_AGE also every
 -- checkpoint younger than that; with IDLE_TTL nothing of a thread whose
 -- newest checkpoint is older than that. Ages come from uuid6 checkpoint ids.
-local function policy(keep_arg, opts)
-  local now = (opts.MAX_AGE or opts.IDLE_TTL) and now_ms()
+function Core.policy(keep_arg, opts)
+  local now = (opts.MAX_AGE or opts.IDLE_TTL) and Core.now_ms()
   return {
-    keep = parse_count('KEEP', keep_arg, 2 ^ 53),
+    keep = Core.parse_count('KEEP', keep_arg, 2 ^ 53),
     old_before = opts.MAX_AGE and now - opts.MAX_AGE,
     idle_before = opts.IDLE_TTL and now - opts.IDLE_TTL,
   }
 end
 
 -- The ranges [first, last] of 1..n in steps of `size`: for first, last in batches(n, size).
-local function batches(n, size)
+function Core.batches(n, size)
   local first = 1 - size
   return function()
     first = first + size
@@ -312,18 +316,21 @@ end
 -- of the search module, and every key name lgprune reads or deletes (nothing else joins key parts).
 -- `ctx` is a context; `thread` a thread record; `d` a checkpoint doc { key, ns, id }: ns as its
 -- keys spell it (ctx.root for the root), ids as stored.
--- Provides: DEFAULT_GRACE_MS, LAYOUTS, ROOT_NS, WATERMARKS, ZSET_PREFIX, blob_key, check_thread,
---   checkpoint_key, checkpoint_prefix, context, dense_key, id_param, latest_key, latest_start, older,
---   probe, registry_key, registry_owner, root_doc, search_failure, starts_with, thread_prefix,
---   thread_record, uuid6_ms, write_prefix
--- Assumes: DEFAULT_BUDGET, MIN_BUDGET, error_text, fail, new_budget, rcall, show, unknown_command
+-- Provides: WATERMARKS, Keys.DEFAULT_GRACE_MS, Keys.LAYOUTS, Keys.ROOT_NS, Keys.ZSET_PREFIX, Keys.blob_key,
+--   Keys.check_thread, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.context, Keys.dense_key,
+--   Keys.id_param, Keys.latest_key, Keys.latest_start, Keys.older, Keys.probe, Keys.registry_key,
+--   Keys.registry_owner, Keys.root_doc, Keys.search_failure, Keys.starts_with, Keys.thread_prefix,
+--   Keys.thread_record, Keys.uuid6_ms, Keys.write_prefix
+-- Assumes: MIN_BUDGET, rcall, Core.DEFAULT_BUDGET, Core.error_text, Core.fail, Core.new_budget, Core.show,
+--   Core.unknown_command
+local Keys = {}
 
 local EMPTY_ID = '00000000-0000-0000-0000-000000000000' -- how the saver stores thread ""
-local ROOT_NS = '__empty__' -- how the saver stores namespace ""
-local ZSET_PREFIX = 'write_keys_zset'
-local MAX_TAG_BYTES = 4096 -- longer TAG values are not matched by RediSearch
-local UUID_EPOCH = 122192928000000000 -- 1582-10-15 to 1970-01-01 in 100 ns
-local DEFAULT_GRACE_MS = 600000 -- keys younger than this may belong to a write in flight
+Keys.ROOT_NS = '__empty__' -- how the saver stores namespace ""
+Keys.ZSET_PREFIX = 'write_keys_zset'
+Keys.MAX_TAG_BYTES = 4096 -- longer TAG values are not matched by RediSearch
+Keys.UUID_EPOCH = 122192928000000000 -- 1582-10-15 to 1970-01-01 in 100 ns
+Keys.DEFAULT_GRACE_MS = 600000 -- keys younger than this may belong to a write in flight
 -- lgprune's own key, outside the saver's prefixes: a hash of sweep rules, each
 -- to the server time (ms) at which its last complete pass began.
 local WATERMARKS = 'lgprune:watermarks'
@@ -341,8 +348,8 @@ local DENSE = 'lgprune:dense'
 --   blobs      channel values in shared blob keys (see 65-blobs), and their index
 --   empty_id   how thread "" is stored (js stores no empty thread id)
 --   cp, wp     the key prefixes: python's defaults, fixed in js
-local LAYOUTS = {
-  python = { name = 'python', cp = 'checkpoint', wp = 'checkpoint_write', root = ROOT_NS, commas = true,
+Keys.LAYOUTS = {
+  python = { name = 'python', cp = 'checkpoint', wp = 'checkpoint_write', root = Keys.ROOT_NS, commas = true,
     pointers = true, empty_id = EMPTY_ID },
   js = { name = 'js', cp = 'checkpoint', wp = 'checkpoint_write', cp_index = 'checkpoints',
     wp_index = 'checkpoint_writes', root = '', commas = false, pointers = false,
@@ -352,27 +359,27 @@ local LAYOUTS = {
 -- The one probe of the search module: `command` (FT.SEARCH or FT.AGGREGATE)
 -- over index `name` with a query nothing matches and LIMIT 0 `limit`. Returns
 -- true, or false and the error's text; it reads no document.
-local function probe(command, name, limit)
+function Keys.probe(command, name, limit)
   local ok, err = pcall(rcall, command, name, '@thread_id:{lgprune} -@thread_id:{lgprune}',
     'LIMIT', '0', tostring(limit), 'DIALECT', '2')
-  return ok, not ok and error_text(err) or nil
+  return ok, not ok and Core.error_text(err) or nil
 end
 
 -- Whether a search module error says the index does not exist.
-local function no_index(text)
+function Keys.no_index(text)
   return text:find('no such index', 1, true) ~= nil or text:lower():find('unknown index', 1, true) ~= nil
 end
 
 -- Turn a search's failure over `index` into the error that says what to do
 -- (NOINDEX, NOMODULE), or raise it as it is.
-local function search_failure(err, index)
-  local text = error_text(err)
-  if no_index(text) then
-    fail('NOINDEX', 'index ' .. show(index) .. ' does not exist: run the saver\'s setup() first '
+function Keys.search_failure(err, index)
+  local text = Core.error_text(err)
+  if Keys.no_index(text) then
+    Core.fail('NOINDEX', 'index ' .. Core.show(index) .. ' does not exist: run the saver\'s setup() first '
       .. '(LangGraph.js: RedisSaver.fromUrl makes its indexes), or pass the prefixes the saver uses '
       .. '(CHECKPOINT_PREFIX, WRITE_PREFIX) or its LAYOUT')
-  elseif unknown_command(text) then
-    fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
+  elseif Core.unknown_command(text) then
+    Core.fail('NOMODULE', 'this server has no RediSearch module: lgprune needs Redis 8 or Redis Stack '
       .. '(search and JSON modules)')
   end
   error(err, 0)
@@ -380,15 +387,15 @@ end
 
 -- Whether index `name` exists. A user the ACL keeps from it cannot tell:
 -- MIXED, when unsure.
-local function index_exists(name)
-  local ok, text = probe('FT.SEARCH', name, 0)
-  if ok or no_index(text) then
+function Keys.index_exists(name)
+  local ok, text = Keys.probe('FT.SEARCH', name, 0)
+  if ok or Keys.no_index(text) then
     return ok
   elseif text:find('No permissions', 1, true) then
-    fail('MIXED', 'this user may not query index ' .. show(name) .. ', so lgprune cannot tell whether both '
+    Core.fail('MIXED', 'this user may not query index ' .. Core.show(name) .. ', so lgprune cannot tell whether both '
       .. 'savers index the same keys: grant it ~' .. name .. ' (see the README\'s ACL)')
   end
-  return search_failure(text, name)
+  return Keys.search_failure(text, name)
 end
 
 -- The layout of LAYOUT, or the one whose index exists; fails when both
@@ -396,53 +403,53 @@ end
 -- the default prefix, and the js saver's): each index then holds both
 -- savers' documents, and a subgraph key is spelt alike by both, so whose it
 -- is cannot be told. Probed on every call: a saver may start at any time.
-local function layout_of(opts, cp)
+function Keys.layout_of(opts, cp)
   local name = opts.LAYOUT and string.lower(opts.LAYOUT)
-  if name and not LAYOUTS[name] then
-    fail('BADARG', 'LAYOUT must be python or js, got ' .. show(opts.LAYOUT))
+  if name and not Keys.LAYOUTS[name] then
+    Core.fail('BADARG', 'LAYOUT must be python or js, got ' .. Core.show(opts.LAYOUT))
   end
   if name == 'js' and (opts.CHECKPOINT_PREFIX or opts.WRITE_PREFIX) then
-    fail('BADARG', 'the js saver\'s prefixes are fixed: CHECKPOINT_PREFIX and WRITE_PREFIX are for LAYOUT python')
+    Core.fail('BADARG', 'the js saver\'s prefixes are fixed: CHECKPOINT_PREFIX and WRITE_PREFIX are for LAYOUT python')
   end
-  if cp ~= LAYOUTS.js.cp then
-    return LAYOUTS[name or 'python'] -- keys the js saver never writes
+  if cp ~= Keys.LAYOUTS.js.cp then
+    return Keys.LAYOUTS[name or 'python'] -- keys the js saver never writes
   end
-  local js = index_exists(LAYOUTS.js.cp_index)
-  local python = (js or name == 'js') and index_exists(cp)
+  local js = Keys.index_exists(Keys.LAYOUTS.js.cp_index)
+  local python = (js or name == 'js') and Keys.index_exists(cp)
   if js and python then
-    fail('MIXED', 'both savers index the keys ' .. cp .. ':* (python: index "' .. cp .. '", LangGraph.js: "'
-      .. LAYOUTS.js.cp_index .. '"), so whose a subgraph checkpoint is cannot be told; nothing was pruned. '
+    Core.fail('MIXED', 'both savers index the keys ' .. cp .. ':* (python: index "' .. cp .. '", LangGraph.js: "'
+      .. Keys.LAYOUTS.js.cp_index .. '"), so whose a subgraph checkpoint is cannot be told; nothing was pruned. '
       .. 'Drop the other saver\'s index, without DD: FT.DROPINDEX ' .. cp .. ' if you use LangGraph.js, '
-      .. 'FT.DROPINDEX ' .. LAYOUTS.js.cp_index .. ' if you use Python')
+      .. 'FT.DROPINDEX ' .. Keys.LAYOUTS.js.cp_index .. ' if you use Python')
   end
   local other = (name == 'python' and js and 'js') or (name == 'js' and python and 'python')
   if other then
-    fail('NOINDEX', 'this store has only the ' .. other .. ' saver\'s index (' .. (js and LAYOUTS.js.cp_index or cp)
+    Core.fail('NOINDEX', 'this store has only the ' .. other .. ' saver\'s index (' .. (js and Keys.LAYOUTS.js.cp_index or cp)
       .. '): pass LAYOUT ' .. other .. ' (or leave LAYOUT out)')
   end
-  return LAYOUTS[name or (js and 'js' or 'python')]
+  return Keys.LAYOUTS[name or (js and 'js' or 'python')]
 end
 
 -- Prefixes, index names and layout (defaulting to the saver's), the budget, dry run.
-local function context(opts)
-  local cp = opts.CHECKPOINT_PREFIX or LAYOUTS.python.cp
-  local wp = opts.WRITE_PREFIX or LAYOUTS.python.wp
+function Keys.context(opts)
+  local cp = opts.CHECKPOINT_PREFIX or Keys.LAYOUTS.python.cp
+  local wp = opts.WRITE_PREFIX or Keys.LAYOUTS.python.wp
   if cp == '' or wp == '' then
-    fail('BADARG', 'prefixes must not be empty')
+    Core.fail('BADARG', 'prefixes must not be empty')
   end
-  local total = opts.BUDGET or DEFAULT_BUDGET
+  local total = opts.BUDGET or Core.DEFAULT_BUDGET
   if total < MIN_BUDGET then
-    fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
+    Core.fail('BADARG', 'BUDGET must be at least ' .. MIN_BUDGET)
   end
-  local layout = layout_of(opts, cp)
+  local layout = Keys.layout_of(opts, cp)
   local dry = opts.DRY_RUN == true
   -- `checked`: what one thread proved holds for the whole call
   return { cp = cp, wp = wp, cp_index = layout.cp_index or cp, wp_index = layout.wp_index or wp,
-    layout = layout, root = layout.root, budget = new_budget(total, dry), dry = dry, checked = {} }
+    layout = layout, root = layout.root, budget = Core.new_budget(total, dry), dry = dry, checked = {} }
 end
 
 -- True when s is well-formed UTF-8 (JSON documents cannot hold anything else).
-local function is_utf8(s)
+function Keys.is_utf8(s)
   local i, n = 1, #s
   while i <= n do
     local c = s:byte(i)
@@ -472,7 +479,7 @@ end
 -- The value RediSearch indexed for an id: TAG values are C strings (they end
 -- at a NUL byte) and, with `commas` (see LAYOUTS), split on ',' and trimmed
 -- of white space, so query the longest piece and confirm each hit.
-local function tag_of(thread_id, commas)
+function Keys.tag_of(thread_id, commas)
   if not commas then
     return thread_id:match('^[^%z]*')
   end
@@ -491,7 +498,7 @@ end
 
 -- A TAG value as a query parameter: RediSearch reads backslash escapes in
 -- parameter values too (`\\:` finds the tag `:`), so a backslash must be doubled.
-local function tag_param(tag)
+function Keys.tag_param(tag)
   if not tag:find('\\', 1, true) then
     return tag -- most ids: no copy made
   end
@@ -500,12 +507,12 @@ end
 
 -- The query parameter that finds a checkpoint's writes by its id, or nil
 -- when RediSearch cannot match that id (`commas`: see tag_of).
-local function id_param(id, commas)
-  local tag = tag_of(id, commas)
-  if tag == '' or #id > MAX_TAG_BYTES then
+function Keys.id_param(id, commas)
+  local tag = Keys.tag_of(id, commas)
+  if tag == '' or #id > Keys.MAX_TAG_BYTES then
     return nil
   end
-  return tag_param(tag)
+  return Keys.tag_param(tag)
 end
 
 -- The thread a thread id names under `layout`, as a record: `id` as stored,
@@ -513,15 +520,15 @@ end
 -- is the whole id (no NUL and, where tags split at commas, no comma or edge
 -- white space): then no other thread's tag is its case-folded equal and
 -- shorter, which key-form proofs rely on. Or nil and why it cannot be pruned.
-local function thread_record(thread_id, layout)
+function Keys.thread_record(thread_id, layout)
   if thread_id == nil then
     return nil, 'missing thread id'
   end
-  if #thread_id > MAX_TAG_BYTES then
+  if #thread_id > Keys.MAX_TAG_BYTES then
     return nil, 'thread id is ' .. #thread_id .. ' bytes; RediSearch cannot match TAG values over '
-      .. MAX_TAG_BYTES .. ' bytes, so it cannot be pruned safely'
+      .. Keys.MAX_TAG_BYTES .. ' bytes, so it cannot be pruned safely'
   end
-  if not is_utf8(thread_id) then
+  if not Keys.is_utf8(thread_id) then
     return nil, 'thread id is not valid UTF-8; the saver cannot have stored it'
   end
   local stored = thread_id
@@ -531,98 +538,98 @@ local function thread_record(thread_id, layout)
       return nil, 'LangGraph.js\'s saver stores no empty thread id'
     end
   end
-  local tag = tag_of(stored, layout.commas)
+  local tag = Keys.tag_of(stored, layout.commas)
   if tag == '' then
-    return nil, 'thread id ' .. show(thread_id) .. ' has nothing RediSearch indexes '
+    return nil, 'thread id ' .. Core.show(thread_id) .. ' has nothing RediSearch indexes '
       .. '(only commas, white space or nothing before a NUL byte), so its checkpoints cannot be found'
   end
-  return { id = stored, tag = tag_param(tag), plain = tag == stored }
+  return { id = stored, tag = Keys.tag_param(tag), plain = tag == stored }
 end
 
 -- thread_record, failing the call for an id that cannot be pruned.
-local function check_thread(thread_id, layout)
-  local thread, why = thread_record(thread_id, layout)
+function Keys.check_thread(thread_id, layout)
+  local thread, why = Keys.thread_record(thread_id, layout)
   if not thread then
-    fail('BADARG', why)
+    Core.fail('BADARG', why)
   end
   return thread
 end
 
 -- Milliseconds since the Unix epoch in a uuid6 checkpoint id; nil for other ids.
-local function uuid6_ms(id)
+function Keys.uuid6_ms(id)
   local high, mid, low = id:match('^(%x%x%x%x%x%x%x%x)%-(%x%x%x%x)%-6(%x%x%x)%-')
   if not high then
     return nil
   end
   local ticks = tonumber(high, 16) * 268435456 + tonumber(mid, 16) * 4096 + tonumber(low, 16)
-  return (ticks - UUID_EPOCH) / 10000
+  return (ticks - Keys.UUID_EPOCH) / 10000
 end
 
 -- True when `id` is a uuid6 older than `before` (ms): younger or undated
 -- keys may belong to a checkpoint that is still being written.
-local function older(id, before)
-  local ms = id and uuid6_ms(id)
+function Keys.older(id, before)
+  local ms = id and Keys.uuid6_ms(id)
   return ms ~= nil and ms < before
 end
 
 -- Whether s begins with prefix.
-local function starts_with(s, prefix)
+function Keys.starts_with(s, prefix)
   return s:find(prefix, 1, true) == 1 -- (no substring made: this runs per listed key)
 end
 
 -- <cp>:<thread>: the start of the keys of a thread's checkpoints.
-local function thread_prefix(ctx, thread)
+function Keys.thread_prefix(ctx, thread)
   return ctx.cp .. ':' .. thread.id .. ':'
 end
 
 -- <cp>:<thread>:<ns>: the start of the keys of a namespace's checkpoints.
-local function checkpoint_prefix(ctx, thread, ns)
-  return thread_prefix(ctx, thread) .. ns .. ':'
+function Keys.checkpoint_prefix(ctx, thread, ns)
+  return Keys.thread_prefix(ctx, thread) .. ns .. ':'
 end
 
 -- <cp>:<thread>:<ns>:<id>, a checkpoint.
-local function checkpoint_key(ctx, thread, ns, id)
-  return checkpoint_prefix(ctx, thread, ns) .. id
+function Keys.checkpoint_key(ctx, thread, ns, id)
+  return Keys.checkpoint_prefix(ctx, thread, ns) .. id
 end
 
 -- <wp>:<thread>:<ns>:<id>: the start of every write key of a checkpoint.
-local function write_prefix(ctx, thread, d)
+function Keys.write_prefix(ctx, thread, d)
   return ctx.wp .. ':' .. thread.id .. ':' .. d.ns .. ':' .. d.id .. ':'
 end
 
 -- write_keys_zset:<thread>:<ns>:<id>, the saver's registry of a checkpoint's writes.
-local function registry_key(thread, d)
-  return ZSET_PREFIX .. ':' .. thread.id .. ':' .. d.ns .. ':' .. d.id
+function Keys.registry_key(thread, d)
+  return Keys.ZSET_PREFIX .. ':' .. thread.id .. ':' .. d.ns .. ':' .. d.id
 end
 
 -- <cp>_latest:, the start of every latest pointer (a sweep's SCAN looks for them).
-local function latest_start(ctx)
+function Keys.latest_start(ctx)
   return ctx.cp .. '_latest:'
 end
 
 -- <cp>_latest:<thread>:<ns>, the key of a namespace's newest checkpoint; nil
 -- in a layout without latest pointers.
-local function latest_key(ctx, thread, ns)
-  return ctx.layout.pointers and latest_start(ctx) .. thread.id .. ':' .. ns or nil
+function Keys.latest_key(ctx, thread, ns)
+  return ctx.layout.pointers and Keys.latest_start(ctx) .. thread.id .. ':' .. ns or nil
 end
 
 -- checkpoint_blob:<thread>:<ns>:<channel>:<version>, a channel value (js).
-local function blob_key(ctx, thread, ns, channel, version)
+function Keys.blob_key(ctx, thread, ns, channel, version)
   return ctx.layout.blobs.prefix .. ':' .. thread.id .. ':' .. ns .. ':' .. channel .. ':' .. version
 end
 
 -- The checkpoint whose writes registry `key` (write_keys_zset:<stem>) lists,
 -- and the start of those writes' keys: <cp>:<stem>, <wp>:<stem>: (the stem
 -- <thread>:<ns>:<id> is not split: its parts hold colons).
-local function registry_owner(ctx, key)
-  local stem = key:sub(#ZSET_PREFIX + 2)
+function Keys.registry_owner(ctx, key)
+  local stem = key:sub(#Keys.ZSET_PREFIX + 2)
   return ctx.cp .. ':' .. stem, ctx.wp .. ':' .. stem .. ':'
 end
 
 -- lgprune:dense:<fp>:<start>:<lo>, lgprune's own key (beside WATERMARKS): the
 -- thread ids of the sweep pass's (fingerprint fp, begun at `start`) segment
 -- from `lo` that holds more entries than one aggregate may read (all text).
-local function dense_key(fp, start, lo)
+function Keys.dense_key(fp, start, lo)
   return DENSE .. ':' .. fp .. ':' .. start .. ':' .. lo
 end
 
@@ -634,8 +641,8 @@ end
 -- colons has a shorter (case-folded) tag, unlike ours when ours is the whole
 -- id. (For a thread that is not plain, a comma lets another thread's namespace
 -- spell our root: see proven_root.) Else nil. `root`: ctx.root.
-local function root_doc(key, prefix, root)
-  if starts_with(key, prefix) and #key > #prefix and not key:find(':', #prefix + 1, true) then
+function Keys.root_doc(key, prefix, root)
+  if Keys.starts_with(key, prefix) and #key > #prefix and not key:find(':', #prefix + 1, true) then
     return { key = key, ns = root, id = key:sub(#prefix + 1) }
   end
   return nil
@@ -646,19 +653,21 @@ end
 -- and the reads of stored values (JSON, the one reader of latest pointers). Every search runs
 -- before the first delete of the thread it serves (see delete_doomed), so its failures delete
 -- nothing.
--- Provides: capped, check_server, checkpoint_gone, count_tagged, get_string, identity, is_placeholder,
---   json_get, json_keyset, json_mget, latest_id, named, require_index, search, search_all,
---   unless_wrongtype
--- Assumes: BATCH, ROOT_NS, Stale, batches, checkpoint_prefix, error_text, fail, latest_key, probe,
---   rcall, search_failure, starts_with, unknown_command
+-- Provides: Search.capped, Search.check_server, Search.checkpoint_gone, Search.count_tagged,
+--   Search.get_string, Search.identity, Search.is_placeholder, Search.json_get, Search.json_keyset,
+--   Search.json_mget, Search.latest_id, Search.named, Search.require_index, Search.search, Search.search_all,
+--   Search.unless_wrongtype
+-- Assumes: rcall, Core.BATCH, Core.Stale, Core.batches, Core.error_text, Core.fail, Core.unknown_command,
+--   Keys.ROOT_NS, Keys.checkpoint_prefix, Keys.latest_key, Keys.probe, Keys.search_failure, Keys.starts_with
+local Search = {}
 
-local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
-local MAX_GROUPS = 4000 -- the most groups one FT.AGGREGATE is asked for (a sweep's segment)
+Search.MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
+Search.MAX_GROUPS = 4000 -- the most groups one FT.AGGREGATE is asked for (a sweep's segment)
 
 -- What earlier calls learnt of this server (the library's state lives until
 -- it is loaded again): the JSON module answers; the search result cap; the
 -- aggregate result cap (group_cap).
-local server = { json = false, cap = nil, group_cap = nil }
+Search.server = { json = false, cap = nil, group_cap = nil }
 
 -- FT.SEARCH arguments (the one place queries are built):
 --   index   the index to search (ctx.cp_index, ctx.wp_index or the blobs')
@@ -673,11 +682,11 @@ local server = { json = false, cap = nil, group_cap = nil }
 --           entries returned say anything)
 -- Positional, and one table constructor for the common shape: a sweep makes
 -- one query per thread it visits, and a record per query costs it measurably.
-local function query_args(index, where, thread, limit, shape)
+function Search.query_args(index, where, thread, limit, shape)
   local has_n = where:find('$n', 1, true) ~= nil -- a parameter more costs every query a little
   if not shape then
     if has_n then
-      return { index, where, 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'NOCONTENT',
+      return { index, where, 'PARAMS', '4', 't', thread.tag, 'n', Keys.ROOT_NS, 'NOCONTENT',
         'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }
     end
     return { index, where, 'PARAMS', '2', 't', thread.tag, 'NOCONTENT',
@@ -687,7 +696,7 @@ local function query_args(index, where, thread, limit, shape)
   local args = { index, where, 'PARAMS', tostring((has_n and 4 or 2) + 2 * #ids), 't', thread.tag }
   local n = #args
   if has_n then
-    args[n + 1], args[n + 2] = 'n', ROOT_NS
+    args[n + 1], args[n + 2] = 'n', Keys.ROOT_NS
     n = n + 2
   end
   for i, param in ipairs(ids) do
@@ -717,33 +726,33 @@ end
 -- pcall(redis.call, ...) for a query whose LIMIT was sized by server[cap]
 -- ('cap' or 'group_cap'): a cap lowered since it was learned is Stale (the
 -- call runs again and learns it anew).
-local function capped(cap, ...)
+function Search.capped(cap, ...)
   local ok, res = pcall(rcall, ...)
-  if not ok and server[cap] and error_text(res):find('exceeds maximum', 1, true) then -- (LIMIT, OFFSET)
-    server[cap] = nil
-    error(Stale, 0)
+  if not ok and Search.server[cap] and Core.error_text(res):find('exceeds maximum', 1, true) then -- (LIMIT, OFFSET)
+    Search.server[cap] = nil
+    error(Core.Stale, 0)
   end
   return ok, res
 end
 
 -- FT.SEARCH (arguments as query_args takes them), with the server's errors
 -- turned into ones that say what to do (see capped).
-local function search(index, where, thread, limit, shape)
-  local ok, res = capped('cap', 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
+function Search.search(index, where, thread, limit, shape)
+  local ok, res = Search.capped('cap', 'FT.SEARCH', unpack(Search.query_args(index, where, thread, limit, shape)))
   if not ok then
-    search_failure(res, index)
+    Keys.search_failure(res, index)
   end
   return res
 end
 
 -- A search that must return every entry up to `limit`: a short answer (a
 -- search timeout returns partial results) stops the thread before any delete.
-local function search_all(index, where, thread, limit, shape)
-  local res = search(index, where, thread, limit, shape)
+function Search.search_all(index, where, thread, limit, shape)
+  local res = Search.search(index, where, thread, limit, shape)
   local returned = (#res - 1) / (shape and shape.fields and 2 or 1) -- a key, and its fields
   local expected = math.min(res[1], limit)
   if returned < expected then
-    fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
+    Core.fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
       .. ' entries (a search timeout?); nothing was deleted, try again')
   end
   return res
@@ -751,7 +760,7 @@ end
 
 -- An entry's RETURNed name/value list as a table (empty when RediSearch
 -- returned no fields: a value it cannot return, such as one holding a NUL byte).
-local function named(fields)
+function Search.named(fields)
   local f = {}
   if type(fields) == 'table' then
     for j = 1, #fields, 2 do
@@ -763,26 +772,26 @@ end
 
 -- How many checkpoint index entries match `where`; by default those of the
 -- thread's tag, a superset of the thread (the tag matches case-insensitively).
-local function count_tagged(ctx, thread, where)
-  return search(ctx.cp_index, where or '@thread_id:{$t}', thread, 0)[1]
+function Search.count_tagged(ctx, thread, where)
+  return Search.search(ctx.cp_index, where or '@thread_id:{$t}', thread, 0)[1]
 end
 
 -- Fail (NOINDEX) unless the checkpoint index exists: a sweep that finds no
 -- thread must mean there is none, not that it looked where nothing is.
-local function require_index(ctx)
-  local ok, text = probe('FT.SEARCH', ctx.cp_index, 0)
+function Search.require_index(ctx)
+  local ok, text = Keys.probe('FT.SEARCH', ctx.cp_index, 0)
   if not ok then
-    search_failure(text, ctx.cp_index)
+    Keys.search_failure(text, ctx.cp_index)
   end
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint
 -- prefix, which a least-privilege user may read).
-local function require_json(ctx)
+function Search.require_json(ctx)
   local ok, err = pcall(rcall, 'JSON.TYPE', ctx.cp .. ':{lgprune}:probe')
   if not ok then
-    if unknown_command(error_text(err)) then
-      fail('NOMODULE', 'this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
+    if Core.unknown_command(Core.error_text(err)) then
+      Core.fail('NOMODULE', 'this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
         .. '(search and JSON modules)')
     end
     error(err, 0)
@@ -794,8 +803,8 @@ end
 -- an empty query for `most` entries either works or fails naming the cap, so
 -- no right beyond the command is needed. Any other failure is left to the
 -- real queries.
-local function limit_cap(ctx, command, most)
-  local ok, text = probe(command, ctx.cp_index, most)
+function Search.limit_cap(ctx, command, most)
+  local ok, text = Keys.probe(command, ctx.cp_index, most)
   local cap = not ok and tonumber(text:match('LIMIT exceeds maximum of (%d+)'))
   return cap and math.max(cap, 1) or most
 end
@@ -804,18 +813,18 @@ end
 -- module answers, ctx.cap holds the search result cap and ctx.group_cap the
 -- aggregate's (MAXAGGREGATERESULTS, up to MAX_GROUPS). All are probed once per
 -- library load (modules do not unload; a changed cap is caught by `capped`).
-local function check_server(ctx)
-  if not server.json then
-    require_json(ctx)
-    server.json = true
+function Search.check_server(ctx)
+  if not Search.server.json then
+    Search.require_json(ctx)
+    Search.server.json = true
   end
-  server.cap = server.cap or limit_cap(ctx, 'FT.SEARCH', MAX_LIMIT)
-  server.group_cap = server.group_cap or limit_cap(ctx, 'FT.AGGREGATE', MAX_GROUPS)
-  ctx.cap, ctx.group_cap = server.cap, server.group_cap
+  Search.server.cap = Search.server.cap or Search.limit_cap(ctx, 'FT.SEARCH', Search.MAX_LIMIT)
+  Search.server.group_cap = Search.server.group_cap or Search.limit_cap(ctx, 'FT.AGGREGATE', Search.MAX_GROUPS)
+  ctx.cap, ctx.group_cap = Search.server.cap, Search.server.group_cap
 end
 
 -- JSON.GET of one path, decoded; nil when the key or path is missing.
-local function json_get(key, path)
+function Search.json_get(key, path)
   local raw = rcall('JSON.GET', key, path)
   if not raw then
     return nil
@@ -824,7 +833,7 @@ local function json_get(key, path)
 end
 
 -- The keys of the object at `path` of a JSON document, as a set.
-local function json_keyset(key, path)
+function Search.json_keyset(key, path)
   local set = {}
   local res = rcall('JSON.OBJKEYS', key, path)
   if type(res) == 'table' and type(res[1]) == 'table' then
@@ -837,9 +846,9 @@ end
 
 -- The value at `path` of each of `keys`, decoded, indexed like keys (nil for
 -- a missing key or path, or a key that is not JSON): JSON.MGET in batches.
-local function json_mget(keys, path)
+function Search.json_mget(keys, path)
   local values = {}
-  for first, last in batches(#keys, BATCH) do
+  for first, last in Core.batches(#keys, Core.BATCH) do
     local args = {}
     for i = first, last do
       args[i - first + 1] = keys[i]
@@ -857,11 +866,11 @@ end
 -- pcall's answer to a read of a key that may hold another type than the saver
 -- writes there: the value, or nil for WRONGTYPE (not the saver's key). Any
 -- other error (the ACL refused the read) is raised: never read as absent.
-local function unless_wrongtype(ok, res)
+function Search.unless_wrongtype(ok, res)
   if ok then
     return res
   end
-  if error_text(res):find('WRONGTYPE', 1, true) then
+  if Core.error_text(res):find('WRONGTYPE', 1, true) then
     return nil
   end
   error(res, 0)
@@ -869,8 +878,8 @@ end
 
 -- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
 -- or nil); all nil for a missing key or one that is not JSON.
-local function identity(key)
-  local raw = unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id'))
+function Search.identity(key)
+  local raw = Search.unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id'))
   local decoded, f = false, nil
   if type(raw) == 'string' then
     decoded, f = pcall(cjson.decode, raw)
@@ -888,29 +897,29 @@ end
 -- Whether `key` holds a placeholder: the document the saver's put_writes makes
 -- (a JSON.MERGE of {"has_writes": true}) for a checkpoint not stored yet. It
 -- names no thread and no checkpoint, so no index query finds it.
-local function is_placeholder(key)
-  local has = unless_wrongtype(pcall(json_keyset, key, '$')) -- (a key that is not JSON is none)
+function Search.is_placeholder(key)
+  local has = Search.unless_wrongtype(pcall(Search.json_keyset, key, '$')) -- (a key that is not JSON is none)
   return has ~= nil and has.has_writes == true and not has.checkpoint_id and not has.thread_id
 end
 
 -- Whether checkpoint `key` is gone for its writes: missing, or a placeholder.
-local function checkpoint_gone(key)
-  return rcall('EXISTS', key) == 0 or is_placeholder(key)
+function Search.checkpoint_gone(key)
+  return rcall('EXISTS', key) == 0 or Search.is_placeholder(key)
 end
 
 -- The string at `key`, nil when it is missing or holds another type (not the saver's).
-local function get_string(key)
-  return unless_wrongtype(pcall(rcall, 'GET', key)) or nil
+function Search.get_string(key)
+  return Search.unless_wrongtype(pcall(rcall, 'GET', key)) or nil
 end
 
 -- The one reader of latest pointers: the id of the checkpoint that namespace
 -- `ns`'s pointer names, when it names one under the namespace's own key
 -- prefix; nil when it names none (or the layout has no pointers).
-local function latest_id(ctx, thread, ns)
-  local pointer = latest_key(ctx, thread, ns)
-  local key = pointer and get_string(pointer)
-  local prefix = key and checkpoint_prefix(ctx, thread, ns)
-  if prefix and #key > #prefix and starts_with(key, prefix) then
+function Search.latest_id(ctx, thread, ns)
+  local pointer = Keys.latest_key(ctx, thread, ns)
+  local key = pointer and Search.get_string(pointer)
+  local prefix = key and Keys.checkpoint_prefix(ctx, thread, ns)
+  if prefix and #key > #prefix and Keys.starts_with(key, prefix) then
     return key:sub(#prefix + 1)
   end
   return nil
@@ -921,16 +930,19 @@ end
 -- thread, or for one too large to list whole its root by a window anchored at the latest pointer.
 -- Lists read only; what is listed is proved to be the thread's: root keys by their form (root_doc),
 -- others by their own fields.
--- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
--- Assumes: ROOT_NS, checkpoint_key, checkpoint_prefix, count_tagged, identity, json_get, latest_id,
---   named, rcall, registry_key, root_doc, search, search_all, starts_with, thread_prefix, uuid6_ms
+-- Provides: Listing.first_look, Listing.list_checkpoints, Listing.marks_delta, Listing.newest_root,
+--   Listing.registered_writes
+-- Assumes: rcall, Keys.ROOT_NS, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.registry_key,
+--   Keys.root_doc, Keys.starts_with, Keys.thread_prefix, Keys.uuid6_ms, Search.count_tagged, Search.identity,
+--   Search.json_get, Search.latest_id, Search.named, Search.search, Search.search_all
+local Listing = {}
 
-local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
-local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
-local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
-local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
-local OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
-local SHAPES = { -- the listing's query shapes (see query_args)
+Listing.WINDOW_START_MS = 1000 -- first span of the root window, widened x4
+Listing.CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
+Listing.DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
+Listing.ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
+Listing.OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
+Listing.SHAPES = { -- the listing's query shapes (see query_args)
   sorted = { sorted = true },
   identity = { fields = { 'thread_id', 'checkpoint_id' } },
   sorted_identity = { fields = { 'thread_id', 'checkpoint_id' }, sorted = true },
@@ -938,13 +950,13 @@ local SHAPES = { -- the listing's query shapes (see query_args)
 }
 
 -- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
-local function marks_delta(meta)
-  return type(meta) == 'string' and meta:find(DELTA_MARKER, 1, true) ~= nil
+function Listing.marks_delta(meta)
+  return type(meta) == 'string' and meta:find(Listing.DELTA_MARKER, 1, true) ~= nil
 end
 
 -- How many writes the saver registered for checkpoint d.
-local function registered_writes(thread, d)
-  return rcall('ZCARD', registry_key(thread, d))
+function Listing.registered_writes(thread, d)
+  return rcall('ZCARD', Keys.registry_key(thread, d))
 end
 
 -- The doc of root checkpoint `key` of the thread, or nil: root_doc's form and,
@@ -953,11 +965,11 @@ end
 -- whose keys are those of the root of thread `a,x:__empty__,r`, and which the
 -- TAG query on the root namespace matches by its piece `__empty__`).
 -- `prefix` is checkpoint_prefix(ctx, thread, ctx.root), built once by the caller.
-local function proven_root(ctx, thread, key, prefix)
-  local d = root_doc(key, prefix, ctx.root)
+function Listing.proven_root(ctx, thread, key, prefix)
+  local d = Keys.root_doc(key, prefix, ctx.root)
   if d and not thread.plain then
-    local t, ns, id = identity(key)
-    if t ~= thread.id or ns ~= ROOT_NS or id ~= d.id then
+    local t, ns, id = Search.identity(key)
+    if t ~= thread.id or ns ~= Keys.ROOT_NS or id ~= d.id then
       return nil
     end
   end
@@ -967,10 +979,10 @@ end
 -- The thread's newest root checkpoint, as the latest pointer names it (a doc),
 -- or nil when the pointer is missing or names no proven root checkpoint (or
 -- the layout has no pointers).
-local function newest_root(ctx, thread)
-  local id = latest_id(ctx, thread, ctx.root)
-  return id and proven_root(ctx, thread, checkpoint_key(ctx, thread, ctx.root, id),
-    checkpoint_prefix(ctx, thread, ctx.root)) or nil
+function Listing.newest_root(ctx, thread)
+  local id = Search.latest_id(ctx, thread, ctx.root)
+  return id and Listing.proven_root(ctx, thread, Keys.checkpoint_key(ctx, thread, ctx.root, id),
+    Keys.checkpoint_prefix(ctx, thread, ctx.root)) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -978,26 +990,26 @@ end
 -- query on the tag alone (up to `limit` entries), which is then also its
 -- listing. That query stops at `limit` + 1 entries (`bounded`), so a thread
 -- larger than `limit` is not walked whole by it: only then is it counted.
-local function first_look(ctx, thread, limit, counted)
+function Listing.first_look(ctx, thread, limit, counted)
   if not thread.plain then
-    return counted or count_tagged(ctx, thread), nil
+    return counted or Search.count_tagged(ctx, thread), nil
   end
   local ask = math.min(limit + 1, ctx.cap)
-  local res = search(ctx.cp_index, '@thread_id:{$t}', thread, ask, SHAPES.bounded)
+  local res = Search.search(ctx.cp_index, '@thread_id:{$t}', thread, ask, Listing.SHAPES.bounded)
   res[1] = #res - 1 -- a bounded answer's total is no count
   if res[1] < ask then
     return res[1], res -- every tagged entry
   end
-  return counted or count_tagged(ctx, thread), res
+  return counted or Search.count_tagged(ctx, thread), res
 end
 
 -- Root docs of the thread, collected once each from index answers:
 -- add(keys, first, last) keeps the keys[first..last] proven_root proves.
-local function root_docs(ctx, thread)
-  local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ctx.root)
+function Listing.root_docs(ctx, thread)
+  local self, listed, prefix = { docs = {} }, {}, Keys.checkpoint_prefix(ctx, thread, ctx.root)
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i], prefix)
+      local doc = not listed[keys[i]] and Listing.proven_root(ctx, thread, keys[i], prefix)
       if doc then
         listed[doc.key] = true
         self.docs[#self.docs + 1] = doc
@@ -1010,26 +1022,26 @@ end
 -- The thread's root entries with checkpoint_ts at or after `lo` (ms), up to
 -- `limit` (0: the count). The time range comes first: RediSearch then walks
 -- only the window's entries.
-local function since(ctx, thread, lo, limit)
-  return search(ctx.cp_index, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE, thread, limit)
+function Listing.since(ctx, thread, lo, limit)
+  return Search.search(ctx.cp_index, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. Listing.ROOT_WHERE, thread, limit)
 end
 
 -- How far back from `ts` the root window reaches (ms): widened until it holds
 -- more than `keep` (or reaches the epoch), then narrowed while it holds more
 -- than `target`.
-local function window_span(ctx, thread, ts, keep, target)
-  local short, span = 0, WINDOW_START_MS
-  local count = since(ctx, thread, ts - span, 0)[1]
+function Listing.window_span(ctx, thread, ts, keep, target)
+  local short, span = 0, Listing.WINDOW_START_MS
+  local count = Listing.since(ctx, thread, ts - span, 0)[1]
   while count <= keep and span < ts do
     short, span = span, span * 4
-    count = since(ctx, thread, ts - span, 0)[1]
+    count = Listing.since(ctx, thread, ts - span, 0)[1]
   end
   for _ = 1, 12 do
     if count <= target or span - short < 1 then
       break
     end
     local middle = (short + span) / 2
-    local inside = since(ctx, thread, ts - middle, 0)[1]
+    local inside = Listing.since(ctx, thread, ts - middle, 0)[1]
     if inside > keep then
       span, count = middle, inside
     else
@@ -1041,14 +1053,14 @@ end
 
 -- Whether the keep-th newest of `docs` was made after `lo` (ms, with clock
 -- slack): then a window from `lo`, listed whole, holds the true newest `keep`.
-local function kth_after(docs, keep, lo)
+function Listing.kth_after(docs, keep, lo)
   local ids = {}
   for _, d in ipairs(docs) do
     ids[#ids + 1] = d.id
   end
   table.sort(ids, function(a, b) return a > b end)
-  local ms = ids[keep] and uuid6_ms(ids[keep])
-  return ms ~= nil and ms >= lo + CLOCK_SLACK_MS
+  local ms = ids[keep] and Keys.uuid6_ms(ids[keep])
+  return ms ~= nil and ms >= lo + Listing.CLOCK_SLACK_MS
 end
 
 -- Root checkpoints of a thread too large to list whole, without sorting it:
@@ -1064,22 +1076,22 @@ end
 -- the keep-th newest id was made (the saver stamps checkpoint_ts after making
 -- the id, on the same clock). Returns nil when no latest pointer anchors the
 -- window (view.newest, see newest_root).
-local function root_window(ctx, thread, keep, view)
+function Listing.root_window(ctx, thread, keep, view)
   if not view.newest then
     return nil
   end
-  local read, ts = pcall(json_get, view.newest.key, '$.checkpoint_ts')
+  local read, ts = pcall(Search.json_get, view.newest.key, '$.checkpoint_ts')
   if not read or type(ts) ~= 'number' then
     return nil
   end
   local limit = view.limit
-  local lo = ts - window_span(ctx, thread, ts, keep, limit)
-  local list = root_docs(ctx, thread)
+  local lo = ts - Listing.window_span(ctx, thread, ts, keep, limit)
+  local list = Listing.root_docs(ctx, thread)
   list.add({ view.newest.key }, 1, 1)
-  local window = since(ctx, thread, lo, limit)
+  local window = Listing.since(ctx, thread, lo, limit)
   list.add(window, 2, limit + 1)
-  local exact = window[1] <= #window - 1 and kth_after(list.docs, keep, lo)
-  local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
+  local exact = window[1] <= #window - 1 and Listing.kth_after(list.docs, keep, lo)
+  local page = view.first or Search.search(ctx.cp_index, Listing.ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, exact
 end
@@ -1089,36 +1101,36 @@ end
 -- true newest `keep`: exact witnesses), the one the latest pointer names
 -- (view.newest, whose history a plan must walk, however old its id) and a
 -- page of view.page others in index order (the oldest stored: what goes).
-local function list_root(ctx, thread, view)
+function Listing.list_root(ctx, thread, view)
   if not view.sorted then
-    local res = view.first or search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit)
-    local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
-    local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
+    local res = view.first or Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit)
+    local docs, prefix, root = {}, Keys.checkpoint_prefix(ctx, thread, ctx.root), ctx.root
+    local prove = thread.plain and Keys.root_doc or function(key) return Listing.proven_root(ctx, thread, key, prefix) end
     for i = 2, #res do -- one answer: each key once
       docs[#docs + 1] = prove(res[i], prefix, root)
     end
     return docs
   end
-  local list = root_docs(ctx, thread)
-  local newest = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, SHAPES.sorted)
+  local list = Listing.root_docs(ctx, thread)
+  local newest = Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit, Listing.SHAPES.sorted)
   list.add(newest, 2, view.limit + 1)
   list.add({ view.newest and view.newest.key }, 1, view.newest and 1 or 0)
-  list.add(search(ctx.cp_index, ROOT_WHERE, thread, view.page), 2, view.page + 1)
+  list.add(Search.search(ctx.cp_index, Listing.ROOT_WHERE, thread, view.page), 2, view.page + 1)
   return list.docs
 end
 
 -- The doc of an entry outside the root namespace when it is the thread's:
 -- its own thread_id and checkpoint_id, and the key the saver builds from
 -- them, agree byte for byte. `fields`: the entry's RETURNed name/value list.
-local function other_doc(ctx, thread, key, fields)
-  local f = named(fields)
-  local id, prefix = f.checkpoint_id, thread_prefix(ctx, thread)
+function Listing.other_doc(ctx, thread, key, fields)
+  local f = Search.named(fields)
+  local id, prefix = f.checkpoint_id, Keys.thread_prefix(ctx, thread)
   if f.thread_id ~= thread.id or not id or id == '' or #key <= #prefix + #id + 1
-    or not starts_with(key, prefix) or key:sub(-#id - 1) ~= ':' .. id then
+    or not Keys.starts_with(key, prefix) or key:sub(-#id - 1) ~= ':' .. id then
     return nil
   end
   local ns = key:sub(#prefix + 1, #key - #id - 1)
-  if ns ~= ctx.root and key == checkpoint_key(ctx, thread, ns, id) then
+  if ns ~= ctx.root and key == Keys.checkpoint_key(ctx, thread, ns, id) then
     return { key = key, ns = ns, id = id }
   end
   return nil
@@ -1138,24 +1150,24 @@ end
 -- Also returns whether the root's newest KEEP are surely listed (false only
 -- for a root window that cannot prove it). Sorted, each list is the newest
 -- `limit` of its part of the thread, so each namespace's docs are its newest.
-local function list_checkpoints(ctx, thread, view, rule)
+function Listing.list_checkpoints(ctx, thread, view, rule)
   local docs, exact
   if view.sorted and rule then
-    docs, exact = root_window(ctx, thread, math.max(rule.keep, 1), view)
+    docs, exact = Listing.root_window(ctx, thread, math.max(rule.keep, 1), view)
   end
   if not docs then
-    docs, exact = list_root(ctx, thread, view), true
+    docs, exact = Listing.list_root(ctx, thread, view), true
     if not view.sorted and #docs >= view.tagged then
       return docs, exact -- every tagged entry is one of its root checkpoints
     end
   end
-  if view.sorted and count_tagged(ctx, thread, OTHERS_WHERE) == 0 then
+  if view.sorted and Search.count_tagged(ctx, thread, Listing.OTHERS_WHERE) == 0 then
     return docs, exact -- no entry of the thread's tag outside the root
   end
-  local res = search_all(ctx.cp_index, OTHERS_WHERE, thread, view.limit,
-    view.sorted and SHAPES.sorted_identity or SHAPES.identity)
+  local res = Search.search_all(ctx.cp_index, Listing.OTHERS_WHERE, thread, view.limit,
+    view.sorted and Listing.SHAPES.sorted_identity or Listing.SHAPES.identity)
   for i = 2, #res, 2 do
-    docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])
+    docs[#docs + 1] = Listing.other_doc(ctx, thread, res[i], res[i + 1])
   end
   return docs, exact
 end
@@ -1165,27 +1177,29 @@ end
 -- (the rule's age limits aside), old subgraph runs go whole, the latest pointer's checkpoint stays,
 -- with its history, while its namespace keeps any, and DeltaChannel history of a kept checkpoint
 -- stays. Reads only; a DeltaChannel walk longer than what the budget leaves fails the thread.
--- Provides: plan
--- Assumes: DEFAULT_GRACE_MS, checkpoint_gone, checkpoint_key, fail, json_get, json_keyset, json_mget,
---   latest_id, marks_delta, now_ms, reads_left, show, uuid6_ms
+-- Provides: Plan.plan
+-- Assumes: Core.fail, Core.now_ms, Core.reads_left, Core.show, Keys.DEFAULT_GRACE_MS, Keys.checkpoint_key,
+--   Keys.uuid6_ms, Listing.marks_delta, Search.checkpoint_gone, Search.json_get, Search.json_keyset,
+--   Search.json_mget, Search.latest_id
+local Plan = {}
 
 -- Delta channels a checkpoint rebuilds from its ancestors: those with a
 -- counters_since_delta_snapshot entry and a version, but no stored value.
 -- `meta` is the checkpoint's metadata string.
-local function delta_channels(key, meta)
-  if not marks_delta(meta) then
+function Plan.delta_channels(key, meta)
+  if not Listing.marks_delta(meta) then
     return nil
   end
   local ok, decoded = pcall(cjson.decode, meta)
   if not ok or type(decoded) ~= 'table' then
-    fail('BADDATA', 'checkpoint ' .. show(key) .. ' has unreadable metadata; nothing was deleted')
+    Core.fail('BADDATA', 'checkpoint ' .. Core.show(key) .. ' has unreadable metadata; nothing was deleted')
   end
   local counters = decoded.counters_since_delta_snapshot
   if type(counters) ~= 'table' then
     return nil
   end
-  local versions = json_keyset(key, '$.checkpoint.channel_versions')
-  local values = json_keyset(key, '$.checkpoint.channel_values')
+  local versions = Search.json_keyset(key, '$.checkpoint.channel_versions')
+  local values = Search.json_keyset(key, '$.checkpoint.channel_values')
   local needed, any = {}, false
   for ch in pairs(counters) do
     if versions[ch] and not values[ch] then
@@ -1197,7 +1211,7 @@ local function delta_channels(key, meta)
 end
 
 -- True when every member of set a is in set b.
-local function subset(a, b)
+function Plan.subset(a, b)
   for k in pairs(a) do
     if not b[k] then
       return false
@@ -1213,25 +1227,25 @@ end
 -- Returns true when the chain stops at a parent not stored yet: a saver
 -- writing now may store it later, after its own ancestors, so nothing older
 -- can be judged. A walk longer than reads_left(budget) fails the thread.
-local function walk_delta(walk, start, needed)
-  local steps, limit, key = 0, reads_left(walk.budget), start
+function Plan.walk_delta(walk, start, needed)
+  local steps, limit, key = 0, Core.reads_left(walk.budget), start
   while true do
-    local parent = json_get(key, '$.parent_checkpoint_id')
+    local parent = Search.json_get(key, '$.parent_checkpoint_id')
     if type(parent) ~= 'string' or parent == '' then
       return false
     end
-    local pkey = checkpoint_key(walk.ctx, walk.thread, walk.ns, parent)
-    if checkpoint_gone(pkey) then -- missing, or a placeholder: not stored yet
-      local ms = uuid6_ms(parent)
-      return ms == nil or ms >= now_ms() - DEFAULT_GRACE_MS
+    local pkey = Keys.checkpoint_key(walk.ctx, walk.thread, walk.ns, parent)
+    if Search.checkpoint_gone(pkey) then -- missing, or a placeholder: not stored yet
+      local ms = Keys.uuid6_ms(parent)
+      return ms == nil or ms >= Core.now_ms() - Keys.DEFAULT_GRACE_MS
     end
     local before = walk.seen[parent]
-    if before and subset(needed, before) then
+    if before and Plan.subset(needed, before) then
       return false
     end
     steps = steps + 1
     if steps > limit then
-      fail('BADARG', 'the DeltaChannel history of ' .. show(start) .. ' is longer than '
+      Core.fail('BADARG', 'the DeltaChannel history of ' .. Core.show(start) .. ' is longer than '
         .. limit .. ' checkpoints; raise BUDGET to prune this thread')
     end
     walk.seen[parent] = before or {}
@@ -1239,7 +1253,7 @@ local function walk_delta(walk, start, needed)
       walk.seen[parent][ch] = true
     end
     walk.protect[parent] = true
-    for ch in pairs(json_keyset(pkey, '$.checkpoint.channel_values')) do
+    for ch in pairs(Search.json_keyset(pkey, '$.checkpoint.channel_values')) do
       needed[ch] = nil
     end
     if next(needed) == nil then
@@ -1251,12 +1265,12 @@ end
 
 -- How many of a namespace's ids (sorted ascending) go: all but the newest
 -- `keep`, and with `old_before` only those whose uuid6 time is older.
-local function cut(ids, keep, old_before)
+function Plan.cut(ids, keep, old_before)
   local last = #ids - keep
   if old_before then
     local m = 0
     while m < last do
-      local ms = uuid6_ms(ids[m + 1])
+      local ms = Keys.uuid6_ms(ids[m + 1])
       if not ms or ms >= old_before then
         break
       end
@@ -1270,7 +1284,7 @@ end
 -- The docs by namespace: groups[ns] = { ids (ascending, plain string order,
 -- as uuid6 sorts), doc (by id) }, the namespaces in listing order, and the
 -- newest id of all.
-local function by_namespace(docs)
+function Plan.by_namespace(docs)
   local groups, names, newest = {}, {}, nil
   for _, d in ipairs(docs) do
     local g = groups[d.ns]
@@ -1295,7 +1309,7 @@ end
 -- (ids[last+1..], and `spared`, an older id kept all the same): the ids to
 -- protect, and whether to hold the whole namespace (see walk_delta). Sets
 -- p.delta when a kept checkpoint uses DeltaChannel.
-local function delta_history(p, ns, g, last, spared)
+function Plan.delta_history(p, ns, g, last, spared)
   local walk = { ctx = p.ctx, thread = p.thread, ns = ns, budget = p.budget, protect = {}, seen = {} }
   local kept = {}
   for i = last + 1, #g.ids do
@@ -1304,13 +1318,13 @@ local function delta_history(p, ns, g, last, spared)
   if spared then
     kept[#kept + 1] = g.doc[spared].key
   end
-  local metas = json_mget(kept, '$.metadata')
+  local metas = Search.json_mget(kept, '$.metadata')
   local hold = false
   for i = #kept, 1, -1 do
-    local needed = delta_channels(kept[i], metas[i])
+    local needed = Plan.delta_channels(kept[i], metas[i])
     if needed then
       p.delta = true
-      hold = walk_delta(walk, kept[i], needed) or hold
+      hold = Plan.walk_delta(walk, kept[i], needed) or hold
     end
   end
   return walk.protect, hold
@@ -1320,16 +1334,16 @@ end
 -- cut), or all of a subgraph run older than `oldest_root`; and the id its
 -- latest pointer names when that is among them and the namespace keeps any
 -- (it stays, as a kept checkpoint: the saver reads the namespace from it).
-local function doomed_range(p, ns, g, oldest_root)
+function Plan.doomed_range(p, ns, g, oldest_root)
   local ids, n = g.ids, #g.ids
-  local last = cut(ids, p.keep, p.old_before)
+  local last = Plan.cut(ids, p.keep, p.old_before)
   if ns ~= p.ctx.root and oldest_root and ids[n] < oldest_root then
     last = n -- a subgraph run older than every kept root checkpoint
   end
   local latest = nil
   if last >= 1 and last < n then
     if p.latest[ns] == nil then
-      p.latest[ns] = latest_id(p.ctx, p.thread, ns) or false
+      p.latest[ns] = Search.latest_id(p.ctx, p.thread, ns) or false
     end
     latest = p.latest[ns] or nil
   end
@@ -1343,13 +1357,13 @@ end
 -- protected history and the pointer's checkpoint. When every checkpoint of a
 -- namespace listed whole goes, its newest takes the latest pointer with it
 -- (`pointer`): a namespace left with any checkpoint keeps its pointer.
-local function plan_namespace(p, ns, g, oldest_root)
+function Plan.plan_namespace(p, ns, g, oldest_root)
   local ids = g.ids
-  local last, latest = doomed_range(p, ns, g, oldest_root)
+  local last, latest = Plan.doomed_range(p, ns, g, oldest_root)
   if last < 1 then
     return
   end
-  local protect, hold = delta_history(p, ns, g, last, latest)
+  local protect, hold = Plan.delta_history(p, ns, g, last, latest)
   for i = 1, hold and 0 or last do
     if protect[ids[i]] then
       p.spared = p.spared + 1
@@ -1365,12 +1379,12 @@ end
 -- checkpoint the root's pointer spares counts. Listed in part, the root holds
 -- more than `keep` (a root window is widened until it does, or lists the
 -- whole root), so the true newest `keep` are no older than the listed ones.
-local function oldest_kept_root(p, root)
+function Plan.oldest_kept_root(p, root)
   if not root then
     return nil
   end
-  local _, latest = doomed_range(p, p.ctx.root, root, nil)
-  return latest or root.ids[cut(root.ids, p.keep, p.old_before) + 1]
+  local _, latest = Plan.doomed_range(p, p.ctx.root, root, nil)
+  return latest or root.ids[Plan.cut(root.ids, p.keep, p.old_before) + 1]
 end
 
 -- Decide, from the thread's listed checkpoints, which ones go under `rule`
@@ -1379,17 +1393,17 @@ end
 -- of a namespace that goes whole marked `pointer`; `spared`, the number of
 -- delta ancestors kept; `idle`, whether the thread was idle; `delta`, whether
 -- a kept checkpoint rebuilds delta channels from its ancestors.
-local function plan(ctx, thread, docs, rule, whole)
-  local groups, names, newest = by_namespace(docs)
+function Plan.plan(ctx, thread, docs, rule, whole)
+  local groups, names, newest = Plan.by_namespace(docs)
   local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep, whole = whole,
     old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false, latest = {} }
-  local ms = rule.idle_before and newest and uuid6_ms(newest)
+  local ms = rule.idle_before and newest and Keys.uuid6_ms(newest)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true
   end
-  local oldest_root = oldest_kept_root(p, groups[ctx.root])
+  local oldest_root = Plan.oldest_kept_root(p, groups[ctx.root])
   for _, ns in ipairs(names) do
-    plan_namespace(p, ns, groups[ns], oldest_root)
+    Plan.plan_namespace(p, ns, groups[ns], oldest_root)
   end
   return p
 end
@@ -1397,14 +1411,16 @@ end
 -- Blobs (LangGraph.js) --------------------------------------------------------------
 -- The channel-value blobs of a thread that no checkpoint left by a plan references. Reads only
 -- (before the thread's first delete).
--- Provides: freed_blobs
--- Assumes: DEFAULT_GRACE_MS, ROOT_NS, blob_key, json_mget, named, now_ms, older, reads_left, search
+-- Provides: Blobs.freed_blobs
+-- Assumes: Core.now_ms, Core.reads_left, Keys.DEFAULT_GRACE_MS, Keys.ROOT_NS, Keys.blob_key, Keys.older,
+--   Search.json_mget, Search.named, Search.search
+local Blobs = {}
 
 
 -- A channel version as the js saver spells it in a blob key (`${version}`):
 -- a string as it is, a whole number below 2^53 in decimal; nil for any other
 -- number (its JavaScript spelling is not certain here).
-local function version_text(v)
+function Blobs.version_text(v)
   if type(v) == 'string' then
     return v
   end
@@ -1417,21 +1433,21 @@ end
 -- The blob keys that the checkpoints `kept` read back (every channel of their
 -- channel_versions, stored inline or not), and the namespaces where one of
 -- them cannot be read or spelt: all their blobs stay.
-local function blob_refs(ctx, thread, kept)
+function Blobs.blob_refs(ctx, thread, kept)
   local keys = {}
   for i, d in ipairs(kept) do
     keys[i] = d.key
   end
-  local versions = json_mget(keys, '$.checkpoint.channel_versions')
+  local versions = Search.json_mget(keys, '$.checkpoint.channel_versions')
   local refs, unsure = {}, {}
   for i, d in ipairs(kept) do
     if type(versions[i]) ~= 'table' then
       unsure[d.ns] = true
     else
       for channel, version in pairs(versions[i]) do
-        local text = version_text(version)
+        local text = Blobs.version_text(version)
         if text then
-          refs[blob_key(ctx, thread, d.ns, channel, text)] = true
+          refs[Keys.blob_key(ctx, thread, d.ns, channel, text)] = true
         else
           unsure[d.ns] = true
         end
@@ -1451,7 +1467,7 @@ end
 -- Reads up to 2 * reads_left entries (as the writes do; a case variant's
 -- blobs are among them). Returns { keys, cut }: cut when entries were left
 -- unread.
-local function freed_blobs(ctx, thread, docs, p)
+function Blobs.freed_blobs(ctx, thread, docs, p)
   local doomed, kept, newest = {}, {}, {}
   for _, d in ipairs(p.doomed) do
     doomed[d.key] = true
@@ -1464,18 +1480,18 @@ local function freed_blobs(ctx, thread, docs, p)
       newest[d.ns] = d.id
     end
   end
-  local refs, unsure = blob_refs(ctx, thread, kept)
-  local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
-    math.min(2 * reads_left(ctx.budget), ctx.cap),
+  local refs, unsure = Blobs.blob_refs(ctx, thread, kept)
+  local res = Search.search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
+    math.min(2 * Core.reads_left(ctx.budget), ctx.cap),
     { fields = { 'thread_id', 'checkpoint_ns', 'checkpoint_id', 'channel', 'version' } })
-  local before, keys = now_ms() - DEFAULT_GRACE_MS, {}
+  local before, keys = Core.now_ms() - Keys.DEFAULT_GRACE_MS, {}
   for i = 2, #res, 2 do
-    local key, f = res[i], named(res[i + 1])
-    local ns = f.checkpoint_ns == ROOT_NS and ctx.root or f.checkpoint_ns
+    local key, f = res[i], Search.named(res[i + 1])
+    local ns = f.checkpoint_ns == Keys.ROOT_NS and ctx.root or f.checkpoint_ns
     local writer = f.checkpoint_id
     if f.thread_id == thread.id and ns and not unsure[ns] and f.channel and f.version and writer
-      and key == blob_key(ctx, thread, ns, f.channel, f.version) and not refs[key]
-      and ((newest[ns] and writer <= newest[ns]) or older(writer, before)) then
+      and key == Keys.blob_key(ctx, thread, ns, f.channel, f.version) and not refs[key]
+      and ((newest[ns] and writer <= newest[ns]) or Keys.older(writer, before)) then
       keys[#keys + 1] = key
     end
   end
@@ -1487,13 +1503,15 @@ end
 -- and blobs, within the budget, once the ACL lets them all go. Every key found is confirmed
 -- (`owns`); every search and read of a thread runs before its first delete: keys are collected in
 -- sinks and flushed at the end.
--- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink
--- Assumes: BATCH, batches, checkpoint_gone, checkpoint_key, fail, id_param, identity, keys_left,
---   latest_key, rcall, reads_left, registered_writes, registry_key, search, show, starts_with,
---   write_prefix
+-- Provides: Delete.check_allowed, Delete.check_write_prefix, Delete.delete_doomed, Delete.leftovers,
+--   Delete.sink
+-- Assumes: rcall, Core.BATCH, Core.batches, Core.fail, Core.keys_left, Core.reads_left, Core.show,
+--   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.registry_key, Keys.starts_with,
+--   Keys.write_prefix, Listing.registered_writes, Search.checkpoint_gone, Search.identity, Search.search
+local Delete = {}
 
-local WRITES_CHUNK = 64 -- checkpoint ids per writes query
-local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see check_allowed)
+Delete.WRITES_CHUNK = 64 -- checkpoint ids per writes query
+Delete.ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see check_allowed)
   ZADD = 'collect the threads of a dense millisecond in', EXPIRE = 'set the expiry of' }
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
@@ -1510,14 +1528,14 @@ local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see che
 -- thread's colons, whose tag cannot match ours (no commas or NUL in ours, and
 -- a case-folded prefix is shorter). Otherwise the key counts when the saver
 -- listed it in d's registry zset, or the write's own fields name d exactly.
-local function owns(thread, d, key, prefix_len)
+function Delete.owns(thread, d, key, prefix_len)
   if d.plain and key:find('^[^:]*:%-?%d+$', prefix_len + 1) then
     return true
   end
-  if rcall('ZSCORE', registry_key(thread, d), key) then
+  if rcall('ZSCORE', Keys.registry_key(thread, d), key) then
     return true
   end
-  local t, ns, id = identity(key)
+  local t, ns, id = Search.identity(key)
   return t == thread.id and ns == d.ns and id == d.id
 end
 
@@ -1525,10 +1543,10 @@ end
 -- write_prefix(d) to d, `lengths` lists the lengths those prefixes have
 -- (usually one: root namespace, uuid ids). Marks each d `plain` when its
 -- write keys can prove their owner by their form (see owns).
-local function write_owners(ctx, thread, doomed)
+function Delete.write_owners(ctx, thread, doomed)
   local owners, seen = { prefix = {}, lengths = {} }, {}
   for _, d in ipairs(doomed) do
-    local prefix = write_prefix(ctx, thread, d)
+    local prefix = Keys.write_prefix(ctx, thread, d)
     owners.prefix[prefix] = d
     d.plain = thread.plain and not d.ns:find(':', 1, true) and not d.id:find(':', 1, true)
     if not seen[#prefix] then
@@ -1543,14 +1561,14 @@ end
 -- belongs to (see write_owners): a key counts when it starts with a doomed
 -- checkpoint's write prefix, ending at a colon, and `owns` confirms it.
 -- found[d.id] lists d's keys.
-local function match_writes(res, thread, owners, found)
+function Delete.match_writes(res, thread, owners, found)
   local lengths, prefix = owners.lengths, owners.prefix -- locals: this runs once per write
   for i = 2, #res do
     local key = res[i]
     for j = 1, #lengths do
       local len = lengths[j]
       local d = key:byte(len) == 58 and prefix[key:sub(1, len)] -- 58: ':'
-      if d and owns(thread, d, key, len) then
+      if d and Delete.owns(thread, d, key, len) then
         local list = found[d.id]
         if not list then
           list = {}
@@ -1566,11 +1584,11 @@ end
 -- Collects keys to delete; flush() deletes them in batches (or, in a dry run,
 -- counts those that exist), charging the budget. Nothing is deleted before
 -- flush(), so every search of a thread runs before its first delete.
-local function sink(b)
+function Delete.sink(b)
   local self = { pending = {}, deleted = 0 }
   function self.flush()
     local p = self.pending
-    for first, last in batches(#p, BATCH) do
+    for first, last in Core.batches(#p, Core.BATCH) do
       if b.dry then
         self.deleted = self.deleted + rcall('EXISTS', unpack(p, first, last))
       else
@@ -1590,21 +1608,21 @@ end
 -- Fail (NOPERM) unless this user may run `command` on each of `keys`, as in
 -- ACL_USE (checked before the first delete: an ACL that lets the user read a
 -- key but not change it then fails the call, having deleted nothing).
-local function check_allowed(command, keys)
-  for first, last in batches(#keys, BATCH) do
+function Delete.check_allowed(command, keys)
+  for first, last in Core.batches(#keys, Core.BATCH) do
     if not redis.acl_check_cmd(command, unpack(keys, first, last)) then
       local refused = keys[first]
       for i = first, last do -- (one check for many: each costs a few microseconds whatever it holds)
         refused = redis.acl_check_cmd(command, keys[i]) and refused or keys[i]
       end
-      fail('NOPERM', 'this user may not ' .. ACL_USE[command] .. ' ' .. show(refused) .. ', which it must: grant it '
+      Core.fail('NOPERM', 'this user may not ' .. Delete.ACL_USE[command] .. ' ' .. Core.show(refused) .. ', which it must: grant it '
         .. 'the keys in the README\'s ACL; nothing was deleted')
     end
   end
 end
 
 -- check_allowed for every key pending in `sinks` (not in a dry run).
-local function check_deletable(b, sinks)
+function Delete.check_deletable(b, sinks)
   if b.dry then
     return
   end
@@ -1614,13 +1632,13 @@ local function check_deletable(b, sinks)
       keys[#keys + 1] = key
     end
   end
-  check_allowed('UNLINK', keys)
+  Delete.check_allowed('UNLINK', keys)
 end
 
 -- The first doomed checkpoints that `del.left` keys can take, by the first
 -- one's keys (itself, its registry, its registered writes), and whether that
 -- left some out. A dry run takes all.
-local function affordable(del, doomed)
+function Delete.affordable(del, doomed)
   if del.ctx.dry or #doomed == 0 then
     return doomed, false
   end
@@ -1638,26 +1656,26 @@ end
 -- Every write of the doomed checkpoints from one query over the thread's
 -- writes, when the registry estimate fits `del.reads` and so does the answer;
 -- else nil (then they are looked up by checkpoint id).
-local function all_writes(del, doomed)
+function Delete.all_writes(del, doomed)
   if #doomed == 0 or del.per * #doomed > del.reads then
     return nil
   end
-  local res = search(del.ctx.wp_index, '@thread_id:{$t}', del.thread, del.reads)
+  local res = Search.search(del.ctx.wp_index, '@thread_id:{$t}', del.thread, del.reads)
   if res[1] > #res - 1 then
     return nil -- the thread has more writes than one answer may hold
   end
   del.reads = del.reads - (#res - 1)
   local found = {}
-  match_writes(res, del.thread, del.owners, found)
+  Delete.match_writes(res, del.thread, del.owners, found)
   return found
 end
 
 -- The doomed checkpoints whose writes RediSearch can find by id (each gets
 -- its `param`); one it cannot is kept, its writes unseen.
-local function findable(ctx, doomed)
+function Delete.findable(ctx, doomed)
   local out = {}
   for _, d in ipairs(doomed) do
-    d.param = id_param(d.id, ctx.layout.commas)
+    d.param = Keys.id_param(d.id, ctx.layout.commas)
     if d.param then
       out[#out + 1] = d
     end
@@ -1674,9 +1692,9 @@ end
 -- chunk whose answer is cut short takes nothing: which of its checkpoints
 -- got all their writes cannot be told). Returns the chunk, the answer and
 -- whether it was cut short; every answer is charged to del.reads.
-local function next_chunk(del, doomed, first)
+function Delete.next_chunk(del, doomed, first)
   local limit, spent = del.reads, 0
-  local size = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / (2 * math.max(del.per, 1)))))
+  local size = math.max(1, math.min(Delete.WRITES_CHUNK, math.floor(limit / (2 * math.max(del.per, 1)))))
   while true do
     local chunk, ids, where = {}, {}, {}
     for j = first, math.min(first + size - 1, #doomed) do
@@ -1686,7 +1704,7 @@ local function next_chunk(del, doomed, first)
     end
     local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
     -- the id clause first: RediSearch then walks only those ids' entries
-    local res = search(del.ctx.wp_index, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
+    local res = Search.search(del.ctx.wp_index, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
       del.thread, ask, { ids = ids })
     spent = spent + #res - 1
     local truncated = res[1] > #res - 1
@@ -1700,7 +1718,7 @@ end
 
 -- The one take: keys[1..n] into sink `s`, n as many as del.left allows (all
 -- or none with `whole`), charged to del.left. Whether all of them went.
-local function take_keys(del, s, keys, whole)
+function Delete.take_keys(del, s, keys, whole)
   local n = math.min(#keys, del.left)
   if whole and n < #keys then
     return false
@@ -1717,16 +1735,16 @@ end
 -- remain: false when not all of it fits (the writes that fit are taken). Its
 -- own keys, all or none: itself, its registry and, when it takes its
 -- namespace's latest pointer with it (d.pointer), that pointer.
-local function take(del, d, ws, truncated)
-  local pointer = d.pointer and latest_key(del.ctx, del.thread, d.ns)
+function Delete.take(del, d, ws, truncated)
+  local pointer = d.pointer and Keys.latest_key(del.ctx, del.thread, d.ns)
   local own = pointer and 3 or 2
   local fits = not truncated and #ws + own <= del.left
-  take_keys(del, del.writes, ws, false)
+  Delete.take_keys(del, del.writes, ws, false)
   if not fits then
     return false
   end
-  take_keys(del, del.ckpts, { d.key }, true)
-  take_keys(del, del.others, { registry_key(del.thread, d), pointer }, true)
+  Delete.take_keys(del, del.ckpts, { d.key }, true)
+  Delete.take_keys(del, del.others, { Keys.registry_key(del.thread, d), pointer }, true)
   return true
 end
 
@@ -1739,24 +1757,24 @@ end
 -- writes: when unsure, keep). Reads up to reads_left entries; returns the
 -- keys, writes first, and `cut` when the answer was cut short (case variants
 -- of the thread with more writes than that): then the call reports more.
-local function leftovers(ctx, thread, docs)
-  local owners = write_owners(ctx, thread, docs)
-  local res = search(ctx.wp_index, '@thread_id:{$t}', thread, math.min(reads_left(ctx.budget), ctx.cap))
+function Delete.leftovers(ctx, thread, docs)
+  local owners = Delete.write_owners(ctx, thread, docs)
+  local res = Search.search(ctx.wp_index, '@thread_id:{$t}', thread, math.min(Core.reads_left(ctx.budget), ctx.cap))
   local writes, others, seen = {}, {}, {}
   for i = 2, #res do
     local key, listed = res[i], false
     for _, len in ipairs(owners.lengths) do
       listed = listed or (key:byte(len) == 58 and owners.prefix[key:sub(1, len)] ~= nil)
     end
-    local t, ns, id = identity(key)
+    local t, ns, id = Search.identity(key)
     local d = { ns = ns, id = id }
-    if not listed and t == thread.id and ns and id and starts_with(key, write_prefix(ctx, thread, d)) then
-      local checkpoint = checkpoint_key(ctx, thread, ns, id)
-      if checkpoint_gone(checkpoint) then
+    if not listed and t == thread.id and ns and id and Keys.starts_with(key, Keys.write_prefix(ctx, thread, d)) then
+      local checkpoint = Keys.checkpoint_key(ctx, thread, ns, id)
+      if Search.checkpoint_gone(checkpoint) then
         writes[#writes + 1] = key
         if not seen[checkpoint] then
           seen[checkpoint] = true
-          others[#others + 1] = registry_key(thread, d)
+          others[#others + 1] = Keys.registry_key(thread, d)
           others[#others + 1] = checkpoint -- UNLINK of a missing key counts nothing
         end
       end
@@ -1767,7 +1785,7 @@ end
 
 -- Take the doomed checkpoints in order, with the writes `found` for all of
 -- them or, when nil, chunk by chunk. Returns true when some are left.
-local function take_all(del, doomed, found)
+function Delete.take_all(del, doomed, found)
   local i = 1
   while i <= #doomed do
     local chunk, chunk_found, truncated = { doomed[i] }, found, false
@@ -1776,12 +1794,12 @@ local function take_all(del, doomed, found)
         return true
       end
       local res
-      chunk, res, truncated = next_chunk(del, doomed, i)
+      chunk, res, truncated = Delete.next_chunk(del, doomed, i)
       chunk_found = {}
-      match_writes(res, del.thread, del.owners, chunk_found)
+      Delete.match_writes(res, del.thread, del.owners, chunk_found)
     end
     for _, d in ipairs(chunk) do
-      if not take(del, d, chunk_found[d.id] or {}, truncated) then
+      if not Delete.take(del, d, chunk_found[d.id] or {}, truncated) then
         return true
       end
     end
@@ -1798,35 +1816,35 @@ end
 -- entries, else chunk by chunk of checkpoint ids. A checkpoint whose writes
 -- do not all fit loses only writes this call. Returns counts and whether
 -- doomed checkpoints, leftovers or blobs remain.
-local function delete_doomed(ctx, thread, p, whole)
+function Delete.delete_doomed(ctx, thread, p, whole)
   local doomed, b = p.doomed, ctx.budget
-  local del = { ctx = ctx, thread = thread, left = keys_left(b), reads = math.min(2 * reads_left(b), ctx.cap),
-    per = #doomed > 0 and registered_writes(thread, doomed[1]) or 0, -- writes, by the first
-    ckpts = sink(b), writes = sink(b), others = sink(b), blobs = sink(b) }
+  local del = { ctx = ctx, thread = thread, left = Core.keys_left(b), reads = math.min(2 * Core.reads_left(b), ctx.cap),
+    per = #doomed > 0 and Listing.registered_writes(thread, doomed[1]) or 0, -- writes, by the first
+    ckpts = Delete.sink(b), writes = Delete.sink(b), others = Delete.sink(b), blobs = Delete.sink(b) }
   local trimmed
-  doomed, trimmed = affordable(del, doomed)
-  del.owners = write_owners(ctx, thread, doomed)
-  local found, dropped = whole and all_writes(del, doomed) or nil, 0
+  doomed, trimmed = Delete.affordable(del, doomed)
+  del.owners = Delete.write_owners(ctx, thread, doomed)
+  local found, dropped = whole and Delete.all_writes(del, doomed) or nil, 0
   if not found then
     local all = #doomed
-    doomed = findable(ctx, doomed)
+    doomed = Delete.findable(ctx, doomed)
     dropped = all - #doomed
   end
-  local more = take_all(del, doomed, found) or trimmed
+  local more = Delete.take_all(del, doomed, found) or trimmed
   local extra = p.leftovers -- all or none, and more when more may exist than were read
   if not more and extra then
     more = #extra.writes + #extra.others > del.left or extra.cut
     if not more then
-      take_keys(del, del.writes, extra.writes, true)
-      take_keys(del, del.others, extra.others, true)
+      Delete.take_keys(del, del.writes, extra.writes, true)
+      Delete.take_keys(del, del.others, extra.others, true)
     end
   end
   if not more and p.blobs and dropped == 0 then -- (a checkpoint kept unseen keeps its blobs)
     -- those that did not fit, or, when this call took some, those not read, are the next
     -- call's (a call that read its fill of blobs and freed none would free none next time)
-    more = not take_keys(del, del.blobs, p.blobs.keys, false) or (p.blobs.cut and #p.blobs.keys > 0)
+    more = not Delete.take_keys(del, del.blobs, p.blobs.keys, false) or (p.blobs.cut and #p.blobs.keys > 0)
   end
-  check_deletable(b, { del.writes, del.others, del.blobs, del.ckpts })
+  Delete.check_deletable(b, { del.writes, del.others, del.blobs, del.ckpts })
   del.writes.flush()
   del.others.flush()
   del.blobs.flush()
@@ -1843,17 +1861,17 @@ end
 -- A write prefix that is not the saver's would orphan every write of the
 -- checkpoints deleted. The registry zsets record the real write keys: check
 -- those of the first doomed checkpoints that have any, before any delete.
-local function check_write_prefix(ctx, thread, doomed)
+function Delete.check_write_prefix(ctx, thread, doomed)
   if ctx.checked.write_prefix then
     return -- once per call: the saver's prefix is the same for every thread
   end
   for i = 1, math.min(#doomed, 8) do
     local d = doomed[i]
-    local member = rcall('ZRANGE', registry_key(thread, d), 0, 0)[1]
+    local member = rcall('ZRANGE', Keys.registry_key(thread, d), 0, 0)[1]
     if member then
-      if not starts_with(member, write_prefix(ctx, thread, d)) then
-        fail('BADARG', 'the writes of ' .. show(d.key) .. ' are stored as ' .. show(member)
-          .. ', not under WRITE_PREFIX ' .. show(ctx.wp) .. ': pass the saver\'s '
+      if not Keys.starts_with(member, Keys.write_prefix(ctx, thread, d)) then
+        Core.fail('BADARG', 'the writes of ' .. Core.show(d.key) .. ' are stored as ' .. Core.show(member)
+          .. ', not under WRITE_PREFIX ' .. Core.show(ctx.wp) .. ': pass the saver\'s '
           .. 'checkpoint_write_prefix; nothing was deleted')
       end
       ctx.checked.write_prefix = true
@@ -1865,11 +1883,13 @@ end
 -- One thread ----------------------------------------------------------------------
 -- List, plan and delete one thread within what the call's budget leaves; the reply counts. A thread
 -- fails, if it does, before its first delete.
--- Provides: add_counts, prune_thread, reply, zero_counts
--- Assumes: check_write_prefix, count_tagged, delete_doomed, first_look, freed_blobs, keys_left,
---   leftovers, list_checkpoints, newest_root, plan, reads_left, registered_writes
+-- Provides: Thread.add_counts, Thread.prune_thread, Thread.reply, Thread.zero_counts
+-- Assumes: Blobs.freed_blobs, Core.keys_left, Core.reads_left, Delete.check_write_prefix,
+--   Delete.delete_doomed, Delete.leftovers, Listing.first_look, Listing.list_checkpoints,
+--   Listing.newest_root, Listing.registered_writes, Plan.plan, Search.count_tagged
+local Thread = {}
 
-local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
+Thread.PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
 
 -- The counts each prune reports, in reply order (lgprune_thread and
 -- lgprune_many add `more` / `next`).
@@ -1877,7 +1897,7 @@ local COUNT_FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
   'checkpoints_kept', 'delta_ancestors_kept', 'blobs_deleted' }
 
 -- The counts, at zero.
-local function zero_counts()
+function Thread.zero_counts()
   local out = {}
   for _, name in ipairs(COUNT_FIELDS) do
     out[name] = 0
@@ -1886,7 +1906,7 @@ local function zero_counts()
 end
 
 -- Add the counts of `part` into `total`.
-local function add_counts(total, part)
+function Thread.add_counts(total, part)
   for _, name in ipairs(COUNT_FIELDS) do
     total[name] = (total[name] or 0) + part[name]
   end
@@ -1894,7 +1914,7 @@ end
 
 -- Flatten counts into a name/value reply: COUNT_FIELDS, then `last` (when
 -- given), or the names in `fields`.
-local function reply(out, last, fields)
+function Thread.reply(out, last, fields)
   local r = {}
   for _, name in ipairs(fields or COUNT_FIELDS) do
     r[#r + 1] = name
@@ -1909,12 +1929,12 @@ end
 
 -- Keys a root checkpoint of the thread takes with it, judged by the newest
 -- one (a doc, or nil): itself, its registry and the writes listed there.
-local function keys_per_checkpoint(thread, newest)
-  return newest and registered_writes(thread, newest) + 2 or 3
+function Thread.keys_per_checkpoint(thread, newest)
+  return newest and Listing.registered_writes(thread, newest) + 2 or 3
 end
 
 -- How many of `docs` are root checkpoints.
-local function root_docs_listed(ctx, docs)
+function Thread.root_docs_listed(ctx, docs)
   local n = 0
   for _, d in ipairs(docs) do
     if d.ns == ctx.root then
@@ -1931,70 +1951,70 @@ end
 -- prove it holds the true newest and the plan needs them (DeltaChannel
 -- history, IDLE_TTL), or the window holds none of the root's older
 -- checkpoints, the root is listed again, sorted. Returns the docs and the plan.
-local function list_and_plan(ctx, thread, view, rule)
+function Thread.list_and_plan(ctx, thread, view, rule)
   view.page = view.limit
   if view.sorted then
-    view.newest = newest_root(ctx, thread)
+    view.newest = Listing.newest_root(ctx, thread)
     if not ctx.dry then
-      view.page = math.min(view.limit, math.ceil(keys_left(ctx.budget) / keys_per_checkpoint(thread, view.newest))
-        + math.min(rule.keep, view.limit) + PAGE_SLACK)
+      view.page = math.min(view.limit, math.ceil(Core.keys_left(ctx.budget) / Thread.keys_per_checkpoint(thread, view.newest))
+        + math.min(rule.keep, view.limit) + Thread.PAGE_SLACK)
     end
   end
-  local docs, exact = list_checkpoints(ctx, thread, view, rule)
-  local p = plan(ctx, thread, docs, rule, not view.sorted)
+  local docs, exact = Listing.list_checkpoints(ctx, thread, view, rule)
+  local p = Plan.plan(ctx, thread, docs, rule, not view.sorted)
   if #p.doomed == 0 and view.page < view.limit then
     view.page = view.limit
-    docs, exact = list_checkpoints(ctx, thread, view, rule)
-    p = plan(ctx, thread, docs, rule, false)
+    docs, exact = Listing.list_checkpoints(ctx, thread, view, rule)
+    p = Plan.plan(ctx, thread, docs, rule, false)
   end
   local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
-  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)) then
+  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and Thread.root_docs_listed(ctx, docs) <= rule.keep)) then
     view.first = nil
-    docs = list_checkpoints(ctx, thread, view, nil)
-    p = plan(ctx, thread, docs, rule, false)
+    docs = Listing.list_checkpoints(ctx, thread, view, nil)
+    p = Plan.plan(ctx, thread, docs, rule, false)
   end
   return docs, p
 end
 
 -- Whether `rule` deletes every checkpoint of a thread: KEEP 0, no age limit.
-local function deletes_all(rule)
+function Thread.deletes_all(rule)
   return rule.keep == 0 and not rule.old_before
 end
 
 -- Prune one thread (a thread record) under `rule` within what ctx.budget
 -- leaves. Returns the counts of lgprune_thread, plus `idle`, `listed` and
 -- `count_exact` (whether checkpoints_kept is exact) for sweeps.
-local function prune_thread(ctx, thread, rule)
-  local out = zero_counts()
+function Thread.prune_thread(ctx, thread, rule)
+  local out = Thread.zero_counts()
   out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
   local counted
   if ctx.sweep and not ctx.details and not rule.idle_before then
     -- most threads a sweep visits are within keep: a count settles those
-    counted = count_tagged(ctx, thread)
+    counted = Search.count_tagged(ctx, thread)
     if counted <= rule.keep then
       out.checkpoints_kept, out.count_exact = counted, counted == 0
       return out -- nothing over keep (the tag count is an upper bound)
     end
   end
-  local limit = math.min(reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
-  local tagged, first = first_look(ctx, thread, limit, counted)
+  local limit = math.min(Core.reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
+  local tagged, first = Listing.first_look(ctx, thread, limit, counted)
   out.checkpoints_kept = tagged
-  if tagged == 0 and not deletes_all(rule) then
+  if tagged == 0 and not Thread.deletes_all(rule) then
     return out -- (a thread deleted whole may still have leftovers)
   end
   -- the whole thread when it fits the budget, else its newest entries
   local view = { limit = math.min(tagged, limit), tagged = tagged, first = first }
   view.sorted = view.limit < tagged
-  local docs, p = list_and_plan(ctx, thread, view, rule)
+  local docs, p = Thread.list_and_plan(ctx, thread, view, rule)
   out.listed = true
-  check_write_prefix(ctx, thread, p.doomed)
-  if deletes_all(rule) and not view.sorted then
-    p.leftovers = leftovers(ctx, thread, docs)
+  Delete.check_write_prefix(ctx, thread, p.doomed)
+  if Thread.deletes_all(rule) and not view.sorted then
+    p.leftovers = Delete.leftovers(ctx, thread, docs)
   end
   if ctx.layout.blobs and not view.sorted then
-    p.blobs = freed_blobs(ctx, thread, docs, p) -- (a thread listed in part: by its last call)
+    p.blobs = Blobs.freed_blobs(ctx, thread, docs, p) -- (a thread listed in part: by its last call)
   end
-  local done = delete_doomed(ctx, thread, p, not view.sorted)
+  local done = Delete.delete_doomed(ctx, thread, p, not view.sorted)
   out.checkpoints_deleted, out.writes_deleted, out.keys_deleted = done.checkpoints, done.writes, done.keys
   out.blobs_deleted = done.blobs
   out.delta_ancestors_kept, out.idle = p.spared, p.idle
@@ -2015,16 +2035,18 @@ end
 -- A sweep's visits (one thread of a pass, its failure recorded as data) and the orphans phase (SCAN
 -- for keys whose checkpoint is gone: it finds no thread). A sweep charges its budget's `work` for
 -- what is not a delete; a call stops once keys + work reach BUDGET.
--- Provides: COST, counted, orphan_steps, spent, sweep_state, visit
--- Assumes: DEFAULT_GRACE_MS, MIN_BUDGET, ZSET_PREFIX, add_counts, check_allowed, checkpoint_gone,
---   checkpoint_key, get_string, guard, identity, is_placeholder, keys_left, latest_start, now_ms,
---   older, prune_thread, rcall, registry_owner, sink, starts_with, thread_failure, thread_record,
---   unless_wrongtype, write_prefix
+-- Provides: Sweep.COST, Sweep.counted, Sweep.orphan_steps, Sweep.spent, Sweep.sweep_state, Sweep.visit
+-- Assumes: MIN_BUDGET, rcall, Core.guard, Core.keys_left, Core.now_ms, Core.thread_failure,
+--   Delete.check_allowed, Delete.sink, Keys.DEFAULT_GRACE_MS, Keys.ZSET_PREFIX, Keys.checkpoint_key,
+--   Keys.latest_start, Keys.older, Keys.registry_owner, Keys.starts_with, Keys.thread_record,
+--   Keys.write_prefix, Search.checkpoint_gone, Search.get_string, Search.identity, Search.is_placeholder,
+--   Search.unless_wrongtype, Thread.add_counts, Thread.prune_thread
+local Sweep = {}
 
-local SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
-local MAX_FAILED = 100 -- failed threads named in one reply (all are counted)
+Sweep.SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
+Sweep.MAX_FAILED = 100 -- failed threads named in one reply (all are counted)
 -- Budget units a sweep charges for what is not a delete:
-local COST = {
+Sweep.COST = {
   visit = 10, -- a thread visit
   list = 40, -- ... and more when the visit lists and plans the thread
   check = 5, -- an orphan check, or a read of a thread's newest root checkpoint
@@ -2034,75 +2056,75 @@ local COST = {
 -- Orphan checks, each true for a key of this saver whose checkpoint is gone
 -- and whose checkpoint id dates from before `before` (ms).
 -- A latest pointer: its target checkpoint is gone.
-local function orphan_pointer(ctx, key, before)
-  local target = get_string(key)
-  if not target or not starts_with(target, ctx.cp .. ':') then
+function Sweep.orphan_pointer(ctx, key, before)
+  local target = Search.get_string(key)
+  if not target or not Keys.starts_with(target, ctx.cp .. ':') then
     return false
   end
-  return rcall('EXISTS', target) == 0 and older(target:match(':([^:]*)$'), before)
+  return rcall('EXISTS', target) == 0 and Keys.older(target:match(':([^:]*)$'), before)
 end
 
 -- A write: the checkpoint named by its own fields is gone (missing or a placeholder).
-local function orphan_write(ctx, key, before)
-  local t, ns, id = identity(key)
+function Sweep.orphan_write(ctx, key, before)
+  local t, ns, id = Search.identity(key)
   if not (t and ns and id) then
     return false
   end
   local thread, d = { id = t }, { ns = ns, id = id }
-  if not starts_with(key, write_prefix(ctx, thread, d)) then
+  if not Keys.starts_with(key, Keys.write_prefix(ctx, thread, d)) then
     return false -- not stored where the saver would store it: not ours to judge
   end
-  return older(id, before) and checkpoint_gone(checkpoint_key(ctx, thread, ns, id))
+  return Keys.older(id, before) and Search.checkpoint_gone(Keys.checkpoint_key(ctx, thread, ns, id))
 end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
 -- the checkpoint <cp>:<stem> is gone (missing or a placeholder). (Registries
 -- of other prefixes list other write keys and are left alone; so is a key of
 -- another type.)
-local function orphan_registry(ctx, key, before)
-  local checkpoint, writes = registry_owner(ctx, key)
-  local range = unless_wrongtype(pcall(rcall, 'ZRANGE', key, 0, 0))
+function Sweep.orphan_registry(ctx, key, before)
+  local checkpoint, writes = Keys.registry_owner(ctx, key)
+  local range = Search.unless_wrongtype(pcall(rcall, 'ZRANGE', key, 0, 0))
   local first = range and range[1]
-  if type(first) ~= 'string' or not starts_with(first, writes) then
+  if type(first) ~= 'string' or not Keys.starts_with(first, writes) then
     return false
   end
-  return older(key:match(':([^:]*)$'), before) and checkpoint_gone(checkpoint)
+  return Keys.older(key:match(':([^:]*)$'), before) and Search.checkpoint_gone(checkpoint)
 end
 
 -- A placeholder (see is_placeholder) under the checkpoint prefix: its writes
 -- never got their checkpoint.
-local function orphan_placeholder(ctx, key, before)
-  return starts_with(key, ctx.cp .. ':') and older(key:match(':([^:]*)$'), before) and is_placeholder(key)
+function Sweep.orphan_placeholder(ctx, key, before)
+  return Keys.starts_with(key, ctx.cp .. ':') and Keys.older(key:match(':([^:]*)$'), before) and Search.is_placeholder(key)
 end
 
 -- A sweep call's state: the counts of its reply (`out`), the threads it saw,
 -- per-thread details, the threads that failed, the orphans found; the budget
 -- is ctx.budget.
-local function sweep_state(ctx, rule, opts)
+function Sweep.sweep_state(ctx, rule, opts)
   return {
     ctx = ctx, rule = rule, opts = opts,
-    before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
+    before = Core.now_ms() - (opts.GRACE or Keys.DEFAULT_GRACE_MS),
     out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0, threads_failed = 0,
       checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0, blobs_deleted = 0 },
-    seen = {}, details = {}, failed = {}, orphans = sink(ctx.budget), unfinished = false,
+    seen = {}, details = {}, failed = {}, orphans = Delete.sink(ctx.budget), unfinished = false,
   }
 end
 
 -- Whether the sweep's budget is spent: keys deleted and work reach BUDGET.
-local function spent(b)
+function Sweep.spent(b)
   return b.keys + b.work >= b.total
 end
 
 -- Count one visit's result into the sweep.
-local function count_visit(sw, id, done)
+function Sweep.count_visit(sw, id, done)
   local out = sw.out
   if sw.opts.DETAILS then
     sw.details[#sw.details + 1] = { id, done.checkpoints_kept + done.checkpoints_deleted,
       done.checkpoints_deleted, done.keys_deleted, done.count_exact and 1 or 0 }
   end
-  add_counts(out, done)
+  Thread.add_counts(out, done)
   if done.listed then
-    sw.ctx.budget.work = sw.ctx.budget.work + COST.list
+    sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.list
   end
   if sw.ctx.dry then
     sw.ctx.budget.work = sw.ctx.budget.work + done.keys_deleted -- what would go, charged as work
@@ -2124,26 +2146,26 @@ end
 -- pruned, why: a thread's failure (see thread_failure), or an id lgprune
 -- cannot prune by (see thread_record), is data, and the sweep goes on; an
 -- error of the whole call (no index, no rights) is the call's.
-local function visit(sw, id)
+function Sweep.visit(sw, id)
   local ctx, b = sw.ctx, sw.ctx.budget
-  if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
+  if Core.keys_left(b) < MIN_BUDGET or (b.keys > 0 and Sweep.spent(b)) then
     return false
   end
   local layout = ctx.layout
-  local thread, unprunable = thread_record(id == layout.empty_id and '' or id, layout)
+  local thread, unprunable = Keys.thread_record(id == layout.empty_id and '' or id, layout)
   local done, why = nil, unprunable and 'BADDATA ' .. unprunable .. ': delete it by hand'
   if thread then
-    local ok, res = pcall(prune_thread, ctx, thread, sw.rule)
+    local ok, res = pcall(Thread.prune_thread, ctx, thread, sw.rule)
     if ok then
       done = res
     elseif b.keys > 0 then
       return false
     else
-      why = thread_failure(res)
+      why = Core.thread_failure(res)
     end
   end
   sw.seen[id] = true
-  b.work = b.work + COST.visit
+  b.work = b.work + Sweep.COST.visit
   return true, done, why
 end
 
@@ -2154,17 +2176,17 @@ end
 -- over, and then the pass is not complete (`sw.unfinished`: no watermark). A
 -- failed thread is named in the reply and passed over; the pass goes on and
 -- completes without it (the next full pass meets it again).
-local function counted(sw, id, done, why)
+function Sweep.counted(sw, id, done, why)
   local out = sw.out
   if why then
     out.threads_failed = out.threads_failed + 1
-    if #sw.failed < MAX_FAILED then
+    if #sw.failed < Sweep.MAX_FAILED then
       sw.failed[#sw.failed + 1] = { id, why }
     end
   elseif not done then
     out.threads_skipped = out.threads_skipped + 1
   else
-    count_visit(sw, id, done)
+    Sweep.count_visit(sw, id, done)
     local dry = sw.ctx.dry
     if done.more == 1 and not dry and done.keys_deleted == 0 then
       sw.unfinished = true
@@ -2180,31 +2202,31 @@ end
 -- Collect orphan `key`, to be deleted as the call ends, once the ACL is known
 -- to let it go (else the call fails here: under guard, after a delete, that
 -- ends the call and the next one fails before its first delete).
-local function add_orphan(sw, key)
+function Sweep.add_orphan(sw, key)
   if not sw.ctx.dry then
-    check_allowed('UNLINK', { key })
+    Delete.check_allowed('UNLINK', { key })
   end
   sw.orphans.add(key)
 end
 
 -- Judge one key of the orphans phase: a latest pointer, write, registry or
 -- placeholder whose checkpoint is gone goes (see the orphan checks).
-local function sweep_orphan(sw, key)
+function Sweep.sweep_orphan(sw, key)
   local ctx = sw.ctx
   local check
-  if starts_with(key, latest_start(ctx)) then
-    check = orphan_pointer
-  elseif starts_with(key, ctx.wp .. ':') then
-    check = orphan_write
-  elseif starts_with(key, ZSET_PREFIX .. ':') then
-    check = orphan_registry
-  elseif starts_with(key, ctx.cp .. ':') then
-    check = orphan_placeholder
+  if Keys.starts_with(key, Keys.latest_start(ctx)) then
+    check = Sweep.orphan_pointer
+  elseif Keys.starts_with(key, ctx.wp .. ':') then
+    check = Sweep.orphan_write
+  elseif Keys.starts_with(key, Keys.ZSET_PREFIX .. ':') then
+    check = Sweep.orphan_registry
+  elseif Keys.starts_with(key, ctx.cp .. ':') then
+    check = Sweep.orphan_placeholder
   end
   if check then
-    ctx.budget.work = ctx.budget.work + COST.check
+    ctx.budget.work = ctx.budget.work + Sweep.COST.check
     if check(ctx, key, sw.before) then
-      add_orphan(sw, key)
+      Sweep.add_orphan(sw, key)
     end
   end
 end
@@ -2212,13 +2234,13 @@ end
 -- Judge the keys of one SCAN step (see sweep_orphan); false when the orphans
 -- found reach the keys the call may still delete (the step is read again by
 -- the next call, which finds those gone).
-local function judge_keys(sw, keys)
+function Sweep.judge_keys(sw, keys)
   local b, pending = sw.ctx.budget, sw.orphans.pending
   for _, key in ipairs(keys) do
-    if #pending >= keys_left(b) then
+    if #pending >= Core.keys_left(b) then
       return false
     end
-    sweep_orphan(sw, key)
+    Sweep.sweep_orphan(sw, key)
   end
   return true
 end
@@ -2227,12 +2249,12 @@ end
 -- every key of each step, until the keyspace is done or the budget is spent.
 -- Returns the cursor to resume from and whether the phase is done. It visits
 -- no thread: the pass found those through the index.
-local function orphan_steps(sw, cursor)
+function Sweep.orphan_steps(sw, cursor)
   local b = sw.ctx.budget
-  local step_cost = math.ceil(SCAN_COUNT / COST.scan_keys)
+  local step_cost = math.ceil(Sweep.SCAN_COUNT / Sweep.COST.scan_keys)
   repeat
-    local res = rcall('SCAN', cursor, 'COUNT', SCAN_COUNT)
-    local ok, judged = guard(b, judge_keys, sw, res[2])
+    local res = rcall('SCAN', cursor, 'COUNT', Sweep.SCAN_COUNT)
+    local ok, judged = Core.guard(b, Sweep.judge_keys, sw, res[2])
     if not (ok and judged) then
       return cursor, false -- the budget, or a failure after a delete: the next call reads the step again
     end
@@ -2241,7 +2263,7 @@ local function orphan_steps(sw, cursor)
     if cursor == '0' then
       return cursor, true
     end
-  until spent(b)
+  until Sweep.spent(b)
   return cursor, false
 end
 
@@ -2252,18 +2274,20 @@ end
 -- there can be. checkpoint_ts is the writing client's clock in ms (a float, stamped before the
 -- write reaches Redis); a document without it finds no thread (its thread's others may).
 -- Watermarks are server time: MARGIN covers the clients' skew and put latency.
--- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
--- Assumes: BATCH, COST, LAYOUTS, WATERMARKS, batches, capped, check_allowed, checkpoint_key, counted,
---   dense_key, fail, guard, json_mget, latest_id, now_ms, rcall, show, spent, unless_wrongtype, visit
+-- Provides: Pass.ms, Pass.parse_cursor, Pass.pass_cursor, Pass.record_pass, Pass.window_steps
+-- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
+--   Delete.check_allowed, Keys.LAYOUTS, Keys.checkpoint_key, Keys.dense_key, Search.capped, Search.json_mget,
+--   Search.latest_id, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit
+local Pass = {}
 
-local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
+Pass.MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
 local SEGMENTS = {
   MARGIN_MS = 600000, -- default: how far before the watermark an incremental pass reads
   FIRST_WIDTH = 60000, -- ms of checkpoint_ts a pass's first segment spans; then it adapts
   UNITS = 20, -- a segment holds at most BUDGET / this many index entries (50 at least)
   ENTRIES_PER_UNIT = 20, -- a count costs 1 budget unit per this many entries it returns
 }
-local GROUP_UNITS_PER_ENTRY = 2 -- grouping a segment by thread costs 2 units per entry (it loads each thread_id),
+Pass.GROUP_UNITS_PER_ENTRY = 2 -- grouping a segment by thread costs 2 units per entry (it loads each thread_id),
 -- at most half the budget: a dense millisecond, grouped again by each call that resumes in it, leaves
 -- each call room to visit threads (collecting a dense segment's threads costs as much per entry)
 -- A segment holding more entries than one aggregate may read (a dense
@@ -2274,46 +2298,46 @@ local GROUP_UNITS_PER_ENTRY = 2 -- grouping a segment by thread costs 2 units pe
 local dense = { TTL_S = 86400 } -- an abandoned pass's key goes after a day
 
 -- A whole number of milliseconds as text (as cursors, fields and queries hold them).
-local function ms(v)
+function Pass.ms(v)
   return string.format('%.0f', v)
 end
 
 -- MARGIN, or its default.
-local function margin_of(opts)
+function Pass.margin_of(opts)
   return opts.MARGIN or SEGMENTS.MARGIN_MS
 end
 
 -- The watermark's field: the rule, prefixes and margin a pass applies, spelled
 -- once. (A pass with a smaller margin covers less: each margin has its own.)
-local function rule_field(ctx, rule, opts)
+function Pass.rule_field(ctx, rule, opts)
   local function given(v)
-    return v and ms(v) or '-'
+    return v and Pass.ms(v) or '-'
   end
-  local field = { ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. given(opts.MAX_AGE),
-    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. ms(margin_of(opts)) }
-  if ctx.layout ~= LAYOUTS.python then
+  local field = { ctx.cp, ctx.wp, 'keep ' .. Pass.ms(rule.keep), 'max_age ' .. given(opts.MAX_AGE),
+    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. Pass.ms(Pass.margin_of(opts)) }
+  if ctx.layout ~= Keys.LAYOUTS.python then
     field[#field + 1] = 'layout ' .. ctx.layout.name -- (python's fields stay as 0.3 wrote them)
   end
   return cjson.encode(field)
 end
 
 -- The field of the rule's last full pass.
-local function full_field(field)
+function Pass.full_field(field)
   return 'full ' .. field
 end
 
 -- What a cursor must match to continue a pass: its rule and kind of run.
-local function fingerprint(field, opts)
+function Pass.fingerprint(field, opts)
   local run = { field, opts.FULL and 'full' or '', opts.ORPHANS and 'orphans' or '',
-    opts.DRY_RUN and 'dry' or '', ms(opts.FULL_EVERY or -1) }
+    opts.DRY_RUN and 'dry' or '', Pass.ms(opts.FULL_EVERY or -1) }
   return redis.sha1hex(table.concat(run, '|')):sub(1, 16)
 end
 
 -- The rule's watermark and its last full pass (server ms, nil when none). A
 -- mark later than `now` (the server's clock went back, or the data came from
 -- another server) is no mark.
-local function read_marks(field, now)
-  local marks = rcall('HMGET', WATERMARKS, field, full_field(field))
+function Pass.read_marks(field, now)
+  local marks = rcall('HMGET', WATERMARKS, field, Pass.full_field(field))
   local mark, full = tonumber(marks[1] or nil), tonumber(marks[2] or nil)
   return mark and mark <= now and mark or nil, full and full <= now and full or nil
 end
@@ -2337,15 +2361,15 @@ end
 --               dense.digest of the key before it), 'v' they are being
 --               visited (after: by bytes); nil for any other segment
 --   scan        (ORPHANS, once the segments are done) the orphans phase's SCAN cursor
-local function begin_pass(ctx, rule, opts)
-  local field = rule_field(ctx, rule, opts)
-  local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
-  local mark, full = read_marks(field, pass.start)
+function Pass.begin_pass(ctx, rule, opts)
+  local field = Pass.rule_field(ctx, rule, opts)
+  local pass = { field = field, fp = Pass.fingerprint(field, opts), start = Core.now_ms(), unfinished = false }
+  local mark, full = Pass.read_marks(field, pass.start)
   local due = opts.FULL_EVERY and (not full or full <= pass.start - opts.FULL_EVERY)
   pass.kind = (mark and not (opts.FULL or opts.ORPHANS or due)) and 'incremental' or 'full'
-  pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
+  pass.since = pass.kind == 'incremental' and mark - Pass.margin_of(opts) or nil
   -- a full one first counts all of [-MAX_STAMP, MAX_STAMP) and narrows from there
-  pass.lo, pass.width = -math.huge, pass.since and SEGMENTS.FIRST_WIDTH or MAX_STAMP
+  pass.lo, pass.width = -math.huge, pass.since and SEGMENTS.FIRST_WIDTH or Pass.MAX_STAMP
   return pass
 end
 
@@ -2354,11 +2378,11 @@ end
 -- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then. A
 -- full pass over segments reads every checkpoint_ts there can be (a writer's
 -- clock may run ahead of the server's).
-local function windows(pass, opts)
+function Pass.windows(pass, opts)
   if pass.kind == 'full' then
-    return { { -MAX_STAMP, MAX_STAMP } }
+    return { { -Pass.MAX_STAMP, Pass.MAX_STAMP } }
   end
-  local margin = margin_of(opts)
+  local margin = Pass.margin_of(opts)
   local list = { { pass.since, pass.start } }
   for _, age in ipairs({ opts.MAX_AGE or false, opts.IDLE_TTL or false }) do
     if age then
@@ -2403,21 +2427,21 @@ end
 -- MARGIN (a mark moves only forward), which would skip what it has not read,
 -- or a segment outside the pass's windows or without width (which would end
 -- the pass, or never move).
-local function check_cursor(pass, opts)
-  local now = now_ms()
-  local mark = read_marks(pass.field, now)
-  local from = mark and mark - margin_of(opts)
-  local w = windows(pass, opts)
+function Pass.check_cursor(pass, opts)
+  local now = Core.now_ms()
+  local mark = Pass.read_marks(pass.field, now)
+  local from = mark and mark - Pass.margin_of(opts)
+  local w = Pass.windows(pass, opts)
   local lo_ok
   if pass.scan then
     lo_ok = #pass.scan <= 19 -- a SCAN cursor below 2^63
   else
-    lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1] and pass.lo < w[#w][2]
+    lo_ok = pass.width >= 1 and pass.width <= Pass.MAX_STAMP and pass.lo >= w[1][1] and pass.lo < w[#w][2]
       and dense.continues(pass)
   end
   if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and pass.since <= from
       and pass.since <= pass.start)) then
-    fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
+    Core.fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
   end
   return pass
 end
@@ -2430,12 +2454,12 @@ local CURSORS = {
 
 -- The pass a cursor continues, or a new one for "0"; refuses a cursor of
 -- another rule, margin or kind of run.
-local function parse_cursor(cursor, ctx, rule, opts)
+function Pass.parse_cursor(cursor, ctx, rule, opts)
   if cursor == '0' then
-    return begin_pass(ctx, rule, opts)
+    return Pass.begin_pass(ctx, rule, opts)
   end
-  local pass = { field = rule_field(ctx, rule, opts) }
-  pass.fp = fingerprint(pass.field, opts)
+  local pass = { field = Pass.rule_field(ctx, rule, opts) }
+  pass.fp = Pass.fingerprint(pass.field, opts)
   local fp, start, u, scan = cursor:match(CURSORS.orphans)
   local letter, from, lo, width, phase, after
   if fp then
@@ -2449,55 +2473,55 @@ local function parse_cursor(cursor, ctx, rule, opts)
     pass.after = after and after ~= '' and after:sub(2) or nil
   end
   if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
-    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+    Core.fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. Core.show(cursor))
   end
   if fp ~= pass.fp then
-    fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
+    Core.fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
   end
   pass.start, pass.unfinished = tonumber(start), u == '1'
-  return check_cursor(pass, opts)
+  return Pass.check_cursor(pass, opts)
 end
 
 -- The cursor that continues `pass` ("0" once it is done).
-local function pass_cursor(pass, done)
+function Pass.pass_cursor(pass, done)
   if done then
     return '0'
   end
   local u = pass.unfinished and '1' or '0'
   if pass.scan then
-    return table.concat({ 'o', pass.fp, ms(pass.start), u, pass.scan }, ':')
+    return table.concat({ 'o', pass.fp, Pass.ms(pass.start), u, pass.scan }, ':')
   end
-  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
-    ms(pass.lo), ms(pass.width), u, pass.dense or '', pass.after and '>' .. pass.after or '' }, ':')
+  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, Pass.ms(pass.start), Pass.ms(pass.since or 0),
+    Pass.ms(pass.lo), Pass.ms(pass.width), u, pass.dense or '', pass.after and '>' .. pass.after or '' }, ':')
 end
 
 -- Record that `pass` completed: its rule's watermark (and, for a full pass,
 -- "full <rule>") moves to when it began, never back (unless it is later than
 -- now, see read_marks). Not for a dry run, nor a pass left unfinished.
-local function record_pass(pass, dry)
+function Pass.record_pass(pass, dry)
   if dry or pass.unfinished then
     return
   end
-  local mark, full = read_marks(pass.field, now_ms())
+  local mark, full = Pass.read_marks(pass.field, Core.now_ms())
   if not mark or mark < pass.start then
-    rcall('HSET', WATERMARKS, pass.field, ms(pass.start))
+    rcall('HSET', WATERMARKS, pass.field, Pass.ms(pass.start))
   end
   if pass.kind == 'full' and (not full or full < pass.start) then
-    rcall('HSET', WATERMARKS, full_field(pass.field), ms(pass.start))
+    rcall('HSET', WATERMARKS, Pass.full_field(pass.field), Pass.ms(pass.start))
   end
 end
 
 -- The checkpoint index's query for checkpoint_ts in [lo, hi).
-local function ts_range(lo, hi)
-  return '@checkpoint_ts:[' .. ms(lo) .. ' (' .. ms(hi) .. ']'
+function Pass.ts_range(lo, hi)
+  return '@checkpoint_ts:[' .. Pass.ms(lo) .. ' (' .. Pass.ms(hi) .. ']'
 end
 
 -- How many checkpoint documents have checkpoint_ts in [lo, hi), up to `most`
 -- + 1 (more than `most`; most < the search cap). DIALECT 4 stops at the
 -- LIMIT: a count costs what it returns, not what the range holds (RediSearch
 -- counts a range entry by entry: a whole store's would take ~35 ms per million).
-local function ts_count(ctx, lo, hi, most)
-  local ok, res = capped('cap', 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
+function Pass.ts_count(ctx, lo, hi, most)
+  local ok, res = Search.capped('cap', 'FT.SEARCH', ctx.cp_index, Pass.ts_range(lo, hi), 'NOCONTENT',
     'LIMIT', '0', tostring(most + 1), 'TIMEOUT', '0', 'DIALECT', '4')
   if not ok then
     error(res, 0)
@@ -2508,7 +2532,7 @@ end
 
 -- Whether a sorts before b: by the server's string order, and by bytes where
 -- that finds two different strings equal. A total order, for sort and resume.
-local function before(a, b)
+function Pass.before(a, b)
   if a < b then
     return true
   elseif a == b or b < a then
@@ -2528,13 +2552,13 @@ end
 -- [lo, hi), sorted (see before), and how many groups had no id (a document
 -- without a thread_id, or one the index cannot group). The aggregate reads
 -- every entry of the range: `n` is at most what one may read (segment_cap).
-local function ts_threads(ctx, lo, hi, n)
-  local ok, res = capped('group_cap', 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1',
+function Pass.ts_threads(ctx, lo, hi, n)
+  local ok, res = Search.capped('group_cap', 'FT.AGGREGATE', ctx.cp_index, Pass.ts_range(lo, hi), 'GROUPBY', '1',
     '@thread_id', 'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
   if not ok then
     error(res, 0)
   end
-  ctx.budget.work = ctx.budget.work + math.min(n * GROUP_UNITS_PER_ENTRY, math.floor(ctx.budget.total / 2))
+  ctx.budget.work = ctx.budget.work + math.min(n * Pass.GROUP_UNITS_PER_ENTRY, math.floor(ctx.budget.total / 2))
   local ids = {}
   for i = 2, #res do
     local row = res[i]
@@ -2543,19 +2567,19 @@ local function ts_threads(ctx, lo, hi, n)
     end
   end
   if #res - 1 < math.min(res[1], n) then -- a search timeout returns partial results
-    fail('PARTIAL', 'the index grouped ' .. (#res - 1) .. ' of ' .. res[1] .. ' threads; try again')
+    Core.fail('PARTIAL', 'the index grouped ' .. (#res - 1) .. ' of ' .. res[1] .. ' threads; try again')
   end
-  table.sort(ids, before)
+  table.sort(ids, Pass.before)
   return ids, #res - 1 - #ids
 end
 
 -- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
 -- names, when that is the thread's own (by its key and its thread_id); else
 -- nil (also in a layout without pointers).
-local function newest_stamp(ctx, id)
+function Pass.newest_stamp(ctx, id)
   local thread = { id = id }
-  local newest = latest_id(ctx, thread, ctx.root)
-  local raw = newest and unless_wrongtype(pcall(rcall, 'JSON.GET', checkpoint_key(ctx, thread, ctx.root, newest),
+  local newest = Search.latest_id(ctx, thread, ctx.root)
+  local raw = newest and Search.unless_wrongtype(pcall(rcall, 'JSON.GET', Keys.checkpoint_key(ctx, thread, ctx.root, newest),
     '$.thread_id', '$.checkpoint_ts'))
   local decoded = type(raw) == 'string' and cjson.decode(raw)
   local owner, ts = decoded and decoded['$.thread_id'], decoded and decoded['$.checkpoint_ts']
@@ -2570,12 +2594,12 @@ end
 -- newest_stamp), when that lies in the pass's windows outside [lo, hi) (a
 -- segment before it was read already, one after it will be). Read once per
 -- call per thread.
-local function visited_elsewhere(sw, id, lo, hi)
+function Pass.visited_elsewhere(sw, id, lo, hi)
   local ts = sw.newest[id]
   if ts == nil then
-    ts = newest_stamp(sw.ctx, id) or false
+    ts = Pass.newest_stamp(sw.ctx, id) or false
     sw.newest[id] = ts
-    sw.ctx.budget.work = sw.ctx.budget.work + COST.check
+    sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.check
   end
   if not ts or (lo <= ts and ts < hi) then
     return false
@@ -2589,15 +2613,15 @@ local function visited_elsewhere(sw, id, lo, hi)
 end
 
 -- The most entries a segment's count and grouping may ask for here.
-local function segment_cap(ctx)
+function Pass.segment_cap(ctx)
   return math.min(ctx.group_cap, ctx.cap - 1)
 end
 
 -- The entries a new segment is narrowed to (BUDGET / SEGMENTS.UNITS, 50 at
 -- least): one holding more (a dense millisecond) is grouped again by each
 -- call that resumes in it, unless it is read in pages (see visit_segment).
-local function segment_limit(ctx)
-  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / SEGMENTS.UNITS)))
+function Pass.segment_limit(ctx)
+  return math.min(Pass.segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / SEGMENTS.UNITS)))
 end
 
 -- The segment the pass is in or begins next within window w: [lo, hi), its
@@ -2607,9 +2631,9 @@ end
 -- carries over, so a call whose counts spent its budget (nil) leaves the
 -- next one a narrower segment to count. The segment under way (pass.after)
 -- is counted again as it stands; a dense one (pass.dense) no more.
-local function segment(sw, pass, w)
+function Pass.segment(sw, pass, w)
   local ctx = sw.ctx
-  local most, limit = segment_cap(ctx), segment_limit(ctx)
+  local most, limit = Pass.segment_cap(ctx), Pass.segment_limit(ctx)
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.dense then
@@ -2617,14 +2641,14 @@ local function segment(sw, pass, w)
   end
   while true do
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi, limit) -- (a count returns what it counts: ask no more than needed)
+    local n = Pass.ts_count(ctx, lo, hi, limit) -- (a count returns what it counts: ask no more than needed)
     if n <= limit then
       return lo, hi, n, not pass.after and n < limit / 4
     elseif hi - lo <= 1 or pass.after then -- a dense millisecond, or a segment that grew since
-      return lo, hi, ts_count(ctx, lo, hi, most), false
+      return lo, hi, Pass.ts_count(ctx, lo, hi, most), false
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
-    if spent(ctx.budget) then
+    if Sweep.spent(ctx.budget) then
       return nil -- counting used the budget: the next call narrows on from here
     end
   end
@@ -2633,13 +2657,13 @@ end
 -- Visit thread `id` of segment [lo, hi), unless this call saw it or the pass
 -- visits it elsewhere, and move pass.after to it; false when the call stops
 -- before it (its budget is spent) or inside it.
-local function visit_next(sw, pass, id, lo, hi)
-  if sw.moved and spent(sw.ctx.budget) then
+function Pass.visit_next(sw, pass, id, lo, hi)
+  if sw.moved and Sweep.spent(sw.ctx.budget) then
     return false
   end
-  if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then
-    local go, done, why = visit(sw, id)
-    if not go or not counted(sw, id, done, why) then
+  if not sw.seen[id] and not Pass.visited_elsewhere(sw, id, lo, hi) then
+    local go, done, why = Sweep.visit(sw, id)
+    if not go or not Sweep.counted(sw, id, done, why) then
       return false
     end
   end
@@ -2652,14 +2676,14 @@ end
 -- page reads the entries before it again: a few large pages a call read
 -- fewer than many small ones.)
 function dense.page_size(ctx)
-  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / 2 / GROUP_UNITS_PER_ENTRY)))
+  return math.min(Pass.segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / 2 / Pass.GROUP_UNITS_PER_ENTRY)))
 end
 
 -- The keys of `count` entries of dense segment [lo, hi) from `offset`, in
 -- index order (a bounded search: it reads offset + count entries).
 function dense.page(ctx, offset, lo, hi, count)
-  local ok, res = capped('cap', 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
-    'LIMIT', ms(offset), tostring(count), 'TIMEOUT', '0', 'DIALECT', '4')
+  local ok, res = Search.capped('cap', 'FT.SEARCH', ctx.cp_index, Pass.ts_range(lo, hi), 'NOCONTENT',
+    'LIMIT', Pass.ms(offset), tostring(count), 'TIMEOUT', '0', 'DIALECT', '4')
   if not ok then
     error(res, 0)
   end
@@ -2674,8 +2698,8 @@ end
 -- as stored; a document without a string thread_id (or with "", which no
 -- saver stores) as "" (see dense.visit). The key expires after TTL_S.
 function dense.add(key, keys)
-  local ids = json_mget(keys, '$.thread_id')
-  for first, last in batches(#keys, BATCH) do
+  local ids = Search.json_mget(keys, '$.thread_id')
+  for first, last in Core.batches(#keys, Core.BATCH) do
     local args = { 'ZADD', key }
     for i = first, last do
       args[#args + 1], args[#args + 2] = '0', type(ids[i]) == 'string' and ids[i] or ''
@@ -2708,7 +2732,7 @@ function dense.collect(sw, pass, lo, hi, key)
   local ctx, b = sw.ctx, sw.ctx.budget
   local count = dense.page_size(ctx)
   repeat
-    if sw.moved and spent(b) then
+    if sw.moved and Sweep.spent(b) then
       return false
     end
     local offset, anchor = dense.collecting(pass.dense)
@@ -2719,13 +2743,13 @@ function dense.collect(sw, pass, lo, hi, key)
     end
     local from = math.max(offset - 1, 0)
     local keys = dense.page(ctx, from, lo, hi, count + offset - from)
-    b.work = b.work + 1 + math.floor((from + #keys) / SEGMENTS.ENTRIES_PER_UNIT) + #keys * GROUP_UNITS_PER_ENTRY
+    b.work = b.work + 1 + math.floor((from + #keys) / SEGMENTS.ENTRIES_PER_UNIT) + #keys * Pass.GROUP_UNITS_PER_ENTRY
     sw.moved = true
     if offset > 0 and (keys[1] == nil or dense.digest(keys[1]) ~= anchor) then
       sw.unfinished, pass.dense = true, 'c' -- the entries moved under the boundary: from the first again
     else
       dense.add(key, keys)
-      pass.dense = #keys < count + offset - from and 'v' or 'c' .. ms(from + #keys) .. '.' .. dense.digest(keys[#keys])
+      pass.dense = #keys < count + offset - from and 'v' or 'c' .. Pass.ms(from + #keys) .. '.' .. dense.digest(keys[#keys])
     end
   until pass.dense == 'v'
   return true
@@ -2747,7 +2771,7 @@ function dense.visit(sw, pass, lo, hi, key)
     for _, id in ipairs(ids) do
       if id == '' then
         sw.out.threads_skipped, pass.after = sw.out.threads_skipped + 1, id
-      elseif not visit_next(sw, pass, id, lo, hi) then
+      elseif not Pass.visit_next(sw, pass, id, lo, hi) then
         return false
       end
     end
@@ -2765,11 +2789,11 @@ function dense.segment(sw, pass, lo, hi)
     sw.unfinished = true
     return true
   end
-  local key = dense_key(pass.fp, ms(pass.start), ms(lo))
+  local key = Keys.dense_key(pass.fp, Pass.ms(pass.start), Pass.ms(lo))
   if not pass.dense then
-    check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
-    check_allowed('EXPIRE', { key })
-    check_allowed('UNLINK', { key })
+    Delete.check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
+    Delete.check_allowed('EXPIRE', { key })
+    Delete.check_allowed('UNLINK', { key })
     pass.dense, pass.after = 'c', nil -- (a segment that grew dense under way: from its first thread)
   elseif pass.dense ~= 'c' and rcall('EXISTS', key) == 0 then
     sw.unfinished = true
@@ -2791,19 +2815,19 @@ end
 -- a new one is narrowed to (segment_limit) is read in pages (see dense), so
 -- no call groups it again; in a dry run, which cannot write, only one
 -- holding more than one aggregate may read (segment_cap), and it is passed over.
-local function visit_segment(sw, pass, lo, hi, n)
+function Pass.visit_segment(sw, pass, lo, hi, n)
   local ctx = sw.ctx
-  if pass.dense or n > segment_cap(ctx) or (n > segment_limit(ctx) and not ctx.dry) then
+  if pass.dense or n > Pass.segment_cap(ctx) or (n > Pass.segment_limit(ctx) and not ctx.dry) then
     return dense.segment(sw, pass, lo, hi)
   elseif n == 0 then
     return true
   end
-  local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
+  local ids, nameless = Pass.ts_threads(sw.ctx, lo, hi, n)
   if pass.after == nil then
     sw.out.threads_skipped = sw.out.threads_skipped + nameless
   end
   for _, id in ipairs(ids) do
-    if (pass.after == nil or before(pass.after, id)) and not visit_next(sw, pass, id, lo, hi) then
+    if (pass.after == nil or Pass.before(pass.after, id)) and not Pass.visit_next(sw, pass, id, lo, hi) then
       return false
     end
   end
@@ -2812,14 +2836,14 @@ end
 
 -- Read the next segment of window w and visit its threads (see segment,
 -- visit_segment); true when the segment is done, and the pass moves past it.
-local function segment_step(sw, pass, w)
-  local lo, hi, n, few = segment(sw, pass, w)
-  if not lo or not visit_segment(sw, pass, lo, hi, n) then
+function Pass.segment_step(sw, pass, w)
+  local lo, hi, n, few = Pass.segment(sw, pass, w)
+  if not lo or not Pass.visit_segment(sw, pass, lo, hi, n) then
     return false
   end
   pass.lo, pass.after, pass.dense, sw.moved = hi, nil, nil, true
   if few then
-    pass.width = math.min(pass.width * 2, MAX_STAMP)
+    pass.width = math.min(pass.width * 2, Pass.MAX_STAMP)
   end
   return true
 end
@@ -2827,15 +2851,15 @@ end
 -- Visit the segments of the pass's windows until it is done (true) or the
 -- budget is spent (false: pass.lo, pass.width and pass.after say where). A
 -- call stops once it has visited a thread or finished a segment.
-local function window_steps(sw, pass)
+function Pass.window_steps(sw, pass)
   local b = sw.ctx.budget
-  sw.windows, sw.newest = windows(pass, sw.opts), {}
+  sw.windows, sw.newest = Pass.windows(pass, sw.opts), {}
   for _, w in ipairs(sw.windows) do
     while math.max(pass.lo, w[1]) < w[2] do
-      if sw.moved and spent(b) then
+      if sw.moved and Sweep.spent(b) then
         return false
       end
-      local ok, finished = guard(b, segment_step, sw, pass, w)
+      local ok, finished = Core.guard(b, Pass.segment_step, sw, pass, w)
       if not (ok and finished) then
         return false
       end
@@ -2847,10 +2871,11 @@ end
 -- Registered functions ---------------------------------------------------------------
 -- The functions Redis runs, each with its contract, and their flags.
 -- Provides: nothing
--- Assumes: BUILD, MAX_MANY, MIN_BUDGET, VERSION, WATERMARKS, add_counts, check_allowed, check_server,
---   check_thread, context, entry, fail, guard, keys_left, ms, orphan_steps, parse_count, parse_cursor,
---   parse_options, pass_cursor, policy, prune_thread, record_pass, reply, require_index, show,
---   sweep_state, window_steps, zero_counts
+-- Assumes: BUILD, MAX_MANY, MIN_BUDGET, VERSION, WATERMARKS, Core.entry, Core.fail, Core.guard,
+--   Core.keys_left, Core.parse_count, Core.parse_options, Core.policy, Core.show, Delete.check_allowed,
+--   Keys.check_thread, Keys.context, Pass.ms, Pass.parse_cursor, Pass.pass_cursor, Pass.record_pass,
+--   Pass.window_steps, Search.check_server, Search.require_index, Sweep.orphan_steps, Sweep.sweep_state,
+--   Thread.add_counts, Thread.prune_thread, Thread.reply, Thread.zero_counts
 -- Flags: lgprune_version is `no-writes` and `allow-stale` (it runs on
 -- replicas, with FCALL_RO, at maxmemory and on a replica that lost its
 -- primary). The pruning functions are `allow-oom`: their job is to free
@@ -2933,12 +2958,12 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   error is "LGPRUNE <CODE> ...".
 ]]
 function pruners.lgprune_thread(_, args)
-  local opts = parse_options(args, 3, THREAD_OPTIONS)
-  local rule = policy(args[2], opts)
-  local ctx = context(opts)
-  local thread = check_thread(args[1], ctx.layout)
-  check_server(ctx)
-  return reply(prune_thread(ctx, thread, rule), 'more')
+  local opts = Core.parse_options(args, 3, THREAD_OPTIONS)
+  local rule = Core.policy(args[2], opts)
+  local ctx = Keys.context(opts)
+  local thread = Keys.check_thread(args[1], ctx.layout)
+  Search.check_server(ctx)
+  return Thread.reply(Thread.prune_thread(ctx, thread, rule), 'more')
 end
 
 --[[
@@ -2955,39 +2980,39 @@ lgprune_many: lgprune_thread for several threads in one call, sharing one budget
   nothing was deleted.
 ]]
 function pruners.lgprune_many(_, args)
-  local count = parse_count('COUNT', args[2], 2 ^ 53)
+  local count = Core.parse_count('COUNT', args[2], 2 ^ 53)
   if count < 1 or count > MAX_MANY then
-    fail('BADARG', 'COUNT must be 1 to ' .. MAX_MANY .. ' thread ids, got ' .. count)
+    Core.fail('BADARG', 'COUNT must be 1 to ' .. MAX_MANY .. ' thread ids, got ' .. count)
   end
-  local opts = parse_options(args, count + 3, THREAD_OPTIONS)
-  local rule = policy(args[1], opts)
-  local ctx = context(opts)
+  local opts = Core.parse_options(args, count + 3, THREAD_OPTIONS)
+  local rule = Core.policy(args[1], opts)
+  local ctx = Keys.context(opts)
   local threads = {}
   for i = 1, count do
-    threads[i] = check_thread(args[i + 2], ctx.layout)
+    threads[i] = Keys.check_thread(args[i + 2], ctx.layout)
   end
-  check_server(ctx)
-  local total = zero_counts()
+  Search.check_server(ctx)
+  local total = Thread.zero_counts()
   total.next = 0
   for i, thread in ipairs(threads) do
-    if keys_left(ctx.budget) < MIN_BUDGET then
+    if Core.keys_left(ctx.budget) < MIN_BUDGET then
       total.next = i
       break
     end
-    local ok, out = guard(ctx.budget, prune_thread, ctx, thread, rule)
+    local ok, out = Core.guard(ctx.budget, Thread.prune_thread, ctx, thread, rule)
     if not ok then
       total.next = i
       break
     end
     if out.more == 1 then
       out.checkpoints_kept = 0 -- counted by the call that finishes the thread
-      add_counts(total, out)
+      Thread.add_counts(total, out)
       total.next = i
       break
     end
-    add_counts(total, out)
+    Thread.add_counts(total, out)
   end
-  return reply(total, 'next')
+  return Thread.reply(total, 'next')
 end
 
 --[[
@@ -3113,39 +3138,39 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
 function pruners.lgprune_sweep(_, args)
   local cursor = args[1]
   if type(cursor) ~= 'string' then
-    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+    Core.fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. Core.show(cursor))
   end
-  local opts = parse_options(args, 3, SWEEP_OPTIONS)
-  local rule = policy(args[2], opts)
-  local ctx = context(opts)
+  local opts = Core.parse_options(args, 3, SWEEP_OPTIONS)
+  local rule = Core.policy(args[2], opts)
+  local ctx = Keys.context(opts)
   ctx.sweep, ctx.details = true, opts.DETAILS == true
   if opts.ORPHANS and not ctx.layout.pointers then
-    fail('BADARG', 'ORPHANS is for LAYOUT python: to delete a js thread\'s leftovers, prune it with KEEP 0')
+    Core.fail('BADARG', 'ORPHANS is for LAYOUT python: to delete a js thread\'s leftovers, prune it with KEEP 0')
   end
-  local pass = parse_cursor(cursor, ctx, rule, opts)
-  check_server(ctx)
-  require_index(ctx)
+  local pass = Pass.parse_cursor(cursor, ctx, rule, opts)
+  Search.check_server(ctx)
+  Search.require_index(ctx)
   if not ctx.dry then -- a pass ends by recording its watermark: known before any delete
-    check_allowed('HSET', { WATERMARKS })
+    Delete.check_allowed('HSET', { WATERMARKS })
   end
-  local sw = sweep_state(ctx, rule, opts)
+  local sw = Sweep.sweep_state(ctx, rule, opts)
   sw.unfinished = pass.unfinished
-  local done = pass.scan ~= nil or window_steps(sw, pass)
+  local done = pass.scan ~= nil or Pass.window_steps(sw, pass)
   if done and opts.ORPHANS then
-    pass.scan, done = orphan_steps(sw, pass.scan or '0')
+    pass.scan, done = Sweep.orphan_steps(sw, pass.scan or '0')
   end
   local out = sw.out
   sw.orphans.flush()
   pass.unfinished = sw.unfinished
   if done then
-    record_pass(pass, ctx.dry)
+    Pass.record_pass(pass, ctx.dry)
   end
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
-  out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
-  out.since = pass.since and ms(pass.since) or '0'
+  out.cursor, out.kind, out.unfinished = Pass.pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
+  out.since = pass.since and Pass.ms(pass.since) or '0'
   out.layout = ctx.layout.name
-  local r = reply(out, nil, SWEEP_FIELDS)
+  local r = Thread.reply(out, nil, SWEEP_FIELDS)
   r[#r + 1] = 'failed'
   r[#r + 1] = sw.failed
   if opts.DETAILS then
@@ -3175,8 +3200,8 @@ end
 
 -- Register pruning function `name` and its dry-run twin.
 local function register(name)
-  redis.register_function { function_name = name, callback = entry(pruners[name]), flags = { 'allow-oom', 'no-cluster' } }
-  redis.register_function { function_name = name .. '_ro', callback = entry(read_only(pruners[name])),
+  redis.register_function { function_name = name, callback = Core.entry(pruners[name]), flags = { 'allow-oom', 'no-cluster' } }
+  redis.register_function { function_name = name .. '_ro', callback = Core.entry(read_only(pruners[name])),
     flags = { 'no-writes', 'no-cluster' } }
 end
 

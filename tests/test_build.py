@@ -29,8 +29,10 @@ def test_a_header_that_omits_or_invents_a_name_is_caught() -> None:
     b, original = build(), parts()
     name, text = next((n, t) for n, t in original if n.startswith("30-"))
     for edited in (
-        text.replace("-- Provides: capped, ", "-- Provides: "),  # a name a later part uses, unlisted
-        text.replace("-- Assumes: BATCH, ", "-- Assumes: BATCH, rcall_twice, "),  # a name it does not use
+        text.replace("-- Provides: Search.capped, ", "-- Provides: "),  # a name another part uses, unlisted
+        text.replace(
+            "-- Assumes: rcall, ", "-- Assumes: rcall, Core.rcall_twice, "
+        ),  # a name it does not use
     ):
         assert edited != text
         problems = b.drifted([(n, edited if n == name else t) for n, t in original])
@@ -40,9 +42,11 @@ def test_a_header_that_omits_or_invents_a_name_is_caught() -> None:
 def test_a_part_using_a_name_its_header_does_not_assume_is_caught() -> None:
     b, original = build(), parts()
     name, text = next((n, t) for n, t in original if n.startswith("55-"))
-    edited = text.replace("local function version_text(v)\n", "local function version_text(v)\n  show(v)\n")
+    edited = text.replace(
+        "function Blobs.version_text(v)\n", "function Blobs.version_text(v)\n  Core.show(v)\n"
+    )
     assert edited != text
     assert any(
-        "Assumes" in p and "show" in p
+        "Assumes" in p and "Core.show" in p
         for p in b.drifted([(n, edited if n == name else t) for n, t in original])
     )

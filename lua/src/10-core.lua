@@ -2,21 +2,23 @@
 -- Core ------------------------------------------------------------------------
 -- redis.call, errors (every error an LGPRUNE <CODE> reply), option parsing, the rule (policy), the
 -- call's budget, batches.
--- Provides: BATCH, DEFAULT_BUDGET, MAX_MANY, MIN_BUDGET, Stale, batches, entry, error_text, fail,
---   guard, keys_left, new_budget, now_ms, parse_count, parse_options, policy, rcall, reads_left, show,
---   thread_failure, unknown_command
+-- Provides: MAX_MANY, MIN_BUDGET, rcall, Core.BATCH, Core.DEFAULT_BUDGET, Core.Stale, Core.batches,
+--   Core.entry, Core.error_text, Core.fail, Core.guard, Core.keys_left, Core.new_budget, Core.now_ms,
+--   Core.parse_count, Core.parse_options, Core.policy, Core.reads_left, Core.show, Core.thread_failure,
+--   Core.unknown_command
 -- Assumes: nothing
+local Core = {}
 
 -- redis.call is not reachable while the library loads, so wrap it
 local function rcall(...)
   return redis.call(...)
 end
 
-local DEFAULT_BUDGET = 2000
-local MAX_BUDGET = 100000
+Core.DEFAULT_BUDGET = 2000
+Core.MAX_BUDGET = 100000
 local MIN_BUDGET = 10 -- enough for any call to make progress
 local MAX_MANY = 1000 -- thread ids per lgprune_many call
-local BATCH = 500 -- keys per UNLINK or JSON.MGET: never unpack an unbounded list
+Core.BATCH = 500 -- keys per UNLINK or JSON.MGET: never unpack an unbounded list
 
 -- Errors -------------------------------------------------------------------
 -- Every error reply is "LGPRUNE <CODE> <message>"; the Python package maps
@@ -32,59 +34,59 @@ local ERROR_CODES = {
 }
 -- An error reply means the call deleted nothing (see entry and guard).
 
-local Failure = {}
+Core.Failure = {}
 
 -- Abort the thread or call with "LGPRUNE <code> <msg>", code one of ERROR_CODES.
-local function fail(code, msg)
+function Core.fail(code, msg)
   local known = false
   for _, c in ipairs(ERROR_CODES) do
     known = known or c == code
   end
   assert(known, code)
-  error(setmetatable({ code = code, msg = msg }, Failure), 0)
+  error(setmetatable({ code = code, msg = msg }, Core.Failure), 0)
 end
 
 -- The message of an error pcall caught from redis.call (a table) or Lua (a string).
-local function error_text(err)
+function Core.error_text(err)
   return tostring(type(err) == 'table' and err.err or err)
 end
 
 -- Whether an error says the command does not exist (a module is missing).
-local function unknown_command(text)
+function Core.unknown_command(text)
   return text:find('nknown', 1, true) ~= nil and text:find('command', 1, true) ~= nil
 end
 
 -- Raised when a fact cached from an earlier call, the search result cap, no
 -- longer holds: the thread is planned again in a fresh call (see entry).
-local Stale = {}
+Core.Stale = {}
 
 -- Every error as a Failure: a Failure as it is; an error Redis answered a
 -- command with as NOPERM when the ACL refused it, else BADDATA (a key of
 -- another type than the saver writes, a value it cannot read); a Lua error
 -- (data lgprune did not expect) as BADDATA too.
-local function as_failure(err)
-  if getmetatable(err) == Failure then
+function Core.as_failure(err)
+  if getmetatable(err) == Core.Failure then
     return err
   end
-  local text = error_text(err)
+  local text = Core.error_text(err)
   if text:find('NOPERM', 1, true) or text:find('No permissions', 1, true) or text:find('ACL failure', 1, true) then
     return setmetatable({ code = 'NOPERM', msg = 'this user may not run a command lgprune needs (' .. text
-      .. '): grant it the README\'s ACL; nothing was deleted' }, Failure)
+      .. '): grant it the README\'s ACL; nothing was deleted' }, Core.Failure)
   end
   return setmetatable({ code = 'BADDATA', msg = 'Redis refused a read of stored data (' .. text
-    .. '); nothing was deleted' }, Failure)
+    .. '); nothing was deleted' }, Core.Failure)
 end
 
 -- Failures of the whole call, never of one thread: where they stand, no
 -- thread of the store can be pruned.
-local CALL_FAILURES = { NOINDEX = true, NOMODULE = true, MIXED = true, NOPERM = true }
+Core.CALL_FAILURES = { NOINDEX = true, NOMODULE = true, MIXED = true, NOPERM = true }
 
 -- Why a thread of a sweep cannot be pruned ("<CODE> <message>"), for an error
 -- it raised before its first delete; an error of the whole call (and Stale)
 -- is raised again.
-local function thread_failure(err)
-  local f = err ~= Stale and as_failure(err)
-  if not f or CALL_FAILURES[f.code] then
+function Core.thread_failure(err)
+  local f = err ~= Core.Stale and Core.as_failure(err)
+  if not f or Core.CALL_FAILURES[f.code] then
     error(err, 0)
   end
   return f.code .. ' ' .. f.msg
@@ -95,26 +97,26 @@ end
 -- several threads catch every error of a thread after a delete themselves
 -- (see guard and visit), so an error reaching here comes before the call's
 -- first delete, and the reply means nothing was deleted.
-local function entry(body)
+function Core.entry(body)
   return function(keys, args)
     local ok, res = pcall(body, keys, args)
-    if not ok and res == Stale then
+    if not ok and res == Core.Stale then
       ok, res = pcall(body, keys, args)
     end
     if ok then
       return res
     end
-    if res == Stale then
+    if res == Core.Stale then
       res = { code = 'PARTIAL', msg = 'the search result cap changed during the call; nothing was deleted, try again' }
     else
-      res = as_failure(res)
+      res = Core.as_failure(res)
     end
     return redis.error_reply('LGPRUNE ' .. res.code .. ' ' .. res.msg)
   end
 end
 
 -- A short printable rendering of a user value for error messages.
-local function show(s)
+function Core.show(s)
   if s == nil then
     return 'nothing'
   end
@@ -127,9 +129,9 @@ end
 -- Arguments ----------------------------------------------------------------
 
 -- Parse a non-negative decimal integer; values above `max` are clamped to it.
-local function parse_count(name, s, max)
+function Core.parse_count(name, s, max)
   if type(s) ~= 'string' or not s:match('^%d+$') then
-    fail('BADARG', name .. ' must be a non-negative integer, got ' .. show(s))
+    Core.fail('BADARG', name .. ' must be a non-negative integer, got ' .. Core.show(s))
   end
   local n = tonumber(s)
   if n > max then
@@ -140,26 +142,26 @@ end
 
 -- Read options from args[first..]: flags and NAME value pairs, case-insensitive.
 -- spec maps an upper-case option name to 'flag', 'count', 'ms' or 'string'.
-local function parse_options(args, first, spec)
+function Core.parse_options(args, first, spec)
   local opts = {}
   local i = first
   while i <= #args do
     local name = string.upper(args[i])
     local kind = spec[name]
     if kind == nil then
-      fail('BADARG', 'unknown option ' .. show(args[i]))
+      Core.fail('BADARG', 'unknown option ' .. Core.show(args[i]))
     elseif kind == 'flag' then
       opts[name] = true
       i = i + 1
     else
       local value = args[i + 1]
       if value == nil then
-        fail('BADARG', name .. ' needs a value')
+        Core.fail('BADARG', name .. ' needs a value')
       end
       if kind == 'count' then
-        opts[name] = parse_count(name, value, MAX_BUDGET)
+        opts[name] = Core.parse_count(name, value, Core.MAX_BUDGET)
       elseif kind == 'ms' then
-        opts[name] = parse_count(name, value, 2 ^ 53)
+        opts[name] = Core.parse_count(name, value, 2 ^ 53)
       else
         opts[name] = value
       end
@@ -170,7 +172,7 @@ local function parse_options(args, first, spec)
 end
 
 -- The server's clock in milliseconds.
-local function now_ms()
+function Core.now_ms()
   local t = rcall('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
@@ -182,17 +184,17 @@ end
 --   keys   keys this call has deleted (a dry run deletes none and spends none)
 --   work   units a sweep charged for visits, checks and SCAN steps
 --   dry    DRY_RUN: nothing is deleted, and what would go is counted uncapped
-local function new_budget(total, dry)
+function Core.new_budget(total, dry)
   return { total = total, keys = 0, work = 0, dry = dry }
 end
 
 -- Keys the call may still delete (uncapped in a dry run).
-local function keys_left(b)
+function Core.keys_left(b)
   return b.dry and math.huge or b.total - b.keys
 end
 
 -- What a thread may read or walk this call: BUDGET less the keys deleted.
-local function reads_left(b)
+function Core.reads_left(b)
   return b.total - b.keys
 end
 
@@ -203,7 +205,7 @@ end
 -- walk longer than reads_left, is pruned then, and any other error comes
 -- before that call's first delete). Errors before the first delete, and Stale
 -- then, pass on. The one place that tells "end the call" from "fail it".
-local function guard(b, fn, ...)
+function Core.guard(b, fn, ...)
   local ok, res = pcall(fn, ...)
   if ok then
     return true, res
@@ -217,17 +219,17 @@ end
 -- What to keep: KEEP newest per namespace; with MAX_AGE also every
 -- checkpoint younger than that; with IDLE_TTL nothing of a thread whose
 -- newest checkpoint is older than that. Ages come from uuid6 checkpoint ids.
-local function policy(keep_arg, opts)
-  local now = (opts.MAX_AGE or opts.IDLE_TTL) and now_ms()
+function Core.policy(keep_arg, opts)
+  local now = (opts.MAX_AGE or opts.IDLE_TTL) and Core.now_ms()
   return {
-    keep = parse_count('KEEP', keep_arg, 2 ^ 53),
+    keep = Core.parse_count('KEEP', keep_arg, 2 ^ 53),
     old_before = opts.MAX_AGE and now - opts.MAX_AGE,
     idle_before = opts.IDLE_TTL and now - opts.IDLE_TTL,
   }
 end
 
 -- The ranges [first, last] of 1..n in steps of `size`: for first, last in batches(n, size).
-local function batches(n, size)
+function Core.batches(n, size)
   local first = 1 - size
   return function()
     first = first + size

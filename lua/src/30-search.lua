@@ -4,19 +4,21 @@
 -- and the reads of stored values (JSON, the one reader of latest pointers). Every search runs
 -- before the first delete of the thread it serves (see delete_doomed), so its failures delete
 -- nothing.
--- Provides: capped, check_server, checkpoint_gone, count_tagged, get_string, identity, is_placeholder,
---   json_get, json_keyset, json_mget, latest_id, named, require_index, search, search_all,
---   unless_wrongtype
--- Assumes: BATCH, ROOT_NS, Stale, batches, checkpoint_prefix, error_text, fail, latest_key, probe,
---   rcall, search_failure, starts_with, unknown_command
+-- Provides: Search.capped, Search.check_server, Search.checkpoint_gone, Search.count_tagged,
+--   Search.get_string, Search.identity, Search.is_placeholder, Search.json_get, Search.json_keyset,
+--   Search.json_mget, Search.latest_id, Search.named, Search.require_index, Search.search, Search.search_all,
+--   Search.unless_wrongtype
+-- Assumes: rcall, Core.BATCH, Core.Stale, Core.batches, Core.error_text, Core.fail, Core.unknown_command,
+--   Keys.ROOT_NS, Keys.checkpoint_prefix, Keys.latest_key, Keys.probe, Keys.search_failure, Keys.starts_with
+local Search = {}
 
-local MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
-local MAX_GROUPS = 4000 -- the most groups one FT.AGGREGATE is asked for (a sweep's segment)
+Search.MAX_LIMIT = 1000000 -- RediSearch MAXSEARCHRESULTS default (redis-stack-server: 10000)
+Search.MAX_GROUPS = 4000 -- the most groups one FT.AGGREGATE is asked for (a sweep's segment)
 
 -- What earlier calls learnt of this server (the library's state lives until
 -- it is loaded again): the JSON module answers; the search result cap; the
 -- aggregate result cap (group_cap).
-local server = { json = false, cap = nil, group_cap = nil }
+Search.server = { json = false, cap = nil, group_cap = nil }
 
 -- FT.SEARCH arguments (the one place queries are built):
 --   index   the index to search (ctx.cp_index, ctx.wp_index or the blobs')
@@ -31,11 +33,11 @@ local server = { json = false, cap = nil, group_cap = nil }
 --           entries returned say anything)
 -- Positional, and one table constructor for the common shape: a sweep makes
 -- one query per thread it visits, and a record per query costs it measurably.
-local function query_args(index, where, thread, limit, shape)
+function Search.query_args(index, where, thread, limit, shape)
   local has_n = where:find('$n', 1, true) ~= nil -- a parameter more costs every query a little
   if not shape then
     if has_n then
-      return { index, where, 'PARAMS', '4', 't', thread.tag, 'n', ROOT_NS, 'NOCONTENT',
+      return { index, where, 'PARAMS', '4', 't', thread.tag, 'n', Keys.ROOT_NS, 'NOCONTENT',
         'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }
     end
     return { index, where, 'PARAMS', '2', 't', thread.tag, 'NOCONTENT',
@@ -45,7 +47,7 @@ local function query_args(index, where, thread, limit, shape)
   local args = { index, where, 'PARAMS', tostring((has_n and 4 or 2) + 2 * #ids), 't', thread.tag }
   local n = #args
   if has_n then
-    args[n + 1], args[n + 2] = 'n', ROOT_NS
+    args[n + 1], args[n + 2] = 'n', Keys.ROOT_NS
     n = n + 2
   end
   for i, param in ipairs(ids) do
@@ -75,33 +77,33 @@ end
 -- pcall(redis.call, ...) for a query whose LIMIT was sized by server[cap]
 -- ('cap' or 'group_cap'): a cap lowered since it was learned is Stale (the
 -- call runs again and learns it anew).
-local function capped(cap, ...)
+function Search.capped(cap, ...)
   local ok, res = pcall(rcall, ...)
-  if not ok and server[cap] and error_text(res):find('exceeds maximum', 1, true) then -- (LIMIT, OFFSET)
-    server[cap] = nil
-    error(Stale, 0)
+  if not ok and Search.server[cap] and Core.error_text(res):find('exceeds maximum', 1, true) then -- (LIMIT, OFFSET)
+    Search.server[cap] = nil
+    error(Core.Stale, 0)
   end
   return ok, res
 end
 
 -- FT.SEARCH (arguments as query_args takes them), with the server's errors
 -- turned into ones that say what to do (see capped).
-local function search(index, where, thread, limit, shape)
-  local ok, res = capped('cap', 'FT.SEARCH', unpack(query_args(index, where, thread, limit, shape)))
+function Search.search(index, where, thread, limit, shape)
+  local ok, res = Search.capped('cap', 'FT.SEARCH', unpack(Search.query_args(index, where, thread, limit, shape)))
   if not ok then
-    search_failure(res, index)
+    Keys.search_failure(res, index)
   end
   return res
 end
 
 -- A search that must return every entry up to `limit`: a short answer (a
 -- search timeout returns partial results) stops the thread before any delete.
-local function search_all(index, where, thread, limit, shape)
-  local res = search(index, where, thread, limit, shape)
+function Search.search_all(index, where, thread, limit, shape)
+  local res = Search.search(index, where, thread, limit, shape)
   local returned = (#res - 1) / (shape and shape.fields and 2 or 1) -- a key, and its fields
   local expected = math.min(res[1], limit)
   if returned < expected then
-    fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
+    Core.fail('PARTIAL', 'the index returned ' .. returned .. ' of ' .. expected
       .. ' entries (a search timeout?); nothing was deleted, try again')
   end
   return res
@@ -109,7 +111,7 @@ end
 
 -- An entry's RETURNed name/value list as a table (empty when RediSearch
 -- returned no fields: a value it cannot return, such as one holding a NUL byte).
-local function named(fields)
+function Search.named(fields)
   local f = {}
   if type(fields) == 'table' then
     for j = 1, #fields, 2 do
@@ -121,26 +123,26 @@ end
 
 -- How many checkpoint index entries match `where`; by default those of the
 -- thread's tag, a superset of the thread (the tag matches case-insensitively).
-local function count_tagged(ctx, thread, where)
-  return search(ctx.cp_index, where or '@thread_id:{$t}', thread, 0)[1]
+function Search.count_tagged(ctx, thread, where)
+  return Search.search(ctx.cp_index, where or '@thread_id:{$t}', thread, 0)[1]
 end
 
 -- Fail (NOINDEX) unless the checkpoint index exists: a sweep that finds no
 -- thread must mean there is none, not that it looked where nothing is.
-local function require_index(ctx)
-  local ok, text = probe('FT.SEARCH', ctx.cp_index, 0)
+function Search.require_index(ctx)
+  local ok, text = Keys.probe('FT.SEARCH', ctx.cp_index, 0)
   if not ok then
-    search_failure(text, ctx.cp_index)
+    Keys.search_failure(text, ctx.cp_index)
   end
 end
 
 -- Fail unless the JSON module answers (probing a key under the checkpoint
 -- prefix, which a least-privilege user may read).
-local function require_json(ctx)
+function Search.require_json(ctx)
   local ok, err = pcall(rcall, 'JSON.TYPE', ctx.cp .. ':{lgprune}:probe')
   if not ok then
-    if unknown_command(error_text(err)) then
-      fail('NOMODULE', 'this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
+    if Core.unknown_command(Core.error_text(err)) then
+      Core.fail('NOMODULE', 'this server has no RedisJSON module: lgprune needs Redis 8 or Redis Stack '
         .. '(search and JSON modules)')
     end
     error(err, 0)
@@ -152,8 +154,8 @@ end
 -- an empty query for `most` entries either works or fails naming the cap, so
 -- no right beyond the command is needed. Any other failure is left to the
 -- real queries.
-local function limit_cap(ctx, command, most)
-  local ok, text = probe(command, ctx.cp_index, most)
+function Search.limit_cap(ctx, command, most)
+  local ok, text = Keys.probe(command, ctx.cp_index, most)
   local cap = not ok and tonumber(text:match('LIMIT exceeds maximum of (%d+)'))
   return cap and math.max(cap, 1) or most
 end
@@ -162,18 +164,18 @@ end
 -- module answers, ctx.cap holds the search result cap and ctx.group_cap the
 -- aggregate's (MAXAGGREGATERESULTS, up to MAX_GROUPS). All are probed once per
 -- library load (modules do not unload; a changed cap is caught by `capped`).
-local function check_server(ctx)
-  if not server.json then
-    require_json(ctx)
-    server.json = true
+function Search.check_server(ctx)
+  if not Search.server.json then
+    Search.require_json(ctx)
+    Search.server.json = true
   end
-  server.cap = server.cap or limit_cap(ctx, 'FT.SEARCH', MAX_LIMIT)
-  server.group_cap = server.group_cap or limit_cap(ctx, 'FT.AGGREGATE', MAX_GROUPS)
-  ctx.cap, ctx.group_cap = server.cap, server.group_cap
+  Search.server.cap = Search.server.cap or Search.limit_cap(ctx, 'FT.SEARCH', Search.MAX_LIMIT)
+  Search.server.group_cap = Search.server.group_cap or Search.limit_cap(ctx, 'FT.AGGREGATE', Search.MAX_GROUPS)
+  ctx.cap, ctx.group_cap = Search.server.cap, Search.server.group_cap
 end
 
 -- JSON.GET of one path, decoded; nil when the key or path is missing.
-local function json_get(key, path)
+function Search.json_get(key, path)
   local raw = rcall('JSON.GET', key, path)
   if not raw then
     return nil
@@ -182,7 +184,7 @@ local function json_get(key, path)
 end
 
 -- The keys of the object at `path` of a JSON document, as a set.
-local function json_keyset(key, path)
+function Search.json_keyset(key, path)
   local set = {}
   local res = rcall('JSON.OBJKEYS', key, path)
   if type(res) == 'table' and type(res[1]) == 'table' then
@@ -195,9 +197,9 @@ end
 
 -- The value at `path` of each of `keys`, decoded, indexed like keys (nil for
 -- a missing key or path, or a key that is not JSON): JSON.MGET in batches.
-local function json_mget(keys, path)
+function Search.json_mget(keys, path)
   local values = {}
-  for first, last in batches(#keys, BATCH) do
+  for first, last in Core.batches(#keys, Core.BATCH) do
     local args = {}
     for i = first, last do
       args[i - first + 1] = keys[i]
@@ -215,11 +217,11 @@ end
 -- pcall's answer to a read of a key that may hold another type than the saver
 -- writes there: the value, or nil for WRONGTYPE (not the saver's key). Any
 -- other error (the ACL refused the read) is raised: never read as absent.
-local function unless_wrongtype(ok, res)
+function Search.unless_wrongtype(ok, res)
   if ok then
     return res
   end
-  if error_text(res):find('WRONGTYPE', 1, true) then
+  if Core.error_text(res):find('WRONGTYPE', 1, true) then
     return nil
   end
   error(res, 0)
@@ -227,8 +229,8 @@ end
 
 -- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
 -- or nil); all nil for a missing key or one that is not JSON.
-local function identity(key)
-  local raw = unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id'))
+function Search.identity(key)
+  local raw = Search.unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id'))
   local decoded, f = false, nil
   if type(raw) == 'string' then
     decoded, f = pcall(cjson.decode, raw)
@@ -246,29 +248,29 @@ end
 -- Whether `key` holds a placeholder: the document the saver's put_writes makes
 -- (a JSON.MERGE of {"has_writes": true}) for a checkpoint not stored yet. It
 -- names no thread and no checkpoint, so no index query finds it.
-local function is_placeholder(key)
-  local has = unless_wrongtype(pcall(json_keyset, key, '$')) -- (a key that is not JSON is none)
+function Search.is_placeholder(key)
+  local has = Search.unless_wrongtype(pcall(Search.json_keyset, key, '$')) -- (a key that is not JSON is none)
   return has ~= nil and has.has_writes == true and not has.checkpoint_id and not has.thread_id
 end
 
 -- Whether checkpoint `key` is gone for its writes: missing, or a placeholder.
-local function checkpoint_gone(key)
-  return rcall('EXISTS', key) == 0 or is_placeholder(key)
+function Search.checkpoint_gone(key)
+  return rcall('EXISTS', key) == 0 or Search.is_placeholder(key)
 end
 
 -- The string at `key`, nil when it is missing or holds another type (not the saver's).
-local function get_string(key)
-  return unless_wrongtype(pcall(rcall, 'GET', key)) or nil
+function Search.get_string(key)
+  return Search.unless_wrongtype(pcall(rcall, 'GET', key)) or nil
 end
 
 -- The one reader of latest pointers: the id of the checkpoint that namespace
 -- `ns`'s pointer names, when it names one under the namespace's own key
 -- prefix; nil when it names none (or the layout has no pointers).
-local function latest_id(ctx, thread, ns)
-  local pointer = latest_key(ctx, thread, ns)
-  local key = pointer and get_string(pointer)
-  local prefix = key and checkpoint_prefix(ctx, thread, ns)
-  if prefix and #key > #prefix and starts_with(key, prefix) then
+function Search.latest_id(ctx, thread, ns)
+  local pointer = Keys.latest_key(ctx, thread, ns)
+  local key = pointer and Search.get_string(pointer)
+  local prefix = key and Keys.checkpoint_prefix(ctx, thread, ns)
+  if prefix and #key > #prefix and Keys.starts_with(key, prefix) then
     return key:sub(#prefix + 1)
   end
   return nil

@@ -4,16 +4,19 @@
 -- thread, or for one too large to list whole its root by a window anchored at the latest pointer.
 -- Lists read only; what is listed is proved to be the thread's: root keys by their form (root_doc),
 -- others by their own fields.
--- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
--- Assumes: ROOT_NS, checkpoint_key, checkpoint_prefix, count_tagged, identity, json_get, latest_id,
---   named, rcall, registry_key, root_doc, search, search_all, starts_with, thread_prefix, uuid6_ms
+-- Provides: Listing.first_look, Listing.list_checkpoints, Listing.marks_delta, Listing.newest_root,
+--   Listing.registered_writes
+-- Assumes: rcall, Keys.ROOT_NS, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.registry_key,
+--   Keys.root_doc, Keys.starts_with, Keys.thread_prefix, Keys.uuid6_ms, Search.count_tagged, Search.identity,
+--   Search.json_get, Search.latest_id, Search.named, Search.search, Search.search_all
+local Listing = {}
 
-local WINDOW_START_MS = 1000 -- first span of the root window, widened x4
-local CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
-local DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
-local ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
-local OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
-local SHAPES = { -- the listing's query shapes (see query_args)
+Listing.WINDOW_START_MS = 1000 -- first span of the root window, widened x4
+Listing.CLOCK_SLACK_MS = 1000 -- how far ids and checkpoint_ts may disagree
+Listing.DELTA_MARKER = 'counters_since_delta_snapshot' -- in the metadata of a DeltaChannel checkpoint
+Listing.ROOT_WHERE = '@thread_id:{$t} @checkpoint_ns:{$n}'
+Listing.OTHERS_WHERE = '@thread_id:{$t} -@checkpoint_ns:{$n}'
+Listing.SHAPES = { -- the listing's query shapes (see query_args)
   sorted = { sorted = true },
   identity = { fields = { 'thread_id', 'checkpoint_id' } },
   sorted_identity = { fields = { 'thread_id', 'checkpoint_id' }, sorted = true },
@@ -21,13 +24,13 @@ local SHAPES = { -- the listing's query shapes (see query_args)
 }
 
 -- Whether checkpoint metadata (a JSON string) names DeltaChannel counters.
-local function marks_delta(meta)
-  return type(meta) == 'string' and meta:find(DELTA_MARKER, 1, true) ~= nil
+function Listing.marks_delta(meta)
+  return type(meta) == 'string' and meta:find(Listing.DELTA_MARKER, 1, true) ~= nil
 end
 
 -- How many writes the saver registered for checkpoint d.
-local function registered_writes(thread, d)
-  return rcall('ZCARD', registry_key(thread, d))
+function Listing.registered_writes(thread, d)
+  return rcall('ZCARD', Keys.registry_key(thread, d))
 end
 
 -- The doc of root checkpoint `key` of the thread, or nil: root_doc's form and,
@@ -36,11 +39,11 @@ end
 -- whose keys are those of the root of thread `a,x:__empty__,r`, and which the
 -- TAG query on the root namespace matches by its piece `__empty__`).
 -- `prefix` is checkpoint_prefix(ctx, thread, ctx.root), built once by the caller.
-local function proven_root(ctx, thread, key, prefix)
-  local d = root_doc(key, prefix, ctx.root)
+function Listing.proven_root(ctx, thread, key, prefix)
+  local d = Keys.root_doc(key, prefix, ctx.root)
   if d and not thread.plain then
-    local t, ns, id = identity(key)
-    if t ~= thread.id or ns ~= ROOT_NS or id ~= d.id then
+    local t, ns, id = Search.identity(key)
+    if t ~= thread.id or ns ~= Keys.ROOT_NS or id ~= d.id then
       return nil
     end
   end
@@ -50,10 +53,10 @@ end
 -- The thread's newest root checkpoint, as the latest pointer names it (a doc),
 -- or nil when the pointer is missing or names no proven root checkpoint (or
 -- the layout has no pointers).
-local function newest_root(ctx, thread)
-  local id = latest_id(ctx, thread, ctx.root)
-  return id and proven_root(ctx, thread, checkpoint_key(ctx, thread, ctx.root, id),
-    checkpoint_prefix(ctx, thread, ctx.root)) or nil
+function Listing.newest_root(ctx, thread)
+  local id = Search.latest_id(ctx, thread, ctx.root)
+  return id and Listing.proven_root(ctx, thread, Keys.checkpoint_key(ctx, thread, ctx.root, id),
+    Keys.checkpoint_prefix(ctx, thread, ctx.root)) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag (`counted`, when
@@ -61,26 +64,26 @@ end
 -- query on the tag alone (up to `limit` entries), which is then also its
 -- listing. That query stops at `limit` + 1 entries (`bounded`), so a thread
 -- larger than `limit` is not walked whole by it: only then is it counted.
-local function first_look(ctx, thread, limit, counted)
+function Listing.first_look(ctx, thread, limit, counted)
   if not thread.plain then
-    return counted or count_tagged(ctx, thread), nil
+    return counted or Search.count_tagged(ctx, thread), nil
   end
   local ask = math.min(limit + 1, ctx.cap)
-  local res = search(ctx.cp_index, '@thread_id:{$t}', thread, ask, SHAPES.bounded)
+  local res = Search.search(ctx.cp_index, '@thread_id:{$t}', thread, ask, Listing.SHAPES.bounded)
   res[1] = #res - 1 -- a bounded answer's total is no count
   if res[1] < ask then
     return res[1], res -- every tagged entry
   end
-  return counted or count_tagged(ctx, thread), res
+  return counted or Search.count_tagged(ctx, thread), res
 end
 
 -- Root docs of the thread, collected once each from index answers:
 -- add(keys, first, last) keeps the keys[first..last] proven_root proves.
-local function root_docs(ctx, thread)
-  local self, listed, prefix = { docs = {} }, {}, checkpoint_prefix(ctx, thread, ctx.root)
+function Listing.root_docs(ctx, thread)
+  local self, listed, prefix = { docs = {} }, {}, Keys.checkpoint_prefix(ctx, thread, ctx.root)
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and proven_root(ctx, thread, keys[i], prefix)
+      local doc = not listed[keys[i]] and Listing.proven_root(ctx, thread, keys[i], prefix)
       if doc then
         listed[doc.key] = true
         self.docs[#self.docs + 1] = doc
@@ -93,26 +96,26 @@ end
 -- The thread's root entries with checkpoint_ts at or after `lo` (ms), up to
 -- `limit` (0: the count). The time range comes first: RediSearch then walks
 -- only the window's entries.
-local function since(ctx, thread, lo, limit)
-  return search(ctx.cp_index, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. ROOT_WHERE, thread, limit)
+function Listing.since(ctx, thread, lo, limit)
+  return Search.search(ctx.cp_index, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. Listing.ROOT_WHERE, thread, limit)
 end
 
 -- How far back from `ts` the root window reaches (ms): widened until it holds
 -- more than `keep` (or reaches the epoch), then narrowed while it holds more
 -- than `target`.
-local function window_span(ctx, thread, ts, keep, target)
-  local short, span = 0, WINDOW_START_MS
-  local count = since(ctx, thread, ts - span, 0)[1]
+function Listing.window_span(ctx, thread, ts, keep, target)
+  local short, span = 0, Listing.WINDOW_START_MS
+  local count = Listing.since(ctx, thread, ts - span, 0)[1]
   while count <= keep and span < ts do
     short, span = span, span * 4
-    count = since(ctx, thread, ts - span, 0)[1]
+    count = Listing.since(ctx, thread, ts - span, 0)[1]
   end
   for _ = 1, 12 do
     if count <= target or span - short < 1 then
       break
     end
     local middle = (short + span) / 2
-    local inside = since(ctx, thread, ts - middle, 0)[1]
+    local inside = Listing.since(ctx, thread, ts - middle, 0)[1]
     if inside > keep then
       span, count = middle, inside
     else
@@ -124,14 +127,14 @@ end
 
 -- Whether the keep-th newest of `docs` was made after `lo` (ms, with clock
 -- slack): then a window from `lo`, listed whole, holds the true newest `keep`.
-local function kth_after(docs, keep, lo)
+function Listing.kth_after(docs, keep, lo)
   local ids = {}
   for _, d in ipairs(docs) do
     ids[#ids + 1] = d.id
   end
   table.sort(ids, function(a, b) return a > b end)
-  local ms = ids[keep] and uuid6_ms(ids[keep])
-  return ms ~= nil and ms >= lo + CLOCK_SLACK_MS
+  local ms = ids[keep] and Keys.uuid6_ms(ids[keep])
+  return ms ~= nil and ms >= lo + Listing.CLOCK_SLACK_MS
 end
 
 -- Root checkpoints of a thread too large to list whole, without sorting it:
@@ -147,22 +150,22 @@ end
 -- the keep-th newest id was made (the saver stamps checkpoint_ts after making
 -- the id, on the same clock). Returns nil when no latest pointer anchors the
 -- window (view.newest, see newest_root).
-local function root_window(ctx, thread, keep, view)
+function Listing.root_window(ctx, thread, keep, view)
   if not view.newest then
     return nil
   end
-  local read, ts = pcall(json_get, view.newest.key, '$.checkpoint_ts')
+  local read, ts = pcall(Search.json_get, view.newest.key, '$.checkpoint_ts')
   if not read or type(ts) ~= 'number' then
     return nil
   end
   local limit = view.limit
-  local lo = ts - window_span(ctx, thread, ts, keep, limit)
-  local list = root_docs(ctx, thread)
+  local lo = ts - Listing.window_span(ctx, thread, ts, keep, limit)
+  local list = Listing.root_docs(ctx, thread)
   list.add({ view.newest.key }, 1, 1)
-  local window = since(ctx, thread, lo, limit)
+  local window = Listing.since(ctx, thread, lo, limit)
   list.add(window, 2, limit + 1)
-  local exact = window[1] <= #window - 1 and kth_after(list.docs, keep, lo)
-  local page = view.first or search(ctx.cp_index, ROOT_WHERE, thread, view.page)
+  local exact = window[1] <= #window - 1 and Listing.kth_after(list.docs, keep, lo)
+  local page = view.first or Search.search(ctx.cp_index, Listing.ROOT_WHERE, thread, view.page)
   list.add(page, 2, view.page + 1)
   return list.docs, exact
 end
@@ -172,36 +175,36 @@ end
 -- true newest `keep`: exact witnesses), the one the latest pointer names
 -- (view.newest, whose history a plan must walk, however old its id) and a
 -- page of view.page others in index order (the oldest stored: what goes).
-local function list_root(ctx, thread, view)
+function Listing.list_root(ctx, thread, view)
   if not view.sorted then
-    local res = view.first or search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit)
-    local docs, prefix, root = {}, checkpoint_prefix(ctx, thread, ctx.root), ctx.root
-    local prove = thread.plain and root_doc or function(key) return proven_root(ctx, thread, key, prefix) end
+    local res = view.first or Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit)
+    local docs, prefix, root = {}, Keys.checkpoint_prefix(ctx, thread, ctx.root), ctx.root
+    local prove = thread.plain and Keys.root_doc or function(key) return Listing.proven_root(ctx, thread, key, prefix) end
     for i = 2, #res do -- one answer: each key once
       docs[#docs + 1] = prove(res[i], prefix, root)
     end
     return docs
   end
-  local list = root_docs(ctx, thread)
-  local newest = search_all(ctx.cp_index, ROOT_WHERE, thread, view.limit, SHAPES.sorted)
+  local list = Listing.root_docs(ctx, thread)
+  local newest = Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit, Listing.SHAPES.sorted)
   list.add(newest, 2, view.limit + 1)
   list.add({ view.newest and view.newest.key }, 1, view.newest and 1 or 0)
-  list.add(search(ctx.cp_index, ROOT_WHERE, thread, view.page), 2, view.page + 1)
+  list.add(Search.search(ctx.cp_index, Listing.ROOT_WHERE, thread, view.page), 2, view.page + 1)
   return list.docs
 end
 
 -- The doc of an entry outside the root namespace when it is the thread's:
 -- its own thread_id and checkpoint_id, and the key the saver builds from
 -- them, agree byte for byte. `fields`: the entry's RETURNed name/value list.
-local function other_doc(ctx, thread, key, fields)
-  local f = named(fields)
-  local id, prefix = f.checkpoint_id, thread_prefix(ctx, thread)
+function Listing.other_doc(ctx, thread, key, fields)
+  local f = Search.named(fields)
+  local id, prefix = f.checkpoint_id, Keys.thread_prefix(ctx, thread)
   if f.thread_id ~= thread.id or not id or id == '' or #key <= #prefix + #id + 1
-    or not starts_with(key, prefix) or key:sub(-#id - 1) ~= ':' .. id then
+    or not Keys.starts_with(key, prefix) or key:sub(-#id - 1) ~= ':' .. id then
     return nil
   end
   local ns = key:sub(#prefix + 1, #key - #id - 1)
-  if ns ~= ctx.root and key == checkpoint_key(ctx, thread, ns, id) then
+  if ns ~= ctx.root and key == Keys.checkpoint_key(ctx, thread, ns, id) then
     return { key = key, ns = ns, id = id }
   end
   return nil
@@ -221,24 +224,24 @@ end
 -- Also returns whether the root's newest KEEP are surely listed (false only
 -- for a root window that cannot prove it). Sorted, each list is the newest
 -- `limit` of its part of the thread, so each namespace's docs are its newest.
-local function list_checkpoints(ctx, thread, view, rule)
+function Listing.list_checkpoints(ctx, thread, view, rule)
   local docs, exact
   if view.sorted and rule then
-    docs, exact = root_window(ctx, thread, math.max(rule.keep, 1), view)
+    docs, exact = Listing.root_window(ctx, thread, math.max(rule.keep, 1), view)
   end
   if not docs then
-    docs, exact = list_root(ctx, thread, view), true
+    docs, exact = Listing.list_root(ctx, thread, view), true
     if not view.sorted and #docs >= view.tagged then
       return docs, exact -- every tagged entry is one of its root checkpoints
     end
   end
-  if view.sorted and count_tagged(ctx, thread, OTHERS_WHERE) == 0 then
+  if view.sorted and Search.count_tagged(ctx, thread, Listing.OTHERS_WHERE) == 0 then
     return docs, exact -- no entry of the thread's tag outside the root
   end
-  local res = search_all(ctx.cp_index, OTHERS_WHERE, thread, view.limit,
-    view.sorted and SHAPES.sorted_identity or SHAPES.identity)
+  local res = Search.search_all(ctx.cp_index, Listing.OTHERS_WHERE, thread, view.limit,
+    view.sorted and Listing.SHAPES.sorted_identity or Listing.SHAPES.identity)
   for i = 2, #res, 2 do
-    docs[#docs + 1] = other_doc(ctx, thread, res[i], res[i + 1])
+    docs[#docs + 1] = Listing.other_doc(ctx, thread, res[i], res[i + 1])
   end
   return docs, exact
 end

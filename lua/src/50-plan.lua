@@ -4,27 +4,29 @@
 -- (the rule's age limits aside), old subgraph runs go whole, the latest pointer's checkpoint stays,
 -- with its history, while its namespace keeps any, and DeltaChannel history of a kept checkpoint
 -- stays. Reads only; a DeltaChannel walk longer than what the budget leaves fails the thread.
--- Provides: plan
--- Assumes: DEFAULT_GRACE_MS, checkpoint_gone, checkpoint_key, fail, json_get, json_keyset, json_mget,
---   latest_id, marks_delta, now_ms, reads_left, show, uuid6_ms
+-- Provides: Plan.plan
+-- Assumes: Core.fail, Core.now_ms, Core.reads_left, Core.show, Keys.DEFAULT_GRACE_MS, Keys.checkpoint_key,
+--   Keys.uuid6_ms, Listing.marks_delta, Search.checkpoint_gone, Search.json_get, Search.json_keyset,
+--   Search.json_mget, Search.latest_id
+local Plan = {}
 
 -- Delta channels a checkpoint rebuilds from its ancestors: those with a
 -- counters_since_delta_snapshot entry and a version, but no stored value.
 -- `meta` is the checkpoint's metadata string.
-local function delta_channels(key, meta)
-  if not marks_delta(meta) then
+function Plan.delta_channels(key, meta)
+  if not Listing.marks_delta(meta) then
     return nil
   end
   local ok, decoded = pcall(cjson.decode, meta)
   if not ok or type(decoded) ~= 'table' then
-    fail('BADDATA', 'checkpoint ' .. show(key) .. ' has unreadable metadata; nothing was deleted')
+    Core.fail('BADDATA', 'checkpoint ' .. Core.show(key) .. ' has unreadable metadata; nothing was deleted')
   end
   local counters = decoded.counters_since_delta_snapshot
   if type(counters) ~= 'table' then
     return nil
   end
-  local versions = json_keyset(key, '$.checkpoint.channel_versions')
-  local values = json_keyset(key, '$.checkpoint.channel_values')
+  local versions = Search.json_keyset(key, '$.checkpoint.channel_versions')
+  local values = Search.json_keyset(key, '$.checkpoint.channel_values')
   local needed, any = {}, false
   for ch in pairs(counters) do
     if versions[ch] and not values[ch] then
@@ -36,7 +38,7 @@ local function delta_channels(key, meta)
 end
 
 -- True when every member of set a is in set b.
-local function subset(a, b)
+function Plan.subset(a, b)
   for k in pairs(a) do
     if not b[k] then
       return false
@@ -52,25 +54,25 @@ end
 -- Returns true when the chain stops at a parent not stored yet: a saver
 -- writing now may store it later, after its own ancestors, so nothing older
 -- can be judged. A walk longer than reads_left(budget) fails the thread.
-local function walk_delta(walk, start, needed)
-  local steps, limit, key = 0, reads_left(walk.budget), start
+function Plan.walk_delta(walk, start, needed)
+  local steps, limit, key = 0, Core.reads_left(walk.budget), start
   while true do
-    local parent = json_get(key, '$.parent_checkpoint_id')
+    local parent = Search.json_get(key, '$.parent_checkpoint_id')
     if type(parent) ~= 'string' or parent == '' then
       return false
     end
-    local pkey = checkpoint_key(walk.ctx, walk.thread, walk.ns, parent)
-    if checkpoint_gone(pkey) then -- missing, or a placeholder: not stored yet
-      local ms = uuid6_ms(parent)
-      return ms == nil or ms >= now_ms() - DEFAULT_GRACE_MS
+    local pkey = Keys.checkpoint_key(walk.ctx, walk.thread, walk.ns, parent)
+    if Search.checkpoint_gone(pkey) then -- missing, or a placeholder: not stored yet
+      local ms = Keys.uuid6_ms(parent)
+      return ms == nil or ms >= Core.now_ms() - Keys.DEFAULT_GRACE_MS
     end
     local before = walk.seen[parent]
-    if before and subset(needed, before) then
+    if before and Plan.subset(needed, before) then
       return false
     end
     steps = steps + 1
     if steps > limit then
-      fail('BADARG', 'the DeltaChannel history of ' .. show(start) .. ' is longer than '
+      Core.fail('BADARG', 'the DeltaChannel history of ' .. Core.show(start) .. ' is longer than '
         .. limit .. ' checkpoints; raise BUDGET to prune this thread')
     end
     walk.seen[parent] = before or {}
@@ -78,7 +80,7 @@ local function walk_delta(walk, start, needed)
       walk.seen[parent][ch] = true
     end
     walk.protect[parent] = true
-    for ch in pairs(json_keyset(pkey, '$.checkpoint.channel_values')) do
+    for ch in pairs(Search.json_keyset(pkey, '$.checkpoint.channel_values')) do
       needed[ch] = nil
     end
     if next(needed) == nil then
@@ -90,12 +92,12 @@ end
 
 -- How many of a namespace's ids (sorted ascending) go: all but the newest
 -- `keep`, and with `old_before` only those whose uuid6 time is older.
-local function cut(ids, keep, old_before)
+function Plan.cut(ids, keep, old_before)
   local last = #ids - keep
   if old_before then
     local m = 0
     while m < last do
-      local ms = uuid6_ms(ids[m + 1])
+      local ms = Keys.uuid6_ms(ids[m + 1])
       if not ms or ms >= old_before then
         break
       end
@@ -109,7 +111,7 @@ end
 -- The docs by namespace: groups[ns] = { ids (ascending, plain string order,
 -- as uuid6 sorts), doc (by id) }, the namespaces in listing order, and the
 -- newest id of all.
-local function by_namespace(docs)
+function Plan.by_namespace(docs)
   local groups, names, newest = {}, {}, nil
   for _, d in ipairs(docs) do
     local g = groups[d.ns]
@@ -134,7 +136,7 @@ end
 -- (ids[last+1..], and `spared`, an older id kept all the same): the ids to
 -- protect, and whether to hold the whole namespace (see walk_delta). Sets
 -- p.delta when a kept checkpoint uses DeltaChannel.
-local function delta_history(p, ns, g, last, spared)
+function Plan.delta_history(p, ns, g, last, spared)
   local walk = { ctx = p.ctx, thread = p.thread, ns = ns, budget = p.budget, protect = {}, seen = {} }
   local kept = {}
   for i = last + 1, #g.ids do
@@ -143,13 +145,13 @@ local function delta_history(p, ns, g, last, spared)
   if spared then
     kept[#kept + 1] = g.doc[spared].key
   end
-  local metas = json_mget(kept, '$.metadata')
+  local metas = Search.json_mget(kept, '$.metadata')
   local hold = false
   for i = #kept, 1, -1 do
-    local needed = delta_channels(kept[i], metas[i])
+    local needed = Plan.delta_channels(kept[i], metas[i])
     if needed then
       p.delta = true
-      hold = walk_delta(walk, kept[i], needed) or hold
+      hold = Plan.walk_delta(walk, kept[i], needed) or hold
     end
   end
   return walk.protect, hold
@@ -159,16 +161,16 @@ end
 -- cut), or all of a subgraph run older than `oldest_root`; and the id its
 -- latest pointer names when that is among them and the namespace keeps any
 -- (it stays, as a kept checkpoint: the saver reads the namespace from it).
-local function doomed_range(p, ns, g, oldest_root)
+function Plan.doomed_range(p, ns, g, oldest_root)
   local ids, n = g.ids, #g.ids
-  local last = cut(ids, p.keep, p.old_before)
+  local last = Plan.cut(ids, p.keep, p.old_before)
   if ns ~= p.ctx.root and oldest_root and ids[n] < oldest_root then
     last = n -- a subgraph run older than every kept root checkpoint
   end
   local latest = nil
   if last >= 1 and last < n then
     if p.latest[ns] == nil then
-      p.latest[ns] = latest_id(p.ctx, p.thread, ns) or false
+      p.latest[ns] = Search.latest_id(p.ctx, p.thread, ns) or false
     end
     latest = p.latest[ns] or nil
   end
@@ -182,13 +184,13 @@ end
 -- protected history and the pointer's checkpoint. When every checkpoint of a
 -- namespace listed whole goes, its newest takes the latest pointer with it
 -- (`pointer`): a namespace left with any checkpoint keeps its pointer.
-local function plan_namespace(p, ns, g, oldest_root)
+function Plan.plan_namespace(p, ns, g, oldest_root)
   local ids = g.ids
-  local last, latest = doomed_range(p, ns, g, oldest_root)
+  local last, latest = Plan.doomed_range(p, ns, g, oldest_root)
   if last < 1 then
     return
   end
-  local protect, hold = delta_history(p, ns, g, last, latest)
+  local protect, hold = Plan.delta_history(p, ns, g, last, latest)
   for i = 1, hold and 0 or last do
     if protect[ids[i]] then
       p.spared = p.spared + 1
@@ -204,12 +206,12 @@ end
 -- checkpoint the root's pointer spares counts. Listed in part, the root holds
 -- more than `keep` (a root window is widened until it does, or lists the
 -- whole root), so the true newest `keep` are no older than the listed ones.
-local function oldest_kept_root(p, root)
+function Plan.oldest_kept_root(p, root)
   if not root then
     return nil
   end
-  local _, latest = doomed_range(p, p.ctx.root, root, nil)
-  return latest or root.ids[cut(root.ids, p.keep, p.old_before) + 1]
+  local _, latest = Plan.doomed_range(p, p.ctx.root, root, nil)
+  return latest or root.ids[Plan.cut(root.ids, p.keep, p.old_before) + 1]
 end
 
 -- Decide, from the thread's listed checkpoints, which ones go under `rule`
@@ -218,17 +220,17 @@ end
 -- of a namespace that goes whole marked `pointer`; `spared`, the number of
 -- delta ancestors kept; `idle`, whether the thread was idle; `delta`, whether
 -- a kept checkpoint rebuilds delta channels from its ancestors.
-local function plan(ctx, thread, docs, rule, whole)
-  local groups, names, newest = by_namespace(docs)
+function Plan.plan(ctx, thread, docs, rule, whole)
+  local groups, names, newest = Plan.by_namespace(docs)
   local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep, whole = whole,
     old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false, latest = {} }
-  local ms = rule.idle_before and newest and uuid6_ms(newest)
+  local ms = rule.idle_before and newest and Keys.uuid6_ms(newest)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true
   end
-  local oldest_root = oldest_kept_root(p, groups[ctx.root])
+  local oldest_root = Plan.oldest_kept_root(p, groups[ctx.root])
   for _, ns in ipairs(names) do
-    plan_namespace(p, ns, groups[ns], oldest_root)
+    Plan.plan_namespace(p, ns, groups[ns], oldest_root)
   end
   return p
 end

@@ -2,14 +2,16 @@
 -- Blobs (LangGraph.js) --------------------------------------------------------------
 -- The channel-value blobs of a thread that no checkpoint left by a plan references. Reads only
 -- (before the thread's first delete).
--- Provides: freed_blobs
--- Assumes: DEFAULT_GRACE_MS, ROOT_NS, blob_key, json_mget, named, now_ms, older, reads_left, search
+-- Provides: Blobs.freed_blobs
+-- Assumes: Core.now_ms, Core.reads_left, Keys.DEFAULT_GRACE_MS, Keys.ROOT_NS, Keys.blob_key, Keys.older,
+--   Search.json_mget, Search.named, Search.search
+local Blobs = {}
 
 
 -- A channel version as the js saver spells it in a blob key (`${version}`):
 -- a string as it is, a whole number below 2^53 in decimal; nil for any other
 -- number (its JavaScript spelling is not certain here).
-local function version_text(v)
+function Blobs.version_text(v)
   if type(v) == 'string' then
     return v
   end
@@ -22,21 +24,21 @@ end
 -- The blob keys that the checkpoints `kept` read back (every channel of their
 -- channel_versions, stored inline or not), and the namespaces where one of
 -- them cannot be read or spelt: all their blobs stay.
-local function blob_refs(ctx, thread, kept)
+function Blobs.blob_refs(ctx, thread, kept)
   local keys = {}
   for i, d in ipairs(kept) do
     keys[i] = d.key
   end
-  local versions = json_mget(keys, '$.checkpoint.channel_versions')
+  local versions = Search.json_mget(keys, '$.checkpoint.channel_versions')
   local refs, unsure = {}, {}
   for i, d in ipairs(kept) do
     if type(versions[i]) ~= 'table' then
       unsure[d.ns] = true
     else
       for channel, version in pairs(versions[i]) do
-        local text = version_text(version)
+        local text = Blobs.version_text(version)
         if text then
-          refs[blob_key(ctx, thread, d.ns, channel, text)] = true
+          refs[Keys.blob_key(ctx, thread, d.ns, channel, text)] = true
         else
           unsure[d.ns] = true
         end
@@ -56,7 +58,7 @@ end
 -- Reads up to 2 * reads_left entries (as the writes do; a case variant's
 -- blobs are among them). Returns { keys, cut }: cut when entries were left
 -- unread.
-local function freed_blobs(ctx, thread, docs, p)
+function Blobs.freed_blobs(ctx, thread, docs, p)
   local doomed, kept, newest = {}, {}, {}
   for _, d in ipairs(p.doomed) do
     doomed[d.key] = true
@@ -69,18 +71,18 @@ local function freed_blobs(ctx, thread, docs, p)
       newest[d.ns] = d.id
     end
   end
-  local refs, unsure = blob_refs(ctx, thread, kept)
-  local res = search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
-    math.min(2 * reads_left(ctx.budget), ctx.cap),
+  local refs, unsure = Blobs.blob_refs(ctx, thread, kept)
+  local res = Search.search(ctx.layout.blobs.index, '@thread_id:{$t}', thread,
+    math.min(2 * Core.reads_left(ctx.budget), ctx.cap),
     { fields = { 'thread_id', 'checkpoint_ns', 'checkpoint_id', 'channel', 'version' } })
-  local before, keys = now_ms() - DEFAULT_GRACE_MS, {}
+  local before, keys = Core.now_ms() - Keys.DEFAULT_GRACE_MS, {}
   for i = 2, #res, 2 do
-    local key, f = res[i], named(res[i + 1])
-    local ns = f.checkpoint_ns == ROOT_NS and ctx.root or f.checkpoint_ns
+    local key, f = res[i], Search.named(res[i + 1])
+    local ns = f.checkpoint_ns == Keys.ROOT_NS and ctx.root or f.checkpoint_ns
     local writer = f.checkpoint_id
     if f.thread_id == thread.id and ns and not unsure[ns] and f.channel and f.version and writer
-      and key == blob_key(ctx, thread, ns, f.channel, f.version) and not refs[key]
-      and ((newest[ns] and writer <= newest[ns]) or older(writer, before)) then
+      and key == Keys.blob_key(ctx, thread, ns, f.channel, f.version) and not refs[key]
+      and ((newest[ns] and writer <= newest[ns]) or Keys.older(writer, before)) then
       keys[#keys + 1] = key
     end
   end

@@ -4,13 +4,15 @@
 -- and blobs, within the budget, once the ACL lets them all go. Every key found is confirmed
 -- (`owns`); every search and read of a thread runs before its first delete: keys are collected in
 -- sinks and flushed at the end.
--- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink
--- Assumes: BATCH, batches, checkpoint_gone, checkpoint_key, fail, id_param, identity, keys_left,
---   latest_key, rcall, reads_left, registered_writes, registry_key, search, show, starts_with,
---   write_prefix
+-- Provides: Delete.check_allowed, Delete.check_write_prefix, Delete.delete_doomed, Delete.leftovers,
+--   Delete.sink
+-- Assumes: rcall, Core.BATCH, Core.batches, Core.fail, Core.keys_left, Core.reads_left, Core.show,
+--   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.registry_key, Keys.starts_with,
+--   Keys.write_prefix, Listing.registered_writes, Search.checkpoint_gone, Search.identity, Search.search
+local Delete = {}
 
-local WRITES_CHUNK = 64 -- checkpoint ids per writes query
-local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see check_allowed)
+Delete.WRITES_CHUNK = 64 -- checkpoint ids per writes query
+Delete.ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see check_allowed)
   ZADD = 'collect the threads of a dense millisecond in', EXPIRE = 'set the expiry of' }
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
@@ -27,14 +29,14 @@ local ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see che
 -- thread's colons, whose tag cannot match ours (no commas or NUL in ours, and
 -- a case-folded prefix is shorter). Otherwise the key counts when the saver
 -- listed it in d's registry zset, or the write's own fields name d exactly.
-local function owns(thread, d, key, prefix_len)
+function Delete.owns(thread, d, key, prefix_len)
   if d.plain and key:find('^[^:]*:%-?%d+$', prefix_len + 1) then
     return true
   end
-  if rcall('ZSCORE', registry_key(thread, d), key) then
+  if rcall('ZSCORE', Keys.registry_key(thread, d), key) then
     return true
   end
-  local t, ns, id = identity(key)
+  local t, ns, id = Search.identity(key)
   return t == thread.id and ns == d.ns and id == d.id
 end
 
@@ -42,10 +44,10 @@ end
 -- write_prefix(d) to d, `lengths` lists the lengths those prefixes have
 -- (usually one: root namespace, uuid ids). Marks each d `plain` when its
 -- write keys can prove their owner by their form (see owns).
-local function write_owners(ctx, thread, doomed)
+function Delete.write_owners(ctx, thread, doomed)
   local owners, seen = { prefix = {}, lengths = {} }, {}
   for _, d in ipairs(doomed) do
-    local prefix = write_prefix(ctx, thread, d)
+    local prefix = Keys.write_prefix(ctx, thread, d)
     owners.prefix[prefix] = d
     d.plain = thread.plain and not d.ns:find(':', 1, true) and not d.id:find(':', 1, true)
     if not seen[#prefix] then
@@ -60,14 +62,14 @@ end
 -- belongs to (see write_owners): a key counts when it starts with a doomed
 -- checkpoint's write prefix, ending at a colon, and `owns` confirms it.
 -- found[d.id] lists d's keys.
-local function match_writes(res, thread, owners, found)
+function Delete.match_writes(res, thread, owners, found)
   local lengths, prefix = owners.lengths, owners.prefix -- locals: this runs once per write
   for i = 2, #res do
     local key = res[i]
     for j = 1, #lengths do
       local len = lengths[j]
       local d = key:byte(len) == 58 and prefix[key:sub(1, len)] -- 58: ':'
-      if d and owns(thread, d, key, len) then
+      if d and Delete.owns(thread, d, key, len) then
         local list = found[d.id]
         if not list then
           list = {}
@@ -83,11 +85,11 @@ end
 -- Collects keys to delete; flush() deletes them in batches (or, in a dry run,
 -- counts those that exist), charging the budget. Nothing is deleted before
 -- flush(), so every search of a thread runs before its first delete.
-local function sink(b)
+function Delete.sink(b)
   local self = { pending = {}, deleted = 0 }
   function self.flush()
     local p = self.pending
-    for first, last in batches(#p, BATCH) do
+    for first, last in Core.batches(#p, Core.BATCH) do
       if b.dry then
         self.deleted = self.deleted + rcall('EXISTS', unpack(p, first, last))
       else
@@ -107,21 +109,21 @@ end
 -- Fail (NOPERM) unless this user may run `command` on each of `keys`, as in
 -- ACL_USE (checked before the first delete: an ACL that lets the user read a
 -- key but not change it then fails the call, having deleted nothing).
-local function check_allowed(command, keys)
-  for first, last in batches(#keys, BATCH) do
+function Delete.check_allowed(command, keys)
+  for first, last in Core.batches(#keys, Core.BATCH) do
     if not redis.acl_check_cmd(command, unpack(keys, first, last)) then
       local refused = keys[first]
       for i = first, last do -- (one check for many: each costs a few microseconds whatever it holds)
         refused = redis.acl_check_cmd(command, keys[i]) and refused or keys[i]
       end
-      fail('NOPERM', 'this user may not ' .. ACL_USE[command] .. ' ' .. show(refused) .. ', which it must: grant it '
+      Core.fail('NOPERM', 'this user may not ' .. Delete.ACL_USE[command] .. ' ' .. Core.show(refused) .. ', which it must: grant it '
         .. 'the keys in the README\'s ACL; nothing was deleted')
     end
   end
 end
 
 -- check_allowed for every key pending in `sinks` (not in a dry run).
-local function check_deletable(b, sinks)
+function Delete.check_deletable(b, sinks)
   if b.dry then
     return
   end
@@ -131,13 +133,13 @@ local function check_deletable(b, sinks)
       keys[#keys + 1] = key
     end
   end
-  check_allowed('UNLINK', keys)
+  Delete.check_allowed('UNLINK', keys)
 end
 
 -- The first doomed checkpoints that `del.left` keys can take, by the first
 -- one's keys (itself, its registry, its registered writes), and whether that
 -- left some out. A dry run takes all.
-local function affordable(del, doomed)
+function Delete.affordable(del, doomed)
   if del.ctx.dry or #doomed == 0 then
     return doomed, false
   end
@@ -155,26 +157,26 @@ end
 -- Every write of the doomed checkpoints from one query over the thread's
 -- writes, when the registry estimate fits `del.reads` and so does the answer;
 -- else nil (then they are looked up by checkpoint id).
-local function all_writes(del, doomed)
+function Delete.all_writes(del, doomed)
   if #doomed == 0 or del.per * #doomed > del.reads then
     return nil
   end
-  local res = search(del.ctx.wp_index, '@thread_id:{$t}', del.thread, del.reads)
+  local res = Search.search(del.ctx.wp_index, '@thread_id:{$t}', del.thread, del.reads)
   if res[1] > #res - 1 then
     return nil -- the thread has more writes than one answer may hold
   end
   del.reads = del.reads - (#res - 1)
   local found = {}
-  match_writes(res, del.thread, del.owners, found)
+  Delete.match_writes(res, del.thread, del.owners, found)
   return found
 end
 
 -- The doomed checkpoints whose writes RediSearch can find by id (each gets
 -- its `param`); one it cannot is kept, its writes unseen.
-local function findable(ctx, doomed)
+function Delete.findable(ctx, doomed)
   local out = {}
   for _, d in ipairs(doomed) do
-    d.param = id_param(d.id, ctx.layout.commas)
+    d.param = Keys.id_param(d.id, ctx.layout.commas)
     if d.param then
       out[#out + 1] = d
     end
@@ -191,9 +193,9 @@ end
 -- chunk whose answer is cut short takes nothing: which of its checkpoints
 -- got all their writes cannot be told). Returns the chunk, the answer and
 -- whether it was cut short; every answer is charged to del.reads.
-local function next_chunk(del, doomed, first)
+function Delete.next_chunk(del, doomed, first)
   local limit, spent = del.reads, 0
-  local size = math.max(1, math.min(WRITES_CHUNK, math.floor(limit / (2 * math.max(del.per, 1)))))
+  local size = math.max(1, math.min(Delete.WRITES_CHUNK, math.floor(limit / (2 * math.max(del.per, 1)))))
   while true do
     local chunk, ids, where = {}, {}, {}
     for j = first, math.min(first + size - 1, #doomed) do
@@ -203,7 +205,7 @@ local function next_chunk(del, doomed, first)
     end
     local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
     -- the id clause first: RediSearch then walks only those ids' entries
-    local res = search(del.ctx.wp_index, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
+    local res = Search.search(del.ctx.wp_index, '@checkpoint_id:{' .. table.concat(where, ' | ') .. '} @thread_id:{$t}',
       del.thread, ask, { ids = ids })
     spent = spent + #res - 1
     local truncated = res[1] > #res - 1
@@ -217,7 +219,7 @@ end
 
 -- The one take: keys[1..n] into sink `s`, n as many as del.left allows (all
 -- or none with `whole`), charged to del.left. Whether all of them went.
-local function take_keys(del, s, keys, whole)
+function Delete.take_keys(del, s, keys, whole)
   local n = math.min(#keys, del.left)
   if whole and n < #keys then
     return false
@@ -234,16 +236,16 @@ end
 -- remain: false when not all of it fits (the writes that fit are taken). Its
 -- own keys, all or none: itself, its registry and, when it takes its
 -- namespace's latest pointer with it (d.pointer), that pointer.
-local function take(del, d, ws, truncated)
-  local pointer = d.pointer and latest_key(del.ctx, del.thread, d.ns)
+function Delete.take(del, d, ws, truncated)
+  local pointer = d.pointer and Keys.latest_key(del.ctx, del.thread, d.ns)
   local own = pointer and 3 or 2
   local fits = not truncated and #ws + own <= del.left
-  take_keys(del, del.writes, ws, false)
+  Delete.take_keys(del, del.writes, ws, false)
   if not fits then
     return false
   end
-  take_keys(del, del.ckpts, { d.key }, true)
-  take_keys(del, del.others, { registry_key(del.thread, d), pointer }, true)
+  Delete.take_keys(del, del.ckpts, { d.key }, true)
+  Delete.take_keys(del, del.others, { Keys.registry_key(del.thread, d), pointer }, true)
   return true
 end
 
@@ -256,24 +258,24 @@ end
 -- writes: when unsure, keep). Reads up to reads_left entries; returns the
 -- keys, writes first, and `cut` when the answer was cut short (case variants
 -- of the thread with more writes than that): then the call reports more.
-local function leftovers(ctx, thread, docs)
-  local owners = write_owners(ctx, thread, docs)
-  local res = search(ctx.wp_index, '@thread_id:{$t}', thread, math.min(reads_left(ctx.budget), ctx.cap))
+function Delete.leftovers(ctx, thread, docs)
+  local owners = Delete.write_owners(ctx, thread, docs)
+  local res = Search.search(ctx.wp_index, '@thread_id:{$t}', thread, math.min(Core.reads_left(ctx.budget), ctx.cap))
   local writes, others, seen = {}, {}, {}
   for i = 2, #res do
     local key, listed = res[i], false
     for _, len in ipairs(owners.lengths) do
       listed = listed or (key:byte(len) == 58 and owners.prefix[key:sub(1, len)] ~= nil)
     end
-    local t, ns, id = identity(key)
+    local t, ns, id = Search.identity(key)
     local d = { ns = ns, id = id }
-    if not listed and t == thread.id and ns and id and starts_with(key, write_prefix(ctx, thread, d)) then
-      local checkpoint = checkpoint_key(ctx, thread, ns, id)
-      if checkpoint_gone(checkpoint) then
+    if not listed and t == thread.id and ns and id and Keys.starts_with(key, Keys.write_prefix(ctx, thread, d)) then
+      local checkpoint = Keys.checkpoint_key(ctx, thread, ns, id)
+      if Search.checkpoint_gone(checkpoint) then
         writes[#writes + 1] = key
         if not seen[checkpoint] then
           seen[checkpoint] = true
-          others[#others + 1] = registry_key(thread, d)
+          others[#others + 1] = Keys.registry_key(thread, d)
           others[#others + 1] = checkpoint -- UNLINK of a missing key counts nothing
         end
       end
@@ -284,7 +286,7 @@ end
 
 -- Take the doomed checkpoints in order, with the writes `found` for all of
 -- them or, when nil, chunk by chunk. Returns true when some are left.
-local function take_all(del, doomed, found)
+function Delete.take_all(del, doomed, found)
   local i = 1
   while i <= #doomed do
     local chunk, chunk_found, truncated = { doomed[i] }, found, false
@@ -293,12 +295,12 @@ local function take_all(del, doomed, found)
         return true
       end
       local res
-      chunk, res, truncated = next_chunk(del, doomed, i)
+      chunk, res, truncated = Delete.next_chunk(del, doomed, i)
       chunk_found = {}
-      match_writes(res, del.thread, del.owners, chunk_found)
+      Delete.match_writes(res, del.thread, del.owners, chunk_found)
     end
     for _, d in ipairs(chunk) do
-      if not take(del, d, chunk_found[d.id] or {}, truncated) then
+      if not Delete.take(del, d, chunk_found[d.id] or {}, truncated) then
         return true
       end
     end
@@ -315,35 +317,35 @@ end
 -- entries, else chunk by chunk of checkpoint ids. A checkpoint whose writes
 -- do not all fit loses only writes this call. Returns counts and whether
 -- doomed checkpoints, leftovers or blobs remain.
-local function delete_doomed(ctx, thread, p, whole)
+function Delete.delete_doomed(ctx, thread, p, whole)
   local doomed, b = p.doomed, ctx.budget
-  local del = { ctx = ctx, thread = thread, left = keys_left(b), reads = math.min(2 * reads_left(b), ctx.cap),
-    per = #doomed > 0 and registered_writes(thread, doomed[1]) or 0, -- writes, by the first
-    ckpts = sink(b), writes = sink(b), others = sink(b), blobs = sink(b) }
+  local del = { ctx = ctx, thread = thread, left = Core.keys_left(b), reads = math.min(2 * Core.reads_left(b), ctx.cap),
+    per = #doomed > 0 and Listing.registered_writes(thread, doomed[1]) or 0, -- writes, by the first
+    ckpts = Delete.sink(b), writes = Delete.sink(b), others = Delete.sink(b), blobs = Delete.sink(b) }
   local trimmed
-  doomed, trimmed = affordable(del, doomed)
-  del.owners = write_owners(ctx, thread, doomed)
-  local found, dropped = whole and all_writes(del, doomed) or nil, 0
+  doomed, trimmed = Delete.affordable(del, doomed)
+  del.owners = Delete.write_owners(ctx, thread, doomed)
+  local found, dropped = whole and Delete.all_writes(del, doomed) or nil, 0
   if not found then
     local all = #doomed
-    doomed = findable(ctx, doomed)
+    doomed = Delete.findable(ctx, doomed)
     dropped = all - #doomed
   end
-  local more = take_all(del, doomed, found) or trimmed
+  local more = Delete.take_all(del, doomed, found) or trimmed
   local extra = p.leftovers -- all or none, and more when more may exist than were read
   if not more and extra then
     more = #extra.writes + #extra.others > del.left or extra.cut
     if not more then
-      take_keys(del, del.writes, extra.writes, true)
-      take_keys(del, del.others, extra.others, true)
+      Delete.take_keys(del, del.writes, extra.writes, true)
+      Delete.take_keys(del, del.others, extra.others, true)
     end
   end
   if not more and p.blobs and dropped == 0 then -- (a checkpoint kept unseen keeps its blobs)
     -- those that did not fit, or, when this call took some, those not read, are the next
     -- call's (a call that read its fill of blobs and freed none would free none next time)
-    more = not take_keys(del, del.blobs, p.blobs.keys, false) or (p.blobs.cut and #p.blobs.keys > 0)
+    more = not Delete.take_keys(del, del.blobs, p.blobs.keys, false) or (p.blobs.cut and #p.blobs.keys > 0)
   end
-  check_deletable(b, { del.writes, del.others, del.blobs, del.ckpts })
+  Delete.check_deletable(b, { del.writes, del.others, del.blobs, del.ckpts })
   del.writes.flush()
   del.others.flush()
   del.blobs.flush()
@@ -360,17 +362,17 @@ end
 -- A write prefix that is not the saver's would orphan every write of the
 -- checkpoints deleted. The registry zsets record the real write keys: check
 -- those of the first doomed checkpoints that have any, before any delete.
-local function check_write_prefix(ctx, thread, doomed)
+function Delete.check_write_prefix(ctx, thread, doomed)
   if ctx.checked.write_prefix then
     return -- once per call: the saver's prefix is the same for every thread
   end
   for i = 1, math.min(#doomed, 8) do
     local d = doomed[i]
-    local member = rcall('ZRANGE', registry_key(thread, d), 0, 0)[1]
+    local member = rcall('ZRANGE', Keys.registry_key(thread, d), 0, 0)[1]
     if member then
-      if not starts_with(member, write_prefix(ctx, thread, d)) then
-        fail('BADARG', 'the writes of ' .. show(d.key) .. ' are stored as ' .. show(member)
-          .. ', not under WRITE_PREFIX ' .. show(ctx.wp) .. ': pass the saver\'s '
+      if not Keys.starts_with(member, Keys.write_prefix(ctx, thread, d)) then
+        Core.fail('BADARG', 'the writes of ' .. Core.show(d.key) .. ' are stored as ' .. Core.show(member)
+          .. ', not under WRITE_PREFIX ' .. Core.show(ctx.wp) .. ': pass the saver\'s '
           .. 'checkpoint_write_prefix; nothing was deleted')
       end
       ctx.checked.write_prefix = true

@@ -2,11 +2,13 @@
 -- One thread ----------------------------------------------------------------------
 -- List, plan and delete one thread within what the call's budget leaves; the reply counts. A thread
 -- fails, if it does, before its first delete.
--- Provides: add_counts, prune_thread, reply, zero_counts
--- Assumes: check_write_prefix, count_tagged, delete_doomed, first_look, freed_blobs, keys_left,
---   leftovers, list_checkpoints, newest_root, plan, reads_left, registered_writes
+-- Provides: Thread.add_counts, Thread.prune_thread, Thread.reply, Thread.zero_counts
+-- Assumes: Blobs.freed_blobs, Core.keys_left, Core.reads_left, Delete.check_write_prefix,
+--   Delete.delete_doomed, Delete.leftovers, Listing.first_look, Listing.list_checkpoints,
+--   Listing.newest_root, Listing.registered_writes, Plan.plan, Search.count_tagged
+local Thread = {}
 
-local PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
+Thread.PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
 
 -- The counts each prune reports, in reply order (lgprune_thread and
 -- lgprune_many add `more` / `next`).
@@ -14,7 +16,7 @@ local COUNT_FIELDS = { 'checkpoints_deleted', 'writes_deleted', 'keys_deleted',
   'checkpoints_kept', 'delta_ancestors_kept', 'blobs_deleted' }
 
 -- The counts, at zero.
-local function zero_counts()
+function Thread.zero_counts()
   local out = {}
   for _, name in ipairs(COUNT_FIELDS) do
     out[name] = 0
@@ -23,7 +25,7 @@ local function zero_counts()
 end
 
 -- Add the counts of `part` into `total`.
-local function add_counts(total, part)
+function Thread.add_counts(total, part)
   for _, name in ipairs(COUNT_FIELDS) do
     total[name] = (total[name] or 0) + part[name]
   end
@@ -31,7 +33,7 @@ end
 
 -- Flatten counts into a name/value reply: COUNT_FIELDS, then `last` (when
 -- given), or the names in `fields`.
-local function reply(out, last, fields)
+function Thread.reply(out, last, fields)
   local r = {}
   for _, name in ipairs(fields or COUNT_FIELDS) do
     r[#r + 1] = name
@@ -46,12 +48,12 @@ end
 
 -- Keys a root checkpoint of the thread takes with it, judged by the newest
 -- one (a doc, or nil): itself, its registry and the writes listed there.
-local function keys_per_checkpoint(thread, newest)
-  return newest and registered_writes(thread, newest) + 2 or 3
+function Thread.keys_per_checkpoint(thread, newest)
+  return newest and Listing.registered_writes(thread, newest) + 2 or 3
 end
 
 -- How many of `docs` are root checkpoints.
-local function root_docs_listed(ctx, docs)
+function Thread.root_docs_listed(ctx, docs)
   local n = 0
   for _, d in ipairs(docs) do
     if d.ns == ctx.root then
@@ -68,70 +70,70 @@ end
 -- prove it holds the true newest and the plan needs them (DeltaChannel
 -- history, IDLE_TTL), or the window holds none of the root's older
 -- checkpoints, the root is listed again, sorted. Returns the docs and the plan.
-local function list_and_plan(ctx, thread, view, rule)
+function Thread.list_and_plan(ctx, thread, view, rule)
   view.page = view.limit
   if view.sorted then
-    view.newest = newest_root(ctx, thread)
+    view.newest = Listing.newest_root(ctx, thread)
     if not ctx.dry then
-      view.page = math.min(view.limit, math.ceil(keys_left(ctx.budget) / keys_per_checkpoint(thread, view.newest))
-        + math.min(rule.keep, view.limit) + PAGE_SLACK)
+      view.page = math.min(view.limit, math.ceil(Core.keys_left(ctx.budget) / Thread.keys_per_checkpoint(thread, view.newest))
+        + math.min(rule.keep, view.limit) + Thread.PAGE_SLACK)
     end
   end
-  local docs, exact = list_checkpoints(ctx, thread, view, rule)
-  local p = plan(ctx, thread, docs, rule, not view.sorted)
+  local docs, exact = Listing.list_checkpoints(ctx, thread, view, rule)
+  local p = Plan.plan(ctx, thread, docs, rule, not view.sorted)
   if #p.doomed == 0 and view.page < view.limit then
     view.page = view.limit
-    docs, exact = list_checkpoints(ctx, thread, view, rule)
-    p = plan(ctx, thread, docs, rule, false)
+    docs, exact = Listing.list_checkpoints(ctx, thread, view, rule)
+    p = Plan.plan(ctx, thread, docs, rule, false)
   end
   local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
-  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and root_docs_listed(ctx, docs) <= rule.keep)) then
+  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and Thread.root_docs_listed(ctx, docs) <= rule.keep)) then
     view.first = nil
-    docs = list_checkpoints(ctx, thread, view, nil)
-    p = plan(ctx, thread, docs, rule, false)
+    docs = Listing.list_checkpoints(ctx, thread, view, nil)
+    p = Plan.plan(ctx, thread, docs, rule, false)
   end
   return docs, p
 end
 
 -- Whether `rule` deletes every checkpoint of a thread: KEEP 0, no age limit.
-local function deletes_all(rule)
+function Thread.deletes_all(rule)
   return rule.keep == 0 and not rule.old_before
 end
 
 -- Prune one thread (a thread record) under `rule` within what ctx.budget
 -- leaves. Returns the counts of lgprune_thread, plus `idle`, `listed` and
 -- `count_exact` (whether checkpoints_kept is exact) for sweeps.
-local function prune_thread(ctx, thread, rule)
-  local out = zero_counts()
+function Thread.prune_thread(ctx, thread, rule)
+  local out = Thread.zero_counts()
   out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
   local counted
   if ctx.sweep and not ctx.details and not rule.idle_before then
     -- most threads a sweep visits are within keep: a count settles those
-    counted = count_tagged(ctx, thread)
+    counted = Search.count_tagged(ctx, thread)
     if counted <= rule.keep then
       out.checkpoints_kept, out.count_exact = counted, counted == 0
       return out -- nothing over keep (the tag count is an upper bound)
     end
   end
-  local limit = math.min(reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
-  local tagged, first = first_look(ctx, thread, limit, counted)
+  local limit = math.min(Core.reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
+  local tagged, first = Listing.first_look(ctx, thread, limit, counted)
   out.checkpoints_kept = tagged
-  if tagged == 0 and not deletes_all(rule) then
+  if tagged == 0 and not Thread.deletes_all(rule) then
     return out -- (a thread deleted whole may still have leftovers)
   end
   -- the whole thread when it fits the budget, else its newest entries
   local view = { limit = math.min(tagged, limit), tagged = tagged, first = first }
   view.sorted = view.limit < tagged
-  local docs, p = list_and_plan(ctx, thread, view, rule)
+  local docs, p = Thread.list_and_plan(ctx, thread, view, rule)
   out.listed = true
-  check_write_prefix(ctx, thread, p.doomed)
-  if deletes_all(rule) and not view.sorted then
-    p.leftovers = leftovers(ctx, thread, docs)
+  Delete.check_write_prefix(ctx, thread, p.doomed)
+  if Thread.deletes_all(rule) and not view.sorted then
+    p.leftovers = Delete.leftovers(ctx, thread, docs)
   end
   if ctx.layout.blobs and not view.sorted then
-    p.blobs = freed_blobs(ctx, thread, docs, p) -- (a thread listed in part: by its last call)
+    p.blobs = Blobs.freed_blobs(ctx, thread, docs, p) -- (a thread listed in part: by its last call)
   end
-  local done = delete_doomed(ctx, thread, p, not view.sorted)
+  local done = Delete.delete_doomed(ctx, thread, p, not view.sorted)
   out.checkpoints_deleted, out.writes_deleted, out.keys_deleted = done.checkpoints, done.writes, done.keys
   out.blobs_deleted = done.blobs
   out.delta_ancestors_kept, out.idle = p.spared, p.idle

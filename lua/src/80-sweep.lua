@@ -3,16 +3,18 @@
 -- A sweep's visits (one thread of a pass, its failure recorded as data) and the orphans phase (SCAN
 -- for keys whose checkpoint is gone: it finds no thread). A sweep charges its budget's `work` for
 -- what is not a delete; a call stops once keys + work reach BUDGET.
--- Provides: COST, counted, orphan_steps, spent, sweep_state, visit
--- Assumes: DEFAULT_GRACE_MS, MIN_BUDGET, ZSET_PREFIX, add_counts, check_allowed, checkpoint_gone,
---   checkpoint_key, get_string, guard, identity, is_placeholder, keys_left, latest_start, now_ms,
---   older, prune_thread, rcall, registry_owner, sink, starts_with, thread_failure, thread_record,
---   unless_wrongtype, write_prefix
+-- Provides: Sweep.COST, Sweep.counted, Sweep.orphan_steps, Sweep.spent, Sweep.sweep_state, Sweep.visit
+-- Assumes: MIN_BUDGET, rcall, Core.guard, Core.keys_left, Core.now_ms, Core.thread_failure,
+--   Delete.check_allowed, Delete.sink, Keys.DEFAULT_GRACE_MS, Keys.ZSET_PREFIX, Keys.checkpoint_key,
+--   Keys.latest_start, Keys.older, Keys.registry_owner, Keys.starts_with, Keys.thread_record,
+--   Keys.write_prefix, Search.checkpoint_gone, Search.get_string, Search.identity, Search.is_placeholder,
+--   Search.unless_wrongtype, Thread.add_counts, Thread.prune_thread
+local Sweep = {}
 
-local SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
-local MAX_FAILED = 100 -- failed threads named in one reply (all are counted)
+Sweep.SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
+Sweep.MAX_FAILED = 100 -- failed threads named in one reply (all are counted)
 -- Budget units a sweep charges for what is not a delete:
-local COST = {
+Sweep.COST = {
   visit = 10, -- a thread visit
   list = 40, -- ... and more when the visit lists and plans the thread
   check = 5, -- an orphan check, or a read of a thread's newest root checkpoint
@@ -22,75 +24,75 @@ local COST = {
 -- Orphan checks, each true for a key of this saver whose checkpoint is gone
 -- and whose checkpoint id dates from before `before` (ms).
 -- A latest pointer: its target checkpoint is gone.
-local function orphan_pointer(ctx, key, before)
-  local target = get_string(key)
-  if not target or not starts_with(target, ctx.cp .. ':') then
+function Sweep.orphan_pointer(ctx, key, before)
+  local target = Search.get_string(key)
+  if not target or not Keys.starts_with(target, ctx.cp .. ':') then
     return false
   end
-  return rcall('EXISTS', target) == 0 and older(target:match(':([^:]*)$'), before)
+  return rcall('EXISTS', target) == 0 and Keys.older(target:match(':([^:]*)$'), before)
 end
 
 -- A write: the checkpoint named by its own fields is gone (missing or a placeholder).
-local function orphan_write(ctx, key, before)
-  local t, ns, id = identity(key)
+function Sweep.orphan_write(ctx, key, before)
+  local t, ns, id = Search.identity(key)
   if not (t and ns and id) then
     return false
   end
   local thread, d = { id = t }, { ns = ns, id = id }
-  if not starts_with(key, write_prefix(ctx, thread, d)) then
+  if not Keys.starts_with(key, Keys.write_prefix(ctx, thread, d)) then
     return false -- not stored where the saver would store it: not ours to judge
   end
-  return older(id, before) and checkpoint_gone(checkpoint_key(ctx, thread, ns, id))
+  return Keys.older(id, before) and Search.checkpoint_gone(Keys.checkpoint_key(ctx, thread, ns, id))
 end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
 -- the checkpoint <cp>:<stem> is gone (missing or a placeholder). (Registries
 -- of other prefixes list other write keys and are left alone; so is a key of
 -- another type.)
-local function orphan_registry(ctx, key, before)
-  local checkpoint, writes = registry_owner(ctx, key)
-  local range = unless_wrongtype(pcall(rcall, 'ZRANGE', key, 0, 0))
+function Sweep.orphan_registry(ctx, key, before)
+  local checkpoint, writes = Keys.registry_owner(ctx, key)
+  local range = Search.unless_wrongtype(pcall(rcall, 'ZRANGE', key, 0, 0))
   local first = range and range[1]
-  if type(first) ~= 'string' or not starts_with(first, writes) then
+  if type(first) ~= 'string' or not Keys.starts_with(first, writes) then
     return false
   end
-  return older(key:match(':([^:]*)$'), before) and checkpoint_gone(checkpoint)
+  return Keys.older(key:match(':([^:]*)$'), before) and Search.checkpoint_gone(checkpoint)
 end
 
 -- A placeholder (see is_placeholder) under the checkpoint prefix: its writes
 -- never got their checkpoint.
-local function orphan_placeholder(ctx, key, before)
-  return starts_with(key, ctx.cp .. ':') and older(key:match(':([^:]*)$'), before) and is_placeholder(key)
+function Sweep.orphan_placeholder(ctx, key, before)
+  return Keys.starts_with(key, ctx.cp .. ':') and Keys.older(key:match(':([^:]*)$'), before) and Search.is_placeholder(key)
 end
 
 -- A sweep call's state: the counts of its reply (`out`), the threads it saw,
 -- per-thread details, the threads that failed, the orphans found; the budget
 -- is ctx.budget.
-local function sweep_state(ctx, rule, opts)
+function Sweep.sweep_state(ctx, rule, opts)
   return {
     ctx = ctx, rule = rule, opts = opts,
-    before = now_ms() - (opts.GRACE or DEFAULT_GRACE_MS),
+    before = Core.now_ms() - (opts.GRACE or Keys.DEFAULT_GRACE_MS),
     out = { threads_visited = 0, threads_pruned = 0, threads_deleted = 0, threads_skipped = 0, threads_failed = 0,
       checkpoints_deleted = 0, writes_deleted = 0, keys_deleted = 0, orphans_deleted = 0, blobs_deleted = 0 },
-    seen = {}, details = {}, failed = {}, orphans = sink(ctx.budget), unfinished = false,
+    seen = {}, details = {}, failed = {}, orphans = Delete.sink(ctx.budget), unfinished = false,
   }
 end
 
 -- Whether the sweep's budget is spent: keys deleted and work reach BUDGET.
-local function spent(b)
+function Sweep.spent(b)
   return b.keys + b.work >= b.total
 end
 
 -- Count one visit's result into the sweep.
-local function count_visit(sw, id, done)
+function Sweep.count_visit(sw, id, done)
   local out = sw.out
   if sw.opts.DETAILS then
     sw.details[#sw.details + 1] = { id, done.checkpoints_kept + done.checkpoints_deleted,
       done.checkpoints_deleted, done.keys_deleted, done.count_exact and 1 or 0 }
   end
-  add_counts(out, done)
+  Thread.add_counts(out, done)
   if done.listed then
-    sw.ctx.budget.work = sw.ctx.budget.work + COST.list
+    sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.list
   end
   if sw.ctx.dry then
     sw.ctx.budget.work = sw.ctx.budget.work + done.keys_deleted -- what would go, charged as work
@@ -112,26 +114,26 @@ end
 -- pruned, why: a thread's failure (see thread_failure), or an id lgprune
 -- cannot prune by (see thread_record), is data, and the sweep goes on; an
 -- error of the whole call (no index, no rights) is the call's.
-local function visit(sw, id)
+function Sweep.visit(sw, id)
   local ctx, b = sw.ctx, sw.ctx.budget
-  if keys_left(b) < MIN_BUDGET or (b.keys > 0 and spent(b)) then
+  if Core.keys_left(b) < MIN_BUDGET or (b.keys > 0 and Sweep.spent(b)) then
     return false
   end
   local layout = ctx.layout
-  local thread, unprunable = thread_record(id == layout.empty_id and '' or id, layout)
+  local thread, unprunable = Keys.thread_record(id == layout.empty_id and '' or id, layout)
   local done, why = nil, unprunable and 'BADDATA ' .. unprunable .. ': delete it by hand'
   if thread then
-    local ok, res = pcall(prune_thread, ctx, thread, sw.rule)
+    local ok, res = pcall(Thread.prune_thread, ctx, thread, sw.rule)
     if ok then
       done = res
     elseif b.keys > 0 then
       return false
     else
-      why = thread_failure(res)
+      why = Core.thread_failure(res)
     end
   end
   sw.seen[id] = true
-  b.work = b.work + COST.visit
+  b.work = b.work + Sweep.COST.visit
   return true, done, why
 end
 
@@ -142,17 +144,17 @@ end
 -- over, and then the pass is not complete (`sw.unfinished`: no watermark). A
 -- failed thread is named in the reply and passed over; the pass goes on and
 -- completes without it (the next full pass meets it again).
-local function counted(sw, id, done, why)
+function Sweep.counted(sw, id, done, why)
   local out = sw.out
   if why then
     out.threads_failed = out.threads_failed + 1
-    if #sw.failed < MAX_FAILED then
+    if #sw.failed < Sweep.MAX_FAILED then
       sw.failed[#sw.failed + 1] = { id, why }
     end
   elseif not done then
     out.threads_skipped = out.threads_skipped + 1
   else
-    count_visit(sw, id, done)
+    Sweep.count_visit(sw, id, done)
     local dry = sw.ctx.dry
     if done.more == 1 and not dry and done.keys_deleted == 0 then
       sw.unfinished = true
@@ -168,31 +170,31 @@ end
 -- Collect orphan `key`, to be deleted as the call ends, once the ACL is known
 -- to let it go (else the call fails here: under guard, after a delete, that
 -- ends the call and the next one fails before its first delete).
-local function add_orphan(sw, key)
+function Sweep.add_orphan(sw, key)
   if not sw.ctx.dry then
-    check_allowed('UNLINK', { key })
+    Delete.check_allowed('UNLINK', { key })
   end
   sw.orphans.add(key)
 end
 
 -- Judge one key of the orphans phase: a latest pointer, write, registry or
 -- placeholder whose checkpoint is gone goes (see the orphan checks).
-local function sweep_orphan(sw, key)
+function Sweep.sweep_orphan(sw, key)
   local ctx = sw.ctx
   local check
-  if starts_with(key, latest_start(ctx)) then
-    check = orphan_pointer
-  elseif starts_with(key, ctx.wp .. ':') then
-    check = orphan_write
-  elseif starts_with(key, ZSET_PREFIX .. ':') then
-    check = orphan_registry
-  elseif starts_with(key, ctx.cp .. ':') then
-    check = orphan_placeholder
+  if Keys.starts_with(key, Keys.latest_start(ctx)) then
+    check = Sweep.orphan_pointer
+  elseif Keys.starts_with(key, ctx.wp .. ':') then
+    check = Sweep.orphan_write
+  elseif Keys.starts_with(key, Keys.ZSET_PREFIX .. ':') then
+    check = Sweep.orphan_registry
+  elseif Keys.starts_with(key, ctx.cp .. ':') then
+    check = Sweep.orphan_placeholder
   end
   if check then
-    ctx.budget.work = ctx.budget.work + COST.check
+    ctx.budget.work = ctx.budget.work + Sweep.COST.check
     if check(ctx, key, sw.before) then
-      add_orphan(sw, key)
+      Sweep.add_orphan(sw, key)
     end
   end
 end
@@ -200,13 +202,13 @@ end
 -- Judge the keys of one SCAN step (see sweep_orphan); false when the orphans
 -- found reach the keys the call may still delete (the step is read again by
 -- the next call, which finds those gone).
-local function judge_keys(sw, keys)
+function Sweep.judge_keys(sw, keys)
   local b, pending = sw.ctx.budget, sw.orphans.pending
   for _, key in ipairs(keys) do
-    if #pending >= keys_left(b) then
+    if #pending >= Core.keys_left(b) then
       return false
     end
-    sweep_orphan(sw, key)
+    Sweep.sweep_orphan(sw, key)
   end
   return true
 end
@@ -215,12 +217,12 @@ end
 -- every key of each step, until the keyspace is done or the budget is spent.
 -- Returns the cursor to resume from and whether the phase is done. It visits
 -- no thread: the pass found those through the index.
-local function orphan_steps(sw, cursor)
+function Sweep.orphan_steps(sw, cursor)
   local b = sw.ctx.budget
-  local step_cost = math.ceil(SCAN_COUNT / COST.scan_keys)
+  local step_cost = math.ceil(Sweep.SCAN_COUNT / Sweep.COST.scan_keys)
   repeat
-    local res = rcall('SCAN', cursor, 'COUNT', SCAN_COUNT)
-    local ok, judged = guard(b, judge_keys, sw, res[2])
+    local res = rcall('SCAN', cursor, 'COUNT', Sweep.SCAN_COUNT)
+    local ok, judged = Core.guard(b, Sweep.judge_keys, sw, res[2])
     if not (ok and judged) then
       return cursor, false -- the budget, or a failure after a delete: the next call reads the step again
     end
@@ -229,6 +231,6 @@ local function orphan_steps(sw, cursor)
     if cursor == '0' then
       return cursor, true
     end
-  until spent(b)
+  until Sweep.spent(b)
   return cursor, false
 end

@@ -6,18 +6,20 @@
 -- there can be. checkpoint_ts is the writing client's clock in ms (a float, stamped before the
 -- write reaches Redis); a document without it finds no thread (its thread's others may).
 -- Watermarks are server time: MARGIN covers the clients' skew and put latency.
--- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
--- Assumes: BATCH, COST, LAYOUTS, WATERMARKS, batches, capped, check_allowed, checkpoint_key, counted,
---   dense_key, fail, guard, json_mget, latest_id, now_ms, rcall, show, spent, unless_wrongtype, visit
+-- Provides: Pass.ms, Pass.parse_cursor, Pass.pass_cursor, Pass.record_pass, Pass.window_steps
+-- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
+--   Delete.check_allowed, Keys.LAYOUTS, Keys.checkpoint_key, Keys.dense_key, Search.capped, Search.json_mget,
+--   Search.latest_id, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit
+local Pass = {}
 
-local MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
+Pass.MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
 local SEGMENTS = {
   MARGIN_MS = 600000, -- default: how far before the watermark an incremental pass reads
   FIRST_WIDTH = 60000, -- ms of checkpoint_ts a pass's first segment spans; then it adapts
   UNITS = 20, -- a segment holds at most BUDGET / this many index entries (50 at least)
   ENTRIES_PER_UNIT = 20, -- a count costs 1 budget unit per this many entries it returns
 }
-local GROUP_UNITS_PER_ENTRY = 2 -- grouping a segment by thread costs 2 units per entry (it loads each thread_id),
+Pass.GROUP_UNITS_PER_ENTRY = 2 -- grouping a segment by thread costs 2 units per entry (it loads each thread_id),
 -- at most half the budget: a dense millisecond, grouped again by each call that resumes in it, leaves
 -- each call room to visit threads (collecting a dense segment's threads costs as much per entry)
 -- A segment holding more entries than one aggregate may read (a dense
@@ -28,46 +30,46 @@ local GROUP_UNITS_PER_ENTRY = 2 -- grouping a segment by thread costs 2 units pe
 local dense = { TTL_S = 86400 } -- an abandoned pass's key goes after a day
 
 -- A whole number of milliseconds as text (as cursors, fields and queries hold them).
-local function ms(v)
+function Pass.ms(v)
   return string.format('%.0f', v)
 end
 
 -- MARGIN, or its default.
-local function margin_of(opts)
+function Pass.margin_of(opts)
   return opts.MARGIN or SEGMENTS.MARGIN_MS
 end
 
 -- The watermark's field: the rule, prefixes and margin a pass applies, spelled
 -- once. (A pass with a smaller margin covers less: each margin has its own.)
-local function rule_field(ctx, rule, opts)
+function Pass.rule_field(ctx, rule, opts)
   local function given(v)
-    return v and ms(v) or '-'
+    return v and Pass.ms(v) or '-'
   end
-  local field = { ctx.cp, ctx.wp, 'keep ' .. ms(rule.keep), 'max_age ' .. given(opts.MAX_AGE),
-    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. ms(margin_of(opts)) }
-  if ctx.layout ~= LAYOUTS.python then
+  local field = { ctx.cp, ctx.wp, 'keep ' .. Pass.ms(rule.keep), 'max_age ' .. given(opts.MAX_AGE),
+    'idle_ttl ' .. given(opts.IDLE_TTL), 'margin ' .. Pass.ms(Pass.margin_of(opts)) }
+  if ctx.layout ~= Keys.LAYOUTS.python then
     field[#field + 1] = 'layout ' .. ctx.layout.name -- (python's fields stay as 0.3 wrote them)
   end
   return cjson.encode(field)
 end
 
 -- The field of the rule's last full pass.
-local function full_field(field)
+function Pass.full_field(field)
   return 'full ' .. field
 end
 
 -- What a cursor must match to continue a pass: its rule and kind of run.
-local function fingerprint(field, opts)
+function Pass.fingerprint(field, opts)
   local run = { field, opts.FULL and 'full' or '', opts.ORPHANS and 'orphans' or '',
-    opts.DRY_RUN and 'dry' or '', ms(opts.FULL_EVERY or -1) }
+    opts.DRY_RUN and 'dry' or '', Pass.ms(opts.FULL_EVERY or -1) }
   return redis.sha1hex(table.concat(run, '|')):sub(1, 16)
 end
 
 -- The rule's watermark and its last full pass (server ms, nil when none). A
 -- mark later than `now` (the server's clock went back, or the data came from
 -- another server) is no mark.
-local function read_marks(field, now)
-  local marks = rcall('HMGET', WATERMARKS, field, full_field(field))
+function Pass.read_marks(field, now)
+  local marks = rcall('HMGET', WATERMARKS, field, Pass.full_field(field))
   local mark, full = tonumber(marks[1] or nil), tonumber(marks[2] or nil)
   return mark and mark <= now and mark or nil, full and full <= now and full or nil
 end
@@ -91,15 +93,15 @@ end
 --               dense.digest of the key before it), 'v' they are being
 --               visited (after: by bytes); nil for any other segment
 --   scan        (ORPHANS, once the segments are done) the orphans phase's SCAN cursor
-local function begin_pass(ctx, rule, opts)
-  local field = rule_field(ctx, rule, opts)
-  local pass = { field = field, fp = fingerprint(field, opts), start = now_ms(), unfinished = false }
-  local mark, full = read_marks(field, pass.start)
+function Pass.begin_pass(ctx, rule, opts)
+  local field = Pass.rule_field(ctx, rule, opts)
+  local pass = { field = field, fp = Pass.fingerprint(field, opts), start = Core.now_ms(), unfinished = false }
+  local mark, full = Pass.read_marks(field, pass.start)
   local due = opts.FULL_EVERY and (not full or full <= pass.start - opts.FULL_EVERY)
   pass.kind = (mark and not (opts.FULL or opts.ORPHANS or due)) and 'incremental' or 'full'
-  pass.since = pass.kind == 'incremental' and mark - margin_of(opts) or nil
+  pass.since = pass.kind == 'incremental' and mark - Pass.margin_of(opts) or nil
   -- a full one first counts all of [-MAX_STAMP, MAX_STAMP) and narrows from there
-  pass.lo, pass.width = -math.huge, pass.since and SEGMENTS.FIRST_WIDTH or MAX_STAMP
+  pass.lo, pass.width = -math.huge, pass.since and SEGMENTS.FIRST_WIDTH or Pass.MAX_STAMP
   return pass
 end
 
@@ -108,11 +110,11 @@ end
 -- age rule (MAX_AGE, IDLE_TTL) those that crossed that age since then. A
 -- full pass over segments reads every checkpoint_ts there can be (a writer's
 -- clock may run ahead of the server's).
-local function windows(pass, opts)
+function Pass.windows(pass, opts)
   if pass.kind == 'full' then
-    return { { -MAX_STAMP, MAX_STAMP } }
+    return { { -Pass.MAX_STAMP, Pass.MAX_STAMP } }
   end
-  local margin = margin_of(opts)
+  local margin = Pass.margin_of(opts)
   local list = { { pass.since, pass.start } }
   for _, age in ipairs({ opts.MAX_AGE or false, opts.IDLE_TTL or false }) do
     if age then
@@ -157,21 +159,21 @@ end
 -- MARGIN (a mark moves only forward), which would skip what it has not read,
 -- or a segment outside the pass's windows or without width (which would end
 -- the pass, or never move).
-local function check_cursor(pass, opts)
-  local now = now_ms()
-  local mark = read_marks(pass.field, now)
-  local from = mark and mark - margin_of(opts)
-  local w = windows(pass, opts)
+function Pass.check_cursor(pass, opts)
+  local now = Core.now_ms()
+  local mark = Pass.read_marks(pass.field, now)
+  local from = mark and mark - Pass.margin_of(opts)
+  local w = Pass.windows(pass, opts)
   local lo_ok
   if pass.scan then
     lo_ok = #pass.scan <= 19 -- a SCAN cursor below 2^63
   else
-    lo_ok = pass.width >= 1 and pass.width <= MAX_STAMP and pass.lo >= w[1][1] and pass.lo < w[#w][2]
+    lo_ok = pass.width >= 1 and pass.width <= Pass.MAX_STAMP and pass.lo >= w[1][1] and pass.lo < w[#w][2]
       and dense.continues(pass)
   end
   if pass.start > now or not lo_ok or (pass.kind == 'incremental' and not (from and pass.since <= from
       and pass.since <= pass.start)) then
-    fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
+    Core.fail('BADARG', 'CURSOR does not continue a sweep of this server as it stands: start again from "0"')
   end
   return pass
 end
@@ -184,12 +186,12 @@ local CURSORS = {
 
 -- The pass a cursor continues, or a new one for "0"; refuses a cursor of
 -- another rule, margin or kind of run.
-local function parse_cursor(cursor, ctx, rule, opts)
+function Pass.parse_cursor(cursor, ctx, rule, opts)
   if cursor == '0' then
-    return begin_pass(ctx, rule, opts)
+    return Pass.begin_pass(ctx, rule, opts)
   end
-  local pass = { field = rule_field(ctx, rule, opts) }
-  pass.fp = fingerprint(pass.field, opts)
+  local pass = { field = Pass.rule_field(ctx, rule, opts) }
+  pass.fp = Pass.fingerprint(pass.field, opts)
   local fp, start, u, scan = cursor:match(CURSORS.orphans)
   local letter, from, lo, width, phase, after
   if fp then
@@ -203,55 +205,55 @@ local function parse_cursor(cursor, ctx, rule, opts)
     pass.after = after and after ~= '' and after:sub(2) or nil
   end
   if not fp then -- (lgprune 0.2's numeric SCAN cursors too: start again from "0")
-    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+    Core.fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. Core.show(cursor))
   end
   if fp ~= pass.fp then
-    fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
+    Core.fail('BADARG', 'CURSOR belongs to a sweep with another rule, margin or kind of run: start again from "0"')
   end
   pass.start, pass.unfinished = tonumber(start), u == '1'
-  return check_cursor(pass, opts)
+  return Pass.check_cursor(pass, opts)
 end
 
 -- The cursor that continues `pass` ("0" once it is done).
-local function pass_cursor(pass, done)
+function Pass.pass_cursor(pass, done)
   if done then
     return '0'
   end
   local u = pass.unfinished and '1' or '0'
   if pass.scan then
-    return table.concat({ 'o', pass.fp, ms(pass.start), u, pass.scan }, ':')
+    return table.concat({ 'o', pass.fp, Pass.ms(pass.start), u, pass.scan }, ':')
   end
-  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, ms(pass.start), ms(pass.since or 0),
-    ms(pass.lo), ms(pass.width), u, pass.dense or '', pass.after and '>' .. pass.after or '' }, ':')
+  return table.concat({ pass.kind == 'incremental' and 'i' or 'j', pass.fp, Pass.ms(pass.start), Pass.ms(pass.since or 0),
+    Pass.ms(pass.lo), Pass.ms(pass.width), u, pass.dense or '', pass.after and '>' .. pass.after or '' }, ':')
 end
 
 -- Record that `pass` completed: its rule's watermark (and, for a full pass,
 -- "full <rule>") moves to when it began, never back (unless it is later than
 -- now, see read_marks). Not for a dry run, nor a pass left unfinished.
-local function record_pass(pass, dry)
+function Pass.record_pass(pass, dry)
   if dry or pass.unfinished then
     return
   end
-  local mark, full = read_marks(pass.field, now_ms())
+  local mark, full = Pass.read_marks(pass.field, Core.now_ms())
   if not mark or mark < pass.start then
-    rcall('HSET', WATERMARKS, pass.field, ms(pass.start))
+    rcall('HSET', WATERMARKS, pass.field, Pass.ms(pass.start))
   end
   if pass.kind == 'full' and (not full or full < pass.start) then
-    rcall('HSET', WATERMARKS, full_field(pass.field), ms(pass.start))
+    rcall('HSET', WATERMARKS, Pass.full_field(pass.field), Pass.ms(pass.start))
   end
 end
 
 -- The checkpoint index's query for checkpoint_ts in [lo, hi).
-local function ts_range(lo, hi)
-  return '@checkpoint_ts:[' .. ms(lo) .. ' (' .. ms(hi) .. ']'
+function Pass.ts_range(lo, hi)
+  return '@checkpoint_ts:[' .. Pass.ms(lo) .. ' (' .. Pass.ms(hi) .. ']'
 end
 
 -- How many checkpoint documents have checkpoint_ts in [lo, hi), up to `most`
 -- + 1 (more than `most`; most < the search cap). DIALECT 4 stops at the
 -- LIMIT: a count costs what it returns, not what the range holds (RediSearch
 -- counts a range entry by entry: a whole store's would take ~35 ms per million).
-local function ts_count(ctx, lo, hi, most)
-  local ok, res = capped('cap', 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
+function Pass.ts_count(ctx, lo, hi, most)
+  local ok, res = Search.capped('cap', 'FT.SEARCH', ctx.cp_index, Pass.ts_range(lo, hi), 'NOCONTENT',
     'LIMIT', '0', tostring(most + 1), 'TIMEOUT', '0', 'DIALECT', '4')
   if not ok then
     error(res, 0)
@@ -262,7 +264,7 @@ end
 
 -- Whether a sorts before b: by the server's string order, and by bytes where
 -- that finds two different strings equal. A total order, for sort and resume.
-local function before(a, b)
+function Pass.before(a, b)
   if a < b then
     return true
   elseif a == b or b < a then
@@ -282,13 +284,13 @@ end
 -- [lo, hi), sorted (see before), and how many groups had no id (a document
 -- without a thread_id, or one the index cannot group). The aggregate reads
 -- every entry of the range: `n` is at most what one may read (segment_cap).
-local function ts_threads(ctx, lo, hi, n)
-  local ok, res = capped('group_cap', 'FT.AGGREGATE', ctx.cp_index, ts_range(lo, hi), 'GROUPBY', '1',
+function Pass.ts_threads(ctx, lo, hi, n)
+  local ok, res = Search.capped('group_cap', 'FT.AGGREGATE', ctx.cp_index, Pass.ts_range(lo, hi), 'GROUPBY', '1',
     '@thread_id', 'LIMIT', '0', tostring(math.max(n, 1)), 'TIMEOUT', '0', 'DIALECT', '2')
   if not ok then
     error(res, 0)
   end
-  ctx.budget.work = ctx.budget.work + math.min(n * GROUP_UNITS_PER_ENTRY, math.floor(ctx.budget.total / 2))
+  ctx.budget.work = ctx.budget.work + math.min(n * Pass.GROUP_UNITS_PER_ENTRY, math.floor(ctx.budget.total / 2))
   local ids = {}
   for i = 2, #res do
     local row = res[i]
@@ -297,19 +299,19 @@ local function ts_threads(ctx, lo, hi, n)
     end
   end
   if #res - 1 < math.min(res[1], n) then -- a search timeout returns partial results
-    fail('PARTIAL', 'the index grouped ' .. (#res - 1) .. ' of ' .. res[1] .. ' threads; try again')
+    Core.fail('PARTIAL', 'the index grouped ' .. (#res - 1) .. ' of ' .. res[1] .. ' threads; try again')
   end
-  table.sort(ids, before)
+  table.sort(ids, Pass.before)
   return ids, #res - 1 - #ids
 end
 
 -- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
 -- names, when that is the thread's own (by its key and its thread_id); else
 -- nil (also in a layout without pointers).
-local function newest_stamp(ctx, id)
+function Pass.newest_stamp(ctx, id)
   local thread = { id = id }
-  local newest = latest_id(ctx, thread, ctx.root)
-  local raw = newest and unless_wrongtype(pcall(rcall, 'JSON.GET', checkpoint_key(ctx, thread, ctx.root, newest),
+  local newest = Search.latest_id(ctx, thread, ctx.root)
+  local raw = newest and Search.unless_wrongtype(pcall(rcall, 'JSON.GET', Keys.checkpoint_key(ctx, thread, ctx.root, newest),
     '$.thread_id', '$.checkpoint_ts'))
   local decoded = type(raw) == 'string' and cjson.decode(raw)
   local owner, ts = decoded and decoded['$.thread_id'], decoded and decoded['$.checkpoint_ts']
@@ -324,12 +326,12 @@ end
 -- newest_stamp), when that lies in the pass's windows outside [lo, hi) (a
 -- segment before it was read already, one after it will be). Read once per
 -- call per thread.
-local function visited_elsewhere(sw, id, lo, hi)
+function Pass.visited_elsewhere(sw, id, lo, hi)
   local ts = sw.newest[id]
   if ts == nil then
-    ts = newest_stamp(sw.ctx, id) or false
+    ts = Pass.newest_stamp(sw.ctx, id) or false
     sw.newest[id] = ts
-    sw.ctx.budget.work = sw.ctx.budget.work + COST.check
+    sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.check
   end
   if not ts or (lo <= ts and ts < hi) then
     return false
@@ -343,15 +345,15 @@ local function visited_elsewhere(sw, id, lo, hi)
 end
 
 -- The most entries a segment's count and grouping may ask for here.
-local function segment_cap(ctx)
+function Pass.segment_cap(ctx)
   return math.min(ctx.group_cap, ctx.cap - 1)
 end
 
 -- The entries a new segment is narrowed to (BUDGET / SEGMENTS.UNITS, 50 at
 -- least): one holding more (a dense millisecond) is grouped again by each
 -- call that resumes in it, unless it is read in pages (see visit_segment).
-local function segment_limit(ctx)
-  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / SEGMENTS.UNITS)))
+function Pass.segment_limit(ctx)
+  return math.min(Pass.segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / SEGMENTS.UNITS)))
 end
 
 -- The segment the pass is in or begins next within window w: [lo, hi), its
@@ -361,9 +363,9 @@ end
 -- carries over, so a call whose counts spent its budget (nil) leaves the
 -- next one a narrower segment to count. The segment under way (pass.after)
 -- is counted again as it stands; a dense one (pass.dense) no more.
-local function segment(sw, pass, w)
+function Pass.segment(sw, pass, w)
   local ctx = sw.ctx
-  local most, limit = segment_cap(ctx), segment_limit(ctx)
+  local most, limit = Pass.segment_cap(ctx), Pass.segment_limit(ctx)
   local lo = math.max(pass.lo, w[1])
   pass.lo = lo -- (a cursor cannot carry -inf)
   if pass.dense then
@@ -371,14 +373,14 @@ local function segment(sw, pass, w)
   end
   while true do
     local hi = math.min(lo + pass.width, w[2])
-    local n = ts_count(ctx, lo, hi, limit) -- (a count returns what it counts: ask no more than needed)
+    local n = Pass.ts_count(ctx, lo, hi, limit) -- (a count returns what it counts: ask no more than needed)
     if n <= limit then
       return lo, hi, n, not pass.after and n < limit / 4
     elseif hi - lo <= 1 or pass.after then -- a dense millisecond, or a segment that grew since
-      return lo, hi, ts_count(ctx, lo, hi, most), false
+      return lo, hi, Pass.ts_count(ctx, lo, hi, most), false
     end
     pass.width = math.max(1, math.floor((hi - lo) / 2))
-    if spent(ctx.budget) then
+    if Sweep.spent(ctx.budget) then
       return nil -- counting used the budget: the next call narrows on from here
     end
   end
@@ -387,13 +389,13 @@ end
 -- Visit thread `id` of segment [lo, hi), unless this call saw it or the pass
 -- visits it elsewhere, and move pass.after to it; false when the call stops
 -- before it (its budget is spent) or inside it.
-local function visit_next(sw, pass, id, lo, hi)
-  if sw.moved and spent(sw.ctx.budget) then
+function Pass.visit_next(sw, pass, id, lo, hi)
+  if sw.moved and Sweep.spent(sw.ctx.budget) then
     return false
   end
-  if not sw.seen[id] and not visited_elsewhere(sw, id, lo, hi) then
-    local go, done, why = visit(sw, id)
-    if not go or not counted(sw, id, done, why) then
+  if not sw.seen[id] and not Pass.visited_elsewhere(sw, id, lo, hi) then
+    local go, done, why = Sweep.visit(sw, id)
+    if not go or not Sweep.counted(sw, id, done, why) then
       return false
     end
   end
@@ -406,14 +408,14 @@ end
 -- page reads the entries before it again: a few large pages a call read
 -- fewer than many small ones.)
 function dense.page_size(ctx)
-  return math.min(segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / 2 / GROUP_UNITS_PER_ENTRY)))
+  return math.min(Pass.segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / 2 / Pass.GROUP_UNITS_PER_ENTRY)))
 end
 
 -- The keys of `count` entries of dense segment [lo, hi) from `offset`, in
 -- index order (a bounded search: it reads offset + count entries).
 function dense.page(ctx, offset, lo, hi, count)
-  local ok, res = capped('cap', 'FT.SEARCH', ctx.cp_index, ts_range(lo, hi), 'NOCONTENT',
-    'LIMIT', ms(offset), tostring(count), 'TIMEOUT', '0', 'DIALECT', '4')
+  local ok, res = Search.capped('cap', 'FT.SEARCH', ctx.cp_index, Pass.ts_range(lo, hi), 'NOCONTENT',
+    'LIMIT', Pass.ms(offset), tostring(count), 'TIMEOUT', '0', 'DIALECT', '4')
   if not ok then
     error(res, 0)
   end
@@ -428,8 +430,8 @@ end
 -- as stored; a document without a string thread_id (or with "", which no
 -- saver stores) as "" (see dense.visit). The key expires after TTL_S.
 function dense.add(key, keys)
-  local ids = json_mget(keys, '$.thread_id')
-  for first, last in batches(#keys, BATCH) do
+  local ids = Search.json_mget(keys, '$.thread_id')
+  for first, last in Core.batches(#keys, Core.BATCH) do
     local args = { 'ZADD', key }
     for i = first, last do
       args[#args + 1], args[#args + 2] = '0', type(ids[i]) == 'string' and ids[i] or ''
@@ -462,7 +464,7 @@ function dense.collect(sw, pass, lo, hi, key)
   local ctx, b = sw.ctx, sw.ctx.budget
   local count = dense.page_size(ctx)
   repeat
-    if sw.moved and spent(b) then
+    if sw.moved and Sweep.spent(b) then
       return false
     end
     local offset, anchor = dense.collecting(pass.dense)
@@ -473,13 +475,13 @@ function dense.collect(sw, pass, lo, hi, key)
     end
     local from = math.max(offset - 1, 0)
     local keys = dense.page(ctx, from, lo, hi, count + offset - from)
-    b.work = b.work + 1 + math.floor((from + #keys) / SEGMENTS.ENTRIES_PER_UNIT) + #keys * GROUP_UNITS_PER_ENTRY
+    b.work = b.work + 1 + math.floor((from + #keys) / SEGMENTS.ENTRIES_PER_UNIT) + #keys * Pass.GROUP_UNITS_PER_ENTRY
     sw.moved = true
     if offset > 0 and (keys[1] == nil or dense.digest(keys[1]) ~= anchor) then
       sw.unfinished, pass.dense = true, 'c' -- the entries moved under the boundary: from the first again
     else
       dense.add(key, keys)
-      pass.dense = #keys < count + offset - from and 'v' or 'c' .. ms(from + #keys) .. '.' .. dense.digest(keys[#keys])
+      pass.dense = #keys < count + offset - from and 'v' or 'c' .. Pass.ms(from + #keys) .. '.' .. dense.digest(keys[#keys])
     end
   until pass.dense == 'v'
   return true
@@ -501,7 +503,7 @@ function dense.visit(sw, pass, lo, hi, key)
     for _, id in ipairs(ids) do
       if id == '' then
         sw.out.threads_skipped, pass.after = sw.out.threads_skipped + 1, id
-      elseif not visit_next(sw, pass, id, lo, hi) then
+      elseif not Pass.visit_next(sw, pass, id, lo, hi) then
         return false
       end
     end
@@ -519,11 +521,11 @@ function dense.segment(sw, pass, lo, hi)
     sw.unfinished = true
     return true
   end
-  local key = dense_key(pass.fp, ms(pass.start), ms(lo))
+  local key = Keys.dense_key(pass.fp, Pass.ms(pass.start), Pass.ms(lo))
   if not pass.dense then
-    check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
-    check_allowed('EXPIRE', { key })
-    check_allowed('UNLINK', { key })
+    Delete.check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
+    Delete.check_allowed('EXPIRE', { key })
+    Delete.check_allowed('UNLINK', { key })
     pass.dense, pass.after = 'c', nil -- (a segment that grew dense under way: from its first thread)
   elseif pass.dense ~= 'c' and rcall('EXISTS', key) == 0 then
     sw.unfinished = true
@@ -545,19 +547,19 @@ end
 -- a new one is narrowed to (segment_limit) is read in pages (see dense), so
 -- no call groups it again; in a dry run, which cannot write, only one
 -- holding more than one aggregate may read (segment_cap), and it is passed over.
-local function visit_segment(sw, pass, lo, hi, n)
+function Pass.visit_segment(sw, pass, lo, hi, n)
   local ctx = sw.ctx
-  if pass.dense or n > segment_cap(ctx) or (n > segment_limit(ctx) and not ctx.dry) then
+  if pass.dense or n > Pass.segment_cap(ctx) or (n > Pass.segment_limit(ctx) and not ctx.dry) then
     return dense.segment(sw, pass, lo, hi)
   elseif n == 0 then
     return true
   end
-  local ids, nameless = ts_threads(sw.ctx, lo, hi, n)
+  local ids, nameless = Pass.ts_threads(sw.ctx, lo, hi, n)
   if pass.after == nil then
     sw.out.threads_skipped = sw.out.threads_skipped + nameless
   end
   for _, id in ipairs(ids) do
-    if (pass.after == nil or before(pass.after, id)) and not visit_next(sw, pass, id, lo, hi) then
+    if (pass.after == nil or Pass.before(pass.after, id)) and not Pass.visit_next(sw, pass, id, lo, hi) then
       return false
     end
   end
@@ -566,14 +568,14 @@ end
 
 -- Read the next segment of window w and visit its threads (see segment,
 -- visit_segment); true when the segment is done, and the pass moves past it.
-local function segment_step(sw, pass, w)
-  local lo, hi, n, few = segment(sw, pass, w)
-  if not lo or not visit_segment(sw, pass, lo, hi, n) then
+function Pass.segment_step(sw, pass, w)
+  local lo, hi, n, few = Pass.segment(sw, pass, w)
+  if not lo or not Pass.visit_segment(sw, pass, lo, hi, n) then
     return false
   end
   pass.lo, pass.after, pass.dense, sw.moved = hi, nil, nil, true
   if few then
-    pass.width = math.min(pass.width * 2, MAX_STAMP)
+    pass.width = math.min(pass.width * 2, Pass.MAX_STAMP)
   end
   return true
 end
@@ -581,15 +583,15 @@ end
 -- Visit the segments of the pass's windows until it is done (true) or the
 -- budget is spent (false: pass.lo, pass.width and pass.after say where). A
 -- call stops once it has visited a thread or finished a segment.
-local function window_steps(sw, pass)
+function Pass.window_steps(sw, pass)
   local b = sw.ctx.budget
-  sw.windows, sw.newest = windows(pass, sw.opts), {}
+  sw.windows, sw.newest = Pass.windows(pass, sw.opts), {}
   for _, w in ipairs(sw.windows) do
     while math.max(pass.lo, w[1]) < w[2] do
-      if sw.moved and spent(b) then
+      if sw.moved and Sweep.spent(b) then
         return false
       end
-      local ok, finished = guard(b, segment_step, sw, pass, w)
+      local ok, finished = Core.guard(b, Pass.segment_step, sw, pass, w)
       if not (ok and finished) then
         return false
       end

@@ -2,10 +2,11 @@
 -- Registered functions ---------------------------------------------------------------
 -- The functions Redis runs, each with its contract, and their flags.
 -- Provides: nothing
--- Assumes: BUILD, MAX_MANY, MIN_BUDGET, VERSION, WATERMARKS, add_counts, check_allowed, check_server,
---   check_thread, context, entry, fail, guard, keys_left, ms, orphan_steps, parse_count, parse_cursor,
---   parse_options, pass_cursor, policy, prune_thread, record_pass, reply, require_index, show,
---   sweep_state, window_steps, zero_counts
+-- Assumes: BUILD, MAX_MANY, MIN_BUDGET, VERSION, WATERMARKS, Core.entry, Core.fail, Core.guard,
+--   Core.keys_left, Core.parse_count, Core.parse_options, Core.policy, Core.show, Delete.check_allowed,
+--   Keys.check_thread, Keys.context, Pass.ms, Pass.parse_cursor, Pass.pass_cursor, Pass.record_pass,
+--   Pass.window_steps, Search.check_server, Search.require_index, Sweep.orphan_steps, Sweep.sweep_state,
+--   Thread.add_counts, Thread.prune_thread, Thread.reply, Thread.zero_counts
 -- Flags: lgprune_version is `no-writes` and `allow-stale` (it runs on
 -- replicas, with FCALL_RO, at maxmemory and on a replica that lost its
 -- primary). The pruning functions are `allow-oom`: their job is to free
@@ -88,12 +89,12 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   error is "LGPRUNE <CODE> ...".
 ]]
 function pruners.lgprune_thread(_, args)
-  local opts = parse_options(args, 3, THREAD_OPTIONS)
-  local rule = policy(args[2], opts)
-  local ctx = context(opts)
-  local thread = check_thread(args[1], ctx.layout)
-  check_server(ctx)
-  return reply(prune_thread(ctx, thread, rule), 'more')
+  local opts = Core.parse_options(args, 3, THREAD_OPTIONS)
+  local rule = Core.policy(args[2], opts)
+  local ctx = Keys.context(opts)
+  local thread = Keys.check_thread(args[1], ctx.layout)
+  Search.check_server(ctx)
+  return Thread.reply(Thread.prune_thread(ctx, thread, rule), 'more')
 end
 
 --[[
@@ -110,39 +111,39 @@ lgprune_many: lgprune_thread for several threads in one call, sharing one budget
   nothing was deleted.
 ]]
 function pruners.lgprune_many(_, args)
-  local count = parse_count('COUNT', args[2], 2 ^ 53)
+  local count = Core.parse_count('COUNT', args[2], 2 ^ 53)
   if count < 1 or count > MAX_MANY then
-    fail('BADARG', 'COUNT must be 1 to ' .. MAX_MANY .. ' thread ids, got ' .. count)
+    Core.fail('BADARG', 'COUNT must be 1 to ' .. MAX_MANY .. ' thread ids, got ' .. count)
   end
-  local opts = parse_options(args, count + 3, THREAD_OPTIONS)
-  local rule = policy(args[1], opts)
-  local ctx = context(opts)
+  local opts = Core.parse_options(args, count + 3, THREAD_OPTIONS)
+  local rule = Core.policy(args[1], opts)
+  local ctx = Keys.context(opts)
   local threads = {}
   for i = 1, count do
-    threads[i] = check_thread(args[i + 2], ctx.layout)
+    threads[i] = Keys.check_thread(args[i + 2], ctx.layout)
   end
-  check_server(ctx)
-  local total = zero_counts()
+  Search.check_server(ctx)
+  local total = Thread.zero_counts()
   total.next = 0
   for i, thread in ipairs(threads) do
-    if keys_left(ctx.budget) < MIN_BUDGET then
+    if Core.keys_left(ctx.budget) < MIN_BUDGET then
       total.next = i
       break
     end
-    local ok, out = guard(ctx.budget, prune_thread, ctx, thread, rule)
+    local ok, out = Core.guard(ctx.budget, Thread.prune_thread, ctx, thread, rule)
     if not ok then
       total.next = i
       break
     end
     if out.more == 1 then
       out.checkpoints_kept = 0 -- counted by the call that finishes the thread
-      add_counts(total, out)
+      Thread.add_counts(total, out)
       total.next = i
       break
     end
-    add_counts(total, out)
+    Thread.add_counts(total, out)
   end
-  return reply(total, 'next')
+  return Thread.reply(total, 'next')
 end
 
 --[[
@@ -268,39 +269,39 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
 function pruners.lgprune_sweep(_, args)
   local cursor = args[1]
   if type(cursor) ~= 'string' then
-    fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. show(cursor))
+    Core.fail('BADARG', 'CURSOR must be "0" or a cursor returned by lgprune_sweep, got ' .. Core.show(cursor))
   end
-  local opts = parse_options(args, 3, SWEEP_OPTIONS)
-  local rule = policy(args[2], opts)
-  local ctx = context(opts)
+  local opts = Core.parse_options(args, 3, SWEEP_OPTIONS)
+  local rule = Core.policy(args[2], opts)
+  local ctx = Keys.context(opts)
   ctx.sweep, ctx.details = true, opts.DETAILS == true
   if opts.ORPHANS and not ctx.layout.pointers then
-    fail('BADARG', 'ORPHANS is for LAYOUT python: to delete a js thread\'s leftovers, prune it with KEEP 0')
+    Core.fail('BADARG', 'ORPHANS is for LAYOUT python: to delete a js thread\'s leftovers, prune it with KEEP 0')
   end
-  local pass = parse_cursor(cursor, ctx, rule, opts)
-  check_server(ctx)
-  require_index(ctx)
+  local pass = Pass.parse_cursor(cursor, ctx, rule, opts)
+  Search.check_server(ctx)
+  Search.require_index(ctx)
   if not ctx.dry then -- a pass ends by recording its watermark: known before any delete
-    check_allowed('HSET', { WATERMARKS })
+    Delete.check_allowed('HSET', { WATERMARKS })
   end
-  local sw = sweep_state(ctx, rule, opts)
+  local sw = Sweep.sweep_state(ctx, rule, opts)
   sw.unfinished = pass.unfinished
-  local done = pass.scan ~= nil or window_steps(sw, pass)
+  local done = pass.scan ~= nil or Pass.window_steps(sw, pass)
   if done and opts.ORPHANS then
-    pass.scan, done = orphan_steps(sw, pass.scan or '0')
+    pass.scan, done = Sweep.orphan_steps(sw, pass.scan or '0')
   end
   local out = sw.out
   sw.orphans.flush()
   pass.unfinished = sw.unfinished
   if done then
-    record_pass(pass, ctx.dry)
+    Pass.record_pass(pass, ctx.dry)
   end
   out.orphans_deleted = sw.orphans.deleted
   out.keys_deleted = out.keys_deleted + sw.orphans.deleted
-  out.cursor, out.kind, out.unfinished = pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
-  out.since = pass.since and ms(pass.since) or '0'
+  out.cursor, out.kind, out.unfinished = Pass.pass_cursor(pass, done), pass.kind, pass.unfinished and 1 or 0
+  out.since = pass.since and Pass.ms(pass.since) or '0'
   out.layout = ctx.layout.name
-  local r = reply(out, nil, SWEEP_FIELDS)
+  local r = Thread.reply(out, nil, SWEEP_FIELDS)
   r[#r + 1] = 'failed'
   r[#r + 1] = sw.failed
   if opts.DETAILS then
@@ -330,8 +331,8 @@ end
 
 -- Register pruning function `name` and its dry-run twin.
 local function register(name)
-  redis.register_function { function_name = name, callback = entry(pruners[name]), flags = { 'allow-oom', 'no-cluster' } }
-  redis.register_function { function_name = name .. '_ro', callback = entry(read_only(pruners[name])),
+  redis.register_function { function_name = name, callback = Core.entry(pruners[name]), flags = { 'allow-oom', 'no-cluster' } }
+  redis.register_function { function_name = name .. '_ro', callback = Core.entry(read_only(pruners[name])),
     flags = { 'no-writes', 'no-cluster' } }
 end
 
