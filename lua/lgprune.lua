@@ -1136,6 +1136,25 @@ function Listing.other_doc(ctx, thread, key, fields)
   return nil
 end
 
+-- The thread's checkpoints outside the root namespace (see other_doc): all
+-- of them when the thread is listed whole (none when its `roots` root
+-- checkpoints are every tagged entry), else the newest view.limit.
+function Listing.list_others(ctx, thread, view, roots)
+  if not view.sorted and roots >= view.tagged then
+    return {} -- every tagged entry is one of its root checkpoints
+  end
+  if view.sorted and Search.count_tagged(ctx, thread, Listing.OTHERS_WHERE) == 0 then
+    return {} -- no entry of the thread's tag outside the root
+  end
+  local res = Search.search_all(ctx.cp_index, Listing.OTHERS_WHERE, thread, view.limit,
+    view.sorted and Listing.SHAPES.sorted_identity or Listing.SHAPES.identity)
+  local docs = {}
+  for i = 2, #res, 2 do
+    docs[#docs + 1] = Listing.other_doc(ctx, thread, res[i], res[i + 1])
+  end
+  return docs
+end
+
 -- The thread's checkpoints, as {key, ns, id}, under a view record:
 --   limit   how many entries each listing may return;
 --   sorted  false: the thread fits `limit` and is listed whole; true: the
@@ -1146,7 +1165,10 @@ end
 --   first   for a plain thread, the answer of the query on its tag alone
 --           (every tagged entry when not sorted, the first `limit` when sorted);
 --   page    how many of the root's others a root_window lists;
---   newest  the newest root checkpoint (newest_root), which anchors the window.
+--   newest  the newest root checkpoint (newest_root), which anchors the window;
+--   others  the namespaces other than the root (list_others), once listed: a
+--           listing again (with another page or without the window) lists the
+--           root only.
 -- Also returns whether the root's newest KEEP are surely listed (false only
 -- for a root window that cannot prove it). Sorted, each list is the newest
 -- `limit` of its part of the thread, so each namespace's docs are its newest.
@@ -1157,17 +1179,10 @@ function Listing.list_checkpoints(ctx, thread, view, rule)
   end
   if not docs then
     docs, exact = Listing.list_root(ctx, thread, view), true
-    if not view.sorted and #docs >= view.tagged then
-      return docs, exact -- every tagged entry is one of its root checkpoints
-    end
   end
-  if view.sorted and Search.count_tagged(ctx, thread, Listing.OTHERS_WHERE) == 0 then
-    return docs, exact -- no entry of the thread's tag outside the root
-  end
-  local res = Search.search_all(ctx.cp_index, Listing.OTHERS_WHERE, thread, view.limit,
-    view.sorted and Listing.SHAPES.sorted_identity or Listing.SHAPES.identity)
-  for i = 2, #res, 2 do
-    docs[#docs + 1] = Listing.other_doc(ctx, thread, res[i], res[i + 1])
+  view.others = view.others or Listing.list_others(ctx, thread, view, #docs)
+  for _, d in ipairs(view.others) do
+    docs[#docs + 1] = d
   end
   return docs, exact
 end
