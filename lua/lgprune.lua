@@ -1102,16 +1102,12 @@ end
 -- (view.newest, whose history a plan must walk, however old its id) and a
 -- page of view.page others in index order (the oldest stored: what goes).
 function Listing.list_root(ctx, thread, view)
+  local list = Listing.root_docs(ctx, thread)
   if not view.sorted then
     local res = view.first or Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit)
-    local docs, prefix, root = {}, Keys.checkpoint_prefix(ctx, thread, ctx.root), ctx.root
-    local prove = thread.plain and Keys.root_doc or function(key) return Listing.proven_root(ctx, thread, key, prefix) end
-    for i = 2, #res do -- one answer: each key once
-      docs[#docs + 1] = prove(res[i], prefix, root)
-    end
-    return docs
+    list.add(res, 2, #res)
+    return list.docs
   end
-  local list = Listing.root_docs(ctx, thread)
   local newest = Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit, Listing.SHAPES.sorted)
   list.add(newest, 2, view.limit + 1)
   list.add({ view.newest and view.newest.key }, 1, view.newest and 1 or 0)
