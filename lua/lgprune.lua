@@ -1367,7 +1367,7 @@ end
 -- Plan namespace `ns` (group g) into p: what doomed_range dooms, less the
 -- protected history and the pointer's checkpoint. When every checkpoint of a
 -- namespace listed whole goes, its newest takes the latest pointer with it
--- (`pointer`): a namespace left with any checkpoint keeps its pointer.
+-- (p.pointers[key]): a namespace left with any checkpoint keeps its pointer.
 function Plan.plan_namespace(p, ns, g, oldest_root)
   local ids = g.ids
   local last, latest = Plan.doomed_range(p, ns, g, oldest_root)
@@ -1380,7 +1380,7 @@ function Plan.plan_namespace(p, ns, g, oldest_root)
       p.spared = p.spared + 1
     elseif ids[i] ~= latest then
       local d = g.doc[ids[i]]
-      d.pointer = p.whole and i == #ids or nil
+      p.pointers[d.key] = p.whole and i == #ids or nil
       p.doomed[#p.doomed + 1] = d
     end
   end
@@ -1401,13 +1401,13 @@ end
 -- Decide, from the thread's listed checkpoints, which ones go under `rule`
 -- (see policy); `whole`: the thread was listed whole. Returns the plan:
 -- `doomed`, the docs that go, oldest first within each namespace, the newest
--- of a namespace that goes whole marked `pointer`; `spared`, the number of
+-- of a namespace that goes whole in `pointers` (by key); `spared`, the number of
 -- delta ancestors kept; `idle`, whether the thread was idle; `delta`, whether
 -- a kept checkpoint rebuilds delta channels from its ancestors.
 function Plan.plan(ctx, thread, docs, rule, whole)
   local groups, names, newest = Plan.by_namespace(docs)
   local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep, whole = whole,
-    old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false, latest = {} }
+    old_before = rule.old_before, doomed = {}, pointers = {}, spared = 0, idle = false, delta = false, latest = {} }
   local ms = rule.idle_before and newest and Keys.uuid6_ms(newest)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true
@@ -1527,11 +1527,11 @@ Delete.ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see ch
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
 -- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
--- bytes), belongs to doomed checkpoint `d` of `thread`.
+-- bytes), belongs to doomed checkpoint `d` of `thread` (`plain`: see write_owners).
 --
 -- The saver makes every write key `<wp>:<thread>:<ns>:<id>:<task>:<idx>` with
 -- an integer idx, but any part may hold colons, so the key is proof only when
--- d is `plain` (see write_owners) and the rest is `<task>:<idx>` with a
+-- d is plain and the rest is `<task>:<idx>` with a
 -- colon-free task. Then the true owner's prefix cannot be longer (it would
 -- take the one colon its own task and idx need), nor shorter: ending at a
 -- colon inside d's prefix, it would leave our thread's ns and id, which have
@@ -1539,8 +1539,8 @@ Delete.ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see ch
 -- thread's colons, whose tag cannot match ours (no commas or NUL in ours, and
 -- a case-folded prefix is shorter). Otherwise the key counts when the saver
 -- listed it in d's registry zset, or the write's own fields name d exactly.
-function Delete.owns(thread, d, key, prefix_len)
-  if d.plain and key:find('^[^:]*:%-?%d+$', prefix_len + 1) then
+function Delete.owns(thread, d, key, prefix_len, plain)
+  if plain and key:find('^[^:]*:%-?%d+$', prefix_len + 1) then
     return true
   end
   if rcall('ZSCORE', Keys.registry_key(thread, d), key) then
@@ -1552,14 +1552,14 @@ end
 
 -- The doomed checkpoints by the start of their write keys: `prefix` maps
 -- write_prefix(d) to d, `lengths` lists the lengths those prefixes have
--- (usually one: root namespace, uuid ids). Marks each d `plain` when its
--- write keys can prove their owner by their form (see owns).
+-- (usually one: root namespace, uuid ids), `plain[d]` whether d's write keys
+-- can prove their owner by their form (see owns).
 function Delete.write_owners(ctx, thread, doomed)
-  local owners, seen = { prefix = {}, lengths = {} }, {}
+  local owners, seen = { prefix = {}, lengths = {}, plain = {} }, {}
   for _, d in ipairs(doomed) do
     local prefix = Keys.write_prefix(ctx, thread, d)
     owners.prefix[prefix] = d
-    d.plain = thread.plain and not d.ns:find(':', 1, true) and not d.id:find(':', 1, true)
+    owners.plain[d] = thread.plain and not d.ns:find(':', 1, true) and not d.id:find(':', 1, true)
     if not seen[#prefix] then
       seen[#prefix] = true
       owners.lengths[#owners.lengths + 1] = #prefix
@@ -1579,7 +1579,7 @@ function Delete.match_writes(res, thread, owners, found)
     for j = 1, #lengths do
       local len = lengths[j]
       local d = key:byte(len) == 58 and prefix[key:sub(1, len)] -- 58: ':'
-      if d and Delete.owns(thread, d, key, len) then
+      if d and Delete.owns(thread, d, key, len, owners.plain[d]) then
         local list = found[d.id]
         if not list then
           list = {}
@@ -1681,17 +1681,17 @@ function Delete.all_writes(del, doomed)
   return found
 end
 
--- The doomed checkpoints whose writes RediSearch can find by id (each gets
--- its `param`); one it cannot is kept, its writes unseen.
+-- The doomed checkpoints whose writes RediSearch can find by id, and the
+-- query parameter of each (by doc); one it cannot is kept, its writes unseen.
 function Delete.findable(ctx, doomed)
-  local out = {}
+  local out, params = {}, {}
   for _, d in ipairs(doomed) do
-    d.param = Keys.id_param(d.id, ctx.layout.commas)
-    if d.param then
+    params[d] = Keys.id_param(d.id, ctx.layout.commas)
+    if params[d] then
       out[#out + 1] = d
     end
   end
-  return out
+  return out, params
 end
 
 -- The writes index's answer for the doomed checkpoints from position `first`
@@ -1710,7 +1710,7 @@ function Delete.next_chunk(del, doomed, first)
     local chunk, ids, where = {}, {}, {}
     for j = first, math.min(first + size - 1, #doomed) do
       chunk[#chunk + 1] = doomed[j]
-      ids[#ids + 1] = doomed[j].param
+      ids[#ids + 1] = del.params[doomed[j]]
       where[#where + 1] = '$c' .. #ids
     end
     local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
@@ -1747,7 +1747,7 @@ end
 -- own keys, all or none: itself, its registry and, when it takes its
 -- namespace's latest pointer with it (d.pointer), that pointer.
 function Delete.take(del, d, ws, truncated)
-  local pointer = d.pointer and Keys.latest_key(del.ctx, del.thread, d.ns)
+  local pointer = del.pointers[d.key] and Keys.latest_key(del.ctx, del.thread, d.ns)
   local own = pointer and 3 or 2
   local fits = not truncated and #ws + own <= del.left
   Delete.take_keys(del, del.writes, ws, false)
@@ -1829,7 +1829,7 @@ end
 -- doomed checkpoints, leftovers or blobs remain.
 function Delete.delete_doomed(ctx, thread, p, whole)
   local doomed, b = p.doomed, ctx.budget
-  local del = { ctx = ctx, thread = thread, left = Core.keys_left(b), reads = math.min(2 * Core.reads_left(b), ctx.cap),
+  local del = { ctx = ctx, thread = thread, pointers = p.pointers, left = Core.keys_left(b), reads = math.min(2 * Core.reads_left(b), ctx.cap),
     per = #doomed > 0 and Listing.registered_writes(thread, doomed[1]) or 0, -- writes, by the first
     ckpts = Delete.sink(b), writes = Delete.sink(b), others = Delete.sink(b), blobs = Delete.sink(b) }
   local trimmed
@@ -1838,7 +1838,7 @@ function Delete.delete_doomed(ctx, thread, p, whole)
   local found, dropped = whole and Delete.all_writes(del, doomed) or nil, 0
   if not found then
     local all = #doomed
-    doomed = Delete.findable(ctx, doomed)
+    doomed, del.params = Delete.findable(ctx, doomed)
     dropped = all - #doomed
   end
   local more = Delete.take_all(del, doomed, found) or trimmed

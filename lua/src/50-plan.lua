@@ -183,7 +183,7 @@ end
 -- Plan namespace `ns` (group g) into p: what doomed_range dooms, less the
 -- protected history and the pointer's checkpoint. When every checkpoint of a
 -- namespace listed whole goes, its newest takes the latest pointer with it
--- (`pointer`): a namespace left with any checkpoint keeps its pointer.
+-- (p.pointers[key]): a namespace left with any checkpoint keeps its pointer.
 function Plan.plan_namespace(p, ns, g, oldest_root)
   local ids = g.ids
   local last, latest = Plan.doomed_range(p, ns, g, oldest_root)
@@ -196,7 +196,7 @@ function Plan.plan_namespace(p, ns, g, oldest_root)
       p.spared = p.spared + 1
     elseif ids[i] ~= latest then
       local d = g.doc[ids[i]]
-      d.pointer = p.whole and i == #ids or nil
+      p.pointers[d.key] = p.whole and i == #ids or nil
       p.doomed[#p.doomed + 1] = d
     end
   end
@@ -217,13 +217,13 @@ end
 -- Decide, from the thread's listed checkpoints, which ones go under `rule`
 -- (see policy); `whole`: the thread was listed whole. Returns the plan:
 -- `doomed`, the docs that go, oldest first within each namespace, the newest
--- of a namespace that goes whole marked `pointer`; `spared`, the number of
+-- of a namespace that goes whole in `pointers` (by key); `spared`, the number of
 -- delta ancestors kept; `idle`, whether the thread was idle; `delta`, whether
 -- a kept checkpoint rebuilds delta channels from its ancestors.
 function Plan.plan(ctx, thread, docs, rule, whole)
   local groups, names, newest = Plan.by_namespace(docs)
   local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep, whole = whole,
-    old_before = rule.old_before, doomed = {}, spared = 0, idle = false, delta = false, latest = {} }
+    old_before = rule.old_before, doomed = {}, pointers = {}, spared = 0, idle = false, delta = false, latest = {} }
   local ms = rule.idle_before and newest and Keys.uuid6_ms(newest)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true

@@ -17,11 +17,11 @@ Delete.ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see ch
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
 -- starting with d's write prefix `<wp>:<thread>:<ns>:<id>:` (`prefix_len`
--- bytes), belongs to doomed checkpoint `d` of `thread`.
+-- bytes), belongs to doomed checkpoint `d` of `thread` (`plain`: see write_owners).
 --
 -- The saver makes every write key `<wp>:<thread>:<ns>:<id>:<task>:<idx>` with
 -- an integer idx, but any part may hold colons, so the key is proof only when
--- d is `plain` (see write_owners) and the rest is `<task>:<idx>` with a
+-- d is plain and the rest is `<task>:<idx>` with a
 -- colon-free task. Then the true owner's prefix cannot be longer (it would
 -- take the one colon its own task and idx need), nor shorter: ending at a
 -- colon inside d's prefix, it would leave our thread's ns and id, which have
@@ -29,8 +29,8 @@ Delete.ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see ch
 -- thread's colons, whose tag cannot match ours (no commas or NUL in ours, and
 -- a case-folded prefix is shorter). Otherwise the key counts when the saver
 -- listed it in d's registry zset, or the write's own fields name d exactly.
-function Delete.owns(thread, d, key, prefix_len)
-  if d.plain and key:find('^[^:]*:%-?%d+$', prefix_len + 1) then
+function Delete.owns(thread, d, key, prefix_len, plain)
+  if plain and key:find('^[^:]*:%-?%d+$', prefix_len + 1) then
     return true
   end
   if rcall('ZSCORE', Keys.registry_key(thread, d), key) then
@@ -42,14 +42,14 @@ end
 
 -- The doomed checkpoints by the start of their write keys: `prefix` maps
 -- write_prefix(d) to d, `lengths` lists the lengths those prefixes have
--- (usually one: root namespace, uuid ids). Marks each d `plain` when its
--- write keys can prove their owner by their form (see owns).
+-- (usually one: root namespace, uuid ids), `plain[d]` whether d's write keys
+-- can prove their owner by their form (see owns).
 function Delete.write_owners(ctx, thread, doomed)
-  local owners, seen = { prefix = {}, lengths = {} }, {}
+  local owners, seen = { prefix = {}, lengths = {}, plain = {} }, {}
   for _, d in ipairs(doomed) do
     local prefix = Keys.write_prefix(ctx, thread, d)
     owners.prefix[prefix] = d
-    d.plain = thread.plain and not d.ns:find(':', 1, true) and not d.id:find(':', 1, true)
+    owners.plain[d] = thread.plain and not d.ns:find(':', 1, true) and not d.id:find(':', 1, true)
     if not seen[#prefix] then
       seen[#prefix] = true
       owners.lengths[#owners.lengths + 1] = #prefix
@@ -69,7 +69,7 @@ function Delete.match_writes(res, thread, owners, found)
     for j = 1, #lengths do
       local len = lengths[j]
       local d = key:byte(len) == 58 and prefix[key:sub(1, len)] -- 58: ':'
-      if d and Delete.owns(thread, d, key, len) then
+      if d and Delete.owns(thread, d, key, len, owners.plain[d]) then
         local list = found[d.id]
         if not list then
           list = {}
@@ -171,17 +171,17 @@ function Delete.all_writes(del, doomed)
   return found
 end
 
--- The doomed checkpoints whose writes RediSearch can find by id (each gets
--- its `param`); one it cannot is kept, its writes unseen.
+-- The doomed checkpoints whose writes RediSearch can find by id, and the
+-- query parameter of each (by doc); one it cannot is kept, its writes unseen.
 function Delete.findable(ctx, doomed)
-  local out = {}
+  local out, params = {}, {}
   for _, d in ipairs(doomed) do
-    d.param = Keys.id_param(d.id, ctx.layout.commas)
-    if d.param then
+    params[d] = Keys.id_param(d.id, ctx.layout.commas)
+    if params[d] then
       out[#out + 1] = d
     end
   end
-  return out
+  return out, params
 end
 
 -- The writes index's answer for the doomed checkpoints from position `first`
@@ -200,7 +200,7 @@ function Delete.next_chunk(del, doomed, first)
     local chunk, ids, where = {}, {}, {}
     for j = first, math.min(first + size - 1, #doomed) do
       chunk[#chunk + 1] = doomed[j]
-      ids[#ids + 1] = doomed[j].param
+      ids[#ids + 1] = del.params[doomed[j]]
       where[#where + 1] = '$c' .. #ids
     end
     local ask = #chunk > 1 and math.floor((limit - spent) / 2) or limit - spent
@@ -237,7 +237,7 @@ end
 -- own keys, all or none: itself, its registry and, when it takes its
 -- namespace's latest pointer with it (d.pointer), that pointer.
 function Delete.take(del, d, ws, truncated)
-  local pointer = d.pointer and Keys.latest_key(del.ctx, del.thread, d.ns)
+  local pointer = del.pointers[d.key] and Keys.latest_key(del.ctx, del.thread, d.ns)
   local own = pointer and 3 or 2
   local fits = not truncated and #ws + own <= del.left
   Delete.take_keys(del, del.writes, ws, false)
@@ -319,7 +319,7 @@ end
 -- doomed checkpoints, leftovers or blobs remain.
 function Delete.delete_doomed(ctx, thread, p, whole)
   local doomed, b = p.doomed, ctx.budget
-  local del = { ctx = ctx, thread = thread, left = Core.keys_left(b), reads = math.min(2 * Core.reads_left(b), ctx.cap),
+  local del = { ctx = ctx, thread = thread, pointers = p.pointers, left = Core.keys_left(b), reads = math.min(2 * Core.reads_left(b), ctx.cap),
     per = #doomed > 0 and Listing.registered_writes(thread, doomed[1]) or 0, -- writes, by the first
     ckpts = Delete.sink(b), writes = Delete.sink(b), others = Delete.sink(b), blobs = Delete.sink(b) }
   local trimmed
@@ -328,7 +328,7 @@ function Delete.delete_doomed(ctx, thread, p, whole)
   local found, dropped = whole and Delete.all_writes(del, doomed) or nil, 0
   if not found then
     local all = #doomed
-    doomed = Delete.findable(ctx, doomed)
+    doomed, del.params = Delete.findable(ctx, doomed)
     dropped = all - #doomed
   end
   local more = Delete.take_all(del, doomed, found) or trimmed
