@@ -424,7 +424,8 @@ function Keys.layout_of(opts, cp)
   end
   local other = (name == 'python' and js and 'js') or (name == 'js' and python and 'python')
   if other then
-    Core.fail('NOINDEX', 'this store has only the ' .. other .. ' saver\'s index (' .. (js and Keys.LAYOUTS.js.cp_index or cp)
+    Core.fail('NOINDEX', 'this store has only the ' .. other .. ' saver\'s index ('
+      .. (js and Keys.LAYOUTS.js.cp_index or cp)
       .. '): pass LAYOUT ' .. other .. ' (or leave LAYOUT out)')
   end
   return Keys.LAYOUTS[name or (js and 'js' or 'python')]
@@ -1023,7 +1024,8 @@ end
 -- `limit` (0: the count). The time range comes first: RediSearch then walks
 -- only the window's entries.
 function Listing.since(ctx, thread, lo, limit)
-  return Search.search(ctx.cp_index, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. Listing.ROOT_WHERE, thread, limit)
+  local where = string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. Listing.ROOT_WHERE
+  return Search.search(ctx.cp_index, where, thread, limit)
 end
 
 -- How far back from `ts` the root window reaches (ms): widened until it holds
@@ -1626,7 +1628,8 @@ function Delete.check_allowed(command, keys)
       for i = first, last do -- (one check for many: each costs a few microseconds whatever it holds)
         refused = redis.acl_check_cmd(command, keys[i]) and refused or keys[i]
       end
-      Core.fail('NOPERM', 'this user may not ' .. Delete.ACL_USE[command] .. ' ' .. Core.show(refused) .. ', which it must: grant it '
+      Core.fail('NOPERM', 'this user may not ' .. Delete.ACL_USE[command] .. ' ' .. Core.show(refused)
+        .. ', which it must: grant it '
         .. 'the keys in the README\'s ACL; nothing was deleted')
     end
   end
@@ -1829,7 +1832,8 @@ end
 -- doomed checkpoints, leftovers or blobs remain.
 function Delete.delete_doomed(ctx, thread, p, whole)
   local doomed, b = p.doomed, ctx.budget
-  local del = { ctx = ctx, thread = thread, pointers = p.pointers, left = Core.keys_left(b), reads = math.min(2 * Core.reads_left(b), ctx.cap),
+  local del = { ctx = ctx, thread = thread, pointers = p.pointers, left = Core.keys_left(b),
+    reads = math.min(2 * Core.reads_left(b), ctx.cap),
     per = #doomed > 0 and Listing.registered_writes(thread, doomed[1]) or 0, -- writes, by the first
     ckpts = Delete.sink(b), writes = Delete.sink(b), others = Delete.sink(b), blobs = Delete.sink(b) }
   local trimmed
@@ -1967,8 +1971,8 @@ function Thread.list_and_plan(ctx, thread, view, rule)
   if view.sorted then
     view.newest = Listing.newest_root(ctx, thread)
     if not ctx.dry then
-      view.page = math.min(view.limit, math.ceil(Core.keys_left(ctx.budget) / Thread.keys_per_checkpoint(thread, view.newest))
-        + math.min(rule.keep, view.limit) + Thread.PAGE_SLACK)
+      local fit = math.ceil(Core.keys_left(ctx.budget) / Thread.keys_per_checkpoint(thread, view.newest))
+      view.page = math.min(view.limit, fit + math.min(rule.keep, view.limit) + Thread.PAGE_SLACK)
     end
   end
   local docs, exact = Listing.list_checkpoints(ctx, thread, view, rule)
@@ -2105,7 +2109,8 @@ end
 -- A placeholder (see is_placeholder) under the checkpoint prefix: its writes
 -- never got their checkpoint.
 function Sweep.orphan_placeholder(ctx, key, before)
-  return Keys.starts_with(key, ctx.cp .. ':') and Keys.older(key:match(':([^:]*)$'), before) and Search.is_placeholder(key)
+  return Keys.starts_with(key, ctx.cp .. ':') and Keys.older(key:match(':([^:]*)$'), before)
+    and Search.is_placeholder(key)
 end
 
 -- A sweep call's state: the counts of its reply (`out`), the threads it saw,
@@ -3211,7 +3216,8 @@ end
 
 -- Register pruning function `name` and its dry-run twin.
 local function register(name)
-  redis.register_function { function_name = name, callback = Core.entry(pruners[name]), flags = { 'allow-oom', 'no-cluster' } }
+  redis.register_function { function_name = name, callback = Core.entry(pruners[name]),
+    flags = { 'allow-oom', 'no-cluster' } }
   redis.register_function { function_name = name .. '_ro', callback = Core.entry(read_only(pruners[name])),
     flags = { 'no-writes', 'no-cluster' } }
 end

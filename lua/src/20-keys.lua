@@ -112,7 +112,8 @@ function Keys.layout_of(opts, cp)
   end
   local other = (name == 'python' and js and 'js') or (name == 'js' and python and 'python')
   if other then
-    Core.fail('NOINDEX', 'this store has only the ' .. other .. ' saver\'s index (' .. (js and Keys.LAYOUTS.js.cp_index or cp)
+    Core.fail('NOINDEX', 'this store has only the ' .. other .. ' saver\'s index ('
+      .. (js and Keys.LAYOUTS.js.cp_index or cp)
       .. '): pass LAYOUT ' .. other .. ' (or leave LAYOUT out)')
   end
   return Keys.LAYOUTS[name or (js and 'js' or 'python')]

@@ -97,7 +97,8 @@ end
 -- `limit` (0: the count). The time range comes first: RediSearch then walks
 -- only the window's entries.
 function Listing.since(ctx, thread, lo, limit)
-  return Search.search(ctx.cp_index, string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. Listing.ROOT_WHERE, thread, limit)
+  local where = string.format('@checkpoint_ts:[%.3f +inf] ', lo) .. Listing.ROOT_WHERE
+  return Search.search(ctx.cp_index, where, thread, limit)
 end
 
 -- How far back from `ts` the root window reaches (ms): widened until it holds

@@ -116,7 +116,8 @@ function Delete.check_allowed(command, keys)
       for i = first, last do -- (one check for many: each costs a few microseconds whatever it holds)
         refused = redis.acl_check_cmd(command, keys[i]) and refused or keys[i]
       end
-      Core.fail('NOPERM', 'this user may not ' .. Delete.ACL_USE[command] .. ' ' .. Core.show(refused) .. ', which it must: grant it '
+      Core.fail('NOPERM', 'this user may not ' .. Delete.ACL_USE[command] .. ' ' .. Core.show(refused)
+        .. ', which it must: grant it '
         .. 'the keys in the README\'s ACL; nothing was deleted')
     end
   end
@@ -319,7 +320,8 @@ end
 -- doomed checkpoints, leftovers or blobs remain.
 function Delete.delete_doomed(ctx, thread, p, whole)
   local doomed, b = p.doomed, ctx.budget
-  local del = { ctx = ctx, thread = thread, pointers = p.pointers, left = Core.keys_left(b), reads = math.min(2 * Core.reads_left(b), ctx.cap),
+  local del = { ctx = ctx, thread = thread, pointers = p.pointers, left = Core.keys_left(b),
+    reads = math.min(2 * Core.reads_left(b), ctx.cap),
     per = #doomed > 0 and Listing.registered_writes(thread, doomed[1]) or 0, -- writes, by the first
     ckpts = Delete.sink(b), writes = Delete.sink(b), others = Delete.sink(b), blobs = Delete.sink(b) }
   local trimmed

@@ -75,8 +75,8 @@ function Thread.list_and_plan(ctx, thread, view, rule)
   if view.sorted then
     view.newest = Listing.newest_root(ctx, thread)
     if not ctx.dry then
-      view.page = math.min(view.limit, math.ceil(Core.keys_left(ctx.budget) / Thread.keys_per_checkpoint(thread, view.newest))
-        + math.min(rule.keep, view.limit) + Thread.PAGE_SLACK)
+      local fit = math.ceil(Core.keys_left(ctx.budget) / Thread.keys_per_checkpoint(thread, view.newest))
+      view.page = math.min(view.limit, fit + math.min(rule.keep, view.limit) + Thread.PAGE_SLACK)
     end
   end
   local docs, exact = Listing.list_checkpoints(ctx, thread, view, rule)

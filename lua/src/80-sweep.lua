@@ -62,7 +62,8 @@ end
 -- A placeholder (see is_placeholder) under the checkpoint prefix: its writes
 -- never got their checkpoint.
 function Sweep.orphan_placeholder(ctx, key, before)
-  return Keys.starts_with(key, ctx.cp .. ':') and Keys.older(key:match(':([^:]*)$'), before) and Search.is_placeholder(key)
+  return Keys.starts_with(key, ctx.cp .. ':') and Keys.older(key:match(':([^:]*)$'), before)
+    and Search.is_placeholder(key)
 end
 
 -- A sweep call's state: the counts of its reply (`out`), the threads it saw,

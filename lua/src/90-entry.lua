@@ -331,7 +331,8 @@ end
 
 -- Register pruning function `name` and its dry-run twin.
 local function register(name)
-  redis.register_function { function_name = name, callback = Core.entry(pruners[name]), flags = { 'allow-oom', 'no-cluster' } }
+  redis.register_function { function_name = name, callback = Core.entry(pruners[name]),
+    flags = { 'allow-oom', 'no-cluster' } }
   redis.register_function { function_name = name .. '_ro', callback = Core.entry(read_only(pruners[name])),
     flags = { 'no-writes', 'no-cluster' } }
 end
