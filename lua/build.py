@@ -12,8 +12,8 @@ parts call each other by name, in any order, and the join declares few locals (i
 tables, `rcall`, and the facts below). Either way every top-level function is held to
 the engine's size rule: at most MAX_LINES lines and MAX_PARAMS parameters; and each
 part's header to its code: `-- Provides:` names exactly what the part defines that
-other parts use, `-- Assumes:` exactly what it uses of theirs (`Table.member`, or a
-local such as `rcall`).
+other parts use (its table's members by their own names), `-- Assumes:` exactly what it
+uses of theirs (`Table.member`, or a local such as `rcall`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def truths(parts: list[tuple[str, str]]) -> list[dict[str, set[str]]]:
     for i, (_, text) in enumerate(parts[1:], 1):
         others = set().union(*(d for j, d in enumerate(defined) if j != i)) - defined[i]
         used = [references(t, defined[i]) for j, (_, t) in enumerate(parts) if j != i]
-        found.append({"Provides": set().union(*used), "Assumes": references(text, others)})
+        provided = {name.split(".", 1)[-1] for name in set().union(*used)}  # its own table's members, bare
+        found.append({"Provides": provided, "Assumes": references(text, others)})
     return found
 
 

@@ -74,10 +74,9 @@ local BUILD = 'dev'
 -- Core ------------------------------------------------------------------------
 -- redis.call, errors (every error an LGPRUNE <CODE> reply), option parsing, the rule (policy), the
 -- call's budget, batches.
--- Provides: MAX_MANY, MIN_BUDGET, rcall, Core.BATCH, Core.DEFAULT_BUDGET, Core.Stale, Core.batches,
---   Core.entry, Core.error_text, Core.fail, Core.guard, Core.keys_left, Core.new_budget, Core.now_ms,
---   Core.parse_count, Core.parse_options, Core.policy, Core.reads_left, Core.show, Core.thread_failure,
---   Core.unknown_command
+-- Provides: BATCH, DEFAULT_BUDGET, MAX_MANY, MIN_BUDGET, Stale, batches, entry, error_text, fail, guard,
+--   keys_left, new_budget, now_ms, parse_count, parse_options, policy, rcall, reads_left, show,
+--   thread_failure, unknown_command
 -- Assumes: nothing
 local Core = {}
 
@@ -316,11 +315,10 @@ end
 -- of the search module, and every key name lgprune reads or deletes (nothing else joins key parts).
 -- `ctx` is a context; `thread` a thread record; `d` a checkpoint doc { key, ns, id }: ns as its
 -- keys spell it (ctx.root for the root), ids as stored.
--- Provides: WATERMARKS, Keys.DEFAULT_GRACE_MS, Keys.LAYOUTS, Keys.ROOT_NS, Keys.ZSET_PREFIX, Keys.blob_key,
---   Keys.check_thread, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.context, Keys.dense_key,
---   Keys.id_param, Keys.latest_key, Keys.latest_start, Keys.older, Keys.probe, Keys.registry_key,
---   Keys.registry_owner, Keys.root_doc, Keys.search_failure, Keys.starts_with, Keys.thread_prefix,
---   Keys.thread_record, Keys.uuid6_ms, Keys.write_prefix
+-- Provides: DEFAULT_GRACE_MS, LAYOUTS, ROOT_NS, WATERMARKS, ZSET_PREFIX, blob_key, check_thread,
+--   checkpoint_key, checkpoint_prefix, context, dense_key, id_param, latest_key, latest_start, older, probe,
+--   registry_key, registry_owner, root_doc, search_failure, starts_with, thread_prefix, thread_record,
+--   uuid6_ms, write_prefix
 -- Assumes: MIN_BUDGET, rcall, Core.DEFAULT_BUDGET, Core.error_text, Core.fail, Core.new_budget, Core.show,
 --   Core.unknown_command
 local Keys = {}
@@ -654,10 +652,8 @@ end
 -- and the reads of stored values (JSON, the one reader of latest pointers). Every search runs
 -- before the first delete of the thread it serves (see delete_doomed), so its failures delete
 -- nothing.
--- Provides: Search.capped, Search.check_server, Search.checkpoint_gone, Search.count_tagged,
---   Search.get_string, Search.identity, Search.is_placeholder, Search.json_get, Search.json_keyset,
---   Search.json_mget, Search.latest_id, Search.named, Search.require_index, Search.search, Search.search_all,
---   Search.unless_wrongtype
+-- Provides: capped, check_server, checkpoint_gone, count_tagged, get_string, identity, is_placeholder,
+--   json_get, json_keyset, json_mget, latest_id, named, require_index, search, search_all, unless_wrongtype
 -- Assumes: rcall, Core.BATCH, Core.Stale, Core.batches, Core.error_text, Core.fail, Core.unknown_command,
 --   Keys.ROOT_NS, Keys.checkpoint_prefix, Keys.latest_key, Keys.probe, Keys.search_failure, Keys.starts_with
 local Search = {}
@@ -931,8 +927,7 @@ end
 -- thread, or for one too large to list whole its root by a window anchored at the latest pointer.
 -- Lists read only; what is listed is proved to be the thread's: root keys by their form (root_doc),
 -- others by their own fields.
--- Provides: Listing.first_look, Listing.list_checkpoints, Listing.marks_delta, Listing.newest_root,
---   Listing.registered_writes
+-- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
 -- Assumes: rcall, Keys.ROOT_NS, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.registry_key,
 --   Keys.root_doc, Keys.starts_with, Keys.thread_prefix, Keys.uuid6_ms, Search.count_tagged, Search.identity,
 --   Search.json_get, Search.latest_id, Search.named, Search.search, Search.search_all
@@ -1190,7 +1185,7 @@ end
 -- (the rule's age limits aside), old subgraph runs go whole, the latest pointer's checkpoint stays,
 -- with its history, while its namespace keeps any, and DeltaChannel history of a kept checkpoint
 -- stays. Reads only; a DeltaChannel walk longer than what the budget leaves fails the thread.
--- Provides: Plan.plan
+-- Provides: plan
 -- Assumes: Core.fail, Core.now_ms, Core.reads_left, Core.show, Keys.DEFAULT_GRACE_MS, Keys.checkpoint_key,
 --   Keys.uuid6_ms, Listing.marks_delta, Search.checkpoint_gone, Search.json_get, Search.json_keyset,
 --   Search.json_mget, Search.latest_id
@@ -1424,7 +1419,7 @@ end
 -- Blobs (LangGraph.js) --------------------------------------------------------------
 -- The channel-value blobs of a thread that no checkpoint left by a plan references. Reads only
 -- (before the thread's first delete).
--- Provides: Blobs.freed_blobs
+-- Provides: freed_blobs
 -- Assumes: Core.now_ms, Core.reads_left, Keys.DEFAULT_GRACE_MS, Keys.ROOT_NS, Keys.blob_key, Keys.older,
 --   Search.json_mget, Search.named, Search.search
 local Blobs = {}
@@ -1516,8 +1511,7 @@ end
 -- and blobs, within the budget, once the ACL lets them all go. Every key found is confirmed
 -- (`owns`); every search and read of a thread runs before its first delete: keys are collected in
 -- sinks and flushed at the end.
--- Provides: Delete.check_allowed, Delete.check_write_prefix, Delete.delete_doomed, Delete.leftovers,
---   Delete.sink
+-- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink
 -- Assumes: rcall, Core.BATCH, Core.batches, Core.fail, Core.keys_left, Core.reads_left, Core.show,
 --   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.registry_key, Keys.starts_with,
 --   Keys.write_prefix, Listing.registered_writes, Search.checkpoint_gone, Search.identity, Search.search
@@ -1898,7 +1892,7 @@ end
 -- One thread ----------------------------------------------------------------------
 -- List, plan and delete one thread within what the call's budget leaves; the reply counts. A thread
 -- fails, if it does, before its first delete.
--- Provides: Thread.add_counts, Thread.prune_thread, Thread.reply, Thread.zero_counts
+-- Provides: add_counts, prune_thread, reply, zero_counts
 -- Assumes: Blobs.freed_blobs, Core.keys_left, Core.reads_left, Delete.check_write_prefix,
 --   Delete.delete_doomed, Delete.leftovers, Listing.first_look, Listing.list_checkpoints,
 --   Listing.newest_root, Listing.registered_writes, Plan.plan, Search.count_tagged
@@ -2050,7 +2044,7 @@ end
 -- A sweep's visits (one thread of a pass, its failure recorded as data) and the orphans phase (SCAN
 -- for keys whose checkpoint is gone: it finds no thread). A sweep charges its budget's `work` for
 -- what is not a delete; a call stops once keys + work reach BUDGET.
--- Provides: Sweep.COST, Sweep.counted, Sweep.orphan_steps, Sweep.spent, Sweep.sweep_state, Sweep.visit
+-- Provides: COST, counted, orphan_steps, spent, sweep_state, visit
 -- Assumes: MIN_BUDGET, rcall, Core.guard, Core.keys_left, Core.now_ms, Core.thread_failure,
 --   Delete.check_allowed, Delete.sink, Keys.DEFAULT_GRACE_MS, Keys.ZSET_PREFIX, Keys.checkpoint_key,
 --   Keys.latest_start, Keys.older, Keys.registry_owner, Keys.starts_with, Keys.thread_record,
@@ -2290,7 +2284,7 @@ end
 -- there can be. checkpoint_ts is the writing client's clock in ms (a float, stamped before the
 -- write reaches Redis); a document without it finds no thread (its thread's others may).
 -- Watermarks are server time: MARGIN covers the clients' skew and put latency.
--- Provides: Pass.ms, Pass.parse_cursor, Pass.pass_cursor, Pass.record_pass, Pass.window_steps
+-- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
 -- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
 --   Delete.check_allowed, Keys.LAYOUTS, Keys.checkpoint_key, Keys.dense_key, Search.capped, Search.json_mget,
 --   Search.latest_id, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit

@@ -29,7 +29,7 @@ def test_a_header_that_omits_or_invents_a_name_is_caught() -> None:
     b, original = build(), parts()
     name, text = next((n, t) for n, t in original if n.startswith("30-"))
     for edited in (
-        text.replace("-- Provides: Search.capped, ", "-- Provides: "),  # a name another part uses, unlisted
+        text.replace("-- Provides: capped, ", "-- Provides: "),  # a name another part uses, unlisted
         text.replace(
             "-- Assumes: rcall, ", "-- Assumes: rcall, Core.rcall_twice, "
         ),  # a name it does not use

@@ -2,10 +2,9 @@
 -- Core ------------------------------------------------------------------------
 -- redis.call, errors (every error an LGPRUNE <CODE> reply), option parsing, the rule (policy), the
 -- call's budget, batches.
--- Provides: MAX_MANY, MIN_BUDGET, rcall, Core.BATCH, Core.DEFAULT_BUDGET, Core.Stale, Core.batches,
---   Core.entry, Core.error_text, Core.fail, Core.guard, Core.keys_left, Core.new_budget, Core.now_ms,
---   Core.parse_count, Core.parse_options, Core.policy, Core.reads_left, Core.show, Core.thread_failure,
---   Core.unknown_command
+-- Provides: BATCH, DEFAULT_BUDGET, MAX_MANY, MIN_BUDGET, Stale, batches, entry, error_text, fail, guard,
+--   keys_left, new_budget, now_ms, parse_count, parse_options, policy, rcall, reads_left, show,
+--   thread_failure, unknown_command
 -- Assumes: nothing
 local Core = {}
 

@@ -4,11 +4,10 @@
 -- of the search module, and every key name lgprune reads or deletes (nothing else joins key parts).
 -- `ctx` is a context; `thread` a thread record; `d` a checkpoint doc { key, ns, id }: ns as its
 -- keys spell it (ctx.root for the root), ids as stored.
--- Provides: WATERMARKS, Keys.DEFAULT_GRACE_MS, Keys.LAYOUTS, Keys.ROOT_NS, Keys.ZSET_PREFIX, Keys.blob_key,
---   Keys.check_thread, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.context, Keys.dense_key,
---   Keys.id_param, Keys.latest_key, Keys.latest_start, Keys.older, Keys.probe, Keys.registry_key,
---   Keys.registry_owner, Keys.root_doc, Keys.search_failure, Keys.starts_with, Keys.thread_prefix,
---   Keys.thread_record, Keys.uuid6_ms, Keys.write_prefix
+-- Provides: DEFAULT_GRACE_MS, LAYOUTS, ROOT_NS, WATERMARKS, ZSET_PREFIX, blob_key, check_thread,
+--   checkpoint_key, checkpoint_prefix, context, dense_key, id_param, latest_key, latest_start, older, probe,
+--   registry_key, registry_owner, root_doc, search_failure, starts_with, thread_prefix, thread_record,
+--   uuid6_ms, write_prefix
 -- Assumes: MIN_BUDGET, rcall, Core.DEFAULT_BUDGET, Core.error_text, Core.fail, Core.new_budget, Core.show,
 --   Core.unknown_command
 local Keys = {}

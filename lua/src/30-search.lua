@@ -4,10 +4,8 @@
 -- and the reads of stored values (JSON, the one reader of latest pointers). Every search runs
 -- before the first delete of the thread it serves (see delete_doomed), so its failures delete
 -- nothing.
--- Provides: Search.capped, Search.check_server, Search.checkpoint_gone, Search.count_tagged,
---   Search.get_string, Search.identity, Search.is_placeholder, Search.json_get, Search.json_keyset,
---   Search.json_mget, Search.latest_id, Search.named, Search.require_index, Search.search, Search.search_all,
---   Search.unless_wrongtype
+-- Provides: capped, check_server, checkpoint_gone, count_tagged, get_string, identity, is_placeholder,
+--   json_get, json_keyset, json_mget, latest_id, named, require_index, search, search_all, unless_wrongtype
 -- Assumes: rcall, Core.BATCH, Core.Stale, Core.batches, Core.error_text, Core.fail, Core.unknown_command,
 --   Keys.ROOT_NS, Keys.checkpoint_prefix, Keys.latest_key, Keys.probe, Keys.search_failure, Keys.starts_with
 local Search = {}

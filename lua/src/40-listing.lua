@@ -4,8 +4,7 @@
 -- thread, or for one too large to list whole its root by a window anchored at the latest pointer.
 -- Lists read only; what is listed is proved to be the thread's: root keys by their form (root_doc),
 -- others by their own fields.
--- Provides: Listing.first_look, Listing.list_checkpoints, Listing.marks_delta, Listing.newest_root,
---   Listing.registered_writes
+-- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
 -- Assumes: rcall, Keys.ROOT_NS, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.registry_key,
 --   Keys.root_doc, Keys.starts_with, Keys.thread_prefix, Keys.uuid6_ms, Search.count_tagged, Search.identity,
 --   Search.json_get, Search.latest_id, Search.named, Search.search, Search.search_all

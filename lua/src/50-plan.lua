@@ -4,7 +4,7 @@
 -- (the rule's age limits aside), old subgraph runs go whole, the latest pointer's checkpoint stays,
 -- with its history, while its namespace keeps any, and DeltaChannel history of a kept checkpoint
 -- stays. Reads only; a DeltaChannel walk longer than what the budget leaves fails the thread.
--- Provides: Plan.plan
+-- Provides: plan
 -- Assumes: Core.fail, Core.now_ms, Core.reads_left, Core.show, Keys.DEFAULT_GRACE_MS, Keys.checkpoint_key,
 --   Keys.uuid6_ms, Listing.marks_delta, Search.checkpoint_gone, Search.json_get, Search.json_keyset,
 --   Search.json_mget, Search.latest_id

@@ -2,7 +2,7 @@
 -- Blobs (LangGraph.js) --------------------------------------------------------------
 -- The channel-value blobs of a thread that no checkpoint left by a plan references. Reads only
 -- (before the thread's first delete).
--- Provides: Blobs.freed_blobs
+-- Provides: freed_blobs
 -- Assumes: Core.now_ms, Core.reads_left, Keys.DEFAULT_GRACE_MS, Keys.ROOT_NS, Keys.blob_key, Keys.older,
 --   Search.json_mget, Search.named, Search.search
 local Blobs = {}

@@ -4,8 +4,7 @@
 -- and blobs, within the budget, once the ACL lets them all go. Every key found is confirmed
 -- (`owns`); every search and read of a thread runs before its first delete: keys are collected in
 -- sinks and flushed at the end.
--- Provides: Delete.check_allowed, Delete.check_write_prefix, Delete.delete_doomed, Delete.leftovers,
---   Delete.sink
+-- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink
 -- Assumes: rcall, Core.BATCH, Core.batches, Core.fail, Core.keys_left, Core.reads_left, Core.show,
 --   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.registry_key, Keys.starts_with,
 --   Keys.write_prefix, Listing.registered_writes, Search.checkpoint_gone, Search.identity, Search.search

@@ -2,7 +2,7 @@
 -- One thread ----------------------------------------------------------------------
 -- List, plan and delete one thread within what the call's budget leaves; the reply counts. A thread
 -- fails, if it does, before its first delete.
--- Provides: Thread.add_counts, Thread.prune_thread, Thread.reply, Thread.zero_counts
+-- Provides: add_counts, prune_thread, reply, zero_counts
 -- Assumes: Blobs.freed_blobs, Core.keys_left, Core.reads_left, Delete.check_write_prefix,
 --   Delete.delete_doomed, Delete.leftovers, Listing.first_look, Listing.list_checkpoints,
 --   Listing.newest_root, Listing.registered_writes, Plan.plan, Search.count_tagged

@@ -3,7 +3,7 @@
 -- A sweep's visits (one thread of a pass, its failure recorded as data) and the orphans phase (SCAN
 -- for keys whose checkpoint is gone: it finds no thread). A sweep charges its budget's `work` for
 -- what is not a delete; a call stops once keys + work reach BUDGET.
--- Provides: Sweep.COST, Sweep.counted, Sweep.orphan_steps, Sweep.spent, Sweep.sweep_state, Sweep.visit
+-- Provides: COST, counted, orphan_steps, spent, sweep_state, visit
 -- Assumes: MIN_BUDGET, rcall, Core.guard, Core.keys_left, Core.now_ms, Core.thread_failure,
 --   Delete.check_allowed, Delete.sink, Keys.DEFAULT_GRACE_MS, Keys.ZSET_PREFIX, Keys.checkpoint_key,
 --   Keys.latest_start, Keys.older, Keys.registry_owner, Keys.starts_with, Keys.thread_record,

@@ -6,7 +6,7 @@
 -- there can be. checkpoint_ts is the writing client's clock in ms (a float, stamped before the
 -- write reaches Redis); a document without it finds no thread (its thread's others may).
 -- Watermarks are server time: MARGIN covers the clients' skew and put latency.
--- Provides: Pass.ms, Pass.parse_cursor, Pass.pass_cursor, Pass.record_pass, Pass.window_steps
+-- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
 -- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
 --   Delete.check_allowed, Keys.LAYOUTS, Keys.checkpoint_key, Keys.dense_key, Search.capped, Search.json_mget,
 --   Search.latest_id, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit
