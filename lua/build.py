@@ -77,6 +77,25 @@ def truths(parts: list[tuple[str, str]]) -> list[dict[str, set[str]]]:
     return found
 
 
+def unknown_members(parts: list[tuple[str, str]]) -> list[str]:
+    """`Table.name` references to a part's table that name no member of it (a misspelt
+    call is otherwise a nil value on whatever path first runs it), and members no code uses."""
+    defined = set().union(*(definitions(text) for _, text in parts))
+    tables = {name.split(".")[0] for name in defined if re.match(r"[A-Z][a-z]\w*\.", name)}  # the parts' own
+    names = "|".join(sorted(tables))
+    pattern = re.compile(rf"(?<![\w.:])((?:{names})\.[A-Za-z_]\w*)")
+    used: dict[str, int] = {}
+    problems = []
+    for name, text in parts:
+        for ref in pattern.findall(code_of(text)):
+            used[ref] = used.get(ref, 0) + 1
+            if ref not in defined:
+                problems.append(f"{name} uses {ref}, which no part defines")
+    for member in sorted(n for n in defined if "." in n and n.split(".")[0] in tables and used.get(n, 0) < 2):
+        problems.append(f"{member} is defined but never used")
+    return sorted(set(problems))
+
+
 def drifted(parts: list[tuple[str, str]]) -> list[str]:
     """Headers that do not say what their part provides to other parts or assumes of theirs."""
     problems = []
@@ -168,7 +187,7 @@ def main(argv: list[str]) -> int:
     for problem in problems:
         print(f"lua/build.py: {problem}; the limit is {MAX_LINES} lines, {MAX_PARAMS} parameters")
     parts = [(part.name, part.read_text(encoding="utf-8")) for part in sorted(PARTS.glob("*.lua"))]
-    for problem in [] if "--no-headers" in argv else drifted(parts):
+    for problem in unknown_members(parts) + ([] if "--no-headers" in argv else drifted(parts)):
         problems.append(problem)
         print(f"lua/build.py: {problem}")
     found, missing = facts(text)

@@ -1424,7 +1424,6 @@ end
 --   Search.json_mget, Search.named, Search.search
 local Blobs = {}
 
-
 -- A channel version as the js saver spells it in a blob key (`${version}`):
 -- a string as it is, a whole number below 2^53 in decimal; nil for any other
 -- number (its JavaScript spelling is not certain here).
@@ -1744,7 +1743,7 @@ end
 -- Take checkpoint d and its writes `ws` into the sinks while del.left keys
 -- remain: false when not all of it fits (the writes that fit are taken). Its
 -- own keys, all or none: itself, its registry and, when it takes its
--- namespace's latest pointer with it (d.pointer), that pointer.
+-- namespace's latest pointer with it (del.pointers, the plan's), that pointer.
 function Delete.take(del, d, ws, truncated)
   local pointer = del.pointers[d.key] and Keys.latest_key(del.ctx, del.thread, d.ns)
   local own = pointer and 3 or 2

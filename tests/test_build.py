@@ -50,3 +50,17 @@ def test_a_part_using_a_name_its_header_does_not_assume_is_caught() -> None:
         "Assumes" in p and "Core.show" in p
         for p in b.drifted([(n, edited if n == name else t) for n, t in original])
     )
+
+
+def test_a_misspelt_member_and_a_member_nothing_uses_are_caught() -> None:
+    b, original = build(), parts()
+    assert b.unknown_members(original) == []
+    name, text = next((n, t) for n, t in original if n.startswith("40-"))
+    misspelt = text.replace(
+        "Search.count_tagged(ctx, thread, Listing.OTHERS_WHERE)", "Search.count_taged(ctx, thread)"
+    )
+    unused = text + "\nfunction Listing.nobody_calls_this()\nend\n"
+    for edited, problem in ((misspelt, "Search.count_taged"), (unused, "Listing.nobody_calls_this")):
+        assert edited != text
+        found = b.unknown_members([(n, edited if n == name else t) for n, t in original])
+        assert any(problem in p for p in found), found

@@ -7,7 +7,6 @@
 --   Search.json_mget, Search.named, Search.search
 local Blobs = {}
 
-
 -- A channel version as the js saver spells it in a blob key (`${version}`):
 -- a string as it is, a whole number below 2^53 in decimal; nil for any other
 -- number (its JavaScript spelling is not certain here).
