@@ -4,8 +4,9 @@ option names, limits) to lua/facts.json.
 
     python lua/build.py          write lua/lgprune.lua and lua/facts.json
     python lua/build.py --check  fail unless both are what the parts make (CI)
-    python lua/build.py --no-headers  write them without checking the headers (the
-                                      mutation check: an edit may leave a header stale)
+    python lua/build.py --no-headers  write them without checking the headers and members
+                                      (the mutation check: an edit may leave a header stale
+                                      or a member unused)
 
 Each part keeps its functions and constants in one table (`Keys.checkpoint_key`), so the
 parts call each other by name, in any order, and the join declares few locals (its
@@ -187,7 +188,7 @@ def main(argv: list[str]) -> int:
     for problem in problems:
         print(f"lua/build.py: {problem}; the limit is {MAX_LINES} lines, {MAX_PARAMS} parameters")
     parts = [(part.name, part.read_text(encoding="utf-8")) for part in sorted(PARTS.glob("*.lua"))]
-    for problem in unknown_members(parts) + ([] if "--no-headers" in argv else drifted(parts)):
+    for problem in [] if "--no-headers" in argv else unknown_members(parts) + drifted(parts):
         problems.append(problem)
         print(f"lua/build.py: {problem}")
     found, missing = facts(text)
