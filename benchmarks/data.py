@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import redis
@@ -184,6 +185,9 @@ def template_items(
     return items
 
 
+CHECKPOINT_TS = re.compile(rb'"checkpoint_ts":-?[0-9.eE+-]+')
+
+
 @dataclass(frozen=True)
 class Stamps:
     """The checkpoint_ts CLONE gives items whose values hold \\3<k> placeholders:
@@ -196,6 +200,19 @@ class Stamps:
     new_step: float = 0.0
     olds: int = 0
     gap: float = 60_000.0
+
+
+def stamped(items: list[tuple[str, bytes, bytes, float]]) -> list[tuple[str, bytes, bytes, float]]:
+    """Template items whose checkpoint_ts are placeholders \\3<k> (k: the checkpoint's
+    rank, oldest first), for `clone_items` with its Stamps."""
+    ids = sorted({key.split(b"__empty__:", 1)[1][:24] for kind, key, _, _ in items if kind == "json"})
+    out: list[tuple[str, bytes, bytes, float]] = []
+    for kind, key, value, score in items:
+        if kind == "json" and CHECKPOINT_TS.search(value):
+            k = ids.index(key.split(b"__empty__:", 1)[1][:24])
+            value = CHECKPOINT_TS.sub(b'"checkpoint_ts":\x03' + str(k).encode(), value, count=1)
+        out.append((kind, key, value, score))
+    return out
 
 
 def clone_items(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import redis
 
 from benchmarks.core import FLOOR_LIBRARY
-from benchmarks.data import Clones, clone_items, fresh, template_items
+from benchmarks.data import Clones, Stamps, clone_items, fresh, stamped, template_items
 from lgprune import Pruner
 from lgprune.facts import WATERMARKS
 from lgprune.results import as_text
@@ -89,16 +89,27 @@ redis.register_function('bench_reads_sweep', function(_, args)
 end)
 """
 BARE_THREADS_PER_CALL = 200  # threads a bare sweep call reads (its calls stay short)
+OWN_STAMPS_FROM = 1.7e12  # ms: where the checkpoint_ts of clones with stamps of their own begin
 
 
 @dataclass(frozen=True)
 class Group:
-    """`threads` threads named `fmt % i`, of `checkpoints` checkpoints with `writes` writes each."""
+    """`threads` threads named `fmt % i`, of `checkpoints` checkpoints with `writes` writes each.
+
+    The clones share the template's checkpoint_ts (every thread's k-th checkpoint in
+    the same millisecond: a sweep's worst case), or with `own_stamps` each checkpoint
+    has a millisecond of its own."""
 
     fmt: str
     threads: int
     checkpoints: int
     writes: int
+    own_stamps: bool = False
+
+    @property
+    def stamps(self) -> Stamps:
+        """Thread i's k-th checkpoint at OWN_STAMPS_FROM + i s + k ms, or the template's."""
+        return Stamps(new0=OWN_STAMPS_FROM, new_step=1_000, gap=1) if self.own_stamps else Stamps()
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,14 @@ CASES = (
         "2,000 threads x 15 checkpoints x 1 write, keep 5",
         5,
         (Group("user:%d:chat", 2_000, 15, 1),),
+        1.8,
+        floor_batch=2000,
+    ),
+    Case(
+        "sweep, own stamps",
+        "2,000 threads x 15 checkpoints x 1 write, keep 5, each checkpoint in a millisecond of its own",
+        5,
+        (Group("user:%d:chat", 2_000, 15, 1, own_stamps=True),),
         1.8,
         floor_batch=2000,
     ),
@@ -241,7 +260,8 @@ def _once(
     fresh(client)
     doomed: list[str] = []
     for group in case.groups:
-        doomed += _doomed(clone_items(client, items[group], group.threads, group.fmt), case.keep)
+        clones = clone_items(client, items[group], group.threads, group.fmt, group.stamps)
+        doomed += _doomed(clones, case.keep)
     before = {as_text(k) for k in client.scan_iter(count=10_000)}
     pruner = Pruner(client)
     pruner.install()
@@ -300,7 +320,8 @@ def measure(
         for g in case.groups:
             if (g.checkpoints, g.writes) not in templates:
                 templates[g.checkpoints, g.writes] = template_items(client, g.checkpoints, writes=g.writes)
-            items[g] = templates[g.checkpoints, g.writes]
+            template = templates[g.checkpoints, g.writes]
+            items[g] = stamped(template) if g.own_stamps else template
         result = Result(case)
         for run in range(runs):
             shift = run % len(contenders)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import statistics
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 import redis
 
 from benchmarks.core import FLOOR_LIBRARY
-from benchmarks.data import Clones, Stamps, clone_items, fresh, template_items
+from benchmarks.data import Clones, Stamps, clone_items, fresh, stamped, template_items
 from benchmarks.engine import BARE_LIBRARY, BARE_THREADS_PER_CALL, Sample, _doomed, _timed
 from lgprune import Pruner
 from lgprune.facts import WATERMARKS
@@ -100,8 +99,6 @@ for t = first, first + count - 1 do
 end
 return n
 """
-
-CHECKPOINT_TS = re.compile(rb'"checkpoint_ts":-?[0-9.eE+-]+')
 
 
 @dataclass(frozen=True)
@@ -201,19 +198,6 @@ def watermark_fields(client: redis.Redis) -> list[str]:
         raise AssertionError(f"a full sweep left watermark fields {fields}, not {rule_field(KEEP)!r}")
     fresh(client)
     return fields
-
-
-def stamped(items: Items) -> Items:
-    """Template items whose checkpoint_ts are placeholders \\3<k> (k: the checkpoint's
-    rank, oldest first), for `clone_items` with its Stamps."""
-    ids = sorted({key.split(b"__empty__:", 1)[1][:24] for kind, key, _, _ in items if kind == "json"})
-    out: Items = []
-    for kind, key, value, score in items:
-        if kind == "json" and CHECKPOINT_TS.search(value):
-            k = ids.index(key.split(b"__empty__:", 1)[1][:24])
-            value = CHECKPOINT_TS.sub(b'"checkpoint_ts":\x03' + str(k).encode(), value, count=1)
-        out.append((kind, key, value, score))
-    return out
 
 
 def template_keys(clones: Clones, checkpoints: set[bytes] | None = None) -> list[bytes]:

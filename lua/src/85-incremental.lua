@@ -404,11 +404,13 @@ function Pass.visit_next(sw, pass, id, lo, hi)
 end
 
 -- The entries a page of a dense segment holds (or its collected threads):
--- what half the budget groups (50 at least), and at most segment_cap. (Each
--- page reads the entries before it again: a few large pages a call read
--- fewer than many small ones.)
+-- what three quarters of the budget group (50 at least), and at most
+-- segment_cap. Each page reads the entries before it again, so collecting
+-- a millisecond of n entries reads n^2 / (2 * page) of them: the skipping
+-- outweighs all else past ~20,000 entries, and pages are as large as a call
+-- may take with room left for its skip charge and a few visits.
 function dense.page_size(ctx)
-  return math.min(Pass.segment_cap(ctx), math.max(50, math.floor(ctx.budget.total / 2 / Pass.GROUP_UNITS_PER_ENTRY)))
+  return math.min(Pass.segment_cap(ctx), math.max(50, math.floor(ctx.budget.total * 3 / 4 / Pass.GROUP_UNITS_PER_ENTRY)))
 end
 
 -- The keys of `count` entries of dense segment [lo, hi) from `offset`, in

@@ -203,7 +203,7 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
              checkpoint 5, a SCAN step of the orphans phase 7 (50 keys), a
              count of a time segment 1 and 1 per 20 entries (it reads at most
              BUDGET / 20 + 1, or 4001 for a dense millisecond), grouping it by
-             thread 2 per entry; a page of a dense millisecond (BUDGET / 4
+             thread 2 per entry; a page of a dense millisecond (3 BUDGET / 8
              entries, 50 at least) as much as counting the entries it reads
              (those before its offset too) and grouping those it returns, and
              each read of its collected threads 1 and 1 per 20. A call stops
