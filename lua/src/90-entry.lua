@@ -160,30 +160,23 @@ lgprune_sweep: prune every thread, or the threads changed since the last sweep, 
   Threads are found through the checkpoint index by checkpoint_ts (the
   writer's clock, ms): FT.AGGREGATE GROUPBY thread_id over time segments of
   at most BUDGET / 20 entries (50 at least, 4000 at most), sized by counts. A
-  millisecond holding more (a bulk import, a coarse clock) is read in pages
-  of FT.SEARCH across calls, so no call groups it again: its thread ids are
-  collected into lgprune:dense:<fp>:<start>:<ms>
-  (a sorted set that expires after a day, so an abandoned pass leaves
-  nothing for good), then visited from there in byte order, and the key is
-  deleted. The index orders such a millisecond by document, and a writer
-  that adds, deletes or re-indexes one of its documents (the saver's
-  put_writes does) moves the entries a page would read next: each page is
-  read from the last entry of the one before, which must be the same
-  document, or collecting starts again from the first entry and the pass is
-  unfinished (its watermark stays: the next pass reads the millisecond
-  again). A call that resumes in such a millisecond once its key is gone
-  (evicted under a volatile-* maxmemory policy, expired, deleted) passes
-  over it, and the pass is unfinished. Entries past the server's search result cap
-  (MAXSEARCHRESULTS) plus one page are not reached: the pass prunes the
-  threads it collected and is unfinished. A dry run, which writes nothing,
-  groups such a millisecond again in each call that resumes in it, and
-  passes over one holding more entries than one aggregate may read (4000, or
-  the server's search result cap less 1): the pass is unfinished. A thread is visited from the segment
-  holding its newest root checkpoint (one without a root pointer from each
-  segment holding its checkpoints). A pass is incremental when a pass of the
-  same rule (KEEP, MAX_AGE, IDLE_TTL, prefixes, MARGIN) completed before: it
-  reads only the checkpoint_ts at or after that pass's start less MARGIN and,
-  per age rule, those that crossed that age since. A pass is full (every
+  millisecond holding more (a bulk import, a coarse clock) is read in pages of
+  FT.SEARCH across calls into lgprune:dense:<fp>:<start>:<ms>, a sorted set of
+  its thread ids that expires after a day; its threads are then visited from
+  there, in byte order, and the key is deleted. The pass is left unfinished
+  (its watermark stays) when the millisecond's entries moved under a page's
+  boundary (a writer added, deleted or re-indexed one of its documents), when
+  its key is gone as a call resumes (evicted, expired, deleted), or when it
+  holds more entries than the server's search result cap (MAXSEARCHRESULTS)
+  plus a page; and in a dry run, which writes nothing and groups such a
+  millisecond again in each call that resumes in it, when it holds more than
+  one aggregate may read (4000, or the search result cap less 1). A thread
+  is visited from the segment holding its newest root checkpoint (one without
+  a root pointer from each segment holding its checkpoints). A pass is
+  incremental when a pass of the same rule (KEEP, MAX_AGE, IDLE_TTL,
+  prefixes, MARGIN) completed before: it reads only the checkpoint_ts at or
+  after that pass's start less MARGIN and, per age rule, those that crossed
+  that age since. A pass is full (every
   checkpoint_ts there can be) with FULL or ORPHANS, without such a watermark,
   or when the rule's last full pass began more than FULL_EVERY ms ago. A
   checkpoint stamped more than MARGIN behind is found by a full pass only; one
