@@ -981,14 +981,14 @@ function Listing.newest_root(ctx, thread)
     Keys.checkpoint_prefix(ctx, thread, ctx.root)) or nil
 end
 
--- The first look at a thread: how many entries carry its tag (`counted`, when
--- a sweep counted them already) and, for a plain thread, the answer of the
+-- The first look at a thread: how many entries carry its tag and, for a
+-- plain thread, the answer of the
 -- query on the tag alone (up to `limit` entries), which is then also its
 -- listing. That query stops at `limit` + 1 entries (`bounded`), so a thread
 -- larger than `limit` is not walked whole by it: only then is it counted.
-function Listing.first_look(ctx, thread, limit, counted)
+function Listing.first_look(ctx, thread, limit)
   if not thread.plain then
-    return counted or Search.count_tagged(ctx, thread), nil
+    return Search.count_tagged(ctx, thread), nil
   end
   local ask = math.min(limit + 1, ctx.cap)
   local res = Search.search(ctx.cp_index, '@thread_id:{$t}', thread, ask, Listing.SHAPES.bounded)
@@ -996,7 +996,7 @@ function Listing.first_look(ctx, thread, limit, counted)
   if res[1] < ask then
     return res[1], res -- every tagged entry
   end
-  return counted or Search.count_tagged(ctx, thread), res
+  return Search.count_tagged(ctx, thread), res
 end
 
 -- Root docs of the thread, collected once each from index answers:
@@ -1896,7 +1896,7 @@ end
 -- Provides: add_counts, prune_thread, reply, zero_counts
 -- Assumes: Blobs.freed_blobs, Core.keys_left, Core.reads_left, Delete.check_write_prefix,
 --   Delete.delete_doomed, Delete.leftovers, Listing.first_look, Listing.list_checkpoints,
---   Listing.newest_root, Listing.registered_writes, Plan.plan, Search.count_tagged
+--   Listing.newest_root, Listing.registered_writes, Plan.plan
 local Thread = {}
 
 Thread.PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
@@ -1997,18 +1997,14 @@ end
 function Thread.prune_thread(ctx, thread, rule)
   local out = Thread.zero_counts()
   out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
-  local counted
-  if ctx.sweep and not ctx.details and not rule.idle_before then
-    -- most threads a sweep visits are within keep: a count settles those
-    counted = Search.count_tagged(ctx, thread)
-    if counted <= rule.keep then
-      out.checkpoints_kept, out.count_exact = counted, counted == 0
-      return out -- nothing over keep (the tag count is an upper bound)
-    end
-  end
   local limit = math.min(Core.reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
-  local tagged, first = Listing.first_look(ctx, thread, limit, counted)
+  local tagged, first = Listing.first_look(ctx, thread, limit)
   out.checkpoints_kept = tagged
+  if ctx.sweep and not ctx.details and not rule.idle_before and tagged <= rule.keep then
+    -- most threads a sweep visits are within keep: the first look settles those
+    out.count_exact = tagged == 0
+    return out -- nothing over keep (the tag count is an upper bound)
+  end
   if tagged == 0 and not Thread.deletes_all(rule) then
     return out -- (a thread deleted whole may still have leftovers)
   end

@@ -328,8 +328,8 @@ MUTANTS = [
         "idle-ttl-within-keep",
         "a sweep with idle_ttl lists threads within keep too (no count-only shortcut)",
         "70-thread.lua",
-        "  if ctx.sweep and not ctx.details and not rule.idle_before then\n",
-        "  if ctx.sweep and not ctx.details then\n",
+        "  if ctx.sweep and not ctx.details and not rule.idle_before and tagged <= rule.keep then\n",
+        "  if ctx.sweep and not ctx.details and tagged <= rule.keep then\n",
         (SWEEP + "test_idle_ttl_deletes_exactly_the_idle_threads",),
     ),
     Mutant(

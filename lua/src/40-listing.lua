@@ -58,14 +58,14 @@ function Listing.newest_root(ctx, thread)
     Keys.checkpoint_prefix(ctx, thread, ctx.root)) or nil
 end
 
--- The first look at a thread: how many entries carry its tag (`counted`, when
--- a sweep counted them already) and, for a plain thread, the answer of the
+-- The first look at a thread: how many entries carry its tag and, for a
+-- plain thread, the answer of the
 -- query on the tag alone (up to `limit` entries), which is then also its
 -- listing. That query stops at `limit` + 1 entries (`bounded`), so a thread
 -- larger than `limit` is not walked whole by it: only then is it counted.
-function Listing.first_look(ctx, thread, limit, counted)
+function Listing.first_look(ctx, thread, limit)
   if not thread.plain then
-    return counted or Search.count_tagged(ctx, thread), nil
+    return Search.count_tagged(ctx, thread), nil
   end
   local ask = math.min(limit + 1, ctx.cap)
   local res = Search.search(ctx.cp_index, '@thread_id:{$t}', thread, ask, Listing.SHAPES.bounded)
@@ -73,7 +73,7 @@ function Listing.first_look(ctx, thread, limit, counted)
   if res[1] < ask then
     return res[1], res -- every tagged entry
   end
-  return counted or Search.count_tagged(ctx, thread), res
+  return Search.count_tagged(ctx, thread), res
 end
 
 -- Root docs of the thread, collected once each from index answers:

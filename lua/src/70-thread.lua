@@ -5,7 +5,7 @@
 -- Provides: add_counts, prune_thread, reply, zero_counts
 -- Assumes: Blobs.freed_blobs, Core.keys_left, Core.reads_left, Delete.check_write_prefix,
 --   Delete.delete_doomed, Delete.leftovers, Listing.first_look, Listing.list_checkpoints,
---   Listing.newest_root, Listing.registered_writes, Plan.plan, Search.count_tagged
+--   Listing.newest_root, Listing.registered_writes, Plan.plan
 local Thread = {}
 
 Thread.PAGE_SLACK = 16 -- checkpoints listed beyond what the budget is expected to delete
@@ -106,18 +106,14 @@ end
 function Thread.prune_thread(ctx, thread, rule)
   local out = Thread.zero_counts()
   out.more, out.idle, out.listed, out.count_exact = 0, false, false, true
-  local counted
-  if ctx.sweep and not ctx.details and not rule.idle_before then
-    -- most threads a sweep visits are within keep: a count settles those
-    counted = Search.count_tagged(ctx, thread)
-    if counted <= rule.keep then
-      out.checkpoints_kept, out.count_exact = counted, counted == 0
-      return out -- nothing over keep (the tag count is an upper bound)
-    end
-  end
   local limit = math.min(Core.reads_left(ctx.budget) + math.min(rule.keep, ctx.cap), ctx.cap)
-  local tagged, first = Listing.first_look(ctx, thread, limit, counted)
+  local tagged, first = Listing.first_look(ctx, thread, limit)
   out.checkpoints_kept = tagged
+  if ctx.sweep and not ctx.details and not rule.idle_before and tagged <= rule.keep then
+    -- most threads a sweep visits are within keep: the first look settles those
+    out.count_exact = tagged == 0
+    return out -- nothing over keep (the tag count is an upper bound)
+  end
   if tagged == 0 and not Thread.deletes_all(rule) then
     return out -- (a thread deleted whole may still have leftovers)
   end
