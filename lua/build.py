@@ -33,6 +33,7 @@ MAX_PARAMS = 5
 FUNCTION = re.compile(r"^(?:local )?function ([\w.:]+)\(([^)]*)\)")
 DEFINITION = re.compile(r"^(?:local function (\w+)|local ([\w, ]+?)\s*=)", re.MULTILINE)
 MEMBER = re.compile(r"^(?:function (\w+\.\w+)\(|(\w+\.\w+)\s*=(?!=))", re.MULTILINE)
+TOKEN = re.compile(r"(?<![\w.:])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)")  # a name, or Table.member
 HEADER = re.compile(r"^-- (Provides|Assumes):(.*(?:\n--   .*)*)", re.MULTILINE)
 
 
@@ -55,7 +56,7 @@ def definitions(text: str) -> set[str]:
 
 def references(text: str, names: set[str]) -> set[str]:
     """Which of `names` (locals, or `T.name` members) a part's code refers to."""
-    return names & set(re.findall(r"(?<![\w.:])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)", code_of(text)))
+    return names & set(TOKEN.findall(code_of(text)))
 
 
 def header(text: str, label: str) -> set[str] | None:
@@ -83,12 +84,12 @@ def unknown_members(parts: list[tuple[str, str]]) -> list[str]:
     call is otherwise a nil value on whatever path first runs it), and members no code uses."""
     defined = set().union(*(definitions(text) for _, text in parts))
     tables = {name.split(".")[0] for name in defined if re.match(r"[A-Z][a-z]\w*\.", name)}  # the parts' own
-    names = "|".join(sorted(tables))
-    pattern = re.compile(rf"(?<![\w.:])((?:{names})\.[A-Za-z_]\w*)")
     used: dict[str, int] = {}
     problems = []
     for name, text in parts:
-        for ref in pattern.findall(code_of(text)):
+        for ref in TOKEN.findall(code_of(text)):
+            if ref.split(".")[0] not in tables or "." not in ref:
+                continue
             used[ref] = used.get(ref, 0) + 1
             if ref not in defined:
                 problems.append(f"{name} uses {ref}, which no part defines")
