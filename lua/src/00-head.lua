@@ -9,20 +9,26 @@ This file is built: its parts are lua/src/*.lua, joined in name order by
 `python lua/build.py` (CI checks the join is current). Edit the parts. Each
 part keeps its functions in one table, named here; its header says what it
 provides and what it assumes of the others (build.py checks both).
-  00-head            this overview, the version
-  10-core     Core     redis.call, errors, options, the call's budget, batches
-  20-keys     Keys     the layouts and the call's context, UTF-8, tags, thread
-                       records, the search probe, every key name
-  30-search   Search   the modules, the one query builder, searches, JSON reads
-  40-listing  Listing  a thread's checkpoints: first look, root window, listing
-  50-plan     Plan     what goes: the rules per namespace, DeltaChannel history
-  55-blobs    Blobs    the js saver's channel-value blobs a plan frees
-  60-delete   Delete   a plan's keys found, confirmed and deleted in the budget
-  70-thread   Thread   one thread, start to end
-  80-sweep    Sweep    a sweep's visits (failures as data), the orphans phase
-  85-incremental  Pass  passes: full and incremental, watermarks, time
-                       segments (the one way a sweep finds threads)
-  90-entry           the registered functions, each with its contract
+  00-head                   this overview, the version
+  10-core         Core      redis.call, errors, options, the call's budget,
+                            batches
+  20-keys         Keys      the layouts and the call's context, UTF-8, tags,
+                            thread records, the search probe, every key name
+  30-search       Search    the modules, the one query builder, searches,
+                            JSON reads
+  40-listing      Listing   a thread's checkpoints: first look, root window,
+                            listing
+  50-plan         Plan      what goes: the rules per namespace, DeltaChannel
+                            history
+  55-blobs        Blobs     the js saver's channel-value blobs a plan frees
+  60-delete       Delete    a plan's keys found, confirmed and deleted within
+                            the budget
+  70-thread       Thread    one thread, start to end
+  80-sweep        Sweep     a sweep's visits (failures as data), the orphans
+                            phase
+  85-incremental  Pass      passes: full and incremental, watermarks, time
+                            segments (the one way a sweep finds threads)
+  90-entry                  the registered functions, each with its contract
 
 Data layout (values are storage-safe: thread "" is stored as EMPTY_ID,
 namespace "" as ROOT_NS):

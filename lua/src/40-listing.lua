@@ -59,9 +59,8 @@ function Listing.newest_root(ctx, thread)
 end
 
 -- The first look at a thread: how many entries carry its tag and, for a
--- plain thread, the answer of the
--- query on the tag alone (up to `limit` entries), which is then also its
--- listing. That query stops at `limit` + 1 entries (`bounded`), so a thread
+-- plain thread, the answer of the query on the tag alone (up to `limit`
+-- entries), which is then also its listing. That query stops at `limit` + 1 entries (`bounded`), so a thread
 -- larger than `limit` is not walked whole by it: only then is it counted.
 function Listing.first_look(ctx, thread, limit)
   if not thread.plain then
