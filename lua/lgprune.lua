@@ -930,7 +930,8 @@ end
 
 -- Listing -----------------------------------------------------------------------
 -- A thread's first look, and its checkpoints as docs { key, ns, id } under a view: the whole
--- thread, or for one too large to list whole its root by a window anchored at the latest pointer.
+-- thread, or for one too large to list whole the root's oldest stored and its newest (by a window
+-- anchored at the latest pointer, else sorted), and the other namespaces' newest.
 -- Lists read only; what is listed is proved to be the thread's: root keys by their form (root_doc),
 -- others by their own fields.
 -- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
@@ -1065,20 +1066,11 @@ function Listing.kth_after(docs, keep, lo)
   return ms ~= nil and ms >= lo + Listing.CLOCK_SLACK_MS
 end
 
--- Root checkpoints of a thread too large to list whole, without sorting it:
--- a window of the newest by checkpoint_ts, anchored at the latest pointer and
--- sized to hold more than `keep` and at most view.limit, plus a page of any
--- view.page others (view.first when the thread is plain, else the first of
--- the root namespace: the index answers in the order it stored them). Any
--- listed checkpoint with `keep` newer ones listed beside it is provably not
--- among the newest `keep`, whatever was left out (the plan keeps the newest
--- `keep` listed: they are the witnesses). Returns the docs and whether the
--- witnesses are surely the true newest `keep` (`exact`, which DeltaChannel
--- history and IDLE_TTL need): the window was listed whole and began before
--- the keep-th newest id was made (the saver stamps checkpoint_ts after making
--- the id, on the same clock). Returns nil when no latest pointer anchors the
--- window (view.newest, see newest_root).
-function Listing.root_window(ctx, thread, keep, view)
+-- Where a window of the root's newest by checkpoint_ts begins (ms): from the
+-- checkpoint_ts of the one the latest pointer names (view.newest), back far
+-- enough to hold more than `keep` and at most view.limit (see window_span);
+-- nil when no pointer anchors one.
+function Listing.window_start(ctx, thread, view, keep)
   if not view.newest then
     return nil
   end
@@ -1086,35 +1078,37 @@ function Listing.root_window(ctx, thread, keep, view)
   if not read or type(ts) ~= 'number' then
     return nil
   end
-  local limit = view.limit
-  local lo = ts - Listing.window_span(ctx, thread, ts, keep, limit)
-  local list = Listing.root_docs(ctx, thread)
-  list.add({ view.newest.key }, 1, 1)
-  local window = Listing.since(ctx, thread, lo, limit)
-  list.add(window, 2, limit + 1)
-  local exact = window[1] <= #window - 1 and Listing.kth_after(list.docs, keep, lo)
-  local page = view.first or Search.search(ctx.cp_index, Listing.ROOT_WHERE, thread, view.page)
-  list.add(page, 2, view.page + 1)
-  return list.docs, exact
+  return ts - Listing.window_span(ctx, thread, ts, keep, view.limit)
 end
 
--- The root checkpoints under `view` without a window: the first look's answer
--- when the thread is listed whole; else, sorted, the newest view.limit (the
--- true newest `keep`: exact witnesses), the one the latest pointer names
--- (view.newest, whose history a plan must walk, however old its id) and a
--- page of view.page others in index order (the oldest stored: what goes).
-function Listing.list_root(ctx, thread, view)
-  local list = Listing.root_docs(ctx, thread)
-  if not view.sorted then
-    local res = view.first or Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit)
-    list.add(res, 2, #res)
-    return list.docs
+-- The root checkpoints under `view`, and whether the newest `keep` listed are
+-- surely the true newest (`exact`, which DeltaChannel history and IDLE_TTL
+-- need). A root larger than view.limit lists its newest, with the one the
+-- latest pointer names (whose history a plan walks, however old its id): any
+-- listed checkpoint with `keep` newer ones listed beside it is provably not
+-- among the newest `keep`, whatever was left out (the plan keeps the newest
+-- `keep` listed: they are the witnesses). They come from a window from
+-- window_start, without sorting, when `keep` is given and a pointer anchors
+-- one: exact when the window was listed whole and began before the keep-th
+-- newest listed id was made (the saver stamps checkpoint_ts after making the
+-- id, on the same clock); else the newest view.limit by checkpoint_id,
+-- sorted (exact). Every root lists the first view.page in the order the
+-- index stored them (view.first, the first look's answer, when the thread is
+-- plain): the whole root when the thread fits, else its oldest stored, which
+-- is what goes.
+function Listing.list_root(ctx, thread, view, keep)
+  local list, exact = Listing.root_docs(ctx, thread), true
+  if view.sorted then
+    list.add({ view.newest and view.newest.key }, 1, view.newest and 1 or 0)
+    local lo = keep and Listing.window_start(ctx, thread, view, keep)
+    local newest = lo and Listing.since(ctx, thread, lo, view.limit)
+      or Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit, Listing.SHAPES.sorted)
+    list.add(newest, 2, view.limit + 1)
+    exact = not lo or (newest[1] <= #newest - 1 and Listing.kth_after(list.docs, keep, lo))
   end
-  local newest = Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit, Listing.SHAPES.sorted)
-  list.add(newest, 2, view.limit + 1)
-  list.add({ view.newest and view.newest.key }, 1, view.newest and 1 or 0)
-  list.add(Search.search(ctx.cp_index, Listing.ROOT_WHERE, thread, view.page), 2, view.page + 1)
-  return list.docs
+  local first = view.first or Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.page)
+  list.add(first, 2, view.page + 1)
+  return list.docs, exact
 end
 
 -- The doc of an entry outside the root namespace when it is the thread's:
@@ -1156,28 +1150,21 @@ end
 -- The thread's checkpoints, as {key, ns, id}, under a view record:
 --   limit   how many entries each listing may return;
 --   sorted  false: the thread fits `limit` and is listed whole; true: the
---           newest `limit` of the namespaces other than the root and, for the
---           root, a root_window when one can be anchored and `rule` is given
---           (else its newest `limit`);
+--           newest `limit` of the namespaces other than the root and the
+--           root's oldest stored and newest (see list_root: by a window
+--           when `rule` is given);
 --   tagged  the number of entries tagged with the thread's id;
 --   first   for a plain thread, the answer of the query on its tag alone
 --           (every tagged entry when not sorted, the first `limit` when sorted);
---   page    how many of the root's others a root_window lists;
+--   page    how many of the root's first stored it lists (all when not sorted);
 --   newest  the newest root checkpoint (newest_root), which anchors the window;
 --   others  the namespaces other than the root (list_others), once listed: a
---           listing again (with another page or without the window) lists the
---           root only.
--- Also returns whether the root's newest KEEP are surely listed (false only
--- for a root window that cannot prove it). Sorted, each list is the newest
--- `limit` of its part of the thread, so each namespace's docs are its newest.
+--           listing again (with another page or without the window) lists
+--           the root only.
+-- Also returns whether the root's newest `keep` are surely listed (false
+-- only for a window that cannot prove it).
 function Listing.list_checkpoints(ctx, thread, view, rule)
-  local docs, exact
-  if view.sorted and rule then
-    docs, exact = Listing.root_window(ctx, thread, math.max(rule.keep, 1), view)
-  end
-  if not docs then
-    docs, exact = Listing.list_root(ctx, thread, view), true
-  end
+  local docs, exact = Listing.list_root(ctx, thread, view, rule and math.max(rule.keep, 1))
   view.others = view.others or Listing.list_others(ctx, thread, view, #docs)
   for _, d in ipairs(view.others) do
     docs[#docs + 1] = d

@@ -278,8 +278,8 @@ MUTANTS = [
         "window-exact",
         "a root window is `exact` only when listed whole from before the keep-th newest id",
         "40-listing.lua",
-        "  local exact = window[1] <= #window - 1 and Listing.kth_after(list.docs, keep, lo)\n",
-        "  local exact = true\n",
+        "    exact = not lo or (newest[1] <= #newest - 1 and Listing.kth_after(list.docs, keep, lo))\n",
+        "    exact = true\n",
         (RULES + "test_delta_history_of_a_fork_outside_the_root_window_is_kept",),
     ),
     Mutant(
