@@ -291,6 +291,17 @@ MUTANTS = [
         (RULES + "test_delta_history_of_a_fork_outside_the_root_window_is_kept",),
     ),
     Mutant(
+        "pointer-listed",
+        "a thread listed in part lists the checkpoint its latest pointer names, which keeps its history",
+        "40-listing.lua",
+        "    list.add({ view.newest and view.newest.key }, 1, view.newest and 1 or 0)\n",
+        "",
+        (
+            "tests/test_seams.py::test_the_checkpoint_the_pointer_spares_keeps_its_delta_history"
+            "[listed-in-part]",
+        ),
+    ),
+    Mutant(
         "idle-needs-exact",
         "IDLE_TTL judges a large thread by a listing that proves its newest",
         "70-thread.lua",

@@ -114,26 +114,39 @@ def test_prune_many_counts_every_kept_checkpoint_when_it_resumes_inside_a_thread
 
 
 @needs_delta_saver
+@pytest.mark.parametrize(
+    ("behind_of", "budget"),
+    [
+        pytest.param(2, 2000, id="listed-whole"),
+        # a thread larger than a call's listing: the fork is older than the newest it
+        # lists by id and stored after the first it lists in index order
+        pytest.param(15, 10, id="listed-in-part"),
+    ],
+)
 def test_the_checkpoint_the_pointer_spares_keeps_its_delta_history(
-    r: redis.Redis, saver: RedisSaver, monkeypatch: pytest.MonkeyPatch
+    r: redis.Redis, saver: RedisSaver, monkeypatch: pytest.MonkeyPatch, behind_of: int, budget: int
 ) -> None:
     app = delta_graph(saver)
     delta_turns(app, "fork", turns=12)
     main = checkpoint_ids(saver, "fork")  # newest first
     # a fork stored last by a writer whose clock is behind: its ids fall between the
-    # 3rd and the 2nd newest, and the latest pointer names its newest
-    behind = (uuid6_ns(main[2]) + uuid6_ns(main[1])) // 2
+    # main line's (behind_of + 1)-th and behind_of-th newest, and the latest pointer names its newest
+    behind = (uuid6_ns(main[behind_of]) + uuid6_ns(main[behind_of - 1])) // 2
     monkeypatch.setattr(lg_id, "time", SimpleNamespace(time_ns=lambda: behind))
     monkeypatch.setattr(lg_id, "_last_v6_timestamp", None)
     app.invoke({"msgs": ["fork"]}, config_of("fork", main[-6]))
     monkeypatch.undo()
     fork = sorted(set(checkpoint_ids(saver, "fork")) - set(main))
-    assert fork and all(main[2] < f < main[1] for f in fork)
+    assert fork and all(main[behind_of] < f < main[behind_of - 1] for f in fork)
     assert r.get("checkpoint_latest:fork:__empty__") == f"checkpoint:fork:__empty__:{fork[-1]}".encode()
     state = app.get_state(config_of("fork")).values
     assert len(state["msgs"]) >= 4
+    if budget < 2000:  # one stamp for all, put oldest first: no window proves the newest
+        stamp = time.time() * 1000
+        for checkpoint_id in [*reversed(main), *fork]:
+            r.json().set(f"checkpoint:fork:__empty__:{checkpoint_id}", "$.checkpoint_ts", stamp)
 
-    result = Pruner(r).prune("fork", 2)
+    result = Pruner(r, budget=budget).prune("fork", 2)
 
     assert fork[-1] in checkpoint_ids(saver, "fork") and result.delta_ancestors_kept > 0
     assert app.get_state(config_of("fork")).values == state
