@@ -989,9 +989,10 @@ function Listing.newest_root(ctx, thread)
 end
 
 -- The first look at a thread: how many entries carry its tag and, for a
--- plain thread, the answer of the query on the tag alone (up to `limit`
--- entries), which is then also its listing. That query stops at `limit` + 1 entries (`bounded`), so a thread
--- larger than `limit` is not walked whole by it: only then is it counted.
+-- plain thread of at most `limit`, the answer of the query on the tag alone,
+-- which is then also its listing. That query stops at `limit` + 1 entries
+-- (`bounded`), so a larger thread is not walked whole by it: only then is
+-- it counted.
 function Listing.first_look(ctx, thread, limit)
   if not thread.plain then
     return Search.count_tagged(ctx, thread), nil
@@ -1002,7 +1003,7 @@ function Listing.first_look(ctx, thread, limit)
   if res[1] < ask then
     return res[1], res -- every tagged entry
   end
-  return Search.count_tagged(ctx, thread), res
+  return Search.count_tagged(ctx, thread), nil -- (not the root's page: see list_root)
 end
 
 -- Root docs of the thread, collected once each from index answers:
@@ -1092,10 +1093,12 @@ end
 -- one: exact when the window was listed whole and began before the keep-th
 -- newest listed id was made (the saver stamps checkpoint_ts after making the
 -- id, on the same clock); else the newest view.limit by checkpoint_id,
--- sorted (exact). Every root lists the first view.page in the order the
--- index stored them (view.first, the first look's answer, when the thread is
--- plain): the whole root when the thread fits, else its oldest stored, which
--- is what goes.
+-- sorted (exact). Every root lists its first view.page in the order the
+-- index stored them: the whole root when the thread fits (view.first, the
+-- first look's answer, for a plain thread), else its oldest stored, which is
+-- what goes (by a query on the root alone: the first look's answer may begin
+-- with other namespaces' or a case variant's entries, which would leave the
+-- oldest roots unlisted call after call).
 function Listing.list_root(ctx, thread, view, keep)
   local list, exact = Listing.root_docs(ctx, thread), true
   if view.sorted then
@@ -1154,8 +1157,8 @@ end
 --           root's oldest stored and newest (see list_root: by a window
 --           when `rule` is given);
 --   tagged  the number of entries tagged with the thread's id;
---   first   for a plain thread, the answer of the query on its tag alone
---           (every tagged entry when not sorted, the first `limit` when sorted);
+--   first   for a plain thread listed whole, the answer of the query on its
+--           tag alone (every tagged entry);
 --   page    how many of the root's first stored it lists (all when not sorted);
 --   newest  the newest root checkpoint (newest_root), which anchors the window;
 --   others  the namespaces other than the root (list_others), once listed: a
@@ -1971,7 +1974,6 @@ function Thread.list_and_plan(ctx, thread, view, rule)
   end
   local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
   if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and Thread.root_docs_listed(ctx, docs) <= rule.keep)) then
-    view.first = nil
     docs = Listing.list_checkpoints(ctx, thread, view, nil)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end
@@ -2929,8 +2931,9 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   CHECKPOINT_PREFIX, WRITE_PREFIX   the saver's prefixes, also its index names (default
              "checkpoint", "checkpoint_write"); LAYOUT python only.
   LAYOUT     python (langgraph-checkpoint-redis) or js (@langchain/langgraph-checkpoint-redis
-             1.0: a blob goes when no checkpoint left reads it). Default: js when only the js
-             saver's index exists, else python.
+             1.0, indexes checkpoints, checkpoint_writes, checkpoint_blobs: a blob goes when no
+             checkpoint left reads it). Default: js when only the js saver's index exists, else
+             python.
   Reply: name/value pairs
     checkpoints_deleted   checkpoint documents deleted by this call
     writes_deleted        write documents deleted
@@ -2962,7 +2965,7 @@ lgprune_many: lgprune_thread for several threads in one call, sharing one budget
             still to prune: call again with the ids from there (it gets a whole BUDGET).
   Every id is checked before anything is deleted. A thread that needs more than the budget
   left, or fails, after an earlier one deleted something ends the call, `next` at it. Errors:
-  as lgprune_thread's.
+  as lgprune_thread's, and then nothing was deleted.
 ]]
 function pruners.lgprune_many(_, args)
   local count = Core.parse_count('COUNT', args[2], 2 ^ 53)
@@ -3020,8 +3023,9 @@ lgprune_sweep: prune every thread, or those changed since the last pass, a slice
              and writes, write registries and latest pointers whose checkpoint is gone or a
              placeholder, once that checkpoint id is older than GRACE (ms, default 600000).
   DETAILS    add `threads`, per visited thread [thread_id, checkpoints, checkpoints_deleted,
-             keys_deleted, exact]: exact 0 when over BUDGET + KEEP checkpoints, the count then
-             an upper bound. With FULL (as `lgprune stats`), every thread.
+             keys_deleted, exact]: exact 0 for a thread larger than one call lists (about
+             BUDGET + KEEP checkpoints), the count then an upper bound. With FULL (as
+             `lgprune stats`), every thread.
   Passes: threads are found through the checkpoint index by checkpoint_ts (the writer's
   clock, ms). A pass is incremental once one of the same rule (KEEP, MAX_AGE, IDLE_TTL,
   prefixes, MARGIN, LAYOUT) has completed: it reads checkpoint_ts from that pass's start less
@@ -3034,9 +3038,9 @@ lgprune_sweep: prune every thread, or those changed since the last pass, a slice
   Dense milliseconds: one holding more checkpoints than a call reads at once (a bulk import, a
   coarse clock) is read in pages over several calls into lgprune:dense:<fp>:<start>:<ms>, a
   sorted set of its thread ids that expires after a day; then its threads are visited and the
-  key deleted. The pass is left unfinished when a writer adds, deletes or re-indexes one of
-  its checkpoints meanwhile, when the key is gone as a call resumes, or past the search result
-  cap (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of
+  key deleted. The pass is left unfinished when a writer deletes or re-indexes one of its
+  checkpoints already read (the rest move under a page's boundary), when the key is gone as a
+  call resumes, or past the search result cap (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of
   over 4000 checkpoints (fewer if the server caps results lower), unfinished.
   Reply: name/value pairs
     cursor           "0" when the pass is done, else pass it to the next call

@@ -130,8 +130,11 @@ def delta_graph(
 
 
 def delta_turns(app: CompiledStateGraph[Any], thread_id: str, turns: int) -> None:
+    """`turns` turns, each stored before the next (with the default async durability, a turn's
+    `put` can land after its `put_writes` and clear the checkpoint's `has_writes`, and the saver
+    then rebuilds DeltaChannel state without those writes)."""
     for turn in range(turns):
-        app.invoke({"msgs": [f"user {turn}"]}, config_of(thread_id))
+        app.invoke({"msgs": [f"user {turn}"]}, config_of(thread_id), durability="sync")
 
 
 # --- reading state --------------------------------------------------------------

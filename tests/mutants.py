@@ -302,6 +302,17 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "root-page-own-query",
+        "a thread listed in part lists its oldest roots by a query on the root alone",
+        "40-listing.lua",
+        "  return Search.count_tagged(ctx, thread), nil -- (not the root's page: see list_root)\n",
+        "  return Search.count_tagged(ctx, thread), res\n",
+        (
+            "tests/test_seams.py::"
+            "test_max_age_reaches_the_oldest_roots_of_a_large_thread_whose_tag_lists_subgraphs_first",
+        ),
+    ),
+    Mutant(
         "idle-needs-exact",
         "IDLE_TTL judges a large thread by a listing that proves its newest",
         "70-thread.lua",

@@ -431,7 +431,7 @@ def test_delta_history_of_a_fork_outside_the_root_window_is_kept(r: redis.Redis,
     app = delta_graph(saver)
     delta_turns(app, "fork", turns=12)
     main = checkpoint_ids(saver, "fork")  # newest first
-    app.invoke({"msgs": ["fork"]}, config_of("fork", main[-6]))  # from the end of turn 2
+    app.invoke({"msgs": ["fork"]}, config_of("fork", main[-6]), durability="sync")  # from the end of turn 2
     fork = checkpoint_ids(saver, "fork")[:3]
     assert not set(fork) & set(main)
     stored = r.json().get(f"checkpoint:fork:__empty__:{fork[0]}", "$.checkpoint_ts")[0] + 2000

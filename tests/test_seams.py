@@ -134,7 +134,7 @@ def test_the_checkpoint_the_pointer_spares_keeps_its_delta_history(
     behind = (uuid6_ns(main[behind_of]) + uuid6_ns(main[behind_of - 1])) // 2
     monkeypatch.setattr(lg_id, "time", SimpleNamespace(time_ns=lambda: behind))
     monkeypatch.setattr(lg_id, "_last_v6_timestamp", None)
-    app.invoke({"msgs": ["fork"]}, config_of("fork", main[-6]))
+    app.invoke({"msgs": ["fork"]}, config_of("fork", main[-6]), durability="sync")
     monkeypatch.undo()
     fork = sorted(set(checkpoint_ids(saver, "fork")) - set(main))
     assert fork and all(main[behind_of] < f < main[behind_of - 1] for f in fork)
@@ -150,6 +150,29 @@ def test_the_checkpoint_the_pointer_spares_keeps_its_delta_history(
 
     assert fork[-1] in checkpoint_ids(saver, "fork") and result.delta_ancestors_kept > 0
     assert app.get_state(config_of("fork")).values == state
+
+
+@pytest.mark.parametrize("pointer", [True, False], ids=["window", "no-pointer"])
+def test_max_age_reaches_the_oldest_roots_of_a_large_thread_whose_tag_lists_subgraphs_first(
+    r: redis.Redis, saver: RedisSaver, pointer: bool
+) -> None:
+    # a subgraph run stored first, its ids 10 minutes ahead: young, so max_age keeps it all,
+    # and first in the answer of the query on the thread's tag
+    ahead = (time.time() + 600) * 1000
+    run = put_checkpoints(
+        saver, "t", 30, writes=1, ns="sub", ids_given=[uuid6_at(ahead, i) for i in range(30)]
+    )
+    put_checkpoints(saver, "t", 16, writes=1, age=7200)  # two hours old: they go
+    fresh = put_checkpoints(saver, "t", 20, writes=1)
+    if not pointer:  # as in a LangGraph.js store: the root is listed without a window
+        r.delete("checkpoint_latest:t:__empty__")
+    Pruner(r).install()
+    for _ in range(40):
+        reply = pairs(r.fcall("lgprune_thread", 0, "t", "2", "BUDGET", "12", "MAX_AGE", "3600000"))
+        if not reply["more"]:
+            break
+    assert checkpoint_ids(saver, "t") == sorted(fresh, reverse=True)
+    assert checkpoint_ids(saver, "t", "sub") == sorted(run, reverse=True)
 
 
 def test_idle_ttl_never_judges_a_large_active_thread_by_an_old_checkpoint_put_last(

@@ -60,9 +60,10 @@ function Listing.newest_root(ctx, thread)
 end
 
 -- The first look at a thread: how many entries carry its tag and, for a
--- plain thread, the answer of the query on the tag alone (up to `limit`
--- entries), which is then also its listing. That query stops at `limit` + 1 entries (`bounded`), so a thread
--- larger than `limit` is not walked whole by it: only then is it counted.
+-- plain thread of at most `limit`, the answer of the query on the tag alone,
+-- which is then also its listing. That query stops at `limit` + 1 entries
+-- (`bounded`), so a larger thread is not walked whole by it: only then is
+-- it counted.
 function Listing.first_look(ctx, thread, limit)
   if not thread.plain then
     return Search.count_tagged(ctx, thread), nil
@@ -73,7 +74,7 @@ function Listing.first_look(ctx, thread, limit)
   if res[1] < ask then
     return res[1], res -- every tagged entry
   end
-  return Search.count_tagged(ctx, thread), res
+  return Search.count_tagged(ctx, thread), nil -- (not the root's page: see list_root)
 end
 
 -- Root docs of the thread, collected once each from index answers:
@@ -163,10 +164,12 @@ end
 -- one: exact when the window was listed whole and began before the keep-th
 -- newest listed id was made (the saver stamps checkpoint_ts after making the
 -- id, on the same clock); else the newest view.limit by checkpoint_id,
--- sorted (exact). Every root lists the first view.page in the order the
--- index stored them (view.first, the first look's answer, when the thread is
--- plain): the whole root when the thread fits, else its oldest stored, which
--- is what goes.
+-- sorted (exact). Every root lists its first view.page in the order the
+-- index stored them: the whole root when the thread fits (view.first, the
+-- first look's answer, for a plain thread), else its oldest stored, which is
+-- what goes (by a query on the root alone: the first look's answer may begin
+-- with other namespaces' or a case variant's entries, which would leave the
+-- oldest roots unlisted call after call).
 function Listing.list_root(ctx, thread, view, keep)
   local list, exact = Listing.root_docs(ctx, thread), true
   if view.sorted then
@@ -225,8 +228,8 @@ end
 --           root's oldest stored and newest (see list_root: by a window
 --           when `rule` is given);
 --   tagged  the number of entries tagged with the thread's id;
---   first   for a plain thread, the answer of the query on its tag alone
---           (every tagged entry when not sorted, the first `limit` when sorted);
+--   first   for a plain thread listed whole, the answer of the query on its
+--           tag alone (every tagged entry);
 --   page    how many of the root's first stored it lists (all when not sorted);
 --   newest  the newest root checkpoint (newest_root), which anchors the window;
 --   others  the namespaces other than the root (list_others), once listed: a

@@ -88,7 +88,6 @@ function Thread.list_and_plan(ctx, thread, view, rule)
   end
   local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
   if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and Thread.root_docs_listed(ctx, docs) <= rule.keep)) then
-    view.first = nil
     docs = Listing.list_checkpoints(ctx, thread, view, nil)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end

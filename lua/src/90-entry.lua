@@ -59,8 +59,9 @@ lgprune_thread: keep the newest KEEP checkpoints per namespace of one thread.
   CHECKPOINT_PREFIX, WRITE_PREFIX   the saver's prefixes, also its index names (default
              "checkpoint", "checkpoint_write"); LAYOUT python only.
   LAYOUT     python (langgraph-checkpoint-redis) or js (@langchain/langgraph-checkpoint-redis
-             1.0: a blob goes when no checkpoint left reads it). Default: js when only the js
-             saver's index exists, else python.
+             1.0, indexes checkpoints, checkpoint_writes, checkpoint_blobs: a blob goes when no
+             checkpoint left reads it). Default: js when only the js saver's index exists, else
+             python.
   Reply: name/value pairs
     checkpoints_deleted   checkpoint documents deleted by this call
     writes_deleted        write documents deleted
@@ -92,7 +93,7 @@ lgprune_many: lgprune_thread for several threads in one call, sharing one budget
             still to prune: call again with the ids from there (it gets a whole BUDGET).
   Every id is checked before anything is deleted. A thread that needs more than the budget
   left, or fails, after an earlier one deleted something ends the call, `next` at it. Errors:
-  as lgprune_thread's.
+  as lgprune_thread's, and then nothing was deleted.
 ]]
 function pruners.lgprune_many(_, args)
   local count = Core.parse_count('COUNT', args[2], 2 ^ 53)
@@ -150,8 +151,9 @@ lgprune_sweep: prune every thread, or those changed since the last pass, a slice
              and writes, write registries and latest pointers whose checkpoint is gone or a
              placeholder, once that checkpoint id is older than GRACE (ms, default 600000).
   DETAILS    add `threads`, per visited thread [thread_id, checkpoints, checkpoints_deleted,
-             keys_deleted, exact]: exact 0 when over BUDGET + KEEP checkpoints, the count then
-             an upper bound. With FULL (as `lgprune stats`), every thread.
+             keys_deleted, exact]: exact 0 for a thread larger than one call lists (about
+             BUDGET + KEEP checkpoints), the count then an upper bound. With FULL (as
+             `lgprune stats`), every thread.
   Passes: threads are found through the checkpoint index by checkpoint_ts (the writer's
   clock, ms). A pass is incremental once one of the same rule (KEEP, MAX_AGE, IDLE_TTL,
   prefixes, MARGIN, LAYOUT) has completed: it reads checkpoint_ts from that pass's start less
@@ -164,9 +166,9 @@ lgprune_sweep: prune every thread, or those changed since the last pass, a slice
   Dense milliseconds: one holding more checkpoints than a call reads at once (a bulk import, a
   coarse clock) is read in pages over several calls into lgprune:dense:<fp>:<start>:<ms>, a
   sorted set of its thread ids that expires after a day; then its threads are visited and the
-  key deleted. The pass is left unfinished when a writer adds, deletes or re-indexes one of
-  its checkpoints meanwhile, when the key is gone as a call resumes, or past the search result
-  cap (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of
+  key deleted. The pass is left unfinished when a writer deletes or re-indexes one of its
+  checkpoints already read (the rest move under a page's boundary), when the key is gone as a
+  call resumes, or past the search result cap (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of
   over 4000 checkpoints (fewer if the server caps results lower), unfinished.
   Reply: name/value pairs
     cursor           "0" when the pass is done, else pass it to the next call
