@@ -287,7 +287,11 @@ async def test_auto_prune_with_more_conversations_than_connections(
     await client.aclose()
     assert "failed" not in caplog.text and "dropped" not in caplog.text
     counted = RedisSaver(redis_client=r)
-    assert all(len(checkpoint_ids(counted, t)) <= 2 + 1 for t in threads)
+    for t in threads:
+        # a write the graph stores after its checkpoint went (durability "async") leaves a
+        # placeholder: no checkpoint, but an orphan for the orphan sweep (see Known limits)
+        keys = [f"checkpoint:{t}:__empty__:{i}" for i in checkpoint_ids(counted, t)]
+        assert len([k for k in keys if r.json().get(k, "$.checkpoint_id")]) <= 2 + 1
 
 
 def test_a_saver_left_open_logs_once_how_many_prunes_it_dropped(
