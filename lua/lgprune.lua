@@ -937,7 +937,8 @@ end
 -- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
 -- Assumes: rcall, Keys.ROOT_NS, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.registry_key,
 --   Keys.root_doc, Keys.starts_with, Keys.thread_prefix, Keys.uuid6_ms, Search.count_tagged, Search.identity,
---   Search.json_get, Search.latest_id, Search.named, Search.search, Search.search_all
+--   Search.json_get, Search.latest_id, Search.named, Search.search, Search.search_all,
+--   Search.unless_wrongtype
 local Listing = {}
 
 Listing.WINDOW_START_MS = 1000 -- first span of the root window, widened x4
@@ -1070,13 +1071,14 @@ end
 -- Where a window of the root's newest by checkpoint_ts begins (ms): from the
 -- checkpoint_ts of the one the latest pointer names (view.newest), back far
 -- enough to hold more than `keep` and at most view.limit (see window_span);
--- nil when no pointer anchors one.
+-- nil when no pointer anchors one (none, or its checkpoint has no number
+-- there). A read the ACL refuses fails the thread: never a plan without it.
 function Listing.window_start(ctx, thread, view, keep)
   if not view.newest then
     return nil
   end
-  local read, ts = pcall(Search.json_get, view.newest.key, '$.checkpoint_ts')
-  if not read or type(ts) ~= 'number' then
+  local ts = Search.unless_wrongtype(pcall(Search.json_get, view.newest.key, '$.checkpoint_ts'))
+  if type(ts) ~= 'number' then
     return nil
   end
   return ts - Listing.window_span(ctx, thread, ts, keep, view.limit)

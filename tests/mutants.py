@@ -302,6 +302,14 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "window-read-rights",
+        "a read of the pointer's checkpoint the ACL refuses fails the call: never a plan without the window",
+        "40-listing.lua",
+        "  local ts = Search.unless_wrongtype(pcall(Search.json_get, view.newest.key, '$.checkpoint_ts'))\n",
+        "  local _, ts = pcall(Search.json_get, view.newest.key, '$.checkpoint_ts')\n",
+        ("tests/test_seams.py::test_a_user_who_may_not_read_the_pointers_checkpoint_deletes_nothing",),
+    ),
+    Mutant(
         "root-page-own-query",
         "a thread listed in part lists its oldest roots by a query on the root alone",
         "40-listing.lua",
