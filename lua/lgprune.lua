@@ -14,7 +14,7 @@ provides and what it assumes of the others (build.py checks both).
                             batches
   20-keys         Keys      the layouts and the call's context, UTF-8, tags,
                             thread records, the search probe, every key name
-  30-search       Search    the modules, the one query builder, searches,
+  30-search       Search    the modules, the one FT.SEARCH builder, searches,
                             JSON reads
   40-listing      Listing   a thread's checkpoints: first look, root window,
                             listing
@@ -654,7 +654,7 @@ function Keys.root_doc(key, prefix, root)
 end
 
 -- Search and reads --------------------------------------------------------------
--- The server's modules and caps, the one query builder (query_args) and the searches that use it,
+-- The server's modules and caps, the one FT.SEARCH builder (query_args) and the searches that use it,
 -- and the reads of stored values (JSON, the one reader of latest pointers). Every search runs
 -- before the first delete of the thread it serves (see delete_doomed), so its failures delete
 -- nothing.
@@ -672,17 +672,17 @@ Search.MAX_GROUPS = 4000 -- the most groups one FT.AGGREGATE is asked for (a swe
 -- aggregate result cap (group_cap).
 Search.server = { json = false, cap = nil, group_cap = nil }
 
--- FT.SEARCH arguments (the one place queries are built):
+-- FT.SEARCH arguments (the one place FT.SEARCH queries are built):
 --   index   the index to search (ctx.cp_index, ctx.wp_index or the blobs')
 --   where   the query text: $t is the thread's tag, $n the root namespace,
 --           $c1..$cN the shape's `ids`
---   thread  the thread record whose tag $t holds
+--   thread  the thread record whose tag $t holds (nil: a query of no thread)
 --   limit   entries wanted (0: only the count)
 --   shape   optional record: `ids` (TAG parameters: checkpoint ids, see
 --           id_param), `fields` (to RETURN; else NOCONTENT), `sorted`
 --           (newest checkpoint_id first), `bounded` (DIALECT 4: RediSearch
 --           stops at `limit` and the reply's total is not a count: only the
---           entries returned say anything)
+--           entries returned say anything), `offset` (entries skipped first)
 -- Positional, and one table constructor for the common shape: a sweep makes
 -- one query per thread it visits, and a record per query costs it measurably.
 function Search.query_args(index, where, thread, limit, shape)
@@ -696,8 +696,16 @@ function Search.query_args(index, where, thread, limit, shape)
       'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }
   end
   local ids = shape.ids or {}
-  local args = { index, where, 'PARAMS', tostring((has_n and 4 or 2) + 2 * #ids), 't', thread.tag }
-  local n = #args
+  local params = (thread and 2 or 0) + (has_n and 2 or 0) + 2 * #ids
+  local args, n = { index, where }, 2
+  if params > 0 then
+    args[3], args[4] = 'PARAMS', tostring(params)
+    n = 4
+  end
+  if thread then
+    args[n + 1], args[n + 2] = 't', thread.tag
+    n = n + 2
+  end
   if has_n then
     args[n + 1], args[n + 2] = 'n', Keys.ROOT_NS
     n = n + 2
@@ -721,7 +729,7 @@ function Search.query_args(index, where, thread, limit, shape)
     args[n + 1], args[n + 2], args[n + 3] = 'SORTBY', 'checkpoint_id', 'DESC'
     n = n + 3
   end
-  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', '0', tostring(limit)
+  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', string.format('%d', shape.offset or 0), tostring(limit)
   args[n + 4], args[n + 5], args[n + 6], args[n + 7] = 'TIMEOUT', '0', 'DIALECT', shape.bounded and '4' or '2'
   return args
 end
@@ -2280,7 +2288,8 @@ end
 -- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
 -- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
 --   Delete.check_allowed, Keys.LAYOUTS, Keys.checkpoint_key, Keys.dense_key, Search.capped, Search.json_mget,
---   Search.latest_id, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit
+--   Search.latest_id, Search.search, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent,
+--   Sweep.visit
 local Pass = {}
 
 Pass.MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
@@ -2514,6 +2523,8 @@ function Pass.record_pass(pass, dry)
   end
 end
 
+Pass.BOUNDED = { bounded = true } -- (see query_args)
+
 -- The checkpoint index's query for checkpoint_ts in [lo, hi).
 function Pass.ts_range(lo, hi)
   return '@checkpoint_ts:[' .. Pass.ms(lo) .. ' (' .. Pass.ms(hi) .. ']'
@@ -2524,11 +2535,7 @@ end
 -- LIMIT: a count costs what it returns, not what the range holds (RediSearch
 -- counts a range entry by entry: a whole store's would take ~35 ms per million).
 function Pass.ts_count(ctx, lo, hi, most)
-  local ok, res = Search.capped('cap', 'FT.SEARCH', ctx.cp_index, Pass.ts_range(lo, hi), 'NOCONTENT',
-    'LIMIT', '0', tostring(most + 1), 'TIMEOUT', '0', 'DIALECT', '4')
-  if not ok then
-    error(res, 0)
-  end
+  local res = Search.search(ctx.cp_index, Pass.ts_range(lo, hi), nil, most + 1, Pass.BOUNDED)
   ctx.budget.work = ctx.budget.work + 1 + math.floor((#res - 1) / SEGMENTS.ENTRIES_PER_UNIT)
   return #res - 1
 end
@@ -2687,11 +2694,7 @@ end
 -- The keys of `count` entries of dense segment [lo, hi) from `offset`, in
 -- index order (a bounded search: it reads offset + count entries).
 function dense.page(ctx, offset, lo, hi, count)
-  local ok, res = Search.capped('cap', 'FT.SEARCH', ctx.cp_index, Pass.ts_range(lo, hi), 'NOCONTENT',
-    'LIMIT', Pass.ms(offset), tostring(count), 'TIMEOUT', '0', 'DIALECT', '4')
-  if not ok then
-    error(res, 0)
-  end
+  local res = Search.search(ctx.cp_index, Pass.ts_range(lo, hi), nil, count, { bounded = true, offset = offset })
   local keys = {}
   for i = 2, #res do
     keys[i - 1] = res[i]

@@ -14,7 +14,7 @@ provides and what it assumes of the others (build.py checks both).
                             batches
   20-keys         Keys      the layouts and the call's context, UTF-8, tags,
                             thread records, the search probe, every key name
-  30-search       Search    the modules, the one query builder, searches,
+  30-search       Search    the modules, the one FT.SEARCH builder, searches,
                             JSON reads
   40-listing      Listing   a thread's checkpoints: first look, root window,
                             listing

@@ -1,6 +1,6 @@
 
 -- Search and reads --------------------------------------------------------------
--- The server's modules and caps, the one query builder (query_args) and the searches that use it,
+-- The server's modules and caps, the one FT.SEARCH builder (query_args) and the searches that use it,
 -- and the reads of stored values (JSON, the one reader of latest pointers). Every search runs
 -- before the first delete of the thread it serves (see delete_doomed), so its failures delete
 -- nothing.
@@ -18,17 +18,17 @@ Search.MAX_GROUPS = 4000 -- the most groups one FT.AGGREGATE is asked for (a swe
 -- aggregate result cap (group_cap).
 Search.server = { json = false, cap = nil, group_cap = nil }
 
--- FT.SEARCH arguments (the one place queries are built):
+-- FT.SEARCH arguments (the one place FT.SEARCH queries are built):
 --   index   the index to search (ctx.cp_index, ctx.wp_index or the blobs')
 --   where   the query text: $t is the thread's tag, $n the root namespace,
 --           $c1..$cN the shape's `ids`
---   thread  the thread record whose tag $t holds
+--   thread  the thread record whose tag $t holds (nil: a query of no thread)
 --   limit   entries wanted (0: only the count)
 --   shape   optional record: `ids` (TAG parameters: checkpoint ids, see
 --           id_param), `fields` (to RETURN; else NOCONTENT), `sorted`
 --           (newest checkpoint_id first), `bounded` (DIALECT 4: RediSearch
 --           stops at `limit` and the reply's total is not a count: only the
---           entries returned say anything)
+--           entries returned say anything), `offset` (entries skipped first)
 -- Positional, and one table constructor for the common shape: a sweep makes
 -- one query per thread it visits, and a record per query costs it measurably.
 function Search.query_args(index, where, thread, limit, shape)
@@ -42,8 +42,16 @@ function Search.query_args(index, where, thread, limit, shape)
       'LIMIT', '0', tostring(limit), 'TIMEOUT', '0', 'DIALECT', '2' }
   end
   local ids = shape.ids or {}
-  local args = { index, where, 'PARAMS', tostring((has_n and 4 or 2) + 2 * #ids), 't', thread.tag }
-  local n = #args
+  local params = (thread and 2 or 0) + (has_n and 2 or 0) + 2 * #ids
+  local args, n = { index, where }, 2
+  if params > 0 then
+    args[3], args[4] = 'PARAMS', tostring(params)
+    n = 4
+  end
+  if thread then
+    args[n + 1], args[n + 2] = 't', thread.tag
+    n = n + 2
+  end
   if has_n then
     args[n + 1], args[n + 2] = 'n', Keys.ROOT_NS
     n = n + 2
@@ -67,7 +75,7 @@ function Search.query_args(index, where, thread, limit, shape)
     args[n + 1], args[n + 2], args[n + 3] = 'SORTBY', 'checkpoint_id', 'DESC'
     n = n + 3
   end
-  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', '0', tostring(limit)
+  args[n + 1], args[n + 2], args[n + 3] = 'LIMIT', string.format('%d', shape.offset or 0), tostring(limit)
   args[n + 4], args[n + 5], args[n + 6], args[n + 7] = 'TIMEOUT', '0', 'DIALECT', shape.bounded and '4' or '2'
   return args
 end

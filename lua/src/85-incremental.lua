@@ -9,7 +9,8 @@
 -- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
 -- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
 --   Delete.check_allowed, Keys.LAYOUTS, Keys.checkpoint_key, Keys.dense_key, Search.capped, Search.json_mget,
---   Search.latest_id, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit
+--   Search.latest_id, Search.search, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent,
+--   Sweep.visit
 local Pass = {}
 
 Pass.MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
@@ -243,6 +244,8 @@ function Pass.record_pass(pass, dry)
   end
 end
 
+Pass.BOUNDED = { bounded = true } -- (see query_args)
+
 -- The checkpoint index's query for checkpoint_ts in [lo, hi).
 function Pass.ts_range(lo, hi)
   return '@checkpoint_ts:[' .. Pass.ms(lo) .. ' (' .. Pass.ms(hi) .. ']'
@@ -253,11 +256,7 @@ end
 -- LIMIT: a count costs what it returns, not what the range holds (RediSearch
 -- counts a range entry by entry: a whole store's would take ~35 ms per million).
 function Pass.ts_count(ctx, lo, hi, most)
-  local ok, res = Search.capped('cap', 'FT.SEARCH', ctx.cp_index, Pass.ts_range(lo, hi), 'NOCONTENT',
-    'LIMIT', '0', tostring(most + 1), 'TIMEOUT', '0', 'DIALECT', '4')
-  if not ok then
-    error(res, 0)
-  end
+  local res = Search.search(ctx.cp_index, Pass.ts_range(lo, hi), nil, most + 1, Pass.BOUNDED)
   ctx.budget.work = ctx.budget.work + 1 + math.floor((#res - 1) / SEGMENTS.ENTRIES_PER_UNIT)
   return #res - 1
 end
@@ -416,11 +415,7 @@ end
 -- The keys of `count` entries of dense segment [lo, hi) from `offset`, in
 -- index order (a bounded search: it reads offset + count entries).
 function dense.page(ctx, offset, lo, hi, count)
-  local ok, res = Search.capped('cap', 'FT.SEARCH', ctx.cp_index, Pass.ts_range(lo, hi), 'NOCONTENT',
-    'LIMIT', Pass.ms(offset), tostring(count), 'TIMEOUT', '0', 'DIALECT', '4')
-  if not ok then
-    error(res, 0)
-  end
+  local res = Search.search(ctx.cp_index, Pass.ts_range(lo, hi), nil, count, { bounded = true, offset = offset })
   local keys = {}
   for i = 2, #res do
     keys[i - 1] = res[i]
