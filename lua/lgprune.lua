@@ -888,21 +888,24 @@ function Search.unless_wrongtype(ok, res)
 end
 
 -- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
--- or nil); all nil for a missing key or one that is not JSON.
+-- or nil) and checkpoint_ts (a number or nil); all nil for a missing key or
+-- one that is not JSON.
 function Search.identity(key)
-  local raw = Search.unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id'))
+  local raw = Search.unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns',
+    '$.checkpoint_id', '$.checkpoint_ts'))
   local decoded, f = false, nil
   if type(raw) == 'string' then
     decoded, f = pcall(cjson.decode, raw)
   end
   if not decoded or type(f) ~= 'table' then
-    return nil, nil, nil
+    return nil, nil, nil, nil
   end
-  local function field(path)
+  local function field(path, kind)
     local v = type(f[path]) == 'table' and f[path][1]
-    return type(v) == 'string' and v or nil
+    return type(v) == kind and v or nil
   end
-  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id')
+  return field('$.thread_id', 'string'), field('$.checkpoint_ns', 'string'), field('$.checkpoint_id', 'string'),
+    field('$.checkpoint_ts', 'number')
 end
 
 -- Whether `key` holds a placeholder: the document the saver's put_writes makes
@@ -945,8 +948,7 @@ end
 -- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
 -- Assumes: rcall, Keys.ROOT_NS, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.registry_key,
 --   Keys.root_doc, Keys.starts_with, Keys.thread_prefix, Keys.uuid6_ms, Search.count_tagged, Search.identity,
---   Search.json_get, Search.latest_id, Search.named, Search.search, Search.search_all,
---   Search.unless_wrongtype
+--   Search.latest_id, Search.named, Search.search, Search.search_all
 local Listing = {}
 
 Listing.WINDOW_START_MS = 1000 -- first span of the root window, widened x4
@@ -988,13 +990,25 @@ function Listing.proven_root(ctx, thread, key, prefix)
   return d
 end
 
--- The thread's newest root checkpoint, as the latest pointer names it (a doc),
--- or nil when the pointer is missing or names no proven root checkpoint (or
--- the layout has no pointers).
+-- The thread's newest root checkpoint, as its latest pointer names it: a doc
+-- with its checkpoint_ts (`ts`, nil when that is no number), whose key has
+-- root_doc's form and whose document's own thread_id, checkpoint_ns and
+-- checkpoint_id are the thread's root's and the key's; else nil (no pointer,
+-- none in the layout, or it names no such checkpoint). The one read of what
+-- a pointer names: it anchors the root window and places a thread in a pass.
 function Listing.newest_root(ctx, thread)
   local id = Search.latest_id(ctx, thread, ctx.root)
-  return id and Listing.proven_root(ctx, thread, Keys.checkpoint_key(ctx, thread, ctx.root, id),
-    Keys.checkpoint_prefix(ctx, thread, ctx.root)) or nil
+  local prefix = Keys.checkpoint_prefix(ctx, thread, ctx.root)
+  local d = id and Keys.root_doc(prefix .. id, prefix, ctx.root)
+  if not d then
+    return nil
+  end
+  local t, ns, own_id, ts = Search.identity(d.key)
+  if t ~= thread.id or ns ~= Keys.ROOT_NS or own_id ~= d.id then
+    return nil
+  end
+  d.ts = ts
+  return d
 end
 
 -- The first look at a thread: how many entries carry its tag and, for a
@@ -1079,17 +1093,10 @@ end
 -- Where a window of the root's newest by checkpoint_ts begins (ms): from the
 -- checkpoint_ts of the one the latest pointer names (view.newest), back far
 -- enough to hold more than `keep` and at most view.limit (see window_span);
--- nil when no pointer anchors one (none, or its checkpoint has no number
--- there). A read the ACL refuses fails the thread: never a plan without it.
+-- nil when no pointer anchors one.
 function Listing.window_start(ctx, thread, view, keep)
-  if not view.newest then
-    return nil
-  end
-  local ts = Search.unless_wrongtype(pcall(Search.json_get, view.newest.key, '$.checkpoint_ts'))
-  if type(ts) ~= 'number' then
-    return nil
-  end
-  return ts - Listing.window_span(ctx, thread, ts, keep, view.limit)
+  local ts = view.newest and view.newest.ts
+  return ts and ts - Listing.window_span(ctx, thread, ts, keep, view.limit)
 end
 
 -- The root checkpoints under `view`, and whether the newest `keep` listed are
@@ -2287,9 +2294,8 @@ end
 -- Watermarks are server time: MARGIN covers the clients' skew and put latency.
 -- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
 -- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
---   Delete.check_allowed, Keys.LAYOUTS, Keys.checkpoint_key, Keys.dense_key, Search.capped, Search.json_mget,
---   Search.latest_id, Search.search, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent,
---   Sweep.visit
+--   Delete.check_allowed, Keys.LAYOUTS, Keys.dense_key, Keys.thread_record, Listing.newest_root,
+--   Search.capped, Search.json_mget, Search.search, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit
 local Pass = {}
 
 Pass.MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
@@ -2583,31 +2589,18 @@ function Pass.ts_threads(ctx, lo, hi, n)
   return ids, #res - 1 - #ids
 end
 
--- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
--- names, when that is the thread's own (by its key and its thread_id); else
--- nil (also in a layout without pointers).
-function Pass.newest_stamp(ctx, id)
-  local thread = { id = id }
-  local newest = Search.latest_id(ctx, thread, ctx.root)
-  local raw = newest and Search.unless_wrongtype(pcall(rcall, 'JSON.GET', Keys.checkpoint_key(ctx, thread, ctx.root, newest),
-    '$.thread_id', '$.checkpoint_ts'))
-  local decoded = type(raw) == 'string' and cjson.decode(raw)
-  local owner, ts = decoded and decoded['$.thread_id'], decoded and decoded['$.checkpoint_ts']
-  if type(owner) == 'table' and owner[1] == id and type(ts) == 'table' and type(ts[1]) == 'number' then
-    return ts[1]
-  end
-  return nil
-end
-
--- Whether thread `id`, met in segment [lo, hi), is visited in another
--- segment of this pass: the one holding its newest root checkpoint (see
--- newest_stamp), when that lies in the pass's windows outside [lo, hi) (a
+-- Whether thread `id` (as stored), met in segment [lo, hi), is visited in
+-- another segment of this pass: the one holding its newest root checkpoint
+-- (see newest_root), when that lies in the pass's windows outside [lo, hi) (a
 -- segment before it was read already, one after it will be). Read once per
 -- call per thread.
 function Pass.visited_elsewhere(sw, id, lo, hi)
   local ts = sw.newest[id]
   if ts == nil then
-    ts = Pass.newest_stamp(sw.ctx, id) or false
+    local layout = sw.ctx.layout
+    local thread = Keys.thread_record(id == layout.empty_id and '' or id, layout)
+    local newest = thread and Listing.newest_root(sw.ctx, thread)
+    ts = newest and newest.ts or false
     sw.newest[id] = ts
     sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.check
   end

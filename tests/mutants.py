@@ -302,14 +302,6 @@ MUTANTS = [
         ),
     ),
     Mutant(
-        "window-read-rights",
-        "a read of the pointer's checkpoint the ACL refuses fails the call: never a plan without the window",
-        "40-listing.lua",
-        "  local ts = Search.unless_wrongtype(pcall(Search.json_get, view.newest.key, '$.checkpoint_ts'))\n",
-        "  local _, ts = pcall(Search.json_get, view.newest.key, '$.checkpoint_ts')\n",
-        ("tests/test_seams.py::test_a_user_who_may_not_read_the_pointers_checkpoint_deletes_nothing",),
-    ),
-    Mutant(
         "root-page-own-query",
         "a thread listed in part lists its oldest roots by a query on the root alone",
         "40-listing.lua",
@@ -589,7 +581,10 @@ MUTANTS = [
         "30-search.lua",
         "  if Core.error_text(res):find('WRONGTYPE', 1, true) then\n",
         "  if true then\n",
-        ("tests/test_seams.py::test_a_user_who_may_not_read_the_pointer_deletes_nothing",),
+        (
+            "tests/test_seams.py::test_a_user_who_may_not_read_the_pointer_deletes_nothing",
+            "tests/test_seams.py::test_a_user_who_may_not_read_the_pointers_checkpoint_deletes_nothing",
+        ),
     ),
     Mutant(
         "fields-of-nothing",

@@ -234,21 +234,24 @@ function Search.unless_wrongtype(ok, res)
 end
 
 -- A document's own thread_id, checkpoint_ns and checkpoint_id (each a string
--- or nil); all nil for a missing key or one that is not JSON.
+-- or nil) and checkpoint_ts (a number or nil); all nil for a missing key or
+-- one that is not JSON.
 function Search.identity(key)
-  local raw = Search.unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns', '$.checkpoint_id'))
+  local raw = Search.unless_wrongtype(pcall(rcall, 'JSON.GET', key, '$.thread_id', '$.checkpoint_ns',
+    '$.checkpoint_id', '$.checkpoint_ts'))
   local decoded, f = false, nil
   if type(raw) == 'string' then
     decoded, f = pcall(cjson.decode, raw)
   end
   if not decoded or type(f) ~= 'table' then
-    return nil, nil, nil
+    return nil, nil, nil, nil
   end
-  local function field(path)
+  local function field(path, kind)
     local v = type(f[path]) == 'table' and f[path][1]
-    return type(v) == 'string' and v or nil
+    return type(v) == kind and v or nil
   end
-  return field('$.thread_id'), field('$.checkpoint_ns'), field('$.checkpoint_id')
+  return field('$.thread_id', 'string'), field('$.checkpoint_ns', 'string'), field('$.checkpoint_id', 'string'),
+    field('$.checkpoint_ts', 'number')
 end
 
 -- Whether `key` holds a placeholder: the document the saver's put_writes makes

@@ -8,8 +8,7 @@
 -- Provides: first_look, list_checkpoints, marks_delta, newest_root, registered_writes
 -- Assumes: rcall, Keys.ROOT_NS, Keys.checkpoint_key, Keys.checkpoint_prefix, Keys.registry_key,
 --   Keys.root_doc, Keys.starts_with, Keys.thread_prefix, Keys.uuid6_ms, Search.count_tagged, Search.identity,
---   Search.json_get, Search.latest_id, Search.named, Search.search, Search.search_all,
---   Search.unless_wrongtype
+--   Search.latest_id, Search.named, Search.search, Search.search_all
 local Listing = {}
 
 Listing.WINDOW_START_MS = 1000 -- first span of the root window, widened x4
@@ -51,13 +50,25 @@ function Listing.proven_root(ctx, thread, key, prefix)
   return d
 end
 
--- The thread's newest root checkpoint, as the latest pointer names it (a doc),
--- or nil when the pointer is missing or names no proven root checkpoint (or
--- the layout has no pointers).
+-- The thread's newest root checkpoint, as its latest pointer names it: a doc
+-- with its checkpoint_ts (`ts`, nil when that is no number), whose key has
+-- root_doc's form and whose document's own thread_id, checkpoint_ns and
+-- checkpoint_id are the thread's root's and the key's; else nil (no pointer,
+-- none in the layout, or it names no such checkpoint). The one read of what
+-- a pointer names: it anchors the root window and places a thread in a pass.
 function Listing.newest_root(ctx, thread)
   local id = Search.latest_id(ctx, thread, ctx.root)
-  return id and Listing.proven_root(ctx, thread, Keys.checkpoint_key(ctx, thread, ctx.root, id),
-    Keys.checkpoint_prefix(ctx, thread, ctx.root)) or nil
+  local prefix = Keys.checkpoint_prefix(ctx, thread, ctx.root)
+  local d = id and Keys.root_doc(prefix .. id, prefix, ctx.root)
+  if not d then
+    return nil
+  end
+  local t, ns, own_id, ts = Search.identity(d.key)
+  if t ~= thread.id or ns ~= Keys.ROOT_NS or own_id ~= d.id then
+    return nil
+  end
+  d.ts = ts
+  return d
 end
 
 -- The first look at a thread: how many entries carry its tag and, for a
@@ -142,17 +153,10 @@ end
 -- Where a window of the root's newest by checkpoint_ts begins (ms): from the
 -- checkpoint_ts of the one the latest pointer names (view.newest), back far
 -- enough to hold more than `keep` and at most view.limit (see window_span);
--- nil when no pointer anchors one (none, or its checkpoint has no number
--- there). A read the ACL refuses fails the thread: never a plan without it.
+-- nil when no pointer anchors one.
 function Listing.window_start(ctx, thread, view, keep)
-  if not view.newest then
-    return nil
-  end
-  local ts = Search.unless_wrongtype(pcall(Search.json_get, view.newest.key, '$.checkpoint_ts'))
-  if type(ts) ~= 'number' then
-    return nil
-  end
-  return ts - Listing.window_span(ctx, thread, ts, keep, view.limit)
+  local ts = view.newest and view.newest.ts
+  return ts and ts - Listing.window_span(ctx, thread, ts, keep, view.limit)
 end
 
 -- The root checkpoints under `view`, and whether the newest `keep` listed are

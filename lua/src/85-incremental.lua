@@ -8,9 +8,8 @@
 -- Watermarks are server time: MARGIN covers the clients' skew and put latency.
 -- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
 -- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
---   Delete.check_allowed, Keys.LAYOUTS, Keys.checkpoint_key, Keys.dense_key, Search.capped, Search.json_mget,
---   Search.latest_id, Search.search, Search.unless_wrongtype, Sweep.COST, Sweep.counted, Sweep.spent,
---   Sweep.visit
+--   Delete.check_allowed, Keys.LAYOUTS, Keys.dense_key, Keys.thread_record, Listing.newest_root,
+--   Search.capped, Search.json_mget, Search.search, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit
 local Pass = {}
 
 Pass.MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
@@ -304,31 +303,18 @@ function Pass.ts_threads(ctx, lo, hi, n)
   return ids, #res - 1 - #ids
 end
 
--- The checkpoint_ts of the checkpoint that thread `id`'s root latest pointer
--- names, when that is the thread's own (by its key and its thread_id); else
--- nil (also in a layout without pointers).
-function Pass.newest_stamp(ctx, id)
-  local thread = { id = id }
-  local newest = Search.latest_id(ctx, thread, ctx.root)
-  local raw = newest and Search.unless_wrongtype(pcall(rcall, 'JSON.GET', Keys.checkpoint_key(ctx, thread, ctx.root, newest),
-    '$.thread_id', '$.checkpoint_ts'))
-  local decoded = type(raw) == 'string' and cjson.decode(raw)
-  local owner, ts = decoded and decoded['$.thread_id'], decoded and decoded['$.checkpoint_ts']
-  if type(owner) == 'table' and owner[1] == id and type(ts) == 'table' and type(ts[1]) == 'number' then
-    return ts[1]
-  end
-  return nil
-end
-
--- Whether thread `id`, met in segment [lo, hi), is visited in another
--- segment of this pass: the one holding its newest root checkpoint (see
--- newest_stamp), when that lies in the pass's windows outside [lo, hi) (a
+-- Whether thread `id` (as stored), met in segment [lo, hi), is visited in
+-- another segment of this pass: the one holding its newest root checkpoint
+-- (see newest_root), when that lies in the pass's windows outside [lo, hi) (a
 -- segment before it was read already, one after it will be). Read once per
 -- call per thread.
 function Pass.visited_elsewhere(sw, id, lo, hi)
   local ts = sw.newest[id]
   if ts == nil then
-    ts = Pass.newest_stamp(sw.ctx, id) or false
+    local layout = sw.ctx.layout
+    local thread = Keys.thread_record(id == layout.empty_id and '' or id, layout)
+    local newest = thread and Listing.newest_root(sw.ctx, thread)
+    ts = newest and newest.ts or false
     sw.newest[id] = ts
     sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.check
   end
