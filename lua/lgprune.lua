@@ -1522,7 +1522,7 @@ end
 -- and blobs, within the budget, once the ACL lets them all go. Every key found is confirmed
 -- (`owns`); every search and read of a thread runs before its first delete: keys are collected in
 -- sinks and flushed at the end.
--- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink
+-- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink, stranded_write
 -- Assumes: rcall, Core.BATCH, Core.batches, Core.fail, Core.keys_left, Core.reads_left, Core.show,
 --   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.registry_key, Keys.starts_with,
 --   Keys.write_prefix, Listing.registered_writes, Search.checkpoint_gone, Search.identity, Search.search
@@ -1769,15 +1769,33 @@ function Delete.take(del, d, ws, truncated)
   return true
 end
 
+-- Whether write `key` is stranded: its own fields name a thread, namespace
+-- and checkpoint, it is stored where the saver would store such a write, and
+-- that checkpoint is gone (missing, or a placeholder: see is_placeholder).
+-- Returns the checkpoint's key and, for the thread `t` its fields name, its
+-- doc `d` { ns, id }; else nil.
+function Delete.stranded_write(ctx, key)
+  local t, ns, id = Search.identity(key)
+  local d = { ns = ns, id = id }
+  if not (t and ns and id) or not Keys.starts_with(key, Keys.write_prefix(ctx, { id = t }, d)) then
+    return nil
+  end
+  local checkpoint = Keys.checkpoint_key(ctx, { id = t }, ns, id)
+  if not Search.checkpoint_gone(checkpoint) then
+    return nil
+  end
+  return checkpoint, t, d
+end
+
 -- A prune that deletes the whole thread also takes what a crash left of it:
--- writes tagged with the thread whose own fields name it, whose checkpoint
--- is not among the listed `docs` and is gone (missing, or a placeholder: see
--- is_placeholder), with their registries and placeholders, whatever their
--- age. Writes under a listed checkpoint's write prefix are left to
--- delete_doomed (a placeholder whose id extends a listed one's keeps its
--- writes: when unsure, keep). Reads up to reads_left entries; returns the
--- keys, writes first, and `cut` when the answer was cut short (case variants
--- of the thread with more writes than that): then the call reports more.
+-- writes tagged with the thread that are stranded (see stranded_write) under
+-- a checkpoint of the thread not among the listed `docs`, with their
+-- registries and placeholders, whatever their age. Writes under a listed
+-- checkpoint's write prefix are left to delete_doomed (a placeholder whose id
+-- extends a listed one's keeps its writes: when unsure, keep). Reads up to
+-- reads_left entries; returns the keys, writes first, and `cut` when the
+-- answer was cut short (case variants of the thread with more writes than
+-- that): then the call reports more.
 function Delete.leftovers(ctx, thread, docs)
   local owners = Delete.write_owners(ctx, thread, docs)
   local res = Search.search(ctx.wp_index, '@thread_id:{$t}', thread, math.min(Core.reads_left(ctx.budget), ctx.cap))
@@ -1787,17 +1805,16 @@ function Delete.leftovers(ctx, thread, docs)
     for _, len in ipairs(owners.lengths) do
       listed = listed or (key:byte(len) == 58 and owners.prefix[key:sub(1, len)] ~= nil)
     end
-    local t, ns, id = Search.identity(key)
-    local d = { ns = ns, id = id }
-    if not listed and t == thread.id and ns and id and Keys.starts_with(key, Keys.write_prefix(ctx, thread, d)) then
-      local checkpoint = Keys.checkpoint_key(ctx, thread, ns, id)
-      if Search.checkpoint_gone(checkpoint) then
-        writes[#writes + 1] = key
-        if not seen[checkpoint] then
-          seen[checkpoint] = true
-          others[#others + 1] = Keys.registry_key(thread, d)
-          others[#others + 1] = checkpoint -- UNLINK of a missing key counts nothing
-        end
+    local checkpoint, t, d
+    if not listed then
+      checkpoint, t, d = Delete.stranded_write(ctx, key)
+    end
+    if checkpoint and t == thread.id then
+      writes[#writes + 1] = key
+      if not seen[checkpoint] then
+        seen[checkpoint] = true
+        others[#others + 1] = Keys.registry_key(thread, d)
+        others[#others + 1] = checkpoint -- UNLINK of a missing key counts nothing
       end
     end
   end
@@ -2054,10 +2071,10 @@ end
 -- what is not a delete; a call stops once keys + work reach BUDGET.
 -- Provides: COST, counted, orphan_steps, spent, sweep_state, visit
 -- Assumes: MIN_BUDGET, rcall, Core.guard, Core.keys_left, Core.now_ms, Core.thread_failure,
---   Delete.check_allowed, Delete.sink, Keys.DEFAULT_GRACE_MS, Keys.ZSET_PREFIX, Keys.checkpoint_key,
+--   Delete.check_allowed, Delete.sink, Delete.stranded_write, Keys.DEFAULT_GRACE_MS, Keys.ZSET_PREFIX,
 --   Keys.latest_start, Keys.older, Keys.registry_owner, Keys.starts_with, Keys.thread_record,
---   Keys.write_prefix, Search.checkpoint_gone, Search.get_string, Search.identity, Search.is_placeholder,
---   Search.unless_wrongtype, Thread.add_counts, Thread.prune_thread
+--   Search.checkpoint_gone, Search.get_string, Search.is_placeholder, Search.unless_wrongtype,
+--   Thread.add_counts, Thread.prune_thread
 local Sweep = {}
 
 Sweep.SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
@@ -2081,17 +2098,10 @@ function Sweep.orphan_pointer(ctx, key, before)
   return rcall('EXISTS', target) == 0 and Keys.older(target:match(':([^:]*)$'), before)
 end
 
--- A write: the checkpoint named by its own fields is gone (missing or a placeholder).
+-- A write: stranded (see stranded_write: the checkpoint its own fields name is gone).
 function Sweep.orphan_write(ctx, key, before)
-  local t, ns, id = Search.identity(key)
-  if not (t and ns and id) then
-    return false
-  end
-  local thread, d = { id = t }, { ns = ns, id = id }
-  if not Keys.starts_with(key, Keys.write_prefix(ctx, thread, d)) then
-    return false -- not stored where the saver would store it: not ours to judge
-  end
-  return Keys.older(id, before) and Search.checkpoint_gone(Keys.checkpoint_key(ctx, thread, ns, id))
+  local checkpoint, _, d = Delete.stranded_write(ctx, key)
+  return checkpoint ~= nil and Keys.older(d.id, before)
 end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and

@@ -610,11 +610,19 @@ MUTANTS = [
         "orphan-grace",
         "an orphan write younger than the grace stays",
         "80-sweep.lua",
+        "  return checkpoint ~= nil and Keys.older(d.id, before)\n",
+        "  return checkpoint ~= nil\n",
+        (SWEEP + "test_orphans_are_found_and_removed",),
+    ),
+    Mutant(
+        "stranded-where-stored",
+        "a write is stranded only where the saver would store it by its own fields",
+        "60-delete.lua",
         (
-            "  return Keys.older(id, before) and Search.checkpoint_gone(Keys.checkpoint_key(c"
-            "tx, thread, ns, id))\n"
+            "  if not (t and ns and id) or not Keys.starts_with(key, Keys.write_prefix(ctx, { i"
+            "d = t }, d)) then\n"
         ),
-        "  return Search.checkpoint_gone(Keys.checkpoint_key(ctx, thread, ns, id))\n",
+        "  if not (t and ns and id) then\n",
         (SWEEP + "test_orphans_are_found_and_removed",),
     ),
     Mutant(

@@ -147,6 +147,9 @@ def test_orphans_are_found_and_removed(r: redis.Redis, saver: RedisSaver) -> Non
     custom = RedisSaver(redis_client=r, checkpoint_prefix="other", checkpoint_write_prefix="other_w")
     custom.setup()
     put_checkpoints(custom, "t:1", 3, age=3600)  # its registries share write_keys_zset: not orphans
+    # a write naming a gone checkpoint, stored where the saver would not store it: not ours to judge
+    alien = "checkpoint_write:elsewhere"
+    r.json().set(alien, "$", {"thread_id": "t:1", "checkpoint_ns": "__empty__", "checkpoint_id": ids[0]})
 
     result = Pruner(r).sweep(10, orphans=True)
 
@@ -158,6 +161,7 @@ def test_orphans_are_found_and_removed(r: redis.Redis, saver: RedisSaver) -> Non
     assert len(list(r.scan_iter(match="write_keys_zset:t:1:*"))) == 3 + 3  # ours, and the other prefix's
     assert len(list(r.scan_iter(match="other_w:*"))) == 6
     assert len(checkpoint_ids(saver, "t:1")) == 3
+    assert r.exists(alien)
 
 
 def test_threads_the_index_cannot_match_are_named_and_left(r: redis.Redis, saver: RedisSaver) -> None:

@@ -4,7 +4,7 @@
 -- and blobs, within the budget, once the ACL lets them all go. Every key found is confirmed
 -- (`owns`); every search and read of a thread runs before its first delete: keys are collected in
 -- sinks and flushed at the end.
--- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink
+-- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink, stranded_write
 -- Assumes: rcall, Core.BATCH, Core.batches, Core.fail, Core.keys_left, Core.reads_left, Core.show,
 --   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.registry_key, Keys.starts_with,
 --   Keys.write_prefix, Listing.registered_writes, Search.checkpoint_gone, Search.identity, Search.search
@@ -251,15 +251,33 @@ function Delete.take(del, d, ws, truncated)
   return true
 end
 
+-- Whether write `key` is stranded: its own fields name a thread, namespace
+-- and checkpoint, it is stored where the saver would store such a write, and
+-- that checkpoint is gone (missing, or a placeholder: see is_placeholder).
+-- Returns the checkpoint's key and, for the thread `t` its fields name, its
+-- doc `d` { ns, id }; else nil.
+function Delete.stranded_write(ctx, key)
+  local t, ns, id = Search.identity(key)
+  local d = { ns = ns, id = id }
+  if not (t and ns and id) or not Keys.starts_with(key, Keys.write_prefix(ctx, { id = t }, d)) then
+    return nil
+  end
+  local checkpoint = Keys.checkpoint_key(ctx, { id = t }, ns, id)
+  if not Search.checkpoint_gone(checkpoint) then
+    return nil
+  end
+  return checkpoint, t, d
+end
+
 -- A prune that deletes the whole thread also takes what a crash left of it:
--- writes tagged with the thread whose own fields name it, whose checkpoint
--- is not among the listed `docs` and is gone (missing, or a placeholder: see
--- is_placeholder), with their registries and placeholders, whatever their
--- age. Writes under a listed checkpoint's write prefix are left to
--- delete_doomed (a placeholder whose id extends a listed one's keeps its
--- writes: when unsure, keep). Reads up to reads_left entries; returns the
--- keys, writes first, and `cut` when the answer was cut short (case variants
--- of the thread with more writes than that): then the call reports more.
+-- writes tagged with the thread that are stranded (see stranded_write) under
+-- a checkpoint of the thread not among the listed `docs`, with their
+-- registries and placeholders, whatever their age. Writes under a listed
+-- checkpoint's write prefix are left to delete_doomed (a placeholder whose id
+-- extends a listed one's keeps its writes: when unsure, keep). Reads up to
+-- reads_left entries; returns the keys, writes first, and `cut` when the
+-- answer was cut short (case variants of the thread with more writes than
+-- that): then the call reports more.
 function Delete.leftovers(ctx, thread, docs)
   local owners = Delete.write_owners(ctx, thread, docs)
   local res = Search.search(ctx.wp_index, '@thread_id:{$t}', thread, math.min(Core.reads_left(ctx.budget), ctx.cap))
@@ -269,17 +287,16 @@ function Delete.leftovers(ctx, thread, docs)
     for _, len in ipairs(owners.lengths) do
       listed = listed or (key:byte(len) == 58 and owners.prefix[key:sub(1, len)] ~= nil)
     end
-    local t, ns, id = Search.identity(key)
-    local d = { ns = ns, id = id }
-    if not listed and t == thread.id and ns and id and Keys.starts_with(key, Keys.write_prefix(ctx, thread, d)) then
-      local checkpoint = Keys.checkpoint_key(ctx, thread, ns, id)
-      if Search.checkpoint_gone(checkpoint) then
-        writes[#writes + 1] = key
-        if not seen[checkpoint] then
-          seen[checkpoint] = true
-          others[#others + 1] = Keys.registry_key(thread, d)
-          others[#others + 1] = checkpoint -- UNLINK of a missing key counts nothing
-        end
+    local checkpoint, t, d
+    if not listed then
+      checkpoint, t, d = Delete.stranded_write(ctx, key)
+    end
+    if checkpoint and t == thread.id then
+      writes[#writes + 1] = key
+      if not seen[checkpoint] then
+        seen[checkpoint] = true
+        others[#others + 1] = Keys.registry_key(thread, d)
+        others[#others + 1] = checkpoint -- UNLINK of a missing key counts nothing
       end
     end
   end

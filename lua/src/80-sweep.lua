@@ -5,10 +5,10 @@
 -- what is not a delete; a call stops once keys + work reach BUDGET.
 -- Provides: COST, counted, orphan_steps, spent, sweep_state, visit
 -- Assumes: MIN_BUDGET, rcall, Core.guard, Core.keys_left, Core.now_ms, Core.thread_failure,
---   Delete.check_allowed, Delete.sink, Keys.DEFAULT_GRACE_MS, Keys.ZSET_PREFIX, Keys.checkpoint_key,
+--   Delete.check_allowed, Delete.sink, Delete.stranded_write, Keys.DEFAULT_GRACE_MS, Keys.ZSET_PREFIX,
 --   Keys.latest_start, Keys.older, Keys.registry_owner, Keys.starts_with, Keys.thread_record,
---   Keys.write_prefix, Search.checkpoint_gone, Search.get_string, Search.identity, Search.is_placeholder,
---   Search.unless_wrongtype, Thread.add_counts, Thread.prune_thread
+--   Search.checkpoint_gone, Search.get_string, Search.is_placeholder, Search.unless_wrongtype,
+--   Thread.add_counts, Thread.prune_thread
 local Sweep = {}
 
 Sweep.SCAN_COUNT = 50 -- keys per SCAN step of the orphans phase
@@ -32,17 +32,10 @@ function Sweep.orphan_pointer(ctx, key, before)
   return rcall('EXISTS', target) == 0 and Keys.older(target:match(':([^:]*)$'), before)
 end
 
--- A write: the checkpoint named by its own fields is gone (missing or a placeholder).
+-- A write: stranded (see stranded_write: the checkpoint its own fields name is gone).
 function Sweep.orphan_write(ctx, key, before)
-  local t, ns, id = Search.identity(key)
-  if not (t and ns and id) then
-    return false
-  end
-  local thread, d = { id = t }, { ns = ns, id = id }
-  if not Keys.starts_with(key, Keys.write_prefix(ctx, thread, d)) then
-    return false -- not stored where the saver would store it: not ours to judge
-  end
-  return Keys.older(id, before) and Search.checkpoint_gone(Keys.checkpoint_key(ctx, thread, ns, id))
+  local checkpoint, _, d = Delete.stranded_write(ctx, key)
+  return checkpoint ~= nil and Keys.older(d.id, before)
 end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
