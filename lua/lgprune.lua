@@ -349,7 +349,7 @@ local DENSE = 'lgprune:dense'
 --              but js writes say "")
 --   commas     TAG values split at commas (and are trimmed); js: one value
 --   pointers   <cp>_latest:<thread>:<ns> names each namespace's newest checkpoint
---   blobs      channel values in shared blob keys (see 65-blobs), and their index
+--   blobs      channel values in shared blob keys (see Blobs), and their index
 --   empty_id   how thread "" is stored (js stores no empty thread id)
 --   cp, wp     the key prefixes: python's defaults, fixed in js
 Keys.LAYOUTS = {
@@ -1412,11 +1412,13 @@ end
 -- `doomed`, the docs that go, oldest first within each namespace, the newest
 -- of a namespace that goes whole in `pointers` (by key); `spared`, the number of
 -- delta ancestors kept; `idle`, whether the thread was idle; `delta`, whether
--- a kept checkpoint rebuilds delta channels from its ancestors.
+-- a kept checkpoint rebuilds delta channels from its ancestors; `roots`, how
+-- many root checkpoints were listed.
 function Plan.plan(ctx, thread, docs, rule, whole)
   local groups, names, newest = Plan.by_namespace(docs)
   local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep, whole = whole,
-    old_before = rule.old_before, doomed = {}, pointers = {}, spared = 0, idle = false, delta = false, latest = {} }
+    old_before = rule.old_before, doomed = {}, pointers = {}, spared = 0, idle = false, delta = false, latest = {},
+    roots = groups[ctx.root] and #groups[ctx.root].ids or 0 }
   local ms = rule.idle_before and newest and Keys.uuid6_ms(newest)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true
@@ -1972,17 +1974,6 @@ function Thread.keys_per_checkpoint(thread, newest)
   return newest and Listing.registered_writes(thread, newest) + 2 or 3
 end
 
--- How many of `docs` are root checkpoints.
-function Thread.root_docs_listed(ctx, docs)
-  local n = 0
-  for _, d in ipairs(docs) do
-    if d.ns == ctx.root then
-      n = n + 1
-    end
-  end
-  return n
-end
-
 -- List and plan the thread under `view` (see list_checkpoints); a partial
 -- view first looks at a page sized by what the budget deletes (by the keys of
 -- the newest checkpoint), and at the whole view when that page frees nothing
@@ -2007,7 +1998,7 @@ function Thread.list_and_plan(ctx, thread, view, rule)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end
   local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
-  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and Thread.root_docs_listed(ctx, docs) <= rule.keep)) then
+  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and p.roots <= rule.keep)) then
     docs = Listing.list_checkpoints(ctx, thread, view, nil)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end

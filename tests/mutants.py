@@ -313,6 +313,18 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "window-none-of-its-own",
+        "a large thread whose window and first page list nothing to delete, and at most keep roots, is listed"
+        " sorted",
+        "70-thread.lua",
+        "(#p.doomed == 0 and p.roots <= rule.keep)",
+        "(false)",
+        (
+            "tests/test_seams.py::"
+            "test_a_large_thread_whose_window_and_first_page_hold_only_a_case_variant_is_pruned",
+        ),
+    ),
+    Mutant(
         "idle-needs-exact",
         "IDLE_TTL judges a large thread by a listing that proves its newest",
         "70-thread.lua",

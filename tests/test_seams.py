@@ -175,6 +175,26 @@ def test_max_age_reaches_the_oldest_roots_of_a_large_thread_whose_tag_lists_subg
     assert checkpoint_ids(saver, "t", "sub") == sorted(run, reverse=True)
 
 
+def test_a_large_thread_whose_window_and_first_page_hold_only_a_case_variant_is_pruned(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    # Wang1 stored first, stamped after all of wang1: the root page (the first stored) and the
+    # window back from wang1's newest both hold Wang1's entries; only a sorted listing reaches
+    # wang1's own (its ids are the newer)
+    put_checkpoints(saver, "Wang1", 30, writes=1, age=3600)
+    own = put_checkpoints(saver, "wang1", 20, writes=1)
+    old_ms = time.time() * 1000 - 7_200_000
+    for i, checkpoint_id in enumerate(own):  # (re-indexed: wang1's entries now come last)
+        r.json().set(f"checkpoint:wang1:__empty__:{checkpoint_id}", "$.checkpoint_ts", old_ms + i)
+    Pruner(r).install()
+    for _ in range(40):
+        reply = pairs(r.fcall("lgprune_thread", 0, "wang1", "2", "BUDGET", "10"))
+        if not reply["more"]:
+            break
+    assert checkpoint_ids(saver, "wang1") == sorted(own, reverse=True)[:2]
+    assert len(checkpoint_ids(saver, "Wang1")) == 30
+
+
 def test_idle_ttl_never_judges_a_large_active_thread_by_an_old_checkpoint_put_last(
     r: redis.Redis, saver: RedisSaver
 ) -> None:

@@ -32,7 +32,7 @@ local DENSE = 'lgprune:dense'
 --              but js writes say "")
 --   commas     TAG values split at commas (and are trimmed); js: one value
 --   pointers   <cp>_latest:<thread>:<ns> names each namespace's newest checkpoint
---   blobs      channel values in shared blob keys (see 65-blobs), and their index
+--   blobs      channel values in shared blob keys (see Blobs), and their index
 --   empty_id   how thread "" is stored (js stores no empty thread id)
 --   cp, wp     the key prefixes: python's defaults, fixed in js
 Keys.LAYOUTS = {

@@ -219,11 +219,13 @@ end
 -- `doomed`, the docs that go, oldest first within each namespace, the newest
 -- of a namespace that goes whole in `pointers` (by key); `spared`, the number of
 -- delta ancestors kept; `idle`, whether the thread was idle; `delta`, whether
--- a kept checkpoint rebuilds delta channels from its ancestors.
+-- a kept checkpoint rebuilds delta channels from its ancestors; `roots`, how
+-- many root checkpoints were listed.
 function Plan.plan(ctx, thread, docs, rule, whole)
   local groups, names, newest = Plan.by_namespace(docs)
   local p = { ctx = ctx, thread = thread, budget = ctx.budget, keep = rule.keep, whole = whole,
-    old_before = rule.old_before, doomed = {}, pointers = {}, spared = 0, idle = false, delta = false, latest = {} }
+    old_before = rule.old_before, doomed = {}, pointers = {}, spared = 0, idle = false, delta = false, latest = {},
+    roots = groups[ctx.root] and #groups[ctx.root].ids or 0 }
   local ms = rule.idle_before and newest and Keys.uuid6_ms(newest)
   if ms and ms < rule.idle_before then
     p.keep, p.old_before, p.idle = 0, nil, true

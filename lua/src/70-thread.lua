@@ -52,17 +52,6 @@ function Thread.keys_per_checkpoint(thread, newest)
   return newest and Listing.registered_writes(thread, newest) + 2 or 3
 end
 
--- How many of `docs` are root checkpoints.
-function Thread.root_docs_listed(ctx, docs)
-  local n = 0
-  for _, d in ipairs(docs) do
-    if d.ns == ctx.root then
-      n = n + 1
-    end
-  end
-  return n
-end
-
 -- List and plan the thread under `view` (see list_checkpoints); a partial
 -- view first looks at a page sized by what the budget deletes (by the keys of
 -- the newest checkpoint), and at the whole view when that page frees nothing
@@ -87,7 +76,7 @@ function Thread.list_and_plan(ctx, thread, view, rule)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end
   local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
-  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and Thread.root_docs_listed(ctx, docs) <= rule.keep)) then
+  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and p.roots <= rule.keep)) then
     docs = Listing.list_checkpoints(ctx, thread, view, nil)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end
