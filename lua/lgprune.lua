@@ -676,7 +676,7 @@ Search.server = { json = false, cap = nil, group_cap = nil }
 --   index   the index to search (ctx.cp_index, ctx.wp_index or the blobs')
 --   where   the query text: $t is the thread's tag, $n the root namespace,
 --           $c1..$cN the shape's `ids`
---   thread  the thread record whose tag $t holds (nil: a query of no thread)
+--   thread  the thread record whose tag $t holds (nil, given a shape: a query of no thread)
 --   limit   entries wanted (0: only the count)
 --   shape   optional record: `ids` (TAG parameters: checkpoint ids, see
 --           id_param), `fields` (to RETURN; else NOCONTENT), `sorted`
@@ -1526,7 +1526,7 @@ end
 -- sinks and flushed at the end.
 -- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink, stranded_write
 -- Assumes: rcall, Core.BATCH, Core.batches, Core.fail, Core.keys_left, Core.reads_left, Core.show,
---   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.registry_key, Keys.starts_with,
+--   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.older, Keys.registry_key, Keys.starts_with,
 --   Keys.write_prefix, Listing.registered_writes, Search.checkpoint_gone, Search.identity, Search.search
 local Delete = {}
 
@@ -1771,22 +1771,20 @@ function Delete.take(del, d, ws, truncated)
   return true
 end
 
--- Whether write `key` is stranded: its own fields name a thread, namespace
--- and checkpoint, it is stored where the saver would store such a write, and
--- that checkpoint is gone (missing, or a placeholder: see is_placeholder).
--- Returns the checkpoint's key and, for the thread `t` its fields name, its
--- doc `d` { ns, id }; else nil.
-function Delete.stranded_write(ctx, key)
+-- Whether write `key` is stranded: its own fields name a thread (`owner`, when
+-- given), namespace and checkpoint (with an id older than `before`, when
+-- given), it is stored where the saver would store such a write, and that
+-- checkpoint is gone (missing, or a placeholder: see is_placeholder). Returns
+-- the checkpoint's key and its doc { ns, id }; else nil.
+function Delete.stranded_write(ctx, key, owner, before)
   local t, ns, id = Search.identity(key)
   local d = { ns = ns, id = id }
-  if not (t and ns and id) or not Keys.starts_with(key, Keys.write_prefix(ctx, { id = t }, d)) then
-    return nil
+  if not (t and ns and id) or (owner and t ~= owner) or (before and not Keys.older(id, before))
+    or not Keys.starts_with(key, Keys.write_prefix(ctx, { id = t }, d)) then
+    return nil -- (the checks that read nothing more come first)
   end
   local checkpoint = Keys.checkpoint_key(ctx, { id = t }, ns, id)
-  if not Search.checkpoint_gone(checkpoint) then
-    return nil
-  end
-  return checkpoint, t, d
+  return Search.checkpoint_gone(checkpoint) and checkpoint or nil, d
 end
 
 -- A prune that deletes the whole thread also takes what a crash left of it:
@@ -1807,11 +1805,11 @@ function Delete.leftovers(ctx, thread, docs)
     for _, len in ipairs(owners.lengths) do
       listed = listed or (key:byte(len) == 58 and owners.prefix[key:sub(1, len)] ~= nil)
     end
-    local checkpoint, t, d
+    local checkpoint, d
     if not listed then
-      checkpoint, t, d = Delete.stranded_write(ctx, key)
+      checkpoint, d = Delete.stranded_write(ctx, key, thread.id)
     end
-    if checkpoint and t == thread.id then
+    if checkpoint then
       writes[#writes + 1] = key
       if not seen[checkpoint] then
         seen[checkpoint] = true
@@ -1998,7 +1996,8 @@ function Thread.list_and_plan(ctx, thread, view, rule)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end
   local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
-  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and p.roots <= rule.keep)) then
+  local windowed = view.newest and view.newest.ts -- (without a window, the root was listed sorted)
+  if windowed and ((needs_exact and not exact) or (#p.doomed == 0 and p.roots <= rule.keep)) then
     docs = Listing.list_checkpoints(ctx, thread, view, nil)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end
@@ -2091,8 +2090,7 @@ end
 
 -- A write: stranded (see stranded_write: the checkpoint its own fields name is gone).
 function Sweep.orphan_write(ctx, key, before)
-  local checkpoint, _, d = Delete.stranded_write(ctx, key)
-  return checkpoint ~= nil and Keys.older(d.id, before)
+  return Delete.stranded_write(ctx, key, nil, before) ~= nil
 end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and
@@ -2599,8 +2597,9 @@ function Pass.visited_elsewhere(sw, id, lo, hi)
   local ts = sw.newest[id]
   if ts == nil then
     local layout = sw.ctx.layout
-    local thread = Keys.thread_record(id == layout.empty_id and '' or id, layout)
-    local newest = thread and Listing.newest_root(sw.ctx, thread)
+    -- (an id lgprune refuses to prune is placed all the same: it is named once per pass)
+    local thread = Keys.thread_record(id == layout.empty_id and '' or id, layout) or { id = id }
+    local newest = Listing.newest_root(sw.ctx, thread)
     ts = newest and newest.ts or false
     sw.newest[id] = ts
     sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.check

@@ -286,8 +286,8 @@ MUTANTS = [
         "sorted-fallback",
         "DeltaChannel history not provably listed: the root is listed again, sorted",
         "70-thread.lua",
-        "if view.newest and ((needs_exact and not exact) or",
-        "if view.newest and ((false) or",
+        "if windowed and ((needs_exact and not exact) or",
+        "if windowed and ((false) or",
         (RULES + "test_delta_history_of_a_fork_outside_the_root_window_is_kept",),
     ),
     Mutant(
@@ -299,6 +299,26 @@ MUTANTS = [
         (
             "tests/test_seams.py::test_the_checkpoint_the_pointer_spares_keeps_its_delta_history"
             "[listed-in-part]",
+        ),
+    ),
+    Mutant(
+        "newest-root-identity",
+        "the checkpoint a latest pointer names is the thread's newest root only if its own fields say so",
+        "40-listing.lua",
+        "  if t ~= thread.id or ns ~= Keys.ROOT_NS or own_id ~= d.id then\n",
+        "  if false then\n",
+        (INCREMENTAL + "test_a_thread_whose_pointer_key_another_threads_namespace_spells_is_still_visited",),
+    ),
+    Mutant(
+        "unprunable-placed-once",
+        "a thread id lgprune refuses is placed by its pointer all the same: named once a pass",
+        "85-incremental.lua",
+        "    local thread = Keys.thread_record(id == layout.empty_id and '' or id, layout) or { id = id }\n",
+        "    local thread = Keys.thread_record(id == layout.empty_id and '' or id, layout)\n"
+        "    if not thread then return false end\n",
+        (
+            INCREMENTAL
+            + "test_a_thread_a_sweep_cannot_prune_is_named_once_a_pass_however_many_segments_hold_it",
         ),
     ),
     Mutant(
@@ -621,20 +641,17 @@ MUTANTS = [
     Mutant(
         "orphan-grace",
         "an orphan write younger than the grace stays",
-        "80-sweep.lua",
-        "  return checkpoint ~= nil and Keys.older(d.id, before)\n",
-        "  return checkpoint ~= nil\n",
+        "60-delete.lua",
+        "(before and not Keys.older(id, before))",
+        "(false)",
         (SWEEP + "test_orphans_are_found_and_removed",),
     ),
     Mutant(
         "stranded-where-stored",
         "a write is stranded only where the saver would store it by its own fields",
         "60-delete.lua",
-        (
-            "  if not (t and ns and id) or not Keys.starts_with(key, Keys.write_prefix(ctx, { i"
-            "d = t }, d)) then\n"
-        ),
-        "  if not (t and ns and id) then\n",
+        "    or not Keys.starts_with(key, Keys.write_prefix(ctx, { id = t }, d)) then\n",
+        "    then\n",
         (SWEEP + "test_orphans_are_found_and_removed",),
     ),
     Mutant(

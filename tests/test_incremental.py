@@ -328,6 +328,43 @@ def test_a_thread_active_across_segments_is_visited_once_from_its_newest(
     assert all(len(checkpoint_ids(saver, t)) == 3 for t in threads)
 
 
+def spread(r: redis.Redis, threads: list[str], base: float) -> None:
+    """Interleave the threads' root checkpoints over segments: thread i's k-th at base + 40 k + i."""
+    for i, thread_id in enumerate(threads):
+        set_stamps(r, thread_id, [base + step * 40 + i for step in range(10)])
+
+
+def test_a_thread_a_sweep_cannot_prune_is_named_once_a_pass_however_many_segments_hold_it(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    threads = [f"busy{i}" for i in range(20)] + [" "]  # " ": nothing RediSearch indexes
+    for thread_id in threads:
+        put_checkpoints(saver, thread_id, 10, writes=1)
+    spread(r, threads, time.time() * 1000 - 3_600_000)
+    result = Pruner(r, budget=100).sweep(3, full=True, margin=0)
+    assert result.calls > 1 and [f.thread_id for f in result.failed] == [" "]
+    assert (result.threads_failed, result.threads_pruned, result.threads_visited) == (1, 20, 21)
+
+
+def test_a_thread_whose_pointer_key_another_threads_namespace_spells_is_still_visited(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    # thread a's namespace b:__empty__ has the latest pointer key of thread a:b's root, and a
+    # checkpoint stamped after all of a:b's: a:b's newest is proven by its document, or a:b
+    # would be left to a segment that holds none of it, and never visited
+    threads = [f"busy{i}" for i in range(20)] + ["a:b"]
+    own = {thread_id: put_checkpoints(saver, thread_id, 10, writes=1) for thread_id in threads}
+    base = time.time() * 1000 - 3_600_000
+    spread(r, threads, base)
+    (other,) = put_checkpoints(saver, "a", 1, writes=0, ns="b:__empty__")  # put last: its pointer
+    r.json().set(f"checkpoint:a:b:__empty__:{other}", "$.checkpoint_ts", base + 2000)
+    assert r.get("checkpoint_latest:a:b:__empty__") == f"checkpoint:a:b:__empty__:{other}".encode()
+    Pruner(r, budget=100).sweep(3, full=True, margin=0)
+    assert all(len(checkpoint_ids(saver, t)) == 3 for t in threads[:-1])
+    # (a's checkpoint has a key of a:b's root form: key by key, it is listed with them)
+    assert set(checkpoint_ids(saver, "a:b")) == {*sorted(own["a:b"])[-3:], other}
+
+
 def test_a_watermark_from_the_future_is_no_watermark_and_a_future_cursor_is_refused(
     r: redis.Redis, saver: RedisSaver
 ) -> None:

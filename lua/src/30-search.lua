@@ -22,7 +22,7 @@ Search.server = { json = false, cap = nil, group_cap = nil }
 --   index   the index to search (ctx.cp_index, ctx.wp_index or the blobs')
 --   where   the query text: $t is the thread's tag, $n the root namespace,
 --           $c1..$cN the shape's `ids`
---   thread  the thread record whose tag $t holds (nil: a query of no thread)
+--   thread  the thread record whose tag $t holds (nil, given a shape: a query of no thread)
 --   limit   entries wanted (0: only the count)
 --   shape   optional record: `ids` (TAG parameters: checkpoint ids, see
 --           id_param), `fields` (to RETURN; else NOCONTENT), `sorted`

@@ -6,7 +6,7 @@
 -- sinks and flushed at the end.
 -- Provides: check_allowed, check_write_prefix, delete_doomed, leftovers, sink, stranded_write
 -- Assumes: rcall, Core.BATCH, Core.batches, Core.fail, Core.keys_left, Core.reads_left, Core.show,
---   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.registry_key, Keys.starts_with,
+--   Keys.checkpoint_key, Keys.id_param, Keys.latest_key, Keys.older, Keys.registry_key, Keys.starts_with,
 --   Keys.write_prefix, Listing.registered_writes, Search.checkpoint_gone, Search.identity, Search.search
 local Delete = {}
 
@@ -251,22 +251,20 @@ function Delete.take(del, d, ws, truncated)
   return true
 end
 
--- Whether write `key` is stranded: its own fields name a thread, namespace
--- and checkpoint, it is stored where the saver would store such a write, and
--- that checkpoint is gone (missing, or a placeholder: see is_placeholder).
--- Returns the checkpoint's key and, for the thread `t` its fields name, its
--- doc `d` { ns, id }; else nil.
-function Delete.stranded_write(ctx, key)
+-- Whether write `key` is stranded: its own fields name a thread (`owner`, when
+-- given), namespace and checkpoint (with an id older than `before`, when
+-- given), it is stored where the saver would store such a write, and that
+-- checkpoint is gone (missing, or a placeholder: see is_placeholder). Returns
+-- the checkpoint's key and its doc { ns, id }; else nil.
+function Delete.stranded_write(ctx, key, owner, before)
   local t, ns, id = Search.identity(key)
   local d = { ns = ns, id = id }
-  if not (t and ns and id) or not Keys.starts_with(key, Keys.write_prefix(ctx, { id = t }, d)) then
-    return nil
+  if not (t and ns and id) or (owner and t ~= owner) or (before and not Keys.older(id, before))
+    or not Keys.starts_with(key, Keys.write_prefix(ctx, { id = t }, d)) then
+    return nil -- (the checks that read nothing more come first)
   end
   local checkpoint = Keys.checkpoint_key(ctx, { id = t }, ns, id)
-  if not Search.checkpoint_gone(checkpoint) then
-    return nil
-  end
-  return checkpoint, t, d
+  return Search.checkpoint_gone(checkpoint) and checkpoint or nil, d
 end
 
 -- A prune that deletes the whole thread also takes what a crash left of it:
@@ -287,11 +285,11 @@ function Delete.leftovers(ctx, thread, docs)
     for _, len in ipairs(owners.lengths) do
       listed = listed or (key:byte(len) == 58 and owners.prefix[key:sub(1, len)] ~= nil)
     end
-    local checkpoint, t, d
+    local checkpoint, d
     if not listed then
-      checkpoint, t, d = Delete.stranded_write(ctx, key)
+      checkpoint, d = Delete.stranded_write(ctx, key, thread.id)
     end
-    if checkpoint and t == thread.id then
+    if checkpoint then
       writes[#writes + 1] = key
       if not seen[checkpoint] then
         seen[checkpoint] = true

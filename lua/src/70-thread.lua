@@ -76,7 +76,8 @@ function Thread.list_and_plan(ctx, thread, view, rule)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end
   local needs_exact = p.delta or rule.idle_before -- DeltaChannel history, and idleness, are the true newest's
-  if view.newest and ((needs_exact and not exact) or (#p.doomed == 0 and p.roots <= rule.keep)) then
+  local windowed = view.newest and view.newest.ts -- (without a window, the root was listed sorted)
+  if windowed and ((needs_exact and not exact) or (#p.doomed == 0 and p.roots <= rule.keep)) then
     docs = Listing.list_checkpoints(ctx, thread, view, nil)
     p = Plan.plan(ctx, thread, docs, rule, false)
   end

@@ -34,8 +34,7 @@ end
 
 -- A write: stranded (see stranded_write: the checkpoint its own fields name is gone).
 function Sweep.orphan_write(ctx, key, before)
-  local checkpoint, _, d = Delete.stranded_write(ctx, key)
-  return checkpoint ~= nil and Keys.older(d.id, before)
+  return Delete.stranded_write(ctx, key, nil, before) ~= nil
 end
 
 -- A write registry: write_keys_zset:<stem> lists writes <wp>:<stem>:..., and

@@ -312,8 +312,9 @@ function Pass.visited_elsewhere(sw, id, lo, hi)
   local ts = sw.newest[id]
   if ts == nil then
     local layout = sw.ctx.layout
-    local thread = Keys.thread_record(id == layout.empty_id and '' or id, layout)
-    local newest = thread and Listing.newest_root(sw.ctx, thread)
+    -- (an id lgprune refuses to prune is placed all the same: it is named once per pass)
+    local thread = Keys.thread_record(id == layout.empty_id and '' or id, layout) or { id = id }
+    local newest = Listing.newest_root(sw.ctx, thread)
     ts = newest and newest.ts or false
     sw.newest[id] = ts
     sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.check
