@@ -633,7 +633,9 @@ end
 
 -- lgprune:dense:<fp>:<start>:<lo>, lgprune's own key (beside WATERMARKS): the
 -- thread ids of the sweep pass's (fingerprint fp, begun at `start`) segment
--- from `lo` that holds more entries than one aggregate may read (all text).
+-- from `lo` that holds more entries than one aggregate may read (all text);
+-- with `lo` 'placed', where the pass's dense segments note their threads'
+-- places (see Pass.placement).
 function Keys.dense_key(fp, start, lo)
   return DENSE .. ':' .. fp .. ':' .. start .. ':' .. lo
 end
@@ -1531,7 +1533,7 @@ end
 local Delete = {}
 
 Delete.WRITES_CHUNK = 64 -- checkpoint ids per writes query
-Delete.ACL_USE = { UNLINK = 'delete', HSET = 'record a watermark in', -- (see check_allowed)
+Delete.ACL_USE = { UNLINK = 'delete', HSET = 'write to', -- (see check_allowed)
   ZADD = 'collect the threads of a dense millisecond in', EXPIRE = 'set the expiry of' }
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
@@ -2074,6 +2076,7 @@ Sweep.COST = {
   visit = 10, -- a thread visit
   list = 40, -- ... and more when the visit lists and plans the thread
   check = 5, -- an orphan check, or a read of a thread's newest root checkpoint
+  noted = 1, -- a thread's place in a pass read from the pass's note (see Pass.placement)
   scan_keys = 8, -- a SCAN step: 1 per this many keys it examines
 }
 
@@ -2312,7 +2315,10 @@ Pass.GROUP_UNITS_PER_ENTRY = 2 -- grouping a segment by thread costs 2 units per
 -- (every read of a call stays bounded): its thread ids are collected into
 -- its key (dense_key), then visited from there in byte order. Not in a dry
 -- run, which cannot write: it passes over the segment, the pass unfinished.
-local dense = { TTL_S = 86400 } -- an abandoned pass's key goes after a day
+local dense = {
+  TTL_S = 86400, -- an abandoned pass's key goes after a day
+  NOTES_TTL_S = 600, -- its notes (see Pass.placement) ten minutes after the last call that wrote them
+}
 
 -- A whole number of milliseconds as text (as cursors, fields and queries hold them).
 function Pass.ms(v)
@@ -2588,22 +2594,41 @@ function Pass.ts_threads(ctx, lo, hi, n)
   return ids, #res - 1 - #ids
 end
 
--- Whether thread `id` (as stored), met in segment [lo, hi), is visited in
--- another segment of this pass: the one holding its newest root checkpoint
--- (see newest_root), when that lies in the pass's windows outside [lo, hi) (a
--- segment before it was read already, one after it will be). Read once per
--- call per thread.
-function Pass.visited_elsewhere(sw, id, lo, hi)
+-- Where thread `id` (as stored) is visited in the pass: the checkpoint_ts of
+-- its newest root checkpoint (see newest_root), false when it has none; read
+-- once per call (an id lgprune refuses to prune is placed all the same: it is
+-- named once per pass). In a dense segment, which meets each thread it holds
+-- once per pass but a thread may be met in many (a clone, an import), the
+-- place read first is noted for the pass (sw.notes, written by dense.note)
+-- and read from there: a thread written since is placed as it stood (its
+-- newer checkpoints are the next pass's), and a lost note is read again.
+function Pass.placement(sw, id)
   local ts = sw.newest[id]
-  if ts == nil then
+  local noted = ts == nil and sw.notes and rcall('HGET', sw.notes.key, id)
+  if noted then
+    ts = tonumber(noted) or false
+    sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.noted
+  elseif ts == nil then
     local layout = sw.ctx.layout
-    -- (an id lgprune refuses to prune is placed all the same: it is named once per pass)
     local thread = Keys.thread_record(id == layout.empty_id and '' or id, layout) or { id = id }
     local newest = Listing.newest_root(sw.ctx, thread)
     ts = newest and newest.ts or false
-    sw.newest[id] = ts
     sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.check
+    if sw.notes then
+      local n = #sw.notes
+      sw.notes[n + 1], sw.notes[n + 2] = id, ts and string.format('%.17g', ts) or ''
+    end
   end
+  sw.newest[id] = ts
+  return ts
+end
+
+-- Whether thread `id` (as stored), met in segment [lo, hi), is visited in
+-- another segment of this pass: the one holding its newest root checkpoint
+-- (see placement), when that lies in the pass's windows outside [lo, hi) (a
+-- segment before it was read already, one after it will be).
+function Pass.visited_elsewhere(sw, id, lo, hi)
+  local ts = Pass.placement(sw, id)
   if not ts or (lo <= ts and ts < hi) then
     return false
   end
@@ -2756,10 +2781,35 @@ function dense.collect(sw, pass, lo, hi, key)
   return true
 end
 
+-- Write the places this call read (sw.notes) to the pass's notes, which
+-- expire NOTES_TTL_S later (they only spare reads: a lost note is read again).
+function dense.note(sw)
+  local notes = sw.notes
+  for first, last in Core.batches(#notes / 2, Core.BATCH) do
+    rcall('HSET', notes.key, unpack(notes, 2 * first - 1, 2 * last))
+  end
+  if #notes > 0 then
+    rcall('EXPIRE', notes.key, dense.NOTES_TTL_S)
+  end
+  sw.notes = nil
+end
+
 -- Visit the threads collected in `key` after pass.after, in byte order, a
--- page at a time (see visit_next); true when all are visited. "" stands for
--- the documents without a thread id: skipped.
+-- page at a time (see visit_next), placing them by the pass's notes (see
+-- placement); true when all are visited. "" stands for the documents without
+-- a thread id: skipped.
 function dense.visit(sw, pass, lo, hi, key)
+  sw.notes = { key = Keys.dense_key(pass.fp, Pass.ms(pass.start), 'placed') }
+  local ok, done = pcall(dense.visit_pages, sw, pass, lo, hi, key)
+  dense.note(sw)
+  if not ok then
+    error(done, 0)
+  end
+  return done
+end
+
+-- (see visit)
+function dense.visit_pages(sw, pass, lo, hi, key)
   local b = sw.ctx.budget
   local count = dense.page_size(sw.ctx)
   while true do
@@ -2792,9 +2842,11 @@ function dense.segment(sw, pass, lo, hi)
   end
   local key = Keys.dense_key(pass.fp, Pass.ms(pass.start), Pass.ms(lo))
   if not pass.dense then
+    local notes = Keys.dense_key(pass.fp, Pass.ms(pass.start), 'placed')
     Delete.check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
-    Delete.check_allowed('EXPIRE', { key })
+    Delete.check_allowed('EXPIRE', { key, notes })
     Delete.check_allowed('UNLINK', { key })
+    Delete.check_allowed('HSET', { notes })
     pass.dense, pass.after = 'c', nil -- (a segment that grew dense under way: from its first thread)
   elseif pass.dense ~= 'c' and rcall('EXISTS', key) == 0 then
     sw.unfinished = true
@@ -3036,7 +3088,8 @@ lgprune_sweep: prune every thread, or those changed since the last pass, a slice
   Dense milliseconds: one holding more checkpoints than a call reads at once (a bulk import, a
   coarse clock) is read in pages over several calls into lgprune:dense:<fp>:<start>:<ms>, a
   sorted set of its thread ids that expires after a day; then its threads are visited and the
-  key deleted. The pass is left unfinished when a writer deletes or re-indexes one of its
+  key deleted (where each is visited is noted for the pass in lgprune:dense:<fp>:<start>:placed,
+  which expires ten minutes after the last call). The pass is left unfinished when a writer deletes or re-indexes one of its
   checkpoints already read (the rest move under a page's boundary), when the key is gone as a
   call resumes, or past the search result cap (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of
   over 4000 checkpoints (fewer if the server caps results lower), unfinished.

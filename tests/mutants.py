@@ -50,6 +50,7 @@ ERRORS = "tests/test_errors.py::"
 CONTRACT = "tests/test_error_contract.py::"
 LEFTOVERS = "tests/test_leftovers.py::"
 INCREMENTAL = "tests/test_incremental.py::"
+DENSE_ACL = "tests/test_acl.py::test_a_user_who_may_not_delete_the_dense_key_is_refused_before_collecting"
 JS = "tests/test_js_layout.py::"
 JS_READ_BACK = JS + "test_a_prune_keeps_the_newest_and_the_js_saver_reads_them_back"
 DENSE = INCREMENTAL + (
@@ -987,7 +988,34 @@ MUTANTS = [
         "85-incremental.lua",
         "    Delete.check_allowed('UNLINK', { key })\n",
         "",
-        ("tests/test_acl.py::test_a_user_who_may_not_delete_the_dense_key_is_refused_before_collecting",),
+        (DENSE_ACL + "[unlink-delete]",),
+    ),
+    Mutant(
+        "dense-notes-expire",
+        "a pass's notes of where its threads are expire: an abandoned pass leaves nothing for good",
+        "85-incremental.lua",
+        "    rcall('EXPIRE', notes.key, dense.NOTES_TTL_S)\n",
+        "",
+        (
+            INCREMENTAL + "test_a_thread_met_in_several_dense_milliseconds_is_placed_by_its_note",
+            DENSE + "[False]",
+        ),
+    ),
+    Mutant(
+        "dense-note-exact-stamp",
+        "a note holds the newest root's checkpoint_ts exactly: rounded, it places a thread where it is unmet",
+        "85-incremental.lua",
+        "string.format('%.17g', ts)",
+        "string.format('%.0f', ts)",
+        (INCREMENTAL + "test_a_thread_met_in_several_dense_milliseconds_is_placed_by_its_note",),
+    ),
+    Mutant(
+        "dense-notes-checked",
+        "the right to write a pass's notes is checked before a dense millisecond is collected",
+        "85-incremental.lua",
+        "    Delete.check_allowed('HSET', { notes })\n",
+        "",
+        (DENSE_ACL + "[hset-write to]",),
     ),
     Mutant(
         "watermark-at-pass-start",

@@ -83,23 +83,32 @@ def test_the_pruning_user_sweeps_a_millisecond_denser_than_one_aggregate_may_rea
     assert all(len(checkpoint_ids(saver, t)) == 1 for t in DENSE)
 
 
+def without(rule: str, command: str) -> list[str]:
+    """The README's selector of lgprune's own keys, `rule`, without `command` on the dense keys
+    (the root's UNLINK covers the saver's keys only; HSET stays on the watermarks)."""
+    _, commands = rule.strip("()").split(" +", 1)
+    dense = [c for c in commands.split(" +") if c != command]
+    return [f"(~lgprune:watermarks +{commands})", f"(~lgprune:dense:* +{' +'.join(dense)})"]
+
+
+@pytest.mark.parametrize(("command", "verb"), [("unlink", "delete"), ("hset", "write to")])
 def test_a_user_who_may_not_delete_the_dense_key_is_refused_before_collecting(
-    r: redis.Redis, saver: RedisSaver
+    r: redis.Redis, saver: RedisSaver, command: str, verb: str
 ) -> None:
     dense_millisecond(r, saver, DENSE[:16])  # the neighbours pruned first: 64 entries, one millisecond
     Pruner(r).install()
-    readme = readme_acl("lgprune")
-    # the selector of lgprune's own keys without UNLINK (the root's UNLINK covers the saver's keys only)
-    rules = [rule.replace("<password>", "s3cret").replace(" +unlink)", ")") for rule in readme]
-    assert sum(rule.startswith("(") and "+unlink" not in rule for rule in rules) == 1
-    r.execute_command("ACL", "SETUSER", "no-unlink", "reset", *rules)
+    readme = [rule.replace("<password>", "s3cret") for rule in readme_acl("lgprune")]
+    (own,) = [rule for rule in readme if rule.startswith("(")]
+    assert own.split(" +", 1)[0] == "(~lgprune:watermarks ~lgprune:dense:*" and f"+{command}" in own
+    rules = [rule for rule in readme if rule != own] + without(own, command)
+    r.execute_command("ACL", "SETUSER", "no-write", "reset", *rules)
     kwargs = r.connection_pool.connection_kwargs
-    client = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="no-unlink", password="s3cret")
+    client = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="no-write", password="s3cret")
     try:
-        with client, result_cap(r, 60), pytest.raises(LgpruneError, match='may not delete "lgprune:dense:'):
+        with client, result_cap(r, 60), pytest.raises(LgpruneError, match=f'may not {verb} "lgprune:dense:'):
             Pruner(client, budget=100).sweep(1, margin=0)
     finally:
-        r.execute_command("ACL", "DELUSER", "no-unlink")
+        r.execute_command("ACL", "DELUSER", "no-write")
     assert dense_keys(r) == [] and all(len(checkpoint_ids(saver, t)) == 4 for t in DENSE[:16])
 
 

@@ -450,7 +450,12 @@ def dense_millisecond(r: redis.Redis, saver: RedisSaver, threads: list[str] = DE
 
 
 def dense_keys(r: redis.Redis) -> list[bytes]:
-    return list(r.scan_iter(match="lgprune:dense*", count=1000))
+    """The dense segments' keys left; a pass's notes of where its threads are (which only
+    spare reads) may stay, but never without an expiry."""
+    keys = list(r.scan_iter(match="lgprune:dense*", count=1000))
+    notes = [k for k in keys if k.endswith(b":placed")]
+    assert all(0 < r.ttl(k) <= 600 for k in notes), [(k, r.ttl(k)) for k in notes]
+    return [k for k in keys if k not in notes]
 
 
 def saver_keys(r: redis.Redis) -> dict[bytes, bytes | None]:
@@ -470,6 +475,27 @@ def test_a_millisecond_holding_more_than_one_aggregate_may_read_is_pruned_over_s
     assert all(len(checkpoint_ids(saver, t)) == 1 for t in [*DENSE, "left", "right"])
     assert len(checkpoint_ids(saver, "before")) == (1 if full else 4)  # outside the window: the full pass's
     assert rule_mark(r) > mark and dense_keys(r) == []
+
+
+def test_a_thread_met_in_several_dense_milliseconds_is_placed_by_its_note(
+    r: redis.Redis, saver: RedisSaver
+) -> None:
+    put_checkpoints(saver, "seed", 1, writes=0)
+    Pruner(r).sweep(1, margin=0)
+    mark = rule_mark(r)
+    threads = [f"n{i:02d}" for i in range(30)]
+    for thread_id in threads:  # 60 entries in each of two milliseconds: both read in pages
+        put_checkpoints(saver, thread_id, 4, writes=1)
+        set_stamps(r, thread_id, [mark + 5.5, mark + 5.5, mark + 7.6, mark + 7.6])
+    time.sleep(0.1)
+    with result_cap(r, 60):
+        result = Pruner(r, budget=100).sweep(1, margin=0)
+    # met first at mark + 5, where each newest root's stamp is read and noted; met again at
+    # mark + 7 by later calls, which read the note: 7.6 as it is, not rounded into mark + 8
+    assert not result.unfinished and result.calls > 3 and result.threads_visited == len(threads)
+    assert all(len(checkpoint_ids(saver, t)) == 1 for t in threads)
+    (notes,) = r.scan_iter(match="lgprune:dense:*:placed")
+    assert r.hlen(notes) == len(threads) and 0 < r.ttl(notes) <= 600 and dense_keys(r) == []
 
 
 def test_a_dense_millisecond_past_the_search_cap_is_finished_by_the_next_pass(

@@ -316,7 +316,9 @@ end
 
 -- lgprune:dense:<fp>:<start>:<lo>, lgprune's own key (beside WATERMARKS): the
 -- thread ids of the sweep pass's (fingerprint fp, begun at `start`) segment
--- from `lo` that holds more entries than one aggregate may read (all text).
+-- from `lo` that holds more entries than one aggregate may read (all text);
+-- with `lo` 'placed', where the pass's dense segments note their threads'
+-- places (see Pass.placement).
 function Keys.dense_key(fp, start, lo)
   return DENSE .. ':' .. fp .. ':' .. start .. ':' .. lo
 end

@@ -18,6 +18,7 @@ Sweep.COST = {
   visit = 10, -- a thread visit
   list = 40, -- ... and more when the visit lists and plans the thread
   check = 5, -- an orphan check, or a read of a thread's newest root checkpoint
+  noted = 1, -- a thread's place in a pass read from the pass's note (see Pass.placement)
   scan_keys = 8, -- a SCAN step: 1 per this many keys it examines
 }
 

@@ -159,7 +159,7 @@ READ_WATERMARKS = Probe(f"HMGET {WATERMARKS}", ("HMGET", WATERMARKS, "lgprune ch
 
 def sweep_probes(keys: Keys, token: str) -> list[Probe]:
     """What a sweep calls beyond what a prune does: its thread listings, the watermark, and
-    the key where it collects the threads of a dense millisecond."""
+    the keys where it collects the threads of a dense millisecond and notes where they are."""
     dense = f"{DENSE}:{token}"
     probes = [
         Probe(
@@ -168,6 +168,8 @@ def sweep_probes(keys: Keys, token: str) -> list[Probe]:
         READ_WATERMARKS,
         # a score left without its member (past the arity Redis checks before the ACL): ZADD refuses it
         Probe(f"ZADD {DENSE}:*", ("ZADD", dense, "0", token, "0")),
+        Probe(f"HSET {DENSE}:*", ("HSET", dense, token)),  # (a field left without its value)
+        Probe(f"HGET {DENSE}:*", ("HGET", dense, token)),
         Probe(f"EXPIRE {DENSE}:*", ("EXPIRE", dense, 1)),  # (an absent key: nothing to expire)
         Probe(f"ZRANGE {DENSE}:*", ("ZRANGE", dense, "-", "+", "BYLEX", "LIMIT", 0, 1)),
         Probe(f"EXISTS {DENSE}:*", ("EXISTS", dense)),
@@ -478,7 +480,7 @@ def check_steps(options: Options, *, token: str | None = None) -> Steps[Report]:
     )
     sweep_outcomes = [outcomes[p.what] for p in [*pruning, *sweeping]]
     also = "FT.AGGREGATE, " + ("SCAN, " if keys.layout == "python" else "") + f"HMGET {WATERMARKS}, "
-    also += f"ZADD, EXPIRE, ZRANGE and UNLINK under {DENSE}:*"
+    also += f"ZADD, HSET, HGET, EXPIRE, ZRANGE and UNLINK under {DENSE}:*"
     note, failed = "", None
     if all(status == OK for _, (status, _) in sweep_outcomes):
         if store.indexes.status != OK or store.layout.status != OK:
