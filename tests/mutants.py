@@ -295,7 +295,7 @@ MUTANTS = [
         "pointer-listed",
         "a thread listed in part lists the checkpoint its latest pointer names, which keeps its history",
         "40-listing.lua",
-        "    list.add({ view.newest and view.newest.key }, 1, view.newest and 1 or 0)\n",
+        "    list.put(view.newest)\n",
         "",
         (
             "tests/test_seams.py::test_the_checkpoint_the_pointer_spares_keeps_its_delta_history"
@@ -306,9 +306,20 @@ MUTANTS = [
         "newest-root-identity",
         "the checkpoint a latest pointer names is the thread's newest root only if its own fields say so",
         "40-listing.lua",
-        "  if t ~= thread.id or ns ~= Keys.ROOT_NS or own_id ~= d.id then\n",
+        "  if t ~= thread.id or ns ~= Keys.ROOT_NS or id ~= d.id then\n",
         "  if false then\n",
         (INCREMENTAL + "test_a_thread_whose_pointer_key_another_threads_namespace_spells_is_still_visited",),
+    ),
+    Mutant(
+        "newest-root-always",
+        "the checkpoint a latest pointer names is confirmed by its document for every thread, plain or not",
+        "40-listing.lua",
+        "  if d and (always or not thread.plain) then\n",
+        "  if d and not thread.plain then\n",
+        (
+            INCREMENTAL + "test_a_thread_active_across_segments_is_visited_once_from_its_newest",
+            "tests/test_seams.py::test_a_user_who_may_not_read_the_pointers_checkpoint_deletes_nothing[json.get]",
+        ),
     ),
     Mutant(
         "unprunable-placed-once",
@@ -722,8 +733,8 @@ MUTANTS = [
         "proven-root-identity",
         "a root key of a thread that is not plain is confirmed by the document's own fields",
         "40-listing.lua",
-        "  if d and not thread.plain then\n",
-        "  if false then\n",
+        "  if d and (always or not thread.plain) then\n",
+        "  if d and always then\n",
         (RULES + "test_a_thread_with_a_comma_never_takes_a_namespace_that_spells_its_root",),
     ),
     Mutant(

@@ -34,41 +34,34 @@ function Listing.registered_writes(thread, d)
 end
 
 -- The doc of root checkpoint `key` of the thread, or nil: root_doc's form and,
--- for a thread that is not plain, the document's own thread_id, checkpoint_ns
--- and checkpoint_id (thread `a,x` may store namespace `__empty__,r:__empty__`,
--- whose keys are those of the root of thread `a,x:__empty__,r`, and which the
--- TAG query on the root namespace matches by its piece `__empty__`).
--- `prefix` is checkpoint_prefix(ctx, thread, ctx.root), built once by the caller.
-function Listing.proven_root(ctx, thread, key, prefix)
+-- for a thread that is not plain or when `always`, the document's own
+-- thread_id, checkpoint_ns and checkpoint_id (thread `a,x` may store namespace
+-- `__empty__,r:__empty__`, whose keys are those of the root of thread
+-- `a,x:__empty__,r`, and which the TAG query on the root namespace matches by
+-- its piece `__empty__`); a doc so confirmed carries its checkpoint_ts (`ts`,
+-- nil when that is no number). `prefix` is checkpoint_prefix(ctx, thread,
+-- ctx.root), built once by the caller.
+function Listing.proven_root(ctx, thread, key, prefix, always)
   local d = Keys.root_doc(key, prefix, ctx.root)
-  if d and not thread.plain then
-    local t, ns, id = Search.identity(key)
+  if d and (always or not thread.plain) then
+    local t, ns, id, ts = Search.identity(key)
     if t ~= thread.id or ns ~= Keys.ROOT_NS or id ~= d.id then
       return nil
     end
+    d.ts = ts
   end
   return d
 end
 
--- The thread's newest root checkpoint, as its latest pointer names it: a doc
--- with its checkpoint_ts (`ts`, nil when that is no number), whose key has
--- root_doc's form and whose document's own thread_id, checkpoint_ns and
--- checkpoint_id are the thread's root's and the key's; else nil (no pointer,
--- none in the layout, or it names no such checkpoint). The one read of what
--- a pointer names: it anchors the root window and places a thread in a pass.
+-- The thread's newest root checkpoint, as its latest pointer names it, always
+-- confirmed by its document (see proven_root), so that a dangling pointer or
+-- a placeholder names none; nil when none (or the layout has no pointers).
+-- The one read of what a pointer names: it anchors the root window and
+-- places a thread in a pass.
 function Listing.newest_root(ctx, thread)
   local id = Search.latest_id(ctx, thread, ctx.root)
   local prefix = Keys.checkpoint_prefix(ctx, thread, ctx.root)
-  local d = id and Keys.root_doc(prefix .. id, prefix, ctx.root)
-  if not d then
-    return nil
-  end
-  local t, ns, own_id, ts = Search.identity(d.key)
-  if t ~= thread.id or ns ~= Keys.ROOT_NS or own_id ~= d.id then
-    return nil
-  end
-  d.ts = ts
-  return d
+  return id and Listing.proven_root(ctx, thread, prefix .. id, prefix, true) or nil
 end
 
 -- The first look at a thread: how many entries carry its tag and, for a
@@ -89,17 +82,20 @@ function Listing.first_look(ctx, thread, limit)
   return Search.count_tagged(ctx, thread), nil -- (not the root's page: see list_root)
 end
 
--- Root docs of the thread, collected once each from index answers:
--- add(keys, first, last) keeps the keys[first..last] proven_root proves.
+-- Root docs of the thread, collected once each: put(d) keeps doc d, proven
+-- already; add(keys, first, last) the keys[first..last] of an index answer
+-- that proven_root proves.
 function Listing.root_docs(ctx, thread)
   local self, listed, prefix = { docs = {} }, {}, Keys.checkpoint_prefix(ctx, thread, ctx.root)
+  function self.put(d)
+    if d and not listed[d.key] then
+      listed[d.key] = true
+      self.docs[#self.docs + 1] = d
+    end
+  end
   function self.add(keys, first, last)
     for i = first, math.min(#keys, last) do
-      local doc = not listed[keys[i]] and Listing.proven_root(ctx, thread, keys[i], prefix)
-      if doc then
-        listed[doc.key] = true
-        self.docs[#self.docs + 1] = doc
-      end
+      self.put(not listed[keys[i]] and Listing.proven_root(ctx, thread, keys[i], prefix))
     end
   end
   return self
@@ -179,7 +175,7 @@ end
 function Listing.list_root(ctx, thread, view, keep)
   local list, exact = Listing.root_docs(ctx, thread), true
   if view.sorted then
-    list.add({ view.newest and view.newest.key }, 1, view.newest and 1 or 0)
+    list.put(view.newest)
     local lo = keep and Listing.window_start(ctx, thread, view, keep)
     local newest = lo and Listing.since(ctx, thread, lo, view.limit)
       or Search.search_all(ctx.cp_index, Listing.ROOT_WHERE, thread, view.limit, Listing.SHAPES.sorted)
