@@ -1529,7 +1529,7 @@ end
 local Delete = {}
 
 Delete.WRITES_CHUNK = 64 -- checkpoint ids per writes query
-Delete.ACL_USE = { UNLINK = 'delete', HSET = 'write to', -- (see check_allowed)
+Delete.ACL_USE = { UNLINK = 'delete', HSET = 'write to', HGET = 'read', -- (see check_allowed)
   ZADD = 'collect the threads of a dense millisecond in', EXPIRE = 'set the expiry of' }
 
 -- Whether write key `key`, found by a writes query on the thread's tag and
@@ -2293,7 +2293,8 @@ end
 -- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
 -- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
 --   Delete.check_allowed, Keys.LAYOUTS, Keys.dense_key, Keys.thread_record, Listing.newest_root,
---   Search.capped, Search.json_mget, Search.search, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit
+--   Search.capped, Search.json_mget, Search.search, Search.unless_wrongtype, Sweep.COST, Sweep.counted,
+--   Sweep.spent, Sweep.visit
 local Pass = {}
 
 Pass.MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
@@ -2597,10 +2598,17 @@ end
 -- once per pass but a thread may be met in many (a clone, an import), the
 -- place read first is noted for the pass (sw.notes, written by dense.note)
 -- and read from there: a thread written since is placed as it stood (its
--- newer checkpoints are the next pass's), and a lost note is read again.
+-- newer checkpoints, stamped after the pass began, are the next pass's), and
+-- a lost note is read again.
 function Pass.placement(sw, id)
   local ts = sw.newest[id]
-  local noted = ts == nil and sw.notes and rcall('HGET', sw.notes.key, id)
+  local noted = false
+  if ts == nil and sw.notes then
+    noted = Search.unless_wrongtype(pcall(rcall, 'HGET', sw.notes.key, id))
+    if noted == nil then
+      sw.notes, noted = nil, false -- a key of another type there holds no notes: none are written
+    end
+  end
   if noted then
     ts = tonumber(noted) or false
     sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.noted
@@ -2777,10 +2785,11 @@ function dense.collect(sw, pass, lo, hi, key)
   return true
 end
 
--- Write the places this call read (sw.notes) to the pass's notes, which
--- expire NOTES_TTL_S later (they only spare reads: a lost note is read again).
+-- Write the places this call read (sw.notes, unless placement found another
+-- type there) to the pass's notes, which expire NOTES_TTL_S later (a lost
+-- note is read again).
 function dense.note(sw)
-  local notes = sw.notes
+  local notes = sw.notes or {}
   for first, last in Core.batches(#notes / 2, Core.BATCH) do
     rcall('HSET', notes.key, unpack(notes, 2 * first - 1, 2 * last))
   end
@@ -2842,7 +2851,8 @@ function dense.segment(sw, pass, lo, hi)
     Delete.check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
     Delete.check_allowed('EXPIRE', { key, notes })
     Delete.check_allowed('UNLINK', { key })
-    Delete.check_allowed('HSET', { notes })
+    Delete.check_allowed('HSET', { notes }) -- (and HGET: the notes are read)
+    Delete.check_allowed('HGET', { notes })
     pass.dense, pass.after = 'c', nil -- (a segment that grew dense under way: from its first thread)
   elseif pass.dense ~= 'c' and rcall('EXISTS', key) == 0 then
     sw.unfinished = true
@@ -3085,7 +3095,7 @@ lgprune_sweep: prune every thread, or those changed since the last pass, a slice
   coarse clock) is read in pages over several calls into lgprune:dense:<fp>:<start>:<ms>, a
   sorted set of its thread ids that expires after a day; then its threads are visited and the
   key deleted (where each is visited is noted for the pass in lgprune:dense:<fp>:<start>:placed,
-  which expires ten minutes after the last call). The pass is left unfinished when a writer deletes or re-indexes one of its
+  which expires ten minutes after the last call that wrote to it). The pass is left unfinished when a writer deletes or re-indexes one of its
   checkpoints already read (the rest move under a page's boundary), when the key is gone as a
   call resumes, or past the search result cap (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of
   over 4000 checkpoints (fewer if the server caps results lower), unfinished.

@@ -83,24 +83,26 @@ def test_the_pruning_user_sweeps_a_millisecond_denser_than_one_aggregate_may_rea
     assert all(len(checkpoint_ids(saver, t)) == 1 for t in DENSE)
 
 
-def without(rule: str, command: str) -> list[str]:
-    """The README's selector of lgprune's own keys, `rule`, without `command` on the dense keys
-    (the root's UNLINK covers the saver's keys only; HSET stays on the watermarks)."""
-    _, commands = rule.strip("()").split(" +", 1)
-    dense = [c for c in commands.split(" +") if c != command]
-    return [f"(~lgprune:watermarks +{commands})", f"(~lgprune:dense:* +{' +'.join(dense)})"]
+def runtime_rules_without_on_dense(command: str) -> list[str]:
+    """The README's runtime rules, its selector of lgprune's own keys split in two: the
+    watermarks with every command it grants, the dense keys without `command` (the root's
+    UNLINK covers the saver's keys only)."""
+    rules = [rule.replace("<password>", "s3cret") for rule in readme_acl("lgprune")]
+    (own,) = [rule for rule in rules if rule.startswith("(")]
+    keys, commands = own.strip("()").split(" +", 1)
+    assert keys == "~lgprune:watermarks ~lgprune:dense:*" and command in commands.split(" +")
+    dense = " +".join(c for c in commands.split(" +") if c != command)
+    split = [f"(~lgprune:watermarks +{commands})", f"(~lgprune:dense:* +{dense})"]
+    return [rule for rule in rules if rule != own] + split
 
 
-@pytest.mark.parametrize(("command", "verb"), [("unlink", "delete"), ("hset", "write to")])
+@pytest.mark.parametrize(("command", "verb"), [("unlink", "delete"), ("hset", "write to"), ("hget", "read")])
 def test_a_user_who_may_not_delete_the_dense_key_is_refused_before_collecting(
     r: redis.Redis, saver: RedisSaver, command: str, verb: str
 ) -> None:
     dense_millisecond(r, saver, DENSE[:16])  # the neighbours pruned first: 64 entries, one millisecond
     Pruner(r).install()
-    readme = [rule.replace("<password>", "s3cret") for rule in readme_acl("lgprune")]
-    (own,) = [rule for rule in readme if rule.startswith("(")]
-    assert own.split(" +", 1)[0] == "(~lgprune:watermarks ~lgprune:dense:*" and f"+{command}" in own
-    rules = [rule for rule in readme if rule != own] + without(own, command)
+    rules = runtime_rules_without_on_dense(command)
     r.execute_command("ACL", "SETUSER", "no-write", "reset", *rules)
     kwargs = r.connection_pool.connection_kwargs
     client = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="no-write", password="s3cret")

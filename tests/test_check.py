@@ -14,7 +14,7 @@ import redis.asyncio
 from helpers import lgprune, put_checkpoints
 from langgraph.checkpoint.redis import RedisSaver
 from redis.exceptions import ResponseError
-from test_acl import readme_acl
+from test_acl import readme_acl, runtime_rules_without_on_dense
 
 from lgprune import Pruner
 from lgprune.check import Item, check_steps
@@ -57,6 +57,7 @@ def users(r: redis.Redis) -> Iterator[dict[str, redis.Redis]]:
         "no-unlink-writes": ["%R" + rule if rule == "~checkpoint_write:*" else rule for rule in rules],
         "no-hset": [rule.replace(" +hset", "") for rule in rules],  # (from the selector of lgprune's keys)
         "no-dense-key": [rule.replace(" ~lgprune:dense:*", "") for rule in rules],
+        "no-dense-hset": runtime_rules_without_on_dense("hset"),
         "no-fcall": [rule for rule in rules if rule != "+fcall"],
         # keys narrower than the prefix: the probes' absent keys pass, the store's own do not
         "probe-keys-only": [rule.replace("~checkpoint:*", "~checkpoint:lgprune-check-*") for rule in rules],
@@ -172,6 +173,16 @@ def test_a_user_who_may_not_collect_a_dense_millisecond_fails_sweep_only(
     assert items["sweep"].status == "fail" and "ZADD lgprune:dense:*" in items["sweep"].detail
     assert items["prune"].status == "ok" and items["watermarks"].status == "ok"
     assert everything(r) == before
+
+
+def test_a_user_who_may_not_write_a_pass_s_notes_fails_sweep_only(
+    r: redis.Redis, saver: RedisSaver, users: dict[str, redis.Redis]
+) -> None:
+    put_checkpoints(saver, "t", 4)
+    Pruner(r).install()
+    items = check(users["no-dense-hset"])
+    assert items["sweep"].status == "fail" and "HSET lgprune:dense:*" in items["sweep"].detail
+    assert items["prune"].status == "ok" and items["watermarks"].status == "ok"
 
 
 def test_a_read_the_probes_cannot_see_fails_the_dry_run_sweep(

@@ -488,14 +488,34 @@ def test_a_thread_met_in_several_dense_milliseconds_is_placed_by_its_note(
         put_checkpoints(saver, thread_id, 4, writes=1)
         set_stamps(r, thread_id, [mark + 5.5, mark + 5.5, mark + 7.6, mark + 7.6])
     time.sleep(0.1)
+    r.config_resetstat()
     with result_cap(r, 60):
         result = Pruner(r, budget=100).sweep(1, margin=0)
     # met first at mark + 5, where each newest root's stamp is read and noted; met again at
-    # mark + 7 by later calls, which read the note: 7.6 as it is, not rounded into mark + 8
+    # mark + 7 by later calls, which read the note (not the document again): 7.6 as it is,
+    # not rounded into mark + 8
     assert not result.unfinished and result.calls > 3 and result.threads_visited == len(threads)
     assert all(len(checkpoint_ids(saver, t)) == 1 for t in threads)
+    assert r.info("commandstats")["cmdstat_json.get"]["calls"] == len(threads)
     (notes,) = r.scan_iter(match="lgprune:dense:*:placed")
     assert r.hlen(notes) == len(threads) and 0 < r.ttl(notes) <= 600 and dense_keys(r) == []
+
+
+def test_notes_of_another_type_are_no_notes_and_the_pass_completes(r: redis.Redis, saver: RedisSaver) -> None:
+    dense_millisecond(r, saver)
+    with result_cap(r, 60):
+        cursor, calls, visited = "0", 0, 0
+        while cursor != "0" or calls == 0:  # keep 4: no call deletes anything, so none could hide an error
+            reply = r.fcall("lgprune_sweep", 0, cursor, "4", "BUDGET", "100", "MARGIN", "0")
+            out = dict(zip(reply[::2], reply[1::2], strict=False))
+            cursor, calls, visited = out[b"cursor"].decode(), calls + 1, visited + out[b"threads_visited"]
+            for notes in r.scan_iter(match="lgprune:dense:*:placed"):
+                if r.type(notes) == b"hash":
+                    r.set(notes, "not lgprune's")  # the places are read again, none written there
+    assert (
+        calls > 2 and out[b"unfinished"] == 0 and visited == len(DENSE) + 4
+    )  # (a full pass: seed, left, ...)
+    assert [r.get(k) for k in r.scan_iter(match="lgprune:dense:*:placed")] == [b"not lgprune's"]
 
 
 def test_a_dense_millisecond_past_the_search_cap_is_finished_by_the_next_pass(

@@ -11,7 +11,7 @@
 local Delete = {}
 
 Delete.WRITES_CHUNK = 64 -- checkpoint ids per writes query
-Delete.ACL_USE = { UNLINK = 'delete', HSET = 'write to', -- (see check_allowed)
+Delete.ACL_USE = { UNLINK = 'delete', HSET = 'write to', HGET = 'read', -- (see check_allowed)
   ZADD = 'collect the threads of a dense millisecond in', EXPIRE = 'set the expiry of' }
 
 -- Whether write key `key`, found by a writes query on the thread's tag and

@@ -9,7 +9,8 @@
 -- Provides: ms, parse_cursor, pass_cursor, record_pass, window_steps
 -- Assumes: WATERMARKS, rcall, Core.BATCH, Core.batches, Core.fail, Core.guard, Core.now_ms, Core.show,
 --   Delete.check_allowed, Keys.LAYOUTS, Keys.dense_key, Keys.thread_record, Listing.newest_root,
---   Search.capped, Search.json_mget, Search.search, Sweep.COST, Sweep.counted, Sweep.spent, Sweep.visit
+--   Search.capped, Search.json_mget, Search.search, Search.unless_wrongtype, Sweep.COST, Sweep.counted,
+--   Sweep.spent, Sweep.visit
 local Pass = {}
 
 Pass.MAX_STAMP = 2 ^ 53 -- a full pass over segments reads checkpoint_ts from -this to this
@@ -313,10 +314,17 @@ end
 -- once per pass but a thread may be met in many (a clone, an import), the
 -- place read first is noted for the pass (sw.notes, written by dense.note)
 -- and read from there: a thread written since is placed as it stood (its
--- newer checkpoints are the next pass's), and a lost note is read again.
+-- newer checkpoints, stamped after the pass began, are the next pass's), and
+-- a lost note is read again.
 function Pass.placement(sw, id)
   local ts = sw.newest[id]
-  local noted = ts == nil and sw.notes and rcall('HGET', sw.notes.key, id)
+  local noted = false
+  if ts == nil and sw.notes then
+    noted = Search.unless_wrongtype(pcall(rcall, 'HGET', sw.notes.key, id))
+    if noted == nil then
+      sw.notes, noted = nil, false -- a key of another type there holds no notes: none are written
+    end
+  end
   if noted then
     ts = tonumber(noted) or false
     sw.ctx.budget.work = sw.ctx.budget.work + Sweep.COST.noted
@@ -493,10 +501,11 @@ function dense.collect(sw, pass, lo, hi, key)
   return true
 end
 
--- Write the places this call read (sw.notes) to the pass's notes, which
--- expire NOTES_TTL_S later (they only spare reads: a lost note is read again).
+-- Write the places this call read (sw.notes, unless placement found another
+-- type there) to the pass's notes, which expire NOTES_TTL_S later (a lost
+-- note is read again).
 function dense.note(sw)
-  local notes = sw.notes
+  local notes = sw.notes or {}
   for first, last in Core.batches(#notes / 2, Core.BATCH) do
     rcall('HSET', notes.key, unpack(notes, 2 * first - 1, 2 * last))
   end
@@ -558,7 +567,8 @@ function dense.segment(sw, pass, lo, hi)
     Delete.check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
     Delete.check_allowed('EXPIRE', { key, notes })
     Delete.check_allowed('UNLINK', { key })
-    Delete.check_allowed('HSET', { notes })
+    Delete.check_allowed('HSET', { notes }) -- (and HGET: the notes are read)
+    Delete.check_allowed('HGET', { notes })
     pass.dense, pass.after = 'c', nil -- (a segment that grew dense under way: from its first thread)
   elseif pass.dense ~= 'c' and rcall('EXISTS', key) == 0 then
     sw.unfinished = true

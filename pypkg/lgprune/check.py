@@ -168,7 +168,7 @@ def sweep_probes(keys: Keys, token: str) -> list[Probe]:
         READ_WATERMARKS,
         # a score left without its member (past the arity Redis checks before the ACL): ZADD refuses it
         Probe(f"ZADD {DENSE}:*", ("ZADD", dense, "0", token, "0")),
-        Probe(f"HSET {DENSE}:*", ("HSET", dense, token)),  # (a field left without its value)
+        Probe(f"HSET {DENSE}:*", ("HSET", dense, token, "0", token)),  # (a field left without its value)
         Probe(f"HGET {DENSE}:*", ("HGET", dense, token)),
         Probe(f"EXPIRE {DENSE}:*", ("EXPIRE", dense, 1)),  # (an absent key: nothing to expire)
         Probe(f"ZRANGE {DENSE}:*", ("ZRANGE", dense, "-", "+", "BYLEX", "LIMIT", 0, 1)),
