@@ -10,6 +10,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.redis import RedisSaver
 
+from lgprune.facts import DENSE, WATERMARKS
+
 MESSAGE = "x" * 400  # one chat message worth of text
 
 
@@ -244,3 +246,11 @@ def root_checkpoints(client: redis.Redis, thread_id: str) -> int:
     prefix = f"checkpoint:{thread_id}:__empty__:".encode()
     glob = "".join("\\" + c if c in "*?[]\\" else c for c in prefix.decode()) + "*"
     return sum(1 for k in client.scan_iter(match=glob, count=1000) if b":" not in k[len(prefix) :])
+
+
+def lgprune_keys(client: redis.Redis) -> set[bytes]:
+    """The keys of lgprune's own a completed sweep may leave: its watermarks, and the notes
+    of where a pass's threads are (see How it works), which expire."""
+    own = {WATERMARKS.encode()} if client.exists(WATERMARKS) else set()
+    notes = client.scan_iter(match=f"{DENSE}:*:placed", count=10_000)
+    return own | {k for k in notes if int(client.ttl(k)) > 0}

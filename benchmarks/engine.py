@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 import redis
 
 from benchmarks.core import FLOOR_LIBRARY
-from benchmarks.data import Clones, Stamps, clone_items, fresh, stamped, template_items
+from benchmarks.data import Clones, Stamps, clone_items, fresh, lgprune_keys, stamped, template_items
 from lgprune import Pruner
-from lgprune.facts import WATERMARKS
 from lgprune.results import as_text
 
 Items = list[tuple[str, bytes, bytes, float]]
@@ -296,7 +295,7 @@ def _once(
         floor()
 
     sample = _timed(client, {"lgprune": prune, "against": prune, "floor": floor, "bare": bare}[contender])
-    after = {as_text(k) for k in client.scan_iter(count=10_000)} - {WATERMARKS}  # lgprune's own key
+    after = {as_text(k) for k in set(client.scan_iter(count=10_000)) - lgprune_keys(client)}
     if after != before - set(doomed):
         left, lost = after & set(doomed), before - set(doomed) - after
         raise AssertionError(

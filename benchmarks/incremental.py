@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import redis
 
 from benchmarks.core import FLOOR_LIBRARY
-from benchmarks.data import Clones, Stamps, clone_items, fresh, stamped, template_items
+from benchmarks.data import Clones, Stamps, clone_items, fresh, lgprune_keys, stamped, template_items
 from benchmarks.engine import BARE_LIBRARY, BARE_THREADS_PER_CALL, Sample, _doomed, _timed
 from lgprune import Pruner
 from lgprune.facts import WATERMARKS
@@ -266,7 +266,7 @@ class Store:
             client, "count", active, kept
         )
         left = over_threads(client, "count", active, doomed)
-        size = int(client.dbsize()) - int(client.exists(WATERMARKS))
+        size = int(client.dbsize()) - len(lgprune_keys(client))
         if left or present != expected or size != expected:
             raise AssertionError(
                 f"{name}: {left} doomed keys left, {expected - present} kept keys lost, "

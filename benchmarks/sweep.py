@@ -12,9 +12,8 @@ from typing import Any
 import redis
 from langgraph.checkpoint.redis import RedisSaver
 
-from benchmarks.data import RAW_JSON, Clones, Thread, build_thread, clone_threads, fresh
+from benchmarks.data import RAW_JSON, Clones, Thread, build_thread, clone_threads, fresh, lgprune_keys
 from lgprune import Pruner
-from lgprune.facts import WATERMARKS
 
 ODD_THREADS = ["Wang1", "wang1", "wang1:2025", "a b|c"]
 
@@ -87,7 +86,7 @@ def check(client: redis.Redis, built: Built, keep: int) -> str:
     for thread in built.odd:
         latest = f"checkpoint_latest:{thread.thread_id}:__empty__"
         want.update(k.encode() for k in [*thread.kept_keys(keep), latest])
-    have = set(client.scan_iter(count=10_000)) - {WATERMARKS.encode()}  # lgprune's own key
+    have = set(client.scan_iter(count=10_000)) - lgprune_keys(client)
     missing, left = want - have, have - want
     if missing or left:
         example = sorted(missing or left)[:2]
