@@ -2785,6 +2785,11 @@ function dense.collect(sw, pass, lo, hi, key)
   return true
 end
 
+-- The key of the pass's notes of where its threads are (see Pass.placement).
+function dense.notes_key(pass)
+  return Keys.dense_key(pass.fp, Pass.ms(pass.start), 'placed')
+end
+
 -- Write the places this call read (sw.notes, unless placement found another
 -- type there) to the pass's notes, which expire NOTES_TTL_S later (a lost
 -- note is read again).
@@ -2804,7 +2809,7 @@ end
 -- placement); true when all are visited. "" stands for the documents without
 -- a thread id: skipped.
 function dense.visit(sw, pass, lo, hi, key)
-  sw.notes = { key = Keys.dense_key(pass.fp, Pass.ms(pass.start), 'placed') }
+  sw.notes = { key = dense.notes_key(pass) }
   local ok, done = pcall(dense.visit_pages, sw, pass, lo, hi, key)
   dense.note(sw)
   if not ok then
@@ -2847,7 +2852,7 @@ function dense.segment(sw, pass, lo, hi)
   end
   local key = Keys.dense_key(pass.fp, Pass.ms(pass.start), Pass.ms(lo))
   if not pass.dense then
-    local notes = Keys.dense_key(pass.fp, Pass.ms(pass.start), 'placed')
+    local notes = dense.notes_key(pass)
     Delete.check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
     Delete.check_allowed('EXPIRE', { key, notes })
     Delete.check_allowed('UNLINK', { key })
@@ -3092,13 +3097,14 @@ lgprune_sweep: prune every thread, or those changed since the last pass, a slice
   last complete pass began; field "full <rule>", its last full pass. A completed pass records
   them, unless a dry run or unfinished. Deleting the key or a field only makes a pass full.
   Dense milliseconds: one holding more checkpoints than a call reads at once (a bulk import, a
-  coarse clock) is read in pages over several calls into lgprune:dense:<fp>:<start>:<ms>, a
-  sorted set of its thread ids that expires after a day; then its threads are visited and the
-  key deleted (where each is visited is noted for the pass in lgprune:dense:<fp>:<start>:placed,
-  which expires ten minutes after the last call that wrote to it). The pass is left unfinished when a writer deletes or re-indexes one of its
-  checkpoints already read (the rest move under a page's boundary), when the key is gone as a
-  call resumes, or past the search result cap (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of
-  over 4000 checkpoints (fewer if the server caps results lower), unfinished.
+  coarse clock) is read in pages over several calls into lgprune:dense:<fp>:<start>:<ms>, a sorted
+  set of its thread ids that expires after a day; then its threads are visited and the key deleted
+  (where each is visited is noted for the pass in lgprune:dense:<fp>:<start>:placed, which expires
+  ten minutes after the last call that wrote to it). The pass is left unfinished when a writer
+  deletes or re-indexes one of its checkpoints already read (the rest move under a page's
+  boundary), when the key is gone as a call resumes, or past the search result cap
+  (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of over
+  4000 checkpoints (fewer if the server caps results lower), unfinished.
   Reply: name/value pairs
     cursor           "0" when the pass is done, else pass it to the next call
     kind             "full" or "incremental"

@@ -279,6 +279,13 @@ def rule_mark(r: redis.Redis) -> int:
     return mark
 
 
+def first_pass(r: redis.Redis, saver: RedisSaver, keep: int) -> int:
+    """A seed thread and a first complete pass of `keep` with margin 0; its watermark."""
+    put_checkpoints(saver, "seed", 1, writes=0)
+    Pruner(r).sweep(keep, margin=0)
+    return rule_mark(r)
+
+
 def test_each_margin_has_its_watermark_so_a_smaller_one_never_hides_a_lagging_writer(
     r: redis.Redis, saver: RedisSaver
 ) -> None:
@@ -295,9 +302,7 @@ def test_each_margin_has_its_watermark_so_a_smaller_one_never_hides_a_lagging_wr
 
 
 def test_segment_and_window_boundaries_lose_no_checkpoint(r: redis.Redis, saver: RedisSaver) -> None:
-    put_checkpoints(saver, "seed", 1, writes=0)
-    Pruner(r).sweep(2, margin=0)
-    mark = rule_mark(r)
+    mark = first_pass(r, saver, 2)
     threads = [f"b{i}" for i in range(120)]
     for i, thread_id in enumerate(threads):  # whole-ms stamps from the mark on: every boundary holds some
         put_checkpoints(saver, thread_id, 3, writes=0)
@@ -314,9 +319,7 @@ def test_segment_and_window_boundaries_lose_no_checkpoint(r: redis.Redis, saver:
 def test_a_thread_active_across_segments_is_visited_once_from_its_newest(
     r: redis.Redis, saver: RedisSaver
 ) -> None:
-    put_checkpoints(saver, "seed", 1, writes=0)
-    Pruner(r).sweep(3, margin=0)
-    mark = rule_mark(r)
+    mark = first_pass(r, saver, 3)
     threads = [f"busy{i}" for i in range(20)]
     for i, thread_id in enumerate(threads):  # 10 checkpoints each, interleaved over the window
         put_checkpoints(saver, thread_id, 10, writes=1)
@@ -436,9 +439,7 @@ def dense_millisecond(r: redis.Redis, saver: RedisSaver, threads: list[str] = DE
     of the next pass's window (80 entries by default, more than one aggregate may read under
     a search cap of 60), a neighbour on each side of it, and a thread just before the window.
     Returns the watermark."""
-    put_checkpoints(saver, "seed", 1, writes=0)
-    Pruner(r).sweep(1, margin=0)
-    mark = rule_mark(r)
+    mark = first_pass(r, saver, 1)
     for thread_id in threads:
         put_checkpoints(saver, thread_id, 4, writes=1)
         set_stamps(r, thread_id, [mark + 5.5] * 4)  # (a fraction of the millisecond: still inside it)
@@ -480,9 +481,7 @@ def test_a_millisecond_holding_more_than_one_aggregate_may_read_is_pruned_over_s
 def test_a_thread_met_in_several_dense_milliseconds_is_placed_by_its_note(
     r: redis.Redis, saver: RedisSaver
 ) -> None:
-    put_checkpoints(saver, "seed", 1, writes=0)
-    Pruner(r).sweep(1, margin=0)
-    mark = rule_mark(r)
+    mark = first_pass(r, saver, 1)
     threads = [f"n{i:02d}" for i in range(30)]
     for thread_id in threads:  # 60 entries in each of two milliseconds: both read in pages
         put_checkpoints(saver, thread_id, 4, writes=1)
@@ -512,9 +511,8 @@ def test_notes_of_another_type_are_no_notes_and_the_pass_completes(r: redis.Redi
             for notes in r.scan_iter(match="lgprune:dense:*:placed"):
                 if r.type(notes) == b"hash":
                     r.set(notes, "not lgprune's")  # the places are read again, none written there
-    assert (
-        calls > 2 and out[b"unfinished"] == 0 and visited == len(DENSE) + 4
-    )  # (a full pass: seed, left, ...)
+    # a full pass (keep 4 has no watermark): seed, left, right and before too
+    assert calls > 2 and out[b"unfinished"] == 0 and visited == len(DENSE) + 4
     assert [r.get(k) for k in r.scan_iter(match="lgprune:dense:*:placed")] == [b"not lgprune's"]
 
 

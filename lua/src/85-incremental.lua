@@ -501,6 +501,11 @@ function dense.collect(sw, pass, lo, hi, key)
   return true
 end
 
+-- The key of the pass's notes of where its threads are (see Pass.placement).
+function dense.notes_key(pass)
+  return Keys.dense_key(pass.fp, Pass.ms(pass.start), 'placed')
+end
+
 -- Write the places this call read (sw.notes, unless placement found another
 -- type there) to the pass's notes, which expire NOTES_TTL_S later (a lost
 -- note is read again).
@@ -520,7 +525,7 @@ end
 -- placement); true when all are visited. "" stands for the documents without
 -- a thread id: skipped.
 function dense.visit(sw, pass, lo, hi, key)
-  sw.notes = { key = Keys.dense_key(pass.fp, Pass.ms(pass.start), 'placed') }
+  sw.notes = { key = dense.notes_key(pass) }
   local ok, done = pcall(dense.visit_pages, sw, pass, lo, hi, key)
   dense.note(sw)
   if not ok then
@@ -563,7 +568,7 @@ function dense.segment(sw, pass, lo, hi)
   end
   local key = Keys.dense_key(pass.fp, Pass.ms(pass.start), Pass.ms(lo))
   if not pass.dense then
-    local notes = Keys.dense_key(pass.fp, Pass.ms(pass.start), 'placed')
+    local notes = dense.notes_key(pass)
     Delete.check_allowed('ZADD', { key }) -- (and EXPIRE: a key left without one would stay; UNLINK: once visited)
     Delete.check_allowed('EXPIRE', { key, notes })
     Delete.check_allowed('UNLINK', { key })

@@ -164,13 +164,14 @@ lgprune_sweep: prune every thread, or those changed since the last pass, a slice
   last complete pass began; field "full <rule>", its last full pass. A completed pass records
   them, unless a dry run or unfinished. Deleting the key or a field only makes a pass full.
   Dense milliseconds: one holding more checkpoints than a call reads at once (a bulk import, a
-  coarse clock) is read in pages over several calls into lgprune:dense:<fp>:<start>:<ms>, a
-  sorted set of its thread ids that expires after a day; then its threads are visited and the
-  key deleted (where each is visited is noted for the pass in lgprune:dense:<fp>:<start>:placed,
-  which expires ten minutes after the last call that wrote to it). The pass is left unfinished when a writer deletes or re-indexes one of its
-  checkpoints already read (the rest move under a page's boundary), when the key is gone as a
-  call resumes, or past the search result cap (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of
-  over 4000 checkpoints (fewer if the server caps results lower), unfinished.
+  coarse clock) is read in pages over several calls into lgprune:dense:<fp>:<start>:<ms>, a sorted
+  set of its thread ids that expires after a day; then its threads are visited and the key deleted
+  (where each is visited is noted for the pass in lgprune:dense:<fp>:<start>:placed, which expires
+  ten minutes after the last call that wrote to it). The pass is left unfinished when a writer
+  deletes or re-indexes one of its checkpoints already read (the rest move under a page's
+  boundary), when the key is gone as a call resumes, or past the search result cap
+  (MAXSEARCHRESULTS) plus a page. A dry run writes no key: it passes over a millisecond of over
+  4000 checkpoints (fewer if the server caps results lower), unfinished.
   Reply: name/value pairs
     cursor           "0" when the pass is done, else pass it to the next call
     kind             "full" or "incremental"
